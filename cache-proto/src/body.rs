@@ -1,0 +1,82 @@
+//! JSON bodies of the native v1 API.
+
+use serde::{Deserialize, Serialize};
+
+use crate::Digest;
+
+/// Request of `POST /v1/cas/missing`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MissingRequest {
+    /// The digests the client is about to upload.
+    pub digests: Vec<Digest>,
+}
+
+/// Response of `POST /v1/cas/missing`: the requested digests the server lacks,
+/// in request order, without duplicates.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MissingResponse {
+    /// Digests to upload.
+    pub missing: Vec<Digest>,
+}
+
+/// The body of every error response.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: ErrorDetail,
+}
+
+/// Machine-readable code plus a human-readable message.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ErrorDetail {
+    /// Stable identifier, e.g. `digest_mismatch`, `not_found`, `storage_unavailable`.
+    pub code: String,
+    /// Explanation for a person.
+    pub message: String,
+    /// For `digest_mismatch`: the digest named in the path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected: Option<Digest>,
+    /// For `digest_mismatch`: the digest of the body actually received.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actual: Option<Digest>,
+}
+
+/// Response of `GET /v1/stats`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Stats {
+    /// What the store holds now, from the index.
+    pub stored: StoredStats,
+    /// Request counters since the server started, one entry per protocol
+    /// (`cas`, `ac`).
+    pub protocols: std::collections::BTreeMap<String, ProtocolStats>,
+}
+
+/// Totals over the index.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StoredStats {
+    /// Number of CAS blobs.
+    pub blobs: u64,
+    /// Number of action-cache entries.
+    pub action_entries: u64,
+    /// Sum of uncompressed sizes, in bytes.
+    pub bytes: u64,
+    /// Sum of sizes as stored (after compression), in bytes.
+    pub stored_bytes: u64,
+}
+
+/// Counters of one protocol.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ProtocolStats {
+    /// Reads that found the object.
+    pub hits: u64,
+    /// Reads that did not.
+    pub misses: u64,
+    /// Objects written.
+    pub writes: u64,
+    /// Uploads rejected (digest mismatch, too large, bad body).
+    pub rejected: u64,
+    /// Bytes received in accepted uploads (as sent on the wire).
+    pub bytes_received: u64,
+    /// Bytes sent in response bodies (as sent on the wire).
+    pub bytes_served: u64,
+}

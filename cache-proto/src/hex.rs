@@ -1,0 +1,174 @@
+//! 32-byte identifiers written as 64 lowercase hex characters.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Why a string is not a valid digest or key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HexError {
+    /// The string does not have exactly 64 characters.
+    #[error("expected 64 lowercase hex characters, got {0} characters")]
+    Length(usize),
+    /// The string has a character outside `0-9a-f`.
+    #[error("expected 64 lowercase hex characters, found {0:?} at position {1}")]
+    Character(char, usize),
+}
+
+fn parse_hex64(text: &str) -> Result<[u8; 32], HexError> {
+    if text.len() != 64 {
+        return Err(HexError::Length(text.chars().count()));
+    }
+    let mut out = [0u8; 32];
+    for (position, byte) in text.bytes().enumerate() {
+        let nibble = match byte {
+            b'0'..=b'9' => byte - b'0',
+            b'a'..=b'f' => byte - b'a' + 10,
+            _ => {
+                let bad = text[position..].chars().next().unwrap_or('?');
+                return Err(HexError::Character(bad, position));
+            }
+        };
+        out[position / 2] |= if position % 2 == 0 {
+            nibble << 4
+        } else {
+            nibble
+        };
+    }
+    Ok(out)
+}
+
+fn write_hex(bytes: &[u8; 32], f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    for byte in bytes {
+        write!(f, "{byte:02x}")?;
+    }
+    Ok(())
+}
+
+macro_rules! hex64_type {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name([u8; 32]);
+
+        impl $name {
+            /// Parses exactly 64 lowercase hex characters.
+            pub fn parse(text: &str) -> Result<Self, HexError> {
+                parse_hex64(text).map(Self)
+            }
+
+            /// The raw 32 bytes.
+            pub fn as_bytes(&self) -> &[u8; 32] {
+                &self.0
+            }
+
+            /// Builds the value from raw bytes.
+            pub fn from_bytes(bytes: [u8; 32]) -> Self {
+                Self(bytes)
+            }
+
+            /// The first `n` hex characters (at most 64), e.g. for short tags.
+            pub fn short(&self, n: usize) -> String {
+                let mut text = self.to_string();
+                text.truncate(n.min(64));
+                text
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write_hex(&self.0, f)
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}({self})", stringify!($name))
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = HexError;
+            fn from_str(text: &str) -> Result<Self, HexError> {
+                Self::parse(text)
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.collect_str(self)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+                Self::parse(&text).map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+hex64_type!(
+    /// The BLAKE3 hash of a blob's uncompressed content: its name in the CAS.
+    Digest
+);
+
+hex64_type!(
+    /// An action-cache key: an opaque 32-byte name chosen by the client
+    /// (typically itself a BLAKE3 hash of the inputs of an action).
+    Key
+);
+
+impl Digest {
+    /// The digest of `content`.
+    pub fn of(content: &[u8]) -> Self {
+        Self(*blake3::hash(content).as_bytes())
+    }
+}
+
+impl From<blake3::Hash> for Digest {
+    fn from(hash: blake3::Hash) -> Self {
+        Self(*hash.as_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EMPTY: &str = "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262";
+
+    #[test]
+    fn parses_lowercase_hex_and_prints_it_back() {
+        let digest = Digest::parse(EMPTY).unwrap();
+        assert_eq!(digest.to_string(), EMPTY);
+        assert_eq!(digest, Digest::of(b""));
+        assert_eq!(digest.short(16), &EMPTY[..16]);
+    }
+
+    #[test]
+    fn rejects_uppercase_wrong_length_and_traversal() {
+        assert_eq!(
+            Digest::parse(&EMPTY.to_uppercase()),
+            Err(HexError::Character('A', 2))
+        );
+        assert_eq!(Digest::parse(&EMPTY[..63]), Err(HexError::Length(63)));
+        let traversal = format!("../{}", &EMPTY[3..]);
+        assert_eq!(Key::parse(&traversal), Err(HexError::Character('.', 0)));
+        let unicode = format!("é{}", &EMPTY[2..]);
+        assert!(matches!(
+            Key::parse(&unicode),
+            Err(HexError::Character('é', 0))
+        ));
+    }
+
+    #[test]
+    fn json_round_trip_validates() {
+        let json = format!("\"{EMPTY}\"");
+        let digest: Digest = serde_json::from_str(&json).unwrap();
+        assert_eq!(serde_json::to_string(&digest).unwrap(), json);
+        assert!(serde_json::from_str::<Digest>("\"abc\"").is_err());
+    }
+}

@@ -1,0 +1,22 @@
+//! The wire contract between `cache-server` and its clients.
+//!
+//! Everything both sides must agree on lives here and nowhere else: the
+//! [`Digest`] and [`Key`] types (64 lowercase hex characters of a BLAKE3
+//! hash), the route paths of the native v1 API, its JSON bodies and the header
+//! values it uses. The crate does no I/O.
+#![deny(missing_docs)]
+
+mod hex;
+
+pub mod body;
+pub mod routes;
+
+pub use hex::{Digest, HexError, Key};
+
+/// Header values and limits of the native API.
+pub mod headers {
+    /// The `Content-Encoding` / `Accept-Encoding` token for zstd.
+    pub const ZSTD: &str = "zstd";
+    /// Largest action-cache value the server accepts, in bytes.
+    pub const MAX_AC_VALUE_BYTES: u64 = 1024 * 1024;
+}

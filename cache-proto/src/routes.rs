@@ -1,0 +1,31 @@
+//! Route paths of the native v1 API.
+//!
+//! The `*_TEMPLATE` constants are the router's patterns; the functions build
+//! concrete paths for clients.
+
+use crate::{Digest, Key};
+
+/// `HEAD/GET/PUT` a blob by digest.
+pub const CAS_TEMPLATE: &str = "/v1/cas/{digest}";
+/// `POST` a list of digests, answered with those the server lacks.
+pub const CAS_MISSING: &str = "/v1/cas/missing";
+/// `GET/PUT/HEAD/DELETE` an action-cache entry.
+pub const AC_TEMPLATE: &str = "/v1/ac/{key}";
+/// `GET` JSON statistics.
+pub const STATS: &str = "/v1/stats";
+/// `GET` Prometheus text metrics.
+pub const METRICS: &str = "/metrics";
+/// `GET` liveness: the process answers.
+pub const HEALTHZ: &str = "/healthz";
+/// `GET` readiness: the storage answers too.
+pub const READYZ: &str = "/readyz";
+
+/// The path of a blob.
+pub fn cas(digest: &Digest) -> String {
+    format!("/v1/cas/{digest}")
+}
+
+/// The path of an action-cache entry.
+pub fn ac(key: &Key) -> String {
+    format!("/v1/ac/{key}")
+}

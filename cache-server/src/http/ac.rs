@@ -1,0 +1,175 @@
+//! `/v1/ac/{key}`: the action cache, small values under client-chosen keys,
+//! with `If-Match` / `If-None-Match` compare-and-set.
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use cache_proto::Key;
+use cache_proto::headers::MAX_AC_VALUE_BYTES;
+use tokio::sync::{Mutex, MutexGuard};
+
+use super::AppState;
+use super::error::ApiError;
+use super::request::{self, Preconditions};
+use crate::blob::format::Encoding;
+use crate::blob::{StoredName, ac_path};
+use crate::index::NewObject;
+use crate::metrics::{Protocol, ReadResult, WriteResult};
+
+const LOCK_STRIPES: usize = 64;
+
+/// Striped locks so that a compare-and-set on one key is atomic within this
+/// process (several replicas over one bucket come with the scaling work).
+#[derive(Debug)]
+pub struct KeyLocks([Mutex<()>; LOCK_STRIPES]);
+
+impl Default for KeyLocks {
+    fn default() -> Self {
+        Self(std::array::from_fn(|_| Mutex::new(())))
+    }
+}
+
+impl KeyLocks {
+    async fn lock(&self, key: &Key) -> MutexGuard<'_, ()> {
+        self.0[key.as_bytes()[0] as usize % LOCK_STRIPES]
+            .lock()
+            .await
+    }
+}
+
+/// The entity tag of a value: its quoted BLAKE3.
+fn etag_of(value: &[u8]) -> String {
+    format!("\"{}\"", blake3::hash(value).to_hex())
+}
+
+fn not_found(key: &Key) -> ApiError {
+    ApiError::NotFound(format!("action-cache entry {key} not found"))
+}
+
+fn with_etag(mut response: Response, etag: Option<&str>) -> Response {
+    if let Some(value) = etag.and_then(|etag| HeaderValue::from_str(etag).ok()) {
+        response.headers_mut().insert(header::ETAG, value);
+    }
+    response
+}
+
+/// `GET /v1/ac/{key}`.
+pub async fn get_entry(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+) -> Result<Response, ApiError> {
+    let key = request::key(&raw)?;
+    let name = StoredName::Action(key);
+    let value = match state.index.get(name).await? {
+        Some(_) => state.storage.read_small(&ac_path(&key)).await?,
+        None => None,
+    };
+    let Some(value) = value else {
+        state.metrics.read(Protocol::Ac, ReadResult::Miss);
+        return Err(not_found(&key));
+    };
+    state.metrics.read(Protocol::Ac, ReadResult::Hit);
+    state.metrics.served(Protocol::Ac, value.len() as u64);
+    state.index.record_access(name);
+    let etag = etag_of(&value);
+    let response = ([(header::CONTENT_TYPE, "application/octet-stream")], value).into_response();
+    Ok(with_etag(response, Some(&etag)))
+}
+
+/// `HEAD /v1/ac/{key}`: answered from the index.
+pub async fn head_entry(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+) -> Result<Response, ApiError> {
+    let key = request::key(&raw)?;
+    let Some(record) = state.index.get(StoredName::Action(key)).await? else {
+        state.metrics.read(Protocol::Ac, ReadResult::Miss);
+        return Err(not_found(&key));
+    };
+    state.metrics.read(Protocol::Ac, ReadResult::Hit);
+    let mut response = StatusCode::OK.into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(record.size));
+    Ok(with_etag(response, record.etag.as_deref()))
+}
+
+/// `PUT /v1/ac/{key}`: creates or replaces, subject to the preconditions.
+pub async fn put_entry(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let key = request::key(&raw)?;
+    let preconditions = Preconditions::parse(&headers);
+    let result = replace(&state, key, &preconditions, body).await;
+    let outcome = if result.is_ok() {
+        WriteResult::Stored
+    } else {
+        WriteResult::Rejected
+    };
+    state.metrics.write(Protocol::Ac, outcome);
+    result
+}
+
+async fn replace(
+    state: &AppState,
+    key: Key,
+    preconditions: &Preconditions,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let value: Bytes = axum::body::to_bytes(body, MAX_AC_VALUE_BYTES as usize)
+        .await
+        .map_err(|_| ApiError::TooLarge {
+            limit: MAX_AC_VALUE_BYTES,
+        })?;
+    let name = StoredName::Action(key);
+    let _guard = state.ac_locks.lock(&key).await;
+    let current = state.index.get(name).await?;
+    preconditions.check(current.as_ref().and_then(|r| r.etag.as_deref()))?;
+    let etag = etag_of(&value);
+    let size = value.len() as u64;
+    state.storage.put_small(&ac_path(&key), value).await?;
+    state
+        .index
+        .put(
+            name,
+            NewObject {
+                size,
+                stored_size: size,
+                encoding: Encoding::Raw,
+                etag: Some(etag.clone()),
+            },
+        )
+        .await?;
+    state.metrics.received(Protocol::Ac, size);
+    let status = if current.is_some() {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok(with_etag(status.into_response(), Some(&etag)))
+}
+
+/// `DELETE /v1/ac/{key}`: 204, or 404 when absent; honours `If-Match`.
+pub async fn delete_entry(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let key = request::key(&raw)?;
+    let preconditions = Preconditions::parse(&headers);
+    let name = StoredName::Action(key);
+    let _guard = state.ac_locks.lock(&key).await;
+    let current = state.index.get(name).await?;
+    preconditions.check(current.as_ref().and_then(|r| r.etag.as_deref()))?;
+    let existed = state.storage.delete(&ac_path(&key)).await?;
+    let indexed = state.index.remove(name).await?;
+    if existed || indexed {
+        Ok(StatusCode::NO_CONTENT.into_response())
+    } else {
+        Err(not_found(&key))
+    }
+}

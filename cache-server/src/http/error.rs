@@ -1,0 +1,147 @@
+//! The one place where failures become status codes.
+//!
+//! Client errors carry a message meant for the client. Server-side failures
+//! (storage, index) answer a generic message and are logged here with their
+//! detail, so internals never reach a response body.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use cache_proto::Digest;
+use cache_proto::body::{ErrorBody, ErrorDetail};
+
+use crate::blob::download::ReadError;
+use crate::blob::upload::UploadError;
+use crate::index::IndexError;
+use crate::storage::StorageError;
+
+/// Every way a request can fail.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The request is malformed (bad digest, key, header or body).
+    #[error("{message}")]
+    BadRequest {
+        /// Stable code.
+        code: &'static str,
+        /// Explanation.
+        message: String,
+    },
+    /// The uploaded content does not hash to the digest in the path.
+    #[error("content digest {actual} does not match {expected}")]
+    DigestMismatch {
+        /// From the path.
+        expected: Digest,
+        /// Of the body.
+        actual: Digest,
+    },
+    /// Nothing there.
+    #[error("{0}")]
+    NotFound(String),
+    /// The body is over a size limit.
+    #[error("body exceeds the limit of {limit} bytes")]
+    TooLarge {
+        /// The limit.
+        limit: u64,
+    },
+    /// `Content-Encoding` other than identity or zstd.
+    #[error("unsupported content encoding {0:?} (use zstd or none)")]
+    UnsupportedEncoding(String),
+    /// A conditional request's precondition is false.
+    #[error("{0}")]
+    PreconditionFailed(String),
+    /// The storage did not answer or failed.
+    #[error("storage is unavailable")]
+    StorageUnavailable(#[source] StorageError),
+    /// Anything else on our side.
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// A [`ApiError::BadRequest`].
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::BadRequest {
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            Self::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
+            Self::DigestMismatch { .. } => (StatusCode::BAD_REQUEST, "digest_mismatch"),
+            Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            Self::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+            Self::UnsupportedEncoding(_) => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_encoding")
+            }
+            Self::PreconditionFailed(_) => (StatusCode::PRECONDITION_FAILED, "precondition_failed"),
+            Self::StorageUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable"),
+            Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        match &self {
+            Self::StorageUnavailable(source) => {
+                tracing::warn!(error = %source, "storage unavailable")
+            }
+            Self::Internal(detail) => tracing::error!(%detail, "internal error"),
+            _ => {}
+        }
+        let (expected, actual) = match &self {
+            Self::DigestMismatch { expected, actual } => (Some(*expected), Some(*actual)),
+            _ => (None, None),
+        };
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: code.to_owned(),
+                message: self.to_string(),
+                expected,
+                actual,
+            },
+        };
+        (status, Json(body)).into_response()
+    }
+}
+
+impl From<StorageError> for ApiError {
+    fn from(error: StorageError) -> Self {
+        match error {
+            StorageError::NotFound => Self::NotFound("object not found".into()),
+            other => Self::StorageUnavailable(other),
+        }
+    }
+}
+
+impl From<IndexError> for ApiError {
+    fn from(error: IndexError) -> Self {
+        Self::Internal(error.to_string())
+    }
+}
+
+impl From<ReadError> for ApiError {
+    fn from(error: ReadError) -> Self {
+        match error {
+            ReadError::Storage(error) => error.into(),
+            ReadError::Format(error) => Self::Internal(error.to_string()),
+        }
+    }
+}
+
+impl From<UploadError> for ApiError {
+    fn from(error: UploadError) -> Self {
+        match error {
+            UploadError::Mismatch { expected, actual } => Self::DigestMismatch { expected, actual },
+            UploadError::TooLarge { limit } => Self::TooLarge { limit },
+            UploadError::Body(error) => Self::bad_request(
+                "bad_body",
+                format!("could not read the request body: {error}"),
+            ),
+            UploadError::Storage(error) => error.into(),
+        }
+    }
+}

@@ -1,0 +1,84 @@
+//! HTTP: the native v1 API, health and metrics, over [`AppState`].
+
+mod ac;
+mod cas;
+pub mod error;
+mod ops;
+pub mod request;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::Request;
+use axum::routing::{get, post};
+use cache_proto::routes;
+use tower_http::trace::TraceLayer;
+
+use crate::blob::upload::UploadSettings;
+use crate::index::Index;
+use crate::metrics::Metrics;
+use crate::storage::Storage;
+use error::ApiError;
+
+/// Everything a handler needs, passed explicitly. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The bytes.
+    pub storage: Storage,
+    /// The metadata.
+    pub index: Index,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    /// Upload limits.
+    pub upload: UploadSettings,
+    /// Serialises compare-and-set on action-cache entries.
+    pub ac_locks: Arc<ac::KeyLocks>,
+}
+
+impl AppState {
+    /// State over the given store and index.
+    pub fn new(storage: Storage, index: Index, upload: UploadSettings) -> Self {
+        Self {
+            storage,
+            index,
+            metrics: Arc::new(Metrics::default()),
+            upload,
+            ac_locks: Arc::new(ac::KeyLocks::default()),
+        }
+    }
+}
+
+/// The whole HTTP surface.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route(
+            routes::CAS_TEMPLATE,
+            get(cas::get_blob).head(cas::head_blob).put(cas::put_blob),
+        )
+        .route(routes::CAS_MISSING, post(cas::missing))
+        .route(
+            routes::AC_TEMPLATE,
+            get(ac::get_entry)
+                .head(ac::head_entry)
+                .put(ac::put_entry)
+                .delete(ac::delete_entry),
+        )
+        .route(routes::STATS, get(ops::stats))
+        .route(routes::METRICS, get(ops::metrics))
+        .route(routes::HEALTHZ, get(ops::healthz))
+        .route(routes::READYZ, get(ops::readyz))
+        .fallback(no_route)
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+async fn no_route(request: Request) -> ApiError {
+    ApiError::NotFound(format!(
+        "no route for {} {}",
+        request.method(),
+        request.uri().path()
+    ))
+}
+
+#[cfg(test)]
+mod tests;

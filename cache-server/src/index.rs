@@ -1,0 +1,466 @@
+//! The SQLite index: one row per stored object with its size, stored size,
+//! encoding, creation time, last access and hits.
+//!
+//! It answers HEAD and `missing` without touching storage and feeds stats and
+//! (later) eviction. Storage stays the source of truth: the index is a cache
+//! of its metadata, rebuilt by `cache-server reindex`. SQLite runs in WAL mode
+//! behind one writer connection and a few reader connections, always on the
+//! blocking thread pool, never on the async threads. Reads of an object do not
+//! write to SQLite: hits and access times are gathered in memory and flushed
+//! in one transaction every second (and at shutdown).
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use cache_proto::Digest;
+use cache_proto::body::StoredStats;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::blob::StoredName;
+use crate::blob::format::Encoding;
+
+const READERS: usize = 4;
+
+/// Schema migrations; entry `i` moves `user_version` from `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE objects (
+    kind        TEXT    NOT NULL,   -- 'cas' or 'ac'
+    name        TEXT    NOT NULL,   -- digest or key, 64 lowercase hex
+    size        INTEGER NOT NULL,   -- uncompressed bytes
+    stored_size INTEGER NOT NULL,   -- bytes in storage
+    encoding    TEXT    NOT NULL,   -- 'raw' or 'zstd'
+    etag        TEXT,               -- action cache: BLAKE3 of the value
+    created     INTEGER NOT NULL,   -- unix milliseconds
+    last_access INTEGER NOT NULL,   -- unix milliseconds
+    hits        INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (kind, name)
+) WITHOUT ROWID;
+CREATE INDEX objects_by_last_access ON objects (last_access);
+"#];
+
+/// An index failure.
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    /// SQLite refused.
+    #[error("index database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The file or its folder could not be created.
+    #[error("cannot create the index at {path}: {source}")]
+    Create {
+        /// The index path.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The database holds a schema newer than this binary knows.
+    #[error("index schema version {0} is newer than this cache-server supports ({1})")]
+    TooNew(i64, usize),
+    /// A blocking task failed.
+    #[error("index task failed: {0}")]
+    Task(String),
+    /// A row holds a value this binary cannot read.
+    #[error("index row is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// A row of the index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectRecord {
+    /// Uncompressed size.
+    pub size: u64,
+    /// Size in storage.
+    pub stored_size: u64,
+    /// Stored encoding.
+    pub encoding: Encoding,
+    /// Action cache: entity tag of the value.
+    pub etag: Option<String>,
+    /// Hits recorded so far (flushed ones only).
+    pub hits: u64,
+    /// Unix milliseconds of the last recorded access.
+    pub last_access_ms: i64,
+}
+
+/// What is written for a new or replaced object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewObject {
+    /// Uncompressed size.
+    pub size: u64,
+    /// Size in storage.
+    pub stored_size: u64,
+    /// Stored encoding.
+    pub encoding: Encoding,
+    /// Action cache: entity tag of the value.
+    pub etag: Option<String>,
+}
+
+struct Inner {
+    writer: Mutex<Connection>,
+    readers: Vec<Mutex<Connection>>,
+    next_reader: AtomicUsize,
+    pending_access: Mutex<HashMap<StoredName, (u64, i64)>>,
+}
+
+/// Handle to the index. Cheap to clone.
+#[derive(Clone)]
+pub struct Index {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Index {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Index")
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn split(name: &StoredName) -> (&'static str, String) {
+    match name {
+        StoredName::Blob(digest) => ("cas", digest.to_string()),
+        StoredName::Action(key) => ("ac", key.to_string()),
+    }
+}
+
+fn lock(mutex: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
+    // A panic while holding the lock cannot leave SQLite inconsistent (it has
+    // its own transactions), so a poisoned lock is still usable.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn connect(path: &Path) -> Result<Connection, IndexError> {
+    let connection = Connection::open(path)?;
+    connection.busy_timeout(std::time::Duration::from_secs(5))?;
+    connection.pragma_update(None, "journal_mode", "WAL")?;
+    connection.pragma_update(None, "synchronous", "NORMAL")?;
+    Ok(connection)
+}
+
+fn migrate(connection: &mut Connection) -> Result<(), IndexError> {
+    let version: i64 = connection.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    if version as usize > MIGRATIONS.len() {
+        return Err(IndexError::TooNew(version, MIGRATIONS.len()));
+    }
+    for (step, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        let transaction = connection.transaction()?;
+        transaction.execute_batch(sql)?;
+        transaction.pragma_update(None, "user_version", (step + 1) as i64)?;
+        transaction.commit()?;
+        tracing::info!(version = step + 1, "index schema migrated");
+    }
+    Ok(())
+}
+
+impl Index {
+    /// Opens (creating and migrating as needed) the index at `path`.
+    pub fn open(path: &Path) -> Result<Self, IndexError> {
+        if let Some(folder) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(folder).map_err(|source| IndexError::Create {
+                path: path.display().to_string(),
+                source,
+            })?;
+        }
+        let mut writer = connect(path)?;
+        migrate(&mut writer)?;
+        let readers = (0..READERS)
+            .map(|_| connect(path).map(Mutex::new))
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                writer: Mutex::new(writer),
+                readers,
+                next_reader: AtomicUsize::new(0),
+                pending_access: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        query: impl FnOnce(&Connection) -> Result<T, IndexError> + Send + 'static,
+    ) -> Result<T, IndexError> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let slot = inner.next_reader.fetch_add(1, Ordering::Relaxed) % inner.readers.len();
+            query(&lock(&inner.readers[slot]))
+        })
+        .await
+        .map_err(|e| IndexError::Task(e.to_string()))?
+    }
+
+    async fn write<T: Send + 'static>(
+        &self,
+        change: impl FnOnce(&mut Connection) -> Result<T, IndexError> + Send + 'static,
+    ) -> Result<T, IndexError> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || change(&mut lock(&inner.writer)))
+            .await
+            .map_err(|e| IndexError::Task(e.to_string()))?
+    }
+
+    /// The row of `name`, if any.
+    pub async fn get(&self, name: StoredName) -> Result<Option<ObjectRecord>, IndexError> {
+        self.read(move |connection| {
+            let (kind, name) = split(&name);
+            let row = connection
+                .query_row(
+                    "SELECT size, stored_size, encoding, etag, hits, last_access
+                     FROM objects WHERE kind = ?1 AND name = ?2",
+                    params![kind, name],
+                    |row| {
+                        Ok((
+                            row.get::<_, i64>(0)?,
+                            row.get::<_, i64>(1)?,
+                            row.get::<_, String>(2)?,
+                            row.get::<_, Option<String>>(3)?,
+                            row.get::<_, i64>(4)?,
+                            row.get::<_, i64>(5)?,
+                        ))
+                    },
+                )
+                .optional()?;
+            row.map(
+                |(size, stored_size, encoding, etag, hits, last_access_ms)| {
+                    Ok(ObjectRecord {
+                        size: size as u64,
+                        stored_size: stored_size as u64,
+                        encoding: Encoding::from_name(&encoding)
+                            .ok_or_else(|| IndexError::Corrupt(format!("encoding {encoding:?}")))?,
+                        etag,
+                        hits: hits as u64,
+                        last_access_ms,
+                    })
+                },
+            )
+            .transpose()
+        })
+        .await
+    }
+
+    /// Inserts or replaces the row of `name`. A replaced row keeps its hits and
+    /// creation time.
+    pub async fn put(&self, name: StoredName, object: NewObject) -> Result<(), IndexError> {
+        self.write(move |connection| {
+            let (kind, name) = split(&name);
+            let now = now_ms();
+            connection.execute(
+                "INSERT INTO objects (kind, name, size, stored_size, encoding, etag, created, last_access)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)
+                 ON CONFLICT (kind, name) DO UPDATE SET
+                    size = excluded.size, stored_size = excluded.stored_size,
+                    encoding = excluded.encoding, etag = excluded.etag,
+                    last_access = excluded.last_access",
+                params![
+                    kind,
+                    name,
+                    object.size as i64,
+                    object.stored_size as i64,
+                    object.encoding.as_str(),
+                    object.etag,
+                    now
+                ],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Removes the row of `name`. Returns whether there was one.
+    pub async fn remove(&self, name: StoredName) -> Result<bool, IndexError> {
+        self.write(move |connection| {
+            let (kind, name) = split(&name);
+            let removed = connection.execute(
+                "DELETE FROM objects WHERE kind = ?1 AND name = ?2",
+                params![kind, name],
+            )?;
+            Ok(removed > 0)
+        })
+        .await
+    }
+
+    /// The digests among `digests` that have no blob, in order, without duplicates.
+    pub async fn missing(&self, digests: Vec<Digest>) -> Result<Vec<Digest>, IndexError> {
+        self.read(move |connection| {
+            let mut statement = connection
+                .prepare_cached("SELECT 1 FROM objects WHERE kind = 'cas' AND name = ?1")?;
+            let mut seen = std::collections::HashSet::new();
+            let mut missing = Vec::new();
+            for digest in digests {
+                if seen.insert(digest) && !statement.exists(params![digest.to_string()])? {
+                    missing.push(digest);
+                }
+            }
+            Ok(missing)
+        })
+        .await
+    }
+
+    /// Notes a read of `name`; written to SQLite by the next [`Index::flush_access`].
+    pub fn record_access(&self, name: StoredName) {
+        let mut pending = self
+            .inner
+            .pending_access
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let entry = pending.entry(name).or_insert((0, 0));
+        entry.0 += 1;
+        entry.1 = now_ms();
+    }
+
+    /// Writes the gathered hits and access times in one transaction.
+    pub async fn flush_access(&self) -> Result<(), IndexError> {
+        let batch: Vec<_> = {
+            let mut pending = self
+                .inner
+                .pending_access
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            pending.drain().collect()
+        };
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.write(move |connection| {
+            let transaction = connection.transaction()?;
+            {
+                let mut statement = transaction.prepare_cached(
+                    "UPDATE objects SET hits = hits + ?3, last_access = max(last_access, ?4)
+                     WHERE kind = ?1 AND name = ?2",
+                )?;
+                for (name, (hits, last_access)) in batch {
+                    let (kind, name) = split(&name);
+                    statement.execute(params![kind, name, hits as i64, last_access])?;
+                }
+            }
+            transaction.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Totals for `/v1/stats` and `/metrics`.
+    pub async fn totals(&self) -> Result<StoredStats, IndexError> {
+        self.read(|connection| {
+            let mut stats = StoredStats::default();
+            let mut statement = connection.prepare_cached(
+                "SELECT kind, COUNT(*), COALESCE(SUM(size), 0), COALESCE(SUM(stored_size), 0)
+                 FROM objects GROUP BY kind",
+            )?;
+            let rows = statement.query_map([], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, i64>(1)?,
+                    row.get::<_, i64>(2)?,
+                    row.get::<_, i64>(3)?,
+                ))
+            })?;
+            for row in rows {
+                let (kind, count, size, stored) = row?;
+                match kind.as_str() {
+                    "cas" => stats.blobs = count as u64,
+                    _ => stats.action_entries += count as u64,
+                }
+                stats.bytes += size as u64;
+                stats.stored_bytes += stored as u64;
+            }
+            Ok(stats)
+        })
+        .await
+    }
+
+    /// Replaces the whole content of the index with `rows` in one transaction
+    /// (used by `reindex`).
+    pub async fn replace_all(&self, rows: Vec<(StoredName, NewObject)>) -> Result<(), IndexError> {
+        self.write(move |connection| {
+            let transaction = connection.transaction()?;
+            transaction.execute("DELETE FROM objects", [])?;
+            {
+                let now = now_ms();
+                let mut statement = transaction.prepare_cached(
+                    "INSERT INTO objects (kind, name, size, stored_size, encoding, etag, created, last_access)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
+                )?;
+                for (name, object) in rows {
+                    let (kind, name) = split(&name);
+                    statement.execute(params![
+                        kind,
+                        name,
+                        object.size as i64,
+                        object.stored_size as i64,
+                        object.encoding.as_str(),
+                        object.etag,
+                        now
+                    ])?;
+                }
+            }
+            transaction.commit()?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn blob(size: u64) -> NewObject {
+        NewObject {
+            size,
+            stored_size: size + 16,
+            encoding: Encoding::Raw,
+            etag: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn rows_round_trip_and_survive_reopening() {
+        let folder = tempfile::tempdir().unwrap();
+        let path = folder.path().join("nested/index.sqlite");
+        let digest = Digest::of(b"a");
+        let name = StoredName::Blob(digest);
+        {
+            let index = Index::open(&path).unwrap();
+            assert_eq!(index.get(name).await.unwrap(), None);
+            index.put(name, blob(1)).await.unwrap();
+            index.record_access(name);
+            index.record_access(name);
+            index.flush_access().await.unwrap();
+        }
+        let index = Index::open(&path).unwrap();
+        let record = index.get(name).await.unwrap().unwrap();
+        assert_eq!((record.size, record.stored_size, record.hits), (1, 17, 2));
+        assert!(index.remove(name).await.unwrap());
+        assert!(!index.remove(name).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn missing_keeps_order_and_drops_duplicates() {
+        let folder = tempfile::tempdir().unwrap();
+        let index = Index::open(&folder.path().join("i.sqlite")).unwrap();
+        let [a, b, c] = [b"a", b"b", b"c"].map(|x| Digest::of(x));
+        index.put(StoredName::Blob(b), blob(1)).await.unwrap();
+        assert_eq!(index.missing(vec![c, b, a, c]).await.unwrap(), vec![c, a]);
+    }
+
+    #[tokio::test]
+    async fn refuses_a_schema_from_the_future() {
+        let folder = tempfile::tempdir().unwrap();
+        let path = folder.path().join("i.sqlite");
+        Index::open(&path).unwrap();
+        Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "user_version", 99)
+            .unwrap();
+        assert!(matches!(Index::open(&path), Err(IndexError::TooNew(99, _))));
+    }
+}

@@ -1,0 +1,275 @@
+//! The `cache-server` binary: flags, logging, serving and `reindex`.
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use cache_server::blob::upload::UploadSettings;
+use cache_server::http::{AppState, app};
+use cache_server::index::Index;
+use cache_server::reindex::reindex;
+use cache_server::storage::{Storage, StorageLocation, StorageOptions};
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+/// Content-addressed HTTP cache for CI: BLAKE3-verified blobs and an action
+/// cache over a local folder or an S3-compatible bucket.
+#[derive(Debug, Parser)]
+#[command(name = "cache-server", version)]
+struct Cli {
+    /// Address to listen on; port 0 picks a free port.
+    #[arg(
+        long,
+        env = "CACHE_SERVER_LISTEN",
+        default_value = "127.0.0.1:8080",
+        global = true
+    )]
+    listen: SocketAddr,
+
+    /// Where blobs live: a folder path, file:///abs/path, or s3://bucket[/prefix]
+    /// (with AWS_ENDPOINT, AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+    /// AWS_ALLOW_HTTP from the environment).
+    #[arg(
+        long,
+        env = "CACHE_SERVER_STORAGE",
+        default_value = "./cache-data",
+        global = true
+    )]
+    storage: String,
+
+    /// SQLite index file [default: index.sqlite inside a local storage folder,
+    /// else ./cache-index.sqlite].
+    #[arg(long, env = "CACHE_SERVER_INDEX", global = true)]
+    index: Option<PathBuf>,
+
+    /// Largest accepted blob, uncompressed (e.g. 1073741824, 512MiB, 10GiB).
+    #[arg(long, env = "CACHE_SERVER_MAX_BLOB_SIZE", default_value = "10GiB", value_parser = parse_size, global = true)]
+    max_blob_size: u64,
+
+    /// Upper bound of each storage call, in seconds; past it requests answer 503.
+    #[arg(
+        long,
+        env = "CACHE_SERVER_STORAGE_TIMEOUT",
+        default_value_t = 10,
+        global = true
+    )]
+    storage_timeout: u64,
+
+    /// zstd level of blobs stored compressed.
+    #[arg(
+        long,
+        env = "CACHE_SERVER_ZSTD_LEVEL",
+        default_value_t = 3,
+        global = true
+    )]
+    zstd_level: i32,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve HTTP (the default).
+    Serve,
+    /// Rebuild the index by listing storage, then exit.
+    Reindex,
+}
+
+/// Parses a byte count with an optional KiB/MiB/GiB/TiB (or KB/MB/GB/TB) suffix.
+fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size in bytes"))?;
+    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        "t" | "tib" => 1 << 40,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
+        other => return Err(format!("unknown size unit {other:?}")),
+    };
+    number
+        .checked_mul(factor)
+        .ok_or_else(|| format!("{text:?} is too large"))
+}
+
+impl Cli {
+    fn location(&self) -> anyhow::Result<StorageLocation> {
+        Ok(StorageLocation::parse(&self.storage)?)
+    }
+
+    fn index_path(&self, location: &StorageLocation) -> PathBuf {
+        match (&self.index, location.local_folder()) {
+            (Some(path), _) => path.clone(),
+            (None, Some(folder)) => folder.join("index.sqlite"),
+            (None, None) => PathBuf::from("cache-index.sqlite"),
+        }
+    }
+
+    fn open(&self) -> anyhow::Result<(Storage, Index)> {
+        let location = self.location()?;
+        let options = StorageOptions {
+            timeout: Duration::from_secs(self.storage_timeout.max(1)),
+            ..StorageOptions::default()
+        };
+        let storage = Storage::open(&location, options)?;
+        let index_path = self.index_path(&location);
+        let index = Index::open(&index_path)
+            .with_context(|| format!("opening the index {}", index_path.display()))?;
+        tracing::info!(storage = %location, index = %index_path.display(), "storage opened");
+        Ok((storage, index))
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Some(Command::Reindex) => {
+            let (storage, index) = cli.open()?;
+            let report = reindex(&storage, &index).await.context("reindexing")?;
+            tracing::info!(
+                blobs = report.blobs,
+                actions = report.actions,
+                skipped = report.skipped,
+                "index rebuilt from storage"
+            );
+            println!(
+                "reindexed {} blobs and {} action-cache entries ({} objects skipped)",
+                report.blobs, report.actions, report.skipped
+            );
+            Ok(())
+        }
+        Some(Command::Serve) | None => serve(&cli).await,
+    }
+}
+
+async fn serve(cli: &Cli) -> anyhow::Result<()> {
+    let (storage, index) = cli.open()?;
+    let upload = UploadSettings {
+        max_size: cli.max_blob_size,
+        zstd_level: cli.zstd_level,
+    };
+    let state = AppState::new(storage, index.clone(), upload);
+    let listener = tokio::net::TcpListener::bind(cli.listen)
+        .await
+        .with_context(|| format!("binding {}", cli.listen))?;
+    let address = listener.local_addr().context("reading the bound address")?;
+    tracing::info!("listening on {address}");
+
+    let flusher = tokio::spawn(flush_access_periodically(index.clone()));
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("serving HTTP")?;
+    flusher.abort();
+    index
+        .flush_access()
+        .await
+        .context("writing access times at shutdown")?;
+    tracing::info!("shut down cleanly");
+    Ok(())
+}
+
+async fn flush_access_periodically(index: Index) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        ticker.tick().await;
+        if let Err(error) = index.flush_access().await {
+            tracing::warn!(%error, "could not write access times to the index");
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let interrupt = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::warn!(%error, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = interrupt => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutdown requested; finishing in-flight requests");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_units() {
+        assert_eq!(parse_size("1024").unwrap(), 1024);
+        assert_eq!(parse_size("512MiB").unwrap(), 512 << 20);
+        assert_eq!(parse_size("10GiB").unwrap(), 10 << 30);
+        assert_eq!(parse_size("2GB").unwrap(), 2_000_000_000);
+        assert!(parse_size("ten").is_err());
+        assert!(parse_size("5XB").is_err());
+    }
+
+    #[test]
+    fn index_defaults_to_the_local_storage_folder() {
+        let cli = Cli::parse_from(["cache-server", "--storage", "/tmp/x"]);
+        let location = cli.location().unwrap();
+        assert_eq!(
+            cli.index_path(&location),
+            PathBuf::from("/tmp/x/index.sqlite")
+        );
+        let cli = Cli::parse_from(["cache-server", "--storage", "s3://b/p", "reindex"]);
+        let location = cli.location().unwrap();
+        assert_eq!(
+            cli.index_path(&location),
+            PathBuf::from("cache-index.sqlite")
+        );
+        assert!(matches!(cli.command, Some(Command::Reindex)));
+    }
+}

@@ -1,0 +1,280 @@
+//! Request counters, kept once and shown twice: as Prometheus text on
+//! `/metrics` and as JSON on `/v1/stats`.
+
+use cache_proto::body::{ProtocolStats, Stats, StoredStats};
+use std::fmt::Write as _;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// The protocol a request arrived through.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum Protocol {
+    /// Native v1 content-addressed blobs.
+    Cas,
+    /// Native v1 action cache.
+    Ac,
+}
+
+impl Protocol {
+    const ALL: [Protocol; 2] = [Protocol::Cas, Protocol::Ac];
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Cas => "cas",
+            Self::Ac => "ac",
+        }
+    }
+}
+
+impl ReadResult {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Hit => "hit",
+            Self::Miss => "miss",
+        }
+    }
+}
+
+impl WriteResult {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Stored => "stored",
+            Self::Rejected => "rejected",
+        }
+    }
+}
+
+macro_rules! lowercase_label_value {
+    ($($kind:ty),*) => {$(
+        impl EncodeLabelValue for $kind {
+            fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+                encoder.write_str(self.name())
+            }
+        }
+    )*};
+}
+
+lowercase_label_value!(Protocol, ReadResult, WriteResult);
+
+/// Outcome of a read.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum ReadResult {
+    /// Found.
+    Hit,
+    /// Not found.
+    Miss,
+}
+
+/// Outcome of a write.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum WriteResult {
+    /// Stored (or already present).
+    Stored,
+    /// Refused: wrong digest, too large, malformed body, failed precondition.
+    Rejected,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProtocolLabels {
+    protocol: Protocol,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReadLabels {
+    protocol: Protocol,
+    result: ReadResult,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WriteLabels {
+    protocol: Protocol,
+    result: WriteResult,
+}
+
+/// All counters of the server.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    reads: Family<ReadLabels, Counter>,
+    writes: Family<WriteLabels, Counter>,
+    received: Family<ProtocolLabels, Counter>,
+    served: Family<ProtocolLabels, Counter>,
+    stored_objects: Family<ProtocolLabels, Gauge>,
+    stored_bytes: Gauge,
+    stored_compressed_bytes: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("cache");
+        let metrics = Self {
+            reads: Family::default(),
+            writes: Family::default(),
+            received: Family::default(),
+            served: Family::default(),
+            stored_objects: Family::default(),
+            stored_bytes: Gauge::default(),
+            stored_compressed_bytes: Gauge::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "reads",
+            "Reads by protocol and result",
+            metrics.reads.clone(),
+        );
+        registry.register(
+            "writes",
+            "Writes by protocol and result",
+            metrics.writes.clone(),
+        );
+        registry.register(
+            "received_bytes",
+            "Request body bytes accepted, as sent on the wire",
+            metrics.received.clone(),
+        );
+        registry.register(
+            "served_bytes",
+            "Response body bytes sent, as sent on the wire",
+            metrics.served.clone(),
+        );
+        registry.register(
+            "stored_objects",
+            "Objects in the store, from the index",
+            metrics.stored_objects.clone(),
+        );
+        registry.register(
+            "stored_bytes",
+            "Uncompressed bytes in the store, from the index",
+            metrics.stored_bytes.clone(),
+        );
+        registry.register(
+            "stored_compressed_bytes",
+            "Bytes in the store as stored, from the index",
+            metrics.stored_compressed_bytes.clone(),
+        );
+        Self {
+            registry,
+            ..metrics
+        }
+    }
+}
+
+impl Metrics {
+    /// Counts a read.
+    pub fn read(&self, protocol: Protocol, result: ReadResult) {
+        self.reads
+            .get_or_create(&ReadLabels { protocol, result })
+            .inc();
+    }
+
+    /// Counts a write.
+    pub fn write(&self, protocol: Protocol, result: WriteResult) {
+        self.writes
+            .get_or_create(&WriteLabels { protocol, result })
+            .inc();
+    }
+
+    /// Counts request body bytes of an accepted write.
+    pub fn received(&self, protocol: Protocol, bytes: u64) {
+        self.received
+            .get_or_create(&ProtocolLabels { protocol })
+            .inc_by(bytes);
+    }
+
+    /// Counts response body bytes.
+    pub fn served(&self, protocol: Protocol, bytes: u64) {
+        self.served
+            .get_or_create(&ProtocolLabels { protocol })
+            .inc_by(bytes);
+    }
+
+    fn set_stored(&self, stored: &StoredStats) {
+        let set = |protocol, value: u64| {
+            self.stored_objects
+                .get_or_create(&ProtocolLabels { protocol })
+                .set(value as i64);
+        };
+        set(Protocol::Cas, stored.blobs);
+        set(Protocol::Ac, stored.action_entries);
+        self.stored_bytes.set(stored.bytes as i64);
+        self.stored_compressed_bytes.set(stored.stored_bytes as i64);
+    }
+
+    /// Prometheus text exposition, with the stored totals given.
+    pub fn render(&self, stored: &StoredStats) -> String {
+        self.set_stored(stored);
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    /// JSON statistics, with the stored totals given.
+    pub fn stats(&self, stored: StoredStats) -> Stats {
+        let count = |family: &Family<ReadLabels, Counter>, protocol, result| {
+            family.get_or_create(&ReadLabels { protocol, result }).get()
+        };
+        let protocols = Protocol::ALL
+            .into_iter()
+            .map(|protocol| {
+                let writes = |result| {
+                    self.writes
+                        .get_or_create(&WriteLabels { protocol, result })
+                        .get()
+                };
+                let bytes = |family: &Family<ProtocolLabels, Counter>| {
+                    family.get_or_create(&ProtocolLabels { protocol }).get()
+                };
+                let stats = ProtocolStats {
+                    hits: count(&self.reads, protocol, ReadResult::Hit),
+                    misses: count(&self.reads, protocol, ReadResult::Miss),
+                    writes: writes(WriteResult::Stored),
+                    rejected: writes(WriteResult::Rejected),
+                    bytes_received: bytes(&self.received),
+                    bytes_served: bytes(&self.served),
+                };
+                (protocol.name().to_owned(), stats)
+            })
+            .collect();
+        Stats { stored, protocols }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_show_in_both_views() {
+        let metrics = Metrics::default();
+        metrics.read(Protocol::Cas, ReadResult::Hit);
+        metrics.read(Protocol::Cas, ReadResult::Miss);
+        metrics.served(Protocol::Cas, 42);
+        let stored = StoredStats {
+            blobs: 3,
+            ..StoredStats::default()
+        };
+        let text = metrics.render(&stored);
+        assert!(
+            text.contains("cache_reads_total{protocol=\"cas\",result=\"hit\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("cache_served_bytes_total{protocol=\"cas\"} 42"),
+            "{text}"
+        );
+        assert!(
+            text.contains("cache_stored_objects{protocol=\"cas\"} 3"),
+            "{text}"
+        );
+        let stats = metrics.stats(stored);
+        assert_eq!(stats.protocols["cas"].hits, 1);
+        assert_eq!(stats.protocols["cas"].misses, 1);
+        assert_eq!(stats.protocols["cas"].bytes_served, 42);
+        assert_eq!(stats.stored.blobs, 3);
+    }
+}

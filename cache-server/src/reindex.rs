@@ -1,0 +1,136 @@
+//! Rebuilds the index from storage, the source of truth.
+//!
+//! Lists `cas/` and `ac/`, reads each object's header (and, for a compressed
+//! blob, its seek table) to learn its encoding and uncompressed size, and
+//! replaces the index content in one transaction. Objects that are not ours
+//! (foreign names, malformed headers) are skipped and counted.
+
+use futures::TryStreamExt;
+use object_store::path::Path;
+
+use crate::blob::format::{self, Encoding, HEADER_LEN};
+use crate::blob::{AC_PREFIX, CAS_PREFIX, StoredName};
+use crate::index::{Index, IndexError, NewObject};
+use crate::storage::{Storage, StorageError};
+
+/// How many objects are inspected at once.
+const CONCURRENCY: usize = 16;
+
+/// What a reindex found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReindexReport {
+    /// CAS blobs indexed.
+    pub blobs: u64,
+    /// Action-cache entries indexed.
+    pub actions: u64,
+    /// Objects skipped because they are not in our layout.
+    pub skipped: u64,
+}
+
+/// A reindex failure.
+#[derive(Debug, thiserror::Error)]
+pub enum ReindexError {
+    /// Storage could not be listed or read.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// The index could not be written.
+    #[error(transparent)]
+    Index(#[from] IndexError),
+}
+
+/// Rebuilds `index` from `storage`.
+pub async fn reindex(storage: &Storage, index: &Index) -> Result<ReindexReport, ReindexError> {
+    let mut report = ReindexReport::default();
+    let mut rows = Vec::new();
+    for prefix in [CAS_PREFIX, AC_PREFIX] {
+        let described: Vec<_> = storage
+            .list(&Path::from(prefix))
+            .map_ok(|(path, stored_size)| describe(storage, path, stored_size))
+            .try_buffer_unordered(CONCURRENCY)
+            .try_collect()
+            .await?;
+        for entry in described {
+            match entry {
+                Some((name @ StoredName::Blob(_), object)) => {
+                    report.blobs += 1;
+                    rows.push((name, object));
+                }
+                Some((name @ StoredName::Action(_), object)) => {
+                    report.actions += 1;
+                    rows.push((name, object));
+                }
+                None => report.skipped += 1,
+            }
+        }
+    }
+    index.replace_all(rows).await?;
+    Ok(report)
+}
+
+async fn describe(
+    storage: &Storage,
+    path: Path,
+    stored_size: u64,
+) -> Result<Option<(StoredName, NewObject)>, StorageError> {
+    let Some(name) = StoredName::from_path(&path) else {
+        tracing::warn!(%path, "skipping an object that is not in the cache layout");
+        return Ok(None);
+    };
+    let object = match name {
+        StoredName::Action(_) => storage.read_small(&path).await?.map(|value| NewObject {
+            size: value.len() as u64,
+            stored_size,
+            encoding: Encoding::Raw,
+            etag: Some(format!("\"{}\"", blake3::hash(&value).to_hex())),
+        }),
+        StoredName::Blob(_) => match blob_size(storage, &path, stored_size).await? {
+            Ok((encoding, size)) => Some(NewObject {
+                size,
+                stored_size,
+                encoding,
+                etag: None,
+            }),
+            Err(error) => {
+                tracing::warn!(%path, %error, "skipping a malformed blob");
+                None
+            }
+        },
+    };
+    Ok(object.map(|object| (name, object)))
+}
+
+async fn blob_size(
+    storage: &Storage,
+    path: &Path,
+    stored_size: u64,
+) -> Result<Result<(Encoding, u64), format::FormatError>, StorageError> {
+    if stored_size < HEADER_LEN {
+        return Ok(Err(format::FormatError("shorter than its header")));
+    }
+    let header = storage.read_range(path, 0..HEADER_LEN).await?;
+    let encoding = match format::parse_header(&header) {
+        Ok(encoding) => encoding,
+        Err(error) => return Ok(Err(error)),
+    };
+    if encoding == Encoding::Raw {
+        return Ok(Ok((encoding, stored_size - HEADER_LEN)));
+    }
+    let footer_start = stored_size.saturating_sub(9).max(HEADER_LEN);
+    let footer = storage.read_range(path, footer_start..stored_size).await?;
+    let frames = match format::seek_footer_frames(&footer) {
+        Ok(frames) => u64::from(frames),
+        Err(error) => return Ok(Err(error)),
+    };
+    let table_len = 8 + frames * 8 + 9;
+    let Some(table_start) = stored_size
+        .checked_sub(table_len)
+        .filter(|s| *s >= HEADER_LEN)
+    else {
+        return Ok(Err(format::FormatError("seek table longer than the blob")));
+    };
+    let table = storage.read_range(path, table_start..stored_size).await?;
+    Ok(format::parse_seek_table(&table).map(|frames| {
+        let size = frames.iter().map(|f| u64::from(f.decompressed)).sum();
+        (encoding, size)
+    }))
+}

@@ -1,0 +1,306 @@
+//! The only path to bytes: a narrow facade over `object_store`.
+//!
+//! `object_store`'s [`ObjectStore`] trait is the backend seam; its local-folder,
+//! S3 and in-memory implementations are the three backends, and the
+//! conformance tests at the bottom of this module (and the end-to-end suite)
+//! run against each of them. [`Storage`] adds what the cache needs on top:
+//! a timeout on every call (an unreachable store answers an error, never a
+//! hang), errors without HTTP types, and [`ObjectWriter`], which publishes an
+//! object atomically only when the caller says the content is right.
+
+mod location;
+mod writer;
+
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
+use object_store::aws::AmazonS3Builder;
+use object_store::local::LocalFileSystem;
+use object_store::memory::InMemory;
+use object_store::path::Path;
+use object_store::prefix::PrefixStore;
+use object_store::{
+    ClientOptions, GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutMode, PutOptions,
+    RetryConfig,
+};
+
+pub use location::{LocationError, StorageLocation};
+pub use writer::ObjectWriter;
+
+/// A stream of an object's bytes.
+pub type ByteStream = BoxStream<'static, Result<Bytes, StorageError>>;
+
+/// What went wrong talking to the store. Carries no HTTP notion.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The object does not exist.
+    #[error("object not found")]
+    NotFound,
+    /// The store did not answer in time.
+    #[error("storage did not answer within {0:?}")]
+    Timeout(Duration),
+    /// The store answered with an error (unreachable, refused, I/O).
+    #[error("storage error: {0}")]
+    Backend(#[source] object_store::Error),
+    /// The store could not be opened from its configuration.
+    #[error("cannot open storage {location}: {reason}")]
+    Open {
+        /// The location given.
+        location: String,
+        /// Why it failed.
+        reason: String,
+    },
+}
+
+impl From<object_store::Error> for StorageError {
+    fn from(error: object_store::Error) -> Self {
+        match error {
+            object_store::Error::NotFound { .. } => Self::NotFound,
+            other => Self::Backend(other),
+        }
+    }
+}
+
+/// Tunables of a [`Storage`].
+#[derive(Debug, Clone)]
+pub struct StorageOptions {
+    /// Upper bound of every single storage call (and of each chunk of a stream).
+    pub timeout: Duration,
+    /// Part size of multipart uploads; also the largest object written in one put.
+    pub part_size: usize,
+}
+
+impl Default for StorageOptions {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(10),
+            part_size: 8 * 1024 * 1024,
+        }
+    }
+}
+
+/// Handle to the object store. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Storage {
+    inner: Arc<dyn ObjectStore>,
+    options: StorageOptions,
+}
+
+impl Storage {
+    /// Opens the store at `location`. S3 settings come from the usual `AWS_*`
+    /// environment variables (`AWS_ENDPOINT`, `AWS_REGION`, `AWS_ACCESS_KEY_ID`,
+    /// `AWS_SECRET_ACCESS_KEY`, `AWS_ALLOW_HTTP`, `AWS_VIRTUAL_HOSTED_STYLE_REQUEST`);
+    /// path-style requests are the default.
+    pub fn open(location: &StorageLocation, options: StorageOptions) -> Result<Self, StorageError> {
+        let open_error = |reason: String| StorageError::Open {
+            location: location.to_string(),
+            reason,
+        };
+        let inner: Arc<dyn ObjectStore> = match location {
+            StorageLocation::Local(folder) => {
+                std::fs::create_dir_all(folder).map_err(|e| open_error(e.to_string()))?;
+                let store = LocalFileSystem::new_with_prefix(folder)
+                    .map_err(|e| open_error(e.to_string()))?
+                    .with_automatic_cleanup(true);
+                Arc::new(store)
+            }
+            StorageLocation::S3 { bucket, prefix } => {
+                let retry = RetryConfig {
+                    max_retries: 2,
+                    retry_timeout: options.timeout,
+                    ..RetryConfig::default()
+                };
+                let client = ClientOptions::new()
+                    .with_timeout(options.timeout)
+                    .with_connect_timeout(Duration::from_secs(3));
+                let store = AmazonS3Builder::from_env()
+                    .with_bucket_name(bucket)
+                    .with_retry(retry)
+                    .with_client_options(client)
+                    .build()
+                    .map_err(|e| open_error(e.to_string()))?;
+                if prefix.is_empty() {
+                    Arc::new(store)
+                } else {
+                    Arc::new(PrefixStore::new(store, prefix.as_str()))
+                }
+            }
+            StorageLocation::Memory => Arc::new(InMemory::new()),
+        };
+        Ok(Self { inner, options })
+    }
+
+    /// The options this store was opened with.
+    pub fn options(&self) -> &StorageOptions {
+        &self.options
+    }
+
+    async fn timed<T>(
+        &self,
+        call: impl Future<Output = object_store::Result<T>>,
+    ) -> Result<T, StorageError> {
+        match tokio::time::timeout(self.options.timeout, call).await {
+            Ok(result) => result.map_err(StorageError::from),
+            Err(_) => Err(StorageError::Timeout(self.options.timeout)),
+        }
+    }
+
+    /// The size of the object, or `None` when it does not exist.
+    pub async fn size(&self, path: &Path) -> Result<Option<u64>, StorageError> {
+        match self.timed(self.inner.head(path)).await {
+            Ok(meta) => Ok(Some(meta.size)),
+            Err(StorageError::NotFound) => Ok(None),
+            Err(other) => Err(other),
+        }
+    }
+
+    /// Reads a whole (small) object, or `None` when it does not exist.
+    pub async fn read_small(&self, path: &Path) -> Result<Option<Bytes>, StorageError> {
+        let read = async { self.inner.get(path).await?.bytes().await };
+        match self.timed(read).await {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(StorageError::NotFound) => Ok(None),
+            Err(other) => Err(other),
+        }
+    }
+
+    /// Reads `range` of an object into memory; for small reads such as trailers.
+    pub async fn read_range(&self, path: &Path, range: Range<u64>) -> Result<Bytes, StorageError> {
+        self.timed(self.inner.get_range(path, range)).await
+    }
+
+    /// Streams an object (or the part of it from `offset` on). Each chunk is
+    /// bounded by the storage timeout, so a stalled store ends the stream with
+    /// an error instead of hanging the reader.
+    pub async fn stream_from(&self, path: &Path, offset: u64) -> Result<ByteStream, StorageError> {
+        let options = GetOptions {
+            range: (offset > 0).then_some(GetRange::Offset(offset)),
+            ..GetOptions::default()
+        };
+        let result = self.timed(self.inner.get_opts(path, options)).await?;
+        Ok(with_idle_timeout(
+            result.into_stream(),
+            self.options.timeout,
+        ))
+    }
+
+    /// Streams `range` of an object.
+    pub async fn stream_range(
+        &self,
+        path: &Path,
+        range: Range<u64>,
+    ) -> Result<ByteStream, StorageError> {
+        let options = GetOptions {
+            range: Some(GetRange::Bounded(range)),
+            ..GetOptions::default()
+        };
+        let result = self.timed(self.inner.get_opts(path, options)).await?;
+        Ok(with_idle_timeout(
+            result.into_stream(),
+            self.options.timeout,
+        ))
+    }
+
+    /// Writes a small object in one atomic put, replacing any existing one.
+    pub async fn put_small(&self, path: &Path, bytes: Bytes) -> Result<(), StorageError> {
+        self.timed(self.inner.put(path, bytes.into())).await?;
+        Ok(())
+    }
+
+    /// Writes a small object only if none exists. Returns `false` when one did.
+    pub async fn create_small(&self, path: &Path, bytes: Bytes) -> Result<bool, StorageError> {
+        let options = PutOptions {
+            mode: PutMode::Create,
+            ..PutOptions::default()
+        };
+        match self
+            .timed(self.inner.put_opts(path, bytes.into(), options))
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(StorageError::Backend(object_store::Error::AlreadyExists { .. })) => Ok(false),
+            Err(other) => Err(other),
+        }
+    }
+
+    /// Starts writing an object that becomes visible only on
+    /// [`ObjectWriter::publish`].
+    pub fn writer(&self, path: Path) -> ObjectWriter {
+        ObjectWriter::new(self.clone(), path)
+    }
+
+    /// Deletes an object. Returns `false` when it did not exist.
+    pub async fn delete(&self, path: &Path) -> Result<bool, StorageError> {
+        match self.size(path).await? {
+            None => Ok(false),
+            Some(_) => match self.timed(self.inner.delete(path)).await {
+                Ok(()) | Err(StorageError::NotFound) => Ok(true),
+                Err(other) => Err(other),
+            },
+        }
+    }
+
+    /// Lists every object under `prefix` with its size.
+    pub fn list(&self, prefix: &Path) -> BoxStream<'static, Result<(Path, u64), StorageError>> {
+        let stream = self
+            .inner
+            .list(Some(prefix))
+            .map_ok(|meta| (meta.location, meta.size))
+            .map_err(StorageError::from);
+        with_idle_timeout(stream, self.options.timeout)
+    }
+
+    /// Answers whether the store is reachable: a listing of one entry succeeds.
+    pub async fn probe(&self) -> Result<(), StorageError> {
+        let mut listing = self.inner.list(Some(&Path::from("cas")));
+        self.timed(async { listing.next().await.transpose().map(|_| ()) })
+            .await
+    }
+}
+
+fn with_idle_timeout<S, E>(
+    stream: S,
+    timeout: Duration,
+) -> BoxStream<'static, Result<S::Ok, StorageError>>
+where
+    S: futures::TryStream<Error = E> + Send + Unpin + 'static,
+    S::Ok: Send + 'static,
+    StorageError: From<E>,
+{
+    futures::stream::unfold(Some(stream), move |state| async move {
+        let mut stream = state?;
+        match tokio::time::timeout(timeout, stream.try_next()).await {
+            Ok(Ok(Some(item))) => Some((Ok(item), Some(stream))),
+            Ok(Ok(None)) => None,
+            Ok(Err(error)) => Some((Err(StorageError::from(error)), None)),
+            Err(_) => Some((Err(StorageError::Timeout(timeout)), None)),
+        }
+    })
+    .boxed()
+}
+
+#[doc(hidden)]
+pub mod conformance;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn memory_store_conforms() {
+        let storage = Storage::open(&StorageLocation::Memory, conformance::small_parts()).unwrap();
+        conformance::check_store(&storage).await;
+    }
+
+    #[tokio::test]
+    async fn local_store_conforms() {
+        let folder = tempfile::tempdir().unwrap();
+        let location = StorageLocation::Local(folder.path().to_owned());
+        let storage = Storage::open(&location, conformance::small_parts()).unwrap();
+        conformance::check_store(&storage).await;
+    }
+}
