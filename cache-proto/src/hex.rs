@@ -152,7 +152,7 @@ mod tests {
     fn rejects_uppercase_wrong_length_and_traversal() {
         assert_eq!(
             Digest::parse(&EMPTY.to_uppercase()),
-            Err(HexError::Character('A', 2))
+            Err(HexError::Character('A', 0))
         );
         assert_eq!(Digest::parse(&EMPTY[..63]), Err(HexError::Length(63)));
         let traversal = format!("../{}", &EMPTY[3..]);
