@@ -43,13 +43,23 @@ impl Fixture {
         let response = self.router.clone().oneshot(request).await.unwrap();
         let status = response.status();
         let headers = response.headers().clone();
-        let body = response.into_body().collect().await.unwrap().to_bytes().to_vec();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec();
         (status, headers, body)
     }
 }
 
 fn request(method: &str, uri: &str, body: impl Into<Body>) -> Request<Body> {
-    Request::builder().method(method).uri(uri).body(body.into()).unwrap()
+    Request::builder()
+        .method(method)
+        .uri(uri)
+        .body(body.into())
+        .unwrap()
 }
 
 #[tokio::test]
@@ -64,7 +74,9 @@ async fn mismatched_upload_names_both_digests_and_stores_nothing() {
     assert_eq!(error.error.code, "digest_mismatch");
     assert_eq!(error.error.expected, Some(expected));
     assert_eq!(error.error.actual, Some(Digest::of(b"wrong")));
-    let (status, _, _) = fixture.send(request("HEAD", &routes::cas(&expected), "")).await;
+    let (status, _, _) = fixture
+        .send(request("HEAD", &routes::cas(&expected), ""))
+        .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
@@ -87,9 +99,14 @@ async fn undeclared_oversize_body_is_cut_off_with_413() {
     let fixture = fixture();
     let content = vec![7u8; 1024 * 1024 + 1];
     let digest = Digest::of(&content);
-    let chunks = content.chunks(4096).map(|c| Ok::<_, std::io::Error>(c.to_vec())).collect::<Vec<_>>();
+    let chunks = content
+        .chunks(4096)
+        .map(|c| Ok::<_, std::io::Error>(c.to_vec()))
+        .collect::<Vec<_>>();
     let streamed = Body::from_stream(futures::stream::iter(chunks));
-    let (status, _, _) = fixture.send(request("PUT", &routes::cas(&digest), streamed)).await;
+    let (status, _, _) = fixture
+        .send(request("PUT", &routes::cas(&digest), streamed))
+        .await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
 }
 
@@ -119,7 +136,12 @@ async fn malformed_zstd_body_is_a_400() {
         .body(Body::from("definitely not zstd"))
         .unwrap();
     let (status, _, body) = fixture.send(upload).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
 }
 
 #[tokio::test]
@@ -170,7 +192,10 @@ async fn action_cache_compare_and_set() {
         .header(header::IF_NONE_MATCH, "*")
         .body(Body::from("v2"))
         .unwrap();
-    assert_eq!(fixture.send(create_only).await.0, StatusCode::PRECONDITION_FAILED);
+    assert_eq!(
+        fixture.send(create_only).await.0,
+        StatusCode::PRECONDITION_FAILED
+    );
 
     let stale = Request::builder()
         .method("PUT")
@@ -192,9 +217,18 @@ async fn action_cache_compare_and_set() {
     assert_eq!((status, body.as_slice()), (StatusCode::OK, &b"v2"[..]));
     assert_ne!(headers[header::ETAG].to_str().unwrap(), first_etag);
 
-    assert_eq!(fixture.send(request("DELETE", &uri, "")).await.0, StatusCode::NO_CONTENT);
-    assert_eq!(fixture.send(request("DELETE", &uri, "")).await.0, StatusCode::NOT_FOUND);
-    assert_eq!(fixture.send(request("GET", &uri, "")).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        fixture.send(request("DELETE", &uri, "")).await.0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        fixture.send(request("DELETE", &uri, "")).await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        fixture.send(request("GET", &uri, "")).await.0,
+        StatusCode::NOT_FOUND
+    );
 }
 
 #[tokio::test]

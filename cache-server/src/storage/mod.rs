@@ -18,14 +18,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
-use object_store::aws::AmazonS3Builder;
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::prefix::PrefixStore;
 use object_store::{
-    ClientOptions, GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutMode, PutOptions,
-    RetryConfig,
+    ClientConfigKey, ClientOptions, GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutMode,
+    PutOptions, RetryConfig,
 };
 
 pub use location::{LocationError, StorageLocation};
@@ -114,10 +114,17 @@ impl Storage {
                     retry_timeout: options.timeout,
                     ..RetryConfig::default()
                 };
+                let builder = AmazonS3Builder::from_env();
+                // Our client options replace the ones read from the
+                // environment, so carry AWS_ALLOW_HTTP over by hand.
+                let allow_http = builder
+                    .get_config_value(&AmazonS3ConfigKey::Client(ClientConfigKey::AllowHttp))
+                    .is_some_and(|value| value.eq_ignore_ascii_case("true"));
                 let client = ClientOptions::new()
+                    .with_allow_http(allow_http)
                     .with_timeout(options.timeout)
                     .with_connect_timeout(Duration::from_secs(3));
-                let store = AmazonS3Builder::from_env()
+                let store = builder
                     .with_bucket_name(bucket)
                     .with_retry(retry)
                     .with_client_options(client)
