@@ -1,1 +1,16 @@
-//! harness
+//! The end-to-end harness: starts the real `cache-server` binary and the real
+//! services it talks to (an S3-compatible server) as child processes on free
+//! loopback ports, waits until they answer, and kills them on drop, also when
+//! a test panics.
+//!
+//! Services the harness needs are installed by `scripts/install-test-deps`
+//! into `~/.cache/cachectl-test-deps` (or `$CACHECTL_TEST_DEPS`).
+
+pub mod bins;
+pub mod data;
+pub mod process;
+pub mod s3;
+pub mod server;
+
+pub use s3::S3Server;
+pub use server::{Backend, CacheServer, ServerOptions};

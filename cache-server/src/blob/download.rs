@@ -61,6 +61,9 @@ pub async fn plain(
     layout: BlobLayout,
 ) -> Result<BodyStream, ReadError> {
     Ok(match layout.encoding {
+        // Nothing follows the header: a ranged read from its end would be
+        // refused by some stores.
+        Encoding::Raw if layout.size == 0 => futures::stream::empty().boxed(),
         Encoding::Raw => into_io(storage.stream_from(path, HEADER_LEN).await?),
         Encoding::Zstd => decompress(storage.stream_from(path, 0).await?),
     })

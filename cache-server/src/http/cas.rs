@@ -205,6 +205,9 @@ async fn store(state: &AppState, write: &BlobWrite, body: Body) -> Result<Respon
     }
     let name = StoredName::Blob(write.digest);
     if let Some(record) = state.index.get(name).await? {
+        // Read the body to its end (without storing it) so that a client
+        // still sending gets the answer instead of a reset connection.
+        discard(body, limit).await;
         return Ok(stored_response(StatusCode::OK, &write.digest, &record.size));
     }
     let received = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -250,6 +253,18 @@ async fn store(state: &AppState, write: &BlobWrite, body: Body) -> Result<Respon
         &write.digest,
         &stored.size,
     ))
+}
+
+/// Reads and drops a request body, up to `limit` bytes.
+async fn discard(body: Body, limit: u64) {
+    let mut seen = 0u64;
+    let mut stream = body.into_data_stream();
+    while let Some(Ok(chunk)) = stream.next().await {
+        seen += chunk.len() as u64;
+        if seen > limit {
+            break;
+        }
+    }
 }
 
 fn stored_response(status: StatusCode, digest: &Digest, size: &u64) -> Response {

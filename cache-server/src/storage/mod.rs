@@ -141,6 +141,11 @@ impl Storage {
         Ok(Self { inner, options })
     }
 
+    /// Wraps an already configured `object_store` backend.
+    pub fn from_store(inner: Arc<dyn ObjectStore>, options: StorageOptions) -> Self {
+        Self { inner, options }
+    }
+
     /// The options this store was opened with.
     pub fn options(&self) -> &StorageOptions {
         &self.options

@@ -1,0 +1,36 @@
+//! Test content: reproducible, incompressible or compressible, any size.
+
+use cache_proto::Digest;
+
+/// `len` incompressible bytes from `seed` (xorshift64*), the same on every run.
+pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        out.extend_from_slice(&state.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// `len` bytes of text-like content that zstd shrinks well.
+pub fn compressible_bytes(len: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len + 64);
+    let mut line = 0u64;
+    while out.len() < len {
+        out.extend_from_slice(
+            format!("line {line}: the quick brown fox jumps over the lazy dog\n").as_bytes(),
+        );
+        line += 1;
+    }
+    out.truncate(len);
+    out
+}
+
+/// The BLAKE3 digest of `content`.
+pub fn digest(content: &[u8]) -> Digest {
+    Digest::of(content)
+}

@@ -1,0 +1,213 @@
+//! The `cache-server` under test, as a real process.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use tempfile::TempDir;
+
+use crate::bins::workspace_binary;
+use crate::process::Service;
+use crate::s3::{BUCKET, S3Server};
+
+/// Where the server under test keeps its blobs.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    /// A local folder (the embedded default).
+    Local,
+    /// The given S3 server's bucket under a key prefix.
+    S3 {
+        /// `AWS_*` variables of the S3 server.
+        env: Vec<(String, String)>,
+        /// Key prefix inside the bucket.
+        prefix: String,
+        /// Where `s3s-fs` keeps the objects of that prefix on disk.
+        objects_root: PathBuf,
+    },
+}
+
+impl Backend {
+    /// The S3 backend over `server`, under `prefix`.
+    pub fn s3(server: &S3Server, prefix: &str) -> Self {
+        Self::S3 {
+            env: server.env(),
+            prefix: prefix.to_owned(),
+            objects_root: server.root().join(BUCKET).join(prefix),
+        }
+    }
+}
+
+/// Extra settings of a server under test.
+#[derive(Debug, Clone, Default)]
+pub struct ServerOptions {
+    /// Extra command-line arguments, e.g. `--max-blob-size 1MiB`.
+    pub args: Vec<String>,
+}
+
+/// A running `cache-server` with its own storage folder and index, killed on drop.
+pub struct CacheServer {
+    data: TempDir,
+    backend: Backend,
+    options: ServerOptions,
+    service: Option<Service>,
+    address: SocketAddr,
+    /// An HTTP client for talking to it.
+    pub client: reqwest::Client,
+}
+
+impl CacheServer {
+    /// Starts a server over `backend`.
+    pub fn start(backend: Backend, options: ServerOptions) -> Self {
+        let mut server = Self {
+            data: tempfile::tempdir().expect("temporary folder"),
+            backend,
+            options,
+            service: None,
+            address: SocketAddr::from(([127, 0, 0, 1], 0)),
+            client: reqwest::Client::builder()
+                .no_proxy()
+                .build()
+                .expect("HTTP client"),
+        };
+        server.launch();
+        server
+    }
+
+    /// Starts a server over a local folder with default settings.
+    pub fn local() -> Self {
+        Self::start(Backend::Local, ServerOptions::default())
+    }
+
+    /// The local storage folder (meaningful for [`Backend::Local`]).
+    pub fn storage_dir(&self) -> PathBuf {
+        self.data.path().join("storage")
+    }
+
+    /// Where the stored objects are on disk, for either backend (the S3
+    /// server used in tests keeps each object as a file under its key).
+    pub fn objects_root(&self) -> PathBuf {
+        match &self.backend {
+            Backend::Local => self.storage_dir(),
+            Backend::S3 { objects_root, .. } => objects_root.clone(),
+        }
+    }
+
+    /// The file that holds blob `digest` in storage, whether or not it exists.
+    pub fn stored_blob_file(&self, digest: &cache_proto::Digest) -> PathBuf {
+        let hex = digest.to_string();
+        self.objects_root().join("cas").join(&hex[..2]).join(hex)
+    }
+
+    /// The SQLite index file.
+    pub fn index_path(&self) -> PathBuf {
+        self.data.path().join("index.sqlite")
+    }
+
+    fn command(&self) -> Command {
+        let mut command = Command::new(workspace_binary("cache-server", "cache-server"));
+        let storage = match &self.backend {
+            Backend::Local => self.storage_dir().display().to_string(),
+            Backend::S3 { env, prefix, .. } => {
+                command.envs(env.iter().map(|(k, v)| (k, v)));
+                format!("s3://{BUCKET}/{prefix}")
+            }
+        };
+        command
+            .env("RUST_LOG", "info,cache_server=debug")
+            .arg("--storage")
+            .arg(storage)
+            .arg("--index")
+            .arg(self.index_path())
+            .args(&self.options.args);
+        command
+    }
+
+    fn launch(&mut self) {
+        let mut command = self.command();
+        command.args(["--listen", "127.0.0.1:0"]);
+        let service = Service::spawn("cache-server", command);
+        let address = service
+            .output()
+            .wait_for(Duration::from_secs(60), |line| {
+                let (_, rest) = line.split_once("listening on ")?;
+                rest.split_whitespace().next()?.parse::<SocketAddr>().ok()
+            })
+            .unwrap_or_else(|| {
+                panic!(
+                    "cache-server did not report its address:\n{}",
+                    service.output().text()
+                )
+            });
+        self.address = address;
+        self.service = Some(service);
+    }
+
+    /// The base URL, e.g. `http://127.0.0.1:41234`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    /// The URL of `path` on this server.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
+
+    /// Everything the server has logged so far.
+    pub fn logs(&self) -> String {
+        self.service
+            .as_ref()
+            .map(|service| service.output().text())
+            .unwrap_or_default()
+    }
+
+    /// Stops the server with SIGTERM and returns whether it exited cleanly.
+    pub fn stop(&mut self) -> bool {
+        match self.service.as_mut() {
+            Some(service) => service.signal_and_wait("TERM", Duration::from_secs(30)),
+            None => true,
+        }
+    }
+
+    /// The server process, while it runs.
+    pub fn service(&mut self) -> Option<&mut Service> {
+        self.service.as_mut()
+    }
+
+    /// Stops the server gracefully and starts it again over the same storage
+    /// and index (on a new port).
+    pub fn restart(&mut self) {
+        assert!(
+            self.stop(),
+            "cache-server did not shut down cleanly:\n{}",
+            self.logs()
+        );
+        self.start_again();
+    }
+
+    /// Starts the server again after [`CacheServer::stop`], over the same
+    /// storage and index (on a new port).
+    pub fn start_again(&mut self) {
+        self.service = None;
+        self.launch();
+    }
+
+    /// Runs a one-shot subcommand (e.g. `reindex`) over the same storage and
+    /// index; returns its exit success and output.
+    pub fn run_subcommand(&self, subcommand: &str) -> (bool, String) {
+        let mut command = self.command();
+        command.arg(subcommand);
+        let output = command.output().expect("cache-server runs");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        (output.status.success(), text)
+    }
+
+    /// Path of the server's data folder.
+    pub fn data_dir(&self) -> &Path {
+        self.data.path()
+    }
+}
