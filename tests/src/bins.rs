@@ -15,14 +15,19 @@ pub fn deps_dir() -> PathBuf {
     home.join(".cache/cachectl-test-deps")
 }
 
-/// The workspace's target folder for the profile the tests were built with:
-/// the test executable lives in `target/<profile>/deps/`.
+/// The workspace's target folder for the profile the caller was built with:
+/// test executables live in `target/<profile>/deps/`, binaries (such as the
+/// benchmark harness) in `target/<profile>/`.
 fn target_profile_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test executable has a path");
-    exe.parent()
-        .and_then(|deps| deps.parent())
-        .map(PathBuf::from)
-        .expect("the test executable lives in target/<profile>/deps")
+    let exe = std::env::current_exe().expect("the running executable has a path");
+    let dir = exe.parent().expect("the executable lives in a folder");
+    if dir.file_name().is_some_and(|name| name == "deps") {
+        dir.parent()
+            .map(PathBuf::from)
+            .unwrap_or_else(|| dir.to_owned())
+    } else {
+        dir.to_owned()
+    }
 }
 
 /// Path of a workspace binary, built (once per test process) with the same
