@@ -561,17 +561,33 @@ async fn reindex_rebuilds_a_lost_index(server: &mut CacheServer) {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn oversize_upload_is_413_and_not_stored() {
+async fn oversize_upload_is_413_before_the_body_is_read() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
     let options = ServerOptions {
         args: vec!["--max-blob-size".into(), "1MiB".into()],
     };
     let server = CacheServer::start(Backend::Local, options);
-    let content = random_bytes(MIB + 1, 30);
-    assert_eq!(
-        put(&server, content.clone()).await,
-        StatusCode::PAYLOAD_TOO_LARGE
+    let claimed = digest(b"a large blob");
+    // Only the head of a 10 GiB upload is sent: the answer must come without
+    // the server waiting for (or reading) the body.
+    let address = server.base_url().trim_start_matches("http://").to_owned();
+    let mut socket = tokio::net::TcpStream::connect(address).await.unwrap();
+    let head = format!(
+        "PUT {} HTTP/1.1\r\nHost: test\r\nContent-Length: {}\r\n\r\n",
+        routes::cas(&claimed),
+        10u64 << 30
     );
-    assert!(!server.stored_blob_file(&digest(&content)).exists());
+    socket.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = vec![0u8; 512];
+    let read = tokio::time::timeout(Duration::from_secs(5), socket.read(&mut answer))
+        .await
+        .expect("no answer while the body is still pending")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..read]);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(!server.stored_blob_file(&claimed).exists());
+
     let exact = random_bytes(MIB, 31);
     assert_eq!(put(&server, exact).await, StatusCode::CREATED);
 }
