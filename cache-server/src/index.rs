@@ -155,7 +155,7 @@ fn migrate(connection: &mut Connection) -> Result<(), IndexError> {
         transaction.execute_batch(sql)?;
         transaction.pragma_update(None, "user_version", (step + 1) as i64)?;
         transaction.commit()?;
-        tracing::info!(version = step + 1, "index schema migrated");
+        tracing::debug!(version = step + 1, "index schema migrated");
     }
     Ok(())
 }

@@ -119,7 +119,8 @@ impl Cli {
         }
     }
 
-    fn open(&self) -> anyhow::Result<(Storage, Index)> {
+    /// Opens storage and index; also returns a description for the log.
+    fn open(&self) -> anyhow::Result<(Storage, Index, String)> {
         let location = self.location()?;
         let options = StorageOptions {
             timeout: Duration::from_secs(self.storage_timeout.max(1)),
@@ -129,8 +130,11 @@ impl Cli {
         let index_path = self.index_path(&location);
         let index = Index::open(&index_path)
             .with_context(|| format!("opening the index {}", index_path.display()))?;
-        tracing::info!(storage = %location, index = %index_path.display(), "storage opened");
-        Ok((storage, index))
+        Ok((
+            storage,
+            index,
+            format!("storage {location}, index {}", index_path.display()),
+        ))
     }
 }
 
@@ -162,7 +166,8 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Some(Command::Reindex) => {
-            let (storage, index) = cli.open()?;
+            let (storage, index, described) = cli.open()?;
+            tracing::info!("reindexing {described}");
             let report = reindex(&storage, &index).await.context("reindexing")?;
             tracing::info!(
                 blobs = report.blobs,
@@ -181,7 +186,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn serve(cli: &Cli) -> anyhow::Result<()> {
-    let (storage, index) = cli.open()?;
+    let (storage, index, described) = cli.open()?;
     let upload = UploadSettings {
         max_size: cli.max_blob_size,
         zstd_level: cli.zstd_level,
@@ -192,6 +197,10 @@ async fn serve(cli: &Cli) -> anyhow::Result<()> {
         .with_context(|| format!("binding {}", cli.listen))?;
     let address = listener.local_addr().context("reading the bound address")?;
     tracing::info!("listening on {address}");
+    tracing::info!(
+        "serving {described}, blobs up to {} bytes",
+        cli.max_blob_size
+    );
 
     let flusher = tokio::spawn(flush_access_periodically(index.clone()));
     axum::serve(listener, app(state))

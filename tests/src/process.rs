@@ -92,6 +92,27 @@ impl Service {
         self.child.id()
     }
 
+    /// Sends `signal` (e.g. `TERM`) without waiting.
+    pub fn signal(&self, signal: &str) {
+        let _ = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status();
+    }
+
+    /// Waits up to `timeout` for the process to exit; returns whether it
+    /// exited successfully.
+    pub fn wait_exit(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("{} did not exit within {timeout:?}", self.name);
+    }
+
     /// Sends `signal` (e.g. `TERM`) and waits up to `timeout` for the exit.
     /// Returns whether it exited successfully.
     pub fn signal_and_wait(&mut self, signal: &str, timeout: Duration) -> bool {

@@ -114,7 +114,7 @@ impl CacheServer {
             }
         };
         command
-            .env("RUST_LOG", "info,cache_server=debug")
+            .env("RUST_LOG", "info")
             .arg("--storage")
             .arg(storage)
             .arg("--index")

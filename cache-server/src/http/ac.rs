@@ -62,7 +62,14 @@ pub async fn get_entry(
     let key = request::key(&raw)?;
     let name = StoredName::Action(key);
     let value = match state.index.get(name).await? {
-        Some(_) => state.storage.read_small(&ac_path(&key)).await?,
+        Some(_) => {
+            let value = state.storage.read_small(&ac_path(&key)).await?;
+            if value.is_none() {
+                // The index outlived the object (deleted behind our back): heal it.
+                state.index.remove(name).await?;
+            }
+            value
+        }
         None => None,
     };
     let Some(value) = value else {

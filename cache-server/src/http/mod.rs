@@ -68,6 +68,7 @@ pub fn app(state: AppState) -> Router {
         .route(routes::HEALTHZ, get(ops::healthz))
         .route(routes::READYZ, get(ops::readyz))
         .fallback(no_route)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
@@ -75,6 +76,14 @@ pub fn app(state: AppState) -> Router {
 async fn no_route(request: Request) -> ApiError {
     ApiError::NotFound(format!(
         "no route for {} {}",
+        request.method(),
+        request.uri().path()
+    ))
+}
+
+async fn method_not_allowed(request: Request) -> ApiError {
+    ApiError::MethodNotAllowed(format!(
+        "{} is not allowed on {}",
         request.method(),
         request.uri().path()
     ))

@@ -250,3 +250,14 @@ async fn unknown_routes_answer_json_404() {
     let error: ErrorBody = serde_json::from_slice(&body).unwrap();
     assert_eq!(error.error.code, "not_found");
 }
+
+#[tokio::test]
+async fn wrong_method_answers_json_405() {
+    let fixture = fixture();
+    let (status, _, body) = fixture
+        .send(request("POST", &routes::cas(&Digest::of(b"x")), ""))
+        .await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    let error: ErrorBody = serde_json::from_slice(&body).unwrap();
+    assert_eq!(error.error.code, "method_not_allowed");
+}
