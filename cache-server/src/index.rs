@@ -160,6 +160,34 @@ fn migrate(connection: &mut Connection) -> Result<(), IndexError> {
     Ok(())
 }
 
+/// Inserts or replaces one row, keeping hits and creation time of a replaced one.
+fn upsert(
+    connection: &Connection,
+    name: &StoredName,
+    object: &NewObject,
+    now: i64,
+) -> Result<(), IndexError> {
+    let (kind, name) = split(name);
+    let mut statement = connection.prepare_cached(
+        "INSERT INTO objects (kind, name, size, stored_size, encoding, etag, created, last_access)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)
+         ON CONFLICT (kind, name) DO UPDATE SET
+            size = excluded.size, stored_size = excluded.stored_size,
+            encoding = excluded.encoding, etag = excluded.etag,
+            last_access = excluded.last_access",
+    )?;
+    statement.execute(params![
+        kind,
+        name,
+        object.size as i64,
+        object.stored_size as i64,
+        object.encoding.as_str(),
+        object.etag,
+        now
+    ])?;
+    Ok(())
+}
+
 impl Index {
     /// Opens (creating and migrating as needed) the index at `path`.
     pub fn open(path: &Path) -> Result<Self, IndexError> {
@@ -249,29 +277,8 @@ impl Index {
     /// Inserts or replaces the row of `name`. A replaced row keeps its hits and
     /// creation time.
     pub async fn put(&self, name: StoredName, object: NewObject) -> Result<(), IndexError> {
-        self.write(move |connection| {
-            let (kind, name) = split(&name);
-            let now = now_ms();
-            connection.execute(
-                "INSERT INTO objects (kind, name, size, stored_size, encoding, etag, created, last_access)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)
-                 ON CONFLICT (kind, name) DO UPDATE SET
-                    size = excluded.size, stored_size = excluded.stored_size,
-                    encoding = excluded.encoding, etag = excluded.etag,
-                    last_access = excluded.last_access",
-                params![
-                    kind,
-                    name,
-                    object.size as i64,
-                    object.stored_size as i64,
-                    object.encoding.as_str(),
-                    object.etag,
-                    now
-                ],
-            )?;
-            Ok(())
-        })
-        .await
+        self.write(move |connection| upsert(connection, &name, &object, now_ms()))
+            .await
     }
 
     /// Removes the row of `name`. Returns whether there was one.
@@ -383,24 +390,9 @@ impl Index {
         self.write(move |connection| {
             let transaction = connection.transaction()?;
             transaction.execute("DELETE FROM objects", [])?;
-            {
-                let now = now_ms();
-                let mut statement = transaction.prepare_cached(
-                    "INSERT INTO objects (kind, name, size, stored_size, encoding, etag, created, last_access)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
-                )?;
-                for (name, object) in rows {
-                    let (kind, name) = split(&name);
-                    statement.execute(params![
-                        kind,
-                        name,
-                        object.size as i64,
-                        object.stored_size as i64,
-                        object.encoding.as_str(),
-                        object.etag,
-                        now
-                    ])?;
-                }
+            let now = now_ms();
+            for (name, object) in rows {
+                upsert(&transaction, &name, &object, now)?;
             }
             transaction.commit()?;
             Ok(())

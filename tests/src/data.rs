@@ -34,3 +34,17 @@ pub fn compressible_bytes(len: usize) -> Vec<u8> {
 pub fn digest(content: &[u8]) -> Digest {
     Digest::of(content)
 }
+
+/// Every file below `folder`, recursively (none when it does not exist).
+pub fn files_under(folder: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(folder).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(files_under(&path));
+        } else {
+            found.push(path);
+        }
+    }
+    found
+}

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use cache_proto::body::{ErrorBody, MissingRequest, MissingResponse, Stats};
 use cache_proto::{Digest, routes};
-use cachectl_e2e::data::{compressible_bytes, digest, random_bytes};
+use cachectl_e2e::data::{compressible_bytes, digest, files_under, random_bytes};
 use cachectl_e2e::{Backend, CacheServer, S3Server, ServerOptions};
 use futures::StreamExt;
 use reqwest::StatusCode;
@@ -101,22 +101,6 @@ fn index_rows(server: &CacheServer, name: &Digest) -> i64 {
             |row| row.get(0),
         )
         .unwrap()
-}
-
-fn files_under(folder: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut found = Vec::new();
-    let Ok(entries) = std::fs::read_dir(folder) else {
-        return found;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            found.extend(files_under(&path));
-        } else {
-            found.push(path);
-        }
-    }
-    found
 }
 
 async fn round_trips_empty_small_and_large_blobs(server: &mut CacheServer) {

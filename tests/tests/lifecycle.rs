@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use cache_proto::routes;
-use cachectl_e2e::data::{digest, random_bytes};
+use cachectl_e2e::data::{digest, files_under, random_bytes};
 use cachectl_e2e::{Backend, CacheServer, S3Server, ServerOptions};
 use reqwest::StatusCode;
 use tokio::io::AsyncWriteExt;
@@ -104,19 +104,6 @@ async fn abandon_upload(server: &CacheServer, length: usize, sent: usize) -> cac
     tokio::time::sleep(Duration::from_millis(300)).await;
     drop(socket);
     d
-}
-
-fn files_under(folder: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir(folder).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            found.extend(files_under(&path));
-        } else {
-            found.push(path);
-        }
-    }
-    found
 }
 
 async fn assert_nothing_published(server: &CacheServer, d: &cache_proto::Digest) {
