@@ -32,7 +32,12 @@ fn target_profile_dir() -> PathBuf {
 
 /// Path of a workspace binary, built (once per test process) with the same
 /// cargo and profile as the tests, so a test never runs a stale binary.
-pub fn workspace_binary(package: &str, name: &str) -> PathBuf {
+///
+/// The build is `cargo build --workspace --bins`, the very command
+/// `scripts/test` runs before the suite, so under it this is a no-op; a
+/// narrower `--package` build would resolve features differently and
+/// rebuild dependencies.
+pub fn workspace_binary(name: &str) -> PathBuf {
     static BUILT: OnceLock<()> = OnceLock::new();
     let dir = target_profile_dir();
     BUILT.get_or_init(|| {
@@ -41,7 +46,7 @@ pub fn workspace_binary(package: &str, name: &str) -> PathBuf {
         }
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let mut command = Command::new(cargo);
-        command.args(["build", "--quiet", "--package", package, "--bin", name]);
+        command.args(["build", "--quiet", "--workspace", "--bins"]);
         if dir.file_name().is_some_and(|p| p == "release") {
             command.arg("--release");
         }

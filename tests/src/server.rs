@@ -105,7 +105,7 @@ impl CacheServer {
     }
 
     fn command(&self) -> Command {
-        let mut command = Command::new(workspace_binary("cache-server", "cache-server"));
+        let mut command = Command::new(workspace_binary("cache-server"));
         let storage = match &self.backend {
             Backend::Local => self.storage_dir().display().to_string(),
             Backend::S3 { env, prefix, .. } => {
