@@ -1,0 +1,161 @@
+//! The daemonless `native` builder: start from `from` (or an empty image),
+//! run `install` on the host with `{out}` replaced by an empty folder, and
+//! add that folder as one reproducible layer.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, UNIX_EPOCH};
+
+use cache_proto::Key;
+use serde_json::{Value, json};
+
+use super::{BuildError, run_streaming};
+use crate::image::oci::{self, Flavor, Platform};
+use crate::image::publish::{BaseImage, NewImage};
+use crate::image::registry::{Registry, parse_reference};
+use crate::layer;
+
+/// Label holding the base key in the image config.
+pub const KEY_LABEL: &str = "dev.cachectl.base-key";
+
+/// What the native builder needs.
+#[derive(Debug, Clone)]
+pub struct NativeSpec<'a> {
+    /// Project root: the install command runs there.
+    pub root: &'a Path,
+    /// Starting image, if any.
+    pub from: Option<&'a str>,
+    /// Install command, with `{out}`.
+    pub install: &'a str,
+    /// Build arguments, exported to the install command.
+    pub args: &'a BTreeMap<String, String>,
+    /// Target platform.
+    pub platform: &'a Platform,
+    /// The base key, recorded as a label and in the history.
+    pub key: &'a Key,
+}
+
+/// The image creation time: `SOURCE_DATE_EPOCH` or the epoch, so that the
+/// same inputs give the same config.
+fn created() -> String {
+    let time = UNIX_EPOCH + Duration::from_secs(layer::source_date_epoch());
+    humantime::format_rfc3339_seconds(time).to_string()
+}
+
+async fn start_from(
+    registry: &Registry,
+    spec: &NativeSpec<'_>,
+) -> Result<(Option<BaseImage>, Value, Flavor), BuildError> {
+    let Some(from) = spec.from else {
+        let config = json!({
+            "architecture": spec.platform.architecture,
+            "os": spec.platform.os,
+            "config": {},
+            "rootfs": { "type": "layers", "diff_ids": [] },
+            "history": []
+        });
+        return Ok((None, config, Flavor::Oci));
+    };
+    let reference = parse_reference(from)?;
+    let manifest = registry.pull_manifest(&reference, spec.platform).await?;
+    let config_digest = manifest.json["config"]["digest"]
+        .as_str()
+        .ok_or_else(|| BuildError::Base(format!("{from}: manifest has no config")))?;
+    let config_bytes = registry.pull_small_blob(&reference, config_digest).await?;
+    let config: Value = serde_json::from_slice(&config_bytes)
+        .map_err(|e| BuildError::Base(format!("{from}: config is not JSON: {e}")))?;
+    let layers = manifest.json["layers"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let flavor = Flavor::of_manifest(&manifest.media_type);
+    Ok((Some(BaseImage { reference, layers }), config, flavor))
+}
+
+/// Builds the image. The layer file lives in `staging`.
+pub async fn build(
+    registry: &Registry,
+    spec: &NativeSpec<'_>,
+    staging: &Path,
+) -> Result<NewImage, BuildError> {
+    let (base, mut config, flavor) = start_from(registry, spec).await?;
+
+    let out = tempfile::tempdir_in(staging).map_err(BuildError::io("creating {out}"))?;
+    let command = spec
+        .install
+        .replace("{out}", &out.path().display().to_string());
+    let mut env: Vec<(String, String)> = spec.args.clone().into_iter().collect();
+    env.push(("CACHECTL_OUT".into(), out.path().display().to_string()));
+    run_streaming("sh", &["-c".to_owned(), command], spec.root, &env).await?;
+
+    let out_path = out.path().to_owned();
+    let staging_path = staging.to_owned();
+    let layer = tokio::task::spawn_blocking(move || layer::pack(&out_path, &staging_path))
+        .await
+        .map_err(|e| BuildError::Io {
+            what: "packing the layer".into(),
+            source: std::io::Error::other(e),
+        })?
+        .map_err(BuildError::io("packing the layer"))?;
+
+    let created = created();
+    config["created"] = json!(created);
+    config["architecture"] = json!(spec.platform.architecture);
+    config["os"] = json!(spec.platform.os);
+    if !config["rootfs"]["diff_ids"].is_array() {
+        config["rootfs"] = json!({ "type": "layers", "diff_ids": [] });
+    }
+    if let Some(diff_ids) = config["rootfs"]["diff_ids"].as_array_mut() {
+        diff_ids.push(json!(layer.diff_id));
+    }
+    let history = json!({
+        "created": created,
+        "created_by": format!("cachectl native: {}", spec.install),
+        "comment": format!("cachectl base key {}", spec.key),
+    });
+    match config["history"].as_array_mut() {
+        Some(entries) => entries.push(history),
+        None => config["history"] = json!([history]),
+    }
+    if !config["config"].is_object() {
+        config["config"] = json!({});
+    }
+    if !config["config"]["Labels"].is_object() {
+        config["config"]["Labels"] = json!({});
+    }
+    config["config"]["Labels"][KEY_LABEL] = json!(spec.key.to_string());
+    let config_bytes = serde_json::to_vec(&config).unwrap_or_default();
+
+    let mut layers: Vec<Value> = base.as_ref().map(|b| b.layers.clone()).unwrap_or_default();
+    layers.push(oci::descriptor(
+        flavor.gzip_layer(),
+        &layer.digest,
+        layer.size,
+    ));
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": flavor.manifest(),
+        "config": oci::descriptor(
+            flavor.config(),
+            &oci::sha256_digest(&config_bytes),
+            config_bytes.len() as u64
+        ),
+        "layers": layers,
+    });
+    let layer_file = layer
+        .file
+        .into_temp_path()
+        .keep()
+        .map_err(|e| BuildError::Io {
+            what: "keeping the layer file".into(),
+            source: e.error,
+        })?;
+    Ok(NewImage {
+        base,
+        layer_file,
+        layer_digest: layer.digest,
+        config: config_bytes,
+        manifest: serde_json::to_vec(&manifest).unwrap_or_default(),
+        media_type: flavor.manifest().to_owned(),
+    })
+}

@@ -1,0 +1,280 @@
+//! Command-line flags (each with a `CACHECTL_*` variable) and their merge
+//! with `cachectl.toml` into the program's own settings types.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::build::BuilderKind;
+use crate::config::{self, ConfigError, ConfigFile};
+use crate::ensure::BaseSettings;
+use crate::image::oci::Platform;
+use crate::image::{ImageTarget, RegistrySettings};
+use crate::key::Recipe;
+
+/// Rebuild and push the base image only when its dependency manifests change.
+#[derive(Debug, Parser)]
+#[command(name = "cachectl", version)]
+pub struct Cli {
+    /// Project configuration file; its folder is the project root.
+    #[arg(
+        long,
+        env = "CACHECTL_CONFIG",
+        default_value = "cachectl.toml",
+        global = true
+    )]
+    pub config: PathBuf,
+
+    /// Cache server URL (overrides `cache` in the file).
+    #[arg(long, env = "CACHECTL_CACHE", global = true)]
+    pub cache: Option<String>,
+
+    /// Folder of local records when no cache server is configured.
+    #[arg(long, env = "CACHECTL_CACHE_DIR", global = true)]
+    pub cache_dir: Option<PathBuf>,
+
+    /// Fail (exit 3) when the cache is unreachable instead of going on without it.
+    #[arg(long, env = "CACHECTL_REQUIRE_CACHE", global = true)]
+    pub require_cache: bool,
+
+    /// Registry username (else ~/.docker/config.json and credential helpers).
+    #[arg(long, env = "CACHECTL_REGISTRY_USER", global = true)]
+    pub registry_user: Option<String>,
+
+    /// Registry password.
+    #[arg(
+        long,
+        env = "CACHECTL_REGISTRY_PASSWORD",
+        global = true,
+        hide_env_values = true
+    )]
+    pub registry_password: Option<String>,
+
+    /// Registries (host[:port]) to speak plain HTTP to; loopback ones always are.
+    #[arg(
+        long,
+        env = "CACHECTL_INSECURE_REGISTRY",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub insecure_registry: Vec<String>,
+
+    /// Machine-readable JSON on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    #[allow(missing_docs)] // clap would turn a doc comment into help text
+    #[command(flatten)]
+    pub base: BaseFlags,
+
+    #[allow(missing_docs)]
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// `[base]` fields as flags.
+#[derive(Debug, Args)]
+pub struct BaseFlags {
+    /// Base image repository, or oci:DIR[:NAME] for a local OCI layout.
+    #[arg(long, env = "CACHECTL_BASE_IMAGE", global = true)]
+    pub image: Option<String>,
+    /// Manifest glob (repeatable; replaces the file's list).
+    #[arg(
+        long = "manifest",
+        env = "CACHECTL_BASE_MANIFESTS",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub manifests: Vec<String>,
+    /// native, docker, buildah or podman.
+    #[arg(long, env = "CACHECTL_BASE_BUILDER", global = true)]
+    pub builder: Option<String>,
+    /// Dockerfile of the base (docker, buildah, podman).
+    #[arg(long, env = "CACHECTL_BASE_DOCKERFILE", global = true)]
+    pub dockerfile: Option<String>,
+    /// Image the native builder starts from.
+    #[arg(long, env = "CACHECTL_BASE_FROM", global = true)]
+    pub from: Option<String>,
+    /// Native install command; {out} is the folder that becomes the layer.
+    #[arg(long, env = "CACHECTL_BASE_INSTALL", global = true)]
+    pub install: Option<String>,
+    /// Build argument NAME=VALUE (repeatable; added to the file's).
+    #[arg(long = "build-arg", global = true)]
+    pub build_args: Vec<String>,
+    /// Target platform os/arch[/variant] [default: the host's].
+    #[arg(long, env = "CACHECTL_BASE_PLATFORM", global = true)]
+    pub platform: Option<String>,
+    /// Moving tag pushed with every new base (e.g. latest).
+    #[arg(long, env = "CACHECTL_BASE_TAG", global = true)]
+    pub tag: Option<String>,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print the base key and the inputs it is computed from.
+    Hash {
+        /// Also say what changed since the last recorded base of the image.
+        #[arg(long)]
+        explain: bool,
+    },
+    /// Print the base image for the current inputs, building it on a miss.
+    EnsureBase {
+        /// Build and push even when a base exists.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+fn field(path: &str, field: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Field {
+        path: path.to_owned(),
+        field,
+        message: message.into(),
+    }
+}
+
+impl Cli {
+    /// Reads the configuration file (required when named explicitly).
+    pub fn load_file(&self) -> Result<ConfigFile, ConfigError> {
+        let explicit = std::env::args_os().any(|arg| arg == "--config")
+            || std::env::var_os("CACHECTL_CONFIG").is_some();
+        config::load(&self.config, explicit)
+    }
+
+    /// The cache server URL, if any.
+    pub fn cache_url(&self, file: &ConfigFile) -> Option<String> {
+        self.cache
+            .clone()
+            .or_else(|| file.cache.clone())
+            .filter(|url| !url.is_empty())
+    }
+
+    /// Where local records go.
+    pub fn records_dir(&self) -> PathBuf {
+        self.cache_dir
+            .clone()
+            .unwrap_or_else(|| {
+                let home = std::env::var_os("XDG_CACHE_HOME")
+                    .map(PathBuf::from)
+                    .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+                    .unwrap_or_else(|| PathBuf::from(".cache"));
+                home.join("cachectl")
+            })
+            .join("records")
+    }
+
+    /// Registry connection settings.
+    pub fn registry_settings(&self) -> RegistrySettings {
+        RegistrySettings {
+            user: self.registry_user.clone(),
+            password: self.registry_password.clone(),
+            insecure: self.insecure_registry.clone(),
+        }
+    }
+
+    /// Merges flags over the file into [`BaseSettings`].
+    pub fn base_settings(&self, file: &ConfigFile) -> Result<BaseSettings, ConfigError> {
+        let path = self.config.display().to_string();
+        let base = &file.base;
+        let flags = &self.base;
+        let root = config::project_root(&self.config);
+
+        let image = flags
+            .image
+            .clone()
+            .or_else(|| base.image.clone())
+            .ok_or_else(|| {
+                field(
+                    &path,
+                    "base.image",
+                    "missing (set it in [base] or with --image / CACHECTL_BASE_IMAGE)",
+                )
+            })?;
+        let mut image = ImageTarget::parse(&image).map_err(|m| field(&path, "base.image", m))?;
+        if let ImageTarget::Layout { dir, .. } = &mut image
+            && dir.is_relative()
+        {
+            *dir = root
+                .join(&*dir)
+                .components()
+                .filter(|c| !matches!(c, std::path::Component::CurDir))
+                .collect();
+        }
+
+        let manifests = if flags.manifests.is_empty() {
+            base.manifests.clone().unwrap_or_default()
+        } else {
+            flags.manifests.clone()
+        };
+        if manifests.is_empty() {
+            return Err(field(
+                &path,
+                "base.manifests",
+                "at least one manifest pattern is needed",
+            ));
+        }
+
+        let builder_name = flags.builder.clone().or_else(|| base.builder.clone());
+        let builder = BuilderKind::parse(builder_name.as_deref().unwrap_or("native"))
+            .map_err(|m| field(&path, "base.builder", m))?;
+        let recipe = match builder {
+            BuilderKind::Native => {
+                let install = flags
+                    .install
+                    .clone()
+                    .or_else(|| base.install.clone())
+                    .ok_or_else(|| {
+                        field(
+                            &path,
+                            "base.install",
+                            "the native builder needs an install command",
+                        )
+                    })?;
+                let from = flags
+                    .from
+                    .clone()
+                    .or_else(|| base.from.clone())
+                    .filter(|f| !f.is_empty());
+                Recipe::Native { from, install }
+            }
+            _ => {
+                let dockerfile = flags
+                    .dockerfile
+                    .clone()
+                    .or_else(|| base.dockerfile.clone())
+                    .unwrap_or_else(|| "Dockerfile".into());
+                Recipe::Dockerfile(PathBuf::from(dockerfile))
+            }
+        };
+
+        let mut args = base.args.clone().unwrap_or_default();
+        for pair in &flags.build_args {
+            let (name, value) = pair.split_once('=').ok_or_else(|| {
+                field(
+                    &path,
+                    "base.args",
+                    format!("--build-arg {pair:?} is not NAME=VALUE"),
+                )
+            })?;
+            args.insert(name.to_owned(), value.to_owned());
+        }
+
+        let platform = match flags.platform.clone().or_else(|| base.platform.clone()) {
+            Some(text) => Platform::parse(&text).map_err(|m| field(&path, "base.platform", m))?,
+            None => Platform::host(),
+        };
+
+        Ok(BaseSettings {
+            root,
+            image,
+            manifests,
+            builder,
+            recipe,
+            args: args.into_iter().collect::<BTreeMap<_, _>>(),
+            platform,
+            tag: flags.tag.clone().or_else(|| base.tag.clone()),
+        })
+    }
+}

@@ -1,0 +1,163 @@
+//! `cachectl.toml`: the project's settings, merged under flags and
+//! `CACHECTL_*` environment variables (flag > env > file > default).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The file as written. Unknown fields are errors, so a typo is caught.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// Base URL of a cache-server.
+    pub cache: Option<String>,
+    /// The base image section.
+    #[serde(default)]
+    pub base: BaseSection,
+    /// The app section (used by `cachectl layer`).
+    #[serde(default)]
+    pub app: Option<toml::Table>,
+}
+
+/// `[base]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BaseSection {
+    /// Repository of the base image, or `oci:DIR[:NAME]` for a local OCI layout.
+    pub image: Option<String>,
+    /// Glob patterns (relative to the project root) of the dependency manifests.
+    pub manifests: Option<Vec<String>>,
+    /// `native`, `docker`, `buildah` or `podman`.
+    pub builder: Option<String>,
+    /// Dockerfile of the base, for docker, buildah and podman.
+    pub dockerfile: Option<String>,
+    /// Build context of docker, buildah and podman (default: the project root).
+    pub context: Option<String>,
+    /// Image the native builder starts from (default: an empty image).
+    pub from: Option<String>,
+    /// Shell command of the native builder; `{out}` is the folder that becomes the layer.
+    pub install: Option<String>,
+    /// Build arguments.
+    pub args: Option<BTreeMap<String, String>>,
+    /// Target platform, `os/arch[/variant]`.
+    pub platform: Option<String>,
+    /// A moving tag also pushed for every new base (e.g. `latest`).
+    pub tag: Option<String>,
+}
+
+/// A configuration problem, naming the file and the field.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has a field of the wrong type or name.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// The parser's message, with line, column and field.
+        message: String,
+    },
+    /// A field is missing or has a value that cannot be used.
+    #[error("{path}: {field}: {message}")]
+    Field {
+        /// The file (or `flags` when none was read).
+        path: String,
+        /// e.g. `base.builder`.
+        field: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Reads `path`; a missing file is an empty configuration when `required` is false.
+pub fn load(path: &Path, required: bool) -> Result<ConfigFile, ConfigError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound && !required => {
+            return Ok(ConfigFile::default());
+        }
+        Err(source) => {
+            return Err(ConfigError::Read {
+                path: path.display().to_string(),
+                source,
+            });
+        }
+    };
+    toml::from_str(&text).map_err(|error| ConfigError::Parse {
+        path: path.display().to_string(),
+        message: error.to_string().trim_end().to_owned(),
+    })
+}
+
+/// The project root: the folder holding the configuration file.
+pub fn project_root(config_path: &Path) -> PathBuf {
+    match config_path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_owned(),
+        _ => PathBuf::from("."),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<ConfigFile, ConfigError> {
+        let folder = tempfile::tempdir().unwrap();
+        let path = folder.path().join("cachectl.toml");
+        std::fs::write(&path, text).unwrap();
+        load(&path, true)
+    }
+
+    #[test]
+    fn reads_the_documented_example() {
+        let config = parse(
+            r#"
+cache = "http://cache.internal:8080"
+[base]
+image = "registry.example.com/acme/web-base"
+manifests = ["requirements/*.txt", "Dockerfile.base"]
+builder = "native"
+from = "registry.example.com/library/python:3.12-slim"
+install = "pip install --target {out}/opt/deps -r requirements/base.txt"
+args = { PYTHON = "3.12" }
+[app]
+image = "registry.example.com/acme/web"
+cmd = ["gunicorn", "web.wsgi"]
+"#,
+        )
+        .unwrap();
+        assert_eq!(config.cache.as_deref(), Some("http://cache.internal:8080"));
+        assert_eq!(config.base.manifests.unwrap().len(), 2);
+        assert_eq!(config.base.args.unwrap()["PYTHON"], "3.12");
+    }
+
+    #[test]
+    fn a_typo_or_wrong_type_names_the_field_and_line() {
+        let error = parse("[base]\nbulder = \"native\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("bulder"), "{error}");
+        let error = parse("[base]\nmanifests = \"x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("manifests") && error.contains("line 2"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_missing_optional_file_is_empty() {
+        let config = load(Path::new("/nonexistent/cachectl.toml"), false).unwrap();
+        assert!(config.base.image.is_none());
+        assert!(load(Path::new("/nonexistent/cachectl.toml"), true).is_err());
+    }
+}

@@ -1,0 +1,306 @@
+//! `ensure-base`: answer with the base for the current inputs, building and
+//! publishing it only when no usable one exists.
+//!
+//! Lookup order: the record store (cache server action cache, or local
+//! records), then the registry tag `base-{key16}`, then build. A hit is only
+//! reported after the target proves it still holds the manifest; a stale
+//! record means a rebuild, never a broken deploy. The cache is an
+//! accelerator: when it is unreachable the run goes on without it (with a
+//! warning) unless `require_cache` is set.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use crate::build::native::{self, NativeSpec};
+use crate::build::{BuildError, BuilderKind};
+use crate::image::oci::Platform;
+use crate::image::publish::{self, PublishError};
+use crate::image::{ImageTarget, Registry, base_tag};
+use crate::key::{self, BaseKey, Change, KeyError, KeySpec, Recipe};
+use crate::record::{BaseRecord, RecordError, RecordStore, latest_key};
+
+/// Everything `ensure-base` needs, resolved from config, flags and env.
+#[derive(Debug, Clone)]
+pub struct BaseSettings {
+    /// Project root.
+    pub root: PathBuf,
+    /// Where the base goes.
+    pub image: ImageTarget,
+    /// Manifest glob patterns.
+    pub manifests: Vec<String>,
+    /// The builder.
+    pub builder: BuilderKind,
+    /// The recipe.
+    pub recipe: Recipe,
+    /// Build arguments.
+    pub args: BTreeMap<String, String>,
+    /// Target platform.
+    pub platform: Platform,
+    /// Optional moving tag.
+    pub tag: Option<String>,
+}
+
+impl BaseSettings {
+    /// Computes the key of the current inputs.
+    pub fn key(&self) -> Result<BaseKey, KeyError> {
+        let platform = self.platform.to_string();
+        key::compute(&KeySpec {
+            root: &self.root,
+            manifests: &self.manifests,
+            recipe: &self.recipe,
+            args: &self.args,
+            platform: &platform,
+        })
+    }
+}
+
+/// How a run behaves.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EnsureOptions {
+    /// Build even on a hit.
+    pub force: bool,
+    /// Fail (exit 3) instead of going on when the cache is unreachable.
+    pub require_cache: bool,
+}
+
+/// The outcome, as printed with `--json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct EnsureReport {
+    /// The base key.
+    pub key: String,
+    /// The target image.
+    pub image: String,
+    /// Pullable reference.
+    pub reference: String,
+    /// Manifest digest.
+    pub digest: String,
+    /// Whether an existing base was used.
+    pub hit: bool,
+    /// `cache`, `registry` or `built`.
+    pub source: &'static str,
+    /// Wall time of the whole run.
+    pub seconds: f64,
+    /// Time spent building (0 on a hit).
+    pub build_seconds: f64,
+    /// Time spent publishing (0 on a hit).
+    pub push_seconds: f64,
+    /// Bytes uploaded.
+    pub pushed_bytes: u64,
+    /// On a miss: what changed since the last recorded base of this image.
+    pub changed: Vec<Change>,
+    /// Warnings (cache unreachable, stale record, ...).
+    pub warnings: Vec<String>,
+}
+
+/// Why `ensure-base` failed; the variant decides the exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum EnsureError {
+    /// Inputs or settings are wrong (exit 2).
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// Settings the run cannot work with (exit 2).
+    #[error("{0}")]
+    Usage(String),
+    /// The build failed (exit 1).
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    /// The cache was required and is unreachable (exit 3).
+    #[error("cache required but unavailable: {0}")]
+    CacheRequired(RecordError),
+    /// Publishing or registry lookups failed.
+    #[error(transparent)]
+    Publish(#[from] PublishError),
+}
+
+fn now_seconds() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+struct Run<'a> {
+    settings: &'a BaseSettings,
+    records: &'a RecordStore,
+    registry: &'a Registry,
+    options: EnsureOptions,
+    warnings: Vec<String>,
+}
+
+impl Run<'_> {
+    fn warn(&mut self, message: String) {
+        eprintln!("warning: {message}");
+        self.warnings.push(message);
+    }
+
+    /// A record lookup that turns an unreachable cache into `None` plus a
+    /// warning, unless the cache is required.
+    async fn record(&mut self, key: &cache_proto::Key) -> Result<Option<BaseRecord>, EnsureError> {
+        match self.records.get(key).await {
+            Ok(record) => Ok(record),
+            Err(error) if self.options.require_cache => Err(EnsureError::CacheRequired(error)),
+            Err(error) => {
+                self.warn(format!("{error}; going on without the cache"));
+                Ok(None)
+            }
+        }
+    }
+
+    async fn remember(&mut self, record: &BaseRecord) -> Result<(), EnsureError> {
+        for key in [record.key, latest_key(&record.image)] {
+            if let Err(error) = self.records.put(&key, record).await {
+                if self.options.require_cache {
+                    return Err(EnsureError::CacheRequired(error));
+                }
+                self.warn(format!("could not record the base: {error}"));
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn record_for(&self, base: &BaseKey, digest: &str) -> BaseRecord {
+        let tag = base_tag(&base.key);
+        BaseRecord {
+            version: 1,
+            key: base.key,
+            image: self.settings.image.describe(),
+            reference: self.settings.image.reference(&tag, digest),
+            digest: digest.to_owned(),
+            inputs: base.inputs.clone(),
+            created: now_seconds(),
+        }
+    }
+
+    /// An existing, still present base for `base`, and where it was found.
+    async fn lookup(
+        &mut self,
+        base: &BaseKey,
+    ) -> Result<Option<(BaseRecord, &'static str)>, EnsureError> {
+        let target = &self.settings.image;
+        if let Some(record) = self.record(&base.key).await? {
+            if publish::manifest_exists(target, self.registry, &record.digest).await? {
+                return Ok(Some((record, "cache")));
+            }
+            self.warn(format!(
+                "recorded base {} no longer exists in {}; rebuilding",
+                record.digest,
+                target.describe()
+            ));
+            return Ok(None);
+        }
+        let tag = base_tag(&base.key);
+        if let Some(digest) = publish::resolve_tag(target, self.registry, &tag).await? {
+            let record = self.record_for(base, &digest);
+            self.remember(&record).await?;
+            return Ok(Some((record, "registry")));
+        }
+        Ok(None)
+    }
+
+    async fn build(&mut self, base: &BaseKey) -> Result<(BaseRecord, f64, f64, u64), EnsureError> {
+        let settings = self.settings;
+        let Recipe::Native { from, install } = &settings.recipe else {
+            return Err(EnsureError::Usage(format!(
+                "the {} builder is not available yet; use builder = \"native\"",
+                settings.builder.name()
+            )));
+        };
+        let staging = tempfile::tempdir().map_err(BuildError::io("creating a staging folder"))?;
+        let started = Instant::now();
+        let spec = NativeSpec {
+            root: &settings.root,
+            from: from.as_deref(),
+            install,
+            args: &settings.args,
+            platform: &settings.platform,
+            key: &base.key,
+        };
+        let image = native::build(self.registry, &spec, staging.path()).await?;
+        let build_seconds = started.elapsed().as_secs_f64();
+
+        let started = Instant::now();
+        let tag = base_tag(&base.key);
+        let mut tags = vec![tag.as_str()];
+        if let Some(moving) = settings.image.moving_tag(settings.tag.as_deref()) {
+            tags.push(moving);
+        }
+        let pushed = publish::publish(&settings.image, self.registry, &image, &tags).await?;
+        let push_seconds = started.elapsed().as_secs_f64();
+        let record = self.record_for(base, &image.digest());
+        self.remember(&record).await?;
+        Ok((record, build_seconds, push_seconds, pushed))
+    }
+}
+
+/// Runs `ensure-base`.
+pub async fn ensure_base(
+    settings: &BaseSettings,
+    records: &RecordStore,
+    registry: &Registry,
+    options: EnsureOptions,
+) -> Result<EnsureReport, EnsureError> {
+    let started = Instant::now();
+    let base = settings.key()?;
+    let mut run = Run {
+        settings,
+        records,
+        registry,
+        options,
+        warnings: Vec::new(),
+    };
+    if !options.force
+        && let Some((record, source)) = run.lookup(&base).await?
+    {
+        return Ok(EnsureReport {
+            key: base.key.to_string(),
+            image: record.image,
+            reference: record.reference,
+            digest: record.digest,
+            hit: true,
+            source,
+            seconds: started.elapsed().as_secs_f64(),
+            build_seconds: 0.0,
+            push_seconds: 0.0,
+            pushed_bytes: 0,
+            changed: Vec::new(),
+            warnings: run.warnings,
+        });
+    }
+    let changed = match run.record(&latest_key(&settings.image.describe())).await? {
+        Some(previous) => key::diff(&previous.inputs, &base.inputs),
+        None => Vec::new(),
+    };
+    if changed.is_empty() {
+        eprintln!(
+            "building base {} (no earlier base recorded for this image)",
+            base_tag(&base.key)
+        );
+    } else {
+        eprintln!(
+            "building base {}; changed since the last base:",
+            base_tag(&base.key)
+        );
+        for change in &changed {
+            eprintln!("  {change}");
+        }
+    }
+    let (record, build_seconds, push_seconds, pushed_bytes) = run.build(&base).await?;
+    Ok(EnsureReport {
+        key: base.key.to_string(),
+        image: record.image,
+        reference: record.reference,
+        digest: record.digest,
+        hit: false,
+        source: "built",
+        seconds: started.elapsed().as_secs_f64(),
+        build_seconds,
+        push_seconds,
+        pushed_bytes,
+        changed,
+        warnings: run.warnings,
+    })
+}

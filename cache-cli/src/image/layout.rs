@@ -1,0 +1,189 @@
+//! A local OCI image layout: `oci-layout`, `index.json` and
+//! `blobs/sha256/<hex>`, readable by `skopeo`, `umoci` and friends. Every
+//! file is written to a temporary name and renamed into place.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde_json::{Value, json};
+
+use super::oci::{self, sha256_hex};
+
+const REF_NAME: &str = "org.opencontainers.image.ref.name";
+
+/// A layout folder.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    dir: PathBuf,
+}
+
+/// A layout failure.
+#[derive(Debug, thiserror::Error)]
+pub enum LayoutError {
+    /// File system error.
+    #[error("OCI layout {path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// `index.json` or a digest is not what the spec says.
+    #[error("OCI layout {path}: {message}")]
+    Invalid {
+        /// The file.
+        path: String,
+        /// Why.
+        message: String,
+    },
+}
+
+impl Layout {
+    /// The layout in `dir` (created on first write).
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+
+    fn io(path: &Path) -> impl FnOnce(std::io::Error) -> LayoutError + '_ {
+        move |source| LayoutError::Io {
+            path: path.display().to_string(),
+            source,
+        }
+    }
+
+    fn blob_path(&self, digest: &str) -> Result<PathBuf, LayoutError> {
+        let hex = sha256_hex(digest).ok_or_else(|| LayoutError::Invalid {
+            path: self.dir.display().to_string(),
+            message: format!("{digest:?} is not a sha256 digest"),
+        })?;
+        Ok(self.dir.join("blobs").join("sha256").join(hex))
+    }
+
+    /// Whether the layout holds blob `digest`.
+    pub fn has_blob(&self, digest: &str) -> bool {
+        self.blob_path(digest).is_ok_and(|path| path.is_file())
+    }
+
+    fn write_atomically(&self, path: &Path, bytes: &[u8]) -> Result<(), LayoutError> {
+        let folder = path.parent().unwrap_or(&self.dir);
+        std::fs::create_dir_all(folder).map_err(Self::io(folder))?;
+        let mut staged = tempfile::NamedTempFile::new_in(folder).map_err(Self::io(folder))?;
+        staged.write_all(bytes).map_err(Self::io(path))?;
+        staged.persist(path).map_err(|e| Self::io(path)(e.error))?;
+        Ok(())
+    }
+
+    /// Stores `bytes` as a blob; returns its digest.
+    pub fn put_blob(&self, bytes: &[u8]) -> Result<String, LayoutError> {
+        let digest = oci::sha256_digest(bytes);
+        let path = self.blob_path(&digest)?;
+        if !path.is_file() {
+            self.write_atomically(&path, bytes)?;
+        }
+        Ok(digest)
+    }
+
+    /// Stores the file at `source`, whose digest is `digest`, as a blob.
+    pub fn put_blob_file(&self, digest: &str, source: &Path) -> Result<(), LayoutError> {
+        let path = self.blob_path(digest)?;
+        if path.is_file() {
+            return Ok(());
+        }
+        let folder = path.parent().unwrap_or(&self.dir).to_owned();
+        std::fs::create_dir_all(&folder).map_err(Self::io(&folder))?;
+        let staged = tempfile::NamedTempFile::new_in(&folder).map_err(Self::io(&folder))?;
+        std::fs::copy(source, staged.path()).map_err(Self::io(source))?;
+        staged
+            .persist(&path)
+            .map_err(|e| Self::io(&path)(e.error))?;
+        Ok(())
+    }
+
+    /// A staging file inside the layout, to stream a blob into before
+    /// [`Layout::put_blob_file`] (same file system, so the copy is cheap).
+    pub fn staging_file(&self) -> Result<tempfile::NamedTempFile, LayoutError> {
+        std::fs::create_dir_all(&self.dir).map_err(Self::io(&self.dir))?;
+        tempfile::NamedTempFile::new_in(&self.dir).map_err(Self::io(&self.dir))
+    }
+
+    fn read_index(&self) -> Result<Value, LayoutError> {
+        let path = self.dir.join("index.json");
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| LayoutError::Invalid {
+                path: path.display().to_string(),
+                message: e.to_string(),
+            }),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(json!({
+                "schemaVersion": 2,
+                "mediaType": oci::OCI_INDEX,
+                "manifests": []
+            })),
+            Err(source) => Err(Self::io(&path)(source)),
+        }
+    }
+
+    /// The manifest digest tagged `tag`, if any.
+    pub fn resolve(&self, tag: &str) -> Result<Option<String>, LayoutError> {
+        let index = self.read_index()?;
+        Ok(index["manifests"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|entry| entry["annotations"][REF_NAME] == tag)
+            .and_then(|entry| entry["digest"].as_str())
+            .map(str::to_owned))
+    }
+
+    /// Stores a manifest and points each of `tags` at it in `index.json`.
+    pub fn put_manifest(
+        &self,
+        bytes: &[u8],
+        media_type: &str,
+        tags: &[&str],
+    ) -> Result<String, LayoutError> {
+        let digest = self.put_blob(bytes)?;
+        self.write_atomically(
+            &self.dir.join("oci-layout"),
+            br#"{"imageLayoutVersion":"1.0.0"}"#,
+        )?;
+        let mut index = self.read_index()?;
+        let mut entries: Vec<Value> = index["manifests"].as_array().cloned().unwrap_or_default();
+        entries.retain(|entry| {
+            !tags
+                .iter()
+                .any(|tag| entry["annotations"][REF_NAME] == *tag)
+        });
+        for tag in tags {
+            let mut entry = oci::descriptor(media_type, &digest, bytes.len() as u64);
+            entry["annotations"] = json!({ REF_NAME: tag });
+            entries.push(entry);
+        }
+        index["manifests"] = Value::Array(entries);
+        let text = serde_json::to_vec_pretty(&index).unwrap_or_default();
+        self.write_atomically(&self.dir.join("index.json"), &text)?;
+        Ok(digest)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_move_and_blobs_are_content_addressed() {
+        let folder = tempfile::tempdir().unwrap();
+        let layout = Layout::new(folder.path().join("oci"));
+        assert_eq!(layout.resolve("base-1").unwrap(), None);
+        let first = layout
+            .put_manifest(b"{\"a\":1}", oci::OCI_MANIFEST, &["base-1", "latest"])
+            .unwrap();
+        assert!(layout.has_blob(&first));
+        let second = layout
+            .put_manifest(b"{\"a\":2}", oci::OCI_MANIFEST, &["base-2", "latest"])
+            .unwrap();
+        assert_eq!(layout.resolve("base-1").unwrap(), Some(first));
+        assert_eq!(layout.resolve("latest").unwrap(), Some(second.clone()));
+        assert_eq!(layout.resolve("base-2").unwrap(), Some(second));
+        assert!(folder.path().join("oci/oci-layout").is_file());
+    }
+}

@@ -1,0 +1,113 @@
+//! Where images go: an OCI registry (through `oci-client`) or a local OCI
+//! image layout, behind one small set of operations.
+
+pub mod layout;
+pub mod oci;
+pub mod publish;
+pub mod registry;
+
+use std::path::PathBuf;
+
+pub use layout::Layout;
+pub use registry::{Registry, RegistryError, RegistrySettings};
+
+/// An image destination as configured in `base.image`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageTarget {
+    /// A registry repository, e.g. `registry.example.com/acme/web-base`.
+    Registry(String),
+    /// A local OCI image layout, `oci:DIR[:NAME]`; NAME becomes the moving tag.
+    Layout {
+        /// The layout folder.
+        dir: PathBuf,
+        /// Optional name, used as the moving tag.
+        name: Option<String>,
+    },
+}
+
+impl ImageTarget {
+    /// Parses `oci:DIR[:NAME]` or a repository without tag or digest.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        if let Some(rest) = text.strip_prefix("oci:") {
+            let (dir, name) = match rest.rsplit_once(':') {
+                Some((dir, name)) if !name.contains('/') => (dir, Some(name.to_owned())),
+                _ => (rest, None),
+            };
+            if dir.is_empty() {
+                return Err("an oci: image needs a folder, e.g. oci:./build/oci".into());
+            }
+            return Ok(Self::Layout {
+                dir: PathBuf::from(dir),
+                name,
+            });
+        }
+        let last = text.rsplit('/').next().unwrap_or(text);
+        if text.contains('@') || last.contains(':') || text.is_empty() {
+            return Err(format!(
+                "{text:?} must be a repository without tag or digest (cachectl picks the tags)"
+            ));
+        }
+        Ok(Self::Registry(text.to_owned()))
+    }
+
+    /// The human form of the target.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Registry(repository) => repository.clone(),
+            Self::Layout { dir, .. } => format!("oci:{}", dir.display()),
+        }
+    }
+
+    /// The pullable reference of the image with manifest `digest`, pushed
+    /// under `tag`.
+    pub fn reference(&self, tag: &str, digest: &str) -> String {
+        match self {
+            Self::Registry(repository) => format!("{repository}@{digest}"),
+            Self::Layout { dir, .. } => format!("oci:{}:{tag}", dir.display()),
+        }
+    }
+
+    /// The moving tag configured for this target, if any.
+    pub fn moving_tag<'a>(&'a self, configured: Option<&'a str>) -> Option<&'a str> {
+        match self {
+            Self::Layout {
+                name: Some(name), ..
+            } => Some(configured.unwrap_or(name)),
+            _ => configured,
+        }
+    }
+}
+
+/// The tag of the base built for a key: `base-{first 16 hex}`.
+pub fn base_tag(key: &cache_proto::Key) -> String {
+    format!("base-{}", key.short(16))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_registries_and_layouts() {
+        assert_eq!(
+            ImageTarget::parse("registry.example.com:5000/acme/web-base").unwrap(),
+            ImageTarget::Registry("registry.example.com:5000/acme/web-base".into())
+        );
+        assert_eq!(
+            ImageTarget::parse("oci:./build/oci:web-base").unwrap(),
+            ImageTarget::Layout {
+                dir: "./build/oci".into(),
+                name: Some("web-base".into())
+            }
+        );
+        assert_eq!(
+            ImageTarget::parse("oci:./build/oci").unwrap(),
+            ImageTarget::Layout {
+                dir: "./build/oci".into(),
+                name: None
+            }
+        );
+        assert!(ImageTarget::parse("registry.example.com/acme/web:latest").is_err());
+        assert!(ImageTarget::parse("registry.example.com/acme/web@sha256:00").is_err());
+    }
+}

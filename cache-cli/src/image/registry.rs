@@ -1,0 +1,388 @@
+//! Registry access through `oci-client`: manifests by tag or digest, blobs
+//! with a HEAD before every upload (its `push()` re-uploads everything),
+//! cross-repository mounts with a fallback to copying, credentials from flags
+//! or the Docker config and its credential helpers.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::errors::OciDistributionError;
+use oci_client::secrets::RegistryAuth;
+use oci_client::{Client, Reference};
+use serde_json::Value;
+
+use super::oci::{self, ACCEPTED_MANIFESTS, Platform};
+
+/// Connection settings.
+#[derive(Debug, Clone, Default)]
+pub struct RegistrySettings {
+    /// Username for every registry (else the Docker config is asked).
+    pub user: Option<String>,
+    /// Password for every registry.
+    pub password: Option<String>,
+    /// Registries (host[:port]) spoken to over plain HTTP. `localhost` and
+    /// `127.0.0.1` always are.
+    pub insecure: Vec<String>,
+}
+
+/// A registry failure, classified for the exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// The registry could not be reached.
+    #[error("registry {registry} is unreachable: {message}")]
+    Unreachable {
+        /// host[:port].
+        registry: String,
+        /// Why.
+        message: String,
+    },
+    /// The registry refused our credentials.
+    #[error("registry {registry} refused the credentials: {message}")]
+    Auth {
+        /// host[:port].
+        registry: String,
+        /// Why.
+        message: String,
+    },
+    /// Anything else the registry answered.
+    #[error("registry {registry}: {message}")]
+    Other {
+        /// host[:port].
+        registry: String,
+        /// What.
+        message: String,
+    },
+}
+
+/// A manifest as pulled.
+#[derive(Debug, Clone)]
+pub struct PulledManifest {
+    /// Its bytes.
+    pub bytes: Bytes,
+    /// Its digest.
+    pub digest: String,
+    /// Parsed.
+    pub json: Value,
+    /// Its media type.
+    pub media_type: String,
+}
+
+/// A registry client for one process run.
+pub struct Registry {
+    client: Client,
+    settings: RegistrySettings,
+    auth: Mutex<HashMap<String, RegistryAuth>>,
+}
+
+fn is_loopback(host: &str) -> bool {
+    let name = host.rsplit_once(':').map(|(name, _)| name).unwrap_or(host);
+    matches!(name, "localhost" | "127.0.0.1" | "[::1]")
+}
+
+/// Parses a reference (tag or digest).
+pub fn parse_reference(text: &str) -> Result<Reference, RegistryError> {
+    text.parse().map_err(|e| RegistryError::Other {
+        registry: text.to_owned(),
+        message: format!("invalid image reference: {e}"),
+    })
+}
+
+impl Registry {
+    /// A client that speaks plain HTTP to loopback registries, to the
+    /// `insecure` ones and to `extra_plain` (e.g. the hosts of a run's images
+    /// when they are loopback).
+    pub fn new(settings: RegistrySettings, hosts: &[&str]) -> Self {
+        let mut plain: Vec<String> = settings.insecure.clone();
+        plain.extend(
+            hosts
+                .iter()
+                .filter(|h| is_loopback(h))
+                .map(|h| (*h).to_owned()),
+        );
+        let config = ClientConfig {
+            protocol: ClientProtocol::HttpsExcept(plain),
+            use_monolithic_push: true,
+            ..ClientConfig::default()
+        };
+        Self {
+            client: Client::new(config),
+            settings,
+            auth: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn auth_for(&self, registry: &str) -> RegistryAuth {
+        let mut cache = self.auth.lock().unwrap_or_else(|p| p.into_inner());
+        cache
+            .entry(registry.to_owned())
+            .or_insert_with(|| match (&self.settings.user, &self.settings.password) {
+                (Some(user), Some(password)) => RegistryAuth::Basic(user.clone(), password.clone()),
+                _ => match docker_credential::get_credential(registry) {
+                    Ok(docker_credential::DockerCredential::UsernamePassword(user, password)) => {
+                        RegistryAuth::Basic(user, password)
+                    }
+                    Ok(docker_credential::DockerCredential::IdentityToken(token)) => {
+                        RegistryAuth::Bearer(token)
+                    }
+                    Err(_) => RegistryAuth::Anonymous,
+                },
+            })
+            .clone()
+    }
+
+    async fn authenticate(&self, reference: &Reference) {
+        let registry = reference.resolve_registry();
+        let auth = self.auth_for(registry);
+        self.client.store_auth_if_needed(registry, &auth).await;
+    }
+
+    fn classify(reference: &Reference, error: OciDistributionError) -> RegistryError {
+        let registry = reference.registry().to_owned();
+        match error {
+            OciDistributionError::RequestError(error)
+                if error.is_connect() || error.is_timeout() =>
+            {
+                RegistryError::Unreachable {
+                    registry,
+                    message: error.without_url().to_string(),
+                }
+            }
+            OciDistributionError::AuthenticationFailure(message) => {
+                RegistryError::Auth { registry, message }
+            }
+            OciDistributionError::UnauthorizedError { .. } => RegistryError::Auth {
+                registry,
+                message: "401 Unauthorized".into(),
+            },
+            OciDistributionError::ServerError { code: 401, .. } => RegistryError::Auth {
+                registry,
+                message: "401 Unauthorized".into(),
+            },
+            other => RegistryError::Other {
+                registry,
+                message: other.to_string(),
+            },
+        }
+    }
+
+    /// The manifest digest `reference` (a tag) points at, or `None`.
+    pub async fn resolve(&self, reference: &Reference) -> Result<Option<String>, RegistryError> {
+        self.authenticate(reference).await;
+        let auth = self.auth_for(reference.resolve_registry());
+        match self.client.fetch_manifest_digest(reference, &auth).await {
+            Ok(digest) => Ok(Some(digest)),
+            Err(OciDistributionError::ImageManifestNotFoundError(_)) => Ok(None),
+            Err(OciDistributionError::ServerError { code: 404, .. }) => Ok(None),
+            Err(error) => Err(Self::classify(reference, error)),
+        }
+    }
+
+    /// Pulls a manifest; an index is resolved to `platform`'s manifest.
+    pub async fn pull_manifest(
+        &self,
+        reference: &Reference,
+        platform: &Platform,
+    ) -> Result<PulledManifest, RegistryError> {
+        self.authenticate(reference).await;
+        let auth = self.auth_for(reference.resolve_registry());
+        let (bytes, digest) = self
+            .client
+            .pull_manifest_raw(reference, &auth, ACCEPTED_MANIFESTS)
+            .await
+            .map_err(|e| Self::classify(reference, e))?;
+        let json: Value = serde_json::from_slice(&bytes).map_err(|e| RegistryError::Other {
+            registry: reference.registry().to_owned(),
+            message: format!("manifest of {reference} is not JSON: {e}"),
+        })?;
+        let media_type = json["mediaType"]
+            .as_str()
+            .unwrap_or(oci::OCI_MANIFEST)
+            .to_owned();
+        if media_type == oci::OCI_INDEX || media_type == oci::DOCKER_LIST {
+            let entry = json["manifests"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|entry| platform.matches(&entry["platform"]))
+                .and_then(|entry| entry["digest"].as_str())
+                .ok_or_else(|| RegistryError::Other {
+                    registry: reference.registry().to_owned(),
+                    message: format!("{reference} has no image for platform {platform}"),
+                })?;
+            let by_digest = Reference::with_digest(
+                reference.registry().to_owned(),
+                reference.repository().to_owned(),
+                entry.to_owned(),
+            );
+            return Box::pin(self.pull_manifest(&by_digest, platform)).await;
+        }
+        Ok(PulledManifest {
+            bytes,
+            digest,
+            json,
+            media_type,
+        })
+    }
+
+    /// Reads a (small) blob into memory, e.g. an image config.
+    pub async fn pull_small_blob(
+        &self,
+        reference: &Reference,
+        digest: &str,
+    ) -> Result<Vec<u8>, RegistryError> {
+        self.authenticate(reference).await;
+        let mut out = Vec::new();
+        self.client
+            .pull_blob(reference, digest, &mut out)
+            .await
+            .map_err(|e| Self::classify(reference, e))?;
+        Ok(out)
+    }
+
+    /// Streams blob `digest` of `source` into `file`.
+    pub async fn pull_blob_to_file(
+        &self,
+        source: &Reference,
+        digest: &str,
+        file: &Path,
+    ) -> Result<(), RegistryError> {
+        self.authenticate(source).await;
+        let out = tokio::fs::File::create(file)
+            .await
+            .map_err(|e| RegistryError::Other {
+                registry: source.registry().to_owned(),
+                message: format!("cannot write {}: {e}", file.display()),
+            })?;
+        self.client
+            .pull_blob(source, digest, out)
+            .await
+            .map_err(|e| Self::classify(source, e))
+    }
+
+    /// Whether `repository` (as a reference in it) holds blob `digest`.
+    pub async fn has_blob(&self, target: &Reference, digest: &str) -> Result<bool, RegistryError> {
+        self.authenticate(target).await;
+        self.client
+            .blob_exists(target, digest)
+            .await
+            .map_err(|e| Self::classify(target, e))
+    }
+
+    /// Makes blob `digest` of `source` present in `target`'s repository:
+    /// nothing if it is there, a cross-repository mount on the same registry,
+    /// else a streamed copy. Returns the bytes uploaded.
+    pub async fn copy_blob(
+        &self,
+        source: &Reference,
+        target: &Reference,
+        digest: &str,
+        size: u64,
+    ) -> Result<u64, RegistryError> {
+        if self.has_blob(target, digest).await? {
+            return Ok(0);
+        }
+        if source.resolve_registry() == target.resolve_registry() {
+            match self.client.mount_blob(target, source, digest).await {
+                Ok(()) if self.has_blob(target, digest).await? => return Ok(0),
+                Ok(()) => {}
+                Err(error) => tracing::debug!(%error, "mount refused; copying"),
+            }
+        }
+        self.authenticate(source).await;
+        let stream = self
+            .client
+            .pull_blob_stream(source, digest)
+            .await
+            .map_err(|e| Self::classify(source, e))?;
+        let body = stream.stream.map_err(OciDistributionError::from);
+        self.client
+            .push_blob_stream(target, body, digest, Some(size))
+            .await
+            .map_err(|e| Self::classify(target, e))?;
+        Ok(size)
+    }
+
+    /// Uploads `file` as blob `digest` unless `target` has it. Returns the
+    /// bytes uploaded.
+    pub async fn push_blob_file(
+        &self,
+        target: &Reference,
+        digest: &str,
+        file: &Path,
+    ) -> Result<u64, RegistryError> {
+        if self.has_blob(target, digest).await? {
+            return Ok(0);
+        }
+        let io = |e: std::io::Error| RegistryError::Other {
+            registry: target.registry().to_owned(),
+            message: format!("cannot read {}: {e}", file.display()),
+        };
+        let size = tokio::fs::metadata(file).await.map_err(io)?.len();
+        let reader = tokio::fs::File::open(file).await.map_err(io)?;
+        let body = tokio_util_stream(reader);
+        self.client
+            .push_blob_stream(target, body, digest, Some(size))
+            .await
+            .map_err(|e| Self::classify(target, e))?;
+        Ok(size)
+    }
+
+    /// Uploads small `bytes` unless `target` has them. Returns the bytes uploaded.
+    pub async fn push_blob_bytes(
+        &self,
+        target: &Reference,
+        bytes: &[u8],
+    ) -> Result<u64, RegistryError> {
+        let digest = oci::sha256_digest(bytes);
+        if self.has_blob(target, &digest).await? {
+            return Ok(0);
+        }
+        self.client
+            .push_blob(target, bytes.to_vec(), &digest)
+            .await
+            .map_err(|e| Self::classify(target, e))?;
+        Ok(bytes.len() as u64)
+    }
+
+    /// Pushes a manifest under `target`'s tag.
+    pub async fn push_manifest(
+        &self,
+        target: &Reference,
+        bytes: &[u8],
+        media_type: &str,
+    ) -> Result<(), RegistryError> {
+        self.authenticate(target).await;
+        let content_type = media_type.parse().map_err(|_| RegistryError::Other {
+            registry: target.registry().to_owned(),
+            message: format!("invalid media type {media_type}"),
+        })?;
+        self.client
+            .push_manifest_raw(target, bytes.to_vec(), content_type)
+            .await
+            .map_err(|e| Self::classify(target, e))?;
+        Ok(())
+    }
+}
+
+/// A file as a stream of chunks for `push_blob_stream`.
+fn tokio_util_stream(
+    file: tokio::fs::File,
+) -> impl futures::Stream<Item = Result<Bytes, OciDistributionError>> + Send + 'static {
+    futures::stream::try_unfold(file, |mut file| async move {
+        use tokio::io::AsyncReadExt;
+        let mut buffer = vec![0u8; 1024 * 1024];
+        let read = file
+            .read(&mut buffer)
+            .await
+            .map_err(OciDistributionError::from)?;
+        if read == 0 {
+            return Ok(None);
+        }
+        buffer.truncate(read);
+        Ok(Some((Bytes::from(buffer), file)))
+    })
+}

@@ -1,0 +1,207 @@
+//! A folder as one reproducible, gzip-compressed image layer.
+//!
+//! Entries are sorted by path; every mtime is `SOURCE_DATE_EPOCH` (or 0);
+//! uid and gid are 0 with empty names; modes are normalised (directories and
+//! executables 0755, other files 0644); symlinks are stored as links and
+//! never followed; sockets, pipes and devices are skipped with a warning.
+//! One pass writes the compressed file and yields both digests: the diff_id
+//! (SHA-256 of the tar) and the blob digest (SHA-256 of the gzip).
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use flate2::Compression;
+use flate2::write::GzEncoder;
+use sha2::{Digest as _, Sha256};
+
+/// A layer written to a file.
+#[derive(Debug)]
+pub struct Layer {
+    /// The compressed layer.
+    pub file: tempfile::NamedTempFile,
+    /// SHA-256 of the compressed bytes: the blob digest.
+    pub digest: String,
+    /// SHA-256 of the uncompressed tar: the diff_id.
+    pub diff_id: String,
+    /// Compressed size.
+    pub size: u64,
+}
+
+/// Counts and hashes what passes through.
+struct Hashing<W> {
+    inner: W,
+    hasher: Sha256,
+    written: u64,
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let written = self.inner.write(buf)?;
+        self.hasher.update(&buf[..written]);
+        self.written += written as u64;
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// The mtime of every entry: `SOURCE_DATE_EPOCH`, else 0.
+pub fn source_date_epoch() -> u64 {
+    std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn sorted_entries(root: &Path) -> io::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let mut pending = vec![root.to_owned()];
+    while let Some(folder) = pending.pop() {
+        for entry in std::fs::read_dir(&folder)? {
+            let path = entry?.path();
+            let meta = std::fs::symlink_metadata(&path)?;
+            if meta.is_dir() {
+                pending.push(path.clone());
+            }
+            out.push(path);
+        }
+    }
+    out.sort_by(|a, b| a.strip_prefix(root).ok().cmp(&b.strip_prefix(root).ok()));
+    Ok(out)
+}
+
+fn header(kind: tar::EntryType, mode: u32, size: u64, mtime: u64) -> tar::Header {
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(kind);
+    header.set_mode(mode);
+    header.set_size(size);
+    header.set_mtime(mtime);
+    header.set_uid(0);
+    header.set_gid(0);
+    // Empty user and group names.
+    let _ = header.set_username("");
+    let _ = header.set_groupname("");
+    header
+}
+
+/// Packs the content of `root` (its entries at the layer's top level) into
+/// a gzip layer in `staging_dir`.
+pub fn pack(root: &Path, staging_dir: &Path) -> io::Result<Layer> {
+    let mtime = source_date_epoch();
+    let file = tempfile::NamedTempFile::new_in(staging_dir)?;
+    let compressed = Hashing {
+        inner: file.reopen()?,
+        hasher: Sha256::new(),
+        written: 0,
+    };
+    let gzip = GzEncoder::new(compressed, Compression::default());
+    let tar_out = Hashing {
+        inner: gzip,
+        hasher: Sha256::new(),
+        written: 0,
+    };
+    let mut builder = tar::Builder::new(tar_out);
+    builder.follow_symlinks(false);
+    for path in sorted_entries(root)? {
+        let relative = path.strip_prefix(root).map_err(io::Error::other)?;
+        let meta = std::fs::symlink_metadata(&path)?;
+        let kind = meta.file_type();
+        if kind.is_dir() {
+            let mut header = header(tar::EntryType::Directory, 0o755, 0, mtime);
+            builder.append_data(&mut header, relative, io::empty())?;
+        } else if kind.is_symlink() {
+            let target = std::fs::read_link(&path)?;
+            let mut header = header(tar::EntryType::Symlink, 0o777, 0, mtime);
+            builder.append_link(&mut header, relative, target)?;
+        } else if kind.is_file() {
+            let executable = meta.permissions().mode() & 0o111 != 0;
+            let mode = if executable { 0o755 } else { 0o644 };
+            let mut header = header(tar::EntryType::Regular, mode, meta.len(), mtime);
+            builder.append_data(&mut header, relative, File::open(&path)?)?;
+        } else {
+            tracing::warn!(path = %path.display(), "skipping a socket, pipe or device");
+        }
+    }
+    let tar_out = builder.into_inner()?;
+    let diff_id = format!("sha256:{:x}", tar_out.hasher.finalize());
+    let mut compressed = tar_out.inner.finish()?;
+    compressed.flush()?;
+    let digest = format!("sha256:{:x}", compressed.hasher.finalize());
+    Ok(Layer {
+        file,
+        digest,
+        diff_id,
+        size: compressed.written,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tree(root: &Path) {
+        std::fs::create_dir_all(root.join("opt/deps/pkg")).unwrap();
+        std::fs::write(root.join("opt/deps/pkg/__init__.py"), "x = 1\n").unwrap();
+        std::fs::write(root.join("opt/deps/tool"), "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(
+            root.join("opt/deps/tool"),
+            std::fs::Permissions::from_mode(0o700),
+        )
+        .unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", root.join("opt/deps/passwd")).unwrap();
+    }
+
+    #[test]
+    fn same_content_same_digests_whatever_the_mtimes() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        tree(a.path());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        tree(b.path());
+        let staging = tempfile::tempdir().unwrap();
+        let first = pack(a.path(), staging.path()).unwrap();
+        let second = pack(b.path(), staging.path()).unwrap();
+        assert_eq!(
+            (first.digest.clone(), first.diff_id.clone()),
+            (second.digest, second.diff_id)
+        );
+        assert_eq!(
+            first.size,
+            std::fs::metadata(first.file.path()).unwrap().len()
+        );
+
+        let gz = flate2::read::GzDecoder::new(File::open(first.file.path()).unwrap());
+        let mut archive = tar::Archive::new(gz);
+        let entries: Vec<_> = archive
+            .entries()
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                let header = e.header();
+                (
+                    e.path().unwrap().display().to_string(),
+                    header.mode().unwrap(),
+                    header.uid().unwrap(),
+                    header.mtime().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(entries[0].0, "opt");
+        assert!(
+            entries.contains(&("opt/deps/tool".into(), 0o755, 0, 0)),
+            "{entries:?}"
+        );
+        assert!(
+            entries.contains(&("opt/deps/pkg/__init__.py".into(), 0o644, 0, 0)),
+            "{entries:?}"
+        );
+        assert!(
+            entries
+                .iter()
+                .any(|e| e.0 == "opt/deps/passwd" && e.1 == 0o777)
+        );
+    }
+}

@@ -1,0 +1,13 @@
+//! `cachectl`: builds and pushes a base image only when the inputs that
+//! decide it (dependency manifests, recipe, build args, platform) change.
+#![deny(missing_docs)]
+
+pub mod build;
+pub mod cli;
+pub mod config;
+pub mod ensure;
+pub mod image;
+pub mod key;
+pub mod layer;
+pub mod output;
+pub mod record;

@@ -1,0 +1,70 @@
+//! Results for people and for CI systems: the reference on stdout (or JSON
+//! with `--json`), a summary on stderr, and `$GITHUB_OUTPUT` /
+//! `$GITHUB_STEP_SUMMARY` when GitHub Actions sets them.
+
+use std::io::Write;
+
+use crate::ensure::EnsureReport;
+
+/// Prints the result of `ensure-base` and writes the CI outputs.
+pub fn report_ensure(report: &EnsureReport, json: bool) -> std::io::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer(&mut stdout, report)?;
+        writeln!(stdout)?;
+    } else {
+        writeln!(stdout, "{}", report.reference)?;
+    }
+    stdout.flush()?;
+    let key16 = &report.key[..16.min(report.key.len())];
+    if report.hit {
+        eprintln!(
+            "  (hit: key {key16}, from {}, {:.0} ms)",
+            report.source,
+            report.seconds * 1000.0
+        );
+    } else {
+        eprintln!(
+            "  (built: key {key16}, build {:.1} s, push {:.1} s, {} bytes pushed)",
+            report.build_seconds, report.push_seconds, report.pushed_bytes
+        );
+    }
+    github_outputs(report)
+}
+
+fn append(variable: &str, text: &str) -> std::io::Result<()> {
+    let Some(path) = std::env::var_os(variable).filter(|p| !p.is_empty()) else {
+        return Ok(());
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    file.write_all(text.as_bytes())
+}
+
+fn github_outputs(report: &EnsureReport) -> std::io::Result<()> {
+    append(
+        "GITHUB_OUTPUT",
+        &format!(
+            "base-image={}\nbase-key={}\ncache-hit={}\n",
+            report.reference, report.key, report.hit
+        ),
+    )?;
+    let outcome = if report.hit {
+        format!(
+            "hit ({}) in {:.0} ms",
+            report.source,
+            report.seconds * 1000.0
+        )
+    } else {
+        format!(
+            "built in {:.1} s, pushed {} bytes",
+            report.seconds, report.pushed_bytes
+        )
+    };
+    append(
+        "GITHUB_STEP_SUMMARY",
+        &format!("cachectl base `{}`: {outcome}\n", report.reference),
+    )
+}

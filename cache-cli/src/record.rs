@@ -1,0 +1,223 @@
+//! Base records: what `ensure-base` remembers about a built base, kept in the
+//! cache server's action cache, or in plain JSON files under the local cache
+//! folder when no server is configured.
+//!
+//! Two entries per base: the record under its base key, and the same record
+//! under a per-image "latest" key, so that a miss can say which inputs
+//! changed since the last base of that image.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use cache_proto::Key;
+use serde::{Deserialize, Serialize};
+
+use crate::key::Input;
+
+/// What is recorded for a built base.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BaseRecord {
+    /// Format version.
+    pub version: u32,
+    /// The base key.
+    pub key: Key,
+    /// The image repository (or `oci:DIR`).
+    pub image: String,
+    /// Pullable reference with digest.
+    pub reference: String,
+    /// Manifest digest (`sha256:…`).
+    pub digest: String,
+    /// The inputs the key was computed from.
+    pub inputs: Vec<Input>,
+    /// Unix seconds of the build.
+    pub created: u64,
+}
+
+/// The key under which the latest base of `image` is recorded.
+pub fn latest_key(image: &str) -> Key {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(b"cachectl-latest-base/v1\0");
+    hasher.update(image.as_bytes());
+    Key::from_bytes(*hasher.finalize().as_bytes())
+}
+
+/// Why the record store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    /// The cache server could not be reached or answered an error.
+    #[error("cache server {url}: {message}")]
+    Unreachable {
+        /// The server.
+        url: String,
+        /// What happened.
+        message: String,
+    },
+    /// A local record file could not be read or written.
+    #[error("local record store {path}: {source}")]
+    Local {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Where records live.
+#[derive(Debug, Clone)]
+pub enum RecordStore {
+    /// A cache server's action cache.
+    Server {
+        /// Base URL.
+        url: String,
+        /// HTTP client with short timeouts.
+        client: reqwest::Client,
+    },
+    /// JSON files in a folder.
+    Local {
+        /// The folder.
+        folder: PathBuf,
+    },
+}
+
+impl RecordStore {
+    /// Records on a cache server at `url`.
+    pub fn server(url: &str) -> Self {
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(3))
+            .timeout(Duration::from_secs(10))
+            .no_proxy()
+            .build()
+            .unwrap_or_else(|_| reqwest::Client::new());
+        Self::Server {
+            url: url.trim_end_matches('/').to_owned(),
+            client,
+        }
+    }
+
+    /// Records in `folder`.
+    pub fn local(folder: PathBuf) -> Self {
+        Self::Local { folder }
+    }
+
+    /// A short description for messages.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Server { url, .. } => format!("cache server {url}"),
+            Self::Local { folder } => format!("local records in {}", folder.display()),
+        }
+    }
+
+    /// The record under `key`, if any. A record that does not parse is
+    /// treated as absent (and rewritten by the next build).
+    pub async fn get(&self, key: &Key) -> Result<Option<BaseRecord>, RecordError> {
+        let bytes = match self {
+            Self::Server { url, client } => {
+                let address = format!("{url}{}", cache_proto::routes::ac(key));
+                let unreachable = |message: String| RecordError::Unreachable {
+                    url: url.clone(),
+                    message,
+                };
+                let response = client
+                    .get(&address)
+                    .send()
+                    .await
+                    .map_err(|e| unreachable(e.without_url().to_string()))?;
+                match response.status() {
+                    reqwest::StatusCode::NOT_FOUND => return Ok(None),
+                    status if status.is_success() => response
+                        .bytes()
+                        .await
+                        .map_err(|e| unreachable(e.without_url().to_string()))?
+                        .to_vec(),
+                    status => return Err(unreachable(format!("answered {status}"))),
+                }
+            }
+            Self::Local { folder } => {
+                let path = folder.join(format!("{key}.json"));
+                match std::fs::read(&path) {
+                    Ok(bytes) => bytes,
+                    Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                    Err(source) => {
+                        return Err(RecordError::Local {
+                            path: path.display().to_string(),
+                            source,
+                        });
+                    }
+                }
+            }
+        };
+        Ok(serde_json::from_slice(&bytes).ok())
+    }
+
+    /// Writes `record` under `key` (replacing what was there).
+    pub async fn put(&self, key: &Key, record: &BaseRecord) -> Result<(), RecordError> {
+        let body = serde_json::to_vec_pretty(record).unwrap_or_default();
+        match self {
+            Self::Server { url, client } => {
+                let address = format!("{url}{}", cache_proto::routes::ac(key));
+                let response = client
+                    .put(&address)
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(body)
+                    .send()
+                    .await
+                    .map_err(|e| RecordError::Unreachable {
+                        url: url.clone(),
+                        message: e.without_url().to_string(),
+                    })?;
+                if !response.status().is_success() {
+                    return Err(RecordError::Unreachable {
+                        url: url.clone(),
+                        message: format!("answered {}", response.status()),
+                    });
+                }
+                Ok(())
+            }
+            Self::Local { folder } => {
+                let local = |source| RecordError::Local {
+                    path: folder.display().to_string(),
+                    source,
+                };
+                std::fs::create_dir_all(folder).map_err(local)?;
+                // Write then rename, so a crash never leaves half a record.
+                let mut staged = tempfile::NamedTempFile::new_in(folder).map_err(local)?;
+                std::io::Write::write_all(&mut staged, &body).map_err(local)?;
+                staged
+                    .persist(folder.join(format!("{key}.json")))
+                    .map_err(|e| local(e.error))?;
+                Ok(())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn local_records_round_trip() {
+        let folder = tempfile::tempdir().unwrap();
+        let store = RecordStore::local(folder.path().join("records"));
+        let key = latest_key("oci:./build/oci");
+        assert_eq!(store.get(&key).await.unwrap(), None);
+        let record = BaseRecord {
+            version: 1,
+            key,
+            image: "oci:./build/oci".into(),
+            reference: "oci:./build/oci:base-0123".into(),
+            digest: "sha256:00".into(),
+            inputs: Vec::new(),
+            created: 1,
+        };
+        store.put(&key, &record).await.unwrap();
+        assert_eq!(store.get(&key).await.unwrap(), Some(record));
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_server_is_an_error_not_a_miss() {
+        let store = RecordStore::server("http://127.0.0.1:9");
+        let error = store.get(&latest_key("x")).await.unwrap_err();
+        assert!(matches!(error, RecordError::Unreachable { .. }), "{error}");
+    }
+}
