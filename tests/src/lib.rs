@@ -7,8 +7,10 @@
 //! into `~/.cache/cachectl-test-deps` (or `$CACHECTL_TEST_DEPS`).
 
 pub mod bins;
+pub mod cachectl;
 pub mod data;
 pub mod process;
+pub mod registry;
 pub mod s3;
 pub mod server;
 

@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use bytes::Bytes;
 use futures::TryStreamExt;
 use oci_client::client::{ClientConfig, ClientProtocol};
-use oci_client::errors::OciDistributionError;
+use oci_client::errors::{OciDistributionError, OciErrorCode};
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 use serde_json::Value;
@@ -158,6 +158,16 @@ impl Registry {
                 registry,
                 message: "401 Unauthorized".into(),
             },
+            OciDistributionError::RegistryError { envelope, .. }
+                if envelope.errors.iter().any(|e| {
+                    matches!(e.code, OciErrorCode::Unauthorized | OciErrorCode::Denied)
+                }) =>
+            {
+                RegistryError::Auth {
+                    registry,
+                    message: envelope.to_string(),
+                }
+            }
             OciDistributionError::ServerError { code: 401, .. } => RegistryError::Auth {
                 registry,
                 message: "401 Unauthorized".into(),
@@ -177,6 +187,14 @@ impl Registry {
             Ok(digest) => Ok(Some(digest)),
             Err(OciDistributionError::ImageManifestNotFoundError(_)) => Ok(None),
             Err(OciDistributionError::ServerError { code: 404, .. }) => Ok(None),
+            Err(OciDistributionError::RegistryError { envelope, .. })
+                if envelope
+                    .errors
+                    .iter()
+                    .all(|e| e.code == OciErrorCode::ManifestUnknown) =>
+            {
+                Ok(None)
+            }
             Err(error) => Err(Self::classify(reference, error)),
         }
     }

@@ -1,0 +1,108 @@
+//! Running the real `cachectl` binary on a throwaway project.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use tempfile::TempDir;
+
+use crate::bins::workspace_binary;
+
+/// A project folder with its own record store and Docker config.
+pub struct Project {
+    dir: TempDir,
+}
+
+/// What one `cachectl` run did.
+#[derive(Debug)]
+pub struct Run {
+    /// Exit code.
+    pub code: i32,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+impl Run {
+    /// Stdout parsed as JSON (for `--json` runs).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(self.stdout.trim()).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+
+    /// Panics with the output unless the run exited 0.
+    pub fn success(self) -> Self {
+        assert_eq!(
+            self.code, 0,
+            "cachectl failed:\n{}\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+}
+
+impl Project {
+    /// An empty project.
+    pub fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().expect("temporary folder"),
+        }
+    }
+
+    /// The project folder.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Writes a file (creating folders).
+    pub fn write(&self, relative: &str, content: &str) {
+        let path = self.dir.path().join(relative);
+        if let Some(folder) = path.parent() {
+            std::fs::create_dir_all(folder).expect("creating folders");
+        }
+        std::fs::write(path, content).expect("writing a project file");
+    }
+
+    /// The marker file install steps append to, one line per build.
+    pub fn marker(&self) -> PathBuf {
+        self.dir.path().join("builds.log")
+    }
+
+    /// How many times the builder ran (lines in the marker file).
+    pub fn builds(&self) -> usize {
+        std::fs::read_to_string(self.marker())
+            .map(|text| text.lines().count())
+            .unwrap_or(0)
+    }
+
+    /// Runs `cachectl ARGS` in the project with `env` on top of an isolated
+    /// environment (records under the project, no Docker credentials).
+    pub fn cachectl(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let mut command = Command::new(workspace_binary("cachectl"));
+        command
+            .current_dir(self.dir.path())
+            .env("CACHECTL_CACHE_DIR", self.dir.path().join(".cachectl"))
+            .env("DOCKER_CONFIG", self.dir.path().join(".docker"))
+            .env_remove("GITHUB_OUTPUT")
+            .env_remove("GITHUB_STEP_SUMMARY")
+            .env_remove("CACHECTL_CACHE")
+            .args(args)
+            .envs(env.iter().copied());
+        let output = command.output().expect("cachectl runs");
+        Run {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+}
+
+impl Default for Project {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,346 @@
+//! `cachectl ensure-base` end to end: the real binary against a real OCI
+//! registry (docker-registry), a local OCI layout, and a real cache-server;
+//! what it pushes is checked with skopeo and umoci.
+
+use cachectl_e2e::CacheServer;
+use cachectl_e2e::cachectl::Project;
+use cachectl_e2e::registry::{RegistryServer, push_busybox, skopeo_inspect, unpack};
+
+/// A project whose native install step appends a line to the marker file,
+/// so the tests can count builder runs.
+fn native_project(image: &str, from: Option<&str>) -> Project {
+    let project = Project::new();
+    project.write("requirements.txt", "flask==3.0.3\nrequests==2.32.3\n");
+    let from = from
+        .map(|f| format!("from = \"{f}\"\n"))
+        .unwrap_or_default();
+    project.write(
+        "cachectl.toml",
+        &format!(
+            r#"[base]
+image = "{image}"
+manifests = ["requirements.txt"]
+builder = "native"
+install = "echo built >> {marker} && mkdir -p {{out}}/opt/deps && cp requirements.txt {{out}}/opt/deps/"
+platform = "linux/amd64"
+{from}"#,
+            marker = project.marker().display()
+        ),
+    );
+    project
+}
+
+#[test]
+fn layout_target_builds_once_then_hits_without_building() {
+    let project = native_project("oci:./build/oci:web-base", None);
+    let first = project
+        .cachectl(&["ensure-base", "--json"], &[])
+        .success()
+        .json();
+    assert_eq!(
+        (first["hit"].as_bool(), first["source"].as_str()),
+        (Some(false), Some("built"))
+    );
+    assert_eq!(project.builds(), 1);
+
+    let second = project
+        .cachectl(&["ensure-base", "--json"], &[])
+        .success()
+        .json();
+    assert_eq!(
+        (second["hit"].as_bool(), second["source"].as_str()),
+        (Some(true), Some("cache"))
+    );
+    assert_eq!(second["digest"], first["digest"]);
+    assert_eq!(project.builds(), 1, "the hit ran the builder");
+
+    let key = first["key"].as_str().unwrap();
+    let reference = format!(
+        "oci:{}/build/oci:base-{}",
+        project.path().display(),
+        &key[..16]
+    );
+    let inspected = skopeo_inspect(&reference, false);
+    assert_eq!(inspected["Layers"].as_array().unwrap().len(), 1);
+    assert_eq!(inspected["Digest"], first["digest"]);
+    let config = skopeo_inspect(&reference, true);
+    assert_eq!(config["rootfs"]["diff_ids"].as_array().unwrap().len(), 1);
+    assert_eq!(config["config"]["Labels"]["dev.cachectl.base-key"], key);
+    // The moving tag from oci:DIR:NAME points at the same image.
+    let moving = skopeo_inspect(
+        &format!("oci:{}/build/oci:web-base", project.path().display()),
+        false,
+    );
+    assert_eq!(moving["Digest"], first["digest"]);
+}
+
+#[test]
+fn a_manifest_change_rebuilds_and_reverting_it_hits_again() {
+    let project = native_project("oci:./build/oci", None);
+    let original = project
+        .cachectl(&["ensure-base", "--json"], &[])
+        .success()
+        .json();
+
+    project.write("requirements.txt", "flask==3.1.0\nrequests==2.32.3\n");
+    let explain = project.cachectl(&["hash", "--explain"], &[]).success();
+    assert!(
+        explain.stderr.contains("changed manifest requirements.txt"),
+        "{}",
+        explain.stderr
+    );
+    assert_ne!(explain.stdout.trim(), original["key"].as_str().unwrap());
+    let changed = project.cachectl(&["ensure-base", "--json"], &[]).success();
+    let changed_json = changed.json();
+    assert_eq!(changed_json["hit"], false);
+    assert_ne!(changed_json["key"], original["key"]);
+    assert_eq!(
+        changed_json["changed"][0]["input"], "manifest requirements.txt",
+        "{changed_json}"
+    );
+    assert!(changed.stderr.contains("changed manifest requirements.txt"));
+    assert_eq!(project.builds(), 2);
+
+    project.write("requirements.txt", "flask==3.0.3\nrequests==2.32.3\n");
+    let reverted = project
+        .cachectl(&["ensure-base", "--json"], &[])
+        .success()
+        .json();
+    assert_eq!(reverted["hit"], true);
+    assert_eq!(reverted["digest"], original["digest"]);
+    assert_eq!(project.builds(), 2);
+}
+
+#[test]
+fn native_base_on_busybox_in_a_registry_is_what_skopeo_and_umoci_see() {
+    let registry = RegistryServer::start();
+    let busybox = push_busybox(&registry, "library/busybox", "1");
+    let image = format!("{}/acme/web-base", registry.host());
+    let project = native_project(&image, Some(&busybox));
+
+    let built = project
+        .cachectl(&["ensure-base", "--json"], &[])
+        .success()
+        .json();
+    assert_eq!(built["hit"], false);
+    let reference = built["reference"].as_str().unwrap();
+    assert!(
+        reference.starts_with(&format!("{image}@sha256:")),
+        "{reference}"
+    );
+
+    let key16 = &built["key"].as_str().unwrap()[..16];
+    let pushed = format!("docker://{image}:base-{key16}");
+    let base = skopeo_inspect(&format!("docker://{busybox}"), false);
+    let ours = skopeo_inspect(&pushed, false);
+    assert_eq!(ours["Digest"], built["digest"]);
+    let layers = ours["Layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 2);
+    assert_eq!(layers[0], base["Layers"][0], "the base layer is busybox's");
+    let base_config = skopeo_inspect(&format!("docker://{busybox}"), true);
+    let config = skopeo_inspect(&pushed, true);
+    let diff_ids = config["rootfs"]["diff_ids"].as_array().unwrap();
+    assert_eq!(diff_ids.len(), 2);
+    assert_eq!(diff_ids[0], base_config["rootfs"]["diff_ids"][0]);
+    assert_eq!(
+        config["config"]["Cmd"][0], "/bin/sh",
+        "the base config was kept"
+    );
+
+    let scratch = tempfile::tempdir().unwrap();
+    let bundle = unpack(&pushed, scratch.path());
+    let rootfs = bundle.join("rootfs");
+    assert!(rootfs.join("bin/busybox").is_file());
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("opt/deps/requirements.txt")).unwrap(),
+        "flask==3.0.3\nrequests==2.32.3\n"
+    );
+
+    let again = project
+        .cachectl(&["ensure-base", "--json"], &[])
+        .success()
+        .json();
+    assert_eq!(
+        (again["hit"].as_bool(), again["digest"].clone()),
+        (Some(true), built["digest"].clone())
+    );
+    assert_eq!(project.builds(), 1);
+}
+
+#[test]
+fn cache_server_records_bases_and_its_outage_falls_back_to_the_registry_tag() {
+    let registry = RegistryServer::start();
+    let image = format!("{}/acme/api-base", registry.host());
+    let project = native_project(&image, None);
+    let mut server = CacheServer::local();
+    let cache = server.base_url();
+
+    let built = project
+        .cachectl(&["ensure-base", "--json", "--cache", &cache], &[])
+        .success()
+        .json();
+    assert_eq!(built["source"], "built");
+    let hit = project
+        .cachectl(&["ensure-base", "--json", "--cache", &cache], &[])
+        .success()
+        .json();
+    assert_eq!(
+        (hit["source"].as_str(), hit["digest"].clone()),
+        (Some("cache"), built["digest"].clone())
+    );
+
+    assert!(server.stop());
+    let fallback = project
+        .cachectl(&["ensure-base", "--json", "--cache", &cache], &[])
+        .success();
+    let fallback_json = fallback.json();
+    assert_eq!(fallback_json["source"], "registry");
+    assert_eq!(fallback_json["digest"], built["digest"]);
+    assert!(fallback.stderr.contains("warning"), "{}", fallback.stderr);
+    assert_eq!(project.builds(), 1);
+
+    let required = project.cachectl(&["ensure-base", "--cache", &cache, "--require-cache"], &[]);
+    assert_eq!(required.code, 3, "{}", required.stderr);
+    assert!(required.stderr.contains("cache"), "{}", required.stderr);
+}
+
+#[test]
+fn a_record_of_a_deleted_image_triggers_a_rebuild() {
+    let registry = RegistryServer::start();
+    let image = format!("{}/acme/stale-base", registry.host());
+    let project = native_project(&image, None);
+    let built = project
+        .cachectl(&["ensure-base", "--json"], &[])
+        .success()
+        .json();
+    let digest = built["digest"].as_str().unwrap();
+
+    let deleted = std::process::Command::new("curl")
+        .args(["-fsS", "-X", "DELETE"])
+        .arg(format!(
+            "http://{}/v2/acme/stale-base/manifests/{digest}",
+            registry.host()
+        ))
+        .status()
+        .unwrap();
+    assert!(deleted.success());
+
+    let rebuilt = project.cachectl(&["ensure-base", "--json"], &[]).success();
+    let rebuilt_json = rebuilt.json();
+    assert_eq!(rebuilt_json["source"], "built");
+    assert!(
+        rebuilt.stderr.contains("no longer exists"),
+        "{}",
+        rebuilt.stderr
+    );
+    assert_eq!(project.builds(), 2);
+    let again = project
+        .cachectl(&["ensure-base", "--json"], &[])
+        .success()
+        .json();
+    assert_eq!(again["source"], "cache");
+}
+
+#[test]
+fn bad_configuration_exits_2_naming_the_field() {
+    let project = native_project("oci:./build/oci", None);
+    let cases = [
+        (
+            "[base]\nimage = \"oci:./x\"\nmanifests = [\"requirements.txt\"]\nbuilder = 3\n",
+            "builder",
+        ),
+        (
+            "[base]\nimage = \"oci:./x\"\nmanifests = [\"requirements.txt\"]\nbuilder = \"make\"\n",
+            "base.builder",
+        ),
+        (
+            "[base]\nmanifests = [\"requirements.txt\"]\ninstall = \"true\"\n",
+            "base.image",
+        ),
+        (
+            "[base]\nimage = \"oci:./x\"\nmanifests = [\"package-lock.json\"]\ninstall = \"true\"\n",
+            "package-lock.json",
+        ),
+        (
+            "[base]\nimage = \"oci:./x\"\nmanfests = [\"requirements.txt\"]\n",
+            "manfests",
+        ),
+    ];
+    for (config, named) in cases {
+        project.write("cachectl.toml", config);
+        let run = project.cachectl(&["ensure-base"], &[]);
+        assert_eq!(run.code, 2, "{config}\n{}", run.stderr);
+        assert!(run.stderr.contains(named), "{config}: {}", run.stderr);
+        assert!(run.stdout.is_empty());
+    }
+}
+
+#[test]
+fn a_failed_build_exits_1_with_its_last_lines_and_records_nothing() {
+    let project = native_project("oci:./build/oci", None);
+    let failing = project.cachectl(
+        &[
+            "ensure-base",
+            "--install",
+            "echo resolving deps; echo boom: no such package >&2; exit 7",
+        ],
+        &[],
+    );
+    assert_eq!(failing.code, 1, "{}", failing.stderr);
+    assert!(
+        failing.stderr.contains("boom: no such package"),
+        "{}",
+        failing.stderr
+    );
+    assert!(failing.stdout.is_empty());
+    let retried = project
+        .cachectl(
+            &[
+                "ensure-base",
+                "--json",
+                "--install",
+                "echo built >> builds.log && mkdir -p {out}/x",
+            ],
+            &[],
+        )
+        .success()
+        .json();
+    assert_eq!(retried["source"], "built");
+}
+
+#[test]
+fn an_unreachable_registry_exits_3() {
+    let project = native_project("127.0.0.1:9/acme/nowhere", None);
+    let run = project.cachectl(&["ensure-base"], &[]);
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    assert!(run.stderr.contains("unreachable"), "{}", run.stderr);
+}
+
+#[test]
+fn github_outputs_are_written() {
+    let project = native_project("oci:./build/oci", None);
+    let outputs = project.path().join("github-output");
+    let summary = project.path().join("summary.md");
+    let env = [
+        ("GITHUB_OUTPUT", outputs.to_str().unwrap()),
+        ("GITHUB_STEP_SUMMARY", summary.to_str().unwrap()),
+    ];
+    let built = project.cachectl(&["ensure-base"], &env).success();
+    project.cachectl(&["ensure-base"], &env).success();
+    let text = std::fs::read_to_string(&outputs).unwrap();
+    let reference = built.stdout.trim();
+    assert!(
+        text.contains(&format!("base-image={reference}\n")),
+        "{text}"
+    );
+    assert!(
+        text.contains("cache-hit=false\n") && text.contains("cache-hit=true\n"),
+        "{text}"
+    );
+    assert!(text.contains("base-key="), "{text}");
+    assert!(
+        std::fs::read_to_string(&summary)
+            .unwrap()
+            .contains(reference)
+    );
+}
