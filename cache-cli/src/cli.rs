@@ -124,6 +124,9 @@ pub enum Command {
         /// Build and push even when a base exists.
         #[arg(long)]
         force: bool,
+        /// How long to wait for another job building the same base (e.g. 90s, 30m).
+        #[arg(long, env = "CACHECTL_WAIT", default_value = "30m", value_parser = humantime::parse_duration)]
+        wait: std::time::Duration,
     },
 }
 

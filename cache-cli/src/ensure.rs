@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
@@ -20,6 +20,7 @@ use crate::image::oci::Platform;
 use crate::image::publish::{self, PublishError};
 use crate::image::{ImageTarget, Registry, base_tag};
 use crate::key::{self, BaseKey, Change, KeyError, KeySpec, Recipe};
+use crate::lease::Acquired;
 use crate::record::{BaseRecord, RecordError, RecordStore, latest_key};
 
 /// Everything `ensure-base` needs, resolved from config, flags and env.
@@ -58,12 +59,14 @@ impl BaseSettings {
 }
 
 /// How a run behaves.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct EnsureOptions {
     /// Build even on a hit.
     pub force: bool,
     /// Fail (exit 3) instead of going on when the cache is unreachable.
     pub require_cache: bool,
+    /// How long to wait for another job that holds the build lease.
+    pub wait: Duration,
 }
 
 /// The outcome, as printed with `--json`.
@@ -236,6 +239,72 @@ impl Run<'_> {
     }
 }
 
+/// How a miss ended.
+enum Resolved {
+    /// We built it: record, build and push seconds, bytes pushed.
+    Built(BaseRecord, f64, f64, u64),
+    /// Another job built it while we waited (or just before we started).
+    Found(BaseRecord, &'static str),
+}
+
+impl Run<'_> {
+    /// Builds under the cache server's build lease, so that of several jobs
+    /// missing the same key one builds and the others use its result.
+    async fn build_or_wait(&mut self, base: &BaseKey) -> Result<Resolved, EnsureError> {
+        let Some(leases) = self.records.leases() else {
+            return self.build_now(base).await;
+        };
+        let deadline = Instant::now() + self.options.wait;
+        let mut waited = false;
+        loop {
+            match leases.acquire(&base.key).await {
+                Ok(Acquired::Granted) => {
+                    if waited && let Some((record, source)) = self.lookup(base).await? {
+                        leases.release(&base.key).await;
+                        return Ok(Resolved::Found(record, source));
+                    }
+                    let _renewing = leases.keep_alive(base.key);
+                    let result = self.build_now(base).await;
+                    leases.release(&base.key).await;
+                    return result;
+                }
+                Ok(Acquired::Held(lease)) => {
+                    if !waited {
+                        eprintln!(
+                            "another job ({}) is building this base; waiting for it (up to {:?})",
+                            lease.holder, self.options.wait
+                        );
+                        waited = true;
+                    }
+                    if let Some((record, source)) = self.lookup(base).await? {
+                        return Ok(Resolved::Found(record, source));
+                    }
+                    if Instant::now() >= deadline {
+                        self.warn(format!(
+                            "gave up waiting for {} after {:?}; building here",
+                            lease.holder, self.options.wait
+                        ));
+                        return self.build_now(base).await;
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(error) if self.options.require_cache => {
+                    return Err(EnsureError::CacheRequired(error));
+                }
+                Err(error) => {
+                    self.warn(format!("{error}; building without a lease"));
+                    return self.build_now(base).await;
+                }
+            }
+        }
+    }
+
+    async fn build_now(&mut self, base: &BaseKey) -> Result<Resolved, EnsureError> {
+        let (record, build, push, pushed) = self.build(base).await?;
+        Ok(Resolved::Built(record, build, push, pushed))
+    }
+}
+
 /// Runs `ensure-base`.
 pub async fn ensure_base(
     settings: &BaseSettings,
@@ -288,14 +357,20 @@ pub async fn ensure_base(
             eprintln!("  {change}");
         }
     }
-    let (record, build_seconds, push_seconds, pushed_bytes) = run.build(&base).await?;
+    let (record, hit, source, build_seconds, push_seconds, pushed_bytes) =
+        match run.build_or_wait(&base).await? {
+            Resolved::Built(record, build, push, pushed) => {
+                (record, false, "built", build, push, pushed)
+            }
+            Resolved::Found(record, source) => (record, true, source, 0.0, 0.0, 0),
+        };
     Ok(EnsureReport {
         key: base.key.to_string(),
         image: record.image,
         reference: record.reference,
         digest: record.digest,
-        hit: false,
-        source: "built",
+        hit,
+        source,
         seconds: started.elapsed().as_secs_f64(),
         build_seconds,
         push_seconds,

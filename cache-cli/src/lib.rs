@@ -9,5 +9,6 @@ pub mod ensure;
 pub mod image;
 pub mod key;
 pub mod layer;
+pub mod lease;
 pub mod output;
 pub mod record;

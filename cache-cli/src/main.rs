@@ -128,7 +128,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
-        Command::EnsureBase { force } => {
+        Command::EnsureBase { force, wait } => {
             let mut hosts = Vec::new();
             if let ImageTarget::Registry(repository) = &settings.image {
                 hosts.push(repository.split('/').next().unwrap_or_default().to_owned());
@@ -144,6 +144,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             let options = EnsureOptions {
                 force,
                 require_cache: cli.require_cache,
+                wait,
             };
             let report = ensure_base(&settings, &records, &registry, options).await?;
             output::report_ensure(&report, cli.json).map_err(|e| Failure::new(1, e))?;

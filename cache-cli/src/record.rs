@@ -99,6 +99,14 @@ impl RecordStore {
         Self::Local { folder }
     }
 
+    /// Build leases, when the records live on a cache server.
+    pub fn leases(&self) -> Option<crate::lease::Leases> {
+        match self {
+            Self::Server { url, client } => Some(crate::lease::Leases::new(url, client.clone())),
+            Self::Local { .. } => None,
+        }
+    }
+
     /// A short description for messages.
     pub fn describe(&self) -> String {
         match self {

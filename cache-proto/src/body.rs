@@ -80,3 +80,21 @@ pub struct ProtocolStats {
     /// Bytes sent in response bodies (as sent on the wire).
     pub bytes_served: u64,
 }
+
+/// Request of `POST /v1/leases/{key}`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LeaseRequest {
+    /// Who asks: an identifier unique to the build (host, process, random).
+    pub holder: String,
+    /// How long the lease lasts unless renewed, in seconds (1 to 3600).
+    pub ttl_seconds: u64,
+}
+
+/// A lease: `201` when granted or renewed, `409` when held by another.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Lease {
+    /// Who holds it.
+    pub holder: String,
+    /// Unix milliseconds when it lapses unless renewed.
+    pub expires_at_ms: i64,
+}

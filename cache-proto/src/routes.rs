@@ -11,6 +11,8 @@ pub const CAS_TEMPLATE: &str = "/v1/cas/{digest}";
 pub const CAS_MISSING: &str = "/v1/cas/missing";
 /// `GET/PUT/HEAD/DELETE` an action-cache entry.
 pub const AC_TEMPLATE: &str = "/v1/ac/{key}";
+/// `POST` (acquire or renew) / `DELETE` (release) a build lease.
+pub const LEASE_TEMPLATE: &str = "/v1/leases/{key}";
 /// `GET` JSON statistics.
 pub const STATS: &str = "/v1/stats";
 /// `GET` Prometheus text metrics.
@@ -28,4 +30,9 @@ pub fn cas(digest: &Digest) -> String {
 /// The path of an action-cache entry.
 pub fn ac(key: &Key) -> String {
     format!("/v1/ac/{key}")
+}
+
+/// The path of a build lease.
+pub fn lease(key: &Key) -> String {
+    format!("/v1/leases/{key}")
 }

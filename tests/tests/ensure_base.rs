@@ -344,3 +344,48 @@ fn github_outputs_are_written() {
             .contains(reference)
     );
 }
+
+#[test]
+fn concurrent_jobs_on_a_new_key_build_once_and_agree() {
+    let registry = RegistryServer::start();
+    let image = format!("{}/acme/busy-base", registry.host());
+    let project = native_project(&image, None);
+    // A slow install makes the two jobs overlap.
+    let slow = format!(
+        "echo built >> {} && sleep 2 && mkdir -p {{out}}/opt && cp requirements.txt {{out}}/opt/",
+        project.marker().display()
+    );
+    let server = CacheServer::local();
+    let cache = server.base_url();
+    let runs: Vec<_> = std::thread::scope(|scope| {
+        let jobs: Vec<_> = (0..3)
+            .map(|_| {
+                scope.spawn(|| {
+                    project.cachectl(
+                        &[
+                            "ensure-base",
+                            "--json",
+                            "--cache",
+                            &cache,
+                            "--install",
+                            &slow,
+                        ],
+                        &[],
+                    )
+                })
+            })
+            .collect();
+        jobs.into_iter().map(|job| job.join().unwrap()).collect()
+    });
+    let reports: Vec<_> = runs.into_iter().map(|run| run.success().json()).collect();
+    assert_eq!(project.builds(), 1, "{reports:?}");
+    assert!(
+        reports.iter().all(|r| r["digest"] == reports[0]["digest"]),
+        "{reports:?}"
+    );
+    assert_eq!(
+        reports.iter().filter(|r| r["source"] == "built").count(),
+        1,
+        "{reports:?}"
+    );
+}

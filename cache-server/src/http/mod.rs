@@ -3,6 +3,7 @@
 mod ac;
 mod cas;
 pub mod error;
+mod leases;
 mod ops;
 pub mod request;
 
@@ -62,6 +63,10 @@ pub fn app(state: AppState) -> Router {
                 .head(ac::head_entry)
                 .put(ac::put_entry)
                 .delete(ac::delete_entry),
+        )
+        .route(
+            routes::LEASE_TEMPLATE,
+            post(leases::acquire).delete(leases::release),
         )
         .route(routes::STATS, get(ops::stats))
         .route(routes::METRICS, get(ops::metrics))

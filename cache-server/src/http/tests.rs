@@ -261,3 +261,37 @@ async fn wrong_method_answers_json_405() {
     let error: ErrorBody = serde_json::from_slice(&body).unwrap();
     assert_eq!(error.error.code, "method_not_allowed");
 }
+
+#[tokio::test]
+async fn leases_grant_one_holder_and_tell_the_others_who_until_when() {
+    let fixture = fixture();
+    let uri = format!("/v1/leases/{}", "ef".repeat(32));
+    let ask = |holder: &str| {
+        request(
+            "POST",
+            &uri,
+            format!(r#"{{"holder":"{holder}","ttl_seconds":60}}"#),
+        )
+    };
+    let (status, _, body) = fixture.send(ask("job-1")).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let granted: cache_proto::body::Lease = serde_json::from_slice(&body).unwrap();
+    assert_eq!(granted.holder, "job-1");
+    let (status, _, body) = fixture.send(ask("job-2")).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    let held: cache_proto::body::Lease = serde_json::from_slice(&body).unwrap();
+    assert_eq!(held, granted);
+    let release = |holder: &str| request("DELETE", &format!("{uri}?holder={holder}"), "");
+    assert_eq!(fixture.send(release("job-2")).await.0, StatusCode::CONFLICT);
+    assert_eq!(
+        fixture.send(release("job-1")).await.0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        fixture.send(release("job-1")).await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(fixture.send(ask("job-2")).await.0, StatusCode::CREATED);
+    let bad_ttl = request("POST", &uri, r#"{"holder":"x","ttl_seconds":0}"#);
+    assert_eq!(fixture.send(bad_ttl).await.0, StatusCode::BAD_REQUEST);
+}

@@ -19,13 +19,18 @@ use cache_proto::Digest;
 use cache_proto::body::StoredStats;
 use rusqlite::{Connection, OptionalExtension, params};
 
+mod leases;
+
+pub use leases::LeaseOutcome;
+
 use crate::blob::StoredName;
 use crate::blob::format::Encoding;
 
 const READERS: usize = 4;
 
 /// Schema migrations; entry `i` moves `user_version` from `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE objects (
     kind        TEXT    NOT NULL,   -- 'cas' or 'ac'
     name        TEXT    NOT NULL,   -- digest or key, 64 lowercase hex
@@ -39,7 +44,15 @@ CREATE TABLE objects (
     PRIMARY KEY (kind, name)
 ) WITHOUT ROWID;
 CREATE INDEX objects_by_last_access ON objects (last_access);
-"#];
+"#,
+    r#"
+CREATE TABLE leases (
+    key        TEXT    NOT NULL PRIMARY KEY,  -- the build key, 64 lowercase hex
+    holder     TEXT    NOT NULL,              -- who builds
+    expires_at INTEGER NOT NULL               -- unix milliseconds
+) WITHOUT ROWID;
+"#,
+];
 
 /// An index failure.
 #[derive(Debug, thiserror::Error)]
