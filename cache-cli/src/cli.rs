@@ -269,8 +269,10 @@ impl Cli {
             None => Platform::host(),
         };
 
+        let context = PathBuf::from(base.context.clone().unwrap_or_else(|| ".".into()));
         Ok(BaseSettings {
             root,
+            context,
             image,
             manifests,
             builder,

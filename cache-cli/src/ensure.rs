@@ -14,6 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
+use crate::build::external::{self, ExternalSpec};
 use crate::build::native::{self, NativeSpec};
 use crate::build::{BuildError, BuilderKind};
 use crate::image::oci::Platform;
@@ -36,6 +37,8 @@ pub struct BaseSettings {
     pub builder: BuilderKind,
     /// The recipe.
     pub recipe: Recipe,
+    /// Build context of docker, buildah and podman, relative to the root.
+    pub context: PathBuf,
     /// Build arguments.
     pub args: BTreeMap<String, String>,
     /// Target platform.
@@ -206,34 +209,69 @@ impl Run<'_> {
 
     async fn build(&mut self, base: &BaseKey) -> Result<(BaseRecord, f64, f64, u64), EnsureError> {
         let settings = self.settings;
-        let Recipe::Native { from, install } = &settings.recipe else {
-            return Err(EnsureError::Usage(format!(
-                "the {} builder is not available yet; use builder = \"native\"",
-                settings.builder.name()
-            )));
-        };
-        let staging = tempfile::tempdir().map_err(BuildError::io("creating a staging folder"))?;
-        let started = Instant::now();
-        let spec = NativeSpec {
-            root: &settings.root,
-            from: from.as_deref(),
-            install,
-            args: &settings.args,
-            platform: &settings.platform,
-            key: &base.key,
-        };
-        let image = native::build(self.registry, &spec, staging.path()).await?;
-        let build_seconds = started.elapsed().as_secs_f64();
-
-        let started = Instant::now();
         let tag = base_tag(&base.key);
         let mut tags = vec![tag.as_str()];
         if let Some(moving) = settings.image.moving_tag(settings.tag.as_deref()) {
             tags.push(moving);
         }
-        let pushed = publish::publish(&settings.image, self.registry, &image, &tags).await?;
-        let push_seconds = started.elapsed().as_secs_f64();
-        let record = self.record_for(base, &image.digest());
+        let (digest, build_seconds, push_seconds, pushed) = match &settings.recipe {
+            Recipe::Native { from, install } => {
+                let staging =
+                    tempfile::tempdir().map_err(BuildError::io("creating a staging folder"))?;
+                let started = Instant::now();
+                let spec = NativeSpec {
+                    root: &settings.root,
+                    from: from.as_deref(),
+                    install,
+                    args: &settings.args,
+                    platform: &settings.platform,
+                    key: &base.key,
+                };
+                let image = native::build(self.registry, &spec, staging.path()).await?;
+                let build_seconds = started.elapsed().as_secs_f64();
+                let started = Instant::now();
+                let pushed =
+                    publish::publish(&settings.image, self.registry, &image, &tags).await?;
+                (
+                    image.digest(),
+                    build_seconds,
+                    started.elapsed().as_secs_f64(),
+                    pushed,
+                )
+            }
+            Recipe::Dockerfile(dockerfile) => {
+                let insecure = match &settings.image {
+                    ImageTarget::Registry(repository) => self
+                        .registry
+                        .speaks_plain_http(repository.split('/').next().unwrap_or_default()),
+                    ImageTarget::Layout { .. } => false,
+                };
+                let spec = ExternalSpec {
+                    kind: settings.builder,
+                    root: &settings.root,
+                    dockerfile,
+                    context: &settings.context,
+                    args: &settings.args,
+                    platform: &settings.platform,
+                    target: &settings.image,
+                    tags: &tags,
+                    insecure,
+                    key: &base.key,
+                };
+                let (build_seconds, push_seconds) = external::build(&spec).await?;
+                let digest = publish::resolve_tag(&settings.image, self.registry, &tag)
+                    .await?
+                    .ok_or_else(|| {
+                        BuildError::Base(format!(
+                            "{} reported success but {} has no tag {tag}",
+                            settings.builder.name(),
+                            settings.image.describe()
+                        ))
+                    })?;
+                (digest, build_seconds, push_seconds, 0)
+            }
+        };
+        let record = self.record_for(base, &digest);
         self.remember(&record).await?;
         Ok((record, build_seconds, push_seconds, pushed))
     }

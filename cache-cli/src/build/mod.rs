@@ -1,5 +1,6 @@
 //! Builders of the base image.
 
+pub mod external;
 pub mod native;
 
 use std::collections::VecDeque;

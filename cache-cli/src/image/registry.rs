@@ -74,6 +74,7 @@ pub struct PulledManifest {
 /// A registry client for one process run.
 pub struct Registry {
     client: Client,
+    plain_http: Vec<String>,
     settings: RegistrySettings,
     auth: Mutex<HashMap<String, RegistryAuth>>,
 }
@@ -104,15 +105,21 @@ impl Registry {
                 .map(|h| (*h).to_owned()),
         );
         let config = ClientConfig {
-            protocol: ClientProtocol::HttpsExcept(plain),
+            protocol: ClientProtocol::HttpsExcept(plain.clone()),
             use_monolithic_push: true,
             ..ClientConfig::default()
         };
         Self {
             client: Client::new(config),
+            plain_http: plain,
             settings,
             auth: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Whether `host` is spoken to over plain HTTP.
+    pub fn speaks_plain_http(&self, host: &str) -> bool {
+        is_loopback(host) || self.plain_http.iter().any(|h| h == host)
     }
 
     fn auth_for(&self, registry: &str) -> RegistryAuth {
