@@ -48,9 +48,11 @@ impl Run {
 impl Project {
     /// An empty project.
     pub fn new() -> Self {
-        Self {
+        let project = Self {
             dir: tempfile::tempdir().expect("temporary folder"),
-        }
+        };
+        project.write(".docker/config.json", "{\"auths\": {}}\n");
+        project
     }
 
     /// The project folder.

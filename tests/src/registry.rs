@@ -17,11 +17,36 @@ pub struct RegistryServer {
     dir: TempDir,
     address: SocketAddr,
     _service: Service,
+    _htpasswd_dir: Option<TempDir>,
 }
 
 impl RegistryServer {
     /// Starts a registry with deletes enabled and no auth.
     pub fn start() -> Self {
+        Self::start_with("")
+    }
+
+    /// Starts a registry that accepts only `user` with `password` (bcrypt
+    /// htpasswd entry made by Debian's `htpasswd`).
+    pub fn start_with_htpasswd(user: &str, password: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temporary folder");
+        let file = dir.path().join("htpasswd");
+        let output = Command::new("htpasswd")
+            .args(["-Bbn", user, password])
+            .output()
+            .expect("htpasswd runs (apache2-utils)");
+        assert!(output.status.success());
+        std::fs::write(&file, output.stdout).expect("writing htpasswd");
+        let auth = format!(
+            "auth:\n  htpasswd:\n    realm: cachectl-test\n    path: {}\n",
+            file.display()
+        );
+        let mut server = Self::start_with(&auth);
+        server._htpasswd_dir = Some(dir);
+        server
+    }
+
+    fn start_with(extra: &str) -> Self {
         let dir = tempfile::tempdir().expect("temporary folder");
         for _ in 0..5 {
             let address = SocketAddr::from(([127, 0, 0, 1], free_port()));
@@ -30,7 +55,7 @@ impl RegistryServer {
             std::fs::write(
                 &config,
                 format!(
-                    "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {address}\n",
+                    "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {address}\n{extra}",
                     storage.display()
                 ),
             )
@@ -43,6 +68,7 @@ impl RegistryServer {
                     dir,
                     address,
                     _service: service,
+                    _htpasswd_dir: None,
                 };
             }
         }

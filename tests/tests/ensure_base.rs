@@ -389,3 +389,191 @@ fn concurrent_jobs_on_a_new_key_build_once_and_agree() {
         "{reports:?}"
     );
 }
+
+/// A `buildah` on PATH that counts `bud` runs in the project's marker file,
+/// then runs the real one with vfs storage and chroot isolation in `scratch`.
+fn counting_buildah(
+    project: &Project,
+    scratch: &std::path::Path,
+    registry: &RegistryServer,
+) -> Vec<(String, String)> {
+    let bin = scratch.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let wrapper = bin.join("buildah");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = bud ] && echo built >> {}\nexec /usr/bin/buildah \"$@\"\n",
+            project.marker().display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let storage = scratch.join("storage.conf");
+    std::fs::write(
+        &storage,
+        format!(
+            "[storage]\ndriver = \"vfs\"\ngraphroot = \"{0}/root\"\nrunroot = \"{0}/runroot\"\n",
+            scratch.display()
+        ),
+    )
+    .unwrap();
+    let registries = scratch.join("registries.conf");
+    std::fs::write(
+        &registries,
+        format!(
+            "[[registry]]\nlocation = \"{}\"\ninsecure = true\n",
+            registry.host()
+        ),
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    vec![
+        ("PATH".into(), path),
+        (
+            "CONTAINERS_STORAGE_CONF".into(),
+            storage.display().to_string(),
+        ),
+        (
+            "CONTAINERS_REGISTRIES_CONF".into(),
+            registries.display().to_string(),
+        ),
+        ("BUILDAH_ISOLATION".into(), "chroot".into()),
+    ]
+}
+
+#[test]
+fn buildah_base_with_a_run_step_is_built_once_and_checked_by_umoci() {
+    let registry = RegistryServer::start();
+    let busybox = push_busybox(&registry, "library/busybox", "1");
+    let image = format!("{}/acme/buildah-base", registry.host());
+    let project = Project::new();
+    project.write("requirements.txt", "flask==3.0.3\n");
+    project.write(
+        "Dockerfile.base",
+        &format!(
+            "FROM {busybox}\nCOPY requirements.txt /opt/deps/requirements.txt\nRUN echo installed > /opt/deps/INSTALLED\n"
+        ),
+    );
+    project.write(
+        "cachectl.toml",
+        &format!(
+            "[base]\nimage = \"{image}\"\nmanifests = [\"requirements.txt\"]\nbuilder = \"buildah\"\ndockerfile = \"Dockerfile.base\"\nplatform = \"linux/amd64\"\n"
+        ),
+    );
+    let scratch = tempfile::tempdir().unwrap();
+    let env_owned = counting_buildah(&project, scratch.path(), &registry);
+    let env: Vec<(&str, &str)> = env_owned
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+
+    let built = project
+        .cachectl(&["ensure-base", "--json"], &env)
+        .success()
+        .json();
+    assert_eq!(built["source"], "built");
+    assert_eq!(project.builds(), 1);
+    let key16 = &built["key"].as_str().unwrap()[..16];
+    let pushed = format!("docker://{image}:base-{key16}");
+    let inspected = skopeo_inspect(&pushed, false);
+    assert_eq!(inspected["Digest"], built["digest"]);
+    let config = skopeo_inspect(&pushed, true);
+    assert_eq!(
+        config["config"]["Labels"]["dev.cachectl.base-key"],
+        built["key"]
+    );
+    let layers = inspected["Layers"].as_array().unwrap().len();
+    assert_eq!(
+        config["rootfs"]["diff_ids"].as_array().unwrap().len(),
+        layers
+    );
+
+    let unpacked = tempfile::tempdir().unwrap();
+    let rootfs = unpack(&pushed, unpacked.path()).join("rootfs");
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("opt/deps/INSTALLED")).unwrap(),
+        "installed\n"
+    );
+    assert!(rootfs.join("opt/deps/requirements.txt").is_file());
+    assert!(rootfs.join("bin/busybox").is_file());
+
+    let hit = project
+        .cachectl(&["ensure-base", "--json"], &env)
+        .success()
+        .json();
+    assert_eq!(
+        (hit["hit"].as_bool(), hit["digest"].clone()),
+        (Some(true), built["digest"].clone())
+    );
+    assert_eq!(project.builds(), 1, "the hit ran buildah");
+}
+
+#[test]
+fn credentials_come_from_the_docker_config_and_a_wrong_password_exits_3() {
+    let registry = RegistryServer::start_with_htpasswd("ci", "s3cret-pass");
+    let image = format!("{}/acme/private-base", registry.host());
+    let project = native_project(&image, None);
+    let encode = |text: &str| {
+        let output = std::process::Command::new("base64")
+            .arg("-w0")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut child| {
+                use std::io::Write;
+                child.stdin.take().unwrap().write_all(text.as_bytes())?;
+                child.wait_with_output()
+            })
+            .unwrap();
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let docker_config = |password: &str| {
+        format!(
+            r#"{{"auths": {{"{}": {{"auth": "{}"}}}}}}"#,
+            registry.host(),
+            encode(&format!("ci:{password}"))
+        )
+    };
+
+    project.write(".docker/config.json", &docker_config("wrong-pass"));
+    let refused = project.cachectl(&["ensure-base"], &[]);
+    assert_eq!(refused.code, 3, "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("refused the credentials"),
+        "{}",
+        refused.stderr
+    );
+    assert!(
+        !refused.stderr.contains("wrong-pass"),
+        "the password reached the output"
+    );
+
+    project.write(".docker/config.json", &docker_config("s3cret-pass"));
+    let built = project
+        .cachectl(&["ensure-base", "--json"], &[])
+        .success()
+        .json();
+    assert_eq!(built["source"], "built");
+
+    project.write(".docker/config.json", "{\"auths\": {}}");
+    let flags = project
+        .cachectl(
+            &["ensure-base", "--json", "--registry-user", "ci"],
+            &[("CACHECTL_REGISTRY_PASSWORD", "s3cret-pass")],
+        )
+        .success()
+        .json();
+    assert_eq!(
+        (flags["hit"].as_bool(), flags["digest"].clone()),
+        (Some(true), built["digest"].clone())
+    );
+}
