@@ -22,6 +22,7 @@ use crate::image::publish::{self, PublishError};
 use crate::image::{ImageTarget, Registry, base_tag};
 use crate::key::{self, BaseKey, Change, KeyError, KeySpec, Recipe};
 use crate::lease::Acquired;
+use crate::progress::Progress;
 use crate::record::{BaseRecord, RecordError, RecordStore, latest_key};
 
 /// Everything `ensure-base` needs, resolved from config, flags and env.
@@ -129,6 +130,7 @@ fn now_seconds() -> u64 {
 }
 
 struct Run<'a> {
+    progress: Progress,
     settings: &'a BaseSettings,
     records: &'a RecordStore,
     registry: &'a Registry,
@@ -138,7 +140,9 @@ struct Run<'a> {
 
 impl Run<'_> {
     fn warn(&mut self, message: String) {
+        self.progress.pause();
         eprintln!("warning: {message}");
+        self.progress.resume();
         self.warnings.push(message);
     }
 
@@ -187,6 +191,8 @@ impl Run<'_> {
         base: &BaseKey,
     ) -> Result<Option<(BaseRecord, &'static str)>, EnsureError> {
         let target = &self.settings.image;
+        self.progress
+            .quick(format!("looking up {}", base_tag(&base.key)));
         if let Some(record) = self.record(&base.key).await? {
             if publish::manifest_exists(target, self.registry, &record.digest).await? {
                 return Ok(Some((record, "cache")));
@@ -227,9 +233,13 @@ impl Run<'_> {
                     platform: &settings.platform,
                     key: &base.key,
                 };
+                self.progress.pause();
                 let image = native::build(self.registry, &spec, staging.path()).await?;
+                self.progress.resume();
                 let build_seconds = started.elapsed().as_secs_f64();
                 let started = Instant::now();
+                self.progress
+                    .slow(format!("pushing to {}", settings.image.describe()));
                 let pushed =
                     publish::publish(&settings.image, self.registry, &image, &tags).await?;
                 (
@@ -258,7 +268,9 @@ impl Run<'_> {
                     insecure,
                     key: &base.key,
                 };
+                self.progress.pause();
                 let (build_seconds, push_seconds) = external::build(&spec).await?;
+                self.progress.resume();
                 let digest = publish::resolve_tag(&settings.image, self.registry, &tag)
                     .await?
                     .ok_or_else(|| {
@@ -308,11 +320,13 @@ impl Run<'_> {
                 }
                 Ok(Acquired::Held(lease)) => {
                     if !waited {
+                        self.progress.pause();
                         eprintln!(
                             "another job ({}) is building this base; waiting for it (up to {:?})",
                             lease.holder, self.options.wait
                         );
                         waited = true;
+                        self.progress.resume();
                     }
                     if let Some((record, source)) = self.lookup(base).await? {
                         return Ok(Resolved::Found(record, source));
@@ -353,6 +367,7 @@ pub async fn ensure_base(
     let started = Instant::now();
     let base = settings.key()?;
     let mut run = Run {
+        progress: Progress::for_stderr(),
         settings,
         records,
         registry,
@@ -381,6 +396,7 @@ pub async fn ensure_base(
         Some(previous) => key::diff(&previous.inputs, &base.inputs),
         None => Vec::new(),
     };
+    run.progress.pause();
     if changed.is_empty() {
         eprintln!(
             "building base {} (no earlier base recorded for this image)",

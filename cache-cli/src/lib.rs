@@ -11,4 +11,5 @@ pub mod key;
 pub mod layer;
 pub mod lease;
 pub mod output;
+pub mod progress;
 pub mod record;
