@@ -2,9 +2,9 @@
 //! registry (docker-registry), a local OCI layout, and a real cache-server;
 //! what it pushes is checked with skopeo and umoci.
 
-use cachectl_e2e::CacheServer;
 use cachectl_e2e::cachectl::Project;
 use cachectl_e2e::registry::{RegistryServer, push_busybox, skopeo_inspect, unpack};
+use cachectl_e2e::{Backend, CacheServer, S3Server, ServerOptions};
 
 /// A project whose native install step appends a line to the marker file,
 /// so the tests can count builder runs.
@@ -205,12 +205,16 @@ fn cache_server_records_bases_and_its_outage_falls_back_to_the_registry_tag() {
 }
 
 #[test]
-fn a_record_of_a_deleted_image_triggers_a_rebuild() {
+fn an_action_cache_record_of_a_deleted_image_triggers_a_rebuild() {
+    // The cache server here keeps its records on a real S3-compatible store.
+    let s3 = S3Server::start();
+    let server = CacheServer::start(Backend::s3(&s3, "records"), ServerOptions::default());
+    let cache = server.base_url();
     let registry = RegistryServer::start();
     let image = format!("{}/acme/stale-base", registry.host());
     let project = native_project(&image, None);
     let built = project
-        .cachectl(&["ensure-base", "--json"], &[])
+        .cachectl(&["ensure-base", "--json", "--cache", &cache], &[])
         .success()
         .json();
     let digest = built["digest"].as_str().unwrap();
@@ -225,7 +229,9 @@ fn a_record_of_a_deleted_image_triggers_a_rebuild() {
         .unwrap();
     assert!(deleted.success());
 
-    let rebuilt = project.cachectl(&["ensure-base", "--json"], &[]).success();
+    let rebuilt = project
+        .cachectl(&["ensure-base", "--json", "--cache", &cache], &[])
+        .success();
     let rebuilt_json = rebuilt.json();
     assert_eq!(rebuilt_json["source"], "built");
     assert!(
@@ -235,7 +241,7 @@ fn a_record_of_a_deleted_image_triggers_a_rebuild() {
     );
     assert_eq!(project.builds(), 2);
     let again = project
-        .cachectl(&["ensure-base", "--json"], &[])
+        .cachectl(&["ensure-base", "--json", "--cache", &cache], &[])
         .success()
         .json();
     assert_eq!(again["source"], "cache");
