@@ -187,3 +187,105 @@ pub fn unpack(image: &str, into: &Path) -> std::path::PathBuf {
     );
     bundle
 }
+
+/// Pushes an image index with a linux/amd64 and a linux/arm64 image (each
+/// busybox plus a file `/platform` naming its platform) to
+/// `registry/repository:tag`. Returns the reference.
+pub fn push_multi_platform(registry: &RegistryServer, repository: &str, tag: &str) -> String {
+    let work = tempfile::tempdir().expect("temporary folder");
+    let layout = work.path().join("layout");
+    run(
+        "umoci",
+        &["init", "--layout", &layout.display().to_string()],
+    );
+    let mut entries = Vec::new();
+    for architecture in ["amd64", "arm64"] {
+        let image = format!("{}:{architecture}", layout.display());
+        let bundle = work.path().join(format!("bundle-{architecture}"));
+        run("umoci", &["new", "--image", &image]);
+        run(
+            "umoci",
+            &["unpack", "--image", &image, &bundle.display().to_string()],
+        );
+        let rootfs = bundle.join("rootfs");
+        std::fs::create_dir_all(rootfs.join("bin")).expect("rootfs/bin");
+        std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).expect("copying busybox");
+        std::fs::write(rootfs.join("platform"), format!("linux/{architecture}\n")).expect("marker");
+        run(
+            "umoci",
+            &["repack", "--image", &image, &bundle.display().to_string()],
+        );
+        run(
+            "umoci",
+            &[
+                "config",
+                "--image",
+                &image,
+                "--architecture",
+                architecture,
+                "--os",
+                "linux",
+            ],
+        );
+        let index: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(layout.join("index.json")).expect("index.json"))
+                .expect("index.json is JSON");
+        let mut entry = index["manifests"]
+            .as_array()
+            .and_then(|all| {
+                all.iter()
+                    .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == architecture)
+                    .cloned()
+            })
+            .expect("the tagged manifest");
+        entry.as_object_mut().map(|e| e.remove("annotations"));
+        entry["platform"] = serde_json::json!({ "os": "linux", "architecture": architecture });
+        entries.push(entry);
+    }
+    let image_index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": entries,
+    });
+    let bytes = serde_json::to_vec(&image_index).expect("serialising the index");
+    let staged = work.path().join("index-blob");
+    std::fs::write(&staged, &bytes).expect("writing the index blob");
+    let output = Command::new("sha256sum")
+        .arg(&staged)
+        .output()
+        .expect("sha256sum");
+    let hex = String::from_utf8_lossy(&output.stdout)
+        .split_whitespace()
+        .next()
+        .expect("a digest")
+        .to_owned();
+    std::fs::copy(&staged, layout.join("blobs/sha256").join(&hex)).expect("storing the index blob");
+    let mut index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).expect("index.json"))
+            .expect("index.json is JSON");
+    if let Some(manifests) = index["manifests"].as_array_mut() {
+        manifests.push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "digest": format!("sha256:{hex}"),
+            "size": bytes.len(),
+            "annotations": { "org.opencontainers.image.ref.name": "multi" }
+        }));
+    }
+    std::fs::write(
+        layout.join("index.json"),
+        serde_json::to_vec(&index).expect("index"),
+    )
+    .expect("writing index.json");
+    let destination = format!("{}/{repository}:{tag}", registry.host());
+    run(
+        "skopeo",
+        &[
+            "copy",
+            "--all",
+            "--dest-tls-verify=false",
+            &format!("oci:{}:multi", layout.display()),
+            &format!("docker://{destination}"),
+        ],
+    );
+    destination
+}

@@ -583,3 +583,26 @@ fn credentials_come_from_the_docker_config_and_a_wrong_password_exits_3() {
         (Some(true), built["digest"].clone())
     );
 }
+
+#[test]
+fn a_multi_platform_from_image_is_resolved_to_the_configured_platform() {
+    let registry = RegistryServer::start();
+    let multi = cachectl_e2e::registry::push_multi_platform(&registry, "library/multi", "1");
+    let image = format!("{}/acme/arm-base", registry.host());
+    let project = native_project(&image, Some(&multi));
+    let built = project
+        .cachectl(&["ensure-base", "--json", "--platform", "linux/arm64"], &[])
+        .success()
+        .json();
+    let key16 = &built["key"].as_str().unwrap()[..16];
+    let pushed = format!("docker://{image}:base-{key16}");
+    let config = skopeo_inspect(&pushed, true);
+    assert_eq!(config["architecture"], "arm64");
+    let scratch = tempfile::tempdir().unwrap();
+    let rootfs = unpack(&pushed, scratch.path()).join("rootfs");
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("platform")).unwrap(),
+        "linux/arm64\n"
+    );
+    assert!(rootfs.join("opt/deps/requirements.txt").is_file());
+}
