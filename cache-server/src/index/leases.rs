@@ -21,6 +21,20 @@ pub enum LeaseOutcome {
     Free,
 }
 
+/// The holder and expiry of the lease on `key`, expired or not.
+fn current_lease(
+    connection: &rusqlite::Connection,
+    key: &Key,
+) -> Result<Option<(String, i64)>, IndexError> {
+    Ok(connection
+        .query_row(
+            "SELECT holder, expires_at FROM leases WHERE key = ?1",
+            params![key.to_string()],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .optional()?)
+}
+
 impl Index {
     /// Grants the lease on `key` to `holder` for `ttl_ms` unless another
     /// holder has an unexpired one. The same holder renews.
@@ -33,13 +47,7 @@ impl Index {
         self.write(move |connection| {
             let transaction = connection.transaction()?;
             let now = now_ms();
-            let current: Option<(String, i64)> = transaction
-                .query_row(
-                    "SELECT holder, expires_at FROM leases WHERE key = ?1",
-                    params![key.to_string()],
-                    |row| Ok((row.get(0)?, row.get(1)?)),
-                )
-                .optional()?;
+            let current = current_lease(&transaction, &key)?;
             if let Some((other, expires_at_ms)) = current
                 && other != holder
                 && expires_at_ms > now
@@ -67,13 +75,7 @@ impl Index {
         self.write(move |connection| {
             let transaction = connection.transaction()?;
             let now = now_ms();
-            let current: Option<(String, i64)> = transaction
-                .query_row(
-                    "SELECT holder, expires_at FROM leases WHERE key = ?1",
-                    params![key.to_string()],
-                    |row| Ok((row.get(0)?, row.get(1)?)),
-                )
-                .optional()?;
+            let current = current_lease(&transaction, &key)?;
             let outcome = match current {
                 Some((other, expires_at_ms)) if other != holder && expires_at_ms > now => {
                     LeaseOutcome::Held(Lease {
