@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::app::AppSettings;
 use crate::build::BuilderKind;
 use crate::config::{self, ConfigError, ConfigFile};
 use crate::ensure::BaseSettings;
@@ -110,6 +111,41 @@ pub struct BaseFlags {
     pub tag: Option<String>,
 }
 
+/// `[app]` fields as flags.
+#[derive(Debug, Args)]
+pub struct AppFlags {
+    /// Target repository[:tag] of the app image.
+    #[arg(long = "app-image", env = "CACHECTL_APP_IMAGE")]
+    pub image: Option<String>,
+    /// Folder packed as the app layer [default: the project root].
+    #[arg(long, env = "CACHECTL_APP_CONTEXT")]
+    pub context: Option<String>,
+    /// Where the app goes in the image [default: /app].
+    #[arg(long, env = "CACHECTL_APP_DEST")]
+    pub dest: Option<String>,
+    /// Pattern left out of the layer (repeatable; added to .dockerignore and the file's).
+    #[arg(long)]
+    pub exclude: Vec<String>,
+    /// Command, one argument per flag (replaces the file's).
+    #[arg(long = "cmd")]
+    pub cmd: Vec<String>,
+    /// Entrypoint, one argument per flag (replaces the file's).
+    #[arg(long = "entrypoint")]
+    pub entrypoint: Vec<String>,
+    /// Environment NAME=VALUE (repeatable; merged over the file's).
+    #[arg(long = "env")]
+    pub env: Vec<String>,
+    /// Working directory.
+    #[arg(long, env = "CACHECTL_APP_WORKDIR")]
+    pub workdir: Option<String>,
+    /// User.
+    #[arg(long, env = "CACHECTL_APP_USER")]
+    pub user: Option<String>,
+    /// Label NAME=VALUE (repeatable; merged over the file's).
+    #[arg(long = "label")]
+    pub labels: Vec<String>,
+}
+
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -118,6 +154,27 @@ pub enum Command {
         /// Also say what changed since the last recorded base of the image.
         #[arg(long)]
         explain: bool,
+    },
+    /// Put the app folder on a base image as one layer and push it.
+    Layer {
+        /// The base image reference (repository@digest or repository:tag).
+        #[arg(long)]
+        base: String,
+        #[allow(missing_docs)]
+        #[command(flatten)]
+        app: AppFlags,
+    },
+    /// ensure-base, then layer on the base it printed.
+    Build {
+        /// Build and push the base even when one exists.
+        #[arg(long)]
+        force: bool,
+        /// How long to wait for another job building the same base.
+        #[arg(long, env = "CACHECTL_WAIT", default_value = "30m", value_parser = humantime::parse_duration)]
+        wait: std::time::Duration,
+        #[allow(missing_docs)]
+        #[command(flatten)]
+        app: AppFlags,
     },
     /// Print the base image for the current inputs, building it on a miss.
     EnsureBase {
@@ -138,7 +195,98 @@ fn field(path: &str, field: &'static str, message: impl Into<String>) -> ConfigE
     }
 }
 
+fn pairs(
+    path: &str,
+    field_name: &'static str,
+    pairs: &[String],
+) -> Result<Vec<(String, String)>, ConfigError> {
+    pairs
+        .iter()
+        .map(|pair| {
+            pair.split_once('=')
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .ok_or_else(|| field(path, field_name, format!("{pair:?} is not NAME=VALUE")))
+        })
+        .collect()
+}
+
 impl Cli {
+    /// Merges the app flags over `[app]` into [`AppSettings`].
+    pub fn app_settings(
+        &self,
+        file: &ConfigFile,
+        flags: &AppFlags,
+    ) -> Result<AppSettings, ConfigError> {
+        let path = self.config.display().to_string();
+        let app = &file.app;
+        let root = config::project_root(&self.config);
+        let image = flags
+            .image
+            .clone()
+            .or_else(|| app.image.clone())
+            .ok_or_else(|| {
+                field(
+                    &path,
+                    "app.image",
+                    "missing (set it in [app] or with --app-image / CACHECTL_APP_IMAGE)",
+                )
+            })?;
+        let context = root.join(
+            flags
+                .context
+                .clone()
+                .or_else(|| app.context.clone())
+                .unwrap_or_else(|| ".".into()),
+        );
+        let dest = flags
+            .dest
+            .clone()
+            .or_else(|| app.dest.clone())
+            .unwrap_or_else(|| "/app".into());
+        if !dest.starts_with('/') {
+            return Err(field(
+                &path,
+                "app.dest",
+                format!("{dest:?} must be an absolute path"),
+            ));
+        }
+        let mut exclude = app.exclude.clone().unwrap_or_default();
+        exclude.extend(flags.exclude.iter().cloned());
+        let list = |flag: &Vec<String>, file: &Option<Vec<String>>| {
+            if flag.is_empty() {
+                file.clone()
+            } else {
+                Some(flag.clone())
+            }
+        };
+        let mut env = app.env.clone().unwrap_or_default();
+        env.extend(pairs(&path, "app.env", &flags.env)?);
+        let mut labels = app.labels.clone().unwrap_or_default();
+        labels.extend(pairs(&path, "app.labels", &flags.labels)?);
+        let platform = match self
+            .base
+            .platform
+            .clone()
+            .or_else(|| file.base.platform.clone())
+        {
+            Some(text) => Platform::parse(&text).map_err(|m| field(&path, "base.platform", m))?,
+            None => Platform::host(),
+        };
+        Ok(AppSettings {
+            image,
+            context,
+            dest,
+            exclude,
+            cmd: list(&flags.cmd, &app.cmd),
+            entrypoint: list(&flags.entrypoint, &app.entrypoint),
+            env,
+            workdir: flags.workdir.clone().or_else(|| app.workdir.clone()),
+            user: flags.user.clone().or_else(|| app.user.clone()),
+            labels,
+            platform,
+        })
+    }
+
     /// Reads the configuration file (required when named explicitly).
     pub fn load_file(&self) -> Result<ConfigFile, ConfigError> {
         let explicit = std::env::args_os().any(|arg| arg == "--config")

@@ -15,9 +15,9 @@ pub struct ConfigFile {
     /// The base image section.
     #[serde(default)]
     pub base: BaseSection,
-    /// The app section (used by `cachectl layer`).
+    /// The app section (used by `cachectl layer` and `cachectl build`).
     #[serde(default)]
-    pub app: Option<toml::Table>,
+    pub app: AppSection,
 }
 
 /// `[base]`.
@@ -44,6 +44,32 @@ pub struct BaseSection {
     pub platform: Option<String>,
     /// A moving tag also pushed for every new base (e.g. `latest`).
     pub tag: Option<String>,
+}
+
+/// `[app]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppSection {
+    /// Target repository, with an optional tag (default `latest`).
+    pub image: Option<String>,
+    /// Folder packed as the app layer (default: the project root).
+    pub context: Option<String>,
+    /// Where it goes in the image (default `/app`).
+    pub dest: Option<String>,
+    /// Patterns left out, on top of `.dockerignore`.
+    pub exclude: Option<Vec<String>>,
+    /// Command.
+    pub cmd: Option<Vec<String>>,
+    /// Entrypoint.
+    pub entrypoint: Option<Vec<String>>,
+    /// Environment, merged over the base's.
+    pub env: Option<BTreeMap<String, String>>,
+    /// Working directory.
+    pub workdir: Option<String>,
+    /// User.
+    pub user: Option<String>,
+    /// Labels, merged over the base's.
+    pub labels: Option<BTreeMap<String, String>>,
 }
 
 /// A configuration problem, naming the file and the field.

@@ -16,6 +16,8 @@ use flate2::Compression;
 use flate2::write::GzEncoder;
 use sha2::{Digest as _, Sha256};
 
+use crate::exclude::Excludes;
+
 /// A layer written to a file.
 #[derive(Debug)]
 pub struct Layer {
@@ -57,20 +59,43 @@ pub fn source_date_epoch() -> u64 {
         .unwrap_or(0)
 }
 
-fn sorted_entries(root: &Path) -> io::Result<Vec<PathBuf>> {
+/// Where and what to pack.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PackOptions<'a> {
+    /// Folder in the image the content goes under (`app` for `/app`); empty
+    /// for the image root.
+    pub prefix: &'a str,
+    /// Paths (relative to the packed folder) to leave out.
+    pub excludes: Option<&'a Excludes>,
+}
+
+fn relative_name(root: &Path, path: &Path) -> io::Result<String> {
+    let relative = path.strip_prefix(root).map_err(io::Error::other)?;
+    Ok(relative
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join("/"))
+}
+
+fn sorted_entries(root: &Path, excludes: Option<&Excludes>) -> io::Result<Vec<(String, PathBuf)>> {
     let mut out = Vec::new();
     let mut pending = vec![root.to_owned()];
     while let Some(folder) = pending.pop() {
         for entry in std::fs::read_dir(&folder)? {
             let path = entry?.path();
+            let name = relative_name(root, &path)?;
             let meta = std::fs::symlink_metadata(&path)?;
-            if meta.is_dir() {
+            let excluded = excludes.is_some_and(|e| e.excluded(&name));
+            if meta.is_dir() && (!excluded || excludes.is_some_and(Excludes::has_negations)) {
                 pending.push(path.clone());
             }
-            out.push(path);
+            if !excluded {
+                out.push((name, path));
+            }
         }
     }
-    out.sort_by(|a, b| a.strip_prefix(root).ok().cmp(&b.strip_prefix(root).ok()));
+    out.sort();
     Ok(out)
 }
 
@@ -91,6 +116,12 @@ fn header(kind: tar::EntryType, mode: u32, size: u64, mtime: u64) -> tar::Header
 /// Packs the content of `root` (its entries at the layer's top level) into
 /// a gzip layer in `staging_dir`.
 pub fn pack(root: &Path, staging_dir: &Path) -> io::Result<Layer> {
+    pack_with(root, staging_dir, PackOptions::default())
+}
+
+/// Packs the content of `root` under `options.prefix`, leaving out what
+/// `options.excludes` names, into a gzip layer in `staging_dir`.
+pub fn pack_with(root: &Path, staging_dir: &Path, options: PackOptions<'_>) -> io::Result<Layer> {
     let mtime = source_date_epoch();
     let file = tempfile::NamedTempFile::new_in(staging_dir)?;
     let compressed = Hashing {
@@ -106,8 +137,24 @@ pub fn pack(root: &Path, staging_dir: &Path) -> io::Result<Layer> {
     };
     let mut builder = tar::Builder::new(tar_out);
     builder.follow_symlinks(false);
-    for path in sorted_entries(root)? {
-        let relative = path.strip_prefix(root).map_err(io::Error::other)?;
+    let prefix = options.prefix.trim_matches('/');
+    let mut parent = String::new();
+    for component in prefix.split('/').filter(|c| !c.is_empty()) {
+        parent = if parent.is_empty() {
+            component.to_owned()
+        } else {
+            format!("{parent}/{component}")
+        };
+        let mut header = header(tar::EntryType::Directory, 0o755, 0, mtime);
+        builder.append_data(&mut header, &parent, io::empty())?;
+    }
+    for (name, path) in sorted_entries(root, options.excludes)? {
+        let full = if prefix.is_empty() {
+            name
+        } else {
+            format!("{prefix}/{name}")
+        };
+        let relative = Path::new(&full);
         let meta = std::fs::symlink_metadata(&path)?;
         let kind = meta.file_type();
         if kind.is_dir() {

@@ -2,10 +2,12 @@
 //! decide it (dependency manifests, recipe, build args, platform) change.
 #![deny(missing_docs)]
 
+pub mod app;
 pub mod build;
 pub mod cli;
 pub mod config;
 pub mod ensure;
+pub mod exclude;
 pub mod image;
 pub mod key;
 pub mod layer;

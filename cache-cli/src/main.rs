@@ -5,11 +5,14 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
+use cache_cli::app::LayerError;
 use cache_cli::build::BuildError;
 use cache_cli::cli::{Cli, Command};
-use cache_cli::ensure::{EnsureError, EnsureOptions, ensure_base};
+use cache_cli::config::ConfigFile;
+use cache_cli::ensure::{EnsureError, EnsureOptions, EnsureReport, ensure_base};
 use cache_cli::image::publish::PublishError;
 use cache_cli::image::{ImageTarget, Registry, RegistryError};
+use cache_cli::key::Recipe;
 use cache_cli::key::diff;
 use cache_cli::output;
 use cache_cli::record::{RecordStore, latest_key};
@@ -102,79 +105,143 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> Result<(), Failure> {
-    let file = cli.load_file().map_err(|e| Failure::new(2, e))?;
-    let settings = cli.base_settings(&file).map_err(|e| Failure::new(2, e))?;
-    let records = match cli.cache_url(&file) {
+impl From<LayerError> for Failure {
+    fn from(error: LayerError) -> Self {
+        let code = match &error {
+            LayerError::Usage(_) => 2,
+            LayerError::Registry(e) => registry_code(e),
+            LayerError::Pack { .. } => 1,
+        };
+        Self::new(code, error)
+    }
+}
+
+/// The registry host of a reference or repository (`docker.io` when none).
+fn host_of(reference: &str) -> String {
+    match reference.split_once('/') {
+        Some((first, _)) if first.contains('.') || first.contains(':') || first == "localhost" => {
+            first.to_owned()
+        }
+        _ => "docker.io".to_owned(),
+    }
+}
+
+fn registry_for(cli: &Cli, references: &[&str]) -> Registry {
+    let hosts: Vec<String> = references.iter().map(|r| host_of(r)).collect();
+    let host_refs: Vec<&str> = hosts.iter().map(String::as_str).collect();
+    Registry::new(cli.registry_settings(), &host_refs)
+}
+
+fn records_for(cli: &Cli, file: &ConfigFile) -> RecordStore {
+    match cli.cache_url(file) {
         Some(url) => RecordStore::server(&url),
         None => RecordStore::local(cli.records_dir()),
+    }
+}
+
+async fn ensure(
+    cli: &Cli,
+    file: &ConfigFile,
+    force: bool,
+    wait: std::time::Duration,
+) -> Result<EnsureReport, Failure> {
+    let settings = cli.base_settings(file).map_err(|e| Failure::new(2, e))?;
+    let mut references = Vec::new();
+    if let ImageTarget::Registry(repository) = &settings.image {
+        references.push(repository.as_str());
+    }
+    if let Recipe::Native {
+        from: Some(from), ..
+    } = &settings.recipe
+    {
+        references.push(from.as_str());
+    }
+    let registry = registry_for(cli, &references);
+    let options = EnsureOptions {
+        force,
+        require_cache: cli.require_cache,
+        wait,
     };
-    match cli.command {
-        Command::Hash { explain } => {
-            let base = settings.key().map_err(|e| Failure::new(2, e))?;
-            let changes = if explain {
-                let latest = latest_key(&settings.image.describe());
-                match records.get(&latest).await {
-                    Ok(Some(previous)) => Some(diff(&previous.inputs, &base.inputs)),
-                    Ok(None) => None,
-                    Err(error) if cli.require_cache => return Err(Failure::new(3, error)),
-                    Err(error) => {
-                        eprintln!("warning: {error}");
-                        None
-                    }
-                }
-            } else {
-                None
-            };
-            if cli.json {
-                let value = serde_json::json!({
-                    "key": base.key,
-                    "inputs": base.inputs,
-                    "changed": changes,
-                });
-                println!("{value}");
-            } else {
-                println!("{}", base.key);
-                for input in &base.inputs {
-                    eprintln!("  {}  {input}", &input.hash[..16]);
-                }
-                match changes {
-                    Some(changes) if changes.is_empty() => {
-                        eprintln!("unchanged since the last recorded base")
-                    }
-                    Some(changes) => {
-                        eprintln!("changed since the last recorded base:");
-                        for change in changes {
-                            eprintln!("  {change}");
-                        }
-                    }
-                    None if explain => eprintln!("no base recorded yet for this image"),
-                    None => {}
-                }
+    Ok(ensure_base(&settings, &records_for(cli, file), &registry, options).await?)
+}
+
+async fn run(cli: Cli) -> Result<(), Failure> {
+    let file = cli.load_file().map_err(|e| Failure::new(2, e))?;
+    match &cli.command {
+        Command::Layer { base, app } => {
+            let settings = cli
+                .app_settings(&file, app)
+                .map_err(|e| Failure::new(2, e))?;
+            let registry = registry_for(&cli, &[base.as_str(), settings.image.as_str()]);
+            let report = cache_cli::app::layer(&registry, base, &settings).await?;
+            output::report_layer(&report, cli.json).map_err(|e| Failure::new(1, e))
+        }
+        Command::Build { force, wait, app } => {
+            let settings = cli
+                .app_settings(&file, app)
+                .map_err(|e| Failure::new(2, e))?;
+            let base = ensure(&cli, &file, *force, *wait).await?;
+            if base.reference.starts_with("oci:") {
+                return Err(Failure::new(
+                    2,
+                    anyhow::anyhow!(
+                        "cachectl build needs base.image in a registry; an oci: layout base is not supported yet"
+                    ),
+                ));
             }
-            Ok(())
+            let registry = registry_for(&cli, &[base.reference.as_str(), settings.image.as_str()]);
+            let report = cache_cli::app::layer(&registry, &base.reference, &settings).await?;
+            output::report_build(&base, &report, cli.json).map_err(|e| Failure::new(1, e))
         }
         Command::EnsureBase { force, wait } => {
-            let mut hosts = Vec::new();
-            if let ImageTarget::Registry(repository) = &settings.image {
-                hosts.push(repository.split('/').next().unwrap_or_default().to_owned());
-            }
-            if let cache_cli::key::Recipe::Native {
-                from: Some(from), ..
-            } = &settings.recipe
-            {
-                hosts.push(from.split('/').next().unwrap_or_default().to_owned());
-            }
-            let host_refs: Vec<&str> = hosts.iter().map(String::as_str).collect();
-            let registry = Registry::new(cli.registry_settings(), &host_refs);
-            let options = EnsureOptions {
-                force,
-                require_cache: cli.require_cache,
-                wait,
-            };
-            let report = ensure_base(&settings, &records, &registry, options).await?;
-            output::report_ensure(&report, cli.json).map_err(|e| Failure::new(1, e))?;
-            Ok(())
+            let report = ensure(&cli, &file, *force, *wait).await?;
+            output::report_ensure(&report, cli.json).map_err(|e| Failure::new(1, e))
         }
+        Command::Hash { explain } => hash(&cli, &file, *explain).await,
     }
+}
+
+async fn hash(cli: &Cli, file: &ConfigFile, explain: bool) -> Result<(), Failure> {
+    let settings = cli.base_settings(file).map_err(|e| Failure::new(2, e))?;
+    let records = records_for(cli, file);
+    let base = settings.key().map_err(|e| Failure::new(2, e))?;
+    let changes = if explain {
+        let latest = latest_key(&settings.image.describe());
+        match records.get(&latest).await {
+            Ok(Some(previous)) => Some(diff(&previous.inputs, &base.inputs)),
+            Ok(None) => None,
+            Err(error) if cli.require_cache => return Err(Failure::new(3, error)),
+            Err(error) => {
+                eprintln!("warning: {error}");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    if cli.json {
+        let value = serde_json::json!({
+            "key": base.key,
+            "inputs": base.inputs,
+            "changed": changes,
+        });
+        println!("{value}");
+        return Ok(());
+    }
+    println!("{}", base.key);
+    for input in &base.inputs {
+        eprintln!("  {}  {input}", &input.hash[..16]);
+    }
+    match changes {
+        Some(changes) if changes.is_empty() => eprintln!("unchanged since the last recorded base"),
+        Some(changes) => {
+            eprintln!("changed since the last recorded base:");
+            for change in changes {
+                eprintln!("  {change}");
+            }
+        }
+        None if explain => eprintln!("no base recorded yet for this image"),
+        None => {}
+    }
+    Ok(())
 }

@@ -4,6 +4,7 @@
 
 use std::io::Write;
 
+use crate::app::LayerReport;
 use crate::ensure::EnsureReport;
 
 /// Prints the result of `ensure-base` and writes the CI outputs.
@@ -66,5 +67,58 @@ fn github_outputs(report: &EnsureReport) -> std::io::Result<()> {
     append(
         "GITHUB_STEP_SUMMARY",
         &format!("cachectl base `{}`: {outcome}\n", report.reference),
+    )
+}
+
+/// Prints the result of `layer`.
+pub fn report_layer(report: &LayerReport, json: bool) -> std::io::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer(&mut stdout, report)?;
+        writeln!(stdout)?;
+    } else {
+        writeln!(stdout, "{}", report.reference)?;
+    }
+    stdout.flush()?;
+    eprintln!(
+        "  (app layer {} bytes packed in {:.1} s; {} bytes uploaded, {} mounted, {} skipped, push {:.1} s)",
+        report.layer_bytes,
+        report.layer_seconds,
+        report.uploaded_bytes,
+        report.mounted,
+        report.skipped,
+        report.push_seconds
+    );
+    append("GITHUB_OUTPUT", &format!("image={}\n", report.reference))
+}
+
+/// Prints the result of `build`: the app image, with the base's outcome.
+pub fn report_build(base: &EnsureReport, app: &LayerReport, json: bool) -> std::io::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer(
+            &mut stdout,
+            &serde_json::json!({ "base": base, "app": app }),
+        )?;
+        writeln!(stdout)?;
+    } else {
+        writeln!(stdout, "{}", app.reference)?;
+    }
+    stdout.flush()?;
+    let outcome = if base.hit {
+        format!("base hit {:.0} ms", base.seconds * 1000.0)
+    } else {
+        format!("base built {:.1} s", base.seconds)
+    };
+    eprintln!(
+        "  ({outcome}, app layer {} bytes in {:.1} s, {} bytes uploaded)",
+        app.layer_bytes, app.seconds, app.uploaded_bytes
+    );
+    append(
+        "GITHUB_OUTPUT",
+        &format!(
+            "image={}\nbase-image={}\ncache-hit={}\n",
+            app.reference, base.reference, base.hit
+        ),
     )
 }

@@ -108,7 +108,8 @@ pub async fn publish(
                 let size = layer["size"].as_u64().unwrap_or(0);
                 pushed += registry
                     .copy_blob(&base.reference, &destination, digest, size)
-                    .await?;
+                    .await?
+                    .bytes();
             }
             pushed += registry
                 .push_blob_file(&destination, &image.layer_digest, &image.layer_file)

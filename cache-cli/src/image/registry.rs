@@ -58,6 +58,27 @@ pub enum RegistryError {
     },
 }
 
+/// How a blob came to be in the target repository.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transfer {
+    /// It was there already.
+    Present,
+    /// Mounted from another repository of the same registry.
+    Mounted,
+    /// Copied, this many bytes.
+    Copied(u64),
+}
+
+impl Transfer {
+    /// Bytes uploaded.
+    pub fn bytes(self) -> u64 {
+        match self {
+            Self::Copied(bytes) => bytes,
+            _ => 0,
+        }
+    }
+}
+
 /// A manifest as pulled.
 #[derive(Debug, Clone)]
 pub struct PulledManifest {
@@ -369,20 +390,20 @@ impl Registry {
 
     /// Makes blob `digest` of `source` present in `target`'s repository:
     /// nothing if it is there, a cross-repository mount on the same registry,
-    /// else a streamed copy. Returns the bytes uploaded.
+    /// else a streamed copy (never through memory or disk).
     pub async fn copy_blob(
         &self,
         source: &Reference,
         target: &Reference,
         digest: &str,
         size: u64,
-    ) -> Result<u64, RegistryError> {
+    ) -> Result<Transfer, RegistryError> {
         if self.has_blob(target, digest).await? {
-            return Ok(0);
+            return Ok(Transfer::Present);
         }
         if source.resolve_registry() == target.resolve_registry() {
             match self.client.mount_blob(target, source, digest).await {
-                Ok(()) if self.has_blob(target, digest).await? => return Ok(0),
+                Ok(()) if self.has_blob(target, digest).await? => return Ok(Transfer::Mounted),
                 Ok(()) => {}
                 Err(error) => tracing::debug!(%error, "mount refused; copying"),
             }
@@ -398,7 +419,7 @@ impl Registry {
             .push_blob_stream(target, body, digest, Some(size))
             .await
             .map_err(|e| Self::classify(target, e))?;
-        Ok(size)
+        Ok(Transfer::Copied(size))
     }
 
     /// Uploads `file` as blob `digest` unless `target` has it. Returns the

@@ -1,0 +1,344 @@
+//! `cachectl layer`: the app folder as one reproducible layer on top of a
+//! base image, pushed straight to the registry with no daemon. Base layers
+//! are never downloaded: present in the target repository, they are skipped;
+//! on the same registry, mounted; elsewhere, stream-copied.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::exclude::Excludes;
+use crate::image::oci::{self, Flavor, Platform};
+use crate::image::registry::{Registry, RegistryError, Transfer, parse_reference};
+use crate::layer::{self, PackOptions};
+
+/// What goes into the app layer and its config.
+#[derive(Debug, Clone)]
+pub struct AppSettings {
+    /// Target `repository[:tag]`.
+    pub image: String,
+    /// Folder packed as the layer.
+    pub context: PathBuf,
+    /// Absolute folder in the image.
+    pub dest: String,
+    /// Patterns left out, on top of `.dockerignore`.
+    pub exclude: Vec<String>,
+    /// Command, if set.
+    pub cmd: Option<Vec<String>>,
+    /// Entrypoint, if set.
+    pub entrypoint: Option<Vec<String>>,
+    /// Environment merged over the base's.
+    pub env: BTreeMap<String, String>,
+    /// Working directory, if set.
+    pub workdir: Option<String>,
+    /// User, if set.
+    pub user: Option<String>,
+    /// Labels merged over the base's.
+    pub labels: BTreeMap<String, String>,
+    /// Platform picked from a multi-platform base.
+    pub platform: Platform,
+}
+
+/// The outcome, as printed with `--json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct LayerReport {
+    /// Target repository and tag.
+    pub image: String,
+    /// Pullable reference with digest.
+    pub reference: String,
+    /// Manifest digest.
+    pub digest: String,
+    /// The base it was put on.
+    pub base: String,
+    /// Digest of the app layer (compressed).
+    pub layer_digest: String,
+    /// Size of the app layer (compressed).
+    pub layer_bytes: u64,
+    /// Bytes uploaded to the registry (0 for an unchanged app).
+    pub uploaded_bytes: u64,
+    /// Base layers mounted from the base's repository.
+    pub mounted: usize,
+    /// Blobs the registry already had.
+    pub skipped: usize,
+    /// Seconds packing the layer.
+    pub layer_seconds: f64,
+    /// Seconds pushing.
+    pub push_seconds: f64,
+    /// Wall time.
+    pub seconds: f64,
+}
+
+/// Why `layer` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LayerError {
+    /// Settings or inputs the command cannot use (exit 2).
+    #[error("{0}")]
+    Usage(String),
+    /// The registry failed.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// Packing the layer failed.
+    #[error("packing {path}: {source}")]
+    Pack {
+        /// The context.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+fn created() -> String {
+    let time = UNIX_EPOCH + Duration::from_secs(layer::source_date_epoch());
+    humantime::format_rfc3339_seconds(time).to_string()
+}
+
+/// Merges the app's settings over the base config.
+fn app_config(
+    mut config: Value,
+    app: &AppSettings,
+    diff_id: &str,
+    base: &str,
+    base_digest: &str,
+) -> Value {
+    let created = created();
+    config["created"] = json!(created);
+    if !config["rootfs"]["diff_ids"].is_array() {
+        config["rootfs"] = json!({ "type": "layers", "diff_ids": [] });
+    }
+    if let Some(diff_ids) = config["rootfs"]["diff_ids"].as_array_mut() {
+        diff_ids.push(json!(diff_id));
+    }
+    let history = json!({
+        "created": created,
+        "created_by": format!("cachectl layer: COPY {} {}", app.context.display(), app.dest),
+    });
+    match config["history"].as_array_mut() {
+        Some(entries) => entries.push(history),
+        None => config["history"] = json!([history]),
+    }
+    if !config["config"].is_object() {
+        config["config"] = json!({});
+    }
+    let settings = &mut config["config"];
+    if !app.env.is_empty() {
+        let mut env: Vec<String> = settings["Env"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .filter(|entry| {
+                let name = entry.split('=').next().unwrap_or_default();
+                !app.env.contains_key(name)
+            })
+            .collect();
+        env.extend(app.env.iter().map(|(k, v)| format!("{k}={v}")));
+        settings["Env"] = json!(env);
+    }
+    if let Some(workdir) = &app.workdir {
+        settings["WorkingDir"] = json!(workdir);
+    }
+    if let Some(user) = &app.user {
+        settings["User"] = json!(user);
+    }
+    if let Some(entrypoint) = &app.entrypoint {
+        settings["Entrypoint"] = json!(entrypoint);
+    }
+    if let Some(cmd) = &app.cmd {
+        settings["Cmd"] = json!(cmd);
+    }
+    if !settings["Labels"].is_object() {
+        settings["Labels"] = json!({});
+    }
+    for (name, value) in &app.labels {
+        settings["Labels"][name] = json!(value);
+    }
+    settings["Labels"]["org.opencontainers.image.base.digest"] = json!(base_digest);
+    settings["Labels"]["org.opencontainers.image.base.name"] = json!(base);
+    config
+}
+
+/// Puts the app on `base` and pushes it as `app.image`.
+pub async fn layer(
+    registry: &Registry,
+    base: &str,
+    app: &AppSettings,
+) -> Result<LayerReport, LayerError> {
+    let started = Instant::now();
+    let base_reference = parse_reference(base)?;
+    let (name, tag) = match app.image.rsplit_once(':') {
+        Some((name, tag)) if !tag.contains('/') => (name.to_owned(), tag.to_owned()),
+        _ => (app.image.clone(), "latest".to_owned()),
+    };
+    let target = parse_reference(&format!("{name}:{tag}"))?;
+
+    let manifest = registry
+        .pull_manifest(&base_reference, &app.platform)
+        .await?;
+    let flavor = Flavor::of_manifest(&manifest.media_type);
+    let config_digest = manifest.json["config"]["digest"]
+        .as_str()
+        .ok_or_else(|| LayerError::Usage(format!("{base}: manifest has no config")))?;
+    let base_config: Value = serde_json::from_slice(
+        &registry
+            .pull_small_blob(&base_reference, config_digest)
+            .await?,
+    )
+    .map_err(|e| LayerError::Usage(format!("{base}: config is not JSON: {e}")))?;
+    let base_layers = manifest.json["layers"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+
+    let layer_started = Instant::now();
+    let excludes = Excludes::for_context(&app.context, &app.exclude).map_err(LayerError::Usage)?;
+    let staging = tempfile::tempdir().map_err(|source| LayerError::Pack {
+        path: "a staging folder".into(),
+        source,
+    })?;
+    let (context, staging_path, dest) = (
+        app.context.clone(),
+        staging.path().to_owned(),
+        app.dest.clone(),
+    );
+    let packed = tokio::task::spawn_blocking(move || {
+        let options = PackOptions {
+            prefix: dest.trim_start_matches('/'),
+            excludes: Some(&excludes),
+        };
+        layer::pack_with(&context, &staging_path, options)
+    })
+    .await
+    .map_err(|e| LayerError::Pack {
+        path: app.context.display().to_string(),
+        source: std::io::Error::other(e),
+    })?
+    .map_err(|source| LayerError::Pack {
+        path: app.context.display().to_string(),
+        source,
+    })?;
+    let layer_seconds = layer_started.elapsed().as_secs_f64();
+
+    let base_name = format!(
+        "{}/{}",
+        base_reference.registry(),
+        base_reference.repository()
+    );
+    let config = app_config(
+        base_config,
+        app,
+        &packed.diff_id,
+        &base_name,
+        &manifest.digest,
+    );
+    let config_bytes = serde_json::to_vec(&config).unwrap_or_default();
+    let mut layers = base_layers.clone();
+    layers.push(oci::descriptor(
+        flavor.gzip_layer(),
+        &packed.digest,
+        packed.size,
+    ));
+    let manifest_bytes = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": flavor.manifest(),
+        "config": oci::descriptor(flavor.config(), &oci::sha256_digest(&config_bytes), config_bytes.len() as u64),
+        "layers": layers,
+    }))
+    .unwrap_or_default();
+
+    let push_started = Instant::now();
+    let (mut uploaded, mut mounted, mut skipped) = (0u64, 0usize, 0usize);
+    for descriptor in &base_layers {
+        let digest = descriptor["digest"].as_str().unwrap_or_default();
+        let size = descriptor["size"].as_u64().unwrap_or(0);
+        match registry
+            .copy_blob(&base_reference, &target, digest, size)
+            .await?
+        {
+            Transfer::Present => skipped += 1,
+            Transfer::Mounted => mounted += 1,
+            Transfer::Copied(bytes) => uploaded += bytes,
+        }
+    }
+    for (pushed, _) in [
+        (
+            registry
+                .push_blob_file(&target, &packed.digest, packed.file.path())
+                .await?,
+            "layer",
+        ),
+        (
+            registry.push_blob_bytes(&target, &config_bytes).await?,
+            "config",
+        ),
+    ] {
+        if pushed == 0 {
+            skipped += 1;
+        }
+        uploaded += pushed;
+    }
+    registry
+        .push_manifest(&target, &manifest_bytes, flavor.manifest())
+        .await?;
+    let digest = oci::sha256_digest(&manifest_bytes);
+    Ok(LayerReport {
+        image: format!("{name}:{tag}"),
+        reference: format!("{name}@{digest}"),
+        digest,
+        base: base.to_owned(),
+        layer_digest: packed.digest,
+        layer_bytes: packed.size,
+        uploaded_bytes: uploaded,
+        mounted,
+        skipped,
+        layer_seconds,
+        push_seconds: push_started.elapsed().as_secs_f64(),
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_app_config_merges_over_the_base() {
+        let base = json!({
+            "architecture": "amd64", "os": "linux",
+            "config": { "Env": ["PATH=/bin", "MODE=base"], "Cmd": ["/bin/sh"], "Labels": { "team": "infra" } },
+            "rootfs": { "type": "layers", "diff_ids": ["sha256:aa"] },
+            "history": [{ "created_by": "base" }]
+        });
+        let app = AppSettings {
+            image: "r/x".into(),
+            context: ".".into(),
+            dest: "/app".into(),
+            exclude: Vec::new(),
+            cmd: Some(vec!["gunicorn".into(), "web.wsgi".into()]),
+            entrypoint: None,
+            env: BTreeMap::from([("MODE".to_owned(), "app".to_owned())]),
+            workdir: Some("/app".into()),
+            user: None,
+            labels: BTreeMap::from([("app".to_owned(), "web".to_owned())]),
+            platform: Platform::host(),
+        };
+        let config = app_config(base, &app, "sha256:bb", "r/base", "sha256:cc");
+        assert_eq!(
+            config["rootfs"]["diff_ids"],
+            json!(["sha256:aa", "sha256:bb"])
+        );
+        assert_eq!(config["config"]["Env"], json!(["PATH=/bin", "MODE=app"]));
+        assert_eq!(config["config"]["Cmd"], json!(["gunicorn", "web.wsgi"]));
+        assert_eq!(config["config"]["WorkingDir"], "/app");
+        assert_eq!(config["config"]["Labels"]["team"], "infra");
+        assert_eq!(config["config"]["Labels"]["app"], "web");
+        assert_eq!(
+            config["config"]["Labels"]["org.opencontainers.image.base.digest"],
+            "sha256:cc"
+        );
+        assert_eq!(config["history"].as_array().unwrap().len(), 2);
+        assert_eq!(config["created"], "1970-01-01T00:00:00Z");
+    }
+}

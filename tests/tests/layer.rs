@@ -1,0 +1,167 @@
+//! `cachectl layer`: the app folder as one reproducible layer on a base,
+//! pushed to a real registry with no daemon, checked with skopeo and umoci.
+
+use std::os::unix::fs::PermissionsExt;
+
+use cachectl_e2e::cachectl::Project;
+use cachectl_e2e::registry::{RegistryServer, push_busybox, skopeo_inspect, unpack};
+
+fn app_project() -> Project {
+    let project = Project::new();
+    project.write("app/main.py", "print('hello')\n");
+    project.write("app/web/views.py", "VIEWS = []\n");
+    project.write("app/run.sh", "#!/bin/sh\nexec python main.py\n");
+    project.write("app/secret.txt", "do not ship\n");
+    project.write("app/debug.log", "noise\n");
+    project.write("app/.dockerignore", "secret.txt\n*.log\n");
+    project.write("outside", "host file\n");
+    let app = project.path().join("app");
+    std::fs::set_permissions(app.join("run.sh"), std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", app.join("passwd")).unwrap();
+    std::os::unix::fs::symlink("../outside", app.join("outside-link")).unwrap();
+    project
+}
+
+fn layer(project: &Project, base: &str, image: &str) -> serde_json::Value {
+    project
+        .cachectl(
+            &[
+                "layer",
+                "--json",
+                "--base",
+                base,
+                "--app-image",
+                image,
+                "--context",
+                "app",
+                "--cmd",
+                "python",
+                "--cmd",
+                "main.py",
+                "--env",
+                "MODE=prod",
+                "--workdir",
+                "/app",
+            ],
+            &[],
+        )
+        .success()
+        .json()
+}
+
+#[test]
+fn the_app_layer_is_reproducible_and_an_unchanged_app_uploads_nothing() {
+    let registry = RegistryServer::start();
+    let base = push_busybox(&registry, "acme/base", "1");
+    let image = format!("{}/acme/base:app", registry.host());
+    let project = app_project();
+
+    let first = layer(&project, &base, &image);
+    assert!(first["uploaded_bytes"].as_u64().unwrap() > 0, "{first}");
+    let second = layer(&project, &base, &image);
+    assert_eq!(second["digest"], first["digest"]);
+    assert_eq!(second["uploaded_bytes"], 0, "{second}");
+
+    // New mtimes, same content: same image.
+    for file in ["app/main.py", "app/web/views.py", "app/run.sh"] {
+        let path = project.path().join(file);
+        let content = std::fs::read(&path).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        std::fs::write(&path, content).unwrap();
+    }
+    std::fs::set_permissions(
+        project.path().join("app/run.sh"),
+        std::fs::Permissions::from_mode(0o700),
+    )
+    .unwrap();
+    assert_eq!(layer(&project, &base, &image)["digest"], first["digest"]);
+
+    // One byte changed: a new image.
+    project.write("app/main.py", "print('hello!')\n");
+    let changed = layer(&project, &base, &image);
+    assert_ne!(changed["digest"], first["digest"]);
+}
+
+#[test]
+fn the_pushed_image_is_what_skopeo_and_umoci_see() {
+    let registry = RegistryServer::start();
+    let base = push_busybox(&registry, "library/busybox", "1");
+    let image = format!("{}/acme/web:pr-1", registry.host());
+    let project = app_project();
+    let report = layer(&project, &base, &image);
+    assert_eq!(
+        report["mounted"], 1,
+        "the base layer comes by cross-repository mount: {report}"
+    );
+
+    let pushed = format!("docker://{image}");
+    let base_config = skopeo_inspect(&format!("docker://{base}"), true);
+    let config = skopeo_inspect(&pushed, true);
+    let diff_ids = config["rootfs"]["diff_ids"].as_array().unwrap();
+    assert_eq!(diff_ids.len(), 2);
+    assert_eq!(diff_ids[0], base_config["rootfs"]["diff_ids"][0]);
+    assert_eq!(
+        config["config"]["Cmd"],
+        serde_json::json!(["python", "main.py"])
+    );
+    assert_eq!(config["config"]["WorkingDir"], "/app");
+    assert!(
+        config["config"]["Env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e == "MODE=prod")
+    );
+    let base_digest = skopeo_inspect(&format!("docker://{base}"), false)["Digest"].clone();
+    assert_eq!(
+        config["config"]["Labels"]["org.opencontainers.image.base.digest"],
+        base_digest
+    );
+    assert_eq!(
+        config["history"].as_array().unwrap().len(),
+        base_config["history"].as_array().map_or(0, Vec::len) + 1
+    );
+
+    let scratch = tempfile::tempdir().unwrap();
+    let rootfs = unpack(&pushed, scratch.path()).join("rootfs");
+    assert!(
+        rootfs.join("bin/busybox").is_file(),
+        "the base's files are there"
+    );
+    let mode = |path: &str| {
+        std::fs::symlink_metadata(rootfs.join(path))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("app/main.py")).unwrap(),
+        "print('hello')\n"
+    );
+    assert_eq!(mode("app/main.py"), 0o644);
+    assert_eq!(mode("app/run.sh"), 0o755);
+    assert!(rootfs.join("app/web/views.py").is_file());
+    assert!(
+        !rootfs.join("app/secret.txt").exists(),
+        ".dockerignore was not applied"
+    );
+    assert!(
+        !rootfs.join("app/debug.log").exists(),
+        ".dockerignore was not applied"
+    );
+    // Links stay links; their targets were not read into the image.
+    assert_eq!(
+        std::fs::read_link(rootfs.join("app/passwd"))
+            .unwrap()
+            .to_str(),
+        Some("/etc/passwd")
+    );
+    assert_eq!(
+        std::fs::read_link(rootfs.join("app/outside-link"))
+            .unwrap()
+            .to_str(),
+        Some("../outside")
+    );
+    assert!(!rootfs.join("outside").exists());
+}
