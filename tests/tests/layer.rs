@@ -165,3 +165,63 @@ fn the_pushed_image_is_what_skopeo_and_umoci_see() {
     );
     assert!(!rootfs.join("outside").exists());
 }
+
+#[test]
+fn build_runs_ensure_base_then_layer_and_the_second_build_uploads_nothing() {
+    let registry = RegistryServer::start();
+    let busybox = push_busybox(&registry, "library/busybox", "1");
+    let project = app_project();
+    project.write("requirements.txt", "flask==3.0.3\n");
+    project.write(
+        "cachectl.toml",
+        &format!(
+            r#"[base]
+image = "{host}/acme/web-base"
+manifests = ["requirements.txt"]
+from = "{busybox}"
+install = "echo built >> {marker} && mkdir -p {{out}}/opt/deps && cp requirements.txt {{out}}/opt/deps/"
+platform = "linux/amd64"
+[app]
+image = "{host}/acme/web:main"
+context = "app"
+cmd = ["python", "main.py"]
+"#,
+            host = registry.host(),
+            marker = project.marker().display()
+        ),
+    );
+    let outputs = project.path().join("github-output");
+    let env = [("GITHUB_OUTPUT", outputs.to_str().unwrap())];
+    let first = project
+        .cachectl(&["build", "--json"], &env)
+        .success()
+        .json();
+    assert_eq!(first["base"]["source"], "built");
+    assert!(first["app"]["uploaded_bytes"].as_u64().unwrap() > 0);
+    let second = project
+        .cachectl(&["build", "--json"], &env)
+        .success()
+        .json();
+    assert_eq!(second["base"]["hit"], true);
+    assert_eq!(second["app"]["digest"], first["app"]["digest"]);
+    assert_eq!(second["app"]["uploaded_bytes"], 0);
+    assert_eq!(project.builds(), 1);
+
+    let app = format!("docker://{}/acme/web:main", registry.host());
+    let scratch = tempfile::tempdir().unwrap();
+    let rootfs = unpack(&app, scratch.path()).join("rootfs");
+    assert!(
+        rootfs.join("opt/deps/requirements.txt").is_file(),
+        "base layer missing"
+    );
+    assert!(rootfs.join("app/main.py").is_file(), "app layer missing");
+    let text = std::fs::read_to_string(&outputs).unwrap();
+    assert!(
+        text.contains(&format!(
+            "image={}",
+            first["app"]["reference"].as_str().unwrap()
+        )),
+        "{text}"
+    );
+    assert!(text.contains("cache-hit=true"), "{text}");
+}
