@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use crate::exclude::Excludes;
 use crate::image::oci::{self, Flavor, Platform};
 use crate::image::registry::{Registry, RegistryError, Transfer, parse_reference};
-use crate::layer::{self, PackOptions};
+use crate::layer::{self, Compression, PackOptions};
 
 /// What goes into the app layer and its config.
 #[derive(Debug, Clone)]
@@ -40,6 +40,8 @@ pub struct AppSettings {
     pub labels: BTreeMap<String, String>,
     /// Platform picked from a multi-platform base.
     pub platform: Platform,
+    /// Layer compression.
+    pub compression: Compression,
 }
 
 /// The outcome, as printed with `--json`.
@@ -192,6 +194,16 @@ pub async fn layer(
         .cloned()
         .unwrap_or_default();
 
+    let layer_type = match (app.compression, flavor) {
+        (Compression::Gzip(_), _) => flavor.gzip_layer(),
+        (Compression::Zstd(_), Flavor::Oci) => oci::OCI_LAYER_ZSTD,
+        (Compression::Zstd(_), Flavor::Docker) => {
+            return Err(LayerError::Usage(format!(
+                "{base} is a Docker schema-2 image, which has no zstd layer type; use gzip or an OCI base"
+            )));
+        }
+    };
+    let compression = app.compression;
     let layer_started = Instant::now();
     let excludes = Excludes::for_context(&app.context, &app.exclude).map_err(LayerError::Usage)?;
     let staging = tempfile::tempdir().map_err(|source| LayerError::Pack {
@@ -205,6 +217,7 @@ pub async fn layer(
     );
     let packed = tokio::task::spawn_blocking(move || {
         let options = PackOptions {
+            compression,
             prefix: dest.trim_start_matches('/'),
             excludes: Some(&excludes),
         };
@@ -235,11 +248,7 @@ pub async fn layer(
     );
     let config_bytes = serde_json::to_vec(&config).unwrap_or_default();
     let mut layers = base_layers.clone();
-    layers.push(oci::descriptor(
-        flavor.gzip_layer(),
-        &packed.digest,
-        packed.size,
-    ));
+    layers.push(oci::descriptor(layer_type, &packed.digest, packed.size));
     let manifest_bytes = serde_json::to_vec(&json!({
         "schemaVersion": 2,
         "mediaType": flavor.manifest(),
@@ -323,6 +332,7 @@ mod tests {
             user: None,
             labels: BTreeMap::from([("app".to_owned(), "web".to_owned())]),
             platform: Platform::host(),
+            compression: Compression::default(),
         };
         let config = app_config(base, &app, "sha256:bb", "r/base", "sha256:cc");
         assert_eq!(

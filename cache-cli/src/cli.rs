@@ -13,6 +13,7 @@ use crate::ensure::BaseSettings;
 use crate::image::oci::Platform;
 use crate::image::{ImageTarget, RegistrySettings};
 use crate::key::Recipe;
+use crate::layer::Compression;
 
 /// Rebuild and push the base image only when its dependency manifests change.
 #[derive(Debug, Parser)]
@@ -144,6 +145,12 @@ pub struct AppFlags {
     /// Label NAME=VALUE (repeatable; merged over the file's).
     #[arg(long = "label")]
     pub labels: Vec<String>,
+    /// Layer compression: gzip or zstd (zstd needs an OCI base).
+    #[arg(long, env = "CACHECTL_APP_COMPRESSION")]
+    pub compression: Option<String>,
+    /// Compression level (gzip 0-9, default 6; zstd 1-22, default 3).
+    #[arg(long, env = "CACHECTL_APP_COMPRESSION_LEVEL")]
+    pub compression_level: Option<i32>,
 }
 
 /// The commands.
@@ -272,7 +279,25 @@ impl Cli {
             Some(text) => Platform::parse(&text).map_err(|m| field(&path, "base.platform", m))?,
             None => Platform::host(),
         };
+        let level = flags.compression_level.or(app.compression_level);
+        let compression = match flags
+            .compression
+            .clone()
+            .or_else(|| app.compression.clone())
+            .as_deref()
+        {
+            None | Some("gzip") => Compression::Gzip(level.unwrap_or(6).clamp(0, 9) as u32),
+            Some("zstd") => Compression::Zstd(level.unwrap_or(3).clamp(1, 22)),
+            Some(other) => {
+                return Err(field(
+                    &path,
+                    "app.compression",
+                    format!("{other:?} is not gzip or zstd"),
+                ));
+            }
+        };
         Ok(AppSettings {
+            compression,
             image,
             context,
             dest,

@@ -70,6 +70,10 @@ pub struct AppSection {
     pub user: Option<String>,
     /// Labels, merged over the base's.
     pub labels: Option<BTreeMap<String, String>>,
+    /// Layer compression: `gzip` (default) or `zstd` (OCI bases only).
+    pub compression: Option<String>,
+    /// Compression level (gzip 0-9, default 6; zstd 1-22, default 3).
+    pub compression_level: Option<i32>,
 }
 
 /// A configuration problem, naming the file and the field.

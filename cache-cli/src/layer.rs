@@ -1,18 +1,17 @@
-//! A folder as one reproducible, gzip-compressed image layer.
+//! A folder as one reproducible, compressed (gzip or zstd) image layer.
 //!
 //! Entries are sorted by path; every mtime is `SOURCE_DATE_EPOCH` (or 0);
 //! uid and gid are 0 with empty names; modes are normalised (directories and
 //! executables 0755, other files 0644); symlinks are stored as links and
 //! never followed; sockets, pipes and devices are skipped with a warning.
 //! One pass writes the compressed file and yields both digests: the diff_id
-//! (SHA-256 of the tar) and the blob digest (SHA-256 of the gzip).
+//! (SHA-256 of the tar) and the blob digest (SHA-256 of the compressed bytes).
 
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use flate2::Compression;
 use flate2::write::GzEncoder;
 use sha2::{Digest as _, Sha256};
 
@@ -59,9 +58,67 @@ pub fn source_date_epoch() -> u64 {
         .unwrap_or(0)
 }
 
+/// How the layer is compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    /// gzip at this level (0 to 9).
+    Gzip(u32),
+    /// zstd at this level (1 to 22).
+    Zstd(i32),
+}
+
+impl Default for Compression {
+    fn default() -> Self {
+        Self::Gzip(6)
+    }
+}
+
+/// A compressing writer of either kind.
+enum Compressor<W: Write> {
+    Gzip(GzEncoder<W>),
+    Zstd(zstd::Encoder<'static, W>),
+}
+
+impl<W: Write> Compressor<W> {
+    fn new(compression: Compression, inner: W) -> io::Result<Self> {
+        Ok(match compression {
+            Compression::Gzip(level) => Self::Gzip(GzEncoder::new(
+                inner,
+                flate2::Compression::new(level.min(9)),
+            )),
+            Compression::Zstd(level) => Self::Zstd(zstd::Encoder::new(inner, level)?),
+        })
+    }
+
+    fn finish(self) -> io::Result<W> {
+        match self {
+            Self::Gzip(encoder) => encoder.finish(),
+            Self::Zstd(encoder) => encoder.finish(),
+        }
+    }
+}
+
+impl<W: Write> Write for Compressor<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Self::Gzip(encoder) => encoder.write(buf),
+            Self::Zstd(encoder) => encoder.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Self::Gzip(encoder) => encoder.flush(),
+            Self::Zstd(encoder) => encoder.flush(),
+        }
+    }
+}
+
 /// Where and what to pack.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct PackOptions<'a> {
+    /// Compression of the layer.
+    pub compression: Compression,
     /// Folder in the image the content goes under (`app` for `/app`); empty
     /// for the image root.
     pub prefix: &'a str,
@@ -129,9 +186,8 @@ pub fn pack_with(root: &Path, staging_dir: &Path, options: PackOptions<'_>) -> i
         hasher: Sha256::new(),
         written: 0,
     };
-    let gzip = GzEncoder::new(compressed, Compression::default());
     let tar_out = Hashing {
-        inner: gzip,
+        inner: Compressor::new(options.compression, compressed)?,
         hasher: Sha256::new(),
         written: 0,
     };

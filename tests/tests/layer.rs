@@ -225,3 +225,115 @@ cmd = ["python", "main.py"]
     );
     assert!(text.contains("cache-hit=true"), "{text}");
 }
+
+#[test]
+fn a_zstd_layer_goes_on_an_oci_base_and_is_refused_on_a_docker_base() {
+    let registry = RegistryServer::start();
+    let base = push_busybox(&registry, "library/busybox", "1");
+    let project = app_project();
+    let image = format!("{}/acme/web:zstd", registry.host());
+    let report = project
+        .cachectl(
+            &[
+                "layer",
+                "--json",
+                "--base",
+                &base,
+                "--app-image",
+                &image,
+                "--context",
+                "app",
+                "--compression",
+                "zstd",
+            ],
+            &[],
+        )
+        .success()
+        .json();
+    let raw = std::process::Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(format!("docker://{image}"))
+        .output()
+        .unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(&raw.stdout).unwrap();
+    assert_eq!(
+        manifest["layers"][1]["mediaType"],
+        "application/vnd.oci.image.layer.v1.tar+zstd"
+    );
+    assert_eq!(manifest["layers"][1]["digest"], report["layer_digest"]);
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().join("image");
+    let copied = std::process::Command::new("skopeo")
+        .args(["copy", "--src-tls-verify=false"])
+        .arg(format!("docker://{image}"))
+        .arg(format!("dir:{}", dir.display()))
+        .status()
+        .unwrap();
+    assert!(copied.success(), "skopeo refused the zstd image");
+    let hex = report["layer_digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:");
+    let listing = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("zstd -dc {}/{hex} | tar -t", dir.display()))
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&listing.stdout)
+            .lines()
+            .any(|l| l == "app/main.py")
+    );
+
+    let docker_base = format!("{}/library/busybox-v2s2:1", registry.host());
+    let converted = std::process::Command::new("skopeo")
+        .args([
+            "copy",
+            "--src-tls-verify=false",
+            "--dest-tls-verify=false",
+            "--format",
+            "v2s2",
+        ])
+        .arg(format!("docker://{base}"))
+        .arg(format!("docker://{docker_base}"))
+        .status()
+        .unwrap();
+    assert!(converted.success());
+    let refused = project.cachectl(
+        &[
+            "layer",
+            "--base",
+            &docker_base,
+            "--app-image",
+            &image,
+            "--context",
+            "app",
+            "--compression",
+            "zstd",
+        ],
+        &[],
+    );
+    assert_eq!(refused.code, 2, "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("Docker schema-2"),
+        "{}",
+        refused.stderr
+    );
+    let gzip = project
+        .cachectl(
+            &[
+                "layer",
+                "--json",
+                "--base",
+                &docker_base,
+                "--app-image",
+                &image,
+                "--context",
+                "app",
+            ],
+            &[],
+        )
+        .success()
+        .json();
+    assert!(gzip["digest"].as_str().unwrap().starts_with("sha256:"));
+}
