@@ -148,7 +148,7 @@ pub struct AppFlags {
     /// Layer compression: gzip or zstd (zstd needs an OCI base).
     #[arg(long, env = "CACHECTL_APP_COMPRESSION")]
     pub compression: Option<String>,
-    /// Compression level (gzip 0-9, default 6; zstd 1-22, default 3).
+    /// Compression level (gzip 0-9, default 1; zstd 1-22, default 3).
     #[arg(long, env = "CACHECTL_APP_COMPRESSION_LEVEL")]
     pub compression_level: Option<i32>,
 }
@@ -286,7 +286,7 @@ impl Cli {
             .or_else(|| app.compression.clone())
             .as_deref()
         {
-            None | Some("gzip") => Compression::Gzip(level.unwrap_or(6).clamp(0, 9) as u32),
+            None | Some("gzip") => Compression::Gzip(level.unwrap_or(1).clamp(0, 9) as u32),
             Some("zstd") => Compression::Zstd(level.unwrap_or(3).clamp(1, 22)),
             Some(other) => {
                 return Err(field(

@@ -72,7 +72,7 @@ pub struct AppSection {
     pub labels: Option<BTreeMap<String, String>>,
     /// Layer compression: `gzip` (default) or `zstd` (OCI bases only).
     pub compression: Option<String>,
-    /// Compression level (gzip 0-9, default 6; zstd 1-22, default 3).
+    /// Compression level (gzip 0-9, default 1; zstd 1-22, default 3).
     pub compression_level: Option<i32>,
 }
 
