@@ -7,13 +7,17 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+
+use cache_proto::Key;
 
 use crate::exclude::Excludes;
 use crate::image::oci::{self, Flavor, Platform};
 use crate::image::registry::{Registry, RegistryError, Transfer, parse_reference};
 use crate::layer::{self, Compression, PackOptions};
+use crate::record::RecordStore;
+use crate::tree;
 
 /// What goes into the app layer and its config.
 #[derive(Debug, Clone)]
@@ -44,9 +48,29 @@ pub struct AppSettings {
     pub compression: Compression,
 }
 
+/// What is remembered about a pushed app image, under its app key, so that
+/// an unchanged app is recognised without packing it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AppRecord {
+    /// Format version.
+    pub version: u32,
+    /// Manifest digest.
+    pub manifest_digest: String,
+    /// Manifest body, to tag it again without fetching it.
+    pub manifest: String,
+    /// Manifest media type.
+    pub media_type: String,
+    /// Digest of the app layer.
+    pub layer_digest: String,
+    /// Size of the app layer.
+    pub layer_bytes: u64,
+}
+
 /// The outcome, as printed with `--json`.
 #[derive(Debug, Clone, Serialize)]
 pub struct LayerReport {
+    /// Whether an identical earlier push was recognised (nothing packed or uploaded).
+    pub reused: bool,
     /// Target repository and tag.
     pub image: String,
     /// Pullable reference with digest.
@@ -162,9 +186,55 @@ fn app_config(
     config
 }
 
-/// Puts the app on `base` and pushes it as `app.image`.
+/// The identity of the app image: base manifest, every app setting and the
+/// tree of the context.
+fn app_key(base_digest: &str, app: &AppSettings, excludes: &Excludes) -> std::io::Result<Key> {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(b"cachectl-app-key/v1\0");
+    hasher.update(base_digest.as_bytes());
+    hasher.update(b"\0");
+    let settings = json!({
+        "dest": app.dest,
+        "compression": format!("{:?}", app.compression),
+        "cmd": app.cmd,
+        "entrypoint": app.entrypoint,
+        "env": app.env,
+        "workdir": app.workdir,
+        "user": app.user,
+        "labels": app.labels,
+        "created": layer::source_date_epoch(),
+        "context": app.context.display().to_string(),
+    });
+    hasher.update(&serde_json::to_vec(&settings).unwrap_or_default());
+    hasher.update(b"\0");
+    tree::hash_tree(&app.context, excludes, &mut hasher)?;
+    Ok(Key::from_bytes(*hasher.finalize().as_bytes()))
+}
+
+/// Tags an identical earlier push again if the target repository has it.
+async fn reuse(
+    registry: &Registry,
+    target: &oci_client::Reference,
+    record: &AppRecord,
+) -> Result<bool, LayerError> {
+    let by_digest = target.clone_with_digest(record.manifest_digest.clone());
+    if registry.resolve(&by_digest).await?.is_none() {
+        return Ok(false);
+    }
+    if registry.resolve(target).await?.as_deref() != Some(record.manifest_digest.as_str()) {
+        registry
+            .push_manifest(target, record.manifest.as_bytes(), &record.media_type)
+            .await?;
+    }
+    Ok(true)
+}
+
+/// Puts the app on `base` and pushes it as `app.image`. With `records`, an
+/// app identical to an earlier push (same base, settings and tree) is only
+/// checked with HEAD requests and tagged, without packing.
 pub async fn layer(
     registry: &Registry,
+    records: Option<&RecordStore>,
     base: &str,
     app: &AppSettings,
 ) -> Result<LayerReport, LayerError> {
@@ -206,6 +276,37 @@ pub async fn layer(
     let compression = app.compression;
     let layer_started = Instant::now();
     let excludes = Excludes::for_context(&app.context, &app.exclude).map_err(LayerError::Usage)?;
+    let key = {
+        let (base_digest, settings, excludes) =
+            (manifest.digest.clone(), app.clone(), excludes.clone());
+        tokio::task::spawn_blocking(move || app_key(&base_digest, &settings, &excludes))
+            .await
+            .ok()
+            .and_then(Result::ok)
+    };
+    if let (Some(records), Some(key)) = (records, key) {
+        match records.get::<AppRecord>(&key).await {
+            Ok(Some(record)) if reuse(registry, &target, &record).await? => {
+                return Ok(LayerReport {
+                    reused: true,
+                    image: format!("{name}:{tag}"),
+                    reference: format!("{name}@{}", record.manifest_digest),
+                    digest: record.manifest_digest,
+                    base: base.to_owned(),
+                    layer_digest: record.layer_digest,
+                    layer_bytes: record.layer_bytes,
+                    uploaded_bytes: 0,
+                    mounted: 0,
+                    skipped: base_layers.len() + 2,
+                    layer_seconds: layer_started.elapsed().as_secs_f64(),
+                    push_seconds: 0.0,
+                    seconds: started.elapsed().as_secs_f64(),
+                });
+            }
+            Ok(_) => {}
+            Err(error) => eprintln!("warning: {error}; packing the app without the cache"),
+        }
+    }
     let staging = tempfile::tempdir().map_err(|source| LayerError::Pack {
         path: "a staging folder".into(),
         source,
@@ -292,7 +393,21 @@ pub async fn layer(
         .push_manifest(&target, &manifest_bytes, flavor.manifest())
         .await?;
     let digest = oci::sha256_digest(&manifest_bytes);
+    if let (Some(records), Some(key)) = (records, key) {
+        let record = AppRecord {
+            version: 1,
+            manifest_digest: digest.clone(),
+            manifest: String::from_utf8_lossy(&manifest_bytes).into_owned(),
+            media_type: flavor.manifest().to_owned(),
+            layer_digest: packed.digest.clone(),
+            layer_bytes: packed.size,
+        };
+        if let Err(error) = records.put(&key, &record).await {
+            eprintln!("warning: could not record the app image: {error}");
+        }
+    }
     Ok(LayerReport {
+        reused: false,
         image: format!("{name}:{tag}"),
         reference: format!("{name}@{digest}"),
         digest,

@@ -137,7 +137,10 @@ fn relative_name(root: &Path, path: &Path) -> io::Result<String> {
         .join("/"))
 }
 
-fn sorted_entries(root: &Path, excludes: Option<&Excludes>) -> io::Result<Vec<(String, PathBuf)>> {
+pub(crate) fn sorted_entries(
+    root: &Path,
+    excludes: Option<&Excludes>,
+) -> io::Result<Vec<(String, PathBuf)>> {
     let mut out = Vec::new();
     let mut pending = vec![root.to_owned()];
     while let Some(folder) = pending.pop() {

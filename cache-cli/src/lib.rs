@@ -15,3 +15,4 @@ pub mod lease;
 pub mod output;
 pub mod progress;
 pub mod record;
+pub mod tree;

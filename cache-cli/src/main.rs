@@ -173,7 +173,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 .app_settings(&file, app)
                 .map_err(|e| Failure::new(2, e))?;
             let registry = registry_for(&cli, &[base.as_str(), settings.image.as_str()]);
-            let report = cache_cli::app::layer(&registry, base, &settings).await?;
+            let records = records_for(&cli, &file);
+            let report = cache_cli::app::layer(&registry, Some(&records), base, &settings).await?;
             output::report_layer(&report, cli.json).map_err(|e| Failure::new(1, e))
         }
         Command::Build { force, wait, app } => {
@@ -190,7 +191,10 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 ));
             }
             let registry = registry_for(&cli, &[base.reference.as_str(), settings.image.as_str()]);
-            let report = cache_cli::app::layer(&registry, &base.reference, &settings).await?;
+            let records = records_for(&cli, &file);
+            let report =
+                cache_cli::app::layer(&registry, Some(&records), &base.reference, &settings)
+                    .await?;
             output::report_build(&base, &report, cli.json).map_err(|e| Failure::new(1, e))
         }
         Command::EnsureBase { force, wait } => {
@@ -207,7 +211,7 @@ async fn hash(cli: &Cli, file: &ConfigFile, explain: bool) -> Result<(), Failure
     let base = settings.key().map_err(|e| Failure::new(2, e))?;
     let changes = if explain {
         let latest = latest_key(&settings.image.describe());
-        match records.get(&latest).await {
+        match records.get::<cache_cli::record::BaseRecord>(&latest).await {
             Ok(Some(previous)) => Some(diff(&previous.inputs, &base.inputs)),
             Ok(None) => None,
             Err(error) if cli.require_cache => return Err(Failure::new(3, error)),

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use cache_proto::Key;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::key::Input;
@@ -115,9 +116,10 @@ impl RecordStore {
         }
     }
 
-    /// The record under `key`, if any. A record that does not parse is
+    /// The record under `key`, if any (a [`BaseRecord`], or another record
+    /// type such as the app layer's). A record that does not parse is
     /// treated as absent (and rewritten by the next build).
-    pub async fn get(&self, key: &Key) -> Result<Option<BaseRecord>, RecordError> {
+    pub async fn get<T: DeserializeOwned>(&self, key: &Key) -> Result<Option<T>, RecordError> {
         let bytes = match self {
             Self::Server { url, client } => {
                 let address = format!("{url}{}", cache_proto::routes::ac(key));
@@ -158,7 +160,7 @@ impl RecordStore {
     }
 
     /// Writes `record` under `key` (replacing what was there).
-    pub async fn put(&self, key: &Key, record: &BaseRecord) -> Result<(), RecordError> {
+    pub async fn put<T: Serialize>(&self, key: &Key, record: &T) -> Result<(), RecordError> {
         let body = serde_json::to_vec_pretty(record).unwrap_or_default();
         match self {
             Self::Server { url, client } => {
@@ -208,7 +210,7 @@ mod tests {
         let folder = tempfile::tempdir().unwrap();
         let store = RecordStore::local(folder.path().join("records"));
         let key = latest_key("oci:./build/oci");
-        assert_eq!(store.get(&key).await.unwrap(), None);
+        assert_eq!(store.get::<BaseRecord>(&key).await.unwrap(), None);
         let record = BaseRecord {
             version: 1,
             key,
@@ -225,7 +227,7 @@ mod tests {
     #[tokio::test]
     async fn an_unreachable_server_is_an_error_not_a_miss() {
         let store = RecordStore::server("http://127.0.0.1:9");
-        let error = store.get(&latest_key("x")).await.unwrap_err();
+        let error = store.get::<BaseRecord>(&latest_key("x")).await.unwrap_err();
         assert!(matches!(error, RecordError::Unreachable { .. }), "{error}");
     }
 }

@@ -58,9 +58,47 @@ fn the_app_layer_is_reproducible_and_an_unchanged_app_uploads_nothing() {
 
     let first = layer(&project, &base, &image);
     assert!(first["uploaded_bytes"].as_u64().unwrap() > 0, "{first}");
+    assert_eq!(first["reused"], false);
     let second = layer(&project, &base, &image);
     assert_eq!(second["digest"], first["digest"]);
     assert_eq!(second["uploaded_bytes"], 0, "{second}");
+    assert_eq!(
+        second["reused"], true,
+        "an unchanged app was packed again: {second}"
+    );
+
+    // Without records (a fresh cache folder) the app is packed again, to the
+    // same digest, and still uploads nothing.
+    let fresh = tempfile::tempdir().unwrap();
+    let repacked = project
+        .cachectl(
+            &[
+                "layer",
+                "--json",
+                "--base",
+                &base,
+                "--app-image",
+                &image,
+                "--context",
+                "app",
+                "--cmd",
+                "python",
+                "--cmd",
+                "main.py",
+                "--env",
+                "MODE=prod",
+                "--workdir",
+                "/app",
+            ],
+            &[("CACHECTL_CACHE_DIR", fresh.path().to_str().unwrap())],
+        )
+        .success()
+        .json();
+    assert_eq!(
+        (repacked["reused"].as_bool(), repacked["digest"].clone()),
+        (Some(false), first["digest"].clone())
+    );
+    assert_eq!(repacked["uploaded_bytes"], 0, "{repacked}");
 
     // New mtimes, same content: same image.
     for file in ["app/main.py", "app/web/views.py", "app/run.sh"] {
@@ -80,6 +118,7 @@ fn the_app_layer_is_reproducible_and_an_unchanged_app_uploads_nothing() {
     project.write("app/main.py", "print('hello!')\n");
     let changed = layer(&project, &base, &image);
     assert_ne!(changed["digest"], first["digest"]);
+    assert_eq!(changed["reused"], false);
 }
 
 #[test]
@@ -205,6 +244,7 @@ cmd = ["python", "main.py"]
     assert_eq!(second["base"]["hit"], true);
     assert_eq!(second["app"]["digest"], first["app"]["digest"]);
     assert_eq!(second["app"]["uploaded_bytes"], 0);
+    assert_eq!(second["app"]["reused"], true);
     assert_eq!(project.builds(), 1);
 
     let app = format!("docker://{}/acme/web:main", registry.host());
