@@ -186,6 +186,32 @@ fn app_config(
     config
 }
 
+/// The config and manifest of the app image on one base image.
+fn compose(
+    base_manifest: &Value,
+    base_config: Value,
+    (flavor, layer_type): (Flavor, &str),
+    packed: &layer::Layer,
+    app: &AppSettings,
+    (base_name, base_digest): (&str, &str),
+) -> (Vec<u8>, Vec<u8>) {
+    let config = app_config(base_config, app, &packed.diff_id, base_name, base_digest);
+    let config_bytes = serde_json::to_vec(&config).unwrap_or_default();
+    let mut layers = base_manifest["layers"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    layers.push(oci::descriptor(layer_type, &packed.digest, packed.size));
+    let manifest_bytes = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": flavor.manifest(),
+        "config": oci::descriptor(flavor.config(), &oci::sha256_digest(&config_bytes), config_bytes.len() as u64),
+        "layers": layers,
+    }))
+    .unwrap_or_default();
+    (config_bytes, manifest_bytes)
+}
+
 /// The identity of the app image: base manifest, every app setting and the
 /// tree of the context.
 fn app_key(base_digest: &str, app: &AppSettings, excludes: &Excludes) -> std::io::Result<Key> {
@@ -340,23 +366,14 @@ pub async fn layer(
         base_reference.registry(),
         base_reference.repository()
     );
-    let config = app_config(
+    let (config_bytes, manifest_bytes) = compose(
+        &manifest.json,
         base_config,
+        (flavor, layer_type),
+        &packed,
         app,
-        &packed.diff_id,
-        &base_name,
-        &manifest.digest,
+        (&base_name, &manifest.digest),
     );
-    let config_bytes = serde_json::to_vec(&config).unwrap_or_default();
-    let mut layers = base_layers.clone();
-    layers.push(oci::descriptor(layer_type, &packed.digest, packed.size));
-    let manifest_bytes = serde_json::to_vec(&json!({
-        "schemaVersion": 2,
-        "mediaType": flavor.manifest(),
-        "config": oci::descriptor(flavor.config(), &oci::sha256_digest(&config_bytes), config_bytes.len() as u64),
-        "layers": layers,
-    }))
-    .unwrap_or_default();
 
     let push_started = Instant::now();
     let (mut uploaded, mut mounted, mut skipped) = (0u64, 0usize, 0usize);
