@@ -46,6 +46,9 @@ pub struct AppSettings {
     pub platform: Platform,
     /// Layer compression.
     pub compression: Compression,
+    /// With an image index as base: put the app on every platform's image
+    /// and push a new index (`--platform all`).
+    pub all_platforms: bool,
 }
 
 /// What is remembered about a pushed app image, under its app key, so that
@@ -186,6 +189,167 @@ fn app_config(
     config
 }
 
+/// Where a multi-platform app image goes.
+struct IndexTarget {
+    reference: oci_client::Reference,
+    name: String,
+    tag: String,
+}
+
+/// The layer media type for `compression` on a base of `flavor`.
+fn layer_type(
+    compression: Compression,
+    flavor: Flavor,
+    base: &str,
+) -> Result<&'static str, LayerError> {
+    match (compression, flavor) {
+        (Compression::Gzip(_), _) => Ok(flavor.gzip_layer()),
+        (Compression::Zstd(_), Flavor::Oci) => Ok(oci::OCI_LAYER_ZSTD),
+        (Compression::Zstd(_), Flavor::Docker) => Err(LayerError::Usage(format!(
+            "{base} is a Docker schema-2 image, which has no zstd layer type; use gzip or an OCI base"
+        ))),
+    }
+}
+
+/// Packs the context once, in a staging folder that lives as long as the layer.
+async fn pack_app(app: &AppSettings) -> Result<(layer::Layer, tempfile::TempDir), LayerError> {
+    let pack_error = |source| LayerError::Pack {
+        path: app.context.display().to_string(),
+        source,
+    };
+    let excludes = Excludes::for_context(&app.context, &app.exclude).map_err(LayerError::Usage)?;
+    let staging = tempfile::tempdir().map_err(pack_error)?;
+    let (context, staging_path, dest, compression) = (
+        app.context.clone(),
+        staging.path().to_owned(),
+        app.dest.clone(),
+        app.compression,
+    );
+    let packed = tokio::task::spawn_blocking(move || {
+        let options = PackOptions {
+            compression,
+            prefix: dest.trim_start_matches('/'),
+            excludes: Some(&excludes),
+        };
+        layer::pack_with(&context, &staging_path, options)
+    })
+    .await
+    .map_err(|e| pack_error(std::io::Error::other(e)))?
+    .map_err(pack_error)?;
+    Ok((packed, staging))
+}
+
+/// `--platform all` over an image index: the same app layer on every
+/// platform's image, each pushed by digest, then a new index under the tag.
+async fn layer_index(
+    registry: &Registry,
+    base: &str,
+    base_reference: &oci_client::Reference,
+    index: crate::image::registry::PulledManifest,
+    target: IndexTarget,
+    app: &AppSettings,
+    started: Instant,
+) -> Result<LayerReport, LayerError> {
+    let index_flavor = if index.media_type == oci::DOCKER_LIST {
+        Flavor::Docker
+    } else {
+        Flavor::Oci
+    };
+    let layer_type = layer_type(app.compression, index_flavor, base)?;
+    let layer_started = Instant::now();
+    let (packed, _staging) = pack_app(app).await?;
+    let layer_seconds = layer_started.elapsed().as_secs_f64();
+
+    let push_started = Instant::now();
+    let base_name = format!(
+        "{}/{}",
+        base_reference.registry(),
+        base_reference.repository()
+    );
+    let (mut uploaded, mut mounted, mut skipped) = (0u64, 0usize, 0usize);
+    uploaded += registry
+        .push_blob_file(&target.reference, &packed.digest, packed.file.path())
+        .await?;
+    let mut entries = Vec::new();
+    for entry in index.json["manifests"].as_array().into_iter().flatten() {
+        let Some(digest) = entry["digest"].as_str() else {
+            continue;
+        };
+        let platform_reference = base_reference.clone_with_digest(digest.to_owned());
+        let image = registry.pull_manifest_as_is(&platform_reference).await?;
+        let flavor = Flavor::of_manifest(&image.media_type);
+        let config_digest = image.json["config"]["digest"]
+            .as_str()
+            .ok_or_else(|| LayerError::Usage(format!("{base}: {digest} has no config")))?;
+        let config_bytes = registry
+            .pull_small_blob(&platform_reference, config_digest)
+            .await?;
+        let config: Value = serde_json::from_slice(&config_bytes).map_err(|e| {
+            LayerError::Usage(format!("{base}: config of {digest} is not JSON: {e}"))
+        })?;
+        for layer in image.json["layers"].as_array().into_iter().flatten() {
+            let layer_digest = layer["digest"].as_str().unwrap_or_default();
+            let size = layer["size"].as_u64().unwrap_or(0);
+            let transfer = registry
+                .copy_blob(&platform_reference, &target.reference, layer_digest, size)
+                .await?;
+            match transfer {
+                Transfer::Present => skipped += 1,
+                Transfer::Mounted => mounted += 1,
+                Transfer::Copied(bytes) => uploaded += bytes,
+            }
+        }
+        let (config_bytes, manifest_bytes) = compose(
+            &image.json,
+            config,
+            (flavor, layer_type),
+            &packed,
+            app,
+            (&base_name, &image.digest),
+        );
+        uploaded += registry
+            .push_blob_bytes(&target.reference, &config_bytes)
+            .await?;
+        let manifest_digest = oci::sha256_digest(&manifest_bytes);
+        let by_digest = target.reference.clone_with_digest(manifest_digest.clone());
+        registry
+            .push_manifest(&by_digest, &manifest_bytes, flavor.manifest())
+            .await?;
+        let mut descriptor = oci::descriptor(
+            flavor.manifest(),
+            &manifest_digest,
+            manifest_bytes.len() as u64,
+        );
+        descriptor["platform"] = entry["platform"].clone();
+        entries.push(descriptor);
+    }
+    let index_bytes = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": index.media_type,
+        "manifests": entries,
+    }))
+    .unwrap_or_default();
+    registry
+        .push_manifest(&target.reference, &index_bytes, &index.media_type)
+        .await?;
+    let digest = oci::sha256_digest(&index_bytes);
+    Ok(LayerReport {
+        reused: false,
+        image: format!("{}:{}", target.name, target.tag),
+        reference: format!("{}@{digest}", target.name),
+        digest,
+        base: base.to_owned(),
+        layer_digest: packed.digest.clone(),
+        layer_bytes: packed.size,
+        uploaded_bytes: uploaded,
+        mounted,
+        skipped,
+        layer_seconds,
+        push_seconds: push_started.elapsed().as_secs_f64(),
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
 /// The config and manifest of the app image on one base image.
 fn compose(
     base_manifest: &Value,
@@ -272,6 +436,17 @@ pub async fn layer(
     };
     let target = parse_reference(&format!("{name}:{tag}"))?;
 
+    if app.all_platforms {
+        let top = registry.pull_manifest_as_is(&base_reference).await?;
+        if top.media_type == oci::OCI_INDEX || top.media_type == oci::DOCKER_LIST {
+            let target = IndexTarget {
+                reference: target,
+                name,
+                tag,
+            };
+            return layer_index(registry, base, &base_reference, top, target, app, started).await;
+        }
+    }
     let manifest = registry
         .pull_manifest(&base_reference, &app.platform)
         .await?;
@@ -290,16 +465,7 @@ pub async fn layer(
         .cloned()
         .unwrap_or_default();
 
-    let layer_type = match (app.compression, flavor) {
-        (Compression::Gzip(_), _) => flavor.gzip_layer(),
-        (Compression::Zstd(_), Flavor::Oci) => oci::OCI_LAYER_ZSTD,
-        (Compression::Zstd(_), Flavor::Docker) => {
-            return Err(LayerError::Usage(format!(
-                "{base} is a Docker schema-2 image, which has no zstd layer type; use gzip or an OCI base"
-            )));
-        }
-    };
-    let compression = app.compression;
+    let layer_type = layer_type(app.compression, flavor, base)?;
     let layer_started = Instant::now();
     let excludes = Excludes::for_context(&app.context, &app.exclude).map_err(LayerError::Usage)?;
     let key = {
@@ -333,32 +499,7 @@ pub async fn layer(
             Err(error) => eprintln!("warning: {error}; packing the app without the cache"),
         }
     }
-    let staging = tempfile::tempdir().map_err(|source| LayerError::Pack {
-        path: "a staging folder".into(),
-        source,
-    })?;
-    let (context, staging_path, dest) = (
-        app.context.clone(),
-        staging.path().to_owned(),
-        app.dest.clone(),
-    );
-    let packed = tokio::task::spawn_blocking(move || {
-        let options = PackOptions {
-            compression,
-            prefix: dest.trim_start_matches('/'),
-            excludes: Some(&excludes),
-        };
-        layer::pack_with(&context, &staging_path, options)
-    })
-    .await
-    .map_err(|e| LayerError::Pack {
-        path: app.context.display().to_string(),
-        source: std::io::Error::other(e),
-    })?
-    .map_err(|source| LayerError::Pack {
-        path: app.context.display().to_string(),
-        source,
-    })?;
+    let (packed, _staging) = pack_app(app).await?;
     let layer_seconds = layer_started.elapsed().as_secs_f64();
 
     let base_name = format!(
@@ -465,6 +606,7 @@ mod tests {
             labels: BTreeMap::from([("app".to_owned(), "web".to_owned())]),
             platform: Platform::host(),
             compression: Compression::default(),
+            all_platforms: false,
         };
         let config = app_config(base, &app, "sha256:bb", "r/base", "sha256:cc");
         assert_eq!(

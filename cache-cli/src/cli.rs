@@ -104,7 +104,8 @@ pub struct BaseFlags {
     /// Build argument NAME=VALUE (repeatable; added to the file's).
     #[arg(long = "build-arg", global = true)]
     pub build_args: Vec<String>,
-    /// Target platform os/arch[/variant] [default: the host's].
+    /// Target platform os/arch[/variant] [default: the host's]; `layer` also takes
+    /// `all` to put the app on every platform of an index base.
     #[arg(long, env = "CACHECTL_BASE_PLATFORM", global = true)]
     pub platform: Option<String>,
     /// Moving tag pushed with every new base (e.g. latest).
@@ -270,14 +271,17 @@ impl Cli {
         env.extend(pairs(&path, "app.env", &flags.env)?);
         let mut labels = app.labels.clone().unwrap_or_default();
         labels.extend(pairs(&path, "app.labels", &flags.labels)?);
-        let platform = match self
+        let platform_text = self
             .base
             .platform
             .clone()
-            .or_else(|| file.base.platform.clone())
-        {
-            Some(text) => Platform::parse(&text).map_err(|m| field(&path, "base.platform", m))?,
-            None => Platform::host(),
+            .or_else(|| file.base.platform.clone());
+        let all_platforms = platform_text.as_deref() == Some("all");
+        let platform = match platform_text {
+            Some(text) if text != "all" => {
+                Platform::parse(&text).map_err(|m| field(&path, "base.platform", m))?
+            }
+            _ => Platform::host(),
         };
         let level = flags.compression_level.or(app.compression_level);
         let compression = match flags
@@ -297,6 +301,7 @@ impl Cli {
             }
         };
         Ok(AppSettings {
+            all_platforms,
             compression,
             image,
             context,

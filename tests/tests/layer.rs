@@ -377,3 +377,84 @@ fn a_zstd_layer_goes_on_an_oci_base_and_is_refused_on_a_docker_base() {
         .json();
     assert!(gzip["digest"].as_str().unwrap().starts_with("sha256:"));
 }
+
+#[test]
+fn platform_all_puts_the_app_on_every_image_of_an_index_base() {
+    let registry = RegistryServer::start();
+    let base = cachectl_e2e::registry::push_multi_platform(&registry, "library/multi", "1");
+    let project = app_project();
+    let image = format!("{}/acme/multi-app:1", registry.host());
+    let report = project
+        .cachectl(
+            &[
+                "layer",
+                "--json",
+                "--base",
+                &base,
+                "--app-image",
+                &image,
+                "--context",
+                "app",
+                "--platform",
+                "all",
+            ],
+            &[],
+        )
+        .success()
+        .json();
+    let raw = |reference: &str| -> serde_json::Value {
+        let output = std::process::Command::new("skopeo")
+            .args(["inspect", "--raw", "--tls-verify=false"])
+            .arg(format!("docker://{reference}"))
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice(&output.stdout).unwrap()
+    };
+    let index = raw(&image);
+    let base_index = raw(&base);
+    let manifests = index["manifests"].as_array().unwrap();
+    assert_eq!(manifests.len(), 2, "{index}");
+    for (ours, theirs) in manifests
+        .iter()
+        .zip(base_index["manifests"].as_array().unwrap())
+    {
+        assert_eq!(ours["platform"], theirs["platform"]);
+        let name = image.rsplit_once(':').unwrap().0;
+        let manifest = raw(&format!("{name}@{}", ours["digest"].as_str().unwrap()));
+        let base_manifest = raw(&format!(
+            "{}@{}",
+            base.rsplit_once(':').unwrap().0,
+            theirs["digest"].as_str().unwrap()
+        ));
+        let layers = manifest["layers"].as_array().unwrap();
+        assert_eq!(
+            layers.len(),
+            base_manifest["layers"].as_array().unwrap().len() + 1
+        );
+        assert_eq!(
+            layers[0], base_manifest["layers"][0],
+            "the platform's own base layer"
+        );
+        assert_eq!(
+            layers.last().unwrap()["digest"],
+            report["layer_digest"],
+            "the same app layer"
+        );
+    }
+    let scratch = tempfile::tempdir().unwrap();
+    let arm = std::process::Command::new("skopeo")
+        .args(["copy", "--src-tls-verify=false", "--override-arch", "arm64"])
+        .arg(format!("docker://{image}"))
+        .arg(format!(
+            "oci:{}:arm",
+            scratch.path().join("layout").display()
+        ))
+        .status()
+        .unwrap();
+    assert!(arm.success());
+}

@@ -303,6 +303,29 @@ impl Registry {
         reference: &Reference,
         platform: &Platform,
     ) -> Result<PulledManifest, RegistryError> {
+        let pulled = self.pull_manifest_as_is(reference).await?;
+        if pulled.media_type == oci::OCI_INDEX || pulled.media_type == oci::DOCKER_LIST {
+            let entry = pulled.json["manifests"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|entry| platform.matches(&entry["platform"]))
+                .and_then(|entry| entry["digest"].as_str())
+                .ok_or_else(|| RegistryError::Other {
+                    registry: reference.registry().to_owned(),
+                    message: format!("{reference} has no image for platform {platform}"),
+                })?;
+            let by_digest = reference.clone_with_digest(entry.to_owned());
+            return self.pull_manifest_as_is(&by_digest).await;
+        }
+        Ok(pulled)
+    }
+
+    /// Pulls a manifest or an index as it is.
+    pub async fn pull_manifest_as_is(
+        &self,
+        reference: &Reference,
+    ) -> Result<PulledManifest, RegistryError> {
         self.authenticate(reference).await;
         let auth = self.auth_for(reference.resolve_registry());
         let (bytes, digest) = self
@@ -318,24 +341,6 @@ impl Registry {
             .as_str()
             .unwrap_or(oci::OCI_MANIFEST)
             .to_owned();
-        if media_type == oci::OCI_INDEX || media_type == oci::DOCKER_LIST {
-            let entry = json["manifests"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|entry| platform.matches(&entry["platform"]))
-                .and_then(|entry| entry["digest"].as_str())
-                .ok_or_else(|| RegistryError::Other {
-                    registry: reference.registry().to_owned(),
-                    message: format!("{reference} has no image for platform {platform}"),
-                })?;
-            let by_digest = Reference::with_digest(
-                reference.registry().to_owned(),
-                reference.repository().to_owned(),
-                entry.to_owned(),
-            );
-            return Box::pin(self.pull_manifest(&by_digest, platform)).await;
-        }
         Ok(PulledManifest {
             bytes,
             digest,
