@@ -142,7 +142,8 @@ fn app_config(
     }
     let history = json!({
         "created": created,
-        "created_by": format!("cachectl layer: COPY {} {}", app.context.display(), app.dest),
+        // No host path here: the same inputs give the same image on any machine.
+        "created_by": format!("cachectl layer: COPY . {}", app.dest),
     });
     match config["history"].as_array_mut() {
         Some(entries) => entries.push(history),
@@ -393,7 +394,6 @@ fn app_key(base_digest: &str, app: &AppSettings, excludes: &Excludes) -> std::io
         "user": app.user,
         "labels": app.labels,
         "created": layer::source_date_epoch(),
-        "context": app.context.display().to_string(),
     });
     hasher.update(&serde_json::to_vec(&settings).unwrap_or_default());
     hasher.update(b"\0");

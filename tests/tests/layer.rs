@@ -114,6 +114,10 @@ fn the_app_layer_is_reproducible_and_an_unchanged_app_uploads_nothing() {
     .unwrap();
     assert_eq!(layer(&project, &base, &image)["digest"], first["digest"]);
 
+    // Another checkout in another folder: the same image.
+    let elsewhere = app_project();
+    assert_eq!(layer(&elsewhere, &base, &image)["digest"], first["digest"]);
+
     // One byte changed: a new image.
     project.write("app/main.py", "print('hello!')\n");
     let changed = layer(&project, &base, &image);
