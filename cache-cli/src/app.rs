@@ -190,6 +190,28 @@ fn app_config(
     config
 }
 
+/// Makes the base `layers` present in `target`'s repository (skipped when
+/// there, mounted on the same registry, else stream-copied); returns the
+/// bytes uploaded and how many were mounted and skipped.
+async fn copy_base_layers(
+    registry: &Registry,
+    source: &oci_client::Reference,
+    target: &oci_client::Reference,
+    layers: &[Value],
+) -> Result<(u64, usize, usize), LayerError> {
+    let (mut uploaded, mut mounted, mut skipped) = (0u64, 0usize, 0usize);
+    for layer in layers {
+        let digest = layer["digest"].as_str().unwrap_or_default();
+        let size = layer["size"].as_u64().unwrap_or(0);
+        match registry.copy_blob(source, target, digest, size).await? {
+            Transfer::Present => skipped += 1,
+            Transfer::Mounted => mounted += 1,
+            Transfer::Copied(bytes) => uploaded += bytes,
+        }
+    }
+    Ok((uploaded, mounted, skipped))
+}
+
 /// Where a multi-platform app image goes.
 struct IndexTarget {
     reference: oci_client::Reference,
@@ -288,18 +310,15 @@ async fn layer_index(
         let config: Value = serde_json::from_slice(&config_bytes).map_err(|e| {
             LayerError::Usage(format!("{base}: config of {digest} is not JSON: {e}"))
         })?;
-        for layer in image.json["layers"].as_array().into_iter().flatten() {
-            let layer_digest = layer["digest"].as_str().unwrap_or_default();
-            let size = layer["size"].as_u64().unwrap_or(0);
-            let transfer = registry
-                .copy_blob(&platform_reference, &target.reference, layer_digest, size)
-                .await?;
-            match transfer {
-                Transfer::Present => skipped += 1,
-                Transfer::Mounted => mounted += 1,
-                Transfer::Copied(bytes) => uploaded += bytes,
-            }
-        }
+        let layers = image.json["layers"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let (copied, mounted_here, skipped_here) =
+            copy_base_layers(registry, &platform_reference, &target.reference, layers).await?;
+        uploaded += copied;
+        mounted += mounted_here;
+        skipped += skipped_here;
         let (config_bytes, manifest_bytes) = compose(
             &image.json,
             config,
@@ -517,19 +536,8 @@ pub async fn layer(
     );
 
     let push_started = Instant::now();
-    let (mut uploaded, mut mounted, mut skipped) = (0u64, 0usize, 0usize);
-    for descriptor in &base_layers {
-        let digest = descriptor["digest"].as_str().unwrap_or_default();
-        let size = descriptor["size"].as_u64().unwrap_or(0);
-        match registry
-            .copy_blob(&base_reference, &target, digest, size)
-            .await?
-        {
-            Transfer::Present => skipped += 1,
-            Transfer::Mounted => mounted += 1,
-            Transfer::Copied(bytes) => uploaded += bytes,
-        }
-    }
+    let (mut uploaded, mounted, mut skipped) =
+        copy_base_layers(registry, &base_reference, &target, &base_layers).await?;
     for (pushed, _) in [
         (
             registry

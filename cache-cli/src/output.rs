@@ -7,16 +7,21 @@ use std::io::Write;
 use crate::app::LayerReport;
 use crate::ensure::EnsureReport;
 
-/// Prints the result of `ensure-base` and writes the CI outputs.
-pub fn report_ensure(report: &EnsureReport, json: bool) -> std::io::Result<()> {
+/// The result on stdout: the JSON of `value` with `--json`, else `reference`.
+fn print_result(value: &impl serde::Serialize, reference: &str, json: bool) -> std::io::Result<()> {
     let mut stdout = std::io::stdout().lock();
     if json {
-        serde_json::to_writer(&mut stdout, report)?;
+        serde_json::to_writer(&mut stdout, value)?;
         writeln!(stdout)?;
     } else {
-        writeln!(stdout, "{}", report.reference)?;
+        writeln!(stdout, "{reference}")?;
     }
-    stdout.flush()?;
+    stdout.flush()
+}
+
+/// Prints the result of `ensure-base` and writes the CI outputs.
+pub fn report_ensure(report: &EnsureReport, json: bool) -> std::io::Result<()> {
+    print_result(report, &report.reference, json)?;
     let key16 = &report.key[..16.min(report.key.len())];
     if report.hit {
         eprintln!(
@@ -72,14 +77,7 @@ fn github_outputs(report: &EnsureReport) -> std::io::Result<()> {
 
 /// Prints the result of `layer`.
 pub fn report_layer(report: &LayerReport, json: bool) -> std::io::Result<()> {
-    let mut stdout = std::io::stdout().lock();
-    if json {
-        serde_json::to_writer(&mut stdout, report)?;
-        writeln!(stdout)?;
-    } else {
-        writeln!(stdout, "{}", report.reference)?;
-    }
-    stdout.flush()?;
+    print_result(report, &report.reference, json)?;
     eprintln!(
         "  (app layer {} bytes packed in {:.1} s; {} bytes uploaded, {} mounted, {} skipped, push {:.1} s)",
         report.layer_bytes,
@@ -94,17 +92,8 @@ pub fn report_layer(report: &LayerReport, json: bool) -> std::io::Result<()> {
 
 /// Prints the result of `build`: the app image, with the base's outcome.
 pub fn report_build(base: &EnsureReport, app: &LayerReport, json: bool) -> std::io::Result<()> {
-    let mut stdout = std::io::stdout().lock();
-    if json {
-        serde_json::to_writer(
-            &mut stdout,
-            &serde_json::json!({ "base": base, "app": app }),
-        )?;
-        writeln!(stdout)?;
-    } else {
-        writeln!(stdout, "{}", app.reference)?;
-    }
-    stdout.flush()?;
+    let combined = serde_json::json!({ "base": base, "app": app });
+    print_result(&combined, &app.reference, json)?;
     let outcome = if base.hit {
         format!("base hit {:.0} ms", base.seconds * 1000.0)
     } else {
