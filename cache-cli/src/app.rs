@@ -14,16 +14,21 @@ use cache_proto::Key;
 
 use crate::exclude::Excludes;
 use crate::image::oci::{self, Flavor, Platform};
-use crate::image::registry::{Registry, RegistryError, Transfer, parse_reference};
+use crate::image::registry::{PulledManifest, Registry, Transfer};
+use crate::image::{ImageError, Location};
 use crate::layer::{self, Compression, PackOptions};
 use crate::record::RecordStore;
 use crate::tree;
 
+/// The label naming the base key of an image made by `cachectl build`
+/// (the same label the native builder puts on the base).
+pub use crate::build::native::KEY_LABEL as BASE_KEY_LABEL;
+
 /// What goes into the app layer and its config.
 #[derive(Debug, Clone)]
 pub struct AppSettings {
-    /// Target `repository[:tag]`.
-    pub image: String,
+    /// Where the app image goes: `repository[:tag]` or `oci:DIR[:NAME]`.
+    pub image: Location,
     /// Folder packed as the layer.
     pub context: PathBuf,
     /// Absolute folder in the image.
@@ -74,7 +79,7 @@ pub struct AppRecord {
 pub struct LayerReport {
     /// Whether an identical earlier push was recognised (nothing packed or uploaded).
     pub reused: bool,
-    /// Target repository and tag.
+    /// Target repository and tag (or layout and name).
     pub image: String,
     /// Pullable reference with digest.
     pub reference: String,
@@ -106,9 +111,9 @@ pub enum LayerError {
     /// Settings or inputs the command cannot use (exit 2).
     #[error("{0}")]
     Usage(String),
-    /// The registry failed.
+    /// The registry or layout failed.
     #[error(transparent)]
-    Registry(#[from] RegistryError),
+    Image(#[from] ImageError),
     /// Packing the layer failed.
     #[error("packing {path}: {source}")]
     Pack {
@@ -190,46 +195,98 @@ fn app_config(
     config
 }
 
-/// Makes the base `layers` present in `target`'s repository (skipped when
-/// there, mounted on the same registry, else stream-copied); returns the
-/// bytes uploaded and how many were mounted and skipped.
+/// What moving the blobs of an image cost: bytes uploaded, blobs mounted
+/// and blobs the target already had.
+#[derive(Debug, Clone, Copy, Default)]
+struct Moved {
+    uploaded: u64,
+    mounted: usize,
+    skipped: usize,
+}
+
+impl Moved {
+    fn add(&mut self, transfer: Transfer) {
+        match transfer {
+            Transfer::Present => self.skipped += 1,
+            Transfer::Mounted => self.mounted += 1,
+            Transfer::Copied(bytes) => self.uploaded += bytes,
+        }
+    }
+
+    fn add_pushed(&mut self, bytes: u64) {
+        self.add(if bytes == 0 {
+            Transfer::Present
+        } else {
+            Transfer::Copied(bytes)
+        });
+    }
+}
+
+/// When each phase started and how long packing took.
+struct Timing {
+    started: Instant,
+    layer_seconds: f64,
+    push_started: Option<Instant>,
+}
+
+impl LayerReport {
+    fn new(
+        target: &Location,
+        digest: String,
+        base: &Location,
+        layer: (&str, u64),
+        moved: Moved,
+        timing: Timing,
+    ) -> Self {
+        Self {
+            reused: false,
+            image: target.tagged(),
+            reference: target.pinned(&digest),
+            digest,
+            base: base.tagged(),
+            layer_digest: layer.0.to_owned(),
+            layer_bytes: layer.1,
+            uploaded_bytes: moved.uploaded,
+            mounted: moved.mounted,
+            skipped: moved.skipped,
+            layer_seconds: timing.layer_seconds,
+            push_seconds: timing
+                .push_started
+                .map_or(0.0, |push| push.elapsed().as_secs_f64()),
+            seconds: timing.started.elapsed().as_secs_f64(),
+        }
+    }
+}
+
+/// Makes the base `layers` present at `target` (skipped when there,
+/// mounted on the same registry, else copied).
 async fn copy_base_layers(
     registry: &Registry,
-    source: &oci_client::Reference,
-    target: &oci_client::Reference,
+    source: &Location,
+    target: &Location,
     layers: &[Value],
-) -> Result<(u64, usize, usize), LayerError> {
-    let (mut uploaded, mut mounted, mut skipped) = (0u64, 0usize, 0usize);
+    moved: &mut Moved,
+) -> Result<(), LayerError> {
     for layer in layers {
         let digest = layer["digest"].as_str().unwrap_or_default();
         let size = layer["size"].as_u64().unwrap_or(0);
-        match registry.copy_blob(source, target, digest, size).await? {
-            Transfer::Present => skipped += 1,
-            Transfer::Mounted => mounted += 1,
-            Transfer::Copied(bytes) => uploaded += bytes,
-        }
+        moved.add(target.receive_blob(registry, source, digest, size).await?);
     }
-    Ok((uploaded, mounted, skipped))
-}
-
-/// Where a multi-platform app image goes.
-struct IndexTarget {
-    reference: oci_client::Reference,
-    name: String,
-    tag: String,
+    Ok(())
 }
 
 /// The layer media type for `compression` on a base of `flavor`.
 fn layer_type(
     compression: Compression,
     flavor: Flavor,
-    base: &str,
+    base: &Location,
 ) -> Result<&'static str, LayerError> {
     match (compression, flavor) {
         (Compression::Gzip(_), _) => Ok(flavor.gzip_layer()),
         (Compression::Zstd(_), Flavor::Oci) => Ok(oci::OCI_LAYER_ZSTD),
         (Compression::Zstd(_), Flavor::Docker) => Err(LayerError::Usage(format!(
-            "{base} is a Docker schema-2 image, which has no zstd layer type; use gzip or an OCI base"
+            "{} is a Docker schema-2 image, which has no zstd layer type; use gzip or an OCI base",
+            base.tagged()
         ))),
     }
 }
@@ -262,17 +319,47 @@ async fn pack_app(app: &AppSettings) -> Result<(layer::Layer, tempfile::TempDir)
     Ok((packed, staging))
 }
 
+/// The config of the image `manifest` at `image`.
+async fn base_config(
+    registry: &Registry,
+    image: &Location,
+    manifest: &PulledManifest,
+) -> Result<Value, LayerError> {
+    let digest = manifest.json["config"]["digest"].as_str().ok_or_else(|| {
+        LayerError::Usage(format!(
+            "{}: {} has no config",
+            image.tagged(),
+            manifest.digest
+        ))
+    })?;
+    let bytes = image.small_blob(registry, digest).await?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        LayerError::Usage(format!(
+            "{}: config of {} is not JSON: {e}",
+            image.tagged(),
+            manifest.digest
+        ))
+    })
+}
+
+/// The manifest's layer descriptors.
+fn layers_of(manifest: &PulledManifest) -> &[Value] {
+    manifest.json["layers"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+}
+
 /// `--platform all` over an image index: the same app layer on every
 /// platform's image, each pushed by digest, then a new index under the tag.
 async fn layer_index(
     registry: &Registry,
-    base: &str,
-    base_reference: &oci_client::Reference,
-    index: crate::image::registry::PulledManifest,
-    target: IndexTarget,
+    base: &Location,
+    index: PulledManifest,
     app: &AppSettings,
     started: Instant,
 ) -> Result<LayerReport, LayerError> {
+    let target = &app.image;
     let index_flavor = if index.media_type == oci::DOCKER_LIST {
         Flavor::Docker
     } else {
@@ -284,56 +371,42 @@ async fn layer_index(
     let layer_seconds = layer_started.elapsed().as_secs_f64();
 
     let push_started = Instant::now();
-    let base_name = format!(
-        "{}/{}",
-        base_reference.registry(),
-        base_reference.repository()
+    let mut moved = Moved::default();
+    moved.add_pushed(
+        target
+            .push_blob_file(registry, &packed.digest, packed.file.path())
+            .await?,
     );
-    let (mut uploaded, mut mounted, mut skipped) = (0u64, 0usize, 0usize);
-    uploaded += registry
-        .push_blob_file(&target.reference, &packed.digest, packed.file.path())
-        .await?;
     let mut entries = Vec::new();
     for entry in index.json["manifests"].as_array().into_iter().flatten() {
         let Some(digest) = entry["digest"].as_str() else {
             continue;
         };
-        let platform_reference = base_reference.clone_with_digest(digest.to_owned());
-        let image = registry.pull_manifest_as_is(&platform_reference).await?;
+        let platform_image = base.at_digest(digest);
+        let image = platform_image.manifest_as_is(registry).await?;
         let flavor = Flavor::of_manifest(&image.media_type);
-        let config_digest = image.json["config"]["digest"]
-            .as_str()
-            .ok_or_else(|| LayerError::Usage(format!("{base}: {digest} has no config")))?;
-        let config_bytes = registry
-            .pull_small_blob(&platform_reference, config_digest)
-            .await?;
-        let config: Value = serde_json::from_slice(&config_bytes).map_err(|e| {
-            LayerError::Usage(format!("{base}: config of {digest} is not JSON: {e}"))
-        })?;
-        let layers = image.json["layers"]
-            .as_array()
-            .map(Vec::as_slice)
-            .unwrap_or_default();
-        let (copied, mounted_here, skipped_here) =
-            copy_base_layers(registry, &platform_reference, &target.reference, layers).await?;
-        uploaded += copied;
-        mounted += mounted_here;
-        skipped += skipped_here;
+        let config = base_config(registry, &platform_image, &image).await?;
+        copy_base_layers(
+            registry,
+            &platform_image,
+            target,
+            layers_of(&image),
+            &mut moved,
+        )
+        .await?;
         let (config_bytes, manifest_bytes) = compose(
-            &image.json,
+            &image,
             config,
             (flavor, layer_type),
             &packed,
             app,
-            (&base_name, &image.digest),
+            &base.label_name(),
         );
-        uploaded += registry
-            .push_blob_bytes(&target.reference, &config_bytes)
-            .await?;
+        moved.add_pushed(target.push_blob_bytes(registry, &config_bytes).await?);
         let manifest_digest = oci::sha256_digest(&manifest_bytes);
-        let by_digest = target.reference.clone_with_digest(manifest_digest.clone());
-        registry
-            .push_manifest(&by_digest, &manifest_bytes, flavor.manifest())
+        target
+            .at_digest(&manifest_digest)
+            .push_manifest(registry, &manifest_bytes, flavor.manifest())
             .await?;
         let mut descriptor = oci::descriptor(
             flavor.manifest(),
@@ -349,42 +422,42 @@ async fn layer_index(
         "manifests": entries,
     }))
     .unwrap_or_default();
-    registry
-        .push_manifest(&target.reference, &index_bytes, &index.media_type)
+    target
+        .push_manifest(registry, &index_bytes, &index.media_type)
         .await?;
-    let digest = oci::sha256_digest(&index_bytes);
-    Ok(LayerReport {
-        reused: false,
-        image: format!("{}:{}", target.name, target.tag),
-        reference: format!("{}@{digest}", target.name),
-        digest,
-        base: base.to_owned(),
-        layer_digest: packed.digest.clone(),
-        layer_bytes: packed.size,
-        uploaded_bytes: uploaded,
-        mounted,
-        skipped,
+    let timing = Timing {
+        started,
         layer_seconds,
-        push_seconds: push_started.elapsed().as_secs_f64(),
-        seconds: started.elapsed().as_secs_f64(),
-    })
+        push_started: Some(push_started),
+    };
+    Ok(LayerReport::new(
+        target,
+        oci::sha256_digest(&index_bytes),
+        base,
+        (&packed.digest, packed.size),
+        moved,
+        timing,
+    ))
 }
 
 /// The config and manifest of the app image on one base image.
 fn compose(
-    base_manifest: &Value,
+    base_manifest: &PulledManifest,
     base_config: Value,
     (flavor, layer_type): (Flavor, &str),
     packed: &layer::Layer,
     app: &AppSettings,
-    (base_name, base_digest): (&str, &str),
+    base_name: &str,
 ) -> (Vec<u8>, Vec<u8>) {
-    let config = app_config(base_config, app, &packed.diff_id, base_name, base_digest);
+    let config = app_config(
+        base_config,
+        app,
+        &packed.diff_id,
+        base_name,
+        &base_manifest.digest,
+    );
     let config_bytes = serde_json::to_vec(&config).unwrap_or_default();
-    let mut layers = base_manifest["layers"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
+    let mut layers = layers_of(base_manifest).to_vec();
     layers.push(oci::descriptor(layer_type, &packed.digest, packed.size));
     let manifest_bytes = serde_json::to_vec(&json!({
         "schemaVersion": 2,
@@ -420,98 +493,88 @@ fn app_key(base_digest: &str, app: &AppSettings, excludes: &Excludes) -> std::io
     Ok(Key::from_bytes(*hasher.finalize().as_bytes()))
 }
 
-/// Tags an identical earlier push again if the target repository has it.
+/// Tags an identical earlier push again if the target still has it.
 async fn reuse(
     registry: &Registry,
-    target: &oci_client::Reference,
+    target: &Location,
     record: &AppRecord,
 ) -> Result<bool, LayerError> {
-    let by_digest = target.clone_with_digest(record.manifest_digest.clone());
-    if registry.resolve(&by_digest).await?.is_none() {
+    if !target
+        .has_manifest(registry, &record.manifest_digest)
+        .await?
+    {
         return Ok(false);
     }
-    if registry.resolve(target).await?.as_deref() != Some(record.manifest_digest.as_str()) {
-        registry
-            .push_manifest(target, record.manifest.as_bytes(), &record.media_type)
+    if target.resolve(registry).await?.as_deref() != Some(record.manifest_digest.as_str()) {
+        target
+            .push_manifest(registry, record.manifest.as_bytes(), &record.media_type)
             .await?;
     }
     Ok(true)
 }
 
-/// Puts the app on `base` and pushes it as `app.image`. With `records`, an
-/// app identical to an earlier push (same base, settings and tree) is only
-/// checked with HEAD requests and tagged, without packing.
-pub async fn layer(
-    registry: &Registry,
-    records: Option<&RecordStore>,
-    base: &str,
-    app: &AppSettings,
-) -> Result<LayerReport, LayerError> {
-    let started = Instant::now();
-    let base_reference = parse_reference(base)?;
-    let (name, tag) = match app.image.rsplit_once(':') {
-        Some((name, tag)) if !tag.contains('/') => (name.to_owned(), tag.to_owned()),
-        _ => (app.image.clone(), "latest".to_owned()),
-    };
-    let target = parse_reference(&format!("{name}:{tag}"))?;
-
-    if app.all_platforms {
-        let top = registry.pull_manifest_as_is(&base_reference).await?;
-        if top.media_type == oci::OCI_INDEX || top.media_type == oci::DOCKER_LIST {
-            let target = IndexTarget {
-                reference: target,
-                name,
-                tag,
-            };
-            return layer_index(registry, base, &base_reference, top, target, app, started).await;
-        }
-    }
-    let manifest = registry
-        .pull_manifest(&base_reference, &app.platform)
-        .await?;
-    let flavor = Flavor::of_manifest(&manifest.media_type);
-    let config_digest = manifest.json["config"]["digest"]
-        .as_str()
-        .ok_or_else(|| LayerError::Usage(format!("{base}: manifest has no config")))?;
-    let base_config: Value = serde_json::from_slice(
-        &registry
-            .pull_small_blob(&base_reference, config_digest)
-            .await?,
-    )
-    .map_err(|e| LayerError::Usage(format!("{base}: config is not JSON: {e}")))?;
-    let base_layers = manifest.json["layers"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-
-    let layer_type = layer_type(app.compression, flavor, base)?;
-    let layer_started = Instant::now();
+/// The app key of `app` on the base image `base_digest`, or `None` when the
+/// context cannot be read (packing then reports why).
+async fn app_key_of(base_digest: &str, app: &AppSettings) -> Result<Option<Key>, LayerError> {
     let excludes = Excludes::for_context(&app.context, &app.exclude).map_err(LayerError::Usage)?;
-    let key = {
-        let (base_digest, settings, excludes) =
-            (manifest.digest.clone(), app.clone(), excludes.clone());
+    let (base_digest, settings) = (base_digest.to_owned(), app.clone());
+    Ok(
         tokio::task::spawn_blocking(move || app_key(&base_digest, &settings, &excludes))
             .await
             .ok()
-            .and_then(Result::ok)
-    };
+            .and_then(Result::ok),
+    )
+}
+
+/// Puts the app on `base` and pushes it to `app.image`. With `records`, an
+/// app identical to an earlier push (same base, settings and tree) is only
+/// checked and tagged, without packing.
+pub async fn layer(
+    registry: &Registry,
+    records: Option<&RecordStore>,
+    base: &Location,
+    app: &AppSettings,
+) -> Result<LayerReport, LayerError> {
+    let started = Instant::now();
+    let target = &app.image;
+    if app.all_platforms {
+        let top = base.manifest_as_is(registry).await?;
+        if oci::is_index(&top.media_type) {
+            return layer_index(registry, base, top, app, started).await;
+        }
+    }
+    let manifest = base.manifest(registry, &app.platform).await?;
+    let base_image = base.at_digest(&manifest.digest);
+    let flavor = Flavor::of_manifest(&manifest.media_type);
+    let layer_type = layer_type(app.compression, flavor, base)?;
+    let config = base_config(registry, &base_image, &manifest).await?;
+
+    let layer_started = Instant::now();
+    let key = app_key_of(&manifest.digest, app).await?;
     if let (Some(records), Some(key)) = (records, key) {
         match records.get::<AppRecord>(&key).await {
-            Ok(Some(record)) if reuse(registry, &target, &record).await? => {
+            Ok(Some(record)) if reuse(registry, target, &record).await? => {
+                let moved = Moved {
+                    skipped: layers_of(&manifest).len() + 2,
+                    ..Moved::default()
+                };
+                let timing = Timing {
+                    started,
+                    layer_seconds: layer_started.elapsed().as_secs_f64(),
+                    push_started: None,
+                };
+                let layer = (record.layer_digest.as_str(), record.layer_bytes);
+                let report = LayerReport::new(
+                    target,
+                    record.manifest_digest.clone(),
+                    base,
+                    layer,
+                    moved,
+                    timing,
+                );
                 return Ok(LayerReport {
                     reused: true,
-                    image: format!("{name}:{tag}"),
-                    reference: format!("{name}@{}", record.manifest_digest),
-                    digest: record.manifest_digest,
-                    base: base.to_owned(),
-                    layer_digest: record.layer_digest,
-                    layer_bytes: record.layer_bytes,
-                    uploaded_bytes: 0,
-                    mounted: 0,
-                    skipped: base_layers.len() + 2,
-                    layer_seconds: layer_started.elapsed().as_secs_f64(),
-                    push_seconds: 0.0,
-                    seconds: started.elapsed().as_secs_f64(),
+                    ..report
                 });
             }
             Ok(_) => {}
@@ -520,43 +583,33 @@ pub async fn layer(
     }
     let (packed, _staging) = pack_app(app).await?;
     let layer_seconds = layer_started.elapsed().as_secs_f64();
-
-    let base_name = format!(
-        "{}/{}",
-        base_reference.registry(),
-        base_reference.repository()
-    );
     let (config_bytes, manifest_bytes) = compose(
-        &manifest.json,
-        base_config,
+        &manifest,
+        config,
         (flavor, layer_type),
         &packed,
         app,
-        (&base_name, &manifest.digest),
+        &base.label_name(),
     );
 
     let push_started = Instant::now();
-    let (mut uploaded, mounted, mut skipped) =
-        copy_base_layers(registry, &base_reference, &target, &base_layers).await?;
-    for (pushed, _) in [
-        (
-            registry
-                .push_blob_file(&target, &packed.digest, packed.file.path())
-                .await?,
-            "layer",
-        ),
-        (
-            registry.push_blob_bytes(&target, &config_bytes).await?,
-            "config",
-        ),
-    ] {
-        if pushed == 0 {
-            skipped += 1;
-        }
-        uploaded += pushed;
-    }
-    registry
-        .push_manifest(&target, &manifest_bytes, flavor.manifest())
+    let mut moved = Moved::default();
+    copy_base_layers(
+        registry,
+        &base_image,
+        target,
+        layers_of(&manifest),
+        &mut moved,
+    )
+    .await?;
+    moved.add_pushed(
+        target
+            .push_blob_file(registry, &packed.digest, packed.file.path())
+            .await?,
+    );
+    moved.add_pushed(target.push_blob_bytes(registry, &config_bytes).await?);
+    target
+        .push_manifest(registry, &manifest_bytes, flavor.manifest())
         .await?;
     let digest = oci::sha256_digest(&manifest_bytes);
     if let (Some(records), Some(key)) = (records, key) {
@@ -572,21 +625,19 @@ pub async fn layer(
             eprintln!("warning: could not record the app image: {error}");
         }
     }
-    Ok(LayerReport {
-        reused: false,
-        image: format!("{name}:{tag}"),
-        reference: format!("{name}@{digest}"),
-        digest,
-        base: base.to_owned(),
-        layer_digest: packed.digest,
-        layer_bytes: packed.size,
-        uploaded_bytes: uploaded,
-        mounted,
-        skipped,
+    let timing = Timing {
+        started,
         layer_seconds,
-        push_seconds: push_started.elapsed().as_secs_f64(),
-        seconds: started.elapsed().as_secs_f64(),
-    })
+        push_started: Some(push_started),
+    };
+    Ok(LayerReport::new(
+        target,
+        digest,
+        base,
+        (&packed.digest, packed.size),
+        moved,
+        timing,
+    ))
 }
 
 #[cfg(test)]
@@ -602,7 +653,7 @@ mod tests {
             "history": [{ "created_by": "base" }]
         });
         let app = AppSettings {
-            image: "r/x".into(),
+            image: Location::parse("r/x", std::path::Path::new(".")).unwrap(),
             context: ".".into(),
             dest: "/app".into(),
             exclude: Vec::new(),

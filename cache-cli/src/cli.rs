@@ -11,7 +11,7 @@ use crate::build::BuilderKind;
 use crate::config::{self, ConfigError, ConfigFile};
 use crate::ensure::BaseSettings;
 use crate::image::oci::Platform;
-use crate::image::{ImageTarget, RegistrySettings};
+use crate::image::{ImageTarget, Location, RegistrySettings};
 use crate::key::Recipe;
 use crate::layer::Compression;
 
@@ -239,6 +239,8 @@ impl Cli {
                     "missing (set it in [app] or with --app-image / CACHECTL_APP_IMAGE)",
                 )
             })?;
+        let image =
+            Location::parse(&image, &root).map_err(|e| field(&path, "app.image", e.to_string()))?;
         let context = root.join(
             flags
                 .context

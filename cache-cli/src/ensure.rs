@@ -17,8 +17,9 @@ use serde::Serialize;
 use crate::build::external::{self, ExternalSpec};
 use crate::build::native::{self, NativeSpec};
 use crate::build::{BuildError, BuilderKind};
+use crate::image::ImageError;
 use crate::image::oci::Platform;
-use crate::image::publish::{self, PublishError};
+use crate::image::publish;
 use crate::image::{ImageTarget, Registry, base_tag};
 use crate::key::{self, BaseKey, Change, KeyError, KeySpec, Recipe};
 use crate::lease::Acquired;
@@ -119,7 +120,7 @@ pub enum EnsureError {
     CacheRequired(RecordError),
     /// Publishing or registry lookups failed.
     #[error(transparent)]
-    Publish(#[from] PublishError),
+    Publish(#[from] ImageError),
 }
 
 fn now_seconds() -> u64 {

@@ -3,15 +3,15 @@
 //! credentials) when it is needed.
 
 use std::io::IsTerminal;
+use std::path::Path;
 use std::process::ExitCode;
 
-use cache_cli::app::LayerError;
+use cache_cli::app::{BASE_KEY_LABEL, LayerError};
 use cache_cli::build::BuildError;
 use cache_cli::cli::{Cli, Command};
 use cache_cli::config::ConfigFile;
 use cache_cli::ensure::{EnsureError, EnsureOptions, EnsureReport, ensure_base};
-use cache_cli::image::publish::PublishError;
-use cache_cli::image::{ImageTarget, Registry, RegistryError};
+use cache_cli::image::{ImageError, ImageTarget, Location, Registry, RegistryError};
 use cache_cli::key::Recipe;
 use cache_cli::key::diff;
 use cache_cli::output;
@@ -47,7 +47,7 @@ impl From<EnsureError> for Failure {
             EnsureError::Key(_) | EnsureError::Usage(_) => 2,
             EnsureError::CacheRequired(_) => 3,
             EnsureError::Build(BuildError::Registry(e)) => registry_code(e),
-            EnsureError::Publish(PublishError::Registry(e)) => registry_code(e),
+            EnsureError::Publish(ImageError::Registry(e)) => registry_code(e),
             EnsureError::Build(_) | EnsureError::Publish(_) => 1,
         };
         Self::new(code, error)
@@ -109,7 +109,8 @@ impl From<LayerError> for Failure {
     fn from(error: LayerError) -> Self {
         let code = match &error {
             LayerError::Usage(_) => 2,
-            LayerError::Registry(e) => registry_code(e),
+            LayerError::Image(ImageError::Registry(e)) => registry_code(e),
+            LayerError::Image(ImageError::Layout(_)) => 1,
             LayerError::Pack { .. } => 1,
         };
         Self::new(code, error)
@@ -126,10 +127,13 @@ fn host_of(reference: &str) -> String {
     }
 }
 
-fn registry_for(cli: &Cli, references: &[&str]) -> Registry {
-    let hosts: Vec<String> = references.iter().map(|r| host_of(r)).collect();
-    let host_refs: Vec<&str> = hosts.iter().map(String::as_str).collect();
-    Registry::new(cli.registry_settings(), &host_refs)
+/// The registry session for `layer` between two locations.
+fn registry_between(cli: &Cli, base: &Location, target: &Location) -> Registry {
+    let hosts: Vec<&str> = [base, target]
+        .into_iter()
+        .filter_map(Location::registry_host)
+        .collect();
+    Registry::new(cli.registry_settings(), &hosts)
 }
 
 fn records_for(cli: &Cli, file: &ConfigFile) -> RecordStore {
@@ -139,30 +143,40 @@ fn records_for(cli: &Cli, file: &ConfigFile) -> RecordStore {
     }
 }
 
-async fn ensure(
-    cli: &Cli,
-    file: &ConfigFile,
-    force: bool,
-    wait: std::time::Duration,
-) -> Result<EnsureReport, Failure> {
-    let settings = cli.base_settings(file).map_err(|e| Failure::new(2, e))?;
-    let mut references = Vec::new();
+/// The registry hosts `ensure-base` talks to: the base image's and the
+/// native builder's starting image's.
+fn base_hosts(settings: &cache_cli::ensure::BaseSettings) -> Vec<String> {
+    let mut hosts = Vec::new();
     if let ImageTarget::Registry(repository) = &settings.image {
-        references.push(repository.as_str());
+        hosts.push(host_of(repository.as_str()));
     }
     if let Recipe::Native {
         from: Some(from), ..
     } = &settings.recipe
     {
-        references.push(from.as_str());
+        hosts.push(host_of(from.as_str()));
     }
-    let registry = registry_for(cli, &references);
+    hosts
+}
+
+async fn ensure(
+    cli: &Cli,
+    file: &ConfigFile,
+    (force, wait): (bool, std::time::Duration),
+    extra_hosts: &[&str],
+) -> Result<(EnsureReport, Registry), Failure> {
+    let settings = cli.base_settings(file).map_err(|e| Failure::new(2, e))?;
+    let hosts = base_hosts(&settings);
+    let mut host_refs: Vec<&str> = hosts.iter().map(String::as_str).collect();
+    host_refs.extend_from_slice(extra_hosts);
+    let registry = Registry::new(cli.registry_settings(), &host_refs);
     let options = EnsureOptions {
         force,
         require_cache: cli.require_cache,
         wait,
     };
-    Ok(ensure_base(&settings, &records_for(cli, file), &registry, options).await?)
+    let report = ensure_base(&settings, &records_for(cli, file), &registry, options).await?;
+    Ok((report, registry))
 }
 
 async fn run(cli: Cli) -> Result<(), Failure> {
@@ -172,33 +186,32 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             let settings = cli
                 .app_settings(&file, app)
                 .map_err(|e| Failure::new(2, e))?;
-            let registry = registry_for(&cli, &[base.as_str(), settings.image.as_str()]);
+            // Relative layout folders stay relative to the working directory.
+            let base = Location::parse(base, Path::new("")).map_err(|e| Failure::new(2, e))?;
+            let registry = registry_between(&cli, &base, &settings.image);
             let records = records_for(&cli, &file);
-            let report = cache_cli::app::layer(&registry, Some(&records), base, &settings).await?;
+            let report = cache_cli::app::layer(&registry, Some(&records), &base, &settings).await?;
             output::report_layer(&report, cli.json).map_err(|e| Failure::new(1, e))
         }
         Command::Build { force, wait, app } => {
-            let settings = cli
+            let mut settings = cli
                 .app_settings(&file, app)
                 .map_err(|e| Failure::new(2, e))?;
-            let base = ensure(&cli, &file, *force, *wait).await?;
-            if base.reference.starts_with("oci:") {
-                return Err(Failure::new(
-                    2,
-                    anyhow::anyhow!(
-                        "cachectl build needs base.image in a registry; an oci: layout base is not supported yet"
-                    ),
-                ));
-            }
-            let registry = registry_for(&cli, &[base.reference.as_str(), settings.image.as_str()]);
+            // One registry session (and its tokens) for both halves.
+            let app_host: Vec<&str> = settings.image.registry_host().into_iter().collect();
+            let (base, registry) = ensure(&cli, &file, (*force, *wait), &app_host).await?;
+            settings
+                .labels
+                .insert(BASE_KEY_LABEL.to_owned(), base.key.clone());
+            let base_location =
+                Location::parse(&base.reference, Path::new("")).map_err(|e| Failure::new(1, e))?;
             let records = records_for(&cli, &file);
             let report =
-                cache_cli::app::layer(&registry, Some(&records), &base.reference, &settings)
-                    .await?;
+                cache_cli::app::layer(&registry, Some(&records), &base_location, &settings).await?;
             output::report_build(&base, &report, cli.json).map_err(|e| Failure::new(1, e))
         }
         Command::EnsureBase { force, wait } => {
-            let report = ensure(&cli, &file, *force, *wait).await?;
+            let (report, _) = ensure(&cli, &file, (*force, *wait), &[]).await?;
             output::report_ensure(&report, cli.json).map_err(|e| Failure::new(1, e))
         }
         Command::Hash { explain } => hash(&cli, &file, *explain).await,

@@ -462,3 +462,82 @@ fn platform_all_puts_the_app_on_every_image_of_an_index_base() {
         .unwrap();
     assert!(arm.success());
 }
+
+#[test]
+fn build_works_on_local_oci_layouts_and_layer_moves_images_between_layout_and_registry() {
+    let project = app_project();
+    project.write("requirements.txt", "flask==3.0.3\n");
+    project.write(
+        "cachectl.toml",
+        &format!(
+            r#"[base]
+image = "oci:./build/oci:web-base"
+manifests = ["requirements.txt"]
+install = "echo built >> {marker} && mkdir -p {{out}}/opt/deps && cp requirements.txt {{out}}/opt/deps/"
+platform = "linux/amd64"
+[app]
+image = "oci:./build/oci:web"
+context = "app"
+cmd = ["python", "main.py"]
+"#,
+            marker = project.marker().display()
+        ),
+    );
+    let first = project.cachectl(&["build", "--json"], &[]).success().json();
+    assert_eq!(first["base"]["source"], "built");
+    // Printed like ensure-base prints its base: relative to the project.
+    assert_eq!(first["app"]["reference"], "oci:build/oci:web");
+    let image = format!("oci:{}:web", project.path().join("build/oci").display());
+    let second = project.cachectl(&["build", "--json"], &[]).success().json();
+    assert_eq!(second["base"]["hit"], true);
+    assert_eq!(second["app"]["digest"], first["app"]["digest"]);
+    assert_eq!(second["app"]["reused"], true, "{second}");
+    assert_eq!(project.builds(), 1);
+
+    let inspected = skopeo_inspect(&image, false);
+    assert_eq!(inspected["Digest"], first["app"]["digest"]);
+    let config = skopeo_inspect(&image, true);
+    assert_eq!(
+        config["config"]["Labels"]["dev.cachectl.base-key"],
+        first["base"]["key"]
+    );
+    // No host path from the app step: the layout's folder is not part of the image.
+    let app_step = [
+        config["config"]["Labels"].to_string(),
+        config["history"][1].to_string(),
+    ];
+    for text in app_step {
+        assert!(!text.contains(project.path().to_str().unwrap()), "{text}");
+    }
+    let scratch = tempfile::tempdir().unwrap();
+    let rootfs = unpack(&image, scratch.path()).join("rootfs");
+    assert!(rootfs.join("opt/deps/requirements.txt").is_file());
+    assert!(rootfs.join("app/main.py").is_file());
+
+    // The layout's base, layered into a registry: its layers are uploaded
+    // from the layout's files; then the registry image back into another layout.
+    let registry = RegistryServer::start();
+    let base = first["base"]["reference"].as_str().unwrap().to_owned();
+    let pushed = layer(&project, &base, &format!("{}/acme/web:1", registry.host()));
+    assert!(pushed["uploaded_bytes"].as_u64().unwrap() > 0, "{pushed}");
+    let scratch = tempfile::tempdir().unwrap();
+    let remote = format!("docker://{}/acme/web:1", registry.host());
+    let rootfs = unpack(&remote, scratch.path()).join("rootfs");
+    assert!(rootfs.join("opt/deps/requirements.txt").is_file());
+    assert!(rootfs.join("app/main.py").is_file());
+
+    let other = project.path().join("other-oci");
+    let copied = layer(
+        &project,
+        pushed["reference"].as_str().unwrap(),
+        &format!("oci:{}:again", other.display()),
+    );
+    // The base layers come from the registry; the app layer, identical to
+    // the one already in the base, is there by then.
+    assert!(copied["uploaded_bytes"].as_u64().unwrap() > 0, "{copied}");
+    assert_eq!(copied["base"], pushed["reference"]);
+    let again = format!("oci:{}:again", other.display());
+    let scratch = tempfile::tempdir().unwrap();
+    let rootfs = unpack(&again, scratch.path()).join("rootfs");
+    assert!(rootfs.join("opt/deps/requirements.txt").is_file());
+}

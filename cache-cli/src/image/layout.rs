@@ -51,7 +51,13 @@ impl Layout {
         }
     }
 
-    fn blob_path(&self, digest: &str) -> Result<PathBuf, LayoutError> {
+    /// The folder of the layout.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Where blob `digest` lives (whether or not it is there).
+    pub fn blob_path(&self, digest: &str) -> Result<PathBuf, LayoutError> {
         let hex = sha256_hex(digest).ok_or_else(|| LayoutError::Invalid {
             path: self.dir.display().to_string(),
             message: format!("{digest:?} is not a sha256 digest"),
@@ -73,6 +79,19 @@ impl Layout {
         Ok(())
     }
 
+    /// Reads blob `digest` (a manifest or a config) into memory.
+    pub fn read_blob(&self, digest: &str) -> Result<Vec<u8>, LayoutError> {
+        let path = self.blob_path(digest)?;
+        let bytes = std::fs::read(&path).map_err(Self::io(&path))?;
+        if oci::sha256_digest(&bytes) != digest {
+            return Err(LayoutError::Invalid {
+                path: path.display().to_string(),
+                message: format!("content does not match its digest {digest}"),
+            });
+        }
+        Ok(bytes)
+    }
+
     /// Stores `bytes` as a blob; returns its digest.
     pub fn put_blob(&self, bytes: &[u8]) -> Result<String, LayoutError> {
         let digest = oci::sha256_digest(bytes);
@@ -91,6 +110,11 @@ impl Layout {
         }
         let folder = path.parent().unwrap_or(&self.dir).to_owned();
         std::fs::create_dir_all(&folder).map_err(Self::io(&folder))?;
+        // Blobs are immutable: a hard link shares them between layouts on one
+        // file system; elsewhere they are copied.
+        if std::fs::hard_link(source, &path).is_ok() {
+            return Ok(());
+        }
         let staged = tempfile::NamedTempFile::new_in(&folder).map_err(Self::io(&folder))?;
         std::fs::copy(source, staged.path()).map_err(Self::io(source))?;
         staged

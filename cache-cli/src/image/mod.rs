@@ -2,6 +2,7 @@
 //! image layout, behind one small set of operations.
 
 pub mod layout;
+pub mod location;
 pub mod oci;
 pub mod publish;
 pub mod registry;
@@ -9,7 +10,19 @@ pub mod registry;
 use std::path::PathBuf;
 
 pub use layout::Layout;
+pub use location::Location;
 pub use registry::{Registry, RegistryError, RegistrySettings};
+
+/// Why reading or writing an image failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    /// The registry failed.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// The layout could not be read or written.
+    #[error(transparent)]
+    Layout(#[from] layout::LayoutError),
+}
 
 /// An image destination as configured in `base.image`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,6 +77,19 @@ impl ImageTarget {
         match self {
             Self::Registry(repository) => format!("{repository}@{digest}"),
             Self::Layout { dir, .. } => format!("oci:{}:{tag}", dir.display()),
+        }
+    }
+
+    /// The image tagged `tag` in this repository or layout.
+    pub fn at(&self, tag: &str) -> Result<Location, ImageError> {
+        match self {
+            Self::Registry(repository) => Ok(Location::Registry(registry::parse_reference(
+                &format!("{repository}:{tag}"),
+            )?)),
+            Self::Layout { dir, .. } => Ok(Location::Layout {
+                layout: Layout::new(dir),
+                reference: location::LayoutRef::Name(tag.to_owned()),
+            }),
         }
     }
 

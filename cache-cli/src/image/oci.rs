@@ -37,6 +37,11 @@ pub fn sha256_hex(digest: &str) -> Option<&str> {
         .filter(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
+/// Whether a manifest media type is a multi-platform index (OCI or Docker).
+pub fn is_index(media_type: &str) -> bool {
+    media_type == OCI_INDEX || media_type == DOCKER_LIST
+}
+
 /// A content descriptor.
 pub fn descriptor(media_type: &str, digest: &str, size: u64) -> Value {
     json!({ "mediaType": media_type, "digest": digest, "size": size })

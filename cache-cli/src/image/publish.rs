@@ -1,14 +1,14 @@
-//! Putting a built image where it belongs: a registry repository (blobs
-//! checked with HEAD first, base layers mounted or copied, never
-//! re-uploaded) or a local OCI layout (base layers fetched once).
+//! Putting a built base image where it belongs, under its tags: a registry
+//! repository (blobs checked with HEAD first, base layers mounted or copied,
+//! never re-uploaded) or a local OCI layout (base layers fetched once).
 
 use std::path::PathBuf;
 
 use oci_client::Reference;
 use serde_json::Value;
 
-use super::registry::{Registry, RegistryError, parse_reference};
-use super::{ImageTarget, Layout, layout::LayoutError, oci};
+use super::registry::Registry;
+use super::{ImageError, ImageTarget, Location, oci};
 
 /// The image the new one starts from.
 #[derive(Debug, Clone)]
@@ -43,33 +43,13 @@ impl NewImage {
     }
 }
 
-/// Why publishing failed.
-#[derive(Debug, thiserror::Error)]
-pub enum PublishError {
-    /// The registry failed.
-    #[error(transparent)]
-    Registry(#[from] RegistryError),
-    /// The layout could not be written.
-    #[error(transparent)]
-    Layout(#[from] LayoutError),
-}
-
-fn tagged(repository: &str, tag: &str) -> Result<Reference, RegistryError> {
-    parse_reference(&format!("{repository}:{tag}"))
-}
-
 /// The manifest digest `tag` points at in `target`, if any.
 pub async fn resolve_tag(
     target: &ImageTarget,
     registry: &Registry,
     tag: &str,
-) -> Result<Option<String>, PublishError> {
-    match target {
-        ImageTarget::Registry(repository) => {
-            Ok(registry.resolve(&tagged(repository, tag)?).await?)
-        }
-        ImageTarget::Layout { dir, .. } => Ok(Layout::new(dir).resolve(tag)?),
-    }
+) -> Result<Option<String>, ImageError> {
+    target.at(tag)?.resolve(registry).await
 }
 
 /// Whether `target` still holds the manifest `digest`.
@@ -77,14 +57,8 @@ pub async fn manifest_exists(
     target: &ImageTarget,
     registry: &Registry,
     digest: &str,
-) -> Result<bool, PublishError> {
-    match target {
-        ImageTarget::Registry(repository) => {
-            let reference = parse_reference(&format!("{repository}@{digest}"))?;
-            Ok(registry.resolve(&reference).await?.is_some())
-        }
-        ImageTarget::Layout { dir, .. } => Ok(Layout::new(dir).has_blob(digest)),
-    }
+) -> Result<bool, ImageError> {
+    target.at("latest")?.has_manifest(registry, digest).await
 }
 
 /// Publishes `image` under every tag in `tags`; returns the bytes uploaded.
@@ -93,61 +67,29 @@ pub async fn publish(
     registry: &Registry,
     image: &NewImage,
     tags: &[&str],
-) -> Result<u64, PublishError> {
-    let base_layers = image
-        .base
-        .iter()
-        .flat_map(|base| base.layers.iter().map(move |layer| (base, layer)));
+) -> Result<u64, ImageError> {
+    let destination = target.at(tags.first().copied().unwrap_or("latest"))?;
     let mut pushed = 0;
-    match target {
-        ImageTarget::Registry(repository) => {
-            let first = tags.first().copied().unwrap_or("latest");
-            let destination = tagged(repository, first)?;
-            for (base, layer) in base_layers {
-                let digest = layer["digest"].as_str().unwrap_or_default();
-                let size = layer["size"].as_u64().unwrap_or(0);
-                pushed += registry
-                    .copy_blob(&base.reference, &destination, digest, size)
-                    .await?
-                    .bytes();
-            }
-            pushed += registry
-                .push_blob_file(&destination, &image.layer_digest, &image.layer_file)
-                .await?;
-            pushed += registry
-                .push_blob_bytes(&destination, &image.config)
-                .await?;
-            for tag in tags {
-                let reference = tagged(repository, tag)?;
-                registry
-                    .push_manifest(&reference, &image.manifest, &image.media_type)
-                    .await?;
-            }
-            pushed += image.manifest.len() as u64;
-        }
-        ImageTarget::Layout { dir, .. } => {
-            let layout = Layout::new(dir);
-            for (base, layer) in base_layers {
-                let digest = layer["digest"].as_str().unwrap_or_default();
-                if layout.has_blob(digest) {
-                    continue;
-                }
-                let staged = layout.staging_file()?;
-                registry
-                    .pull_blob_to_file(&base.reference, digest, staged.path())
-                    .await?;
-                layout.put_blob_file(digest, staged.path())?;
-            }
-            if !layout.has_blob(&image.layer_digest) {
-                layout.put_blob_file(&image.layer_digest, &image.layer_file)?;
-                pushed += std::fs::metadata(&image.layer_file)
-                    .map(|m| m.len())
-                    .unwrap_or(0);
-            }
-            layout.put_blob(&image.config)?;
-            layout.put_manifest(&image.manifest, &image.media_type, tags)?;
-            pushed += (image.config.len() + image.manifest.len()) as u64;
+    if let Some(base) = &image.base {
+        let source = Location::Registry(base.reference.clone());
+        for layer in &base.layers {
+            let digest = layer["digest"].as_str().unwrap_or_default();
+            let size = layer["size"].as_u64().unwrap_or(0);
+            pushed += destination
+                .receive_blob(registry, &source, digest, size)
+                .await?
+                .bytes();
         }
     }
-    Ok(pushed)
+    pushed += destination
+        .push_blob_file(registry, &image.layer_digest, &image.layer_file)
+        .await?;
+    pushed += destination.push_blob_bytes(registry, &image.config).await?;
+    for tag in tags {
+        target
+            .at(tag)?
+            .push_manifest(registry, &image.manifest, &image.media_type)
+            .await?;
+    }
+    Ok(pushed + image.manifest.len() as u64)
 }
