@@ -9,6 +9,7 @@
 
 use std::fs::File;
 use std::io::{self, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -16,6 +17,7 @@ use flate2::write::GzEncoder;
 use sha2::{Digest as _, Sha256};
 
 use crate::exclude::Excludes;
+use crate::tar_entry::{self, EntryKind};
 
 /// A layer written to a file.
 #[derive(Debug)]
@@ -128,19 +130,23 @@ pub struct PackOptions<'a> {
     pub excludes: Option<&'a Excludes>,
 }
 
-fn relative_name(root: &Path, path: &Path) -> io::Result<String> {
+/// The entry name of `path` under `root`: its raw bytes (a name need not
+/// be UTF-8), `/`-separated.
+fn relative_name(root: &Path, path: &Path) -> io::Result<Vec<u8>> {
     let relative = path.strip_prefix(root).map_err(io::Error::other)?;
     Ok(relative
         .components()
-        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .map(|c| c.as_os_str().as_bytes())
         .collect::<Vec<_>>()
-        .join("/"))
+        .join(&b'/'))
 }
 
+/// Every entry under `root` not excluded, as (name bytes, path), sorted by
+/// name bytes.
 pub(crate) fn sorted_entries(
     root: &Path,
     excludes: Option<&Excludes>,
-) -> io::Result<Vec<(String, PathBuf)>> {
+) -> io::Result<Vec<(Vec<u8>, PathBuf)>> {
     let mut out = Vec::new();
     let mut pending = vec![root.to_owned()];
     while let Some(folder) = pending.pop() {
@@ -148,7 +154,7 @@ pub(crate) fn sorted_entries(
             let path = entry?.path();
             let name = relative_name(root, &path)?;
             let meta = std::fs::symlink_metadata(&path)?;
-            let excluded = excludes.is_some_and(|e| e.excluded(&name));
+            let excluded = excludes.is_some_and(|e| e.excluded(&String::from_utf8_lossy(&name)));
             if meta.is_dir() && (!excluded || excludes.is_some_and(Excludes::has_negations)) {
                 pending.push(path.clone());
             }
@@ -159,20 +165,6 @@ pub(crate) fn sorted_entries(
     }
     out.sort();
     Ok(out)
-}
-
-fn header(kind: tar::EntryType, mode: u32, size: u64, mtime: u64) -> tar::Header {
-    let mut header = tar::Header::new_gnu();
-    header.set_entry_type(kind);
-    header.set_mode(mode);
-    header.set_size(size);
-    header.set_mtime(mtime);
-    header.set_uid(0);
-    header.set_gid(0);
-    // Empty user and group names.
-    let _ = header.set_username("");
-    let _ = header.set_groupname("");
-    header
 }
 
 /// Packs the content of `root` (its entries at the layer's top level) into
@@ -197,7 +189,6 @@ pub fn pack_with(root: &Path, staging_dir: &Path, options: PackOptions<'_>) -> i
         written: 0,
     };
     let mut builder = tar::Builder::new(tar_out);
-    builder.follow_symlinks(false);
     let prefix = options.prefix.trim_matches('/');
     let mut parent = String::new();
     for component in prefix.split('/').filter(|c| !c.is_empty()) {
@@ -206,30 +197,40 @@ pub fn pack_with(root: &Path, staging_dir: &Path, options: PackOptions<'_>) -> i
         } else {
             format!("{parent}/{component}")
         };
-        let mut header = header(tar::EntryType::Directory, 0o755, 0, mtime);
-        builder.append_data(&mut header, &parent, io::empty())?;
+        tar_entry::append(
+            &mut builder,
+            parent.as_bytes(),
+            EntryKind::Directory,
+            mtime,
+            io::empty(),
+        )?;
     }
     for (name, path) in sorted_entries(root, options.excludes)? {
         let full = if prefix.is_empty() {
             name
         } else {
-            format!("{prefix}/{name}")
+            [prefix.as_bytes(), b"/", &name].concat()
         };
-        let relative = Path::new(&full);
         let meta = std::fs::symlink_metadata(&path)?;
         let kind = meta.file_type();
         if kind.is_dir() {
-            let mut header = header(tar::EntryType::Directory, 0o755, 0, mtime);
-            builder.append_data(&mut header, relative, io::empty())?;
+            tar_entry::append(
+                &mut builder,
+                &full,
+                EntryKind::Directory,
+                mtime,
+                io::empty(),
+            )?;
         } else if kind.is_symlink() {
             let target = std::fs::read_link(&path)?;
-            let mut header = header(tar::EntryType::Symlink, 0o777, 0, mtime);
-            builder.append_link(&mut header, relative, target)?;
+            let link = EntryKind::Symlink(target.as_os_str().as_bytes());
+            tar_entry::append(&mut builder, &full, link, mtime, io::empty())?;
         } else if kind.is_file() {
-            let executable = meta.permissions().mode() & 0o111 != 0;
-            let mode = if executable { 0o755 } else { 0o644 };
-            let mut header = header(tar::EntryType::Regular, mode, meta.len(), mtime);
-            builder.append_data(&mut header, relative, File::open(&path)?)?;
+            let file = EntryKind::File {
+                size: meta.len(),
+                executable: meta.permissions().mode() & 0o111 != 0,
+            };
+            tar_entry::append(&mut builder, &full, file, mtime, File::open(&path)?)?;
         } else {
             tracing::warn!(path = %path.display(), "skipping a socket, pipe or device");
         }

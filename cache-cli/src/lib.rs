@@ -15,4 +15,5 @@ pub mod lease;
 pub mod output;
 pub mod progress;
 pub mod record;
+pub mod tar_entry;
 pub mod tree;

@@ -15,7 +15,7 @@ pub fn hash_tree(root: &Path, excludes: &Excludes, hasher: &mut blake3::Hasher) 
     for (name, path) in sorted_entries(root, Some(excludes))? {
         let meta = std::fs::symlink_metadata(&path)?;
         let kind = meta.file_type();
-        hasher.update(name.as_bytes());
+        hasher.update(&name);
         hasher.update(b"\0");
         if kind.is_dir() {
             hasher.update(b"dir");

@@ -1,6 +1,7 @@
 //! `cachectl layer`: the app folder as one reproducible layer on a base,
 //! pushed to a real registry with no daemon, checked with skopeo and umoci.
 
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 
 use cachectl_e2e::cachectl::Project;
@@ -131,6 +132,12 @@ fn the_pushed_image_is_what_skopeo_and_umoci_see() {
     let base = push_busybox(&registry, "library/busybox", "1");
     let image = format!("{}/acme/web:pr-1", registry.host());
     let project = app_project();
+    // Names past the ustar limits, non-ASCII and non-UTF-8: carried by PAX.
+    let long = format!("{}/{}.py", "d".repeat(120), "f".repeat(250));
+    project.write(&format!("app/{long}"), "LONG = 1\n");
+    project.write("app/café/naïve.py", "ACCENT = 1\n");
+    let latin1 = std::ffi::OsStr::from_bytes(b"caf\xe9.txt");
+    std::fs::write(project.path().join("app").join(latin1), "latin-1 name\n").unwrap();
     let report = layer(&project, &base, &image);
     assert_eq!(
         report["mounted"], 1,
@@ -207,6 +214,15 @@ fn the_pushed_image_is_what_skopeo_and_umoci_see() {
         Some("../outside")
     );
     assert!(!rootfs.join("outside").exists());
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("app").join(&long)).unwrap(),
+        "LONG = 1\n"
+    );
+    assert!(rootfs.join("app/café/naïve.py").is_file());
+    assert_eq!(
+        std::fs::read(rootfs.join("app").join(latin1)).unwrap(),
+        b"latin-1 name\n"
+    );
 }
 
 #[test]
