@@ -54,6 +54,9 @@ pub struct AppSettings {
     /// With an image index as base: put the app on every platform's image
     /// and push a new index (`--platform all`).
     pub all_platforms: bool,
+    /// Folder of the stat caches that let an unchanged context be
+    /// recognised without reading its files; `None` reads them all.
+    pub tree_cache: Option<PathBuf>,
 }
 
 /// What is remembered about a pushed app image, under its app key, so that
@@ -470,8 +473,8 @@ fn compose(
 }
 
 /// The identity of the app image: base manifest, every app setting and the
-/// tree of the context.
-fn app_key(base_digest: &str, app: &AppSettings, excludes: &Excludes) -> std::io::Result<Key> {
+/// tree of the context (its digest from [`context_digest`]).
+fn app_key(base_digest: &str, app: &AppSettings, tree_digest: &[u8; 32]) -> Key {
     let mut hasher = blake3::Hasher::new();
     hasher.update(b"cachectl-app-key/v1\0");
     hasher.update(base_digest.as_bytes());
@@ -489,8 +492,25 @@ fn app_key(base_digest: &str, app: &AppSettings, excludes: &Excludes) -> std::io
     });
     hasher.update(&serde_json::to_vec(&settings).unwrap_or_default());
     hasher.update(b"\0");
-    tree::hash_tree(&app.context, excludes, &mut hasher)?;
-    Ok(Key::from_bytes(*hasher.finalize().as_bytes()))
+    hasher.update(tree_digest);
+    Key::from_bytes(*hasher.finalize().as_bytes())
+}
+
+/// The digest of the context as the layer would hold it, using (and
+/// refreshing) the stat cache when there is one.
+fn context_digest(app: &AppSettings, excludes: &Excludes) -> std::io::Result<[u8; 32]> {
+    let mut hasher = blake3::Hasher::new();
+    match &app.tree_cache {
+        Some(dir) => {
+            let mut cache = tree::StatCache::load(dir, &app.context);
+            tree::hash_tree(&app.context, excludes, &mut hasher, Some(&mut cache))?;
+            if let Err(error) = cache.save() {
+                tracing::debug!(%error, "could not save the stat cache");
+            }
+        }
+        None => tree::hash_tree(&app.context, excludes, &mut hasher, None)?,
+    }
+    Ok(*hasher.finalize().as_bytes())
 }
 
 /// Tags an identical earlier push again if the target still has it.
@@ -513,17 +533,17 @@ async fn reuse(
     Ok(true)
 }
 
-/// The app key of `app` on the base image `base_digest`, or `None` when the
+/// Starts hashing the context on the blocking pool, so that it overlaps
+/// the registry round trips for the base; `None` from the task when the
 /// context cannot be read (packing then reports why).
-async fn app_key_of(base_digest: &str, app: &AppSettings) -> Result<Option<Key>, LayerError> {
+fn start_context_digest(
+    app: &AppSettings,
+) -> Result<tokio::task::JoinHandle<Option<[u8; 32]>>, LayerError> {
     let excludes = Excludes::for_context(&app.context, &app.exclude).map_err(LayerError::Usage)?;
-    let (base_digest, settings) = (base_digest.to_owned(), app.clone());
-    Ok(
-        tokio::task::spawn_blocking(move || app_key(&base_digest, &settings, &excludes))
-            .await
-            .ok()
-            .and_then(Result::ok),
-    )
+    let settings = app.clone();
+    Ok(tokio::task::spawn_blocking(move || {
+        context_digest(&settings, &excludes).ok()
+    }))
 }
 
 /// Puts the app on `base` and pushes it to `app.image`. With `records`, an
@@ -543,6 +563,7 @@ pub async fn layer(
             return layer_index(registry, base, top, app, started).await;
         }
     }
+    let tree_digest = records.map(|_| start_context_digest(app)).transpose()?;
     let manifest = base.manifest(registry, &app.platform).await?;
     let base_image = base.at_digest(&manifest.digest);
     let flavor = Flavor::of_manifest(&manifest.media_type);
@@ -550,7 +571,14 @@ pub async fn layer(
     let config = base_config(registry, &base_image, &manifest).await?;
 
     let layer_started = Instant::now();
-    let key = app_key_of(&manifest.digest, app).await?;
+    let key = match tree_digest {
+        Some(task) => task
+            .await
+            .ok()
+            .flatten()
+            .map(|tree| app_key(&manifest.digest, app, &tree)),
+        None => None,
+    };
     if let (Some(records), Some(key)) = (records, key) {
         match records.get::<AppRecord>(&key).await {
             Ok(Some(record)) if reuse(registry, target, &record).await? => {
@@ -666,6 +694,7 @@ mod tests {
             platform: Platform::host(),
             compression: Compression::default(),
             all_platforms: false,
+            tree_cache: None,
         };
         let config = app_config(base, &app, "sha256:bb", "r/base", "sha256:cc");
         assert_eq!(

@@ -303,6 +303,7 @@ impl Cli {
             }
         };
         Ok(AppSettings {
+            tree_cache: Some(self.cachectl_dir().join("trees")),
             all_platforms,
             compression,
             image,
@@ -336,16 +337,19 @@ impl Cli {
 
     /// Where local records go.
     pub fn records_dir(&self) -> PathBuf {
-        self.cache_dir
-            .clone()
-            .unwrap_or_else(|| {
-                let home = std::env::var_os("XDG_CACHE_HOME")
-                    .map(PathBuf::from)
-                    .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-                    .unwrap_or_else(|| PathBuf::from(".cache"));
-                home.join("cachectl")
-            })
-            .join("records")
+        self.cachectl_dir().join("records")
+    }
+
+    /// The local cache folder: `--cache-dir`, else `$XDG_CACHE_HOME/cachectl`
+    /// or `~/.cache/cachectl`.
+    pub fn cachectl_dir(&self) -> PathBuf {
+        self.cache_dir.clone().unwrap_or_else(|| {
+            let home = std::env::var_os("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+                .unwrap_or_else(|| PathBuf::from(".cache"));
+            home.join("cachectl")
+        })
     }
 
     /// Registry connection settings.

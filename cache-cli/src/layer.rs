@@ -141,29 +141,42 @@ fn relative_name(root: &Path, path: &Path) -> io::Result<Vec<u8>> {
         .join(&b'/'))
 }
 
-/// Every entry under `root` not excluded, as (name bytes, path), sorted by
-/// name bytes.
-pub(crate) fn sorted_entries(
-    root: &Path,
-    excludes: Option<&Excludes>,
-) -> io::Result<Vec<(Vec<u8>, PathBuf)>> {
+/// One entry of a folder to pack: its name in the layer, its path and its
+/// own metadata (links not followed).
+pub(crate) struct Entry {
+    /// Raw name bytes, `/`-separated, relative to the packed folder.
+    pub name: Vec<u8>,
+    /// Where it is.
+    pub path: PathBuf,
+    /// `symlink_metadata` of it.
+    pub meta: std::fs::Metadata,
+}
+
+/// Every entry under `root` not excluded, sorted by name bytes; one `stat`
+/// per entry.
+pub(crate) fn sorted_entries(root: &Path, excludes: Option<&Excludes>) -> io::Result<Vec<Entry>> {
     let mut out = Vec::new();
     let mut pending = vec![root.to_owned()];
+    let descend_excluded = excludes.is_some_and(Excludes::has_negations);
     while let Some(folder) = pending.pop() {
         for entry in std::fs::read_dir(&folder)? {
-            let path = entry?.path();
+            let entry = entry?;
+            let path = entry.path();
             let name = relative_name(root, &path)?;
-            let meta = std::fs::symlink_metadata(&path)?;
             let excluded = excludes.is_some_and(|e| e.excluded(&String::from_utf8_lossy(&name)));
-            if meta.is_dir() && (!excluded || excludes.is_some_and(Excludes::has_negations)) {
+            if excluded && !descend_excluded {
+                continue;
+            }
+            let meta = entry.metadata()?;
+            if meta.is_dir() {
                 pending.push(path.clone());
             }
             if !excluded {
-                out.push((name, path));
+                out.push(Entry { name, path, meta });
             }
         }
     }
-    out.sort();
+    out.sort_unstable_by(|a, b| a.name.cmp(&b.name));
     Ok(out)
 }
 
@@ -205,13 +218,12 @@ pub fn pack_with(root: &Path, staging_dir: &Path, options: PackOptions<'_>) -> i
             io::empty(),
         )?;
     }
-    for (name, path) in sorted_entries(root, options.excludes)? {
+    for Entry { name, path, meta } in sorted_entries(root, options.excludes)? {
         let full = if prefix.is_empty() {
             name
         } else {
             [prefix.as_bytes(), b"/", &name].concat()
         };
-        let meta = std::fs::symlink_metadata(&path)?;
         let kind = meta.file_type();
         if kind.is_dir() {
             tar_entry::append(
