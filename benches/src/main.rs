@@ -62,19 +62,9 @@ fn digest_of(content: Content, chunks: usize) -> Digest {
     Digest::from(hasher.finalize())
 }
 
-/// Peak resident set size of a process, in bytes (`VmHWM`).
+/// Peak resident set size of the server, in bytes.
 fn peak_rss(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let line = status
-        .lines()
-        .find(|line| line.starts_with("VmHWM:"))
-        .context("no VmHWM line")?;
-    let kib: u64 = line
-        .split_whitespace()
-        .nth(1)
-        .context("no VmHWM value")?
-        .parse()?;
-    Ok(kib * 1024)
+    cachectl_e2e::process::peak_rss(pid).context("the server is gone")
 }
 
 fn mib_per_s(bytes: u64, seconds: f64) -> f64 {

@@ -84,6 +84,39 @@ impl Project {
     /// Runs `cachectl ARGS` in the project with `env` on top of an isolated
     /// environment (records under the project, no Docker credentials).
     pub fn cachectl(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let output = self.command(args, env).output().expect("cachectl runs");
+        Run::from(output)
+    }
+
+    /// Runs cachectl like [`Project::cachectl`] and also returns its peak
+    /// resident memory in bytes, sampled every 10 ms while it runs.
+    pub fn cachectl_peak_rss(&self, args: &[&str], env: &[(&str, &str)]) -> (Run, u64) {
+        let child = self
+            .command(args, env)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("cachectl starts");
+        let pid = child.id();
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let sampler = {
+            let done = done.clone();
+            std::thread::spawn(move || {
+                let mut peak = 0;
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    peak = peak.max(crate::process::peak_rss(pid).unwrap_or(0));
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                peak
+            })
+        };
+        let output = child.wait_with_output().expect("cachectl runs");
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        let peak = sampler.join().expect("the sampler ends");
+        (Run::from(output), peak)
+    }
+
+    fn command(&self, args: &[&str], env: &[(&str, &str)]) -> Command {
         let mut command = Command::new(workspace_binary("cachectl"));
         command
             .current_dir(self.dir.path())
@@ -94,8 +127,13 @@ impl Project {
             .env_remove("CACHECTL_CACHE")
             .args(args)
             .envs(env.iter().copied());
-        let output = command.output().expect("cachectl runs");
-        Run {
+        command
+    }
+}
+
+impl From<std::process::Output> for Run {
+    fn from(output: std::process::Output) -> Self {
+        Self {
             code: output.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&output.stderr).into_owned(),

@@ -165,3 +165,12 @@ pub fn wait_for_tcp(address: SocketAddr, timeout: Duration) -> bool {
     }
     false
 }
+
+/// Peak resident set size of a running process, in bytes (`VmHWM` in
+/// `/proc/PID/status`); `None` once it has exited.
+pub fn peak_rss(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}

@@ -557,3 +557,68 @@ cmd = ["python", "main.py"]
     let rootfs = unpack(&again, scratch.path()).join("rootfs");
     assert!(rootfs.join("opt/deps/requirements.txt").is_file());
 }
+
+#[test]
+fn a_one_gib_app_streams_through_bounded_memory() {
+    const GIB: u64 = 1 << 30;
+    let registry = RegistryServer::start();
+    let base = push_busybox(&registry, "library/busybox", "1");
+    let image = format!("{}/acme/big:1", registry.host());
+    let project = Project::new();
+    project.write("app/main.py", "print('big')\n");
+    // A sparse file: 1 GiB to read, hash and compress, no disk to fill.
+    std::fs::File::create(project.path().join("app/big.bin"))
+        .unwrap()
+        .set_len(GIB)
+        .unwrap();
+    let args = [
+        "layer",
+        "--json",
+        "--base",
+        &base,
+        "--app-image",
+        &image,
+        "--context",
+        "app",
+    ];
+    let (run, peak) = project.cachectl_peak_rss(&args, &[]);
+    let report = run.success().json();
+    eprintln!("cachectl layer of a 1 GiB app: peak RSS {} MiB", peak >> 20);
+    assert!(
+        peak < 100 * 1024 * 1024,
+        "cachectl peaked at {} MiB for a 1 GiB app",
+        peak >> 20
+    );
+
+    // The layer in the registry holds the whole file.
+    let copy = tempfile::tempdir().unwrap();
+    let status = std::process::Command::new("skopeo")
+        .args([
+            "copy",
+            "--src-tls-verify=false",
+            &format!("docker://{image}"),
+        ])
+        .arg(format!("dir:{}", copy.path().display()))
+        .output()
+        .unwrap();
+    assert!(status.status.success(), "{status:?}");
+    let layer_digest = report["layer_digest"].as_str().unwrap();
+    let layer = copy.path().join(layer_digest.trim_start_matches("sha256:"));
+    let gzip = flate2::read::GzDecoder::new(std::fs::File::open(layer).unwrap());
+    let mut archive = tar::Archive::new(gzip);
+    let sizes: Vec<(String, u64)> = archive
+        .entries()
+        .unwrap()
+        .map(|entry| {
+            let entry = entry.unwrap();
+            (
+                entry.path().unwrap().display().to_string(),
+                entry.header().size().unwrap(),
+            )
+        })
+        .collect();
+    assert!(
+        sizes.contains(&("app/big.bin".to_owned(), GIB)),
+        "{sizes:?}"
+    );
+}
