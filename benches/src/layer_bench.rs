@@ -94,19 +94,7 @@ fn main() -> anyhow::Result<()> {
     for i in 0..runs {
         let image = format!("{}/bench/ours{i}:app", registry.host());
         let started = Instant::now();
-        let report = project.cachectl(
-            &[
-                "layer",
-                "--json",
-                "--base",
-                &base,
-                "--app-image",
-                &image,
-                "--context",
-                "app",
-            ],
-            &[],
-        );
+        let report = project.layer(&base, &image, &[], &[]);
         ours.push(started.elapsed().as_secs_f64());
         if report.code != 0 {
             bail!("cachectl layer failed: {}", report.stderr);
@@ -141,19 +129,7 @@ fn main() -> anyhow::Result<()> {
         reference.push(started.elapsed().as_secs_f64());
 
         let started = Instant::now();
-        let again = project.cachectl(
-            &[
-                "layer",
-                "--json",
-                "--base",
-                &base,
-                "--app-image",
-                &image,
-                "--context",
-                "app",
-            ],
-            &[],
-        );
+        let again = project.layer(&base, &image, &[], &[]);
         unchanged.push(started.elapsed().as_secs_f64());
         if again.json()["uploaded_bytes"] != 0 {
             bail!("an unchanged app uploaded bytes: {}", again.stdout);

@@ -140,7 +140,12 @@ struct Run<'a> {
 }
 
 impl Run<'_> {
+    /// Says `message` on stderr and in the report, once (a wait loop meets
+    /// the same condition every round).
     fn warn(&mut self, message: String) {
+        if self.warnings.contains(&message) {
+            return;
+        }
         self.progress.pause();
         eprintln!("warning: {message}");
         self.progress.resume();

@@ -88,6 +88,23 @@ impl Project {
         Run::from(output)
     }
 
+    /// `cachectl layer --json --base BASE --app-image IMAGE --context app`
+    /// followed by `extra`.
+    pub fn layer(&self, base: &str, image: &str, extra: &[&str], env: &[(&str, &str)]) -> Run {
+        let mut args = vec![
+            "layer",
+            "--json",
+            "--base",
+            base,
+            "--app-image",
+            image,
+            "--context",
+            "app",
+        ];
+        args.extend_from_slice(extra);
+        self.cachectl(&args, env)
+    }
+
     /// Runs cachectl like [`Project::cachectl`] and also returns its peak
     /// resident memory in bytes, sampled every 10 ms while it runs.
     pub fn cachectl_peak_rss(&self, args: &[&str], env: &[(&str, &str)]) -> (Run, u64) {

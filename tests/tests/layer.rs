@@ -23,31 +23,20 @@ fn app_project() -> Project {
     project
 }
 
+/// The app settings every test here gives.
+const APP_FLAGS: &[&str] = &[
+    "--cmd",
+    "python",
+    "--cmd",
+    "main.py",
+    "--env",
+    "MODE=prod",
+    "--workdir",
+    "/app",
+];
+
 fn layer(project: &Project, base: &str, image: &str) -> serde_json::Value {
-    project
-        .cachectl(
-            &[
-                "layer",
-                "--json",
-                "--base",
-                base,
-                "--app-image",
-                image,
-                "--context",
-                "app",
-                "--cmd",
-                "python",
-                "--cmd",
-                "main.py",
-                "--env",
-                "MODE=prod",
-                "--workdir",
-                "/app",
-            ],
-            &[],
-        )
-        .success()
-        .json()
+    project.layer(base, image, APP_FLAGS, &[]).success().json()
 }
 
 #[test]
@@ -72,25 +61,10 @@ fn the_app_layer_is_reproducible_and_an_unchanged_app_uploads_nothing() {
     // same digest, and still uploads nothing.
     let fresh = tempfile::tempdir().unwrap();
     let repacked = project
-        .cachectl(
-            &[
-                "layer",
-                "--json",
-                "--base",
-                &base,
-                "--app-image",
-                &image,
-                "--context",
-                "app",
-                "--cmd",
-                "python",
-                "--cmd",
-                "main.py",
-                "--env",
-                "MODE=prod",
-                "--workdir",
-                "/app",
-            ],
+        .layer(
+            &base,
+            &image,
+            APP_FLAGS,
             &[("CACHECTL_CACHE_DIR", fresh.path().to_str().unwrap())],
         )
         .success()
@@ -293,21 +267,7 @@ fn a_zstd_layer_goes_on_an_oci_base_and_is_refused_on_a_docker_base() {
     let project = app_project();
     let image = format!("{}/acme/web:zstd", registry.host());
     let report = project
-        .cachectl(
-            &[
-                "layer",
-                "--json",
-                "--base",
-                &base,
-                "--app-image",
-                &image,
-                "--context",
-                "app",
-                "--compression",
-                "zstd",
-            ],
-            &[],
-        )
+        .layer(&base, &image, &["--compression", "zstd"], &[])
         .success()
         .json();
     let raw = std::process::Command::new("skopeo")
@@ -359,20 +319,7 @@ fn a_zstd_layer_goes_on_an_oci_base_and_is_refused_on_a_docker_base() {
         .status()
         .unwrap();
     assert!(converted.success());
-    let refused = project.cachectl(
-        &[
-            "layer",
-            "--base",
-            &docker_base,
-            "--app-image",
-            &image,
-            "--context",
-            "app",
-            "--compression",
-            "zstd",
-        ],
-        &[],
-    );
+    let refused = project.layer(&docker_base, &image, &["--compression", "zstd"], &[]);
     assert_eq!(refused.code, 2, "{}", refused.stderr);
     assert!(
         refused.stderr.contains("Docker schema-2"),
@@ -380,19 +327,7 @@ fn a_zstd_layer_goes_on_an_oci_base_and_is_refused_on_a_docker_base() {
         refused.stderr
     );
     let gzip = project
-        .cachectl(
-            &[
-                "layer",
-                "--json",
-                "--base",
-                &docker_base,
-                "--app-image",
-                &image,
-                "--context",
-                "app",
-            ],
-            &[],
-        )
+        .layer(&docker_base, &image, &[], &[])
         .success()
         .json();
     assert!(gzip["digest"].as_str().unwrap().starts_with("sha256:"));
@@ -405,21 +340,7 @@ fn platform_all_puts_the_app_on_every_image_of_an_index_base() {
     let project = app_project();
     let image = format!("{}/acme/multi-app:1", registry.host());
     let report = project
-        .cachectl(
-            &[
-                "layer",
-                "--json",
-                "--base",
-                &base,
-                "--app-image",
-                &image,
-                "--context",
-                "app",
-                "--platform",
-                "all",
-            ],
-            &[],
-        )
+        .layer(&base, &image, &["--platform", "all"], &[])
         .success()
         .json();
     let raw = |reference: &str| -> serde_json::Value {
