@@ -16,7 +16,7 @@ use crate::process::{Service, free_port, wait_for_tcp};
 pub struct RegistryServer {
     dir: TempDir,
     address: SocketAddr,
-    _service: Service,
+    service: Service,
     _htpasswd_dir: Option<TempDir>,
 }
 
@@ -67,7 +67,7 @@ impl RegistryServer {
                 return Self {
                     dir,
                     address,
-                    _service: service,
+                    service,
                     _htpasswd_dir: None,
                 };
             }
@@ -78,6 +78,29 @@ impl RegistryServer {
     /// `127.0.0.1:PORT`.
     pub fn host(&self) -> String {
         self.address.to_string()
+    }
+
+    /// How many blob uploads (`POST /v2/.../blobs/uploads/`) the registry
+    /// has logged, mounts included, once its log has been quiet for 300 ms
+    /// (access lines are written after the response).
+    pub fn blob_upload_requests(&self) -> usize {
+        let count = || {
+            let text = self.service.output().text();
+            let uploads = text
+                .lines()
+                .filter(|line| line.contains("\"POST /v2/") && line.contains("/blobs/uploads/"))
+                .count();
+            (text.len(), uploads)
+        };
+        let mut last = count();
+        loop {
+            std::thread::sleep(Duration::from_millis(300));
+            let now = count();
+            if now == last {
+                return now.1;
+            }
+            last = now;
+        }
     }
 
     /// The registry's storage folder.

@@ -49,7 +49,14 @@ fn the_app_layer_is_reproducible_and_an_unchanged_app_uploads_nothing() {
     let first = layer(&project, &base, &image);
     assert!(first["uploaded_bytes"].as_u64().unwrap() > 0, "{first}");
     assert_eq!(first["reused"], false);
+    let uploads = registry.blob_upload_requests();
+    assert!(uploads > 0, "the registry log shows no upload at all");
     let second = layer(&project, &base, &image);
+    assert_eq!(
+        registry.blob_upload_requests(),
+        uploads,
+        "the registry logged a blob upload for an unchanged app"
+    );
     assert_eq!(second["digest"], first["digest"]);
     assert_eq!(second["uploaded_bytes"], 0, "{second}");
     assert_eq!(
