@@ -172,12 +172,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             tracing::info!(
                 blobs = report.blobs,
                 actions = report.actions,
+                entries = report.entries,
                 skipped = report.skipped,
                 "index rebuilt from storage"
             );
             println!(
-                "reindexed {} blobs and {} action-cache entries ({} objects skipped)",
-                report.blobs, report.actions, report.skipped
+                "reindexed {} blobs, {} action-cache entries and {} protocol entries ({} objects skipped)",
+                report.blobs, report.actions, report.entries, report.skipped
             );
             Ok(())
         }

@@ -9,7 +9,7 @@ use futures::TryStreamExt;
 use object_store::path::Path;
 
 use crate::blob::format::{self, Encoding, HEADER_LEN};
-use crate::blob::{AC_PREFIX, CAS_PREFIX, StoredName};
+use crate::blob::{AC_PREFIX, CAS_PREFIX, KV_PREFIX, StoredName};
 use crate::index::{Index, IndexError, NewObject};
 use crate::storage::{Storage, StorageError};
 
@@ -23,6 +23,8 @@ pub struct ReindexReport {
     pub blobs: u64,
     /// Action-cache entries indexed.
     pub actions: u64,
+    /// Compatibility-protocol entries found.
+    pub entries: u64,
     /// Objects skipped because they are not in our layout.
     pub skipped: u64,
 }
@@ -42,7 +44,7 @@ pub enum ReindexError {
 pub async fn reindex(storage: &Storage, index: &Index) -> Result<ReindexReport, ReindexError> {
     let mut report = ReindexReport::default();
     let mut rows = Vec::new();
-    for prefix in [CAS_PREFIX, AC_PREFIX] {
+    for prefix in [CAS_PREFIX, AC_PREFIX, KV_PREFIX] {
         let described: Vec<_> = storage
             .list(&Path::from(prefix))
             .map_ok(|(path, stored_size)| describe(storage, path, stored_size))
@@ -57,6 +59,10 @@ pub async fn reindex(storage: &Storage, index: &Index) -> Result<ReindexReport, 
                 }
                 Some((name @ StoredName::Action(_), object)) => {
                     report.actions += 1;
+                    rows.push((name, object));
+                }
+                Some((name @ StoredName::Entry(..), object)) => {
+                    report.entries += 1;
                     rows.push((name, object));
                 }
                 None => report.skipped += 1,
@@ -83,7 +89,7 @@ async fn describe(
             encoding: Encoding::Raw,
             etag: Some(format!("\"{}\"", blake3::hash(&value).to_hex())),
         }),
-        StoredName::Blob(_) => match blob_size(storage, &path, stored_size).await? {
+        StoredName::Blob(_) | StoredName::Entry(..) => match blob_size(storage, &path, stored_size).await? {
             Ok((encoding, size)) => Some(NewObject {
                 size,
                 stored_size,

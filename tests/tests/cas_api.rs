@@ -516,7 +516,7 @@ async fn reindex_rebuilds_a_lost_index(server: &mut CacheServer) {
     let (ok, output) = server.run_subcommand("reindex");
     assert!(ok, "reindex failed:\n{output}");
     assert!(
-        output.contains("reindexed 3 blobs and 1 action-cache entries"),
+        output.contains("reindexed 3 blobs, 1 action-cache entries"),
         "{output}"
     );
     server.start_again();

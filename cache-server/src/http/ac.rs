@@ -61,12 +61,12 @@ pub async fn get_entry(
 ) -> Result<Response, ApiError> {
     let key = request::key(&raw)?;
     let name = StoredName::Action(key);
-    let value = match state.index.get(name).await? {
+    let value = match state.index.get(&name).await? {
         Some(_) => {
             let value = state.storage.read_small(&ac_path(&key)).await?;
             if value.is_none() {
                 // The index outlived the object (deleted behind our back): heal it.
-                state.index.remove(name).await?;
+                state.index.remove(&name).await?;
             }
             value
         }
@@ -78,7 +78,7 @@ pub async fn get_entry(
     };
     state.metrics.read(Protocol::Ac, ReadResult::Hit);
     state.metrics.served(Protocol::Ac, value.len() as u64);
-    state.index.record_access(name);
+    state.index.record_access(&name);
     let etag = etag_of(&value);
     let response = ([(header::CONTENT_TYPE, "application/octet-stream")], value).into_response();
     Ok(with_etag(response, Some(&etag)))
@@ -90,7 +90,7 @@ pub async fn head_entry(
     Path(raw): Path<String>,
 ) -> Result<Response, ApiError> {
     let key = request::key(&raw)?;
-    let Some(record) = state.index.get(StoredName::Action(key)).await? else {
+    let Some(record) = state.index.get(&StoredName::Action(key)).await? else {
         state.metrics.read(Protocol::Ac, ReadResult::Miss);
         return Err(not_found(&key));
     };
@@ -134,15 +134,12 @@ async fn replace(
         })?;
     let name = StoredName::Action(key);
     let _guard = state.ac_locks.lock(&key).await;
-    let current = state.index.get(name).await?;
+    let current = state.index.get(&name).await?;
     preconditions.check(current.as_ref().and_then(|r| r.etag.as_deref()))?;
     let etag = etag_of(&value);
     let size = value.len() as u64;
     state.storage.put_small(&ac_path(&key), value).await?;
-    state
-        .index
-        .put(
-            name,
+    state.index.put(&name,
             NewObject {
                 size,
                 stored_size: size,
@@ -170,10 +167,10 @@ pub async fn delete_entry(
     let preconditions = Preconditions::parse(&headers);
     let name = StoredName::Action(key);
     let _guard = state.ac_locks.lock(&key).await;
-    let current = state.index.get(name).await?;
+    let current = state.index.get(&name).await?;
     preconditions.check(current.as_ref().and_then(|r| r.etag.as_deref()))?;
     let existed = state.storage.delete(&ac_path(&key)).await?;
-    let indexed = state.index.remove(name).await?;
+    let indexed = state.index.remove(&name).await?;
     if existed || indexed {
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {

@@ -73,7 +73,7 @@ fn layout(record: &ObjectRecord) -> BlobLayout {
 }
 
 async fn lookup(state: &AppState, digest: Digest) -> Result<Option<ObjectRecord>, ApiError> {
-    let record = state.index.get(StoredName::Blob(digest)).await?;
+    let record = state.index.get(&StoredName::Blob(digest)).await?;
     let result = if record.is_some() {
         ReadResult::Hit
     } else {
@@ -153,12 +153,12 @@ pub async fn get_blob(
         Ok(parts) => parts,
         Err(download::ReadError::Storage(crate::storage::StorageError::NotFound)) => {
             // The index outlived the object (deleted behind our back): heal it.
-            state.index.remove(name).await?;
+            state.index.remove(&name).await?;
             return Err(not_found(&read.digest));
         }
         Err(other) => return Err(other.into()),
     };
-    state.index.record_access(name);
+    state.index.record_access(&name);
 
     let mut response = Response::new(Body::from_stream(counted(body, state.metrics.clone())));
     *response.status_mut() = status;
@@ -204,7 +204,7 @@ async fn store(state: &AppState, write: &BlobWrite, body: Body) -> Result<Respon
         return Err(ApiError::TooLarge { limit });
     }
     let name = StoredName::Blob(write.digest);
-    if let Some(record) = state.index.get(name).await? {
+    if let Some(record) = state.index.get(&name).await? {
         // Read the body to its end (without storing it) so that a client
         // still sending gets the answer instead of a reset connection.
         discard(body, limit).await;
@@ -230,10 +230,7 @@ async fn store(state: &AppState, write: &BlobWrite, body: Body) -> Result<Respon
     let path = cas_path(&write.digest);
     let stored =
         upload::store_verified(&state.storage, path, write.digest, content, state.upload).await?;
-    state
-        .index
-        .put(
-            name,
+    state.index.put(&name,
             NewObject {
                 size: stored.size,
                 stored_size: stored.stored_size,

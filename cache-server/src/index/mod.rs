@@ -135,11 +135,8 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-fn split(name: &StoredName) -> (&'static str, String) {
-    match name {
-        StoredName::Blob(digest) => ("cas", digest.to_string()),
-        StoredName::Action(key) => ("ac", key.to_string()),
-    }
+fn split(name: &StoredName) -> (String, String) {
+    name.index_key()
 }
 
 fn lock(mutex: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
@@ -249,7 +246,8 @@ impl Index {
     }
 
     /// The row of `name`, if any.
-    pub async fn get(&self, name: StoredName) -> Result<Option<ObjectRecord>, IndexError> {
+    pub async fn get(&self, name: &StoredName) -> Result<Option<ObjectRecord>, IndexError> {
+        let name = name.clone();
         self.read(move |connection| {
             let (kind, name) = split(&name);
             let row = connection
@@ -289,13 +287,15 @@ impl Index {
 
     /// Inserts or replaces the row of `name`. A replaced row keeps its hits and
     /// creation time.
-    pub async fn put(&self, name: StoredName, object: NewObject) -> Result<(), IndexError> {
+    pub async fn put(&self, name: &StoredName, object: NewObject) -> Result<(), IndexError> {
+        let name = name.clone();
         self.write(move |connection| upsert(connection, &name, &object, now_ms()))
             .await
     }
 
     /// Removes the row of `name`. Returns whether there was one.
-    pub async fn remove(&self, name: StoredName) -> Result<bool, IndexError> {
+    pub async fn remove(&self, name: &StoredName) -> Result<bool, IndexError> {
+        let name = name.clone();
         self.write(move |connection| {
             let (kind, name) = split(&name);
             let removed = connection.execute(
@@ -325,13 +325,13 @@ impl Index {
     }
 
     /// Notes a read of `name`; written to SQLite by the next [`Index::flush_access`].
-    pub fn record_access(&self, name: StoredName) {
+    pub fn record_access(&self, name: &StoredName) {
         let mut pending = self
             .inner
             .pending_access
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let entry = pending.entry(name).or_insert((0, 0));
+        let entry = pending.entry(name.clone()).or_insert((0, 0));
         entry.0 += 1;
         entry.1 = now_ms();
     }
@@ -435,17 +435,17 @@ mod tests {
         let name = StoredName::Blob(digest);
         {
             let index = Index::open(&path).unwrap();
-            assert_eq!(index.get(name).await.unwrap(), None);
-            index.put(name, blob(1)).await.unwrap();
-            index.record_access(name);
-            index.record_access(name);
+            assert_eq!(index.get(&name).await.unwrap(), None);
+            index.put(&name, blob(1)).await.unwrap();
+            index.record_access(&name);
+            index.record_access(&name);
             index.flush_access().await.unwrap();
         }
         let index = Index::open(&path).unwrap();
-        let record = index.get(name).await.unwrap().unwrap();
+        let record = index.get(&name).await.unwrap().unwrap();
         assert_eq!((record.size, record.stored_size, record.hits), (1, 17, 2));
-        assert!(index.remove(name).await.unwrap());
-        assert!(!index.remove(name).await.unwrap());
+        assert!(index.remove(&name).await.unwrap());
+        assert!(!index.remove(&name).await.unwrap());
     }
 
     #[tokio::test]
@@ -453,7 +453,7 @@ mod tests {
         let folder = tempfile::tempdir().unwrap();
         let index = Index::open(&folder.path().join("i.sqlite")).unwrap();
         let [a, b, c] = [b"a", b"b", b"c"].map(|x| Digest::of(x));
-        index.put(StoredName::Blob(b), blob(1)).await.unwrap();
+        index.put(&StoredName::Blob(b), blob(1)).await.unwrap();
         assert_eq!(index.missing(vec![c, b, a, c]).await.unwrap(), vec![c, a]);
     }
 
