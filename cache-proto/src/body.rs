@@ -33,12 +33,12 @@ pub struct ErrorDetail {
     pub code: String,
     /// Explanation for a person.
     pub message: String,
-    /// For `digest_mismatch`: the digest named in the path.
+    /// For `digest_mismatch`: the digest named in the path (hex).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub expected: Option<Digest>,
-    /// For `digest_mismatch`: the digest of the body actually received.
+    pub expected: Option<String>,
+    /// For `digest_mismatch`: the digest of the body actually received (hex).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub actual: Option<Digest>,
+    pub actual: Option<String>,
 }
 
 /// Response of `GET /v1/stats`.

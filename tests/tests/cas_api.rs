@@ -165,8 +165,8 @@ async fn wrong_digest_is_rejected_and_nothing_is_stored(server: &mut CacheServer
         assert_eq!(response.status(), StatusCode::BAD_REQUEST);
         let error: ErrorBody = response.json().await.unwrap();
         assert_eq!(error.error.code, "digest_mismatch");
-        assert_eq!(error.error.expected, Some(claimed));
-        assert_eq!(error.error.actual, Some(digest(&content)));
+        assert_eq!(error.error.expected, Some(claimed.to_string()));
+        assert_eq!(error.error.actual, Some(digest(&content).to_string()));
 
         let (status, _) = get_bytes(server, &routes::cas(&claimed)).await;
         assert_eq!(status, StatusCode::NOT_FOUND);

@@ -40,16 +40,74 @@ pub struct StoredBlob {
     pub encoding: Encoding,
 }
 
+/// What the content must hash to before it is published.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContentCheck {
+    /// BLAKE3 (native blobs, Bazel with `--digest_function=blake3`).
+    Blake3(Digest),
+    /// SHA-256 (Bazel's default digest function).
+    Sha256([u8; 32]),
+    /// An opaque key: nothing to verify.
+    Unverified,
+}
+
+/// A running hash for a [`ContentCheck`].
+enum Hashing {
+    Blake3(Box<blake3::Hasher>),
+    Sha256(sha2::Sha256),
+    None,
+}
+
+impl Hashing {
+    fn for_check(check: ContentCheck) -> Self {
+        match check {
+            ContentCheck::Blake3(_) => Self::Blake3(Box::default()),
+            ContentCheck::Sha256(_) => Self::Sha256(sha2::Sha256::default()),
+            ContentCheck::Unverified => Self::None,
+        }
+    }
+
+    fn update(&mut self, data: &[u8]) {
+        match self {
+            Self::Blake3(hasher) => {
+                hasher.update(data);
+            }
+            Self::Sha256(hasher) => sha2::Digest::update(hasher, data),
+            Self::None => {}
+        }
+    }
+
+    /// `Err((expected, actual))` in hex when the content is not what was named.
+    fn verify(self, check: ContentCheck) -> Result<(), (String, String)> {
+        let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+        match (self, check) {
+            (Self::Blake3(hasher), ContentCheck::Blake3(expected)) => {
+                let actual = Digest::from(hasher.finalize());
+                (actual == expected)
+                    .then_some(())
+                    .ok_or((expected.to_string(), actual.to_string()))
+            }
+            (Self::Sha256(hasher), ContentCheck::Sha256(expected)) => {
+                let actual: [u8; 32] = sha2::Digest::finalize(hasher).into();
+                (actual == expected)
+                    .then_some(())
+                    .ok_or((hex(&expected), hex(&actual)))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 /// Why an upload was not stored. In every case nothing became visible.
 #[derive(Debug, thiserror::Error)]
 pub enum UploadError {
     /// The body does not hash to the digest in the path.
     #[error("content digest {actual} does not match {expected}")]
     Mismatch {
-        /// Digest named by the client.
-        expected: Digest,
-        /// Digest of the body received.
-        actual: Digest,
+        /// Digest named by the client, hex.
+        expected: String,
+        /// Digest of the body received, hex.
+        actual: String,
     },
     /// The (uncompressed) body exceeds the size limit.
     #[error("blob exceeds the size limit of {limit} bytes")]
@@ -66,19 +124,25 @@ pub enum UploadError {
 }
 
 /// Streams `body` (uncompressed content) into storage under `path`, publishing
-/// only if it hashes to `expected`.
+/// only if it passes `check`. With `replace`, an existing object under `path`
+/// is atomically replaced; without, it is kept (content addresses hold the
+/// same bytes).
 pub async fn store_verified<R>(
     storage: &Storage,
     path: Path,
-    expected: Digest,
+    check: ContentCheck,
     mut body: R,
     settings: UploadSettings,
+    replace: bool,
 ) -> Result<StoredBlob, UploadError>
 where
     R: AsyncRead + Unpin,
 {
     let mut writer = storage.writer(path);
-    let result = stream_into(&mut writer, expected, &mut body, settings).await;
+    if replace {
+        writer.replace_existing();
+    }
+    let result = stream_into(&mut writer, check, &mut body, settings).await;
     match result {
         Ok((size, encoding)) => {
             let stored_size = writer.written();
@@ -98,14 +162,14 @@ where
 
 async fn stream_into<R>(
     writer: &mut crate::storage::ObjectWriter,
-    expected: Digest,
+    check: ContentCheck,
     body: &mut R,
     settings: UploadSettings,
 ) -> Result<(u64, Encoding), UploadError>
 where
     R: AsyncRead + Unpin,
 {
-    let mut hasher = blake3::Hasher::new();
+    let mut hasher = Hashing::for_check(check);
     let mut encoding = None;
     let mut frames = Vec::new();
     let mut size = 0u64;
@@ -157,10 +221,9 @@ where
             break;
         }
     }
-    let actual = Digest::from(hasher.finalize());
-    if actual != expected {
-        return Err(UploadError::Mismatch { expected, actual });
-    }
+    hasher
+        .verify(check)
+        .map_err(|(expected, actual)| UploadError::Mismatch { expected, actual })?;
     let encoding = encoding.unwrap_or(Encoding::Raw);
     if encoding == Encoding::Zstd {
         writer.write(&format::seek_table(&frames)).await?;

@@ -228,8 +228,9 @@ async fn store(state: &AppState, write: &BlobWrite, body: Body) -> Result<Respon
         }
     };
     let path = cas_path(&write.digest);
+    let check = upload::ContentCheck::Blake3(write.digest);
     let stored =
-        upload::store_verified(&state.storage, path, write.digest, content, state.upload).await?;
+        upload::store_verified(&state.storage, path, check, content, state.upload, false).await?;
     state.index.put(&name,
             NewObject {
                 size: stored.size,

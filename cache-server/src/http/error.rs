@@ -7,7 +7,6 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use cache_proto::Digest;
 use cache_proto::body::{ErrorBody, ErrorDetail};
 
 use crate::blob::download::ReadError;
@@ -29,10 +28,10 @@ pub enum ApiError {
     /// The uploaded content does not hash to the digest in the path.
     #[error("content digest {actual} does not match {expected}")]
     DigestMismatch {
-        /// From the path.
-        expected: Digest,
-        /// Of the body.
-        actual: Digest,
+        /// From the path, hex.
+        expected: String,
+        /// Of the body, hex.
+        actual: String,
     },
     /// Nothing there.
     #[error("{0}")]
@@ -97,7 +96,9 @@ impl IntoResponse for ApiError {
             _ => {}
         }
         let (expected, actual) = match &self {
-            Self::DigestMismatch { expected, actual } => (Some(*expected), Some(*actual)),
+            Self::DigestMismatch { expected, actual } => {
+                (Some(expected.clone()), Some(actual.clone()))
+            }
             _ => (None, None),
         };
         let body = ErrorBody {

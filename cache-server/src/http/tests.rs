@@ -72,8 +72,8 @@ async fn mismatched_upload_names_both_digests_and_stores_nothing() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     let error: ErrorBody = serde_json::from_slice(&body).unwrap();
     assert_eq!(error.error.code, "digest_mismatch");
-    assert_eq!(error.error.expected, Some(expected));
-    assert_eq!(error.error.actual, Some(Digest::of(b"wrong")));
+    assert_eq!(error.error.expected, Some(expected.to_string()));
+    assert_eq!(error.error.actual, Some(Digest::of(b"wrong").to_string()));
     let (status, _, _) = fixture
         .send(request("HEAD", &routes::cas(&expected), ""))
         .await;

@@ -25,6 +25,7 @@ pub struct ObjectWriter {
     buffer: BytesMut,
     upload: Option<WriteMultipart>,
     written: u64,
+    replace: bool,
 }
 
 impl ObjectWriter {
@@ -35,7 +36,14 @@ impl ObjectWriter {
             buffer: BytesMut::new(),
             upload: None,
             written: 0,
+            replace: false,
         }
+    }
+
+    /// Publishing replaces an existing object (atomically: readers see the
+    /// old or the new one) instead of keeping it.
+    pub fn replace_existing(&mut self) {
+        self.replace = true;
     }
 
     /// Bytes written so far.
@@ -74,9 +82,14 @@ impl ObjectWriter {
 
     /// Makes the object visible under its name. An object that already
     /// existed is left as it was (names are content addresses, so it holds
-    /// the same bytes).
+    /// the same bytes), unless [`ObjectWriter::replace_existing`] was asked.
     pub async fn publish(self) -> Result<(), StorageError> {
         match self.upload {
+            None if self.replace => {
+                self.storage
+                    .put_small(&self.path, self.buffer.freeze())
+                    .await?;
+            }
             None => {
                 let bytes: Bytes = self.buffer.freeze();
                 self.storage.create_small(&self.path, bytes).await?;
