@@ -88,19 +88,23 @@ async fn describe(
             stored_size,
             encoding: Encoding::Raw,
             etag: Some(format!("\"{}\"", blake3::hash(&value).to_hex())),
+            meta: None,
         }),
-        StoredName::Blob(_) | StoredName::Entry(..) => match blob_size(storage, &path, stored_size).await? {
-            Ok((encoding, size)) => Some(NewObject {
-                size,
-                stored_size,
-                encoding,
-                etag: None,
-            }),
-            Err(error) => {
-                tracing::warn!(%path, %error, "skipping a malformed blob");
-                None
+        StoredName::Blob(_) | StoredName::Entry(..) => {
+            match blob_size(storage, &path, stored_size).await? {
+                Ok((encoding, size)) => Some(NewObject {
+                    size,
+                    stored_size,
+                    encoding,
+                    etag: None,
+                    meta: None,
+                }),
+                Err(error) => {
+                    tracing::warn!(%path, %error, "skipping a malformed blob");
+                    None
+                }
             }
-        },
+        }
     };
     Ok(object.map(|object| (name, object)))
 }

@@ -139,12 +139,16 @@ async fn replace(
     let etag = etag_of(&value);
     let size = value.len() as u64;
     state.storage.put_small(&ac_path(&key), value).await?;
-    state.index.put(&name,
+    state
+        .index
+        .put(
+            &name,
             NewObject {
                 size,
                 stored_size: size,
                 encoding: Encoding::Raw,
                 etag: Some(etag.clone()),
+                meta: None,
             },
         )
         .await?;

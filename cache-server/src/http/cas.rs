@@ -231,12 +231,16 @@ async fn store(state: &AppState, write: &BlobWrite, body: Body) -> Result<Respon
     let check = upload::ContentCheck::Blake3(write.digest);
     let stored =
         upload::store_verified(&state.storage, path, check, content, state.upload, false).await?;
-    state.index.put(&name,
+    state
+        .index
+        .put(
+            &name,
             NewObject {
                 size: stored.size,
                 stored_size: stored.stored_size,
                 encoding: stored.encoding,
                 etag: None,
+                meta: None,
             },
         )
         .await?;

@@ -20,8 +20,10 @@ use cache_proto::body::StoredStats;
 use rusqlite::{Connection, OptionalExtension, params};
 
 mod leases;
+mod tokens;
 
 pub use leases::LeaseOutcome;
+pub use tokens::{Scope, TokenRecord};
 
 use crate::blob::StoredName;
 use crate::blob::format::Encoding;
@@ -50,6 +52,18 @@ CREATE TABLE leases (
     key        TEXT    NOT NULL PRIMARY KEY,  -- the build key, 64 lowercase hex
     holder     TEXT    NOT NULL,              -- who builds
     expires_at INTEGER NOT NULL               -- unix milliseconds
+) WITHOUT ROWID;
+"#,
+    r#"
+ALTER TABLE objects ADD COLUMN meta TEXT;  -- protocol metadata (Turborepo duration and tag), JSON
+CREATE TABLE tokens (
+    id      TEXT    NOT NULL PRIMARY KEY,   -- public identifier, 12 hex
+    name    TEXT    NOT NULL,               -- who it is for
+    scope   TEXT    NOT NULL,               -- 'read', 'write' or 'admin'
+    hash    TEXT    NOT NULL UNIQUE,        -- BLAKE3 of the token; the token itself is never stored
+    created INTEGER NOT NULL,               -- unix milliseconds
+    expires INTEGER,                        -- unix milliseconds, NULL for never
+    revoked INTEGER                         -- unix milliseconds, NULL while valid
 ) WITHOUT ROWID;
 "#,
 ];
@@ -94,6 +108,8 @@ pub struct ObjectRecord {
     pub hits: u64,
     /// Unix milliseconds of the last recorded access.
     pub last_access_ms: i64,
+    /// Protocol metadata (JSON), if any.
+    pub meta: Option<String>,
 }
 
 /// What is written for a new or replaced object.
@@ -107,6 +123,8 @@ pub struct NewObject {
     pub encoding: Encoding,
     /// Action cache: entity tag of the value.
     pub etag: Option<String>,
+    /// Protocol metadata (JSON), if any.
+    pub meta: Option<String>,
 }
 
 struct Inner {
@@ -179,12 +197,12 @@ fn upsert(
 ) -> Result<(), IndexError> {
     let (kind, name) = split(name);
     let mut statement = connection.prepare_cached(
-        "INSERT INTO objects (kind, name, size, stored_size, encoding, etag, created, last_access)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)
+        "INSERT INTO objects (kind, name, size, stored_size, encoding, etag, created, last_access, meta)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8)
          ON CONFLICT (kind, name) DO UPDATE SET
             size = excluded.size, stored_size = excluded.stored_size,
             encoding = excluded.encoding, etag = excluded.etag,
-            last_access = excluded.last_access",
+            last_access = excluded.last_access, meta = excluded.meta",
     )?;
     statement.execute(params![
         kind,
@@ -193,7 +211,8 @@ fn upsert(
         object.stored_size as i64,
         object.encoding.as_str(),
         object.etag,
-        now
+        now,
+        object.meta
     ])?;
     Ok(())
 }
@@ -252,7 +271,7 @@ impl Index {
             let (kind, name) = split(&name);
             let row = connection
                 .query_row(
-                    "SELECT size, stored_size, encoding, etag, hits, last_access
+                    "SELECT size, stored_size, encoding, etag, hits, last_access, meta
                      FROM objects WHERE kind = ?1 AND name = ?2",
                     params![kind, name],
                     |row| {
@@ -263,12 +282,13 @@ impl Index {
                             row.get::<_, Option<String>>(3)?,
                             row.get::<_, i64>(4)?,
                             row.get::<_, i64>(5)?,
+                            row.get::<_, Option<String>>(6)?,
                         ))
                     },
                 )
                 .optional()?;
             row.map(
-                |(size, stored_size, encoding, etag, hits, last_access_ms)| {
+                |(size, stored_size, encoding, etag, hits, last_access_ms, meta)| {
                     Ok(ObjectRecord {
                         size: size as u64,
                         stored_size: stored_size as u64,
@@ -277,6 +297,7 @@ impl Index {
                         etag,
                         hits: hits as u64,
                         last_access_ms,
+                        meta,
                     })
                 },
             )
@@ -424,6 +445,7 @@ mod tests {
             stored_size: size + 16,
             encoding: Encoding::Raw,
             etag: None,
+            meta: None,
         }
     }
 

@@ -1,0 +1,210 @@
+//! Access tokens: a random secret shown once at creation; the index keeps
+//! only its BLAKE3 hash (the secret has 256 bits of entropy, so a fast hash
+//! is enough), its scope, name, expiry and revocation.
+
+use rusqlite::{OptionalExtension, params};
+
+use super::{Index, IndexError, now_ms};
+
+/// What a token may do; each scope includes the ones before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Scope {
+    /// Read blobs and entries.
+    Read,
+    /// Read and write.
+    Write,
+    /// Everything, including stats and token management.
+    Admin,
+}
+
+impl Scope {
+    /// `read`, `write` or `admin`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Read => "read",
+            Self::Write => "write",
+            Self::Admin => "admin",
+        }
+    }
+
+    /// The inverse of [`Scope::as_str`].
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "read" => Some(Self::Read),
+            "write" => Some(Self::Write),
+            "admin" => Some(Self::Admin),
+            _ => None,
+        }
+    }
+}
+
+/// A token as the index knows it (never the secret).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TokenRecord {
+    /// Public identifier, used to revoke.
+    pub id: String,
+    /// Who it is for.
+    pub name: String,
+    /// What it may do.
+    #[serde(serialize_with = "scope_name")]
+    pub scope: Scope,
+    /// Unix milliseconds.
+    pub created_ms: i64,
+    /// Unix milliseconds, if it expires.
+    pub expires_ms: Option<i64>,
+    /// Unix milliseconds of its revocation, if revoked.
+    pub revoked_ms: Option<i64>,
+}
+
+fn scope_name<S: serde::Serializer>(scope: &Scope, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(scope.as_str())
+}
+
+impl TokenRecord {
+    /// Whether it is neither revoked nor expired at `now_ms`.
+    pub fn active_at(&self, now_ms: i64) -> bool {
+        self.revoked_ms.is_none() && self.expires_ms.is_none_or(|expires| expires > now_ms)
+    }
+}
+
+/// The stored form of a secret.
+pub fn token_hash(secret: &str) -> String {
+    blake3::hash(secret.as_bytes()).to_hex().to_string()
+}
+
+fn row_to_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<(TokenRecord, String)> {
+    let scope: String = row.get(2)?;
+    Ok((
+        TokenRecord {
+            id: row.get(0)?,
+            name: row.get(1)?,
+            scope: Scope::parse(&scope).unwrap_or(Scope::Read),
+            created_ms: row.get(3)?,
+            expires_ms: row.get(4)?,
+            revoked_ms: row.get(5)?,
+        },
+        scope,
+    ))
+}
+
+const COLUMNS: &str = "id, name, scope, created, expires, revoked";
+
+impl Index {
+    /// Stores a new token under `id` with the hash of `secret`.
+    pub async fn create_token(
+        &self,
+        id: String,
+        secret_hash: String,
+        name: String,
+        scope: Scope,
+        expires_ms: Option<i64>,
+    ) -> Result<TokenRecord, IndexError> {
+        self.write(move |connection| {
+            let created_ms = now_ms();
+            connection.execute(
+                "INSERT INTO tokens (id, name, scope, hash, created, expires) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![id, name, scope.as_str(), secret_hash, created_ms, expires_ms],
+            )?;
+            Ok(TokenRecord {
+                id,
+                name,
+                scope,
+                created_ms,
+                expires_ms,
+                revoked_ms: None,
+            })
+        })
+        .await
+    }
+
+    /// The token whose secret hashes to `secret_hash`, active or not.
+    pub async fn token_by_hash(
+        &self,
+        secret_hash: String,
+    ) -> Result<Option<TokenRecord>, IndexError> {
+        self.read(move |connection| {
+            let found = connection
+                .prepare_cached(&format!("SELECT {COLUMNS} FROM tokens WHERE hash = ?1"))?
+                .query_row(params![secret_hash], row_to_record)
+                .optional()?;
+            match found {
+                Some((_, scope)) if Scope::parse(&scope).is_none() => {
+                    Err(IndexError::Corrupt(format!("token scope {scope:?}")))
+                }
+                found => Ok(found.map(|(record, _)| record)),
+            }
+        })
+        .await
+    }
+
+    /// Every token, oldest first.
+    pub async fn tokens(&self) -> Result<Vec<TokenRecord>, IndexError> {
+        self.read(|connection| {
+            let mut statement = connection.prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM tokens ORDER BY created, id"
+            ))?;
+            let rows = statement.query_map([], row_to_record)?;
+            rows.map(|row| Ok(row?.0)).collect()
+        })
+        .await
+    }
+
+    /// Revokes the token with this id or name; returns how many were revoked.
+    pub async fn revoke_token(&self, id_or_name: String) -> Result<usize, IndexError> {
+        self.write(move |connection| {
+            Ok(connection.execute(
+                "UPDATE tokens SET revoked = ?2 WHERE (id = ?1 OR name = ?1) AND revoked IS NULL",
+                params![id_or_name, now_ms()],
+            )?)
+        })
+        .await
+    }
+
+    /// Whether any token is still active.
+    pub async fn has_active_tokens(&self) -> Result<bool, IndexError> {
+        let now = now_ms();
+        Ok(self
+            .tokens()
+            .await?
+            .iter()
+            .any(|token| token.active_at(now)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn tokens_are_found_by_hash_listed_and_revoked() {
+        let folder = tempfile::tempdir().unwrap();
+        let index = Index::open(&folder.path().join("i.sqlite")).unwrap();
+        assert!(!index.has_active_tokens().await.unwrap());
+        let created = index
+            .create_token(
+                "id1".into(),
+                token_hash("secret"),
+                "ci".into(),
+                Scope::Write,
+                None,
+            )
+            .await
+            .unwrap();
+        let found = index.token_by_hash(token_hash("secret")).await.unwrap();
+        assert_eq!(found, Some(created));
+        assert_eq!(
+            index.token_by_hash(token_hash("other")).await.unwrap(),
+            None
+        );
+        assert!(index.has_active_tokens().await.unwrap());
+        assert_eq!(index.revoke_token("ci".into()).await.unwrap(), 1);
+        let revoked = index
+            .token_by_hash(token_hash("secret"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!revoked.active_at(now_ms()));
+        assert_eq!(index.tokens().await.unwrap().len(), 1);
+        assert!(Scope::Admin > Scope::Write && Scope::Write > Scope::Read);
+    }
+}
