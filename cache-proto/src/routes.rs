@@ -17,6 +17,10 @@ pub const LEASE_TEMPLATE: &str = "/v1/leases/{key}";
 pub const STATS: &str = "/v1/stats";
 /// `GET` Prometheus text metrics.
 pub const METRICS: &str = "/metrics";
+/// `GET` (list) / `POST` (create) access tokens; admin only.
+pub const TOKENS: &str = "/v1/tokens";
+/// `DELETE` (revoke) an access token by id or name; admin only.
+pub const TOKEN_TEMPLATE: &str = "/v1/tokens/{id}";
 /// `GET` liveness: the process answers.
 pub const HEALTHZ: &str = "/healthz";
 /// `GET` readiness: the storage answers too.

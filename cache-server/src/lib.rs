@@ -7,6 +7,7 @@
 //! hits and access times. See `http` for the API and `storage` for the store.
 #![deny(missing_docs)]
 
+pub mod auth;
 pub mod blob;
 pub mod http;
 pub mod index;

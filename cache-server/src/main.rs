@@ -7,9 +7,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
+use cache_server::auth::{AuthMode, new_token, parse_duration_ms};
 use cache_server::blob::upload::UploadSettings;
 use cache_server::http::{AppState, app};
-use cache_server::index::Index;
+use cache_server::index::{Index, Scope, now_ms, token_hash};
 use cache_server::reindex::reindex;
 use cache_server::storage::{Storage, StorageLocation, StorageOptions};
 use clap::{Parser, Subcommand};
@@ -67,6 +68,13 @@ struct Cli {
     )]
     zstd_level: i32,
 
+    /// Who may do what: required (a token on every request), anonymous-read
+    /// (writes need a token) or off [default: off on a loopback address,
+    /// else required; another address without any token refuses to start
+    /// unless --auth off is given].
+    #[arg(long, env = "CACHE_SERVER_AUTH", value_enum, global = true)]
+    auth: Option<AuthMode>,
+
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -77,6 +85,34 @@ enum Command {
     Serve,
     /// Rebuild the index by listing storage, then exit.
     Reindex,
+    /// Manage access tokens in the index.
+    Token {
+        #[command(subcommand)]
+        action: TokenCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Create a token and print it, once (only its hash is stored).
+    Create {
+        /// read, write (includes read) or admin (includes write, stats, tokens).
+        #[arg(long)]
+        scope: String,
+        /// Who it is for, e.g. ci [default: its id].
+        #[arg(long)]
+        name: Option<String>,
+        /// Lifetime, e.g. 30d, 12h [default: never expires].
+        #[arg(long)]
+        expires: Option<String>,
+    },
+    /// List tokens (never their secrets).
+    List,
+    /// Revoke a token by id or name.
+    Revoke {
+        /// Its id or name.
+        id: String,
+    },
 }
 
 /// Parses a byte count with an optional KiB/MiB/GiB/TiB (or KB/MB/GB/TB) suffix.
@@ -182,8 +218,79 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Some(Command::Token { ref action }) => {
+            let (_, index, _) = cli.open()?;
+            token_command(&index, action).await
+        }
         Some(Command::Serve) | None => serve(&cli).await,
     }
+}
+
+async fn token_command(index: &Index, action: &TokenCommand) -> anyhow::Result<()> {
+    match action {
+        TokenCommand::Create {
+            scope,
+            name,
+            expires,
+        } => {
+            let scope = Scope::parse(scope)
+                .with_context(|| format!("--scope {scope:?}: use read, write or admin"))?;
+            let expires_ms = expires
+                .as_deref()
+                .map(parse_duration_ms)
+                .transpose()
+                .map_err(anyhow::Error::msg)
+                .context("--expires")?
+                .map(|ms| now_ms() + ms);
+            let token = new_token().map_err(|e| anyhow::anyhow!("drawing a random token: {e}"))?;
+            let name = name.clone().unwrap_or_else(|| token.id.clone());
+            let record = index
+                .create_token(token.id, token_hash(&token.secret), name, scope, expires_ms)
+                .await?;
+            eprintln!(
+                "created token {} ({}, scope {}); it is shown once, store it now:",
+                record.id,
+                record.name,
+                scope.as_str()
+            );
+            println!("{}", token.secret);
+        }
+        TokenCommand::List => {
+            let now = now_ms();
+            println!(
+                "{:<12}  {:<20}  {:<5}  {:<8}  expires",
+                "id", "name", "scope", "state"
+            );
+            for token in index.tokens().await? {
+                let state = match (token.revoked_ms, token.active_at(now)) {
+                    (Some(_), _) => "revoked",
+                    (None, false) => "expired",
+                    (None, true) => "active",
+                };
+                let expires = token
+                    .expires_ms
+                    .map(|ms| {
+                        humantime::format_rfc3339_seconds(
+                            std::time::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64),
+                        )
+                        .to_string()
+                    })
+                    .unwrap_or_else(|| "never".into());
+                println!(
+                    "{:<12}  {:<20}  {:<5}  {:<8}  {expires}",
+                    token.id,
+                    token.name,
+                    token.scope.as_str(),
+                    state
+                );
+            }
+        }
+        TokenCommand::Revoke { id } => match index.revoke_token(id.clone()).await? {
+            0 => anyhow::bail!("no active token with id or name {id:?}"),
+            count => println!("revoked {count} token(s)"),
+        },
+    }
+    Ok(())
 }
 
 async fn serve(cli: &Cli) -> anyhow::Result<()> {
@@ -192,14 +299,24 @@ async fn serve(cli: &Cli) -> anyhow::Result<()> {
         max_size: cli.max_blob_size,
         zstd_level: cli.zstd_level,
     };
-    let state = AppState::new(storage, index.clone(), upload);
+    let auth = cli.auth.unwrap_or(AuthMode::default_for(&cli.listen));
+    if auth != AuthMode::Off && !cli.listen.ip().is_loopback() && !index.has_active_tokens().await?
+    {
+        anyhow::bail!(
+            "refusing to listen on {} with auth {:?} and no active token: create one with \
+             `cache-server token create --scope admin`, or pass --auth off explicitly",
+            cli.listen,
+            auth
+        );
+    }
+    let state = AppState::new(storage, index.clone(), upload).with_auth(auth);
     let listener = tokio::net::TcpListener::bind(cli.listen)
         .await
         .with_context(|| format!("binding {}", cli.listen))?;
     let address = listener.local_addr().context("reading the bound address")?;
     tracing::info!("listening on {address}");
     tracing::info!(
-        "serving {described}, blobs up to {} bytes",
+        "serving {described}, blobs up to {} bytes, auth {auth:?}",
         cli.max_blob_size
     );
 

@@ -51,6 +51,18 @@ pub enum ApiError {
     /// A conditional request's precondition is false.
     #[error("{0}")]
     PreconditionFailed(String),
+    /// No valid credentials (missing, unknown, expired or revoked token).
+    #[error("{0}")]
+    Unauthorized(String),
+    /// Valid credentials whose scope does not cover the request.
+    #[error("{0}")]
+    Forbidden(String),
+    /// The entry exists and this protocol does not overwrite.
+    #[error("{0}")]
+    Conflict(String),
+    /// The store cannot make room for the object.
+    #[error("{0}")]
+    InsufficientStorage(String),
     /// The storage did not answer or failed.
     #[error("storage is unavailable")]
     StorageUnavailable(#[source] StorageError),
@@ -80,6 +92,12 @@ impl ApiError {
             }
             Self::PreconditionFailed(_) => (StatusCode::PRECONDITION_FAILED, "precondition_failed"),
             Self::StorageUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable"),
+            Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            Self::Conflict(_) => (StatusCode::CONFLICT, "exists"),
+            Self::InsufficientStorage(_) => {
+                (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage")
+            }
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -109,7 +127,20 @@ impl IntoResponse for ApiError {
                 actual,
             },
         };
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            let headers = response.headers_mut();
+            for challenge in [
+                r#"Bearer realm="cache-server""#,
+                r#"Basic realm="cache-server""#,
+            ] {
+                headers.append(
+                    axum::http::header::WWW_AUTHENTICATE,
+                    axum::http::HeaderValue::from_static(challenge),
+                );
+            }
+        }
+        response
     }
 }
 

@@ -1,6 +1,7 @@
 //! HTTP: the native v1 API, health and metrics, over [`AppState`].
 
 mod ac;
+mod auth;
 mod cas;
 pub mod error;
 mod leases;
@@ -15,6 +16,7 @@ use axum::routing::{get, post};
 use cache_proto::routes;
 use tower_http::trace::TraceLayer;
 
+use crate::auth::AuthMode;
 use crate::blob::upload::UploadSettings;
 use crate::index::Index;
 use crate::metrics::Metrics;
@@ -34,6 +36,8 @@ pub struct AppState {
     pub upload: UploadSettings,
     /// Serialises compare-and-set on action-cache entries.
     pub ac_locks: Arc<ac::KeyLocks>,
+    /// How requests are authorised.
+    pub auth: AuthMode,
 }
 
 impl AppState {
@@ -45,7 +49,14 @@ impl AppState {
             metrics: Arc::new(Metrics::default()),
             upload,
             ac_locks: Arc::new(ac::KeyLocks::default()),
+            auth: AuthMode::Off,
         }
+    }
+
+    /// The same state with auth mode `auth`.
+    pub fn with_auth(mut self, auth: AuthMode) -> Self {
+        self.auth = auth;
+        self
     }
 }
 
@@ -68,12 +79,18 @@ pub fn app(state: AppState) -> Router {
             routes::LEASE_TEMPLATE,
             post(leases::acquire).delete(leases::release),
         )
+        .route(routes::TOKENS, get(auth::list).post(auth::create))
+        .route(routes::TOKEN_TEMPLATE, axum::routing::delete(auth::revoke))
         .route(routes::STATS, get(ops::stats))
         .route(routes::METRICS, get(ops::metrics))
         .route(routes::HEALTHZ, get(ops::healthz))
         .route(routes::READYZ, get(ops::readyz))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::authorize,
+        ))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }

@@ -23,7 +23,7 @@ mod leases;
 mod tokens;
 
 pub use leases::LeaseOutcome;
-pub use tokens::{Scope, TokenRecord};
+pub use tokens::{Scope, TokenRecord, token_hash};
 
 use crate::blob::StoredName;
 use crate::blob::format::Encoding;
@@ -146,7 +146,8 @@ impl std::fmt::Debug for Index {
     }
 }
 
-fn now_ms() -> i64 {
+/// Now, in unix milliseconds.
+pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)

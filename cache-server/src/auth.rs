@@ -1,0 +1,162 @@
+//! Who may do what: the auth mode, new token secrets, and which scope each
+//! request needs. The HTTP middleware that applies it is `http::auth`.
+
+use std::net::SocketAddr;
+
+use axum::http::Method;
+use base64::Engine as _;
+
+use crate::index::Scope;
+
+/// How requests are authorised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AuthMode {
+    /// Every request but health checks needs a token.
+    Required,
+    /// Reads need no token; writes and admin routes do.
+    AnonymousRead,
+    /// No checks at all (the default on a loopback address only).
+    Off,
+}
+
+impl AuthMode {
+    /// The mode when none is given: `off` on loopback, else `required`.
+    pub fn default_for(address: &SocketAddr) -> Self {
+        if address.ip().is_loopback() {
+            Self::Off
+        } else {
+            Self::Required
+        }
+    }
+}
+
+/// A new token: its public id and its secret (shown once, never stored).
+#[derive(Debug)]
+pub struct NewToken {
+    /// Public identifier, 12 hex.
+    pub id: String,
+    /// The secret: `cct_` and 43 base64url characters (256 random bits).
+    pub secret: String,
+}
+
+/// Draws a new token from the operating system's random source.
+pub fn new_token() -> Result<NewToken, getrandom::Error> {
+    let mut secret = [0u8; 32];
+    getrandom::fill(&mut secret)?;
+    let mut id = [0u8; 6];
+    getrandom::fill(&mut id)?;
+    Ok(NewToken {
+        id: id.iter().map(|b| format!("{b:02x}")).collect(),
+        secret: format!(
+            "cct_{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret)
+        ),
+    })
+}
+
+/// The scope a request needs, or `None` for health checks, which anyone may
+/// call.
+pub fn required_scope(method: &Method, path: &str) -> Option<Scope> {
+    match path {
+        "/healthz" | "/readyz" => return None,
+        "/v1/stats" | "/metrics" => return Some(Scope::Admin),
+        _ if path == "/v1/tokens" || path.starts_with("/v1/tokens/") => {
+            return Some(Scope::Admin);
+        }
+        // Queries sent as POST: they read.
+        "/v1/cas/missing" | "/v8/artifacts" | "/v8/artifacts/events" => {
+            return Some(Scope::Read);
+        }
+        _ => {}
+    }
+    if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+        || method.as_str() == "PROPFIND"
+    {
+        Some(Scope::Read)
+    } else {
+        Some(Scope::Write)
+    }
+}
+
+/// Parses `30d`, `12h`, `90m`, `3600s` or plain seconds into milliseconds.
+pub fn parse_duration_ms(text: &str) -> Result<i64, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => text.split_at(at),
+        None => (text, "s"),
+    };
+    let value: i64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 30d, 12h, 90m or 3600s"))?;
+    let seconds = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 7 * 86_400,
+        _ => return Err(format!("{text:?}: the unit is one of s, m, h, d, w")),
+    };
+    value
+        .checked_mul(seconds * 1000)
+        .filter(|ms| *ms > 0)
+        .ok_or_else(|| format!("{text:?} is out of range"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_random_and_well_formed() {
+        let (a, b) = (new_token().unwrap(), new_token().unwrap());
+        assert_ne!(a.secret, b.secret);
+        assert!(
+            a.secret.starts_with("cct_") && a.secret.len() == 47,
+            "{}",
+            a.secret
+        );
+        assert_eq!(a.id.len(), 12);
+    }
+
+    #[test]
+    fn scopes_follow_method_and_route() {
+        assert_eq!(required_scope(&Method::GET, "/healthz"), None);
+        assert_eq!(
+            required_scope(&Method::GET, "/v1/cas/ab"),
+            Some(Scope::Read)
+        );
+        assert_eq!(
+            required_scope(&Method::PUT, "/v1/cas/ab"),
+            Some(Scope::Write)
+        );
+        assert_eq!(
+            required_scope(&Method::POST, "/v1/cas/missing"),
+            Some(Scope::Read)
+        );
+        assert_eq!(
+            required_scope(&Method::GET, "/v1/stats"),
+            Some(Scope::Admin)
+        );
+        assert_eq!(
+            required_scope(&Method::DELETE, "/v1/tokens/x"),
+            Some(Scope::Admin)
+        );
+        assert_eq!(
+            required_scope(&Method::DELETE, "/ccache/ab/cd"),
+            Some(Scope::Write)
+        );
+        assert_eq!(
+            required_scope(&Method::POST, "/v8/artifacts"),
+            Some(Scope::Read)
+        );
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration_ms("30d"), Ok(30 * 86_400_000));
+        assert_eq!(parse_duration_ms("90"), Ok(90_000));
+        assert!(parse_duration_ms("0d").is_err());
+        assert!(parse_duration_ms("3y").is_err());
+        assert!(parse_duration_ms("abc").is_err());
+    }
+}
