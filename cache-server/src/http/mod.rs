@@ -5,6 +5,7 @@ mod auth;
 mod cas;
 pub mod error;
 mod leases;
+mod object;
 mod ops;
 pub mod request;
 

@@ -1,0 +1,321 @@
+//! One stored object read or written, whatever protocol named it: the
+//! shared core under the native CAS and every compatibility adapter
+//! (lookup with hit/miss counting, streamed and ranged reads, zstd
+//! passthrough, verified streaming writes, deletes).
+
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_compression::tokio::bufread::ZstdDecoder;
+use axum::body::Body;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use cache_proto::headers::ZSTD;
+use futures::{StreamExt, TryStreamExt};
+use tokio::io::AsyncRead;
+use tokio_util::io::StreamReader;
+
+use super::AppState;
+use super::error::ApiError;
+use super::request::{BodyEncoding, RangeSpec};
+use crate::blob::StoredName;
+use crate::blob::download::{self, BlobLayout, BodyStream};
+use crate::blob::format::Encoding;
+use crate::blob::upload::{self, ContentCheck};
+use crate::index::{NewObject, ObjectRecord};
+use crate::metrics::{Metrics, Protocol, ReadResult, WriteResult};
+
+/// How a read wants the bytes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReadOptions {
+    /// The client takes `Content-Encoding: zstd`.
+    pub accept_zstd: bool,
+    /// Only these bytes.
+    pub range: Option<RangeSpec>,
+}
+
+/// What a write does when the object exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IfExists {
+    /// Keep it and drain the body (content addresses: same bytes).
+    Keep,
+    /// Replace it atomically.
+    Replace,
+    /// Refuse with 409 (Nx).
+    Refuse,
+}
+
+/// A write as parsed from a request.
+#[derive(Debug, Clone)]
+pub struct WriteOptions {
+    /// How the body is encoded.
+    pub encoding: BodyEncoding,
+    /// The declared `Content-Length`, if any.
+    pub declared_length: Option<u64>,
+    /// What the content must hash to.
+    pub check: ContentCheck,
+    /// When the object exists.
+    pub if_exists: IfExists,
+    /// Protocol metadata to keep in the index.
+    pub meta: Option<String>,
+}
+
+/// How a write ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written {
+    /// New object of this size.
+    Created(u64),
+    /// Replaced, new size.
+    Replaced(u64),
+    /// Already there, kept; its size.
+    Kept(u64),
+}
+
+impl Written {
+    /// The size of the object now stored.
+    pub fn size(self) -> u64 {
+        match self {
+            Self::Created(size) | Self::Replaced(size) | Self::Kept(size) => size,
+        }
+    }
+
+    /// 201 for a new object, else 200.
+    pub fn status(self) -> StatusCode {
+        match self {
+            Self::Created(_) => StatusCode::CREATED,
+            _ => StatusCode::OK,
+        }
+    }
+}
+
+/// The index row of `name`, counting a hit or a miss for `protocol`.
+pub async fn lookup(
+    state: &AppState,
+    name: &StoredName,
+    protocol: Protocol,
+) -> Result<Option<ObjectRecord>, ApiError> {
+    let record = state.index.get(name).await?;
+    let result = if record.is_some() {
+        ReadResult::Hit
+    } else {
+        ReadResult::Miss
+    };
+    state.metrics.read(protocol, result);
+    Ok(record)
+}
+
+/// A `HEAD` answer from the index: 200 with the object's length.
+pub fn head(record: &ObjectRecord) -> Response {
+    let mut response = StatusCode::OK.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(record.size));
+    headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    response
+}
+
+fn header_value(text: String) -> HeaderValue {
+    // Only ever built from digits and ASCII punctuation.
+    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// Streams the object `name` described by `record`: the stored zstd frames
+/// as they are for a zstd-accepting client, a range (206, or 416), or the
+/// plain bytes. `None` when the object vanished from storage behind the
+/// index's back (the row is removed: the caller answers a miss).
+pub async fn get(
+    state: &AppState,
+    name: &StoredName,
+    record: &ObjectRecord,
+    protocol: Protocol,
+    options: ReadOptions,
+) -> Result<Option<Response>, ApiError> {
+    let path = name.path();
+    let layout = BlobLayout {
+        size: record.size,
+        stored_size: record.stored_size,
+        encoding: record.encoding,
+    };
+    let opened = if let Some(spec) = options.range {
+        let Some(range) = spec.resolve(layout.size) else {
+            let mut response = StatusCode::RANGE_NOT_SATISFIABLE.into_response();
+            response.headers_mut().insert(
+                header::CONTENT_RANGE,
+                header_value(format!("bytes */{}", layout.size)),
+            );
+            return Ok(Some(response));
+        };
+        let content_range = format!("bytes {}-{}/{}", range.start, range.end - 1, layout.size);
+        let length = range.end - range.start;
+        download::range(&state.storage, &path, layout, range)
+            .await
+            .map(|body| {
+                (
+                    StatusCode::PARTIAL_CONTENT,
+                    body,
+                    length,
+                    None,
+                    Some(content_range),
+                )
+            })
+    } else if options.accept_zstd && layout.encoding == Encoding::Zstd {
+        download::stored(&state.storage, &path)
+            .await
+            .map(|body| (StatusCode::OK, body, layout.stored_size, Some(ZSTD), None))
+    } else {
+        download::plain(&state.storage, &path, layout)
+            .await
+            .map(|body| (StatusCode::OK, body, layout.size, None, None))
+    };
+    let (status, body, length, encoding, content_range) = match opened {
+        Ok(parts) => parts,
+        Err(download::ReadError::Storage(crate::storage::StorageError::NotFound)) => {
+            // The index outlived the object (deleted behind our back): heal it.
+            state.index.remove(name).await?;
+            return Ok(None);
+        }
+        Err(other) => return Err(other.into()),
+    };
+    state.index.record_access(name);
+
+    let body = counted(body, state.metrics.clone(), protocol);
+    let mut response = Response::new(Body::from_stream(body));
+    *response.status_mut() = status;
+    let out = response.headers_mut();
+    out.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    out.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    out.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    out.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+    if let Some(encoding) = encoding {
+        out.insert(header::CONTENT_ENCODING, HeaderValue::from_static(encoding));
+    }
+    if let Some(content_range) = content_range {
+        out.insert(header::CONTENT_RANGE, header_value(content_range));
+    }
+    Ok(Some(response))
+}
+
+/// Counts the bytes a response body actually sends.
+fn counted(body: BodyStream, metrics: Arc<Metrics>, protocol: Protocol) -> BodyStream {
+    body.inspect_ok(move |chunk| metrics.served(protocol, chunk.len() as u64))
+        .boxed()
+}
+
+/// Stores `body` as `name`: streamed, checked, published atomically, then
+/// indexed. Counts the write (stored or rejected) for `protocol`.
+pub async fn put(
+    state: &AppState,
+    name: &StoredName,
+    protocol: Protocol,
+    options: WriteOptions,
+    body: Body,
+) -> Result<Written, ApiError> {
+    let result = store(state, name, protocol, options, body).await;
+    let outcome = if result.is_ok() {
+        WriteResult::Stored
+    } else {
+        WriteResult::Rejected
+    };
+    state.metrics.write(protocol, outcome);
+    result
+}
+
+async fn store(
+    state: &AppState,
+    name: &StoredName,
+    protocol: Protocol,
+    options: WriteOptions,
+    body: Body,
+) -> Result<Written, ApiError> {
+    let limit = state.upload.max_size;
+    if options.declared_length.is_some_and(|length| length > limit) {
+        return Err(ApiError::TooLarge { limit });
+    }
+    let existing = state.index.get(name).await?;
+    if let Some(record) = &existing {
+        match options.if_exists {
+            IfExists::Keep => {
+                // Read the body to its end (without storing it) so that a
+                // client still sending gets the answer, not a reset.
+                discard(body, limit).await;
+                return Ok(Written::Kept(record.size));
+            }
+            IfExists::Refuse => {
+                discard(body, limit).await;
+                return Err(ApiError::Conflict("the entry exists".into()));
+            }
+            IfExists::Replace => {}
+        }
+    }
+    let received = Arc::new(AtomicU64::new(0));
+    let counter = received.clone();
+    let wire = body.into_data_stream().map(move |chunk| {
+        if let Ok(bytes) = &chunk {
+            counter.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        }
+        chunk.map_err(io::Error::other)
+    });
+    let reader = StreamReader::new(wire);
+    let content: Box<dyn AsyncRead + Send + Unpin> = match options.encoding {
+        BodyEncoding::Identity => Box::new(reader),
+        BodyEncoding::Zstd => {
+            let mut decoder = ZstdDecoder::new(reader);
+            decoder.multiple_members(true);
+            Box::new(decoder)
+        }
+    };
+    let replace = options.if_exists == IfExists::Replace;
+    let stored = upload::store_verified(
+        &state.storage,
+        name.path(),
+        options.check,
+        content,
+        state.upload,
+        replace,
+    )
+    .await?;
+    let object = NewObject {
+        size: stored.size,
+        stored_size: stored.stored_size,
+        encoding: stored.encoding,
+        etag: None,
+        meta: options.meta,
+    };
+    state.index.put(name, object).await?;
+    state
+        .metrics
+        .received(protocol, received.load(Ordering::Relaxed));
+    tracing::debug!(
+        size = stored.size,
+        stored = stored.stored_size,
+        encoding = stored.encoding.as_str(),
+        "object stored"
+    );
+    Ok(if existing.is_some() {
+        Written::Replaced(stored.size)
+    } else {
+        Written::Created(stored.size)
+    })
+}
+
+/// Reads and drops a request body, up to `limit` bytes.
+pub async fn discard(body: Body, limit: u64) {
+    let mut seen = 0u64;
+    let mut stream = body.into_data_stream();
+    while let Some(Ok(chunk)) = stream.next().await {
+        seen += chunk.len() as u64;
+        if seen > limit {
+            break;
+        }
+    }
+}
+
+/// Deletes `name` from storage and index; whether it existed.
+pub async fn delete(state: &AppState, name: &StoredName) -> Result<bool, ApiError> {
+    let in_storage = state.storage.delete(&name.path()).await?;
+    let in_index = state.index.remove(name).await?;
+    Ok(in_storage || in_index)
+}
