@@ -17,15 +17,38 @@ pub enum Protocol {
     Cas,
     /// Native v1 action cache.
     Ac,
+    /// Bazel HTTP remote cache.
+    Bazel,
+    /// Turborepo remote cache.
+    Turbo,
+    /// ccache HTTP remote storage.
+    Ccache,
+    /// Gradle HTTP build cache.
+    Gradle,
+    /// Nx self-hosted remote cache.
+    Nx,
 }
 
 impl Protocol {
-    const ALL: [Protocol; 2] = [Protocol::Cas, Protocol::Ac];
+    const ALL: [Protocol; 7] = [
+        Protocol::Cas,
+        Protocol::Ac,
+        Protocol::Bazel,
+        Protocol::Turbo,
+        Protocol::Ccache,
+        Protocol::Gradle,
+        Protocol::Nx,
+    ];
 
     fn name(self) -> &'static str {
         match self {
             Self::Cas => "cas",
             Self::Ac => "ac",
+            Self::Bazel => "bazel",
+            Self::Turbo => "turbo",
+            Self::Ccache => "ccache",
+            Self::Gradle => "gradle",
+            Self::Nx => "nx",
         }
     }
 }

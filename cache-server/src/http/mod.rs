@@ -3,6 +3,7 @@
 mod ac;
 mod auth;
 mod cas;
+mod compat;
 pub mod error;
 mod leases;
 mod object;
@@ -12,8 +13,9 @@ pub mod request;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::Request;
-use axum::routing::{get, post};
+use axum::extract::{Request, State};
+use axum::response::Response;
+use axum::routing::{any, get, post};
 use cache_proto::routes;
 use tower_http::trace::TraceLayer;
 
@@ -82,6 +84,29 @@ pub fn app(state: AppState) -> Router {
         )
         .route(routes::TOKENS, get(auth::list).post(auth::create))
         .route(routes::TOKEN_TEMPLATE, axum::routing::delete(auth::revoke))
+        .route("/v8/artifacts/status", get(compat::turbo::status))
+        .route("/v8/artifacts/events", post(compat::turbo::events))
+        .route("/v8/artifacts", post(compat::turbo::query))
+        .route(
+            "/v8/artifacts/{hash}",
+            get(compat::turbo::get)
+                .head(compat::turbo::get)
+                .put(compat::turbo::put),
+        )
+        .route(
+            "/v1/cache/{hash}",
+            get(compat::nx::get)
+                .head(compat::nx::get)
+                .put(compat::nx::put),
+        )
+        .route(
+            "/cache/{key}",
+            get(compat::gradle::get)
+                .head(compat::gradle::get)
+                .put(compat::gradle::put),
+        )
+        .route("/ccache/{key}", any(compat::ccache::flat))
+        .route("/ccache/{first}/{rest}", any(compat::ccache::subdirs))
         .route(routes::STATS, get(ops::stats))
         .route(routes::METRICS, get(ops::metrics))
         .route(routes::HEALTHZ, get(ops::healthz))
@@ -96,12 +121,19 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn no_route(request: Request) -> ApiError {
-    ApiError::NotFound(format!(
+/// Paths no route matched: a Bazel cache path under any prefix, else 404.
+async fn no_route(State(state): State<AppState>, request: Request) -> Result<Response, ApiError> {
+    let (parts, body) = request.into_parts();
+    if let Some(result) =
+        compat::bazel::handle(state, parts.method.clone(), &parts.uri, parts.headers, body).await
+    {
+        return result;
+    }
+    Err(ApiError::NotFound(format!(
         "no route for {} {}",
-        request.method(),
-        request.uri().path()
-    ))
+        parts.method,
+        parts.uri.path()
+    )))
 }
 
 async fn method_not_allowed(request: Request) -> ApiError {

@@ -1,0 +1,93 @@
+//! ccache HTTP remote storage under `/ccache`: the `subdirs` layout
+//! (`/ccache/{2}/{38}`, ccache's default) and the `flat` layout
+//! (`/ccache/{40}`) name the same entry. `GET`, `HEAD`, `PUT` (replaces;
+//! ccache sends `HEAD` first when it must not overwrite) and `DELETE`.
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, Method};
+use axum::response::{IntoResponse, Response};
+
+use super::{ApiError, AppState, delete, opaque_key, read, write};
+use crate::blob::upload::ContentCheck;
+use crate::blob::{Space, StoredName};
+use crate::http::object::IfExists;
+use crate::metrics::Protocol;
+
+/// The entry of a flat key, or of a subdirs pair (2 characters, then the rest).
+fn name(first: &str, rest: Option<&str>) -> Result<StoredName, ApiError> {
+    let key = match rest {
+        None => opaque_key(first)?,
+        Some(rest) if first.len() == 2 => opaque_key(&format!("{first}{rest}"))?,
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "invalid_key",
+                "a subdirs path is /ccache/{2 characters}/{rest of the key}",
+            ));
+        }
+    };
+    Ok(StoredName::Entry(Space::Ccache, key))
+}
+
+async fn any(
+    state: AppState,
+    name: StoredName,
+    method: Method,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    match method {
+        Method::GET | Method::HEAD => {
+            read(&state, &name, Protocol::Ccache, &method, &headers).await
+        }
+        Method::PUT => {
+            let how = (ContentCheck::Unverified, IfExists::Replace, None);
+            let written = write(&state, &name, Protocol::Ccache, &headers, body, how).await?;
+            Ok(written.status().into_response())
+        }
+        Method::DELETE => delete(&state, &name).await,
+        other => Err(ApiError::MethodNotAllowed(format!(
+            "{other} is not allowed on ccache entries"
+        ))),
+    }
+}
+
+/// `/ccache/{key}` (flat layout).
+pub async fn flat(
+    State(state): State<AppState>,
+    Path(key): Path<String>,
+    method: Method,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let name = name(&key, None)?;
+    any(state, name, method, headers, body).await
+}
+
+/// `/ccache/{xx}/{rest}` (subdirs layout).
+pub async fn subdirs(
+    State(state): State<AppState>,
+    Path((first, rest)): Path<(String, String)>,
+    method: Method,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let name = name(&first, Some(&rest))?;
+    any(state, name, method, headers, body).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_layouts_name_the_same_entry() {
+        let key = "0123456789abcdef0123456789abcdef01234567";
+        assert_eq!(
+            name(&key[..2], Some(&key[2..])).unwrap(),
+            name(key, None).unwrap()
+        );
+        assert!(name("abc", Some("def")).is_err());
+        assert!(name("..", None).is_err());
+    }
+}

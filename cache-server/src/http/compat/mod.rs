@@ -1,0 +1,87 @@
+//! The cache protocols of the tools a team already runs, each a thin
+//! adapter over the same object core, index, auth and metrics: parse the
+//! request into a stored name and options, then read or write.
+//!
+//! | protocol | routes |
+//! | --- | --- |
+//! | Bazel HTTP cache | `{prefix}/ac/{64 hex}`, `{prefix}/cas/{64 hex}` (any prefix; a `blake3` segment selects BLAKE3) |
+//! | Turborepo | `/v8/artifacts/status`, `/v8/artifacts/{hash}`, `POST /v8/artifacts`, `POST /v8/artifacts/events` |
+//! | ccache | `/ccache/{2}/{38}` (subdirs) and `/ccache/{40}` (flat) |
+//! | Gradle | `/cache/{key}` |
+//! | Nx | `/v1/cache/{hash}` |
+
+pub mod bazel;
+pub mod ccache;
+pub mod gradle;
+pub mod nx;
+pub mod turbo;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, Method};
+use axum::response::{IntoResponse, Response};
+
+use super::AppState;
+use super::error::ApiError;
+use super::object::{self, IfExists, ReadOptions, WriteOptions, Written};
+use super::request;
+use crate::blob::upload::ContentCheck;
+use crate::blob::{EntryKey, StoredName};
+use crate::metrics::Protocol;
+
+/// Parses an opaque key from a path segment (400 before any I/O).
+fn opaque_key(raw: &str) -> Result<EntryKey, ApiError> {
+    EntryKey::parse(raw)
+        .map_err(|error| ApiError::bad_request("invalid_key", format!("invalid key: {error}")))
+}
+
+/// `GET` or `HEAD` of an entry: 404 on a miss.
+async fn read(
+    state: &AppState,
+    name: &StoredName,
+    protocol: Protocol,
+    method: &Method,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    let miss = || ApiError::NotFound("no such entry".into());
+    let record = object::lookup(state, name, protocol)
+        .await?
+        .ok_or_else(miss)?;
+    if method == Method::HEAD {
+        return Ok(object::head(&record));
+    }
+    let options = ReadOptions {
+        accept_zstd: request::accepts_zstd(headers),
+        range: None,
+    };
+    object::get(state, name, &record, protocol, options)
+        .await?
+        .ok_or_else(miss)
+}
+
+/// `PUT` of an entry.
+async fn write(
+    state: &AppState,
+    name: &StoredName,
+    protocol: Protocol,
+    headers: &HeaderMap,
+    body: Body,
+    (check, if_exists, meta): (ContentCheck, IfExists, Option<String>),
+) -> Result<Written, ApiError> {
+    let options = WriteOptions {
+        encoding: request::body_encoding(headers)?,
+        declared_length: request::content_length(headers)?,
+        check,
+        if_exists,
+        meta,
+    };
+    object::put(state, name, protocol, options, body).await
+}
+
+/// `DELETE` of an entry: 204, or 404 when absent.
+async fn delete(state: &AppState, name: &StoredName) -> Result<Response, ApiError> {
+    if object::delete(state, name).await? {
+        Ok(axum::http::StatusCode::NO_CONTENT.into_response())
+    } else {
+        Err(ApiError::NotFound("no such entry".into()))
+    }
+}
