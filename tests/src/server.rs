@@ -45,6 +45,15 @@ pub struct ServerOptions {
     pub args: Vec<String>,
 }
 
+impl ServerOptions {
+    /// Options with these extra arguments.
+    pub fn args(args: &[&str]) -> Self {
+        Self {
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
+        }
+    }
+}
+
 /// A running `cache-server` with its own storage folder and index, killed on drop.
 pub struct CacheServer {
     data: TempDir,
@@ -195,15 +204,34 @@ impl CacheServer {
     /// Runs a one-shot subcommand (e.g. `reindex`) over the same storage and
     /// index; returns its exit success and output.
     pub fn run_subcommand(&self, subcommand: &str) -> (bool, String) {
-        let mut command = self.command();
-        command.arg(subcommand);
-        let output = command.output().expect("cache-server runs");
+        let output = self.run_args(&[subcommand]);
         let text = format!(
             "{}{}",
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
         );
         (output.status.success(), text)
+    }
+
+    /// Runs `cache-server ARGS...` over the same storage and index.
+    pub fn run_args(&self, args: &[&str]) -> std::process::Output {
+        let mut command = self.command();
+        command.args(args);
+        command.output().expect("cache-server runs")
+    }
+
+    /// Creates a token with `scope` (and `extra` flags such as
+    /// `--expires 1s`) through the CLI; returns its secret.
+    pub fn create_token(&self, scope: &str, name: &str, extra: &[&str]) -> String {
+        let mut args = vec!["token", "create", "--scope", scope, "--name", name];
+        args.extend_from_slice(extra);
+        let output = self.run_args(&args);
+        assert!(
+            output.status.success(),
+            "token create failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
     }
 
     /// Path of the server's data folder.
