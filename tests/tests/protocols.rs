@@ -1,0 +1,565 @@
+//! The compatibility protocols over HTTP with the requests the real clients
+//! send (PROTOCOLS.md), and the real `ccache` and `turbo` clients against
+//! the real server.
+
+use std::path::Path;
+use std::process::Command;
+
+use cachectl_e2e::server::{Backend, CacheServer, ServerOptions};
+use reqwest::StatusCode;
+use sha2::Digest as _;
+
+fn sha256_hex(data: &[u8]) -> String {
+    format!("{:x}", sha2::Sha256::digest(data))
+}
+
+async fn stats(server: &CacheServer) -> serde_json::Value {
+    server
+        .client
+        .get(server.url("/v1/stats"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn bazel_cas_is_verified_ac_is_replaced_and_blake3_shares_the_native_store() {
+    let server = CacheServer::local();
+    let client = &server.client;
+    let content = b"bazel output".repeat(1000);
+    let sha = sha256_hex(&content);
+    let cas = server.url(&format!("/team/cache/cas/{sha}"));
+
+    assert_eq!(
+        client.get(&cas).send().await.unwrap().status(),
+        StatusCode::NOT_FOUND
+    );
+    // A body that is not what its digest says: rejected, nothing stored.
+    let wrong = client.put(&cas).body("other").send().await.unwrap();
+    assert_eq!(wrong.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        client.head(&cas).send().await.unwrap().status(),
+        StatusCode::NOT_FOUND
+    );
+    // zstd upload with X-Digest-SizeBytes, as Bazel sends it.
+    let compressed = zstd::encode_all(&content[..], 3).unwrap();
+    let put = client
+        .put(&cas)
+        .header("Content-Encoding", "zstd")
+        .header("X-Digest-SizeBytes", content.len().to_string())
+        .body(compressed)
+        .send()
+        .await
+        .unwrap();
+    assert!(put.status().is_success(), "{}", put.status());
+    let head = client.head(&cas).send().await.unwrap();
+    assert_eq!(
+        head.headers()["content-length"],
+        content.len().to_string().as_str()
+    );
+    let plain = client
+        .get(&cas)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(&plain[..], &content[..]);
+    let zstd_body = client
+        .get(&cas)
+        .header("Accept-Encoding", "zstd")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(zstd_body.headers()["content-encoding"], "zstd");
+    let decoded = zstd::decode_all(&zstd_body.bytes().await.unwrap()[..]).unwrap();
+    assert_eq!(decoded, content);
+
+    // The empty blob always exists.
+    let empty = server.url(&format!("/cas/{}", sha256_hex(b"")));
+    assert_eq!(
+        client.get(&empty).send().await.unwrap().status(),
+        StatusCode::OK
+    );
+
+    // AC entries are replaced.
+    let ac = server.url(&format!("/ac/{}", "ab".repeat(32)));
+    for value in ["first result", "second result"] {
+        let put = client.put(&ac).body(value).send().await.unwrap();
+        assert!(put.status().is_success());
+    }
+    assert_eq!(
+        client.get(&ac).send().await.unwrap().text().await.unwrap(),
+        "second result"
+    );
+
+    // --digest_function=blake3: the CAS is the native one.
+    let digest = cache_proto::Digest::of(b"shared");
+    let put = client
+        .put(server.url(&format!("/blake3/cas/{digest}")))
+        .body("shared")
+        .send()
+        .await
+        .unwrap();
+    assert!(put.status().is_success());
+    let native = client
+        .get(server.url(&format!("/v1/cas/{digest}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(native.text().await.unwrap(), "shared");
+
+    // Bad digests are 404 routes, never I/O.
+    for bad in [
+        "/cas/ABC",
+        "/cas/../../etc/passwd",
+        &format!("/ac/{}", "g".repeat(64)),
+    ] {
+        let status = client.get(server.url(bad)).send().await.unwrap().status();
+        assert!(status.is_client_error(), "{bad}: {status}");
+    }
+    let counters = &stats(&server).await["protocols"]["bazel"];
+    assert!(counters["hits"].as_u64().unwrap() >= 4, "{counters}");
+    assert_eq!(counters["misses"], 2, "{counters}");
+    assert_eq!(counters["rejected"], 1, "{counters}");
+}
+
+#[tokio::test]
+async fn turborepo_artifacts_keep_duration_and_tag_per_team() {
+    let server = CacheServer::local();
+    let client = &server.client;
+    let status: serde_json::Value = client
+        .get(server.url("/v8/artifacts/status"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["status"], "enabled");
+    let url = server.url("/v8/artifacts/a1b2c3d4e5f60718?teamId=team_acme");
+    let put = client
+        .put(&url)
+        .bearer_auth("anything")
+        .header("x-artifact-duration", "1234")
+        .header("x-artifact-tag", "c2lnbmF0dXJl")
+        .header("x-artifact-client-ci", "github")
+        .body("tar.gz bytes")
+        .send()
+        .await
+        .unwrap();
+    assert!(put.status().is_success());
+    let urls: serde_json::Value = put.json().await.unwrap();
+    assert!(urls["urls"].is_array());
+    let get = client.get(&url).send().await.unwrap();
+    assert_eq!(get.headers()["x-artifact-duration"], "1234");
+    assert_eq!(get.headers()["x-artifact-tag"], "c2lnbmF0dXJl");
+    assert_eq!(get.text().await.unwrap(), "tar.gz bytes");
+    let head = client.head(&url).send().await.unwrap();
+    assert_eq!(head.status(), StatusCode::OK);
+    // Another team does not see it.
+    let other = server.url("/v8/artifacts/a1b2c3d4e5f60718?slug=other");
+    assert_eq!(
+        client.get(&other).send().await.unwrap().status(),
+        StatusCode::NOT_FOUND
+    );
+    // Batch query.
+    let query: serde_json::Value = client
+        .post(server.url("/v8/artifacts?teamId=team_acme"))
+        .body(r#"{"hashes":["a1b2c3d4e5f60718","ffff"]}"#)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(query["a1b2c3d4e5f60718"]["taskDurationMs"], 1234);
+    assert_eq!(query["a1b2c3d4e5f60718"]["size"], 12);
+    assert!(query["ffff"].is_null());
+    let events = client
+        .post(server.url("/v8/artifacts/events"))
+        .body(r#"[{"source":"REMOTE","event":"HIT","hash":"a1b2"}]"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(events.status(), StatusCode::OK);
+    let bad = client
+        .get(server.url("/v8/artifacts/..%2f..%2fx"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(stats(&server).await["protocols"]["turbo"]["writes"], 1);
+}
+
+#[tokio::test]
+async fn ccache_layouts_share_entries_and_gradle_and_nx_follow_their_rules() {
+    let server = CacheServer::start(
+        Backend::Local,
+        ServerOptions::args(&["--max-blob-size", "1KiB"]),
+    );
+    let client = &server.client;
+    let key = "0123456789abcdef0123456789abcdef01234567";
+    let subdirs = server.url(&format!("/ccache/{}/{}", &key[..2], &key[2..]));
+    let flat = server.url(&format!("/ccache/{key}"));
+    assert_eq!(
+        client.get(&subdirs).send().await.unwrap().status(),
+        StatusCode::NOT_FOUND
+    );
+    assert!(
+        client
+            .put(&subdirs)
+            .body("object")
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .is_success()
+    );
+    assert_eq!(
+        client
+            .get(&flat)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "object"
+    );
+    assert!(
+        client
+            .put(&flat)
+            .body("newer")
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .is_success()
+    );
+    assert_eq!(
+        client
+            .get(&subdirs)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "newer"
+    );
+    assert_eq!(
+        client.delete(&flat).send().await.unwrap().status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        client.head(&subdirs).send().await.unwrap().status(),
+        StatusCode::NOT_FOUND
+    );
+
+    // Gradle: 2xx store, 413 for oversize (which keeps its cache on).
+    let gradle = server.url("/cache/9a0364b9e99bb480dd25e1f0284c8555");
+    let accept = "application/vnd.gradle.build-cache-artifact.v2, */*";
+    let put = client.put(&gradle).body("entry").send().await.unwrap();
+    assert!(put.status().is_success());
+    let get = client
+        .get(&gradle)
+        .header("Accept", accept)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(get.text().await.unwrap(), "entry");
+    let big = client
+        .put(&gradle)
+        .body(vec![0u8; 4096])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(big.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(
+        client
+            .get(&gradle)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "entry",
+        "a refused entry left the old one in place"
+    );
+
+    // Nx: 200 on store, 409 when it exists.
+    let nx = server.url("/v1/cache/8301924458432154627");
+    assert_eq!(
+        client.get(&nx).send().await.unwrap().status(),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        client
+            .put(&nx)
+            .body("outputs")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        client.put(&nx).body("other").send().await.unwrap().status(),
+        StatusCode::CONFLICT
+    );
+    assert_eq!(
+        client.get(&nx).send().await.unwrap().text().await.unwrap(),
+        "outputs"
+    );
+
+    // Keys that are not opaque keys are refused before any I/O.
+    for bad in [
+        "/cache/.hidden",
+        "/v1/cache/a%00b",
+        "/ccache/a%2Fb",
+        "/cache/caf%C3%A9",
+    ] {
+        let status = client.get(server.url(bad)).send().await.unwrap().status();
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+    }
+    let protocols = &stats(&server).await["protocols"];
+    for (name, writes) in [("ccache", 2), ("gradle", 1), ("nx", 1)] {
+        assert_eq!(protocols[name]["writes"], writes, "{name}: {protocols}");
+    }
+    assert_eq!(protocols["gradle"]["rejected"], 1);
+    assert_eq!(protocols["nx"]["rejected"], 1);
+}
+
+fn ccache(dir: &Path, work: &Path, remote: &str, args: &[&str]) -> std::process::Output {
+    Command::new("ccache")
+        .args(args)
+        .current_dir(work)
+        .env("CCACHE_DIR", dir)
+        .env("CCACHE_REMOTE_STORAGE", remote)
+        .env("CCACHE_NOHASHDIR", "1")
+        .env_remove("CCACHE_CONFIGPATH")
+        .output()
+        .expect("ccache runs (scripts/install-test-deps)")
+}
+
+fn ccache_stat(dir: &Path, work: &Path, remote: &str, name: &str) -> u64 {
+    let output = ccache(dir, work, remote, &["--print-stats"]);
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .find_map(|line| {
+            let (key, value) = line.split_once('\t')?;
+            (key == name).then(|| value.trim().parse().ok())?
+        })
+        .unwrap_or_else(|| panic!("no {name} in ccache --print-stats"))
+}
+
+#[test]
+fn real_ccache_gets_a_remote_hit_and_a_read_only_token_stores_nothing() {
+    let server = CacheServer::start(Backend::Local, ServerOptions::args(&["--auth", "required"]));
+    let writer = server.create_token("write", "ci", &[]);
+    let reader = server.create_token("read", "laptop", &[]);
+    let work = tempfile::tempdir().unwrap();
+    std::fs::write(
+        work.path().join("add.c"),
+        "int add(int a, int b) { return a + b; }\n",
+    )
+    .unwrap();
+    let remote = |token: &str| {
+        server
+            .base_url()
+            .replacen("http://", &format!("http://ci:{token}@"), 1)
+            + "/ccache"
+    };
+    let compile = |dir: &Path, remote: &str, out: &str| {
+        let output = ccache(dir, work.path(), remote, &["gcc", "-c", "add.c", "-o", out]);
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+
+    let first = work.path().join("cache-1");
+    compile(&first, &remote(&writer), "first.o");
+    assert_eq!(
+        ccache_stat(&first, work.path(), &remote(&writer), "remote_storage_miss"),
+        1
+    );
+    assert!(
+        ccache_stat(
+            &first,
+            work.path(),
+            &remote(&writer),
+            "remote_storage_write"
+        ) > 0
+    );
+
+    // An empty local cache: the result comes from the server.
+    let second = work.path().join("cache-2");
+    compile(&second, &remote(&writer), "second.o");
+    assert_eq!(
+        ccache_stat(&second, work.path(), &remote(&writer), "remote_storage_hit"),
+        1
+    );
+    assert_eq!(
+        std::fs::read(work.path().join("first.o")).unwrap(),
+        std::fs::read(work.path().join("second.o")).unwrap()
+    );
+
+    // A read-only token: another file compiles fine, nothing is stored.
+    let stored_before = server_writes(&server, "ccache");
+    std::fs::write(
+        work.path().join("add.c"),
+        "int add(int a, int b) { return b + a; }\n",
+    )
+    .unwrap();
+    let third = work.path().join("cache-3");
+    compile(&third, &remote(&reader), "third.o");
+    assert_eq!(
+        ccache_stat(&third, work.path(), &remote(&reader), "remote_storage_miss"),
+        1
+    );
+    assert_eq!(server_writes(&server, "ccache"), stored_before);
+    assert!(!server.logs().contains(&writer) && !server.logs().contains(&reader));
+}
+
+/// Stored writes of `protocol`, read with an admin token made for the purpose.
+fn server_writes(server: &CacheServer, protocol: &str) -> u64 {
+    let admin = server.create_token("admin", "stats", &[]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let stats: serde_json::Value = runtime.block_on(async {
+        server
+            .client
+            .get(server.url("/v1/stats"))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    });
+    stats["protocols"][protocol]["writes"].as_u64().unwrap()
+}
+
+fn turbo_binary() -> std::path::PathBuf {
+    let deps = std::env::var_os("CACHECTL_TEST_DEPS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                .join(".cache/cachectl-test-deps")
+        });
+    let binary = deps.join("turbo/node_modules/.bin/turbo");
+    assert!(
+        binary.exists(),
+        "turbo is not installed: run scripts/install-test-deps"
+    );
+    binary
+}
+
+/// A two-package npm workspace whose `build` writes `dist/out.txt`.
+fn turbo_workspace(root: &Path) {
+    std::fs::write(
+        root.join("package.json"),
+        r#"{"name":"ws","private":true,"packageManager":"npm@10.0.0","workspaces":["packages/*"]}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("turbo.json"),
+        r#"{"tasks":{"build":{"outputs":["dist/**"]}}}"#,
+    )
+    .unwrap();
+    let mut lock_packages =
+        serde_json::json!({ "": { "name": "ws", "workspaces": ["packages/*"] } });
+    for name in ["a", "b"] {
+        let folder = root.join("packages").join(name);
+        std::fs::create_dir_all(&folder).unwrap();
+        let script = format!(
+            "node -e \"require('fs').mkdirSync('dist',{{recursive:true}});require('fs').writeFileSync('dist/out.txt','built {name}')\""
+        );
+        let manifest =
+            serde_json::json!({ "name": name, "version": "1.0.0", "scripts": { "build": script } });
+        std::fs::write(folder.join("package.json"), manifest.to_string()).unwrap();
+        lock_packages[format!("packages/{name}")] =
+            serde_json::json!({ "name": name, "version": "1.0.0" });
+        lock_packages[format!("node_modules/{name}")] =
+            serde_json::json!({ "resolved": format!("packages/{name}"), "link": true });
+    }
+    let lock = serde_json::json!({ "name": "ws", "lockfileVersion": 3, "requires": true, "packages": lock_packages });
+    std::fs::write(root.join("package-lock.json"), lock.to_string()).unwrap();
+}
+
+/// Runs `turbo run build` in `root`, its local cache in `root/../local-cache`.
+fn turbo(root: &Path, api: &str, token: &str) -> (bool, String) {
+    let output = Command::new(turbo_binary())
+        .args(["run", "build"])
+        .current_dir(root)
+        .env("TURBO_API", api)
+        .env("TURBO_TOKEN", token)
+        .env("TURBO_TEAM", "acme")
+        .env("TURBO_TELEMETRY_DISABLED", "1")
+        .env("DO_NOT_TRACK", "1")
+        .env("TURBO_NO_UPDATE_NOTIFIER", "1")
+        .env("TURBO_CACHE_DIR", local_cache(root))
+        .output()
+        .expect("turbo runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
+fn local_cache(root: &Path) -> std::path::PathBuf {
+    root.parent().unwrap_or(root).join("local-cache")
+}
+
+#[test]
+fn real_turbo_restores_outputs_from_the_server_and_survives_a_wrong_token() {
+    let server = CacheServer::start(Backend::Local, ServerOptions::args(&["--auth", "required"]));
+    let token = server.create_token("write", "ci", &[]);
+    let work = tempfile::tempdir().unwrap();
+    let root = &work.path().join("ws");
+    std::fs::create_dir_all(root).unwrap();
+    turbo_workspace(root);
+
+    let (ok, first) = turbo(root, &server.base_url(), &token);
+    assert!(ok, "{first}");
+    assert!(first.contains("0 cached, 2 total"), "{first}");
+
+    // Wipe the local cache, the outputs and turbo's logs (no git here, so
+    // every file of a package is an input): outputs come back from the server.
+    for path in [local_cache(root), root.join(".turbo")] {
+        let _ = std::fs::remove_dir_all(path);
+    }
+    for name in ["a", "b"] {
+        let package = root.join("packages").join(name);
+        std::fs::remove_dir_all(package.join("dist")).unwrap();
+        let _ = std::fs::remove_dir_all(package.join(".turbo"));
+    }
+    let (ok, second) = turbo(root, &server.base_url(), &token);
+    assert!(ok, "{second}");
+    assert!(second.contains("2 cached, 2 total"), "{second}");
+    assert_eq!(
+        std::fs::read_to_string(root.join("packages/a/dist/out.txt")).unwrap(),
+        "built a"
+    );
+
+    // A wrong token: turbo says so, the build still succeeds.
+    std::fs::write(root.join("packages/b/extra.txt"), "changed input").unwrap();
+    let (ok, wrong) = turbo(root, &server.base_url(), "cct_not-a-token");
+    assert!(ok, "{wrong}");
+    let lowered = wrong.to_lowercase();
+    assert!(
+        lowered.contains("authentication failed") || lowered.contains("401"),
+        "turbo did not report the auth failure: {wrong}"
+    );
+    assert!(!server.logs().contains(&token));
+}
