@@ -62,6 +62,19 @@ pub struct StoredStats {
     pub bytes: u64,
     /// Sum of sizes as stored (after compression), in bytes.
     pub stored_bytes: u64,
+    /// Number of entries of the compatibility protocols (Bazel, Turborepo,
+    /// ccache, Gradle, Nx).
+    #[serde(default)]
+    pub protocol_entries: u64,
+    /// The `--max-size` quota on `stored_bytes`, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota_bytes: Option<u64>,
+    /// Objects evicted since the server started.
+    #[serde(default)]
+    pub evicted_objects: u64,
+    /// Bytes (as stored) evicted since the server started.
+    #[serde(default)]
+    pub evicted_bytes: u64,
 }
 
 /// Counters of one protocol.

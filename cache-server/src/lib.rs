@@ -9,6 +9,7 @@
 
 pub mod auth;
 pub mod blob;
+pub mod eviction;
 pub mod http;
 pub mod index;
 pub mod metrics;

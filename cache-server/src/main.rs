@@ -68,6 +68,11 @@ struct Cli {
     )]
     zstd_level: i32,
 
+    /// Keep the store under this many bytes (as stored) by evicting the
+    /// least recently used objects, e.g. 50GiB [default: no quota].
+    #[arg(long, env = "CACHE_SERVER_MAX_SIZE", value_parser = parse_size, global = true)]
+    max_size: Option<u64>,
+
     /// Who may do what: required (a token on every request), anonymous-read
     /// (writes need a token) or off [default: off on a loopback address,
     /// else required; another address without any token refuses to start
@@ -309,15 +314,24 @@ async fn serve(cli: &Cli) -> anyhow::Result<()> {
             auth
         );
     }
-    let state = AppState::new(storage, index.clone(), upload).with_auth(auth);
+    let mut state = AppState::new(storage, index.clone(), upload).with_auth(auth);
+    if let Some(quota) = cli.max_size {
+        state = state.with_quota(quota);
+    }
+    let evicting = state
+        .evictor
+        .clone()
+        .map(|evictor| tokio::spawn(evictor.run(Duration::from_secs(1))));
     let listener = tokio::net::TcpListener::bind(cli.listen)
         .await
         .with_context(|| format!("binding {}", cli.listen))?;
     let address = listener.local_addr().context("reading the bound address")?;
     tracing::info!("listening on {address}");
     tracing::info!(
-        "serving {described}, blobs up to {} bytes, auth {auth:?}",
-        cli.max_blob_size
+        "serving {described}, blobs up to {} bytes, quota {}, auth {auth:?}",
+        cli.max_blob_size,
+        cli.max_size
+            .map_or_else(|| "none".to_owned(), |quota| format!("{quota} bytes"))
     );
 
     let flusher = tokio::spawn(flush_access_periodically(index.clone()));
@@ -326,6 +340,9 @@ async fn serve(cli: &Cli) -> anyhow::Result<()> {
         .await
         .context("serving HTTP")?;
     flusher.abort();
+    if let Some(evicting) = evicting {
+        evicting.abort();
+    }
     index
         .flush_access()
         .await

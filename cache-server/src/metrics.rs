@@ -129,6 +129,9 @@ pub struct Metrics {
     stored_objects: Family<ProtocolLabels, Gauge>,
     stored_bytes: Gauge,
     stored_compressed_bytes: Gauge,
+    quota_bytes: Gauge,
+    evicted_objects: Counter,
+    evicted_bytes: Counter,
 }
 
 impl Default for Metrics {
@@ -142,6 +145,9 @@ impl Default for Metrics {
             stored_objects: Family::default(),
             stored_bytes: Gauge::default(),
             stored_compressed_bytes: Gauge::default(),
+            quota_bytes: Gauge::default(),
+            evicted_objects: Counter::default(),
+            evicted_bytes: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -179,6 +185,21 @@ impl Default for Metrics {
             "Bytes in the store as stored, from the index",
             metrics.stored_compressed_bytes.clone(),
         );
+        registry.register(
+            "quota_bytes",
+            "The --max-size quota on stored bytes (0: none)",
+            metrics.quota_bytes.clone(),
+        );
+        registry.register(
+            "evicted_objects",
+            "Objects evicted to keep the store under its quota",
+            metrics.evicted_objects.clone(),
+        );
+        registry.register(
+            "evicted_bytes",
+            "Bytes (as stored) evicted to keep the store under its quota",
+            metrics.evicted_bytes.clone(),
+        );
         Self {
             registry,
             ..metrics
@@ -215,6 +236,20 @@ impl Metrics {
             .inc_by(bytes);
     }
 
+    /// Counts an evicted object of `bytes` (as stored).
+    pub fn evicted(&self, bytes: u64) {
+        self.evicted_objects.inc();
+        self.evicted_bytes.inc_by(bytes);
+    }
+
+    /// Completes index totals with the quota and the eviction counters.
+    pub fn with_eviction(&self, mut stored: StoredStats, quota: Option<u64>) -> StoredStats {
+        stored.quota_bytes = quota;
+        stored.evicted_objects = self.evicted_objects.get();
+        stored.evicted_bytes = self.evicted_bytes.get();
+        stored
+    }
+
     fn set_stored(&self, stored: &StoredStats) {
         let set = |protocol, value: u64| {
             self.stored_objects
@@ -225,6 +260,8 @@ impl Metrics {
         set(Protocol::Ac, stored.action_entries);
         self.stored_bytes.set(stored.bytes as i64);
         self.stored_compressed_bytes.set(stored.stored_bytes as i64);
+        self.quota_bytes
+            .set(stored.quota_bytes.unwrap_or(0).min(i64::MAX as u64) as i64);
     }
 
     /// Prometheus text exposition, with the stored totals given.

@@ -21,6 +21,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::auth::AuthMode;
 use crate::blob::upload::UploadSettings;
+use crate::eviction::{Evictor, InUse};
 use crate::index::Index;
 use crate::metrics::Metrics;
 use crate::storage::Storage;
@@ -41,6 +42,10 @@ pub struct AppState {
     pub ac_locks: Arc<ac::KeyLocks>,
     /// How requests are authorised.
     pub auth: AuthMode,
+    /// Readers and writers of each object, which eviction leaves alone.
+    pub in_use: Arc<InUse>,
+    /// The quota keeper, with `--max-size`.
+    pub evictor: Option<Evictor>,
 }
 
 impl AppState {
@@ -53,7 +58,26 @@ impl AppState {
             upload,
             ac_locks: Arc::new(ac::KeyLocks::default()),
             auth: AuthMode::Off,
+            in_use: Arc::new(InUse::default()),
+            evictor: None,
         }
+    }
+
+    /// The same state keeping the store under `quota` bytes.
+    pub fn with_quota(mut self, quota: u64) -> Self {
+        self.evictor = Some(Evictor::new(
+            self.storage.clone(),
+            self.index.clone(),
+            self.in_use.clone(),
+            self.metrics.clone(),
+            quota,
+        ));
+        self
+    }
+
+    /// The quota, if any.
+    pub fn quota(&self) -> Option<u64> {
+        self.evictor.as_ref().map(Evictor::quota)
     }
 
     /// The same state with auth mode `auth`.

@@ -130,6 +130,11 @@ pub async fn get(
     protocol: Protocol,
     options: ReadOptions,
 ) -> Result<Option<Response>, ApiError> {
+    // Held until the body is sent: eviction leaves the object alone. An
+    // object being evicted right now is a miss.
+    let Some(guard) = state.in_use.try_use(name) else {
+        return Ok(None);
+    };
     let path = name.path();
     let layout = BlobLayout {
         size: record.size,
@@ -178,7 +183,12 @@ pub async fn get(
     };
     state.index.record_access(name);
 
-    let body = counted(body, state.metrics.clone(), protocol);
+    let body = counted(body, state.metrics.clone(), protocol)
+        .map(move |chunk| {
+            let _held = &guard;
+            chunk
+        })
+        .boxed();
     let mut response = Response::new(Body::from_stream(body));
     *response.status_mut() = status;
     let out = response.headers_mut();
@@ -230,10 +240,14 @@ async fn store(
     options: WriteOptions,
     body: Body,
 ) -> Result<Written, ApiError> {
-    let limit = state.upload.max_size;
+    let limit = state.quota().map_or(state.upload.max_size, |quota| {
+        quota.min(state.upload.max_size)
+    });
     if options.declared_length.is_some_and(|length| length > limit) {
         return Err(ApiError::TooLarge { limit });
     }
+    // Held while the object is written: eviction leaves it alone.
+    let _writing = state.in_use.use_waiting(name).await;
     let existing = state.index.get(name).await?;
     if let Some(record) = &existing {
         match options.if_exists {
@@ -249,6 +263,15 @@ async fn store(
             }
             IfExists::Replace => {}
         }
+    }
+    if let (Some(evictor), Some(length)) = (&state.evictor, options.declared_length)
+        && !evictor.make_room(length).await.map_err(eviction_error)?
+    {
+        discard(body, limit).await;
+        return Err(ApiError::InsufficientStorage(format!(
+            "the store cannot make room for {length} bytes under its quota of {} bytes",
+            evictor.quota()
+        )));
     }
     let received = Arc::new(AtomicU64::new(0));
     let counter = received.clone();
@@ -268,12 +291,16 @@ async fn store(
         }
     };
     let replace = options.if_exists == IfExists::Replace;
+    let settings = upload::UploadSettings {
+        max_size: limit,
+        ..state.upload
+    };
     let stored = upload::store_verified(
         &state.storage,
         name.path(),
         options.check,
         content,
-        state.upload,
+        settings,
         replace,
     )
     .await?;
@@ -299,6 +326,13 @@ async fn store(
     } else {
         Written::Created(stored.size)
     })
+}
+
+fn eviction_error(error: crate::eviction::EvictionError) -> ApiError {
+    match error {
+        crate::eviction::EvictionError::Storage(error) => error.into(),
+        crate::eviction::EvictionError::Index(error) => error.into(),
+    }
 }
 
 /// Reads and drops a request body, up to `limit` bytes.

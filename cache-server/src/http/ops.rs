@@ -12,12 +12,14 @@ use super::error::ApiError;
 /// `GET /v1/stats`.
 pub async fn stats(State(state): State<AppState>) -> Result<Json<Stats>, ApiError> {
     let stored = state.index.totals().await?;
+    let stored = state.metrics.with_eviction(stored, state.quota());
     Ok(Json(state.metrics.stats(stored)))
 }
 
 /// `GET /metrics`.
 pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
     let stored = state.index.totals().await?;
+    let stored = state.metrics.with_eviction(stored, state.quota());
     let text = state.metrics.render(&stored);
     let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
     Ok(([(header::CONTENT_TYPE, content_type)], text).into_response())

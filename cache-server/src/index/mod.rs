@@ -389,6 +389,37 @@ impl Index {
         .await
     }
 
+    /// Objects by last access, oldest first (then oldest created), skipping
+    /// `offset`: the eviction order. Rows the binary cannot read are left out.
+    pub async fn least_recently_used(
+        &self,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Vec<(StoredName, u64)>, IndexError> {
+        self.read(move |connection| {
+            let mut statement = connection.prepare_cached(
+                "SELECT kind, name, stored_size FROM objects
+                 ORDER BY last_access, created, kind, name LIMIT ?1 OFFSET ?2",
+            )?;
+            let rows = statement.query_map(params![limit as i64, offset as i64], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, i64>(2)?,
+                ))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (kind, name, size) = row?;
+                if let Some(name) = StoredName::from_index_key(&kind, &name) {
+                    out.push((name, size as u64));
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     /// Totals for `/v1/stats` and `/metrics`.
     pub async fn totals(&self) -> Result<StoredStats, IndexError> {
         self.read(|connection| {
@@ -409,7 +440,8 @@ impl Index {
                 let (kind, count, size, stored) = row?;
                 match kind.as_str() {
                     "cas" => stats.blobs = count as u64,
-                    _ => stats.action_entries += count as u64,
+                    "ac" => stats.action_entries = count as u64,
+                    _ => stats.protocol_entries += count as u64,
                 }
                 stats.bytes += size as u64;
                 stats.stored_bytes += stored as u64;

@@ -1,0 +1,229 @@
+//! Keeping the store under its quota: least-recently-used objects are
+//! evicted, from the index, on any backend, in the background (and on
+//! demand when a write needs room).
+//!
+//! An object being read or written is never evicted: readers and writers
+//! hold a [`UseGuard`] while they stream; the evictor takes an object only
+//! when nobody uses it, and marks it while it deletes it, so a read that
+//! starts then sees a miss rather than a truncated object.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::blob::StoredName;
+use crate::index::{Index, IndexError};
+use crate::metrics::Metrics;
+use crate::storage::{Storage, StorageError};
+
+/// How many least-recently-used candidates are read from the index at a time.
+const BATCH: usize = 256;
+
+/// Who uses which object: a count of readers and writers, or `EVICTING`.
+#[derive(Debug, Default)]
+pub struct InUse {
+    users: Mutex<HashMap<StoredName, i64>>,
+}
+
+const EVICTING: i64 = -1;
+
+/// A reader or writer of an object; the object cannot be evicted while it lives.
+#[derive(Debug)]
+pub struct UseGuard {
+    registry: Arc<InUse>,
+    name: StoredName,
+}
+
+/// The evictor's claim on an object it is deleting.
+#[derive(Debug)]
+struct EvictGuard {
+    registry: Arc<InUse>,
+    name: StoredName,
+}
+
+impl InUse {
+    fn users(&self) -> std::sync::MutexGuard<'_, HashMap<StoredName, i64>> {
+        self.users
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Marks `name` as used; `None` while it is being evicted.
+    pub fn try_use(self: &Arc<Self>, name: &StoredName) -> Option<UseGuard> {
+        let mut users = self.users();
+        let count = users.entry(name.clone()).or_insert(0);
+        if *count == EVICTING {
+            return None;
+        }
+        *count += 1;
+        Some(UseGuard {
+            registry: self.clone(),
+            name: name.clone(),
+        })
+    }
+
+    /// Marks `name` as used, waiting out an eviction in progress.
+    pub async fn use_waiting(self: &Arc<Self>, name: &StoredName) -> UseGuard {
+        loop {
+            if let Some(guard) = self.try_use(name) {
+                return guard;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    fn try_evict(self: &Arc<Self>, name: &StoredName) -> Option<EvictGuard> {
+        let mut users = self.users();
+        if users.get(name).is_some_and(|count| *count != 0) {
+            return None;
+        }
+        users.insert(name.clone(), EVICTING);
+        Some(EvictGuard {
+            registry: self.clone(),
+            name: name.clone(),
+        })
+    }
+}
+
+impl Drop for UseGuard {
+    fn drop(&mut self) {
+        let mut users = self.registry.users();
+        if let Some(count) = users.get_mut(&self.name) {
+            *count -= 1;
+            if *count <= 0 {
+                users.remove(&self.name);
+            }
+        }
+    }
+}
+
+impl Drop for EvictGuard {
+    fn drop(&mut self) {
+        self.registry.users().remove(&self.name);
+    }
+}
+
+/// Why eviction could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum EvictionError {
+    /// The index failed.
+    #[error(transparent)]
+    Index(#[from] IndexError),
+    /// The storage failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// The quota keeper. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Evictor {
+    storage: Storage,
+    index: Index,
+    in_use: Arc<InUse>,
+    metrics: Arc<Metrics>,
+    quota: u64,
+    pass: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Evictor {
+    /// An evictor keeping the store under `quota` bytes (as stored).
+    pub fn new(
+        storage: Storage,
+        index: Index,
+        in_use: Arc<InUse>,
+        metrics: Arc<Metrics>,
+        quota: u64,
+    ) -> Self {
+        Self {
+            storage,
+            index,
+            in_use,
+            metrics,
+            quota,
+            pass: Arc::new(tokio::sync::Mutex::new(())),
+        }
+    }
+
+    /// The quota in bytes.
+    pub fn quota(&self) -> u64 {
+        self.quota
+    }
+
+    /// Evicts least-recently-used objects until the store holds at most
+    /// `target` bytes, skipping objects in use. Returns the bytes stored
+    /// afterwards.
+    pub async fn evict_to(&self, target: u64) -> Result<u64, EvictionError> {
+        let _pass = self.pass.lock().await;
+        // Recent reads count: write them to the index first.
+        self.index.flush_access().await?;
+        let mut stored = self.index.totals().await?.stored_bytes;
+        let mut skip = 0;
+        while stored > target {
+            let candidates = self.index.least_recently_used(skip, BATCH).await?;
+            if candidates.is_empty() {
+                break;
+            }
+            for (name, size) in candidates {
+                if stored <= target {
+                    break;
+                }
+                let Some(_claim) = self.in_use.try_evict(&name) else {
+                    skip += 1;
+                    continue;
+                };
+                match self.storage.delete(&name.path()).await {
+                    Ok(_) | Err(StorageError::NotFound) => {}
+                    Err(error) => return Err(error.into()),
+                }
+                self.index.remove(&name).await?;
+                self.metrics.evicted(size);
+                stored = stored.saturating_sub(size);
+                tracing::debug!(bytes = size, "evicted an object");
+            }
+        }
+        Ok(stored)
+    }
+
+    /// Makes room for `incoming` more bytes; `false` when objects in use
+    /// leave too little to evict.
+    pub async fn make_room(&self, incoming: u64) -> Result<bool, EvictionError> {
+        let Some(target) = self.quota.checked_sub(incoming) else {
+            return Ok(false);
+        };
+        if self.index.totals().await?.stored_bytes <= target {
+            return Ok(true);
+        }
+        Ok(self.evict_to(target).await? <= target)
+    }
+
+    /// Runs forever: a pass every `period`.
+    pub async fn run(self, period: Duration) {
+        let mut ticker = tokio::time::interval(period);
+        loop {
+            ticker.tick().await;
+            if let Err(error) = self.evict_to(self.quota).await {
+                tracing::warn!(%error, "eviction pass failed");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cache_proto::Digest;
+
+    #[test]
+    fn an_object_in_use_cannot_be_evicted_and_an_evicted_one_cannot_be_read() {
+        let registry = Arc::new(InUse::default());
+        let name = StoredName::Blob(Digest::of(b"x"));
+        let reader = registry.try_use(&name).unwrap();
+        assert!(registry.try_evict(&name).is_none());
+        drop(reader);
+        let claim = registry.try_evict(&name).unwrap();
+        assert!(registry.try_use(&name).is_none());
+        drop(claim);
+        assert!(registry.try_use(&name).is_some());
+        assert!(registry.users().is_empty());
+    }
+}
