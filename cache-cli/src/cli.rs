@@ -32,6 +32,16 @@ pub struct Cli {
     #[arg(long, env = "CACHECTL_CACHE", global = true)]
     pub cache: Option<String>,
 
+    /// Token for the cache server (`cache-server token create --scope write`);
+    /// sent as a bearer token, never printed.
+    #[arg(
+        long,
+        env = "CACHECTL_CACHE_TOKEN",
+        global = true,
+        hide_env_values = true
+    )]
+    pub cache_token: Option<String>,
+
     /// Folder of local records when no cache server is configured.
     #[arg(long, env = "CACHECTL_CACHE_DIR", global = true)]
     pub cache_dir: Option<PathBuf>,

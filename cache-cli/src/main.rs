@@ -138,7 +138,7 @@ fn registry_between(cli: &Cli, base: &Location, target: &Location) -> Registry {
 
 fn records_for(cli: &Cli, file: &ConfigFile) -> RecordStore {
     match cli.cache_url(file) {
-        Some(url) => RecordStore::server(&url),
+        Some(url) => RecordStore::server(&url, cli.cache_token.as_deref()),
         None => RecordStore::local(cli.records_dir()),
     }
 }

@@ -63,6 +63,20 @@ pub enum RecordError {
     },
 }
 
+/// How a non-success answer is worded.
+fn refusal(status: reqwest::StatusCode) -> String {
+    match status {
+        reqwest::StatusCode::UNAUTHORIZED => {
+            "refused the request: set a token with --cache-token / CACHECTL_CACHE_TOKEN (401)"
+                .into()
+        }
+        reqwest::StatusCode::FORBIDDEN => {
+            "refused the request: the token's scope does not allow it (403)".into()
+        }
+        status => format!("answered {status}"),
+    }
+}
+
 /// Where records live.
 #[derive(Debug, Clone)]
 pub enum RecordStore {
@@ -81,9 +95,19 @@ pub enum RecordStore {
 }
 
 impl RecordStore {
-    /// Records on a cache server at `url`.
-    pub fn server(url: &str) -> Self {
+    /// Records on a cache server at `url`, sending `token` (if any) as a
+    /// bearer token on every request.
+    pub fn server(url: &str, token: Option<&str>) -> Self {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(mut value) = token.and_then(|token| {
+            reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")).ok()
+        }) {
+            // Kept out of debug output.
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
         let client = reqwest::Client::builder()
+            .default_headers(headers)
             .connect_timeout(Duration::from_secs(3))
             .timeout(Duration::from_secs(10))
             .no_proxy()
@@ -139,7 +163,7 @@ impl RecordStore {
                         .await
                         .map_err(|e| unreachable(e.without_url().to_string()))?
                         .to_vec(),
-                    status => return Err(unreachable(format!("answered {status}"))),
+                    status => return Err(unreachable(refusal(status))),
                 }
             }
             Self::Local { folder } => {
@@ -178,7 +202,7 @@ impl RecordStore {
                 if !response.status().is_success() {
                     return Err(RecordError::Unreachable {
                         url: url.clone(),
-                        message: format!("answered {}", response.status()),
+                        message: refusal(response.status()),
                     });
                 }
                 Ok(())
@@ -226,7 +250,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_unreachable_server_is_an_error_not_a_miss() {
-        let store = RecordStore::server("http://127.0.0.1:9");
+        let store = RecordStore::server("http://127.0.0.1:9", None);
         let error = store.get::<BaseRecord>(&latest_key("x")).await.unwrap_err();
         assert!(matches!(error, RecordError::Unreachable { .. }), "{error}");
     }

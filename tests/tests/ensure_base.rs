@@ -606,3 +606,39 @@ fn a_multi_platform_from_image_is_resolved_to_the_configured_platform() {
     );
     assert!(rootfs.join("opt/deps/requirements.txt").is_file());
 }
+
+#[test]
+fn a_cache_server_with_tokens_takes_cachectl_token_and_a_missing_one_is_a_warning() {
+    let registry = RegistryServer::start();
+    let image = format!("{}/acme/token-base", registry.host());
+    let project = native_project(&image, None);
+    let server = CacheServer::start(Backend::Local, ServerOptions::args(&["--auth", "required"]));
+    let token = server.create_token("write", "ci", &[]);
+    let cache = server.base_url();
+    let with_token = [("CACHECTL_CACHE_TOKEN", token.as_str())];
+
+    let built = project
+        .cachectl(&["ensure-base", "--json", "--cache", &cache], &with_token)
+        .success()
+        .json();
+    assert_eq!(built["source"], "built");
+    let hit = project
+        .cachectl(&["ensure-base", "--json", "--cache", &cache], &with_token)
+        .success();
+    assert_eq!(hit.json()["source"], "cache");
+    assert!(!hit.stderr.contains(&token), "the token was printed");
+
+    // No token: the cache refuses, the run goes on from the registry tag.
+    let without = project
+        .cachectl(&["ensure-base", "--json", "--cache", &cache], &[])
+        .success();
+    assert_eq!(without.json()["source"], "registry");
+    assert!(
+        without.stderr.contains("CACHECTL_CACHE_TOKEN"),
+        "{}",
+        without.stderr
+    );
+    let required = project.cachectl(&["ensure-base", "--cache", &cache, "--require-cache"], &[]);
+    assert_eq!(required.code, 3, "{}", required.stderr);
+    assert_eq!(project.builds(), 1);
+}
