@@ -141,8 +141,18 @@ pub fn app(state: AppState) -> Router {
             state.clone(),
             auth::authorize,
         ))
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .with_state(state)
+}
+
+/// The log span of a request: its method and route template, never the
+/// concrete path (keys and digests stay out of the logs, like tokens).
+fn request_span(request: &Request) -> tracing::Span {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or("(unmatched)", axum::extract::MatchedPath::as_str);
+    tracing::debug_span!("request", method = %request.method(), route)
 }
 
 /// Paths no route matched: a Bazel cache path under any prefix, else 404.
