@@ -448,19 +448,25 @@ fn server_writes(server: &CacheServer, protocol: &str) -> u64 {
     stats["protocols"][protocol]["writes"].as_u64().unwrap()
 }
 
-fn turbo_binary() -> std::path::PathBuf {
+/// The `node_modules` folder of an npm tool installed by
+/// `scripts/install-test-deps`.
+fn npm_tool(name: &str) -> std::path::PathBuf {
     let deps = std::env::var_os("CACHECTL_TEST_DEPS")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| {
             std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
                 .join(".cache/cachectl-test-deps")
         });
-    let binary = deps.join("turbo/node_modules/.bin/turbo");
+    let modules = deps.join(name).join("node_modules");
     assert!(
-        binary.exists(),
-        "turbo is not installed: run scripts/install-test-deps"
+        modules.join(".bin").join(name).exists(),
+        "{name} is not installed: run scripts/install-test-deps"
     );
-    binary
+    modules
+}
+
+fn turbo_binary() -> std::path::PathBuf {
+    npm_tool("turbo").join(".bin/turbo")
 }
 
 /// A two-package npm workspace whose `build` writes `dist/out.txt`.
@@ -560,6 +566,81 @@ fn real_turbo_restores_outputs_from_the_server_and_survives_a_wrong_token() {
     assert!(
         lowered.contains("authentication failed") || lowered.contains("401"),
         "turbo did not report the auth failure: {wrong}"
+    );
+    assert!(!server.logs().contains(&token));
+}
+
+/// An Nx workspace with one cached `build` target writing `app/dist/out.txt`.
+fn nx_workspace(root: &Path) {
+    std::fs::create_dir_all(root.join("app")).unwrap();
+    std::fs::write(root.join("package.json"), r#"{"name":"ws","private":true}"#).unwrap();
+    std::fs::write(
+        root.join("nx.json"),
+        r#"{"targetDefaults":{"build":{"cache":true}}}"#,
+    )
+    .unwrap();
+    let command = "node -e \"require('fs').mkdirSync('app/dist',{recursive:true});require('fs').writeFileSync('app/dist/out.txt','built')\"";
+    let project = serde_json::json!({
+        "name": "app",
+        "targets": { "build": { "command": command, "cache": true, "outputs": ["{projectRoot}/dist"] } }
+    });
+    std::fs::write(root.join("app/project.json"), project.to_string()).unwrap();
+    // Nx loads itself from the workspace's node_modules.
+    std::os::unix::fs::symlink(npm_tool("nx"), root.join("node_modules")).unwrap();
+}
+
+fn nx(root: &Path, server: &str, token: &str, local_cache: &Path) -> (bool, String) {
+    let output = Command::new(root.join("node_modules/.bin/nx"))
+        .args(["run", "app:build"])
+        .current_dir(root)
+        .env("NX_SELF_HOSTED_REMOTE_CACHE_SERVER", server)
+        .env("NX_SELF_HOSTED_REMOTE_CACHE_ACCESS_TOKEN", token)
+        .env("NX_CACHE_DIRECTORY", local_cache)
+        .env("NX_DAEMON", "false")
+        .env("NX_NO_CLOUD", "true")
+        .env("NX_TUI", "false")
+        .env("NX_SKIP_NX_CACHE", "false")
+        .output()
+        .expect("nx runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
+#[test]
+fn real_nx_restores_outputs_from_the_self_hosted_cache() {
+    let server = CacheServer::start(Backend::Local, ServerOptions::args(&["--auth", "required"]));
+    let token = server.create_token("write", "ci", &[]);
+    let work = tempfile::tempdir().unwrap();
+    let root = &work.path().join("ws");
+    nx_workspace(root);
+
+    let (ok, first) = nx(
+        root,
+        &server.base_url(),
+        &token,
+        &work.path().join("local-1"),
+    );
+    assert!(ok, "{first}");
+    assert_eq!(server_writes(&server, "nx"), 1, "{first}");
+
+    // A new local cache and no outputs: Nx takes them from the server.
+    std::fs::remove_dir_all(root.join("app/dist")).unwrap();
+    let _ = std::fs::remove_dir_all(root.join(".nx"));
+    let (ok, second) = nx(
+        root,
+        &server.base_url(),
+        &token,
+        &work.path().join("local-2"),
+    );
+    assert!(ok, "{second}");
+    assert!(second.contains("from the cache"), "{second}");
+    assert_eq!(
+        std::fs::read_to_string(root.join("app/dist/out.txt")).unwrap(),
+        "built"
     );
     assert!(!server.logs().contains(&token));
 }
