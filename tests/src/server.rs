@@ -162,6 +162,21 @@ impl CacheServer {
         format!("http://{}{path}", self.address)
     }
 
+    /// `GET path` as JSON, with a bearer `token` if given.
+    pub async fn get_json(&self, path: &str, token: Option<&str>) -> serde_json::Value {
+        let mut request = self.client.get(self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.expect("request");
+        assert!(
+            response.status().is_success(),
+            "GET {path}: {}",
+            response.status()
+        );
+        response.json().await.expect("a JSON body")
+    }
+
     /// Everything the server has logged so far.
     pub fn logs(&self) -> String {
         self.service

@@ -14,15 +14,7 @@ fn sha256_hex(data: &[u8]) -> String {
 }
 
 async fn stats(server: &CacheServer) -> serde_json::Value {
-    server
-        .client
-        .get(server.url("/v1/stats"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    server.get_json("/v1/stats", None).await
 }
 
 #[tokio::test]
@@ -433,18 +425,7 @@ fn real_ccache_gets_a_remote_hit_and_a_read_only_token_stores_nothing() {
 fn server_writes(server: &CacheServer, protocol: &str) -> u64 {
     let admin = server.create_token("admin", "stats", &[]);
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let stats: serde_json::Value = runtime.block_on(async {
-        server
-            .client
-            .get(server.url("/v1/stats"))
-            .bearer_auth(&admin)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    });
+    let stats = runtime.block_on(server.get_json("/v1/stats", Some(&admin)));
     stats["protocols"][protocol]["writes"].as_u64().unwrap()
 }
 

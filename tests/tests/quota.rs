@@ -32,16 +32,7 @@ async fn get_status(server: &CacheServer, content: &[u8]) -> StatusCode {
 }
 
 async fn stored(server: &CacheServer) -> serde_json::Value {
-    let stats: serde_json::Value = server
-        .client
-        .get(server.url("/v1/stats"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    stats["stored"].clone()
+    server.get_json("/v1/stats", None).await["stored"].clone()
 }
 
 /// Four 300 KiB blobs under a 1 MiB quota: the least recently used goes.
@@ -79,10 +70,7 @@ async fn least_recently_used_go_first(server: &CacheServer) {
     // One blob larger than the whole quota: 413, before its body is stored.
     let huge = random_bytes(1100 * KIB, 9);
     assert_eq!(put(server, &huge).await, StatusCode::PAYLOAD_TOO_LARGE);
-    let metrics = server
-        .client
-        .get(server.url("/metrics"))
-        .send()
+    let metrics = reqwest::get(server.url("/metrics"))
         .await
         .unwrap()
         .text()

@@ -5,17 +5,19 @@
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Method};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 
-use super::{ApiError, AppState, opaque_key, read, write};
-use crate::blob::upload::ContentCheck;
-use crate::blob::{Space, StoredName};
+use super::{ApiError, AppState, KeyedStore};
+use crate::blob::Space;
 use crate::http::object::IfExists;
 use crate::metrics::Protocol;
 
-fn name(raw: &str) -> Result<StoredName, ApiError> {
-    Ok(StoredName::Entry(Space::Gradle, opaque_key(raw)?))
-}
+const GRADLE: KeyedStore = KeyedStore {
+    space: Space::Gradle,
+    protocol: Protocol::Gradle,
+    if_exists: IfExists::Replace,
+    stored: None,
+};
 
 /// `GET`/`HEAD /cache/{key}`.
 pub async fn get(
@@ -24,7 +26,7 @@ pub async fn get(
     method: Method,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    read(&state, &name(&raw)?, Protocol::Gradle, &method, &headers).await
+    GRADLE.get(&state, &raw, &method, &headers).await
 }
 
 /// `PUT /cache/{key}`.
@@ -34,8 +36,5 @@ pub async fn put(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let name = name(&raw)?;
-    let how = (ContentCheck::Unverified, IfExists::Replace, None);
-    let written = write(&state, &name, Protocol::Gradle, &headers, body, how).await?;
-    Ok(written.status().into_response())
+    GRADLE.put(&state, &raw, &headers, body).await
 }

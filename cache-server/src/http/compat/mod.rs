@@ -25,7 +25,7 @@ use super::error::ApiError;
 use super::object::{self, IfExists, ReadOptions, WriteOptions, Written};
 use super::request;
 use crate::blob::upload::ContentCheck;
-use crate::blob::{EntryKey, StoredName};
+use crate::blob::{EntryKey, Space, StoredName};
 use crate::metrics::Protocol;
 
 /// Parses an opaque key from a path segment (400 before any I/O).
@@ -75,6 +75,45 @@ async fn write(
         meta,
     };
     object::put(state, name, protocol, options, body).await
+}
+
+/// A protocol whose entries are opaque keys in one space, read with
+/// `GET`/`HEAD` and written with `PUT` (Gradle, Nx).
+struct KeyedStore {
+    space: Space,
+    protocol: Protocol,
+    if_exists: IfExists,
+    /// The status of a successful `PUT`; `None`: 201 created, 200 replaced.
+    stored: Option<axum::http::StatusCode>,
+}
+
+impl KeyedStore {
+    fn name(&self, raw: &str) -> Result<StoredName, ApiError> {
+        Ok(StoredName::Entry(self.space.clone(), opaque_key(raw)?))
+    }
+
+    async fn get(
+        &self,
+        state: &AppState,
+        raw: &str,
+        method: &Method,
+        headers: &HeaderMap,
+    ) -> Result<Response, ApiError> {
+        read(state, &self.name(raw)?, self.protocol, method, headers).await
+    }
+
+    async fn put(
+        &self,
+        state: &AppState,
+        raw: &str,
+        headers: &HeaderMap,
+        body: Body,
+    ) -> Result<Response, ApiError> {
+        let name = self.name(raw)?;
+        let how = (ContentCheck::Unverified, self.if_exists, None);
+        let written = write(state, &name, self.protocol, headers, body, how).await?;
+        Ok(self.stored.unwrap_or(written.status()).into_response())
+    }
 }
 
 /// `DELETE` of an entry: 204, or 404 when absent.

@@ -4,17 +4,19 @@
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Method, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 
-use super::{ApiError, AppState, opaque_key, read, write};
-use crate::blob::upload::ContentCheck;
-use crate::blob::{Space, StoredName};
+use super::{ApiError, AppState, KeyedStore};
+use crate::blob::Space;
 use crate::http::object::IfExists;
 use crate::metrics::Protocol;
 
-fn name(raw: &str) -> Result<StoredName, ApiError> {
-    Ok(StoredName::Entry(Space::Nx, opaque_key(raw)?))
-}
+const NX: KeyedStore = KeyedStore {
+    space: Space::Nx,
+    protocol: Protocol::Nx,
+    if_exists: IfExists::Refuse,
+    stored: Some(StatusCode::OK),
+};
 
 /// `GET`/`HEAD /v1/cache/{hash}`.
 pub async fn get(
@@ -23,7 +25,7 @@ pub async fn get(
     method: Method,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    read(&state, &name(&raw)?, Protocol::Nx, &method, &headers).await
+    NX.get(&state, &raw, &method, &headers).await
 }
 
 /// `PUT /v1/cache/{hash}`.
@@ -33,8 +35,5 @@ pub async fn put(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let name = name(&raw)?;
-    let how = (ContentCheck::Unverified, IfExists::Refuse, None);
-    write(&state, &name, Protocol::Nx, &headers, body, how).await?;
-    Ok(StatusCode::OK.into_response())
+    NX.put(&state, &raw, &headers, body).await
 }
