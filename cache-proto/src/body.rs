@@ -111,3 +111,45 @@ pub struct Lease {
     /// Unix milliseconds when it lapses unless renewed.
     pub expires_at_ms: i64,
 }
+
+/// A deploy-step timing, `POST /v1/events` (sent by `cachectl ensure-base`,
+/// `layer` and `build`, best effort).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DeployEvent {
+    /// `ensure-base`, `layer` or `build`.
+    pub kind: String,
+    /// The image (repository or layout) the step produced.
+    pub image: String,
+    /// The base key, when the step knows it (64 hex).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// Whether the base was found (no build).
+    pub hit: bool,
+    /// Seconds per phase (`hash`, `lookup`, `build`, `push`, `layer`, ...).
+    #[serde(default)]
+    pub phases: std::collections::BTreeMap<String, f64>,
+    /// Wall time of the whole step, in seconds.
+    pub seconds: f64,
+    /// Bytes uploaded.
+    #[serde(default)]
+    pub bytes: u64,
+}
+
+/// A stored event, as `GET /v1/events` lists them (newest first).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StoredEvent {
+    /// Sequence number.
+    pub id: i64,
+    /// When the server received it, unix milliseconds.
+    pub at_ms: i64,
+    /// The event.
+    #[serde(flatten)]
+    pub event: DeployEvent,
+}
+
+/// Response of `GET /v1/events`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct EventList {
+    /// Newest first.
+    pub events: Vec<StoredEvent>,
+}

@@ -21,6 +21,10 @@ pub const METRICS: &str = "/metrics";
 pub const TOKENS: &str = "/v1/tokens";
 /// `DELETE` (revoke) an access token by id or name; admin only.
 pub const TOKEN_TEMPLATE: &str = "/v1/tokens/{id}";
+/// `POST` a deploy event / `GET` recent ones.
+pub const EVENTS: &str = "/v1/events";
+/// `GET` the dashboard (one self-contained HTML page).
+pub const DASHBOARD: &str = "/";
 /// `GET` liveness: the process answers.
 pub const HEALTHZ: &str = "/healthz";
 /// `GET` readiness: the storage answers too.

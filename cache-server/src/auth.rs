@@ -55,11 +55,12 @@ pub fn new_token() -> Result<NewToken, getrandom::Error> {
 }
 
 /// The scope a request needs, or `None` for health checks, which anyone may
-/// call.
+/// call. The dashboard (`/`) shows what `/v1/stats` shows: admin (a browser
+/// asks for it with Basic: any user, the token as password).
 pub fn required_scope(method: &Method, path: &str) -> Option<Scope> {
     match path {
         "/healthz" | "/readyz" => return None,
-        "/v1/stats" | "/metrics" => return Some(Scope::Admin),
+        "/" | "/v1/stats" | "/metrics" => return Some(Scope::Admin),
         _ if path == "/v1/tokens" || path.starts_with("/v1/tokens/") => {
             return Some(Scope::Admin);
         }

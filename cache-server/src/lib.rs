@@ -9,6 +9,7 @@
 
 pub mod auth;
 pub mod blob;
+pub mod dashboard;
 pub mod eviction;
 pub mod http;
 pub mod index;

@@ -73,6 +73,10 @@ struct Cli {
     #[arg(long, env = "CACHE_SERVER_MAX_SIZE", value_parser = parse_size, global = true)]
     max_size: Option<u64>,
 
+    /// How many deploy events (`POST /v1/events`) are kept; the oldest go first.
+    #[arg(long, env = "CACHE_SERVER_EVENTS_RETENTION", default_value_t = cache_server::http::DEFAULT_EVENTS_RETENTION, global = true)]
+    events_retention: u64,
+
     /// Who may do what: required (a token on every request), anonymous-read
     /// (writes need a token) or off [default: off on a loopback address,
     /// else required; another address without any token refuses to start
@@ -318,6 +322,7 @@ async fn serve(cli: &Cli) -> anyhow::Result<()> {
     if let Some(quota) = cli.max_size {
         state = state.with_quota(quota);
     }
+    state.events_retention = cli.events_retention;
     let evicting = state
         .evictor
         .clone()

@@ -5,6 +5,7 @@ mod auth;
 mod cas;
 mod compat;
 pub mod error;
+mod events;
 mod leases;
 mod object;
 mod ops;
@@ -27,6 +28,9 @@ use crate::metrics::Metrics;
 use crate::storage::Storage;
 use error::ApiError;
 
+/// Deploy events kept unless `--events-retention` says otherwise.
+pub const DEFAULT_EVENTS_RETENTION: u64 = 10_000;
+
 /// Everything a handler needs, passed explicitly. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct AppState {
@@ -46,6 +50,8 @@ pub struct AppState {
     pub in_use: Arc<InUse>,
     /// The quota keeper, with `--max-size`.
     pub evictor: Option<Evictor>,
+    /// How many deploy events are kept.
+    pub events_retention: u64,
 }
 
 impl AppState {
@@ -60,6 +66,7 @@ impl AppState {
             auth: AuthMode::Off,
             in_use: Arc::new(InUse::default()),
             evictor: None,
+            events_retention: DEFAULT_EVENTS_RETENTION,
         }
     }
 
@@ -131,6 +138,8 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/ccache/{key}", any(compat::ccache::flat))
         .route("/ccache/{first}/{rest}", any(compat::ccache::subdirs))
+        .route(routes::EVENTS, get(events::list).post(events::add))
+        .route(routes::DASHBOARD, get(ops::dashboard))
         .route(routes::STATS, get(ops::stats))
         .route(routes::METRICS, get(ops::metrics))
         .route(routes::HEALTHZ, get(ops::healthz))

@@ -25,6 +25,26 @@ pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError
     Ok(([(header::CONTENT_TYPE, content_type)], text).into_response())
 }
 
+/// `GET /`: the dashboard, one self-contained HTML page.
+pub async fn dashboard(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let stored = state.index.totals().await?;
+    let stored = state.metrics.with_eviction(stored, state.quota());
+    let since = crate::index::now_ms() - crate::dashboard::TREND_DAYS * 86_400_000;
+    let data = crate::dashboard::DashboardData {
+        stats: state.metrics.stats(stored),
+        events: state.index.events(since, 5000).await?,
+    };
+    let page = crate::dashboard::render(&data);
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        page,
+    )
+        .into_response())
+}
+
 /// `GET /healthz`: the process is up.
 pub async fn healthz() -> &'static str {
     "ok\n"

@@ -19,6 +19,7 @@ use cache_proto::Digest;
 use cache_proto::body::StoredStats;
 use rusqlite::{Connection, OptionalExtension, params};
 
+mod events;
 mod leases;
 mod tokens;
 
@@ -65,6 +66,18 @@ CREATE TABLE tokens (
     expires INTEGER,                        -- unix milliseconds, NULL for never
     revoked INTEGER                         -- unix milliseconds, NULL while valid
 ) WITHOUT ROWID;
+"#,
+    r#"
+CREATE TABLE events (
+    id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    at      INTEGER NOT NULL,   -- unix milliseconds, server clock
+    kind    TEXT    NOT NULL,   -- 'ensure-base', 'layer' or 'build'
+    image   TEXT    NOT NULL,
+    hit     INTEGER NOT NULL,
+    seconds REAL    NOT NULL,   -- wall time of the step
+    body    TEXT    NOT NULL    -- the whole event, JSON
+);
+CREATE INDEX events_by_at ON events (at);
 "#,
 ];
 
