@@ -19,6 +19,8 @@ pub struct DashboardData {
     pub stats: Stats,
     /// Deploy events of the last [`TREND_DAYS`] days, newest first.
     pub events: Vec<StoredEvent>,
+    /// Now, unix milliseconds: the chart's last day.
+    pub now_ms: i64,
 }
 
 /// Escapes text for HTML content and attribute values.
@@ -137,7 +139,7 @@ fn protocol_section(out: &mut String, stats: &Stats) {
     out.push_str(
         "<section id=\"protocols\"><h2>Hit rate per protocol</h2><table><thead><tr>\
          <th>protocol</th><th>hits</th><th>misses</th><th>hit rate</th><th></th>\
-         <th>stored</th><th>served</th></tr></thead><tbody>",
+         <th>writes</th><th>served</th></tr></thead><tbody>",
     );
     for (name, counters) in &stats.protocols {
         let lookups = counters.hits + counters.misses;
@@ -163,16 +165,16 @@ fn protocol_section(out: &mut String, stats: &Stats) {
 }
 
 /// The inline SVG line chart of daily medians, hits and misses.
-fn trend_chart(out: &mut String, events: &[StoredEvent]) {
+fn trend_chart(out: &mut String, events: &[StoredEvent], now_ms: i64) {
     out.push_str("<section id=\"trend\"><h2>Deploy time, median per day</h2>");
     let medians = daily_medians(events);
-    let (Some(first), Some(last)) = (
-        medians.keys().next().copied(),
-        medians.keys().next_back().copied(),
-    ) else {
+    // A fixed window of the last TREND_DAYS days, today at the right.
+    let last = now_ms.div_euclid(DAY_MS);
+    let first = last - (TREND_DAYS - 1);
+    if medians.is_empty() {
         out.push_str("<p class=\"empty\">No deploy events yet: <code>cachectl</code> reports them when a cache server is configured.</p></section>");
         return;
-    };
+    }
     let (width, height, left, bottom, top, right) = (720.0, 260.0, 56.0, 36.0, 16.0, 16.0);
     let max = medians
         .values()
@@ -206,6 +208,7 @@ fn trend_chart(out: &mut String, events: &[StoredEvent]) {
     for (series, pick) in [("hit", 0usize), ("miss", 1usize)] {
         let points: Vec<(i64, f64)> = medians
             .iter()
+            .filter(|(day, _)| **day >= first)
             .filter_map(|(day, pair)| {
                 let value = if pick == 0 { pair.0 } else { pair.1 };
                 value.map(|seconds| (*day, seconds))
@@ -327,7 +330,7 @@ pub fn render(data: &DashboardData) -> String {
     );
     store_section(&mut out, &data.stats);
     protocol_section(&mut out, &data.stats);
-    trend_chart(&mut out, &data.events);
+    trend_chart(&mut out, &data.events, data.now_ms);
     slowest_builds(&mut out, &data.events);
     recent_deploys(&mut out, &data.events);
     out.push_str("</body></html>\n");
@@ -379,7 +382,11 @@ mod tests {
             protocols: BTreeMap::new(),
         };
         let events = vec![event(100, false, 42.0, "<script>alert(1)</script>")];
-        let page = render(&DashboardData { stats, events });
+        let page = render(&DashboardData {
+            stats,
+            events,
+            now_ms: 101 * DAY_MS,
+        });
         assert!(!page.contains("<script>"), "{page}");
         assert!(page.contains("&lt;script&gt;"));
         assert!(

@@ -29,10 +29,12 @@ pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError
 pub async fn dashboard(State(state): State<AppState>) -> Result<Response, ApiError> {
     let stored = state.index.totals().await?;
     let stored = state.metrics.with_eviction(stored, state.quota());
-    let since = crate::index::now_ms() - crate::dashboard::TREND_DAYS * 86_400_000;
+    let now_ms = crate::index::now_ms();
+    let since = now_ms - crate::dashboard::TREND_DAYS * 86_400_000;
     let data = crate::dashboard::DashboardData {
         stats: state.metrics.stats(stored),
         events: state.index.events(since, 5000).await?,
+        now_ms,
     };
     let page = crate::dashboard::render(&data);
     Ok((
