@@ -26,6 +26,9 @@ use crate::blob::upload::{self, ContentCheck};
 use crate::index::{NewObject, ObjectRecord};
 use crate::metrics::{Metrics, Protocol, ReadResult, WriteResult};
 
+/// Largest refused body that is still read (and dropped) before answering.
+const DRAIN_REFUSED_UP_TO: u64 = 16 * 1024 * 1024;
+
 /// How a read wants the bytes.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ReadOptions {
@@ -243,7 +246,15 @@ async fn store(
     let limit = state.quota().map_or(state.upload.max_size, |quota| {
         quota.min(state.upload.max_size)
     });
-    if options.declared_length.is_some_and(|length| length > limit) {
+    if let Some(length) = options.declared_length
+        && length > limit
+    {
+        // A modest body is read and dropped so that the client, still
+        // sending, gets the 413 rather than a reset connection; a huge one
+        // is refused without reading it.
+        if length <= DRAIN_REFUSED_UP_TO {
+            discard(body, DRAIN_REFUSED_UP_TO).await;
+        }
         return Err(ApiError::TooLarge { limit });
     }
     // Held while the object is written: eviction leaves it alone.
