@@ -91,6 +91,10 @@ pub struct EnsureReport {
     pub source: &'static str,
     /// Wall time of the whole run.
     pub seconds: f64,
+    /// Time spent hashing the inputs into the key.
+    pub hash_seconds: f64,
+    /// Time spent looking the key up (record, registry tag).
+    pub lookup_seconds: f64,
     /// Time spent building (0 on a hit).
     pub build_seconds: f64,
     /// Time spent publishing (0 on a hit).
@@ -372,6 +376,7 @@ pub async fn ensure_base(
 ) -> Result<EnsureReport, EnsureError> {
     let started = Instant::now();
     let base = settings.key()?;
+    let hash_seconds = started.elapsed().as_secs_f64();
     let mut run = Run {
         progress: Progress::for_stderr(),
         settings,
@@ -380,9 +385,14 @@ pub async fn ensure_base(
         options,
         warnings: Vec::new(),
     };
-    if !options.force
-        && let Some((record, source)) = run.lookup(&base).await?
-    {
+    let lookup_started = Instant::now();
+    let found = if options.force {
+        None
+    } else {
+        run.lookup(&base).await?
+    };
+    let lookup_seconds = lookup_started.elapsed().as_secs_f64();
+    if let Some((record, source)) = found {
         return Ok(EnsureReport {
             key: base.key.to_string(),
             image: record.image,
@@ -391,6 +401,8 @@ pub async fn ensure_base(
             hit: true,
             source,
             seconds: started.elapsed().as_secs_f64(),
+            hash_seconds,
+            lookup_seconds,
             build_seconds: 0.0,
             push_seconds: 0.0,
             pushed_bytes: 0,
@@ -432,6 +444,8 @@ pub async fn ensure_base(
         hit,
         source,
         seconds: started.elapsed().as_secs_f64(),
+        hash_seconds,
+        lookup_seconds,
         build_seconds,
         push_seconds,
         pushed_bytes,

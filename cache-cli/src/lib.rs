@@ -7,6 +7,7 @@ pub mod build;
 pub mod cli;
 pub mod config;
 pub mod ensure;
+pub mod events;
 pub mod exclude;
 pub mod image;
 pub mod key;

@@ -14,8 +14,8 @@ use cache_cli::ensure::{EnsureError, EnsureOptions, EnsureReport, ensure_base};
 use cache_cli::image::{ImageError, ImageTarget, Location, Registry, RegistryError};
 use cache_cli::key::Recipe;
 use cache_cli::key::diff;
-use cache_cli::output;
 use cache_cli::record::{RecordStore, latest_key};
+use cache_cli::{events, output};
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
@@ -191,6 +191,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             let registry = registry_between(&cli, &base, &settings.image);
             let records = records_for(&cli, &file);
             let report = cache_cli::app::layer(&registry, Some(&records), &base, &settings).await?;
+            records.report_event(&events::from_layer(&report)).await;
             output::report_layer(&report, cli.json).map_err(|e| Failure::new(1, e))
         }
         Command::Build { force, wait, app } => {
@@ -208,10 +209,16 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             let records = records_for(&cli, &file);
             let report =
                 cache_cli::app::layer(&registry, Some(&records), &base_location, &settings).await?;
+            records
+                .report_event(&events::from_build(&base, &report))
+                .await;
             output::report_build(&base, &report, cli.json).map_err(|e| Failure::new(1, e))
         }
         Command::EnsureBase { force, wait } => {
             let (report, _) = ensure(&cli, &file, (*force, *wait), &[]).await?;
+            records_for(&cli, &file)
+                .report_event(&events::from_ensure(&report))
+                .await;
             output::report_ensure(&report, cli.json).map_err(|e| Failure::new(1, e))
         }
         Command::Hash { explain } => hash(&cli, &file, *explain).await,

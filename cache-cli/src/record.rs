@@ -124,6 +124,26 @@ impl RecordStore {
         Self::Local { folder }
     }
 
+    /// Sends a deploy event to the cache server's history, best effort:
+    /// bounded to two seconds, and a failure is only a debug log line.
+    /// Records kept locally have no history.
+    pub async fn report_event(&self, event: &cache_proto::body::DeployEvent) {
+        let Self::Server { url, client } = self else {
+            return;
+        };
+        let sent = client
+            .post(format!("{url}{}", cache_proto::routes::EVENTS))
+            .timeout(Duration::from_secs(2))
+            .json(event)
+            .send()
+            .await;
+        match sent {
+            Ok(response) if response.status().is_success() => {}
+            Ok(response) => tracing::debug!(status = %response.status(), "deploy event refused"),
+            Err(error) => tracing::debug!(error = %error.without_url(), "deploy event not sent"),
+        }
+    }
+
     /// Build leases, when the records live on a cache server.
     pub fn leases(&self) -> Option<crate::lease::Leases> {
         match self {

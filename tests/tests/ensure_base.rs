@@ -189,6 +189,26 @@ fn cache_server_records_bases_and_its_outage_falls_back_to_the_registry_tag() {
         (Some("cache"), built["digest"].clone())
     );
 
+    // Both runs reported their timing to the deploy history.
+    let listed = std::process::Command::new("curl")
+        .args(["-fsS", &server.url("/v1/events")])
+        .output()
+        .unwrap();
+    let events: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let events = events["events"].as_array().unwrap();
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert_eq!(
+        (events[0]["kind"].as_str(), events[0]["hit"].as_bool()),
+        (Some("ensure-base"), Some(true))
+    );
+    assert_eq!(events[1]["hit"], false);
+    assert_eq!(events[1]["key"], built["key"]);
+    assert!(
+        events[1]["phases"]["build"].as_f64().unwrap() > 0.0,
+        "{}",
+        events[1]
+    );
+
     assert!(server.stop());
     let fallback = project
         .cachectl(&["ensure-base", "--json", "--cache", &cache], &[])
