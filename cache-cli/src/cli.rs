@@ -194,6 +194,21 @@ pub enum Command {
         #[command(flatten)]
         app: AppFlags,
     },
+    /// Measure the deploy step of this project: cold, app change, no change.
+    Bench {
+        /// Runs per scenario.
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
+        runs: u32,
+        /// Keep the images pushed under the cachectl-bench tag.
+        #[arg(long)]
+        keep: bool,
+        /// Also draw the phases as stacked bars per scenario into this SVG file.
+        #[arg(long)]
+        plot: Option<PathBuf>,
+        #[allow(missing_docs)]
+        #[command(flatten)]
+        app: AppFlags,
+    },
     /// Print the base image for the current inputs, building it on a miss.
     EnsureBase {
         /// Build and push even when a base exists.

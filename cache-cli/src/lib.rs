@@ -3,6 +3,7 @@
 #![deny(missing_docs)]
 
 pub mod app;
+pub mod bench;
 pub mod build;
 pub mod cli;
 pub mod config;

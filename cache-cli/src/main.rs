@@ -15,7 +15,7 @@ use cache_cli::image::{ImageError, ImageTarget, Location, Registry, RegistryErro
 use cache_cli::key::Recipe;
 use cache_cli::key::diff;
 use cache_cli::record::{RecordStore, latest_key};
-use cache_cli::{events, output};
+use cache_cli::{bench, events, output};
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
@@ -222,6 +222,172 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             output::report_ensure(&report, cli.json).map_err(|e| Failure::new(1, e))
         }
         Command::Hash { explain } => hash(&cli, &file, *explain).await,
+        Command::Bench {
+            runs,
+            keep,
+            plot,
+            app,
+        } => run_bench(&cli, &file, *runs as usize, *keep, plot.as_deref(), app).await,
+    }
+}
+
+/// The arguments this process got, less `bench` and what only `bench`
+/// takes (and what each run sets itself), to pass on to every run.
+fn forwarded_args() -> Vec<std::ffi::OsString> {
+    let own_with_value = ["--runs", "--plot", "--context", "--app-image"];
+    let own_flags = ["--keep", "--json", "bench"];
+    let mut forwarded = Vec::new();
+    let mut args = std::env::args_os().skip(1);
+    let mut dropped_subcommand = false;
+    while let Some(arg) = args.next() {
+        let text = arg.to_string_lossy();
+        let name = text.split('=').next().unwrap_or_default();
+        if own_with_value.contains(&name) {
+            if !text.contains('=') {
+                args.next();
+            }
+            continue;
+        }
+        if own_flags.contains(&name) && (name != "bench" || !dropped_subcommand) {
+            dropped_subcommand |= name == "bench";
+            continue;
+        }
+        forwarded.push(arg);
+    }
+    forwarded
+}
+
+/// One `cachectl build --json` run of the bench.
+fn bench_run(
+    forwarded: &[std::ffi::OsString],
+    (context, image): (&std::path::Path, &str),
+    force: bool,
+) -> Result<bench::RunTimes, Failure> {
+    let exe = std::env::current_exe().map_err(|e| Failure::new(1, e))?;
+    let mut command = std::process::Command::new(exe);
+    command
+        .args(forwarded)
+        .args(["build", "--json", "--app-image", image, "--context"])
+        .arg(context)
+        .env("CACHECTL_EVENTS", "off");
+    if force {
+        command.arg("--force");
+    }
+    let started = std::time::Instant::now();
+    let output = command.output().map_err(|e| Failure::new(1, e))?;
+    let wall = started.elapsed().as_secs_f64();
+    if !output.status.success() {
+        return Err(Failure::new(
+            output.status.code().unwrap_or(1).clamp(1, 3) as u8,
+            anyhow::anyhow!(
+                "a bench run failed:\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            ),
+        ));
+    }
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout)
+        .map_err(|e| Failure::new(1, anyhow::anyhow!("a bench run printed no JSON: {e}")))?;
+    let mut times = bench::RunTimes::from_build_json(&json)
+        .ok_or_else(|| Failure::new(1, anyhow::anyhow!("a bench run's JSON lacks its times")))?;
+    // The whole step as CI sees it, process start included.
+    times.phases.insert("total".to_owned(), wall);
+    Ok(times)
+}
+
+async fn run_bench(
+    cli: &Cli,
+    file: &ConfigFile,
+    runs: usize,
+    keep: bool,
+    plot: Option<&Path>,
+    app: &cache_cli::cli::AppFlags,
+) -> Result<(), Failure> {
+    let settings = cli
+        .app_settings(file, app)
+        .map_err(|e| Failure::new(2, e))?;
+    let image = bench::bench_image(&settings.image.tagged());
+    let scratch = bench::scratch().map_err(|e| Failure::new(1, e))?;
+    let context = bench::context_in(scratch.path());
+    bench::copy_tree(&settings.context, &context).map_err(|e| {
+        Failure::new(
+            1,
+            anyhow::anyhow!("copying {}: {e}", settings.context.display()),
+        )
+    })?;
+    let forwarded = forwarded_args();
+    // Unique to this bench, so that no run matches an earlier bench's push.
+    let nonce = format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos())
+    );
+    let mut measured = Vec::new();
+    for scenario in bench::SCENARIOS {
+        let mut times = Vec::new();
+        for run in 1..=runs {
+            eprintln!("bench: {scenario} {run}/{runs}");
+            let force = scenario == "cold";
+            if scenario != "no-change" {
+                bench::mark(&context, &format!("{nonce} {scenario} {run}"))
+                    .map_err(|e| Failure::new(1, e))?;
+            } else if run == 1 {
+                // The app as the last app-change run pushed it.
+            }
+            times.push(bench_run(&forwarded, (&context, &image), force)?);
+        }
+        measured.push((scenario.to_owned(), times));
+    }
+    let report = bench::BenchReport::new(image.clone(), runs, measured);
+    if let Some(path) = plot {
+        std::fs::write(path, report.svg())
+            .map_err(|e| Failure::new(1, anyhow::anyhow!("writing {}: {e}", path.display())))?;
+    }
+    if !keep {
+        remove_bench_image(cli, &image).await;
+    }
+    if cli.json {
+        println!(
+            "{}",
+            serde_json::to_string(&report).map_err(|e| Failure::new(1, e))?
+        );
+    } else {
+        print!("{}", report.table());
+    }
+    Ok(())
+}
+
+/// Removes what the bench pushed under its tag: the layout's tag, or the
+/// registry manifest (where the registry allows deletes); says so otherwise.
+async fn remove_bench_image(cli: &Cli, image: &str) {
+    let location = match Location::parse(image, Path::new("")) {
+        Ok(location) => location,
+        Err(error) => {
+            eprintln!("warning: not cleaning up {image}: {error}");
+            return;
+        }
+    };
+    let registry = Registry::new(
+        cli.registry_settings(),
+        &location.registry_host().into_iter().collect::<Vec<_>>(),
+    );
+    let removed = match &location {
+        Location::Layout { layout, .. } => layout
+            .remove_tag(bench::BENCH_TAG)
+            .map_err(|e| e.to_string()),
+        Location::Registry(reference) => match location.resolve(&registry).await {
+            Ok(Some(digest)) => registry
+                .delete_manifest(reference, &digest)
+                .await
+                .map(|()| true)
+                .map_err(|e| e.to_string()),
+            Ok(None) => Ok(false),
+            Err(error) => Err(error.to_string()),
+        },
+    };
+    if let Err(error) = removed {
+        eprintln!("warning: could not remove {image} ({error}); delete it by hand or pass --keep");
     }
 }
 

@@ -131,6 +131,10 @@ impl RecordStore {
         let Self::Server { url, client } = self else {
             return;
         };
+        // `cachectl bench` runs are not deploys.
+        if std::env::var("CACHECTL_EVENTS").is_ok_and(|value| value == "off") {
+            return;
+        }
         let sent = client
             .post(format!("{url}{}", cache_proto::routes::EVENTS))
             .timeout(Duration::from_secs(2))

@@ -158,6 +158,21 @@ impl Layout {
             .map(str::to_owned))
     }
 
+    /// Removes `tag` from `index.json` (its blobs stay); whether it was there.
+    pub fn remove_tag(&self, tag: &str) -> Result<bool, LayoutError> {
+        let mut index = self.read_index()?;
+        let mut entries: Vec<Value> = index["manifests"].as_array().cloned().unwrap_or_default();
+        let before = entries.len();
+        entries.retain(|entry| entry["annotations"][REF_NAME] != tag);
+        if entries.len() == before {
+            return Ok(false);
+        }
+        index["manifests"] = Value::Array(entries);
+        let text = serde_json::to_vec_pretty(&index).unwrap_or_default();
+        self.write_atomically(&self.dir.join("index.json"), &text)?;
+        Ok(true)
+    }
+
     /// Stores a manifest and points each of `tags` at it in `index.json`.
     pub fn put_manifest(
         &self,

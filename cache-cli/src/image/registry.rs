@@ -469,6 +469,46 @@ impl Registry {
         Ok(bytes.len() as u64)
     }
 
+    /// Deletes manifest `digest` from `reference`'s repository (the
+    /// distribution API's `DELETE`, with Basic credentials when there are
+    /// some; registries that forbid deletes answer 405).
+    pub async fn delete_manifest(
+        &self,
+        reference: &Reference,
+        digest: &str,
+    ) -> Result<(), RegistryError> {
+        let host = reference.resolve_registry();
+        let scheme = if self.speaks_plain_http(host) {
+            "http"
+        } else {
+            "https"
+        };
+        let url = format!(
+            "{scheme}://{host}/v2/{}/manifests/{digest}",
+            reference.repository()
+        );
+        let other = |message: String| RegistryError::Other {
+            registry: host.to_owned(),
+            message,
+        };
+        let mut request = reqwest::Client::new().delete(&url);
+        match self.auth_for(host) {
+            RegistryAuth::Basic(user, password) => {
+                request = request.basic_auth(user, Some(password));
+            }
+            RegistryAuth::Bearer(token) => request = request.bearer_auth(token),
+            _ => {}
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| other(e.without_url().to_string()))?;
+        match response.status() {
+            status if status.is_success() => Ok(()),
+            status => Err(other(format!("DELETE of {digest} answered {status}"))),
+        }
+    }
+
     /// Pushes a manifest under `target`'s tag.
     pub async fn push_manifest(
         &self,
