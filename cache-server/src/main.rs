@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use cache_server::auth::{AuthMode, new_token, parse_duration_ms};
 use cache_server::blob::upload::UploadSettings;
 use cache_server::http::{AppState, app};
@@ -340,6 +341,13 @@ async fn serve(cli: &Cli) -> anyhow::Result<()> {
     );
 
     let flusher = tokio::spawn(flush_access_periodically(index.clone()));
+    // Responses are written as headers then body: without TCP_NODELAY,
+    // Nagle's algorithm and delayed ACKs hold each small response ~40 ms.
+    let listener = listener.tap_io(|stream| {
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%error, "could not set TCP_NODELAY");
+        }
+    });
     axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown_signal())
         .await

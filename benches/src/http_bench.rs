@@ -1,0 +1,231 @@
+//! `http-bench`: cache-server against nginx serving the same bytes from
+//! disk, both on loopback, in the same run:
+//!
+//! - 4 KiB blobs: GET requests per second with `wrk` (2 threads, 32
+//!   connections, 10 s, cycling over 1,000 blobs);
+//! - a 1 GiB blob: GET throughput with `curl` (median of 3);
+//! - verified PUT throughput of that blob with `curl -T`.
+//!
+//! ```text
+//! scripts/install-bench-deps
+//! cargo run --release -p cachectl-benches --bin http-bench
+//! ```
+//!
+//! Prints JSON on stdout, a summary on stderr.
+
+use std::io::Write as _;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use cachectl_e2e::data::{digest, random_bytes};
+use cachectl_e2e::process::{free_port, wait_for_tcp};
+use cachectl_e2e::server::{Backend, CacheServer, ServerOptions};
+use serde_json::json;
+
+const SMALL_BLOBS: usize = 1000;
+const SMALL_SIZE: usize = 4096;
+const LARGE_MIB: usize = 1024;
+const WRK_SECONDS: u64 = 10;
+
+/// nginx serving `root` on a free loopback port; stopped on drop.
+struct Nginx {
+    child: Child,
+    port: u16,
+}
+
+impl Nginx {
+    fn start(root: &Path, scratch: &Path) -> anyhow::Result<Self> {
+        let port = free_port();
+        let config = scratch.join("nginx.conf");
+        std::fs::create_dir_all(scratch.join("logs"))?;
+        std::fs::write(
+            &config,
+            format!(
+                "worker_processes 2;\nuser root;\npid {pid};\nerror_log {log} warn;\n\
+                 events {{ worker_connections 1024; }}\n\
+                 http {{ access_log off; sendfile on; tcp_nopush on; keepalive_requests 100000;\n\
+                 client_body_temp_path {tmp};\n\
+                 server {{ listen 127.0.0.1:{port}; root {root}; }} }}\n",
+                pid = scratch.join("nginx.pid").display(),
+                log = scratch.join("logs/error.log").display(),
+                tmp = scratch.join("body").display(),
+                root = root.display(),
+            ),
+        )?;
+        let child = Command::new("nginx")
+            .args(["-g", "daemon off;", "-p"])
+            .arg(scratch)
+            .arg("-c")
+            .arg(&config)
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting nginx (scripts/install-bench-deps)")?;
+        if !wait_for_tcp(([127, 0, 0, 1], port).into(), Duration::from_secs(10)) {
+            bail!("nginx did not start");
+        }
+        Ok(Self { child, port })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Requests per second of `wrk` cycling over `paths` on `base`.
+fn wrk(base: &str, paths: &[String], scratch: &Path, name: &str) -> anyhow::Result<f64> {
+    let script = scratch.join(format!("{name}.lua"));
+    let mut file = std::fs::File::create(&script)?;
+    writeln!(file, "local paths = {{")?;
+    for path in paths {
+        writeln!(file, "  \"{path}\",")?;
+    }
+    writeln!(
+        file,
+        "}}\nlocal i = 0\nrequest = function()\n  i = i % #paths + 1\n  return wrk.format(\"GET\", paths[i])\nend"
+    )?;
+    drop(file);
+    let output = Command::new("wrk")
+        .args(["-t2", "-c32", &format!("-d{WRK_SECONDS}s"), "-s"])
+        .arg(&script)
+        .arg(base)
+        .output()
+        .context("running wrk (scripts/install-bench-deps)")?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    if text.contains("Non-2xx") {
+        bail!("{name}: wrk saw errors:\n{text}");
+    }
+    text.lines()
+        .find_map(|line| line.strip_prefix("Requests/sec:"))
+        .and_then(|value| value.trim().parse().ok())
+        .with_context(|| format!("no Requests/sec in wrk output:\n{text}"))
+}
+
+/// Bytes per second of one `curl` transfer.
+fn curl_speed(args: &[&str]) -> anyhow::Result<f64> {
+    let output = Command::new("curl")
+        .args(["-fsS", "-o", "/dev/null", "-w"])
+        .args(args)
+        .output()
+        .context("running curl")?;
+    if !output.status.success() {
+        bail!("curl {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).trim().parse()?)
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+fn mib(bytes_per_second: f64) -> f64 {
+    bytes_per_second / (1024.0 * 1024.0)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let scratch = tempfile::tempdir()?;
+    let root = scratch.path().join("www");
+    std::fs::create_dir_all(root.join("cas"))?;
+    let server = CacheServer::start(Backend::Local, ServerOptions::default());
+
+    // The same 4 KiB blobs on both.
+    let mut server_paths = Vec::new();
+    let mut nginx_paths = Vec::new();
+    for i in 0..SMALL_BLOBS {
+        let blob = random_bytes(SMALL_SIZE, i as u64 + 1);
+        let hex = digest(&blob).to_string();
+        let response = server
+            .client
+            .put(server.url(&format!("/v1/cas/{hex}")))
+            .body(blob.clone())
+            .send()
+            .await?;
+        if !response.status().is_success() {
+            bail!("upload failed: {}", response.status());
+        }
+        std::fs::write(root.join("cas").join(&hex), &blob)?;
+        server_paths.push(format!("/v1/cas/{hex}"));
+        nginx_paths.push(format!("/cas/{hex}"));
+    }
+    let nginx = Nginx::start(&root, &scratch.path().join("nginx"))?;
+    let nginx_rps = wrk(&nginx.url(""), &nginx_paths, scratch.path(), "nginx")?;
+    let server_rps = wrk(&server.base_url(), &server_paths, scratch.path(), "server")?;
+
+    // One 1 GiB blob: verified PUT, then GET from both.
+    let large = scratch.path().join("large.bin");
+    {
+        let mut file = std::io::BufWriter::new(std::fs::File::create(&large)?);
+        let mut hasher = blake3::Hasher::new();
+        for i in 0..LARGE_MIB {
+            let chunk = random_bytes(1 << 20, 10_000 + i as u64);
+            hasher.update(&chunk);
+            file.write_all(&chunk)?;
+        }
+        file.flush()?;
+        let hex = hasher.finalize().to_hex().to_string();
+        std::fs::rename(&large, root.join("cas").join(&hex))?;
+        std::fs::write(scratch.path().join("large.hex"), &hex)?;
+    }
+    let hex = std::fs::read_to_string(scratch.path().join("large.hex"))?;
+    let large = root.join("cas").join(&hex);
+    let put = curl_speed(&[
+        "%{speed_upload}",
+        "-T",
+        large.to_str().context("path")?,
+        &server.url(&format!("/v1/cas/{hex}")),
+    ])?;
+    let mut server_get = Vec::new();
+    let mut nginx_get = Vec::new();
+    for _ in 0..3 {
+        server_get.push(curl_speed(&[
+            "%{speed_download}",
+            &server.url(&format!("/v1/cas/{hex}")),
+        ])?);
+        nginx_get.push(curl_speed(&[
+            "%{speed_download}",
+            &nginx.url(&format!("/cas/{hex}")),
+        ])?);
+    }
+    let (server_get, nginx_get) = (median(server_get), median(nginx_get));
+
+    eprintln!(
+        "4 KiB GET: cache-server {server_rps:.0} req/s, nginx {nginx_rps:.0} req/s, ratio {:.2}; \
+         1 GiB GET: cache-server {:.0} MiB/s, nginx {:.0} MiB/s, ratio {:.2}; verified PUT {:.0} MiB/s",
+        server_rps / nginx_rps,
+        mib(server_get),
+        mib(nginx_get),
+        server_get / nginx_get,
+        mib(put)
+    );
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&json!({
+            "small_get": {
+                "blob_bytes": SMALL_SIZE, "blobs": SMALL_BLOBS, "seconds": WRK_SECONDS,
+                "server_requests_per_second": server_rps,
+                "nginx_requests_per_second": nginx_rps,
+                "ratio": server_rps / nginx_rps,
+                "goal_ratio": 0.7,
+            },
+            "large_get": {
+                "bytes": LARGE_MIB << 20,
+                "server_mib_per_second": mib(server_get),
+                "nginx_mib_per_second": mib(nginx_get),
+                "ratio": server_get / nginx_get,
+                "goal_ratio": 0.8,
+            },
+            "verified_put_mib_per_second": mib(put),
+        }))?
+    );
+    Ok(())
+}
