@@ -123,6 +123,7 @@ pub struct Evictor {
     metrics: Arc<Metrics>,
     quota: u64,
     pass: Arc<tokio::sync::Mutex<()>>,
+    hot: Option<Arc<crate::hot::HotCache>>,
 }
 
 impl Evictor {
@@ -141,7 +142,14 @@ impl Evictor {
             metrics,
             quota,
             pass: Arc::new(tokio::sync::Mutex::new(())),
+            hot: None,
         }
+    }
+
+    /// Also forgets evicted objects in `hot`.
+    pub fn with_hot_cache(mut self, hot: Arc<crate::hot::HotCache>) -> Self {
+        self.hot = Some(hot);
+        self
     }
 
     /// The quota in bytes.
@@ -171,6 +179,9 @@ impl Evictor {
                     skip += 1;
                     continue;
                 };
+                if let Some(hot) = &self.hot {
+                    hot.remove(&name);
+                }
                 match self.storage.delete(&name.path()).await {
                     Ok(_) | Err(StorageError::NotFound) => {}
                     Err(error) => return Err(error.into()),

@@ -11,6 +11,7 @@ pub mod auth;
 pub mod blob;
 pub mod dashboard;
 pub mod eviction;
+pub mod hot;
 pub mod http;
 pub mod index;
 pub mod metrics;

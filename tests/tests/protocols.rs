@@ -21,7 +21,7 @@ async fn stats(server: &CacheServer) -> serde_json::Value {
 async fn bazel_cas_is_verified_ac_is_replaced_and_blake3_shares_the_native_store() {
     let server = CacheServer::local();
     let client = &server.client;
-    let content = b"bazel output".repeat(1000);
+    let content = b"bazel output".repeat(10_000);
     let sha = sha256_hex(&content);
     let cas = server.url(&format!("/team/cache/cas/{sha}"));
 

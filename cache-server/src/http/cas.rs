@@ -83,13 +83,19 @@ pub async fn get_blob(
 ) -> Result<Response, ApiError> {
     let read = BlobRead::parse(&raw, &headers)?;
     let name = StoredName::Blob(read.digest);
-    let record = object::lookup(&state, &name, Protocol::Cas)
-        .await?
-        .ok_or_else(|| not_found(&read.digest))?;
     let options = ReadOptions {
         accept_zstd: read.accept_zstd,
         range: read.range,
     };
+    if let Some(mut response) = object::get_hot(&state, &name, Protocol::Cas, options) {
+        response
+            .headers_mut()
+            .insert(header::ETAG, etag(&read.digest));
+        return Ok(response);
+    }
+    let record = object::lookup(&state, &name, Protocol::Cas)
+        .await?
+        .ok_or_else(|| not_found(&read.digest))?;
     let mut response = object::get(&state, &name, &record, Protocol::Cas, options)
         .await?
         .ok_or_else(|| not_found(&read.digest))?;

@@ -23,10 +23,14 @@ use tower_http::trace::TraceLayer;
 use crate::auth::AuthMode;
 use crate::blob::upload::UploadSettings;
 use crate::eviction::{Evictor, InUse};
+use crate::hot::HotCache;
 use crate::index::Index;
 use crate::metrics::Metrics;
 use crate::storage::Storage;
 use error::ApiError;
+
+/// Memory for small hot objects (64 MiB).
+pub const DEFAULT_HOT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Deploy events kept unless `--events-retention` says otherwise.
 pub const DEFAULT_EVENTS_RETENTION: u64 = 10_000;
@@ -52,6 +56,8 @@ pub struct AppState {
     pub evictor: Option<Evictor>,
     /// How many deploy events are kept.
     pub events_retention: u64,
+    /// Small, recently read objects, served from memory.
+    pub hot: Arc<HotCache>,
 }
 
 impl AppState {
@@ -67,18 +73,22 @@ impl AppState {
             in_use: Arc::new(InUse::default()),
             evictor: None,
             events_retention: DEFAULT_EVENTS_RETENTION,
+            hot: Arc::new(HotCache::new(DEFAULT_HOT_CACHE_BYTES)),
         }
     }
 
     /// The same state keeping the store under `quota` bytes.
     pub fn with_quota(mut self, quota: u64) -> Self {
-        self.evictor = Some(Evictor::new(
-            self.storage.clone(),
-            self.index.clone(),
-            self.in_use.clone(),
-            self.metrics.clone(),
-            quota,
-        ));
+        self.evictor = Some(
+            Evictor::new(
+                self.storage.clone(),
+                self.index.clone(),
+                self.in_use.clone(),
+                self.metrics.clone(),
+                quota,
+            )
+            .with_hot_cache(self.hot.clone()),
+        );
         self
     }
 

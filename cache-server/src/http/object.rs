@@ -108,6 +108,38 @@ pub async fn lookup(
     Ok(record)
 }
 
+/// A plain `GET` answered from the hot cache (small, recently read
+/// objects), counting the hit; `None` when not cached or not a plain read.
+pub fn get_hot(
+    state: &AppState,
+    name: &StoredName,
+    protocol: Protocol,
+    options: ReadOptions,
+) -> Option<Response> {
+    if options.range.is_some() {
+        return None;
+    }
+    let (_, content) = state.hot.get(name)?;
+    state.metrics.read(protocol, ReadResult::Hit);
+    state.metrics.served(protocol, content.len() as u64);
+    state.index.record_access(name);
+    Some(small_response(content))
+}
+
+fn small_response(content: bytes::Bytes) -> Response {
+    let length = content.len() as u64;
+    let mut response = Response::new(Body::from(content));
+    let out = response.headers_mut();
+    out.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    out.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    out.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    out.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+    response
+}
+
 /// A `HEAD` answer from the index: 200 with the object's length.
 pub fn head(record: &ObjectRecord) -> Response {
     let mut response = StatusCode::OK.into_response();
@@ -144,6 +176,30 @@ pub async fn get(
         stored_size: record.stored_size,
         encoding: record.encoding,
     };
+    if options.range.is_none() && record.size <= crate::hot::MAX_OBJECT {
+        // Small: read whole, keep it hot, answer from memory.
+        let generation = state.hot.generation();
+        let content = match download::plain(&state.storage, &path, layout).await {
+            Ok(stream) => stream
+                .try_fold(Vec::new(), |mut all, chunk| async move {
+                    all.extend_from_slice(&chunk);
+                    Ok(all)
+                })
+                .await
+                .map_err(|e| ApiError::StorageUnavailable(crate::storage::StorageError::Io(e)))?,
+            Err(download::ReadError::Storage(crate::storage::StorageError::NotFound)) => {
+                state.index.remove(name).await?;
+                return Ok(None);
+            }
+            Err(other) => return Err(other.into()),
+        };
+        drop(guard);
+        let content = bytes::Bytes::from(content);
+        state.hot.insert(name, record, content.clone(), generation);
+        state.index.record_access(name);
+        state.metrics.served(protocol, content.len() as u64);
+        return Ok(Some(small_response(content)));
+    }
     let opened = if let Some(spec) = options.range {
         let Some(range) = spec.resolve(layout.size) else {
             let mut response = StatusCode::RANGE_NOT_SATISFIABLE.into_response();
@@ -302,6 +358,9 @@ async fn store(
         }
     };
     let replace = options.if_exists == IfExists::Replace;
+    if replace {
+        state.hot.remove(name);
+    }
     let settings = upload::UploadSettings {
         max_size: limit,
         ..state.upload
@@ -323,6 +382,10 @@ async fn store(
         meta: options.meta,
     };
     state.index.put(name, object).await?;
+    if replace {
+        // Again: a read that began before the publish may have cached the old.
+        state.hot.remove(name);
+    }
     state
         .metrics
         .received(protocol, received.load(Ordering::Relaxed));
@@ -360,6 +423,7 @@ pub async fn discard(body: Body, limit: u64) {
 
 /// Deletes `name` from storage and index; whether it existed.
 pub async fn delete(state: &AppState, name: &StoredName) -> Result<bool, ApiError> {
+    state.hot.remove(name);
     let in_storage = state.storage.delete(&name.path()).await?;
     let in_index = state.index.remove(name).await?;
     Ok(in_storage || in_index)

@@ -43,16 +43,21 @@ async fn read(
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
     let miss = || ApiError::NotFound("no such entry".into());
+    let options = ReadOptions {
+        accept_zstd: request::accepts_zstd(headers),
+        range: None,
+    };
+    if method == Method::GET
+        && let Some(response) = object::get_hot(state, name, protocol, options)
+    {
+        return Ok(response);
+    }
     let record = object::lookup(state, name, protocol)
         .await?
         .ok_or_else(miss)?;
     if method == Method::HEAD {
         return Ok(object::head(&record));
     }
-    let options = ReadOptions {
-        accept_zstd: request::accepts_zstd(headers),
-        range: None,
-    };
     object::get(state, name, &record, protocol, options)
         .await?
         .ok_or_else(miss)
