@@ -162,6 +162,7 @@ fn base_hosts(settings: &cache_cli::ensure::BaseSettings) -> Vec<String> {
 async fn ensure(
     cli: &Cli,
     file: &ConfigFile,
+    records: &RecordStore,
     (force, wait): (bool, std::time::Duration),
     extra_hosts: &[&str],
 ) -> Result<(EnsureReport, Registry), Failure> {
@@ -175,7 +176,7 @@ async fn ensure(
         require_cache: cli.require_cache,
         wait,
     };
-    let report = ensure_base(&settings, &records_for(cli, file), &registry, options).await?;
+    let report = ensure_base(&settings, records, &registry, options).await?;
     Ok((report, registry))
 }
 
@@ -191,8 +192,10 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             let registry = registry_between(&cli, &base, &settings.image);
             let records = records_for(&cli, &file);
             let report = cache_cli::app::layer(&registry, Some(&records), &base, &settings).await?;
+            // The result first: the history is best effort, after it.
+            output::report_layer(&report, cli.json).map_err(|e| Failure::new(1, e))?;
             records.report_event(&events::from_layer(&report)).await;
-            output::report_layer(&report, cli.json).map_err(|e| Failure::new(1, e))
+            Ok(())
         }
         Command::Build { force, wait, app } => {
             let mut settings = cli
@@ -200,26 +203,28 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 .map_err(|e| Failure::new(2, e))?;
             // One registry session (and its tokens) for both halves.
             let app_host: Vec<&str> = settings.image.registry_host().into_iter().collect();
-            let (base, registry) = ensure(&cli, &file, (*force, *wait), &app_host).await?;
+            let records = records_for(&cli, &file);
+            let (base, registry) =
+                ensure(&cli, &file, &records, (*force, *wait), &app_host).await?;
             settings
                 .labels
                 .insert(BASE_KEY_LABEL.to_owned(), base.key.clone());
             let base_location =
                 Location::parse(&base.reference, Path::new("")).map_err(|e| Failure::new(1, e))?;
-            let records = records_for(&cli, &file);
             let report =
                 cache_cli::app::layer(&registry, Some(&records), &base_location, &settings).await?;
+            output::report_build(&base, &report, cli.json).map_err(|e| Failure::new(1, e))?;
             records
                 .report_event(&events::from_build(&base, &report))
                 .await;
-            output::report_build(&base, &report, cli.json).map_err(|e| Failure::new(1, e))
+            Ok(())
         }
         Command::EnsureBase { force, wait } => {
-            let (report, _) = ensure(&cli, &file, (*force, *wait), &[]).await?;
-            records_for(&cli, &file)
-                .report_event(&events::from_ensure(&report))
-                .await;
-            output::report_ensure(&report, cli.json).map_err(|e| Failure::new(1, e))
+            let records = records_for(&cli, &file);
+            let (report, _) = ensure(&cli, &file, &records, (*force, *wait), &[]).await?;
+            output::report_ensure(&report, cli.json).map_err(|e| Failure::new(1, e))?;
+            records.report_event(&events::from_ensure(&report)).await;
+            Ok(())
         }
         Command::Hash { explain } => hash(&cli, &file, *explain).await,
         Command::Bench {
