@@ -40,10 +40,15 @@ fn parse_hex64(text: &str) -> Result<[u8; 32], HexError> {
 }
 
 fn write_hex(bytes: &[u8; 32], f: &mut fmt::Formatter<'_>) -> fmt::Result {
-    for byte in bytes {
-        write!(f, "{byte:02x}")?;
+    // One write of 64 characters: this runs for every ETag and path.
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 64];
+    for (i, byte) in bytes.iter().enumerate() {
+        out[2 * i] = DIGITS[usize::from(byte >> 4)];
+        out[2 * i + 1] = DIGITS[usize::from(byte & 0x0f)];
     }
-    Ok(())
+    // Only ASCII hex digits were written.
+    f.write_str(std::str::from_utf8(&out).map_err(|_| fmt::Error)?)
 }
 
 macro_rules! hex64_type {

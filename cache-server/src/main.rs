@@ -323,7 +323,7 @@ async fn serve(cli: &Cli) -> anyhow::Result<()> {
     if let Some(quota) = cli.max_size {
         state = state.with_quota(quota);
     }
-    state.events_retention = cli.events_retention;
+    state = state.with_events_retention(cli.events_retention);
     let evicting = state
         .evictor
         .clone()

@@ -35,9 +35,22 @@ pub const DEFAULT_HOT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 /// Deploy events kept unless `--events-retention` says otherwise.
 pub const DEFAULT_EVENTS_RETENTION: u64 = 10_000;
 
-/// Everything a handler needs, passed explicitly. Cheap to clone.
+/// Everything a handler needs, passed explicitly: one shared allocation,
+/// so the clone axum makes for every request is one reference count.
 #[derive(Debug, Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What [`AppState`] shares.
+#[derive(Debug, Clone)]
+pub struct Shared {
     /// The bytes.
     pub storage: Storage,
     /// The metadata.
@@ -63,7 +76,7 @@ pub struct AppState {
 impl AppState {
     /// State over the given store and index.
     pub fn new(storage: Storage, index: Index, upload: UploadSettings) -> Self {
-        Self {
+        Self(Arc::new(Shared {
             storage,
             index,
             metrics: Arc::new(Metrics::default()),
@@ -74,12 +87,16 @@ impl AppState {
             evictor: None,
             events_retention: DEFAULT_EVENTS_RETENTION,
             hot: Arc::new(HotCache::new(DEFAULT_HOT_CACHE_BYTES)),
-        }
+        }))
+    }
+
+    fn shared_mut(&mut self) -> &mut Shared {
+        Arc::make_mut(&mut self.0)
     }
 
     /// The same state keeping the store under `quota` bytes.
     pub fn with_quota(mut self, quota: u64) -> Self {
-        self.evictor = Some(
+        self.shared_mut().evictor = Some(
             Evictor::new(
                 self.storage.clone(),
                 self.index.clone(),
@@ -99,7 +116,13 @@ impl AppState {
 
     /// The same state with auth mode `auth`.
     pub fn with_auth(mut self, auth: AuthMode) -> Self {
-        self.auth = auth;
+        self.shared_mut().auth = auth;
+        self
+    }
+
+    /// The same state keeping `retention` deploy events.
+    pub fn with_events_retention(mut self, retention: u64) -> Self {
+        self.shared_mut().events_retention = retention;
         self
     }
 }
