@@ -126,9 +126,8 @@ pub fn get_hot(
     Some(small_response(content))
 }
 
-fn small_response(content: bytes::Bytes) -> Response {
-    let length = content.len() as u64;
-    let mut response = Response::new(Body::from(content));
+/// The headers of every object body: type, length, ranges, vary.
+fn content_headers(response: &mut Response, length: u64) {
     let out = response.headers_mut();
     out.insert(
         header::CONTENT_TYPE,
@@ -137,6 +136,12 @@ fn small_response(content: bytes::Bytes) -> Response {
     out.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
     out.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     out.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+}
+
+fn small_response(content: bytes::Bytes) -> Response {
+    let length = content.len() as u64;
+    let mut response = Response::new(Body::from(content));
+    content_headers(&mut response, length);
     response
 }
 
@@ -250,14 +255,8 @@ pub async fn get(
         .boxed();
     let mut response = Response::new(Body::from_stream(body));
     *response.status_mut() = status;
+    content_headers(&mut response, length);
     let out = response.headers_mut();
-    out.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/octet-stream"),
-    );
-    out.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
-    out.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    out.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
     if let Some(encoding) = encoding {
         out.insert(header::CONTENT_ENCODING, HeaderValue::from_static(encoding));
     }
