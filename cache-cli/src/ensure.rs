@@ -338,8 +338,19 @@ impl Run<'_> {
                         waited = true;
                         self.progress.resume();
                     }
-                    if let Some((record, source)) = self.lookup(base).await? {
-                        return Ok(Resolved::Found(record, source));
+                    // A registry error while the other job pushes (a
+                    // half-written tag can answer 500) is not our failure:
+                    // look again next round.
+                    match self.lookup(base).await {
+                        Ok(Some((record, source))) => return Ok(Resolved::Found(record, source)),
+                        Ok(None) => {}
+                        Err(error) => {
+                            tracing::debug!(%error, "looking for the other job's base");
+                            self.warn(
+                                "the registry answered an error while the other job pushes; still waiting"
+                                    .to_owned(),
+                            );
+                        }
                     }
                     if Instant::now() >= deadline {
                         self.warn(format!(
