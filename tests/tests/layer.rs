@@ -23,6 +23,33 @@ fn app_project() -> Project {
     project
 }
 
+/// The app project with `requirements.txt` and a `cachectl.toml` whose
+/// native base (`from`, if any) and app images are the ones given.
+fn build_project(base_image: &str, from: Option<&str>, app_image: &str) -> Project {
+    let project = app_project();
+    project.write("requirements.txt", "flask==3.0.3\n");
+    let from = from
+        .map(|f| format!("from = \"{f}\"\n"))
+        .unwrap_or_default();
+    project.write(
+        "cachectl.toml",
+        &format!(
+            r#"[base]
+image = "{base_image}"
+manifests = ["requirements.txt"]
+{from}install = "echo built >> {marker} && mkdir -p {{out}}/opt/deps && cp requirements.txt {{out}}/opt/deps/"
+platform = "linux/amd64"
+[app]
+image = "{app_image}"
+context = "app"
+cmd = ["python", "main.py"]
+"#,
+            marker = project.marker().display()
+        ),
+    );
+    project
+}
+
 /// The app settings every test here gives.
 const APP_FLAGS: &[&str] = &[
     "--cmd",
@@ -210,25 +237,10 @@ fn the_pushed_image_is_what_skopeo_and_umoci_see() {
 fn build_runs_ensure_base_then_layer_and_the_second_build_uploads_nothing() {
     let registry = RegistryServer::start();
     let busybox = push_busybox(&registry, "library/busybox", "1");
-    let project = app_project();
-    project.write("requirements.txt", "flask==3.0.3\n");
-    project.write(
-        "cachectl.toml",
-        &format!(
-            r#"[base]
-image = "{host}/acme/web-base"
-manifests = ["requirements.txt"]
-from = "{busybox}"
-install = "echo built >> {marker} && mkdir -p {{out}}/opt/deps && cp requirements.txt {{out}}/opt/deps/"
-platform = "linux/amd64"
-[app]
-image = "{host}/acme/web:main"
-context = "app"
-cmd = ["python", "main.py"]
-"#,
-            host = registry.host(),
-            marker = project.marker().display()
-        ),
+    let project = build_project(
+        &format!("{}/acme/web-base", registry.host()),
+        Some(&busybox),
+        &format!("{}/acme/web:main", registry.host()),
     );
     let outputs = project.path().join("github-output");
     let env = [("GITHUB_OUTPUT", outputs.to_str().unwrap())];
@@ -409,24 +421,7 @@ fn platform_all_puts_the_app_on_every_image_of_an_index_base() {
 
 #[test]
 fn build_works_on_local_oci_layouts_and_layer_moves_images_between_layout_and_registry() {
-    let project = app_project();
-    project.write("requirements.txt", "flask==3.0.3\n");
-    project.write(
-        "cachectl.toml",
-        &format!(
-            r#"[base]
-image = "oci:./build/oci:web-base"
-manifests = ["requirements.txt"]
-install = "echo built >> {marker} && mkdir -p {{out}}/opt/deps && cp requirements.txt {{out}}/opt/deps/"
-platform = "linux/amd64"
-[app]
-image = "oci:./build/oci:web"
-context = "app"
-cmd = ["python", "main.py"]
-"#,
-            marker = project.marker().display()
-        ),
-    );
+    let project = build_project("oci:./build/oci:web-base", None, "oci:./build/oci:web");
     let first = project.cachectl(&["build", "--json"], &[]).success().json();
     assert_eq!(first["base"]["source"], "built");
     // Printed like ensure-base prints its base: relative to the project.

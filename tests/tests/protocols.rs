@@ -124,14 +124,7 @@ async fn bazel_cas_is_verified_ac_is_replaced_and_blake3_shares_the_native_store
 async fn turborepo_artifacts_keep_duration_and_tag_per_team() {
     let server = CacheServer::local();
     let client = &server.client;
-    let status: serde_json::Value = client
-        .get(server.url("/v8/artifacts/status"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status = server.get_json("/v8/artifacts/status", None).await;
     assert_eq!(status["status"], "enabled");
     let url = server.url("/v8/artifacts/a1b2c3d4e5f60718?teamId=team_acme");
     let put = client
@@ -188,8 +181,32 @@ async fn turborepo_artifacts_keep_duration_and_tag_per_team() {
     assert_eq!(stats(&server).await["protocols"]["turbo"]["writes"], 1);
 }
 
+/// The status of `PUT url` with `body`.
+async fn put_status(
+    client: &reqwest::Client,
+    url: &str,
+    body: impl Into<reqwest::Body>,
+) -> StatusCode {
+    client.put(url).body(body).send().await.unwrap().status()
+}
+
+/// The status of `method url`.
+async fn status(client: &reqwest::Client, method: reqwest::Method, url: &str) -> StatusCode {
+    client.request(method, url).send().await.unwrap().status()
+}
+
+/// The body of `GET url` (with `accept`, if any) as text.
+async fn text(client: &reqwest::Client, url: &str, accept: Option<&str>) -> String {
+    let mut request = client.get(url);
+    if let Some(accept) = accept {
+        request = request.header("Accept", accept);
+    }
+    request.send().await.unwrap().text().await.unwrap()
+}
+
 #[tokio::test]
 async fn ccache_layouts_share_entries_and_gradle_and_nx_follow_their_rules() {
+    use reqwest::Method;
     let server = CacheServer::start(
         Backend::Local,
         ServerOptions::args(&["--max-blob-size", "1KiB"]),
@@ -199,88 +216,33 @@ async fn ccache_layouts_share_entries_and_gradle_and_nx_follow_their_rules() {
     let subdirs = server.url(&format!("/ccache/{}/{}", &key[..2], &key[2..]));
     let flat = server.url(&format!("/ccache/{key}"));
     assert_eq!(
-        client.get(&subdirs).send().await.unwrap().status(),
+        status(client, Method::GET, &subdirs).await,
         StatusCode::NOT_FOUND
     );
-    assert!(
-        client
-            .put(&subdirs)
-            .body("object")
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .is_success()
-    );
+    assert!(put_status(client, &subdirs, "object").await.is_success());
+    assert_eq!(text(client, &flat, None).await, "object");
+    assert!(put_status(client, &flat, "newer").await.is_success());
+    assert_eq!(text(client, &subdirs, None).await, "newer");
     assert_eq!(
-        client
-            .get(&flat)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-        "object"
-    );
-    assert!(
-        client
-            .put(&flat)
-            .body("newer")
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .is_success()
-    );
-    assert_eq!(
-        client
-            .get(&subdirs)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-        "newer"
-    );
-    assert_eq!(
-        client.delete(&flat).send().await.unwrap().status(),
+        status(client, Method::DELETE, &flat).await,
         StatusCode::NO_CONTENT
     );
     assert_eq!(
-        client.head(&subdirs).send().await.unwrap().status(),
+        status(client, Method::HEAD, &subdirs).await,
         StatusCode::NOT_FOUND
     );
 
     // Gradle: 2xx store, 413 for oversize (which keeps its cache on).
     let gradle = server.url("/cache/9a0364b9e99bb480dd25e1f0284c8555");
     let accept = "application/vnd.gradle.build-cache-artifact.v2, */*";
-    let put = client.put(&gradle).body("entry").send().await.unwrap();
-    assert!(put.status().is_success());
-    let get = client
-        .get(&gradle)
-        .header("Accept", accept)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(get.text().await.unwrap(), "entry");
-    let big = client
-        .put(&gradle)
-        .body(vec![0u8; 4096])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(big.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(put_status(client, &gradle, "entry").await.is_success());
+    assert_eq!(text(client, &gradle, Some(accept)).await, "entry");
     assert_eq!(
-        client
-            .get(&gradle)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
+        put_status(client, &gradle, vec![0u8; 4096]).await,
+        StatusCode::PAYLOAD_TOO_LARGE
+    );
+    assert_eq!(
+        text(client, &gradle, None).await,
         "entry",
         "a refused entry left the old one in place"
     );
@@ -288,27 +250,12 @@ async fn ccache_layouts_share_entries_and_gradle_and_nx_follow_their_rules() {
     // Nx: 200 on store, 409 when it exists.
     let nx = server.url("/v1/cache/8301924458432154627");
     assert_eq!(
-        client.get(&nx).send().await.unwrap().status(),
+        status(client, Method::GET, &nx).await,
         StatusCode::NOT_FOUND
     );
-    assert_eq!(
-        client
-            .put(&nx)
-            .body("outputs")
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        StatusCode::OK
-    );
-    assert_eq!(
-        client.put(&nx).body("other").send().await.unwrap().status(),
-        StatusCode::CONFLICT
-    );
-    assert_eq!(
-        client.get(&nx).send().await.unwrap().text().await.unwrap(),
-        "outputs"
-    );
+    assert_eq!(put_status(client, &nx, "outputs").await, StatusCode::OK);
+    assert_eq!(put_status(client, &nx, "other").await, StatusCode::CONFLICT);
+    assert_eq!(text(client, &nx, None).await, "outputs");
 
     // Keys that are not opaque keys are refused before any I/O.
     for bad in [
@@ -317,8 +264,8 @@ async fn ccache_layouts_share_entries_and_gradle_and_nx_follow_their_rules() {
         "/ccache/a%2Fb",
         "/cache/caf%C3%A9",
     ] {
-        let status = client.get(server.url(bad)).send().await.unwrap().status();
-        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+        let got = status(client, Method::GET, &server.url(bad)).await;
+        assert_eq!(got, StatusCode::BAD_REQUEST, "{bad}");
     }
     let protocols = &stats(&server).await["protocols"];
     for (name, writes) in [("ccache", 2), ("gradle", 1), ("nx", 1)] {

@@ -217,15 +217,9 @@ async fn tokens_are_stored_hashed_expire_are_revoked_and_stay_out_of_logs() {
         StatusCode::OK
     );
     let listed = server
-        .client
-        .get(server.url("/v1/tokens"))
-        .bearer_auth(&admin)
-        .send()
+        .get_json("/v1/tokens", Some(&admin))
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+        .to_string();
     assert!(
         listed.contains("laptop") && !listed.contains(&laptop),
         "{listed}"

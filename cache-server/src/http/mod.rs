@@ -27,6 +27,8 @@ use crate::hot::HotCache;
 use crate::index::Index;
 use crate::metrics::Metrics;
 use crate::storage::Storage;
+use compat::gradle::Gradle;
+use compat::nx::Nx;
 use error::ApiError;
 
 /// Memory for small hot objects (64 MiB).
@@ -159,15 +161,15 @@ pub fn app(state: AppState) -> Router {
         )
         .route(
             "/v1/cache/{hash}",
-            get(compat::nx::get)
-                .head(compat::nx::get)
-                .put(compat::nx::put),
+            get(compat::keyed_get::<Nx>)
+                .head(compat::keyed_get::<Nx>)
+                .put(compat::keyed_put::<Nx>),
         )
         .route(
             "/cache/{key}",
-            get(compat::gradle::get)
-                .head(compat::gradle::get)
-                .put(compat::gradle::put),
+            get(compat::keyed_get::<Gradle>)
+                .head(compat::keyed_get::<Gradle>)
+                .put(compat::keyed_put::<Gradle>),
         )
         .route("/ccache/{key}", any(compat::ccache::flat))
         .route("/ccache/{first}/{rest}", any(compat::ccache::subdirs))

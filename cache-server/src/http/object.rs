@@ -181,30 +181,9 @@ pub async fn get(
         stored_size: record.stored_size,
         encoding: record.encoding,
     };
-    if options.range.is_none() && record.size <= crate::hot::MAX_OBJECT {
-        // Small: read whole, keep it hot, answer from memory.
-        let generation = state.hot.generation();
-        let content = match download::plain(&state.storage, &path, layout).await {
-            Ok(stream) => stream
-                .try_fold(Vec::new(), |mut all, chunk| async move {
-                    all.extend_from_slice(&chunk);
-                    Ok(all)
-                })
-                .await
-                .map_err(|e| ApiError::StorageUnavailable(crate::storage::StorageError::Io(e)))?,
-            Err(download::ReadError::Storage(crate::storage::StorageError::NotFound)) => {
-                state.index.remove(name).await?;
-                return Ok(None);
-            }
-            Err(other) => return Err(other.into()),
-        };
-        drop(guard);
-        let content = bytes::Bytes::from(content);
-        state.hot.insert(name, record, content.clone(), generation);
-        state.index.record_access(name);
-        state.metrics.served(protocol, content.len() as u64);
-        return Ok(Some(small_response(content)));
-    }
+    // Small and whole: read into memory, kept hot, answered from there.
+    let small = options.range.is_none() && record.size <= crate::hot::MAX_OBJECT;
+    let generation = state.hot.generation();
     let opened = if let Some(spec) = options.range {
         let Some(range) = spec.resolve(layout.size) else {
             let mut response = StatusCode::RANGE_NOT_SATISFIABLE.into_response();
@@ -227,7 +206,7 @@ pub async fn get(
                     Some(content_range),
                 )
             })
-    } else if options.accept_zstd && layout.encoding == Encoding::Zstd {
+    } else if !small && options.accept_zstd && layout.encoding == Encoding::Zstd {
         download::stored(&state.storage, &path)
             .await
             .map(|body| (StatusCode::OK, body, layout.stored_size, Some(ZSTD), None))
@@ -246,6 +225,20 @@ pub async fn get(
         Err(other) => return Err(other.into()),
     };
     state.index.record_access(name);
+    if small {
+        let content: Vec<u8> = body
+            .try_fold(Vec::new(), |mut all, chunk| async move {
+                all.extend_from_slice(&chunk);
+                Ok(all)
+            })
+            .await
+            .map_err(|e| ApiError::StorageUnavailable(crate::storage::StorageError::Io(e)))?;
+        drop(guard);
+        let content = bytes::Bytes::from(content);
+        state.hot.insert(name, record, content.clone(), generation);
+        state.metrics.served(protocol, content.len() as u64);
+        return Ok(Some(small_response(content)));
+    }
 
     let body = counted(body, state.metrics.clone(), protocol)
         .map(move |chunk| {

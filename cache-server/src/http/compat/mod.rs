@@ -17,7 +17,8 @@ pub mod nx;
 pub mod turbo;
 
 use axum::body::Body;
-use axum::http::{HeaderMap, Method};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
@@ -83,48 +84,57 @@ async fn write(
 }
 
 /// A protocol whose entries are opaque keys in one space, read with
-/// `GET`/`HEAD` and written with `PUT` (Gradle, Nx).
-struct KeyedStore {
-    space: Space,
-    protocol: Protocol,
-    if_exists: IfExists,
+/// `GET`/`HEAD` and written with `PUT` (Gradle, Nx): its handlers are
+/// [`keyed_get`] and [`keyed_put`].
+pub trait KeyedProtocol {
+    /// The entries' space.
+    const SPACE: Space;
+    /// Whose counters they count in.
+    const PROTOCOL: Protocol;
+    /// What a `PUT` does when the entry exists.
+    const IF_EXISTS: IfExists;
     /// The status of a successful `PUT`; `None`: 201 created, 200 replaced.
-    stored: Option<axum::http::StatusCode>,
+    const STORED: Option<StatusCode>;
 }
 
-impl KeyedStore {
-    fn name(&self, raw: &str) -> Result<StoredName, ApiError> {
-        Ok(StoredName::Entry(self.space.clone(), opaque_key(raw)?))
-    }
+fn keyed_name<P: KeyedProtocol>(raw: &str) -> Result<StoredName, ApiError> {
+    Ok(StoredName::Entry(P::SPACE, opaque_key(raw)?))
+}
 
-    async fn get(
-        &self,
-        state: &AppState,
-        raw: &str,
-        method: &Method,
-        headers: &HeaderMap,
-    ) -> Result<Response, ApiError> {
-        read(state, &self.name(raw)?, self.protocol, method, headers).await
-    }
+/// `GET`/`HEAD` of an entry of `P`.
+pub async fn keyed_get<P: KeyedProtocol>(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+    method: Method,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    read(
+        &state,
+        &keyed_name::<P>(&raw)?,
+        P::PROTOCOL,
+        &method,
+        &headers,
+    )
+    .await
+}
 
-    async fn put(
-        &self,
-        state: &AppState,
-        raw: &str,
-        headers: &HeaderMap,
-        body: Body,
-    ) -> Result<Response, ApiError> {
-        let name = self.name(raw)?;
-        let how = (ContentCheck::Unverified, self.if_exists, None);
-        let written = write(state, &name, self.protocol, headers, body, how).await?;
-        Ok(self.stored.unwrap_or(written.status()).into_response())
-    }
+/// `PUT` of an entry of `P`.
+pub async fn keyed_put<P: KeyedProtocol>(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let name = keyed_name::<P>(&raw)?;
+    let how = (ContentCheck::Unverified, P::IF_EXISTS, None);
+    let written = write(&state, &name, P::PROTOCOL, &headers, body, how).await?;
+    Ok(P::STORED.unwrap_or(written.status()).into_response())
 }
 
 /// `DELETE` of an entry: 204, or 404 when absent.
 async fn delete(state: &AppState, name: &StoredName) -> Result<Response, ApiError> {
     if object::delete(state, name).await? {
-        Ok(axum::http::StatusCode::NO_CONTENT.into_response())
+        Ok(StatusCode::NO_CONTENT.into_response())
     } else {
         Err(ApiError::NotFound("no such entry".into()))
     }

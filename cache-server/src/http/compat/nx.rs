@@ -1,39 +1,19 @@
 //! Nx self-hosted remote cache: `GET`/`PUT /v1/cache/{hash}`. A stored
 //! entry is 200 (the only success Nx accepts), an existing one 409.
 
-use axum::body::Body;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, Method, StatusCode};
-use axum::response::Response;
+use axum::http::StatusCode;
 
-use super::{ApiError, AppState, KeyedStore};
+use super::KeyedProtocol;
 use crate::blob::Space;
 use crate::http::object::IfExists;
 use crate::metrics::Protocol;
 
-const NX: KeyedStore = KeyedStore {
-    space: Space::Nx,
-    protocol: Protocol::Nx,
-    if_exists: IfExists::Refuse,
-    stored: Some(StatusCode::OK),
-};
+/// The Nx self-hosted cache.
+pub struct Nx;
 
-/// `GET`/`HEAD /v1/cache/{hash}`.
-pub async fn get(
-    State(state): State<AppState>,
-    Path(raw): Path<String>,
-    method: Method,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    NX.get(&state, &raw, &method, &headers).await
-}
-
-/// `PUT /v1/cache/{hash}`.
-pub async fn put(
-    State(state): State<AppState>,
-    Path(raw): Path<String>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
-    NX.put(&state, &raw, &headers, body).await
+impl KeyedProtocol for Nx {
+    const SPACE: Space = Space::Nx;
+    const PROTOCOL: Protocol = Protocol::Nx;
+    const IF_EXISTS: IfExists = IfExists::Refuse;
+    const STORED: Option<StatusCode> = Some(StatusCode::OK);
 }
