@@ -42,6 +42,12 @@ pub struct Cli {
     )]
     pub cache_token: Option<String>,
 
+    /// PEM file of CA certificates to trust for an `https://` cache server
+    /// (a private CA or the server's self-signed certificate), besides the
+    /// system's.
+    #[arg(long, env = "CACHECTL_CACERT", global = true)]
+    pub cacert: Option<PathBuf>,
+
     /// Folder of local records when no cache server is configured.
     #[arg(long, env = "CACHECTL_CACHE_DIR", global = true)]
     pub cache_dir: Option<PathBuf>,
@@ -358,6 +364,28 @@ impl Cli {
             .clone()
             .or_else(|| file.cache.clone())
             .filter(|url| !url.is_empty())
+    }
+
+    /// The certificates of `--cacert`, none without it.
+    pub fn extra_roots(&self) -> Result<Vec<reqwest::Certificate>, ConfigError> {
+        let Some(path) = &self.cacert else {
+            return Ok(Vec::new());
+        };
+        let pem = std::fs::read(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let invalid = |message: &str| ConfigError::Field {
+            path: path.display().to_string(),
+            field: "cacert",
+            message: message.to_owned(),
+        };
+        let certificates = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|_| invalid("not a PEM certificate bundle"))?;
+        if certificates.is_empty() {
+            return Err(invalid("no PEM certificate in the file"));
+        }
+        Ok(certificates)
     }
 
     /// Where local records go.

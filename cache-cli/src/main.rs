@@ -136,11 +136,14 @@ fn registry_between(cli: &Cli, base: &Location, target: &Location) -> Registry {
     Registry::new(cli.registry_settings(), &hosts)
 }
 
-fn records_for(cli: &Cli, file: &ConfigFile) -> RecordStore {
-    match cli.cache_url(file) {
-        Some(url) => RecordStore::server(&url, cli.cache_token.as_deref()),
+fn records_for(cli: &Cli, file: &ConfigFile) -> Result<RecordStore, Failure> {
+    Ok(match cli.cache_url(file) {
+        Some(url) => {
+            let roots = cli.extra_roots().map_err(|e| Failure::new(2, e))?;
+            RecordStore::server(&url, cli.cache_token.as_deref(), roots)
+        }
         None => RecordStore::local(cli.records_dir()),
-    }
+    })
 }
 
 /// The registry hosts `ensure-base` talks to: the base image's and the
@@ -190,7 +193,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             // Relative layout folders stay relative to the working directory.
             let base = Location::parse(base, Path::new("")).map_err(|e| Failure::new(2, e))?;
             let registry = registry_between(&cli, &base, &settings.image);
-            let records = records_for(&cli, &file);
+            let records = records_for(&cli, &file)?;
             let report = cache_cli::app::layer(&registry, Some(&records), &base, &settings).await?;
             // The result first: the history is best effort, after it.
             output::report_layer(&report, cli.json).map_err(|e| Failure::new(1, e))?;
@@ -203,7 +206,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 .map_err(|e| Failure::new(2, e))?;
             // One registry session (and its tokens) for both halves.
             let app_host: Vec<&str> = settings.image.registry_host().into_iter().collect();
-            let records = records_for(&cli, &file);
+            let records = records_for(&cli, &file)?;
             let (base, registry) =
                 ensure(&cli, &file, &records, (*force, *wait), &app_host).await?;
             settings
@@ -220,7 +223,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
         Command::EnsureBase { force, wait } => {
-            let records = records_for(&cli, &file);
+            let records = records_for(&cli, &file)?;
             let (report, _) = ensure(&cli, &file, &records, (*force, *wait), &[]).await?;
             output::report_ensure(&report, cli.json).map_err(|e| Failure::new(1, e))?;
             records.report_event(&events::from_ensure(&report)).await;
@@ -398,7 +401,7 @@ async fn remove_bench_image(cli: &Cli, image: &str) {
 
 async fn hash(cli: &Cli, file: &ConfigFile, explain: bool) -> Result<(), Failure> {
     let settings = cli.base_settings(file).map_err(|e| Failure::new(2, e))?;
-    let records = records_for(cli, file);
+    let records = records_for(cli, file)?;
     let base = settings.key().map_err(|e| Failure::new(2, e))?;
     let changes = if explain {
         let latest = latest_key(&settings.image.describe());

@@ -96,8 +96,9 @@ pub enum RecordStore {
 
 impl RecordStore {
     /// Records on a cache server at `url`, sending `token` (if any) as a
-    /// bearer token on every request.
-    pub fn server(url: &str, token: Option<&str>) -> Self {
+    /// bearer token on every request, and trusting `extra_roots` (a private
+    /// CA or a self-signed server certificate) besides the system's CAs.
+    pub fn server(url: &str, token: Option<&str>, extra_roots: Vec<reqwest::Certificate>) -> Self {
         let mut headers = reqwest::header::HeaderMap::new();
         if let Some(mut value) = token.and_then(|token| {
             reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")).ok()
@@ -107,6 +108,7 @@ impl RecordStore {
             headers.insert(reqwest::header::AUTHORIZATION, value);
         }
         let client = reqwest::Client::builder()
+            .tls_certs_merge(extra_roots)
             .default_headers(headers)
             .connect_timeout(Duration::from_secs(3))
             .timeout(Duration::from_secs(10))
@@ -274,7 +276,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_unreachable_server_is_an_error_not_a_miss() {
-        let store = RecordStore::server("http://127.0.0.1:9", None);
+        let store = RecordStore::server("http://127.0.0.1:9", None, Vec::new());
         let error = store.get::<BaseRecord>(&latest_key("x")).await.unwrap_err();
         assert!(matches!(error, RecordError::Unreachable { .. }), "{error}");
     }

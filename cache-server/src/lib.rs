@@ -16,4 +16,5 @@ pub mod http;
 pub mod index;
 pub mod metrics;
 pub mod reindex;
+pub mod serve;
 pub mod storage;

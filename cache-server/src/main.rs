@@ -7,12 +7,12 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use cache_server::auth::{AuthMode, new_token, parse_duration_ms};
 use cache_server::blob::upload::UploadSettings;
 use cache_server::http::{AppState, app};
 use cache_server::index::{Index, Scope, now_ms, token_hash};
 use cache_server::reindex::reindex;
+use cache_server::serve::{ServeSettings, load_tls};
 use cache_server::storage::{Storage, StorageLocation, StorageOptions};
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
@@ -84,6 +84,44 @@ struct Cli {
     /// unless --auth off is given].
     #[arg(long, env = "CACHE_SERVER_AUTH", value_enum, global = true)]
     auth: Option<AuthMode>,
+
+    /// PEM certificate chain: serve HTTPS (rustls) instead of plain HTTP;
+    /// needs --tls-key.
+    #[arg(
+        long,
+        env = "CACHE_SERVER_TLS_CERT",
+        requires = "tls_key",
+        global = true
+    )]
+    tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert.
+    #[arg(
+        long,
+        env = "CACHE_SERVER_TLS_KEY",
+        requires = "tls_cert",
+        global = true
+    )]
+    tls_key: Option<PathBuf>,
+
+    /// Seconds a client may take to send a request's headers.
+    #[arg(
+        long,
+        env = "CACHE_SERVER_HEADER_TIMEOUT",
+        default_value_t = 30,
+        global = true
+    )]
+    header_timeout: u64,
+
+    /// Seconds a connection may go with no byte moving in either direction
+    /// (idle keep-alive, a stalled upload, a client that stopped reading).
+    #[arg(
+        long,
+        env = "CACHE_SERVER_IDLE_TIMEOUT",
+        default_value_t = 60,
+        global = true
+    )]
+    idle_timeout: u64,
 
     #[command(subcommand)]
     command: Option<Command>,
@@ -305,6 +343,17 @@ async fn token_command(index: &Index, action: &TokenCommand) -> anyhow::Result<(
 
 async fn serve(cli: &Cli) -> anyhow::Result<()> {
     let (storage, index, described) = cli.open()?;
+    if let Some(folder) = cli.location()?.local_folder() {
+        let (files, bytes) = cache_server::storage::staging::sweep(folder)
+            .with_context(|| format!("removing unpublished writes under {}", folder.display()))?;
+        if files > 0 {
+            tracing::info!(
+                files,
+                bytes,
+                "removed writes left unpublished by an earlier crash"
+            );
+        }
+    }
     let upload = UploadSettings {
         max_size: cli.max_blob_size,
         zstd_level: cli.zstd_level,
@@ -328,11 +377,25 @@ async fn serve(cli: &Cli) -> anyhow::Result<()> {
         .evictor
         .clone()
         .map(|evictor| tokio::spawn(evictor.run(Duration::from_secs(1))));
+    let settings = ServeSettings {
+        header_timeout: Duration::from_secs(cli.header_timeout.max(1)),
+        idle_timeout: Duration::from_secs(cli.idle_timeout.max(1)),
+        tls: match (&cli.tls_cert, &cli.tls_key) {
+            (Some(cert), Some(key)) => Some(load_tls(cert, key)?),
+            _ => None,
+        },
+        ..ServeSettings::default()
+    };
     let listener = tokio::net::TcpListener::bind(cli.listen)
         .await
         .with_context(|| format!("binding {}", cli.listen))?;
     let address = listener.local_addr().context("reading the bound address")?;
-    tracing::info!("listening on {address}");
+    let scheme = if settings.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    tracing::info!("listening on {address} ({scheme})");
     tracing::info!(
         "serving {described}, blobs up to {} bytes, quota {}, auth {auth:?}",
         cli.max_blob_size,
@@ -341,17 +404,7 @@ async fn serve(cli: &Cli) -> anyhow::Result<()> {
     );
 
     let flusher = tokio::spawn(flush_access_periodically(index.clone()));
-    // Responses are written as headers then body: without TCP_NODELAY,
-    // Nagle's algorithm and delayed ACKs hold each small response ~40 ms.
-    let listener = listener.tap_io(|stream| {
-        if let Err(error) = stream.set_nodelay(true) {
-            tracing::debug!(%error, "could not set TCP_NODELAY");
-        }
-    });
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("serving HTTP")?;
+    cache_server::serve::serve(listener, app(state), settings, shutdown_signal()).await;
     flusher.abort();
     if let Some(evicting) = evicting {
         evicting.abort();

@@ -9,10 +9,13 @@
 pub mod bins;
 pub mod cachectl;
 pub mod data;
+pub mod fault_proxy;
 pub mod process;
+pub mod raw_http;
 pub mod registry;
 pub mod s3;
 pub mod server;
 
+pub use fault_proxy::{Fault, FaultProxy};
 pub use s3::S3Server;
 pub use server::{Backend, CacheServer, ServerOptions};

@@ -61,7 +61,7 @@ impl S3Server {
         up
     }
 
-    /// Stops the server (the data stays).
+    /// Stops the server with SIGKILL (the data stays).
     pub fn stop(&mut self) {
         self.service = None;
     }
@@ -74,6 +74,11 @@ impl S3Server {
             "s3s-fs did not come back on {}",
             self.address
         );
+    }
+
+    /// Where it listens.
+    pub fn address(&self) -> SocketAddr {
+        self.address
     }
 
     /// The folder holding the buckets.

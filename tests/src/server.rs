@@ -36,6 +36,21 @@ impl Backend {
             objects_root: server.root().join(BUCKET).join(prefix),
         }
     }
+
+    /// The S3 backend over `server`, under `prefix`, reached through
+    /// `endpoint` (e.g. a [`crate::fault_proxy::FaultProxy`]) instead of
+    /// the server's own address.
+    pub fn s3_via(server: &S3Server, prefix: &str, endpoint: SocketAddr) -> Self {
+        let mut backend = Self::s3(server, prefix);
+        if let Self::S3 { env, .. } = &mut backend {
+            for (name, value) in env.iter_mut() {
+                if name == "AWS_ENDPOINT" {
+                    *value = format!("http://{endpoint}");
+                }
+            }
+        }
+        backend
+    }
 }
 
 /// Extra settings of a server under test.
@@ -191,6 +206,25 @@ impl CacheServer {
             Some(service) => service.signal_and_wait("TERM", Duration::from_secs(30)),
             None => true,
         }
+    }
+
+    /// Kills the server with SIGKILL (no shutdown of any kind) and waits
+    /// for it to be gone; [`CacheServer::start_again`] brings it back.
+    pub fn kill(&mut self) {
+        if let Some(mut service) = self.service.take() {
+            service.signal("KILL");
+            service.wait_exit(Duration::from_secs(10));
+        }
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.service.as_ref().map(Service::pid)
+    }
+
+    /// The bound address.
+    pub fn address(&self) -> SocketAddr {
+        self.address
     }
 
     /// The server process, while it runs.

@@ -148,6 +148,10 @@ impl From<StorageError> for ApiError {
     fn from(error: StorageError) -> Self {
         match error {
             StorageError::NotFound => Self::NotFound("object not found".into()),
+            StorageError::Full(source) => {
+                tracing::error!(error = %source, "storage is full");
+                Self::InsufficientStorage("the cache's storage is full".into())
+            }
             other => Self::StorageUnavailable(other),
         }
     }

@@ -9,6 +9,7 @@
 //! object atomically only when the caller says the content is right.
 
 mod location;
+pub mod staging;
 mod writer;
 
 use std::ops::Range;
@@ -43,6 +44,9 @@ pub enum StorageError {
     /// The store did not answer in time.
     #[error("storage did not answer within {0:?}")]
     Timeout(Duration),
+    /// The store has no space left (a full disk, a quota of the filesystem).
+    #[error("storage is full: {0}")]
+    Full(#[source] object_store::Error),
     /// The store answered with an error (unreachable, refused, I/O).
     #[error("storage error: {0}")]
     Backend(#[source] object_store::Error),
@@ -63,9 +67,28 @@ impl From<object_store::Error> for StorageError {
     fn from(error: object_store::Error) -> Self {
         match error {
             object_store::Error::NotFound { .. } => Self::NotFound,
+            other if out_of_space(&other) => Self::Full(other),
             other => Self::Backend(other),
         }
     }
+}
+
+/// Whether an I/O error somewhere in `error`'s chain says the disk or the
+/// filesystem quota is full.
+fn out_of_space(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(error) = next {
+        if let Some(io) = error.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.kind(),
+                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+            )
+        {
+            return true;
+        }
+        next = error.source();
+    }
+    false
 }
 
 /// Tunables of a [`Storage`].

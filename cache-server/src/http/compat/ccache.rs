@@ -18,11 +18,15 @@ use crate::metrics::Protocol;
 fn name(first: &str, rest: Option<&str>) -> Result<StoredName, ApiError> {
     let key = match rest {
         None => opaque_key(first)?,
-        Some(rest) if first.len() == 2 => opaque_key(&format!("{first}{rest}"))?,
+        // Each segment is a key fragment: a dot segment (`/ccache/ab/..`)
+        // would mean another path to a proxy that normalises it.
+        Some(rest) if first.len() == 2 && !rest.starts_with('.') => {
+            opaque_key(&format!("{first}{rest}"))?
+        }
         Some(_) => {
             return Err(ApiError::bad_request(
                 "invalid_key",
-                "a subdirs path is /ccache/{2 characters}/{rest of the key}",
+                "a subdirs path is /ccache/{2 characters}/{rest of the key, no leading dot}",
             ));
         }
     };
@@ -89,5 +93,13 @@ mod tests {
         );
         assert!(name("abc", Some("def")).is_err());
         assert!(name("..", None).is_err());
+    }
+
+    #[test]
+    fn a_dot_segment_is_not_part_of_a_subdirs_key() {
+        // Regression: `/ccache/ab/..` was stored as the entry `ab..`.
+        assert!(name("ab", Some("..")).is_err());
+        assert!(name("ab", Some(".x")).is_err());
+        assert!(name("..", Some("ab")).is_err());
     }
 }
