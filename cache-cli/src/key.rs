@@ -163,6 +163,23 @@ pub fn manifest_files(
 ) -> Result<Vec<(String, PathBuf)>, KeyError> {
     let mut files = BTreeMap::new();
     for pattern in patterns {
+        // Outside the root a match has no root-relative name, so the key
+        // would depend on where the checkout lives (and a configuration
+        // could make cachectl read any file of the host).
+        let escapes = Path::new(pattern).components().any(|part| {
+            matches!(
+                part,
+                std::path::Component::ParentDir
+                    | std::path::Component::RootDir
+                    | std::path::Component::Prefix(_)
+            )
+        });
+        if escapes {
+            return Err(KeyError::BadPattern {
+                pattern: pattern.clone(),
+                message: "it must stay inside the project root (no absolute path, no `..`)".into(),
+            });
+        }
         let full = root.join(pattern);
         let matches =
             glob::glob(&full.to_string_lossy()).map_err(|error| KeyError::BadPattern {
@@ -301,6 +318,27 @@ mod tests {
         std::fs::write(folder.path().join("requirements/dev.txt"), "pytest\n").unwrap();
         std::fs::write(folder.path().join("Dockerfile.base"), "FROM busybox\n").unwrap();
         folder
+    }
+
+    #[test]
+    fn patterns_leaving_the_root_are_refused() {
+        // Regression: `../../etc/passwd` was read and hashed under its
+        // absolute path, a key that changed with the checkout's location.
+        let folder = project();
+        let inner = folder.path().join("requirements");
+        for pattern in ["../Dockerfile.base", "/etc/passwd", "a/../../b"] {
+            let error = manifest_files(&inner, &[pattern.to_owned()]).unwrap_err();
+            assert!(
+                matches!(error, KeyError::BadPattern { .. }),
+                "{pattern}: {error}"
+            );
+        }
+        assert_eq!(
+            manifest_files(folder.path(), &["requirements/*.txt".to_owned()])
+                .unwrap()
+                .len(),
+            2
+        );
     }
 
     fn key(
