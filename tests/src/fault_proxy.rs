@@ -40,39 +40,53 @@ impl Fault {
     }
 }
 
-/// A running proxy; it stops with its runtime thread when dropped.
+/// A running proxy; it stops with its thread when dropped.
 pub struct FaultProxy {
     address: SocketAddr,
     mode: Arc<AtomicU8>,
-    _runtime: tokio::runtime::Runtime,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl FaultProxy {
     /// A proxy to `upstream`, passing traffic through until told otherwise.
+    /// It runs on a thread of its own, so it works from sync and async
+    /// tests alike.
     pub fn start(upstream: SocketAddr) -> Self {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("proxy runtime");
-        let listener = runtime
-            .block_on(TcpListener::bind("127.0.0.1:0"))
-            .expect("binding the proxy");
-        let address = listener.local_addr().expect("proxy address");
         let mode = Arc::new(AtomicU8::new(Fault::None as u8));
         let accepting = mode.clone();
-        runtime.spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                let mode = accepting.clone();
-                tokio::spawn(async move {
-                    let _ = relay(client, upstream, mode).await;
-                });
-            }
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (bound, address) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .expect("proxy runtime");
+            runtime.block_on(async move {
+                let listener = TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .expect("binding the proxy");
+                let _ = bound.send(listener.local_addr().expect("proxy address"));
+                let accept = async {
+                    while let Ok((client, _)) = listener.accept().await {
+                        let mode = accepting.clone();
+                        tokio::spawn(async move {
+                            let _ = relay(client, upstream, mode).await;
+                        });
+                    }
+                };
+                tokio::select! {
+                    () = accept => {},
+                    _ = stopped => {},
+                }
+            });
+            runtime.shutdown_background();
         });
+        let address = address.recv().expect("the proxy started");
         Self {
             address,
             mode,
-            _runtime: runtime,
+            stop: Some(stop),
         }
     }
 
@@ -166,4 +180,12 @@ async fn swallow(mut client: TcpStream) -> std::io::Result<()> {
     let mut buffer = vec![0u8; 64 * 1024];
     while client.read(&mut buffer).await? > 0 {}
     Ok(())
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
 }

@@ -58,6 +58,9 @@ impl Backend {
 pub struct ServerOptions {
     /// Extra command-line arguments, e.g. `--max-blob-size 1MiB`.
     pub args: Vec<String>,
+    /// The local storage folder, instead of one in the server's temporary
+    /// folder (e.g. on a small tmpfs).
+    pub local_folder: Option<PathBuf>,
 }
 
 impl ServerOptions {
@@ -65,7 +68,14 @@ impl ServerOptions {
     pub fn args(args: &[&str]) -> Self {
         Self {
             args: args.iter().map(|a| (*a).to_owned()).collect(),
+            local_folder: None,
         }
+    }
+
+    /// The same options with the local storage in `folder`.
+    pub fn in_folder(mut self, folder: &Path) -> Self {
+        self.local_folder = Some(folder.to_owned());
+        self
     }
 }
 
@@ -105,7 +115,10 @@ impl CacheServer {
 
     /// The local storage folder (meaningful for [`Backend::Local`]).
     pub fn storage_dir(&self) -> PathBuf {
-        self.data.path().join("storage")
+        self.options
+            .local_folder
+            .clone()
+            .unwrap_or_else(|| self.data.path().join("storage"))
     }
 
     /// Where the stored objects are on disk, for either backend (the S3
