@@ -9,6 +9,7 @@
 
 pub mod auth;
 pub mod blob;
+pub mod budget;
 pub mod dashboard;
 pub mod eviction;
 pub mod hot;

@@ -85,6 +85,11 @@ struct Cli {
     #[arg(long, env = "CACHE_SERVER_AUTH", value_enum, global = true)]
     auth: Option<AuthMode>,
 
+    /// Memory all uploads together may buffer (e.g. 512MiB); more uploads
+    /// at once wait for room instead of growing the process.
+    #[arg(long, env = "CACHE_SERVER_UPLOAD_MEMORY", default_value = "512MiB", value_parser = parse_size, global = true)]
+    upload_memory: u64,
+
     /// PEM certificate chain: serve HTTPS (rustls) instead of plain HTTP;
     /// needs --tls-key.
     #[arg(
@@ -372,7 +377,9 @@ async fn serve(cli: &Cli) -> anyhow::Result<()> {
     if let Some(quota) = cli.max_size {
         state = state.with_quota(quota);
     }
-    state = state.with_events_retention(cli.events_retention);
+    state = state
+        .with_events_retention(cli.events_retention)
+        .with_upload_memory(cli.upload_memory);
     let evicting = state
         .evictor
         .clone()

@@ -22,6 +22,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::auth::AuthMode;
 use crate::blob::upload::UploadSettings;
+use crate::budget::{DEFAULT_UPLOAD_MEMORY, MemoryBudget};
 use crate::eviction::{Evictor, InUse};
 use crate::hot::HotCache;
 use crate::index::Index;
@@ -73,13 +74,14 @@ pub struct Shared {
     pub events_retention: u64,
     /// Small, recently read objects, served from memory.
     pub hot: Arc<HotCache>,
+    /// What all uploads together may buffer.
+    pub upload_memory: Arc<MemoryBudget>,
 }
 
 impl AppState {
     /// State over the given store and index.
     pub fn new(storage: Storage, index: Index, upload: UploadSettings) -> Self {
         Self(Arc::new(Shared {
-            storage,
             index,
             metrics: Arc::new(Metrics::default()),
             upload,
@@ -89,7 +91,19 @@ impl AppState {
             evictor: None,
             events_retention: DEFAULT_EVENTS_RETENTION,
             hot: Arc::new(HotCache::new(DEFAULT_HOT_CACHE_BYTES)),
+            upload_memory: Arc::new(MemoryBudget::new(
+                DEFAULT_UPLOAD_MEMORY,
+                storage_upload_bound(&storage),
+            )),
+            storage,
         }))
+    }
+
+    /// The same state letting all uploads together buffer `bytes`.
+    pub fn with_upload_memory(mut self, bytes: u64) -> Self {
+        let bound = storage_upload_bound(&self.storage);
+        self.shared_mut().upload_memory = Arc::new(MemoryBudget::new(bytes, bound));
+        self
     }
 
     fn shared_mut(&mut self) -> &mut Shared {
@@ -127,6 +141,11 @@ impl AppState {
         self.shared_mut().events_retention = retention;
         self
     }
+}
+
+/// The most one upload buffers for `storage`: its parts in flight.
+fn storage_upload_bound(storage: &Storage) -> u64 {
+    (crate::storage::MAX_PARTS_IN_FLIGHT as u64 + 1) * storage.options().part_size as u64
 }
 
 /// The whole HTTP surface.

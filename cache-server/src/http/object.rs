@@ -332,6 +332,13 @@ async fn store(
             evictor.quota()
         )));
     }
+    // Waits while other uploads hold the memory budget; the client is held
+    // back by TCP flow control meanwhile.
+    let plain_length = match options.encoding {
+        BodyEncoding::Identity => options.declared_length,
+        BodyEncoding::Zstd => None,
+    };
+    let _memory = state.upload_memory.reserve(plain_length).await;
     let received = Arc::new(AtomicU64::new(0));
     let counter = received.clone();
     let wire = body.into_data_stream().map(move |chunk| {

@@ -30,7 +30,7 @@ use object_store::{
 };
 
 pub use location::{LocationError, StorageLocation};
-pub use writer::ObjectWriter;
+pub use writer::{MAX_PARTS_IN_FLIGHT, ObjectWriter};
 
 /// A stream of an object's bytes.
 pub type ByteStream = BoxStream<'static, Result<Bytes, StorageError>>;

@@ -16,7 +16,7 @@ use super::{Storage, StorageError};
 
 /// How many parts may be in flight per upload; bounds memory per upload to
 /// about `(MAX_PARTS_IN_FLIGHT + 1) * part_size`.
-const MAX_PARTS_IN_FLIGHT: usize = 2;
+pub const MAX_PARTS_IN_FLIGHT: usize = 2;
 
 /// An object being written; see the module documentation.
 pub struct ObjectWriter {
