@@ -203,24 +203,40 @@ impl Run<'_> {
         let target = &self.settings.image;
         self.progress
             .quick(format!("looking up {}", base_tag(&base.key)));
-        if let Some(record) = self.record(&base.key).await? {
-            if publish::manifest_exists(target, self.registry, &record.digest).await? {
-                return Ok(Some((record, "cache")));
-            }
-            self.warn(format!(
-                "recorded base {} no longer exists in {}; rebuilding",
-                record.digest,
-                target.describe()
-            ));
-            return Ok(None);
-        }
+        // The record only says where to look: the target's own tag decides.
+        // A record naming another digest (a stale or poisoned action-cache
+        // entry) is never used, and what is printed is built from our own
+        // settings and the digest the target holds, never copied from it.
+        let recorded = self.record(&base.key).await?;
         let tag = base_tag(&base.key);
-        if let Some(digest) = publish::resolve_tag(target, self.registry, &tag).await? {
-            let record = self.record_for(base, &digest);
-            self.remember(&record).await?;
-            return Ok(Some((record, "registry")));
+        let tagged = publish::resolve_tag(target, self.registry, &tag).await?;
+        match (recorded, tagged) {
+            (Some(record), Some(digest)) if record.digest == digest => {
+                Ok(Some((self.record_for(base, &digest), "cache")))
+            }
+            (recorded, Some(digest)) => {
+                if let Some(record) = recorded {
+                    self.warn(format!(
+                        "the cache's record for {tag} names {} but {} holds {digest}; \
+                         using the registry's",
+                        record.digest,
+                        target.describe()
+                    ));
+                }
+                let record = self.record_for(base, &digest);
+                self.remember(&record).await?;
+                Ok(Some((record, "registry")))
+            }
+            (Some(record), None) => {
+                self.warn(format!(
+                    "recorded base {} no longer exists as {tag} in {}; rebuilding",
+                    record.digest,
+                    target.describe()
+                ));
+                Ok(None)
+            }
+            (None, None) => Ok(None),
         }
-        Ok(None)
     }
 
     async fn build(&mut self, base: &BaseKey) -> Result<(BaseRecord, f64, f64, u64), EnsureError> {

@@ -61,6 +61,8 @@ pub struct ServerOptions {
     /// The local storage folder, instead of one in the server's temporary
     /// folder (e.g. on a small tmpfs).
     pub local_folder: Option<PathBuf>,
+    /// `RUST_LOG` of the server (default `info`).
+    pub log: Option<String>,
 }
 
 impl ServerOptions {
@@ -68,7 +70,7 @@ impl ServerOptions {
     pub fn args(args: &[&str]) -> Self {
         Self {
             args: args.iter().map(|a| (*a).to_owned()).collect(),
-            local_folder: None,
+            ..Self::default()
         }
     }
 
@@ -151,7 +153,7 @@ impl CacheServer {
             }
         };
         command
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", self.options.log.as_deref().unwrap_or("info"))
             .arg("--storage")
             .arg(storage)
             .arg("--index")

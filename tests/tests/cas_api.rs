@@ -550,7 +550,7 @@ async fn oversize_upload_is_413_before_the_body_is_read() {
 
     let options = ServerOptions {
         args: vec!["--max-blob-size".into(), "1MiB".into()],
-        local_folder: None,
+        ..ServerOptions::default()
     };
     let server = CacheServer::start(Backend::Local, options);
     let claimed = digest(b"a large blob");
@@ -582,7 +582,7 @@ async fn s3_outage_answers_503_within_the_timeout_then_recovers() {
     let mut s3 = S3Server::start();
     let options = ServerOptions {
         args: vec!["--storage-timeout".into(), "2".into()],
-        local_folder: None,
+        ..ServerOptions::default()
     };
     let server = CacheServer::start(Backend::s3(&s3, "outage"), options);
     let content = random_bytes(2 * MIB, 40);

@@ -249,6 +249,19 @@ impl Registry {
                     message: error.without_url().to_string(),
                 }
             }
+            // A 401/403 answered to a blob HEAD or upload arrives as a plain
+            // HTTP status error, not as oci-client's own auth variants.
+            OciDistributionError::RequestError(error)
+                if error.status().is_some_and(|status| {
+                    status == reqwest::StatusCode::UNAUTHORIZED
+                        || status == reqwest::StatusCode::FORBIDDEN
+                }) =>
+            {
+                RegistryError::Auth {
+                    registry,
+                    message: error.without_url().to_string(),
+                }
+            }
             OciDistributionError::AuthenticationFailure(message) => {
                 RegistryError::Auth { registry, message }
             }
