@@ -397,12 +397,10 @@ async fn serve(cli: &Cli) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", cli.listen))?;
     let address = listener.local_addr().context("reading the bound address")?;
-    let scheme = if settings.tls.is_some() {
-        "https"
-    } else {
-        "http"
-    };
-    tracing::info!("listening on {address} ({scheme})");
+    tracing::info!("listening on {address}");
+    if settings.tls.is_some() {
+        tracing::info!("serving HTTPS (TLS by rustls)");
+    }
     tracing::info!(
         "serving {described}, blobs up to {} bytes, quota {}, auth {auth:?}",
         cli.max_blob_size,
