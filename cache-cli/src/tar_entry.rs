@@ -122,17 +122,31 @@ pub fn append<W: Write>(
     let mut header = base_header(entry_type, mode, size.min(USTAR_MAX_SIZE), mtime);
     let mut records = Vec::new();
     let mut binary = false;
-    if !name.is_ascii() || header.set_path(OsStr::from_bytes(name)).is_err() {
+    // The tar crate normalises what it stores (`./`, `//`, a trailing or a
+    // lone `/`): whatever does not read back byte for byte goes in PAX.
+    let exact_path = name.is_ascii()
+        && header.set_path(OsStr::from_bytes(name)).is_ok()
+        && &*header.path_bytes() == name;
+    if !exact_path {
         records.extend(pax_record("path", name));
         binary |= std::str::from_utf8(name).is_err();
         header.set_path(OsStr::from_bytes(&ascii_stand_in(name, 99)))?;
     }
     if let Some(target) = link
-        && (!target.is_ascii() || header.set_link_name(OsStr::from_bytes(target)).is_err())
+        && !(target.is_ascii()
+            && header.set_link_name(OsStr::from_bytes(target)).is_ok()
+            && header.link_name_bytes().as_deref() == Some(target))
     {
         records.extend(pax_record("linkpath", target));
         binary |= std::str::from_utf8(target).is_err();
-        header.set_link_name(OsStr::from_bytes(&ascii_stand_in(target, 99)))?;
+        // The ustar field is only a stand-in for readers without PAX; one
+        // the tar crate refuses (such as an empty one for `/`) stays empty.
+        if header
+            .set_link_name(OsStr::from_bytes(&ascii_stand_in(target, 99)))
+            .is_err()
+        {
+            header.set_link_name("_")?;
+        }
     }
     if size > USTAR_MAX_SIZE {
         records.extend(pax_record("size", size.to_string().as_bytes()));
@@ -160,6 +174,20 @@ pub fn append<W: Write>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn link_targets_the_tar_crate_would_normalise_come_back_exact() {
+        // Found by the tar_writer fuzz target: a link to `/` read back as `//`.
+        for target in [&b"/"[..], b"./x", b"a//b", b"dir/", b"../lib/./x", b"."] {
+            let entries = read_back(&[(b"link", EntryKind::Symlink(target))]);
+            assert_eq!(
+                entries[0].1.as_deref(),
+                Some(target),
+                "{:?}",
+                String::from_utf8_lossy(target)
+            );
+        }
+    }
 
     #[test]
     fn pax_record_lengths_count_themselves() {

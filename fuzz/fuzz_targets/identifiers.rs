@@ -11,7 +11,8 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    let lower_hex = |s: &str| s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    let lower_hex =
+        |s: &str| s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
     match Digest::parse(text) {
         Ok(digest) => {
             assert!(lower_hex(text), "{text:?} parsed as a digest");
@@ -28,7 +29,8 @@ fuzz_target!(|data: &[u8]| {
         assert!(!s.is_empty() && s.len() <= MAX_KEY_LEN, "{s:?}");
         assert!(!s.starts_with('.'), "{s:?}");
         assert!(
-            s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-')),
+            s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-')),
             "{s:?}"
         );
     }

@@ -17,7 +17,10 @@ fuzz_target!(|data: &[u8]| {
     };
     for size in [0u64, 1, 2, 10, 1 << 20, u64::MAX - 1, u64::MAX] {
         if let Some(resolved) = spec.resolve(size) {
-            assert!(resolved.start < resolved.end, "{spec:?} in {size}: {resolved:?}");
+            assert!(
+                resolved.start < resolved.end,
+                "{spec:?} in {size}: {resolved:?}"
+            );
             assert!(resolved.end <= size, "{spec:?} in {size}: {resolved:?}");
         }
     }
