@@ -245,6 +245,24 @@ impl<S> IdleTimeout<S> {
     }
 }
 
+impl<S> IdleTimeout<S> {
+    /// What a poll of the inner stream means for the idle clock: progress
+    /// when it is ready, an error once it has kept us waiting too long.
+    fn track<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        match polled {
+            Poll::Ready(result) => {
+                self.progressed();
+                Poll::Ready(result)
+            }
+            Poll::Pending => self.poll_idle(cx).map(Err),
+        }
+    }
+}
+
 impl<S: AsyncRead + Unpin> AsyncRead for IdleTimeout<S> {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -252,13 +270,8 @@ impl<S: AsyncRead + Unpin> AsyncRead for IdleTimeout<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.inner).poll_read(cx, buf) {
-            Poll::Ready(result) => {
-                this.progressed();
-                Poll::Ready(result)
-            }
-            Poll::Pending => this.poll_idle(cx).map(Err),
-        }
+        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+        this.track(cx, polled)
     }
 }
 
@@ -269,13 +282,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for IdleTimeout<S> {
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.inner).poll_write(cx, data) {
-            Poll::Ready(result) => {
-                this.progressed();
-                Poll::Ready(result)
-            }
-            Poll::Pending => this.poll_idle(cx).map(Err),
-        }
+        let polled = Pin::new(&mut this.inner).poll_write(cx, data);
+        this.track(cx, polled)
     }
 
     fn poll_write_vectored(
@@ -284,13 +292,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for IdleTimeout<S> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.inner).poll_write_vectored(cx, bufs) {
-            Poll::Ready(result) => {
-                this.progressed();
-                Poll::Ready(result)
-            }
-            Poll::Pending => this.poll_idle(cx).map(Err),
-        }
+        let polled = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.track(cx, polled)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -299,10 +302,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for IdleTimeout<S> {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.inner).poll_flush(cx) {
-            Poll::Ready(result) => Poll::Ready(result),
-            Poll::Pending => this.poll_idle(cx).map(Err),
-        }
+        let polled = Pin::new(&mut this.inner).poll_flush(cx);
+        this.track(cx, polled)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -55,6 +55,33 @@ impl Project {
         project
     }
 
+    /// A project with `requirements.txt` and a `cachectl.toml` naming the
+    /// cache server `cache`, a native base `image` whose install step logs
+    /// to [`Project::marker`] and takes `build_seconds`, and an app image
+    /// `{image}:app` of the whole folder.
+    pub fn native_with_cache(image: &str, cache: &str, build_seconds: u32) -> Self {
+        let project = Self::new();
+        project.write("requirements.txt", "flask==3.0.3\n");
+        project.write(
+            "cachectl.toml",
+            &format!(
+                r#"cache = "{cache}"
+[base]
+image = "{image}"
+manifests = ["requirements.txt"]
+builder = "native"
+install = "echo built >> {marker} && sleep {build_seconds} && mkdir -p {{out}}/opt && cp requirements.txt {{out}}/opt/"
+platform = "linux/amd64"
+[app]
+image = "{image}:app"
+context = "."
+"#,
+                marker = project.marker().display()
+            ),
+        );
+        project
+    }
+
     /// The project folder.
     pub fn path(&self) -> &Path {
         self.dir.path()

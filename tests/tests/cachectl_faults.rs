@@ -140,32 +140,12 @@ async fn killing_cachectl_mid_push_leaves_no_tag_on_a_missing_manifest() {
     assert!(tags.contains(&"release".to_owned()), "{tags:?}");
 }
 
-fn native_project_on(image: &str, cache: &str) -> Project {
-    let project = Project::new();
-    project.write("requirements.txt", "flask==3.0.3\n");
-    project.write(
-        "cachectl.toml",
-        &format!(
-            r#"cache = "{cache}"
-[base]
-image = "{image}"
-manifests = ["requirements.txt"]
-builder = "native"
-install = "echo built >> {marker} && sleep 3 && mkdir -p {{out}}/opt && cp requirements.txt {{out}}/opt/"
-platform = "linux/amd64"
-"#,
-            marker = project.marker().display()
-        ),
-    );
-    project
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stopped_registry_exits_3_and_records_nothing() {
     let server = CacheServer::local();
     let registry = RegistryServer::start();
     let image = format!("{}/acme/gone-base", registry.host());
-    let project = native_project_on(&image, &server.base_url());
+    let project = Project::native_with_cache(&image, &server.base_url(), 3);
     let key = project.cachectl(&["hash"], &[]).success().stdout;
     let key = key.trim().to_owned();
     drop(registry);
@@ -199,7 +179,7 @@ async fn two_hundred_jobs_on_one_missing_key_build_once() {
     let registry = RegistryServer::start();
     let server = CacheServer::local();
     let image = format!("{}/acme/crowd-base", registry.host());
-    let project = native_project_on(&image, &server.base_url());
+    let project = Project::native_with_cache(&image, &server.base_url(), 3);
     let jobs = 200;
     let started = Instant::now();
     let runs: Vec<_> = std::thread::scope(|scope| {

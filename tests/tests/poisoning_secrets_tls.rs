@@ -19,35 +19,12 @@ use cachectl_e2e::cachectl::Project;
 use cachectl_e2e::registry::{RegistryServer, push_busybox};
 use cachectl_e2e::{Backend, CacheServer, ServerOptions};
 
-fn native_project(image: &str, cache: &str) -> Project {
-    let project = Project::new();
-    project.write("requirements.txt", "flask==3.0.3\n");
-    project.write(
-        "cachectl.toml",
-        &format!(
-            r#"cache = "{cache}"
-[base]
-image = "{image}"
-manifests = ["requirements.txt"]
-builder = "native"
-install = "echo built >> {marker} && mkdir -p {{out}}/opt && cp requirements.txt {{out}}/opt/"
-platform = "linux/amd64"
-[app]
-image = "{image}:app"
-context = "."
-"#,
-            marker = project.marker().display()
-        ),
-    );
-    project
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_poisoned_action_cache_record_is_never_used() {
     let server = CacheServer::local();
     let registry = RegistryServer::start();
     let image = format!("{}/acme/web-base", registry.host());
-    let project = native_project(&image, &server.base_url());
+    let project = Project::native_with_cache(&image, &server.base_url(), 0);
     let built = project
         .cachectl(&["ensure-base", "--json"], &[])
         .success()
@@ -150,83 +127,48 @@ async fn registry_passwords_and_cache_tokens_never_leak() {
     let wrong_token = format!("cct_{}", "f".repeat(64));
     let registry = RegistryServer::start_with_htpasswd("ci", PASSWORD);
     let image = format!("{}/acme/secret-base", registry.host());
-    let project = native_project(&image, &server.base_url());
+    let project = Project::native_with_cache(&image, &server.base_url(), 0);
     let outputs = project.path().join("github-output");
     let debug = [
         ("RUST_LOG", "debug"),
         ("GITHUB_OUTPUT", outputs.to_str().unwrap()),
     ];
     let mut captured = String::new();
+    let with =
+        |command: &'static str, extra: &[&'static str], password: &'static str, token: &str| {
+            let mut args: Vec<String> = [command, "--json"]
+                .iter()
+                .chain(extra)
+                .map(|a| (*a).to_owned())
+                .collect();
+            args.extend(
+                [
+                    "--registry-user",
+                    "ci",
+                    "--registry-password",
+                    password,
+                    "--cache-token",
+                    token,
+                ]
+                .map(str::to_owned),
+            );
+            args
+        };
     let runs = [
         // Right credentials: a build, then a hit, then the whole deploy.
-        vec![
-            "ensure-base",
-            "--json",
-            "--registry-user",
-            "ci",
-            "--registry-password",
-            PASSWORD,
-            "--cache-token",
-            &token,
-        ],
-        vec![
-            "ensure-base",
-            "--json",
-            "--registry-user",
-            "ci",
-            "--registry-password",
-            PASSWORD,
-            "--cache-token",
-            &token,
-        ],
-        vec![
-            "build",
-            "--json",
-            "--registry-user",
-            "ci",
-            "--registry-password",
-            PASSWORD,
-            "--cache-token",
-            &token,
-        ],
+        with("ensure-base", &[], PASSWORD, &token),
+        with("ensure-base", &[], PASSWORD, &token),
+        with("build", &[], PASSWORD, &token),
         // Refused ones: a wrong registry password (exit 3), a wrong token
-        // (a warning), and both under --require-cache.
-        vec![
-            "ensure-base",
-            "--json",
-            "--force",
-            "--registry-user",
-            "ci",
-            "--registry-password",
-            WRONG_PASSWORD,
-            "--cache-token",
-            &token,
-        ],
-        vec![
-            "ensure-base",
-            "--json",
-            "--registry-user",
-            "ci",
-            "--registry-password",
-            PASSWORD,
-            "--cache-token",
-            &wrong_token,
-        ],
-        vec![
-            "ensure-base",
-            "--json",
-            "--require-cache",
-            "--registry-user",
-            "ci",
-            "--registry-password",
-            PASSWORD,
-            "--cache-token",
-            &wrong_token,
-        ],
+        // (a warning), and a wrong token under --require-cache (exit 3).
+        with("ensure-base", &["--force"], WRONG_PASSWORD, &token),
+        with("ensure-base", &[], PASSWORD, &wrong_token),
+        with("ensure-base", &["--require-cache"], PASSWORD, &wrong_token),
     ];
     let mut codes = Vec::new();
     for args in &runs {
-        let run = project.cachectl(args, &debug);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let run = project.cachectl(&args, &debug);
         codes.push(run.code);
         if codes.len() == 4 {
             // Regression: a 401 on a blob during the push was exit 1.
@@ -380,7 +322,7 @@ async fn tls_with_a_self_signed_certificate_and_cachectl_cacert() {
     );
 
     // cachectl over TLS: --cacert makes the records work...
-    let project = native_project("oci:./build/oci", &https);
+    let project = Project::native_with_cache("oci:./build/oci", &https, 0);
     let cacert = ["--cacert", cert.to_str().unwrap()];
     let first = project
         .cachectl(
