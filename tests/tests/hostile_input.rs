@@ -429,7 +429,9 @@ async fn slow_and_idle_clients_are_cut_off_while_others_are_served() {
     for _ in 0..20 {
         let started = Instant::now();
         assert_serving(&server).await;
-        assert!(started.elapsed() < Duration::from_secs(1));
+        // Answered while the slow connections are still open (they live
+        // about 2 s), with room for a loaded CI machine.
+        assert!(started.elapsed() < Duration::from_millis(1500));
     }
     for thread in trickling {
         let held = thread.join().unwrap();
