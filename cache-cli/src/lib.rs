@@ -10,6 +10,7 @@ pub mod config;
 pub mod ensure;
 pub mod events;
 pub mod exclude;
+pub mod folder;
 pub mod image;
 pub mod key;
 pub mod layer;

@@ -1,0 +1,433 @@
+//! Writing a saved folder back.
+//!
+//! A manifest comes from the cache, so it is input: every path is checked
+//! before anything is written (relative, no `.`/`..`/empty component, no
+//! NUL, nothing beneath an entry that is a link), and every write checks
+//! again that each folder on the way is a real folder inside the target,
+//! never a link. Files and links are written under a temporary name in
+//! their folder and renamed into place, so a reader (or a crash) never sees
+//! half a file; a rename replaces a link at the destination instead of
+//! following it.
+
+use std::collections::HashSet;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use cache_proto::Digest;
+
+use super::manifest::{EntryKind, TreeManifest};
+
+/// Longest entry path accepted, in bytes.
+const MAX_PATH: usize = 4096;
+
+/// Why a restore stopped. Nothing outside the target is ever touched.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    /// The manifest names a path that could leave the target folder.
+    #[error("the manifest names an unsafe path {path:?}: {reason}")]
+    UnsafePath {
+        /// The path, lossily.
+        path: String,
+        /// Why it is refused.
+        reason: &'static str,
+    },
+    /// A file's content is not in the local content store.
+    #[error("blob {0} is missing from the local content store")]
+    Missing(Digest),
+    /// Reading or writing failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// Where.
+        path: String,
+        /// Why.
+        source: io::Error,
+    },
+}
+
+fn io_error(path: &Path) -> impl FnOnce(io::Error) -> RestoreError + '_ {
+    move |source| RestoreError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+fn unsafe_path(path: &[u8], reason: &'static str) -> RestoreError {
+    RestoreError::UnsafePath {
+        path: String::from_utf8_lossy(path).into_owned(),
+        reason,
+    }
+}
+
+/// Checks every path of `manifest` before anything is written.
+pub fn validate(manifest: &TreeManifest) -> Result<(), RestoreError> {
+    let mut links: HashSet<&[u8]> = HashSet::new();
+    let mut seen: HashSet<&[u8]> = HashSet::new();
+    for entry in &manifest.entries {
+        let path = entry.path.0.as_slice();
+        if path.is_empty() || path.len() > MAX_PATH {
+            return Err(unsafe_path(path, "empty or too long"));
+        }
+        if path.contains(&0) {
+            return Err(unsafe_path(path, "contains NUL"));
+        }
+        if path.starts_with(b"/") {
+            return Err(unsafe_path(path, "absolute"));
+        }
+        let components: Vec<&[u8]> = path.split(|&b| b == b'/').collect();
+        if components
+            .iter()
+            .any(|c| c.is_empty() || *c == b"." || *c == b"..")
+        {
+            return Err(unsafe_path(path, "has an empty, `.` or `..` component"));
+        }
+        // Nothing may be written through a link the manifest itself makes.
+        for end in 1..components.len() {
+            let parent = &path[..components[..end].iter().map(|c| c.len() + 1).sum::<usize>() - 1];
+            if links.contains(parent) {
+                return Err(unsafe_path(path, "lies beneath a symbolic link"));
+            }
+        }
+        if !seen.insert(path) {
+            return Err(unsafe_path(path, "appears twice"));
+        }
+        if matches!(entry.kind, EntryKind::Symlink { .. }) {
+            links.insert(path);
+        }
+    }
+    Ok(())
+}
+
+/// Local content, by digest: what earlier restores downloaded, and where
+/// new downloads land before they are written into the target.
+#[derive(Debug, Clone)]
+pub struct ContentStore {
+    dir: PathBuf,
+}
+
+impl ContentStore {
+    /// A store in `dir` (created when needed).
+    pub fn new(dir: PathBuf) -> Self {
+        Self { dir }
+    }
+
+    /// Where `digest` is (or would be) kept.
+    pub fn path(&self, digest: &Digest) -> PathBuf {
+        let hex = digest.to_string();
+        self.dir.join(&hex[..2]).join(hex)
+    }
+
+    /// Whether `digest` is present.
+    pub fn contains(&self, digest: &Digest) -> bool {
+        self.path(digest).is_file()
+    }
+
+    /// Stores `content` if it hashes to `digest`; returns whether it did.
+    pub fn insert(&self, digest: &Digest, content: &[u8]) -> io::Result<bool> {
+        if Digest::of(content) != *digest {
+            return Ok(false);
+        }
+        let path = self.path(digest);
+        let folder = path.parent().unwrap_or(&self.dir);
+        std::fs::create_dir_all(folder)?;
+        let mut staged = tempfile::NamedTempFile::new_in(folder)?;
+        io::Write::write_all(&mut staged, content)?;
+        staged.persist(&path).map_err(|e| e.error)?;
+        Ok(true)
+    }
+}
+
+/// What a restore wrote.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Applied {
+    /// Files written.
+    pub files: u64,
+    /// Files already right in the target, left alone.
+    pub unchanged: u64,
+    /// Links written.
+    pub links: u64,
+    /// Folders created.
+    pub dirs: u64,
+}
+
+/// The file digests `manifest` needs that neither `store` nor the target
+/// (the same content already at the same path) has.
+pub fn needed(root: &Path, manifest: &TreeManifest, store: &ContentStore) -> Vec<(Digest, u64)> {
+    manifest
+        .blobs()
+        .into_iter()
+        .filter(|(digest, _)| !store.contains(digest))
+        .filter(|(digest, _)| {
+            !manifest.entries.iter().any(|entry| match &entry.kind {
+                EntryKind::File { digest: d, .. } if d == digest => already_there(
+                    &root.join(std::ffi::OsStr::from_bytes(&entry.path.0)),
+                    digest,
+                ),
+                _ => false,
+            })
+        })
+        .collect()
+}
+
+/// Whether `path` is a regular file (not a link) holding `digest`.
+fn already_there(path: &Path, digest: &Digest) -> bool {
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return false;
+    };
+    if !meta.is_file() {
+        return false;
+    }
+    let mut hasher = blake3::Hasher::new();
+    std::fs::File::open(path)
+        .and_then(|file| hasher.update_reader(file).map(|_| ()))
+        .is_ok()
+        && Digest::from(hasher.finalize()) == *digest
+}
+
+/// Makes `relative` (checked by [`validate`]) a real folder under `root`,
+/// replacing a file or link in the way; every component is checked with
+/// `lstat`, so a link planted in the target is never followed.
+fn ensure_dir(
+    root: &Path,
+    relative: &[u8],
+    applied: &mut Applied,
+) -> Result<PathBuf, RestoreError> {
+    let mut current = root.to_owned();
+    for component in relative.split(|&b| b == b'/').filter(|c| !c.is_empty()) {
+        current.push(std::ffi::OsStr::from_bytes(component));
+        match std::fs::symlink_metadata(&current) {
+            Ok(meta) if meta.is_dir() => continue,
+            Ok(_) => std::fs::remove_file(&current).map_err(io_error(&current))?,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+            Err(error) => return Err(io_error(&current)(error)),
+        }
+        std::fs::create_dir(&current).map_err(io_error(&current))?;
+        applied.dirs += 1;
+    }
+    Ok(current)
+}
+
+/// Splits `path` into its folder and its last component.
+fn split_parent(path: &[u8]) -> (&[u8], &[u8]) {
+    match path.iter().rposition(|&b| b == b'/') {
+        Some(slash) => (&path[..slash], &path[slash + 1..]),
+        None => (&[][..], path),
+    }
+}
+
+/// Writes `manifest` into `root` from `store`. Call [`validate`] first
+/// (done here too) and fill the store with [`needed`]'s blobs.
+pub fn apply(
+    root: &Path,
+    manifest: &TreeManifest,
+    store: &ContentStore,
+) -> Result<Applied, RestoreError> {
+    validate(manifest)?;
+    std::fs::create_dir_all(root).map_err(io_error(root))?;
+    let mut applied = Applied::default();
+    for entry in &manifest.entries {
+        let (parent, name) = split_parent(&entry.path.0);
+        match &entry.kind {
+            EntryKind::Dir => {
+                ensure_dir(root, &entry.path.0, &mut applied)?;
+            }
+            EntryKind::File {
+                digest, executable, ..
+            } => {
+                let folder = ensure_dir(root, parent, &mut applied)?;
+                let target = folder.join(std::ffi::OsStr::from_bytes(name));
+                let mode = if *executable { 0o755 } else { 0o644 };
+                if already_there(&target, digest) {
+                    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(mode))
+                        .map_err(io_error(&target))?;
+                    applied.unchanged += 1;
+                    continue;
+                }
+                let source = store.path(digest);
+                let mut content = std::fs::File::open(&source).map_err(|error| {
+                    if error.kind() == io::ErrorKind::NotFound {
+                        RestoreError::Missing(*digest)
+                    } else {
+                        io_error(&source)(error)
+                    }
+                })?;
+                let mut staged = tempfile::Builder::new()
+                    .prefix(".cachectl-restore-")
+                    .tempfile_in(&folder)
+                    .map_err(io_error(&folder))?;
+                io::copy(&mut content, staged.as_file_mut()).map_err(io_error(&target))?;
+                staged
+                    .as_file()
+                    .set_permissions(std::fs::Permissions::from_mode(mode))
+                    .map_err(io_error(&target))?;
+                let staged = staged.into_temp_path();
+                replace_with(&staged, &target)?;
+                // Renamed away: nothing left for the guard to delete.
+                let _ = staged.keep();
+                applied.files += 1;
+            }
+            EntryKind::Symlink { target: link } => {
+                let folder = ensure_dir(root, parent, &mut applied)?;
+                let target = folder.join(std::ffi::OsStr::from_bytes(name));
+                let staged = folder.join(format!(".cachectl-link-{}", std::process::id()));
+                let _ = std::fs::remove_file(&staged);
+                std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&link.0), &staged)
+                    .map_err(io_error(&staged))?;
+                replace_with(&staged, &target).inspect_err(|_| {
+                    let _ = std::fs::remove_file(&staged);
+                })?;
+                applied.links += 1;
+            }
+        }
+    }
+    Ok(applied)
+}
+
+/// Renames `staged` over `target`; a folder in the way is removed first
+/// (the manifest says a file or link belongs there).
+fn replace_with(staged: &Path, target: &Path) -> Result<(), RestoreError> {
+    if std::fs::symlink_metadata(target).is_ok_and(|meta| meta.is_dir()) {
+        std::fs::remove_dir_all(target).map_err(io_error(target))?;
+    }
+    std::fs::rename(staged, target).map_err(io_error(target))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::folder::manifest::{RawPath, TreeEntry};
+
+    fn file(path: &[u8], content: &[u8]) -> TreeEntry {
+        TreeEntry {
+            path: RawPath(path.to_vec()),
+            kind: EntryKind::File {
+                digest: Digest::of(content),
+                size: content.len() as u64,
+                executable: false,
+            },
+        }
+    }
+
+    fn link(path: &[u8], target: &[u8]) -> TreeEntry {
+        TreeEntry {
+            path: RawPath(path.to_vec()),
+            kind: EntryKind::Symlink {
+                target: RawPath(target.to_vec()),
+            },
+        }
+    }
+
+    #[test]
+    fn hostile_paths_are_refused_before_anything_is_written() {
+        let cases: Vec<Vec<TreeEntry>> = vec![
+            vec![file(b"../escape", b"x")],
+            vec![file(b"a/../../escape", b"x")],
+            vec![file(b"/etc/cachectl-test", b"x")],
+            vec![file(b"a//b", b"x")],
+            vec![file(b"./a", b"x")],
+            vec![file(b"a\0b", b"x")],
+            vec![file(b"", b"x")],
+            vec![link(b"evil", b"/tmp"), file(b"evil/planted", b"x")],
+            vec![link(b"d/evil", b".."), file(b"d/evil/x/planted", b"x")],
+            vec![file(b"twice", b"x"), file(b"twice", b"y")],
+        ];
+        for entries in cases {
+            let folder = tempfile::tempdir().unwrap();
+            let root = folder.path().join("target");
+            let store = ContentStore::new(folder.path().join("store"));
+            store.insert(&Digest::of(b"x"), b"x").unwrap();
+            store.insert(&Digest::of(b"y"), b"y").unwrap();
+            let manifest = TreeManifest::new(entries.clone());
+            let error = apply(&root, &manifest, &store).unwrap_err();
+            assert!(
+                matches!(error, RestoreError::UnsafePath { .. }),
+                "{entries:?}: {error}"
+            );
+            assert!(!root.exists(), "{entries:?} wrote something");
+        }
+    }
+
+    #[test]
+    fn a_link_planted_in_the_target_is_replaced_never_followed() {
+        let folder = tempfile::tempdir().unwrap();
+        let outside = folder.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        let root = folder.path().join("target");
+        std::fs::create_dir(&root).unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("lib")).unwrap();
+        std::os::unix::fs::symlink(outside.join("file"), root.join("file")).unwrap();
+        let store = ContentStore::new(folder.path().join("store"));
+        store.insert(&Digest::of(b"x"), b"x").unwrap();
+        let manifest = TreeManifest::new(vec![file(b"lib/a.txt", b"x"), file(b"file", b"x")]);
+        apply(&root, &manifest, &store).unwrap();
+        assert!(
+            std::fs::read_dir(&outside).unwrap().next().is_none(),
+            "wrote outside"
+        );
+        assert!(
+            std::fs::symlink_metadata(root.join("lib"))
+                .unwrap()
+                .is_dir()
+        );
+        assert_eq!(std::fs::read(root.join("lib/a.txt")).unwrap(), b"x");
+        assert!(
+            std::fs::symlink_metadata(root.join("file"))
+                .unwrap()
+                .is_file()
+        );
+    }
+
+    #[test]
+    fn a_tree_comes_back_with_modes_links_and_unchanged_files_left_alone() {
+        let folder = tempfile::tempdir().unwrap();
+        let root = folder.path().join("target");
+        let store = ContentStore::new(folder.path().join("store"));
+        for content in [&b"one"[..], b"#!/bin/sh\n"] {
+            assert!(store.insert(&Digest::of(content), content).unwrap());
+        }
+        assert!(!store.insert(&Digest::of(b"one"), b"not one").unwrap());
+        let mut run = file(b"bin/run", b"#!/bin/sh\n");
+        if let EntryKind::File { executable, .. } = &mut run.kind {
+            *executable = true;
+        }
+        let manifest = TreeManifest::new(vec![
+            TreeEntry {
+                path: RawPath(b"bin".to_vec()),
+                kind: EntryKind::Dir,
+            },
+            run,
+            file(b"a/deep/one.txt", b"one"),
+            link(b"bin/sh-link", b"run"),
+            TreeEntry {
+                path: RawPath(b"empty".to_vec()),
+                kind: EntryKind::Dir,
+            },
+        ]);
+        assert_eq!(needed(&root, &manifest, &store), vec![]);
+        let applied = apply(&root, &manifest, &store).unwrap();
+        assert_eq!((applied.files, applied.links), (2, 1));
+        assert_eq!(std::fs::read(root.join("a/deep/one.txt")).unwrap(), b"one");
+        let mode = std::fs::metadata(root.join("bin/run"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o755);
+        assert_eq!(
+            std::fs::read_link(root.join("bin/sh-link")).unwrap(),
+            Path::new("run")
+        );
+        assert!(root.join("empty").is_dir());
+        // Again: nothing to write; and a missing blob is found in the target.
+        let again = apply(&root, &manifest, &store).unwrap();
+        assert_eq!((again.files, again.unchanged), (0, 2));
+        let empty_store = ContentStore::new(folder.path().join("other"));
+        assert_eq!(needed(&root, &manifest, &empty_store), vec![]);
+        let leftovers: Vec<_> = std::fs::read_dir(root.join("bin"))
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().starts_with(".cachectl"))
+            .collect();
+        assert!(leftovers.is_empty());
+    }
+}
