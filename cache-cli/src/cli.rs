@@ -215,6 +215,13 @@ pub enum Command {
         #[command(flatten)]
         app: AppFlags,
     },
+    /// Content-addressed folder caches for CI (node_modules, .venv, target/):
+    /// only the files the server lacks are uploaded or downloaded.
+    Cache {
+        /// save or restore.
+        #[command(subcommand)]
+        action: CacheCommand,
+    },
     /// Print the base image for the current inputs, building it on a miss.
     EnsureBase {
         /// Build and push even when a base exists.
@@ -224,6 +231,37 @@ pub enum Command {
         #[arg(long, env = "CACHECTL_WAIT", default_value = "30m", value_parser = humantime::parse_duration)]
         wait: std::time::Duration,
     },
+}
+
+/// `cachectl cache` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum CacheCommand {
+    /// Upload the folder's files the server lacks and record the folder
+    /// under the key (and as the newest of --name).
+    Save(FolderFlags),
+    /// Restore the folder: the exact key, else the newest save of --name
+    /// (a partial hit), downloading only what is not already there.
+    Restore(FolderFlags),
+}
+
+/// What a folder cache is.
+#[derive(Debug, Clone, Args)]
+pub struct FolderFlags {
+    /// The cache's name, e.g. npm; also what a partial restore falls back on.
+    #[arg(long)]
+    pub name: String,
+    /// Files whose content decides the key (repeatable or comma-separated).
+    #[arg(long = "key-files", value_delimiter = ',', required = true)]
+    pub key_files: Vec<PathBuf>,
+    /// The folder to save or restore.
+    #[arg(long)]
+    pub path: PathBuf,
+    /// Leave out what this pattern matches when saving (repeatable).
+    #[arg(long = "exclude")]
+    pub excludes: Vec<String>,
+    /// Extra text in the key, e.g. a tool version.
+    #[arg(long, default_value = "")]
+    pub key_extra: String,
 }
 
 fn field(path: &str, field: &'static str, message: impl Into<String>) -> ConfigError {

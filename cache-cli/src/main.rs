@@ -8,9 +8,12 @@ use std::process::ExitCode;
 
 use cache_cli::app::{BASE_KEY_LABEL, LayerError};
 use cache_cli::build::BuildError;
-use cache_cli::cli::{Cli, Command};
+use cache_cli::cli::{CacheCommand, Cli, Command};
 use cache_cli::config::ConfigFile;
 use cache_cli::ensure::{EnsureError, EnsureOptions, EnsureReport, ensure_base};
+use cache_cli::folder::remote::Remote;
+use cache_cli::folder::restore::ContentStore;
+use cache_cli::folder::run::{FolderError, FolderSettings, restore_folder, save};
 use cache_cli::image::{ImageError, ImageTarget, Location, Registry, RegistryError};
 use cache_cli::key::Recipe;
 use cache_cli::key::diff;
@@ -230,6 +233,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
         Command::Hash { explain } => hash(&cli, &file, *explain).await,
+        Command::Cache { action } => folder_cache(&cli, &file, action).await,
         Command::Bench {
             runs,
             keep,
@@ -237,6 +241,68 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             app,
         } => run_bench(&cli, &file, *runs as usize, *keep, plot.as_deref(), app).await,
     }
+}
+
+/// `cachectl cache save|restore`. The cache is an accelerator: an
+/// unreachable server is a warning (a skipped save, a miss) unless
+/// `--require-cache`.
+async fn folder_cache(cli: &Cli, file: &ConfigFile, action: &CacheCommand) -> Result<(), Failure> {
+    let flags = match action {
+        CacheCommand::Save(flags) | CacheCommand::Restore(flags) => flags,
+    };
+    let records = records_for(cli, file)?;
+    let Some(remote) = Remote::of(&records) else {
+        return Err(Failure::new(
+            2,
+            anyhow::anyhow!(
+                "cachectl cache needs a cache server: --cache URL or `cache` in cachectl.toml"
+            ),
+        ));
+    };
+    let platform = match &cli.base.platform {
+        Some(text) => cache_cli::image::oci::Platform::parse(text)
+            .map_err(|m| Failure::new(2, anyhow::anyhow!("--platform: {m}")))?
+            .to_string(),
+        None => cache_cli::image::oci::Platform::host().to_string(),
+    };
+    let settings = FolderSettings {
+        name: flags.name.clone(),
+        key_files: flags.key_files.clone(),
+        path: flags.path.clone(),
+        excludes: flags.excludes.clone(),
+        key_extra: flags.key_extra.clone(),
+        platform,
+    };
+    let failure = |error: FolderError| match error {
+        FolderError::Usage(_) => Failure::new(2, error),
+        FolderError::Cache(_) if cli.require_cache => Failure::new(3, error),
+        FolderError::Cache(_) | FolderError::Read { .. } | FolderError::Restore(_) => {
+            Failure::new(1, error)
+        }
+    };
+    match action {
+        CacheCommand::Save(_) => match save(&settings, &records, &remote).await {
+            Ok(report) => output::report_folder_save(&report, cli.json),
+            Err(FolderError::Cache(error)) if !cli.require_cache => {
+                eprintln!("warning: the folder was not saved: {error}");
+                Ok(())
+            }
+            Err(error) => return Err(failure(error)),
+        },
+        CacheCommand::Restore(_) => {
+            let store = ContentStore::new(cli.cachectl_dir().join("content"));
+            match restore_folder(&settings, &records, &remote, &store).await {
+                Ok(report) => output::report_folder_restore(&report, cli.json),
+                Err(FolderError::Cache(error)) if !cli.require_cache => {
+                    eprintln!("warning: nothing restored: {error}");
+                    let miss = cache_cli::folder::run::miss_report(&settings);
+                    output::report_folder_restore(&miss, cli.json)
+                }
+                Err(error) => return Err(failure(error)),
+            }
+        }
+    }
+    .map_err(|e| Failure::new(1, e))
 }
 
 /// The arguments this process got, less `bench` and what only `bench`

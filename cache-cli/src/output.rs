@@ -6,6 +6,7 @@ use std::io::Write;
 
 use crate::app::LayerReport;
 use crate::ensure::EnsureReport;
+use crate::folder::run::{Hit, RestoreReport, SaveReport};
 
 /// The result on stdout: the JSON of `value` with `--json`, else `reference`.
 fn print_result(value: &impl serde::Serialize, reference: &str, json: bool) -> std::io::Result<()> {
@@ -36,6 +37,51 @@ pub fn report_ensure(report: &EnsureReport, json: bool) -> std::io::Result<()> {
         );
     }
     github_outputs(report)
+}
+
+/// Prints the result of `cache save` (the key, or JSON).
+pub fn report_folder_save(report: &SaveReport, json: bool) -> std::io::Result<()> {
+    print_result(report, &report.key, json)?;
+    eprintln!(
+        "  (saved {}: {} files, {} bytes; uploaded {} new contents, {} bytes; {} already stored; {:.1} s)",
+        report.name,
+        report.files,
+        report.bytes,
+        report.uploaded_files,
+        report.uploaded_bytes,
+        report.skipped_files,
+        report.seconds
+    );
+    append("GITHUB_OUTPUT", &format!("cache-key={}\n", report.key))
+}
+
+/// Prints the result of `cache restore` (the hit kind, or JSON) and writes
+/// `cache-hit` (true only for an exact hit) and `cache-matched-key`.
+pub fn report_folder_restore(report: &RestoreReport, json: bool) -> std::io::Result<()> {
+    let hit = match report.hit {
+        Hit::Exact => "exact",
+        Hit::Partial => "partial",
+        Hit::Miss => "miss",
+    };
+    print_result(report, hit, json)?;
+    eprintln!(
+        "  ({hit} for {}: {} files, {} written, {} downloaded ({} bytes), {} bytes already here; {:.1} s)",
+        report.name,
+        report.files,
+        report.written_files,
+        report.downloaded_files,
+        report.downloaded_bytes,
+        report.skipped_bytes,
+        report.seconds
+    );
+    append(
+        "GITHUB_OUTPUT",
+        &format!(
+            "cache-hit={}\ncache-matched-key={}\n",
+            report.hit == Hit::Exact,
+            report.restored_key.as_deref().unwrap_or("")
+        ),
+    )
 }
 
 fn append(variable: &str, text: &str) -> std::io::Result<()> {

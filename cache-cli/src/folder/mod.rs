@@ -8,5 +8,7 @@
 //!   target folder whatever the manifest says.
 
 pub mod manifest;
+pub mod remote;
 pub mod restore;
+pub mod run;
 pub mod scan;

@@ -1,0 +1,235 @@
+//! The cache server's CAS as a folder cache sees it: which digests it
+//! lacks, uploads (zstd when it pays, streamed from the file when large),
+//! and verified downloads into the local content store.
+
+use std::path::Path;
+use std::time::Duration;
+
+use cache_proto::Digest;
+use cache_proto::body::{MissingRequest, MissingResponse};
+use futures::StreamExt;
+use tokio::io::AsyncWriteExt;
+
+use super::restore::ContentStore;
+use crate::record::{RecordError, RecordStore};
+
+/// Digests asked about per `missing` request (the server takes 4 MiB).
+const MISSING_CHUNK: usize = 10_000;
+/// Files up to this size are read, compressed and sent from memory.
+const IN_MEMORY: u64 = 8 * 1024 * 1024;
+/// Bound of one blob transfer.
+const TRANSFER_TIMEOUT: Duration = Duration::from_secs(900);
+
+/// A cache server's CAS.
+#[derive(Debug, Clone)]
+pub struct Remote {
+    url: String,
+    client: reqwest::Client,
+}
+
+fn unreachable(url: &str, message: impl std::fmt::Display) -> RecordError {
+    RecordError::Unreachable {
+        url: url.to_owned(),
+        message: message.to_string(),
+    }
+}
+
+impl Remote {
+    /// The CAS of the server `records` live on; `None` for local records.
+    pub fn of(records: &RecordStore) -> Option<Self> {
+        match records {
+            RecordStore::Server { url, client } => Some(Self {
+                url: url.clone(),
+                client: client.clone(),
+            }),
+            RecordStore::Local { .. } => None,
+        }
+    }
+
+    fn blob_url(&self, digest: &Digest) -> String {
+        format!("{}{}", self.url, cache_proto::routes::cas(digest))
+    }
+
+    /// The digests of `wanted` the server lacks, in order.
+    pub async fn missing(&self, wanted: &[Digest]) -> Result<Vec<Digest>, RecordError> {
+        let mut missing = Vec::new();
+        for chunk in wanted.chunks(MISSING_CHUNK) {
+            let response = self
+                .client
+                .post(format!("{}{}", self.url, cache_proto::routes::CAS_MISSING))
+                .json(&MissingRequest {
+                    digests: chunk.to_vec(),
+                })
+                .send()
+                .await
+                .map_err(|e| unreachable(&self.url, e.without_url()))?;
+            if !response.status().is_success() {
+                return Err(unreachable(
+                    &self.url,
+                    format!("missing answered {}", response.status()),
+                ));
+            }
+            let answer: MissingResponse = response
+                .json()
+                .await
+                .map_err(|e| unreachable(&self.url, e.without_url()))?;
+            missing.extend(answer.missing);
+        }
+        Ok(missing)
+    }
+
+    /// Uploads the file at `path` as `digest`; returns the bytes sent.
+    pub async fn upload(
+        &self,
+        digest: &Digest,
+        size: u64,
+        path: &Path,
+    ) -> Result<u64, RecordError> {
+        let local = |e: std::io::Error| RecordError::Local {
+            path: path.display().to_string(),
+            source: e,
+        };
+        let request = self
+            .client
+            .put(self.blob_url(digest))
+            .timeout(TRANSFER_TIMEOUT);
+        let (request, sent) = if size <= IN_MEMORY {
+            let content = tokio::fs::read(path).await.map_err(local)?;
+            let compressed = tokio::task::spawn_blocking(move || {
+                let packed = zstd::bulk::compress(&content, 3).ok();
+                (content, packed)
+            })
+            .await
+            .map_err(|e| local(std::io::Error::other(e)))?;
+            match compressed {
+                (content, Some(packed)) if packed.len() * 10 < content.len() * 9 => {
+                    let sent = packed.len() as u64;
+                    (
+                        request.header("content-encoding", "zstd").body(packed),
+                        sent,
+                    )
+                }
+                (content, _) => {
+                    let sent = content.len() as u64;
+                    (request.body(content), sent)
+                }
+            }
+        } else {
+            let file = tokio::fs::File::open(path).await.map_err(local)?;
+            let stream = tokio_util::io::ReaderStream::with_capacity(file, 1 << 20);
+            (
+                request
+                    .header(reqwest::header::CONTENT_LENGTH, size)
+                    .body(reqwest::Body::wrap_stream(stream)),
+                size,
+            )
+        };
+        let response = request
+            .send()
+            .await
+            .map_err(|e| unreachable(&self.url, e.without_url()))?;
+        if response.status().is_success() {
+            Ok(sent)
+        } else {
+            Err(unreachable(
+                &self.url,
+                format!("upload of {digest} answered {}", response.status()),
+            ))
+        }
+    }
+
+    /// Downloads `digest` into `store`, verified; returns the bytes
+    /// received, or `None` when the server does not have it.
+    pub async fn download(
+        &self,
+        digest: &Digest,
+        store: &ContentStore,
+    ) -> Result<Option<u64>, RecordError> {
+        let response = self
+            .client
+            .get(self.blob_url(digest))
+            .header("accept-encoding", "zstd")
+            .timeout(TRANSFER_TIMEOUT)
+            .send()
+            .await
+            .map_err(|e| unreachable(&self.url, e.without_url()))?;
+        if response.status() == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !response.status().is_success() {
+            return Err(unreachable(
+                &self.url,
+                format!("download of {digest} answered {}", response.status()),
+            ));
+        }
+        let compressed = response
+            .headers()
+            .get("content-encoding")
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"zstd"));
+        let target = store.path(digest);
+        let folder = target.parent().map(Path::to_owned).unwrap_or_default();
+        let local = |e: std::io::Error| RecordError::Local {
+            path: target.display().to_string(),
+            source: e,
+        };
+        tokio::fs::create_dir_all(&folder).await.map_err(local)?;
+        let staged = tempfile::NamedTempFile::new_in(&folder).map_err(local)?;
+        let (file, staged_path) = staged.into_parts();
+        let mut file = tokio::fs::File::from_std(file);
+        let mut received = 0u64;
+        let mut body = response.bytes_stream();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| unreachable(&self.url, e.without_url()))?;
+            received += chunk.len() as u64;
+            file.write_all(&chunk).await.map_err(local)?;
+        }
+        file.flush().await.map_err(local)?;
+        drop(file);
+        // Decompress (if needed) and verify off the async threads.
+        let expected = *digest;
+        let path = staged_path.to_path_buf();
+        let verified = tokio::task::spawn_blocking(move || -> std::io::Result<bool> {
+            let mut hasher = blake3::Hasher::new();
+            let file = std::fs::File::open(&path)?;
+            if compressed {
+                let plain = zstd::stream::read::Decoder::new(file)?;
+                let decoded = path.with_extension("plain");
+                let mut out = std::fs::File::create(&decoded)?;
+                let mut tee = TeeHasher {
+                    inner: plain,
+                    hasher: &mut hasher,
+                };
+                std::io::copy(&mut tee, &mut out)?;
+                std::fs::rename(&decoded, &path)?;
+            } else {
+                hasher.update_reader(file)?;
+            }
+            Ok(Digest::from(hasher.finalize()) == expected)
+        })
+        .await
+        .map_err(|e| local(std::io::Error::other(e)))?
+        .map_err(local)?;
+        if !verified {
+            return Err(unreachable(
+                &self.url,
+                format!("blob {digest} came back with other content"),
+            ));
+        }
+        staged_path.persist(&target).map_err(|e| local(e.error))?;
+        Ok(Some(received))
+    }
+}
+
+/// Hashes what it reads.
+struct TeeHasher<'a, R> {
+    inner: R,
+    hasher: &'a mut blake3::Hasher,
+}
+
+impl<R: std::io::Read> std::io::Read for TeeHasher<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let read = self.inner.read(buf)?;
+        self.hasher.update(&buf[..read]);
+        Ok(read)
+    }
+}

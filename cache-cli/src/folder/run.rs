@@ -1,0 +1,361 @@
+//! `cachectl cache save` and `cachectl cache restore`: keys, the record an
+//! action-cache key points at, and the two operations end to end.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use cache_proto::{Digest, Key};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+
+use super::manifest::TreeManifest;
+use super::remote::Remote;
+use super::restore::{self, ContentStore, RestoreError};
+use super::scan;
+use crate::exclude::Excludes;
+use crate::record::{RecordError, RecordStore};
+
+/// Transfers in flight at once.
+const PARALLEL_TRANSFERS: usize = 16;
+
+/// What one save or restore works on.
+#[derive(Debug, Clone)]
+pub struct FolderSettings {
+    /// The cache's name, e.g. `npm` (also the `restore-keys` family).
+    pub name: String,
+    /// Files whose content decides the key, relative to the working directory.
+    pub key_files: Vec<PathBuf>,
+    /// The folder saved or restored.
+    pub path: PathBuf,
+    /// Patterns left out when saving (Docker's `.dockerignore` syntax).
+    pub excludes: Vec<String>,
+    /// Anything else that should change the key (e.g. a tool version).
+    pub key_extra: String,
+    /// Target platform, part of the key.
+    pub platform: String,
+}
+
+/// Why a save or restore failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FolderError {
+    /// A flag or key file is wrong.
+    #[error("{0}")]
+    Usage(String),
+    /// The cache server failed or could not be reached.
+    #[error(transparent)]
+    Cache(#[from] RecordError),
+    /// Reading the folder failed.
+    #[error("reading {path}: {source}")]
+    Read {
+        /// Where.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Writing the folder back failed or was refused.
+    #[error(transparent)]
+    Restore(#[from] RestoreError),
+}
+
+/// What an action-cache key points at.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FolderRecord {
+    /// The cache's name.
+    pub name: String,
+    /// The exact key.
+    pub key: Key,
+    /// The tree manifest, a CAS blob.
+    pub manifest: Digest,
+    /// Files in the folder.
+    pub files: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Unix seconds.
+    pub created: u64,
+}
+
+/// The exact key: BLAKE3 of the name, the platform, the extra text and the
+/// content of every key file (sorted by path).
+pub fn folder_key(settings: &FolderSettings) -> Result<Key, FolderError> {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(b"cachectl-folder-key/v1\n");
+    for part in [&settings.name, &settings.platform, &settings.key_extra] {
+        hasher.update(&(part.len() as u64).to_le_bytes());
+        hasher.update(part.as_bytes());
+    }
+    let mut files = settings.key_files.clone();
+    files.sort();
+    for file in files {
+        let content = std::fs::read(&file).map_err(|source| {
+            FolderError::Usage(format!("key file {}: {source}", file.display()))
+        })?;
+        let name = file.to_string_lossy();
+        hasher.update(&(name.len() as u64).to_le_bytes());
+        hasher.update(name.as_bytes());
+        hasher.update(blake3::hash(&content).as_bytes());
+    }
+    Ok(Key::from_bytes(*hasher.finalize().as_bytes()))
+}
+
+/// The key under which the newest save of `name` is also recorded.
+pub fn latest_key(name: &str, platform: &str) -> Key {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(b"cachectl-folder-latest/v1\0");
+    hasher.update(name.as_bytes());
+    hasher.update(b"\0");
+    hasher.update(platform.as_bytes());
+    Key::from_bytes(*hasher.finalize().as_bytes())
+}
+
+/// The result of a save.
+#[derive(Debug, Clone, Serialize)]
+pub struct SaveReport {
+    /// The cache's name.
+    pub name: String,
+    /// The exact key.
+    pub key: String,
+    /// The manifest's digest.
+    pub manifest: String,
+    /// Files in the folder.
+    pub files: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Distinct contents the server lacked and got.
+    pub uploaded_files: u64,
+    /// Bytes sent for them (compressed where it paid), manifest included.
+    pub uploaded_bytes: u64,
+    /// Distinct contents the server already had.
+    pub skipped_files: u64,
+    /// Wall time.
+    pub seconds: f64,
+}
+
+/// Saves `settings.path` under its key: uploads only the contents the
+/// server lacks, then the manifest, then points the key (and the name's
+/// newest entry) at it.
+pub async fn save(
+    settings: &FolderSettings,
+    records: &RecordStore,
+    remote: &Remote,
+) -> Result<SaveReport, FolderError> {
+    let started = Instant::now();
+    let key = folder_key(settings)?;
+    let root = settings.path.clone();
+    let excludes =
+        Excludes::new(settings.excludes.iter().map(String::as_str)).map_err(FolderError::Usage)?;
+    if !root.is_dir() {
+        return Err(FolderError::Usage(format!(
+            "--path {} is not a folder",
+            root.display()
+        )));
+    }
+    let scanned = tokio::task::spawn_blocking(move || scan::scan(&root, &excludes))
+        .await
+        .map_err(|e| read_error(&settings.path, std::io::Error::other(e)))?
+        .map_err(|e| read_error(&settings.path, e))?;
+    let wanted: Vec<Digest> = scanned.sources.iter().map(|(d, _, _)| *d).collect();
+    let missing: std::collections::HashSet<Digest> =
+        remote.missing(&wanted).await?.into_iter().collect();
+    let uploads: Vec<_> = scanned
+        .sources
+        .iter()
+        .filter(|(digest, _, _)| missing.contains(digest))
+        .collect();
+    let mut sent = 0u64;
+    let mut transfers = futures::stream::iter(
+        uploads
+            .iter()
+            .map(|(digest, size, path)| remote.upload(digest, *size, path)),
+    )
+    .buffer_unordered(PARALLEL_TRANSFERS);
+    while let Some(result) = transfers.next().await {
+        sent += result?;
+    }
+    drop(transfers);
+    let manifest_json = scanned.manifest.to_json();
+    let manifest_digest = Digest::of(&manifest_json);
+    let staged = tempfile::NamedTempFile::new().map_err(|e| read_error(Path::new("."), e))?;
+    std::fs::write(staged.path(), &manifest_json).map_err(|e| read_error(staged.path(), e))?;
+    if !remote.missing(&[manifest_digest]).await?.is_empty() {
+        sent += remote
+            .upload(&manifest_digest, manifest_json.len() as u64, staged.path())
+            .await?;
+    }
+    let files = scanned
+        .manifest
+        .entries
+        .iter()
+        .filter(|e| matches!(e.kind, super::manifest::EntryKind::File { .. }))
+        .count() as u64;
+    let record = FolderRecord {
+        name: settings.name.clone(),
+        key,
+        manifest: manifest_digest,
+        files,
+        bytes: scanned.manifest.file_bytes(),
+        created: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    };
+    records.put(&key, &record).await?;
+    records
+        .put(&latest_key(&settings.name, &settings.platform), &record)
+        .await?;
+    Ok(SaveReport {
+        name: settings.name.clone(),
+        key: key.to_string(),
+        manifest: manifest_digest.to_string(),
+        files,
+        bytes: record.bytes,
+        uploaded_files: uploads.len() as u64,
+        uploaded_bytes: sent,
+        skipped_files: (scanned.sources.len() - uploads.len()) as u64,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+fn read_error(path: &Path, source: std::io::Error) -> FolderError {
+    FolderError::Read {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// How a restore matched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Hit {
+    /// The exact key.
+    Exact,
+    /// The newest save of the same name (like `restore-keys`).
+    Partial,
+    /// Nothing to restore.
+    Miss,
+}
+
+/// The result of a restore.
+#[derive(Debug, Clone, Serialize)]
+pub struct RestoreReport {
+    /// The cache's name.
+    pub name: String,
+    /// The exact key asked for.
+    pub key: String,
+    /// How it matched.
+    pub hit: Hit,
+    /// The key restored (the exact one, or the newest of the name).
+    pub restored_key: Option<String>,
+    /// Files in the restored folder.
+    pub files: u64,
+    /// Files written.
+    pub written_files: u64,
+    /// Files already right in the target.
+    pub unchanged_files: u64,
+    /// Contents downloaded.
+    pub downloaded_files: u64,
+    /// Bytes received for them.
+    pub downloaded_bytes: u64,
+    /// Bytes of the folder not downloaded (in the target or the local store).
+    pub skipped_bytes: u64,
+    /// Wall time.
+    pub seconds: f64,
+}
+
+/// The report of a restore that found nothing (also when the cache could
+/// not be reached).
+pub fn miss_report(settings: &FolderSettings) -> RestoreReport {
+    RestoreReport {
+        name: settings.name.clone(),
+        key: folder_key(settings)
+            .map(|k| k.to_string())
+            .unwrap_or_default(),
+        hit: Hit::Miss,
+        restored_key: None,
+        files: 0,
+        written_files: 0,
+        unchanged_files: 0,
+        downloaded_files: 0,
+        downloaded_bytes: 0,
+        skipped_bytes: 0,
+        seconds: 0.0,
+    }
+}
+
+/// Restores the exact key, else the newest save of the name, into
+/// `settings.path`, downloading only what neither the target nor `store`
+/// has.
+pub async fn restore_folder(
+    settings: &FolderSettings,
+    records: &RecordStore,
+    remote: &Remote,
+    store: &ContentStore,
+) -> Result<RestoreReport, FolderError> {
+    let started = Instant::now();
+    let key = folder_key(settings)?;
+    let mut report = miss_report(settings);
+    let (record, hit) = match records.get::<FolderRecord>(&key).await? {
+        Some(record) => (record, Hit::Exact),
+        None => match records
+            .get::<FolderRecord>(&latest_key(&settings.name, &settings.platform))
+            .await?
+        {
+            Some(record) if record.name == settings.name => (record, Hit::Partial),
+            _ => {
+                report.seconds = started.elapsed().as_secs_f64();
+                return Ok(report);
+            }
+        },
+    };
+    if !store.contains(&record.manifest)
+        && remote.download(&record.manifest, store).await?.is_none()
+    {
+        // The record outlived its manifest (evicted): a miss.
+        report.seconds = started.elapsed().as_secs_f64();
+        return Ok(report);
+    }
+    let manifest_bytes = std::fs::read(store.path(&record.manifest))
+        .map_err(|e| read_error(&store.path(&record.manifest), e))?;
+    let manifest = TreeManifest::from_json(&manifest_bytes)
+        .map_err(|e| FolderError::Usage(format!("the saved manifest is not valid: {e}")))?;
+    restore::validate(&manifest)?;
+    let root = settings.path.clone();
+    let needed = {
+        let manifest = manifest.clone();
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || restore::needed(&root, &manifest, &store))
+            .await
+            .map_err(|e| read_error(&settings.path, std::io::Error::other(e)))?
+    };
+    let mut downloads = futures::stream::iter(
+        needed
+            .iter()
+            .map(|(digest, _)| async move { (*digest, remote.download(digest, store).await) }),
+    )
+    .buffer_unordered(PARALLEL_TRANSFERS);
+    while let Some((digest, result)) = downloads.next().await {
+        match result? {
+            Some(bytes) => {
+                report.downloaded_files += 1;
+                report.downloaded_bytes += bytes;
+            }
+            None => return Err(FolderError::Restore(RestoreError::Missing(digest))),
+        }
+    }
+    drop(downloads);
+    let fetched: u64 = needed.iter().map(|(_, size)| size).sum();
+    let root = settings.path.clone();
+    let applied = {
+        let manifest = manifest.clone();
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || restore::apply(&root, &manifest, &store))
+            .await
+            .map_err(|e| read_error(&settings.path, std::io::Error::other(e)))??
+    };
+    report.hit = hit;
+    report.restored_key = Some(record.key.to_string());
+    report.files = applied.files + applied.unchanged;
+    report.written_files = applied.files;
+    report.unchanged_files = applied.unchanged;
+    report.skipped_bytes = manifest.file_bytes().saturating_sub(fetched);
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
