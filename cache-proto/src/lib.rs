@@ -8,6 +8,7 @@
 
 mod hex;
 
+pub mod batch;
 pub mod body;
 pub mod routes;
 

@@ -9,6 +9,10 @@ use crate::{Digest, Key};
 pub const CAS_TEMPLATE: &str = "/v1/cas/{digest}";
 /// `POST` a list of digests, answered with those the server lacks.
 pub const CAS_MISSING: &str = "/v1/cas/missing";
+/// Upload of many small blobs in one body (see [`crate::batch`]).
+pub const CAS_BATCH: &str = "/v1/cas/batch";
+/// Download of many small blobs in one answer (see [`crate::batch`]).
+pub const CAS_BATCH_GET: &str = "/v1/cas/batch-get";
 /// `GET/PUT/HEAD/DELETE` an action-cache entry.
 pub const AC_TEMPLATE: &str = "/v1/ac/{key}";
 /// `POST` (acquire or renew) / `DELETE` (release) a build lease.

@@ -65,7 +65,7 @@ pub fn required_scope(method: &Method, path: &str) -> Option<Scope> {
             return Some(Scope::Admin);
         }
         // Queries sent as POST: they read.
-        "/v1/cas/missing" | "/v8/artifacts" | "/v8/artifacts/events" => {
+        "/v1/cas/missing" | "/v1/cas/batch-get" | "/v8/artifacts" | "/v8/artifacts/events" => {
             return Some(Scope::Read);
         }
         _ => {}
@@ -149,6 +149,14 @@ mod tests {
         assert_eq!(
             required_scope(&Method::POST, "/v8/artifacts"),
             Some(Scope::Read)
+        );
+        assert_eq!(
+            required_scope(&Method::POST, "/v1/cas/batch-get"),
+            Some(Scope::Read)
+        );
+        assert_eq!(
+            required_scope(&Method::POST, "/v1/cas/batch"),
+            Some(Scope::Write)
         );
     }
 

@@ -7,9 +7,9 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use cachectl_e2e::CacheServer;
 use cachectl_e2e::cachectl::{Project, Run};
 use cachectl_e2e::data::{digest, random_bytes};
+use cachectl_e2e::{Backend, CacheServer, ServerOptions};
 
 fn cache(project: &Project, server: &str, verb: &str, path: &str, extra: &[&str]) -> Run {
     let mut args = vec![
@@ -79,7 +79,18 @@ fn describe(root: &Path) -> Vec<(String, String)> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_large_tree_round_trips_and_a_one_file_change_uploads_one_file() {
-    let server = CacheServer::local();
+    let options = ServerOptions {
+        log: Some("info,tower_http=debug".into()),
+        ..ServerOptions::default()
+    };
+    let server = CacheServer::start(Backend::Local, options);
+    let requests = |server: &CacheServer| {
+        server
+            .logs()
+            .lines()
+            .filter(|line| line.contains("finished processing request"))
+            .count()
+    };
     let url = server.base_url();
     let project = Project::new();
     project.write("lock.txt", "v1\n");
@@ -88,6 +99,9 @@ async fn a_large_tree_round_trips_and_a_one_file_change_uploads_one_file() {
 
     let first = cache(&project, &url, "save", "deps", &[]).success().json();
     assert_eq!(first["files"], 10_001, "{first}");
+    // Small files go in batches: a handful of requests, not 10,000.
+    let saved_with = requests(&server);
+    assert!(saved_with < 50, "the first save took {saved_with} requests");
     let stored_before = server.get_json("/v1/stats", None).await["stored"]["blobs"]
         .as_u64()
         .unwrap();

@@ -2,11 +2,11 @@
 //! lacks, uploads (zstd when it pays, streamed from the file when large),
 //! and verified downloads into the local content store.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use cache_proto::Digest;
 use cache_proto::body::{MissingRequest, MissingResponse};
+use cache_proto::{Digest, batch};
 use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
 
@@ -217,6 +217,121 @@ impl Remote {
         }
         staged_path.persist(&target).map_err(|e| local(e.error))?;
         Ok(Some(received))
+    }
+}
+
+impl Remote {
+    /// Uploads small files in one batch request (zstd over the whole
+    /// batch); returns the bytes sent.
+    pub async fn upload_batch(&self, items: &[(Digest, PathBuf)]) -> Result<u64, RecordError> {
+        let items = items.to_vec();
+        let body = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
+            let mut body = Vec::new();
+            for (digest, path) in &items {
+                let content = std::fs::read(path)?;
+                batch::push(&mut body, digest, &content);
+            }
+            zstd::bulk::compress(&body, 3)
+        })
+        .await
+        .map_err(|e| unreachable(&self.url, e))?
+        .map_err(|e| RecordError::Local {
+            path: "batch".into(),
+            source: e,
+        })?;
+        let sent = body.len() as u64;
+        let response = self
+            .client
+            .post(format!("{}{}", self.url, cache_proto::routes::CAS_BATCH))
+            .header("content-encoding", "zstd")
+            .body(body)
+            .timeout(TRANSFER_TIMEOUT)
+            .send()
+            .await
+            .map_err(|e| unreachable(&self.url, e.without_url()))?;
+        if response.status().is_success() {
+            Ok(sent)
+        } else {
+            Err(unreachable(
+                &self.url,
+                format!("batch upload answered {}", response.status()),
+            ))
+        }
+    }
+
+    /// Downloads small blobs in one batch request into `store`, each
+    /// verified; returns the digests received and the bytes on the wire.
+    /// What the answer leaves out is for the caller to fetch one by one.
+    pub async fn download_batch(
+        &self,
+        digests: &[Digest],
+        store: &ContentStore,
+    ) -> Result<(Vec<Digest>, u64), RecordError> {
+        let response = self
+            .client
+            .post(format!(
+                "{}{}",
+                self.url,
+                cache_proto::routes::CAS_BATCH_GET
+            ))
+            .header("accept-encoding", "zstd")
+            .json(&MissingRequest {
+                digests: digests.to_vec(),
+            })
+            .timeout(TRANSFER_TIMEOUT)
+            .send()
+            .await
+            .map_err(|e| unreachable(&self.url, e.without_url()))?;
+        if !response.status().is_success() {
+            return Err(unreachable(
+                &self.url,
+                format!("batch download answered {}", response.status()),
+            ));
+        }
+        let compressed = response
+            .headers()
+            .get("content-encoding")
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"zstd"));
+        let wire = response
+            .bytes()
+            .await
+            .map_err(|e| unreachable(&self.url, e.without_url()))?;
+        let received = wire.len() as u64;
+        let store = store.clone();
+        let url = self.url.clone();
+        tokio::task::spawn_blocking(move || -> Result<Vec<Digest>, RecordError> {
+            let plain = if compressed {
+                let decoder = zstd::stream::read::Decoder::new(&wire[..])
+                    .map_err(|e| unreachable(&url, e))?;
+                let mut plain = Vec::new();
+                std::io::Read::read_to_end(
+                    &mut std::io::Read::take(decoder, batch::MAX_BODY + 1),
+                    &mut plain,
+                )
+                .map_err(|e| unreachable(&url, e))?;
+                plain
+            } else {
+                wire.to_vec()
+            };
+            let records = batch::parse(&plain).map_err(|e| unreachable(&url, e))?;
+            let mut got = Vec::with_capacity(records.len());
+            for (digest, content) in records {
+                // A record with other content is dropped: fetched again alone.
+                let stored = store
+                    .insert(&digest, content)
+                    .map_err(|e| RecordError::Local {
+                        path: store.path(&digest).display().to_string(),
+                        source: e,
+                    })?;
+                if stored {
+                    got.push(digest);
+                }
+            }
+            Ok(got)
+        })
+        .await
+        .map_err(|e| unreachable(&self.url, e))?
+        .map(|got| (got, received))
     }
 }
 

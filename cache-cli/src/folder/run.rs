@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use cache_proto::{Digest, Key};
+use cache_proto::{Digest, Key, batch};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
@@ -162,8 +162,28 @@ pub async fn save(
         .filter(|(digest, _, _)| missing.contains(digest))
         .collect();
     let mut sent = 0u64;
+    // Small files travel in batches (one request per ~8 MiB of them),
+    // large ones one by one, streamed.
+    let (small, large): (Vec<_>, Vec<_>) = uploads
+        .iter()
+        .copied()
+        .partition(|(_, size, _)| *size <= batch::MAX_BLOB);
+    let batches = group(
+        small
+            .iter()
+            .map(|(digest, size, path)| (*digest, *size, path.clone())),
+    );
+    let batch_uploads = batches.iter().map(|items| {
+        let items: Vec<(Digest, PathBuf)> = items.iter().map(|(d, _, p)| (*d, p.clone())).collect();
+        async move { remote.upload_batch(&items).await }
+    });
+    let mut transfers = futures::stream::iter(batch_uploads).buffer_unordered(4);
+    while let Some(result) = transfers.next().await {
+        sent += result?;
+    }
+    drop(transfers);
     let mut transfers = futures::stream::iter(
-        uploads
+        large
             .iter()
             .map(|(digest, size, path)| remote.upload(digest, *size, path)),
     )
@@ -212,6 +232,30 @@ pub async fn save(
         skipped_files: (scanned.sources.len() - uploads.len()) as u64,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// Uncompressed bytes per batch request.
+const BATCH_BYTES: u64 = 8 * 1024 * 1024;
+
+/// Groups small items into batches of about [`BATCH_BYTES`] and at most
+/// [`batch::MAX_DIGESTS`] items.
+fn group(items: impl Iterator<Item = (Digest, u64, PathBuf)>) -> Vec<Vec<(Digest, u64, PathBuf)>> {
+    let mut batches: Vec<Vec<(Digest, u64, PathBuf)>> = Vec::new();
+    let mut bytes = 0u64;
+    for item in items {
+        let full = batches.last().is_none_or(|last| {
+            last.len() >= batch::MAX_DIGESTS || bytes + item.1 + 36 > BATCH_BYTES
+        });
+        if full {
+            batches.push(Vec::new());
+            bytes = 0;
+        }
+        bytes += item.1 + 36;
+        if let Some(last) = batches.last_mut() {
+            last.push(item);
+        }
+    }
+    batches
 }
 
 fn read_error(path: &Path, source: std::io::Error) -> FolderError {
@@ -325,9 +369,31 @@ pub async fn restore_folder(
             .await
             .map_err(|e| read_error(&settings.path, std::io::Error::other(e)))?
     };
+    // Small blobs in batches first; whatever a batch leaves out (too large,
+    // or past the answer's size) comes one by one.
+    let batches = group(
+        needed
+            .iter()
+            .filter(|(_, size)| *size <= batch::MAX_BLOB)
+            .map(|(digest, size)| (*digest, *size, PathBuf::new())),
+    );
+    let mut received = std::collections::HashSet::new();
+    let mut batch_downloads = futures::stream::iter(batches.iter().map(|items| {
+        let digests: Vec<Digest> = items.iter().map(|(d, _, _)| *d).collect();
+        async move { remote.download_batch(&digests, store).await }
+    }))
+    .buffer_unordered(4);
+    while let Some(result) = batch_downloads.next().await {
+        let (got, bytes) = result?;
+        report.downloaded_files += got.len() as u64;
+        report.downloaded_bytes += bytes;
+        received.extend(got);
+    }
+    drop(batch_downloads);
     let mut downloads = futures::stream::iter(
         needed
             .iter()
+            .filter(|(digest, _)| !received.contains(digest))
             .map(|(digest, _)| async move { (*digest, remote.download(digest, store).await) }),
     )
     .buffer_unordered(PARALLEL_TRANSFERS);

@@ -5,8 +5,10 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use cache_proto::Digest;
 use cache_proto::body::{MissingRequest, MissingResponse};
+use cache_proto::headers::ZSTD;
+use cache_proto::{Digest, batch};
+use futures::{StreamExt, TryStreamExt};
 use serde_json::json;
 
 use super::AppState;
@@ -14,6 +16,7 @@ use super::error::ApiError;
 use super::object::{self, IfExists, ReadOptions, WriteOptions};
 use super::request::{self, BodyEncoding, RangeSpec};
 use crate::blob::StoredName;
+use crate::blob::download::{self, BlobLayout};
 use crate::blob::upload::ContentCheck;
 use crate::metrics::Protocol;
 
@@ -144,6 +147,163 @@ pub async fn missing(State(state): State<AppState>, body: Body) -> Result<Respon
     })?;
     let missing = state.index.missing(request.digests).await?;
     Ok(Json(MissingResponse { missing }).into_response())
+}
+
+/// Reads a whole request body of at most `limit` bytes once decoded; a
+/// zstd body is decompressed with the same bound, so a small body that
+/// expands past it is refused, not inflated.
+async fn read_bounded(body: Body, encoding: BodyEncoding, limit: u64) -> Result<Bytes, ApiError> {
+    let too_large = move || ApiError::TooLarge { limit };
+    let raw = axum::body::to_bytes(body, limit as usize)
+        .await
+        .map_err(|_| too_large())?;
+    match encoding {
+        BodyEncoding::Identity => Ok(raw),
+        BodyEncoding::Zstd => tokio::task::spawn_blocking(move || {
+            let decoder = zstd::stream::read::Decoder::new(&raw[..])
+                .map_err(|e| ApiError::bad_request("bad_body", e.to_string()))?;
+            let mut plain = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::Read::take(decoder, limit + 1), &mut plain)
+                .map_err(|e| ApiError::bad_request("bad_body", format!("malformed zstd: {e}")))?;
+            if plain.len() as u64 > limit {
+                return Err(too_large());
+            }
+            Ok(Bytes::from(plain))
+        })
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?,
+    }
+}
+
+/// `POST /v1/cas/batch`: many small blobs in one body, each verified and
+/// stored like a single upload; a record whose content does not hash to
+/// its digest is not stored, and the answer is then `400` naming it.
+pub async fn put_batch(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let encoding = request::body_encoding(&headers)?;
+    let bytes = read_bounded(body, encoding, batch::MAX_BODY).await?;
+    let records: Vec<(Digest, Bytes)> = batch::parse(&bytes)
+        .map_err(|error| ApiError::bad_request("bad_batch", error.to_string()))?
+        .into_iter()
+        .map(|(digest, content)| (digest, bytes.slice_ref(content)))
+        .collect();
+    let mut stored = 0u64;
+    let mut kept = 0u64;
+    let mut rejected = Vec::new();
+    let state = &state;
+    let mut writes =
+        futures::stream::iter(records.into_iter().map(|(digest, content)| async move {
+            if Digest::of(&content) != digest {
+                return (digest, Err(None));
+            }
+            let options = WriteOptions {
+                encoding: BodyEncoding::Identity,
+                declared_length: Some(content.len() as u64),
+                check: ContentCheck::Blake3(digest),
+                if_exists: IfExists::Keep,
+                meta: None,
+            };
+            let name = StoredName::Blob(digest);
+            let written =
+                object::put(state, &name, Protocol::Cas, options, Body::from(content)).await;
+            (digest, written.map_err(Some))
+        }))
+        .buffer_unordered(8);
+    while let Some((digest, result)) = writes.next().await {
+        match result {
+            Ok(object::Written::Created(_)) => stored += 1,
+            Ok(_) => kept += 1,
+            Err(None) => rejected.push(digest),
+            Err(Some(error)) => return Err(error),
+        }
+    }
+    if !rejected.is_empty() {
+        return Err(ApiError::bad_request(
+            "digest_mismatch",
+            format!(
+                "{} batched blobs do not hash to their digests and were not stored, the first {}",
+                rejected.len(),
+                rejected[0]
+            ),
+        ));
+    }
+    Ok(Json(json!({ "stored": stored, "kept": kept })).into_response())
+}
+
+/// `POST /v1/cas/batch-get`: `{"digests": [...]}` (up to
+/// [`batch::MAX_DIGESTS`]) answered as batch records of the blobs that are
+/// stored and small enough, in request order, up to [`batch::MAX_BODY`]
+/// bytes; the client asks again for what is left out. zstd for a client
+/// that takes it.
+pub async fn get_batch(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let bytes = read_bounded(body, BodyEncoding::Identity, MAX_MISSING_BODY as u64).await?;
+    let wanted: MissingRequest = serde_json::from_slice(&bytes).map_err(|error| {
+        ApiError::bad_request(
+            "bad_body",
+            format!("expected {{\"digests\": [...]}}: {error}"),
+        )
+    })?;
+    if wanted.digests.len() > batch::MAX_DIGESTS {
+        return Err(ApiError::bad_request(
+            "too_many",
+            format!("at most {} digests per batch", batch::MAX_DIGESTS),
+        ));
+    }
+    let mut out = Vec::new();
+    for digest in wanted.digests {
+        let name = StoredName::Blob(digest);
+        let Some(record) = object::lookup(&state, &name, Protocol::Cas).await? else {
+            continue;
+        };
+        if record.size > batch::MAX_BLOB {
+            continue;
+        }
+        if out.len() as u64 + 36 + record.size > batch::MAX_BODY {
+            break;
+        }
+        let Some(_reading) = state.in_use.try_use(&name) else {
+            continue;
+        };
+        let layout = BlobLayout {
+            size: record.size,
+            stored_size: record.stored_size,
+            encoding: record.encoding,
+        };
+        let stream = match download::plain(&state.storage, &name.path(), layout).await {
+            Ok(stream) => stream,
+            Err(download::ReadError::Storage(crate::storage::StorageError::NotFound)) => continue,
+            Err(other) => return Err(other.into()),
+        };
+        let content: Vec<u8> = stream
+            .try_fold(Vec::new(), |mut all, chunk| async move {
+                all.extend_from_slice(&chunk);
+                Ok(all)
+            })
+            .await
+            .map_err(|e| ApiError::StorageUnavailable(crate::storage::StorageError::Io(e)))?;
+        state.index.record_access(&name);
+        state.metrics.served(Protocol::Cas, content.len() as u64);
+        batch::push(&mut out, &digest, &content);
+    }
+    if request::accepts_zstd(&headers) {
+        let packed = tokio::task::spawn_blocking(move || zstd::bulk::compress(&out, 1))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        let mut response = Response::new(Body::from(packed));
+        response
+            .headers_mut()
+            .insert(header::CONTENT_ENCODING, HeaderValue::from_static(ZSTD));
+        return Ok(response);
+    }
+    Ok(Response::new(Body::from(out)))
 }
 
 fn etag(digest: &Digest) -> HeaderValue {

@@ -156,6 +156,8 @@ pub fn app(state: AppState) -> Router {
             get(cas::get_blob).head(cas::head_blob).put(cas::put_blob),
         )
         .route(routes::CAS_MISSING, post(cas::missing))
+        .route(routes::CAS_BATCH, post(cas::put_batch))
+        .route(routes::CAS_BATCH_GET, post(cas::get_batch))
         .route(
             routes::AC_TEMPLATE,
             get(ac::get_entry)
