@@ -245,3 +245,124 @@ fn an_unreachable_cache_is_a_warning_unless_required() {
     let required = cache(&project, down, "restore", "target", &["--require-cache"]);
     assert_eq!(required.code, 3, "{}", required.stderr);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn batches_store_only_verified_records_and_return_what_is_stored() {
+    let server = CacheServer::local();
+    let good = b"a small file\n".to_vec();
+    let bad = b"content that is not what its digest says".to_vec();
+    let mut body = Vec::new();
+    cache_proto::batch::push(&mut body, &digest(&good), &good);
+    cache_proto::batch::push(&mut body, &digest(b"something else"), &bad);
+    let answer = server
+        .client
+        .post(server.url("/v1/cas/batch"))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 400, "a wrong record must be reported");
+    let stored = |d: cache_proto::Digest| {
+        let client = server.client.clone();
+        let url = server.url(&format!("/v1/cas/{d}"));
+        async move { client.head(url).send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(stored(digest(&good)).await, 200);
+    assert_eq!(stored(digest(b"something else")).await, 404);
+
+    // A truncated batch and a zstd bomb are refused, nothing stored.
+    let mut cut = Vec::new();
+    cache_proto::batch::push(&mut cut, &digest(b"cut"), b"cut");
+    cut.pop();
+    let status = server
+        .client
+        .post(server.url("/v1/cas/batch"))
+        .body(cut)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 400);
+    let bomb = zstd::bulk::compress(&vec![0u8; 64 << 20], 19).unwrap();
+    let status = server
+        .client
+        .post(server.url("/v1/cas/batch"))
+        .header("content-encoding", "zstd")
+        .body(bomb)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 413);
+    assert_eq!(stored(digest(b"cut")).await, 404);
+
+    // batch-get answers the stored ones, leaves out the rest.
+    let wanted =
+        serde_json::json!({"digests": [digest(&good).to_string(), digest(b"absent").to_string()]});
+    let answer = server
+        .client
+        .post(server.url("/v1/cas/batch-get"))
+        .json(&wanted)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let records = cache_proto::batch::parse(&answer).unwrap();
+    assert_eq!(records, vec![(digest(&good), &good[..])]);
+}
+
+/// A real `node_modules`: the npm install of turbo that the test
+/// dependencies put in place, saved, restored into a fresh folder, and run.
+#[test]
+fn a_real_npm_install_is_saved_restored_and_runs() {
+    let installed = cachectl_e2e::bins::deps_dir().join("turbo");
+    assert!(
+        installed.join("node_modules/.bin/turbo").exists(),
+        "turbo is not installed: run scripts/install-test-deps"
+    );
+    let server = CacheServer::local();
+    let url = server.base_url();
+    let project = Project::new();
+    project.write("lock.txt", "turbo 2.11.11\n");
+    std::fs::copy(
+        installed.join("package.json"),
+        project.path().join("package.json"),
+    )
+    .unwrap();
+    let copied = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(installed.join("node_modules"))
+        .arg(project.path().join("node_modules"))
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    cache(&project, &url, "save", "node_modules", &[]).success();
+    let fresh = Project::new();
+    fresh.write("lock.txt", "turbo 2.11.11\n");
+    std::fs::copy(
+        installed.join("package.json"),
+        fresh.path().join("package.json"),
+    )
+    .unwrap();
+    let restored = cache(&fresh, &url, "restore", "node_modules", &[])
+        .success()
+        .json();
+    assert_eq!(restored["hit"], "exact");
+    assert_eq!(
+        describe(&fresh.path().join("node_modules")),
+        describe(&project.path().join("node_modules"))
+    );
+    let version = std::process::Command::new(fresh.path().join("node_modules/.bin/turbo"))
+        .arg("--version")
+        .current_dir(fresh.path())
+        .output()
+        .expect("the restored turbo runs");
+    assert!(
+        version.status.success(),
+        "{}",
+        String::from_utf8_lossy(&version.stderr)
+    );
+    assert!(String::from_utf8_lossy(&version.stdout).contains("2.11.11"));
+}

@@ -20,6 +20,8 @@ fn routes() -> Vec<(Method, String, Option<&'static str>)> {
         (Method::HEAD, format!("/v1/cas/{digest}"), Some("read")),
         (Method::PUT, format!("/v1/cas/{digest}"), Some("write")),
         (Method::POST, "/v1/cas/missing".to_owned(), Some("read")),
+        (Method::POST, "/v1/cas/batch".to_owned(), Some("write")),
+        (Method::POST, "/v1/cas/batch-get".to_owned(), Some("read")),
         (Method::GET, format!("/v1/ac/{digest}"), Some("read")),
         (Method::PUT, format!("/v1/ac/{digest}"), Some("write")),
         (Method::DELETE, format!("/v1/ac/{digest}"), Some("write")),
