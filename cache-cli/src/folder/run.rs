@@ -13,6 +13,7 @@ use super::remote::Remote;
 use super::restore::{self, ContentStore, RestoreError};
 use super::scan;
 use crate::exclude::Excludes;
+use crate::progress::Progress;
 use crate::record::{RecordError, RecordStore};
 
 /// Transfers in flight at once.
@@ -139,8 +140,10 @@ pub async fn save(
     remote: &Remote,
 ) -> Result<SaveReport, FolderError> {
     let started = Instant::now();
+    let progress = Progress::for_stderr();
     let key = folder_key(settings)?;
     let root = settings.path.clone();
+    progress.quick(format!("hashing {}", root.display()));
     let excludes =
         Excludes::new(settings.excludes.iter().map(String::as_str)).map_err(FolderError::Usage)?;
     if !root.is_dir() {
@@ -162,6 +165,15 @@ pub async fn save(
         .filter(|(digest, _, _)| missing.contains(digest))
         .collect();
     let mut sent = 0u64;
+    let total = uploads.len();
+    let mut done = 0usize;
+    if total > 0 {
+        progress.slow(format!(
+            "uploading {total} new contents of {} ({} already stored)",
+            scanned.sources.len(),
+            scanned.sources.len() - total
+        ));
+    }
     // Small files travel in batches (one request per ~8 MiB of them),
     // large ones one by one, streamed.
     let (small, large): (Vec<_>, Vec<_>) = uploads
@@ -190,6 +202,8 @@ pub async fn save(
     .buffer_unordered(PARALLEL_TRANSFERS);
     while let Some(result) = transfers.next().await {
         sent += result?;
+        done += 1;
+        progress.quick(format!("uploaded {done} of {total} contents"));
     }
     drop(transfers);
     let manifest_json = scanned.manifest.to_json();
@@ -334,8 +348,10 @@ pub async fn restore_folder(
     store: &ContentStore,
 ) -> Result<RestoreReport, FolderError> {
     let started = Instant::now();
+    let progress = Progress::for_stderr();
     let key = folder_key(settings)?;
     let mut report = miss_report(settings);
+    progress.quick(format!("looking up {}", settings.name));
     let (record, hit) = match records.get::<FolderRecord>(&key).await? {
         Some(record) => (record, Hit::Exact),
         None => match records
@@ -378,6 +394,13 @@ pub async fn restore_folder(
             .map(|(digest, size)| (*digest, *size, PathBuf::new())),
     );
     let mut received = std::collections::HashSet::new();
+    let total = needed.len();
+    if total > 0 {
+        progress.slow(format!(
+            "downloading {total} contents of {}",
+            manifest.blobs().len()
+        ));
+    }
     let mut batch_downloads = futures::stream::iter(batches.iter().map(|items| {
         let digests: Vec<Digest> = items.iter().map(|(d, _, _)| *d).collect();
         async move { remote.download_batch(&digests, store).await }
@@ -388,6 +411,7 @@ pub async fn restore_folder(
         report.downloaded_files += got.len() as u64;
         report.downloaded_bytes += bytes;
         received.extend(got);
+        progress.quick(format!("downloaded {} of {total}", report.downloaded_files));
     }
     drop(batch_downloads);
     let mut downloads = futures::stream::iter(
@@ -402,12 +426,14 @@ pub async fn restore_folder(
             Some(bytes) => {
                 report.downloaded_files += 1;
                 report.downloaded_bytes += bytes;
+                progress.quick(format!("downloaded {} of {total}", report.downloaded_files));
             }
             None => return Err(FolderError::Restore(RestoreError::Missing(digest))),
         }
     }
     drop(downloads);
     let fetched: u64 = needed.iter().map(|(_, size)| size).sum();
+    progress.quick(format!("writing {}", settings.path.display()));
     let root = settings.path.clone();
     let applied = {
         let manifest = manifest.clone();
