@@ -257,41 +257,22 @@ pub async fn get_batch(
         ));
     }
     let mut out = Vec::new();
-    for digest in wanted.digests {
-        let name = StoredName::Blob(digest);
-        let Some(record) = object::lookup(&state, &name, Protocol::Cas).await? else {
+    // Several reads in flight, answered in request order.
+    let state_ref = &state;
+    let mut reads = futures::stream::iter(wanted.digests)
+        .map(|digest| async move { (digest, read_batched(state_ref, digest).await) })
+        .buffered(8);
+    while let Some((digest, content)) = reads.next().await {
+        let Some(content) = content? else {
             continue;
         };
-        if record.size > batch::MAX_BLOB {
-            continue;
-        }
-        if out.len() as u64 + 36 + record.size > batch::MAX_BODY {
+        if out.len() as u64 + 36 + content.len() as u64 > batch::MAX_BODY {
             break;
         }
-        let Some(_reading) = state.in_use.try_use(&name) else {
-            continue;
-        };
-        let layout = BlobLayout {
-            size: record.size,
-            stored_size: record.stored_size,
-            encoding: record.encoding,
-        };
-        let stream = match download::plain(&state.storage, &name.path(), layout).await {
-            Ok(stream) => stream,
-            Err(download::ReadError::Storage(crate::storage::StorageError::NotFound)) => continue,
-            Err(other) => return Err(other.into()),
-        };
-        let content: Vec<u8> = stream
-            .try_fold(Vec::new(), |mut all, chunk| async move {
-                all.extend_from_slice(&chunk);
-                Ok(all)
-            })
-            .await
-            .map_err(|e| ApiError::StorageUnavailable(crate::storage::StorageError::Io(e)))?;
-        state.index.record_access(&name);
         state.metrics.served(Protocol::Cas, content.len() as u64);
         batch::push(&mut out, &digest, &content);
     }
+    drop(reads);
     if request::accepts_zstd(&headers) {
         let packed = tokio::task::spawn_blocking(move || zstd::bulk::compress(&out, 1))
             .await
@@ -304,6 +285,42 @@ pub async fn get_batch(
         return Ok(response);
     }
     Ok(Response::new(Body::from(out)))
+}
+
+/// A stored blob small enough for a batch, read whole; `None` when it is
+/// absent, too large, being evicted or gone from storage.
+async fn read_batched(state: &AppState, digest: Digest) -> Result<Option<Vec<u8>>, ApiError> {
+    let name = StoredName::Blob(digest);
+    let Some(record) = object::lookup(state, &name, Protocol::Cas).await? else {
+        return Ok(None);
+    };
+    if record.size > batch::MAX_BLOB {
+        return Ok(None);
+    }
+    let Some(_reading) = state.in_use.try_use(&name) else {
+        return Ok(None);
+    };
+    let layout = BlobLayout {
+        size: record.size,
+        stored_size: record.stored_size,
+        encoding: record.encoding,
+    };
+    let stream = match download::plain(&state.storage, &name.path(), layout).await {
+        Ok(stream) => stream,
+        Err(download::ReadError::Storage(crate::storage::StorageError::NotFound)) => {
+            return Ok(None);
+        }
+        Err(other) => return Err(other.into()),
+    };
+    let content: Vec<u8> = stream
+        .try_fold(Vec::new(), |mut all, chunk| async move {
+            all.extend_from_slice(&chunk);
+            Ok(all)
+        })
+        .await
+        .map_err(|e| ApiError::StorageUnavailable(crate::storage::StorageError::Io(e)))?;
+    state.index.record_access(&name);
+    Ok(Some(content))
 }
 
 fn etag(digest: &Digest) -> HeaderValue {
