@@ -259,14 +259,13 @@ impl Remote {
         }
     }
 
-    /// Downloads small blobs in one batch request into `store`, each
-    /// verified; returns the digests received and the bytes on the wire.
-    /// What the answer leaves out is for the caller to fetch one by one.
+    /// Downloads small blobs in one batch request; returns those that came
+    /// back with the right content (a record with other content is dropped,
+    /// to be fetched again alone) and the bytes on the wire.
     pub async fn download_batch(
         &self,
         digests: &[Digest],
-        store: &ContentStore,
-    ) -> Result<(Vec<Digest>, u64), RecordError> {
+    ) -> Result<(Vec<(Digest, Vec<u8>)>, u64), RecordError> {
         let response = self
             .client
             .post(format!(
@@ -297,9 +296,8 @@ impl Remote {
             .await
             .map_err(|e| unreachable(&self.url, e.without_url()))?;
         let received = wire.len() as u64;
-        let store = store.clone();
         let url = self.url.clone();
-        tokio::task::spawn_blocking(move || -> Result<Vec<Digest>, RecordError> {
+        tokio::task::spawn_blocking(move || -> Result<Vec<(Digest, Vec<u8>)>, RecordError> {
             let plain = if compressed {
                 let decoder = zstd::stream::read::Decoder::new(&wire[..])
                     .map_err(|e| unreachable(&url, e))?;
@@ -314,24 +312,15 @@ impl Remote {
                 wire.to_vec()
             };
             let records = batch::parse(&plain).map_err(|e| unreachable(&url, e))?;
-            let mut got = Vec::with_capacity(records.len());
-            for (digest, content) in records {
-                // A record with other content is dropped: fetched again alone.
-                let stored = store
-                    .insert(&digest, content)
-                    .map_err(|e| RecordError::Local {
-                        path: store.path(&digest).display().to_string(),
-                        source: e,
-                    })?;
-                if stored {
-                    got.push(digest);
-                }
-            }
-            Ok(got)
+            Ok(records
+                .into_iter()
+                .filter(|(digest, content)| Digest::of(content) == *digest)
+                .map(|(digest, content)| (digest, content.to_vec()))
+                .collect())
         })
         .await
         .map_err(|e| unreachable(&self.url, e))?
-        .map(|got| (got, received))
+        .map(|records| (records, received))
     }
 }
 

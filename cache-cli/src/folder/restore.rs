@@ -9,7 +9,7 @@
 //! half a file; a rename replaces a link at the destination instead of
 //! following it.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
@@ -151,23 +151,57 @@ pub struct Applied {
     pub dirs: u64,
 }
 
+/// What a restore must fetch, and what it can take from the target itself.
+#[derive(Debug, Default)]
+pub struct Plan {
+    /// Digests neither the store nor the target has, with their sizes.
+    pub needed: Vec<(Digest, u64)>,
+    /// Digests already in the target (same content at one of its paths):
+    /// copied from there to the other paths that want them.
+    pub local: HashMap<Digest, PathBuf>,
+}
+
 /// The file digests `manifest` needs that neither `store` nor the target
-/// (the same content already at the same path) has.
-pub fn needed(root: &Path, manifest: &TreeManifest, store: &ContentStore) -> Vec<(Digest, u64)> {
-    manifest
+/// (the same content already at one of its paths) has.
+pub fn plan(root: &Path, manifest: &TreeManifest, store: &ContentStore) -> Plan {
+    let mut local = HashMap::new();
+    for entry in &manifest.entries {
+        if let EntryKind::File { digest, .. } = &entry.kind
+            && !local.contains_key(digest)
+            && !store.contains(digest)
+        {
+            let path = root.join(std::ffi::OsStr::from_bytes(&entry.path.0));
+            if already_there(&path, digest) {
+                local.insert(*digest, path);
+            }
+        }
+    }
+    let needed = manifest
         .blobs()
         .into_iter()
-        .filter(|(digest, _)| !store.contains(digest))
-        .filter(|(digest, _)| {
-            !manifest.entries.iter().any(|entry| match &entry.kind {
-                EntryKind::File { digest: d, .. } if d == digest => already_there(
-                    &root.join(std::ffi::OsStr::from_bytes(&entry.path.0)),
-                    digest,
-                ),
-                _ => false,
-            })
-        })
-        .collect()
+        .filter(|(digest, _)| !local.contains_key(digest) && !store.contains(digest))
+        .collect();
+    Plan { needed, local }
+}
+
+/// The files of a manifest by content: digest → (path, executable) of each.
+pub type FilesByDigest = HashMap<Digest, Vec<(Vec<u8>, bool)>>;
+
+/// The files of `manifest` by content.
+pub fn files_by_digest(manifest: &TreeManifest) -> FilesByDigest {
+    let mut files = FilesByDigest::new();
+    for entry in &manifest.entries {
+        if let EntryKind::File {
+            digest, executable, ..
+        } = &entry.kind
+        {
+            files
+                .entry(*digest)
+                .or_default()
+                .push((entry.path.0.clone(), *executable));
+        }
+    }
+    files
 }
 
 /// Whether `path` is a regular file (not a link) holding `digest`.
@@ -216,12 +250,85 @@ fn split_parent(path: &[u8]) -> (&[u8], &[u8]) {
     }
 }
 
-/// Writes `manifest` into `root` from `store`. Call [`validate`] first
-/// (done here too) and fill the store with [`needed`]'s blobs.
+/// Where a file's content comes from.
+enum Source<'a> {
+    /// A file: in the content store, or an identical one in the target.
+    File(PathBuf),
+    /// Bytes in memory (a batch just downloaded and verified).
+    Bytes(&'a [u8]),
+}
+
+/// Writes the file `path` (checked by [`validate`]) with `source`, unless
+/// it already holds `digest`: under a temporary name, then renamed.
+fn write_file(
+    root: &Path,
+    path: &[u8],
+    (digest, executable): (&Digest, bool),
+    source: Source<'_>,
+    applied: &mut Applied,
+) -> Result<(), RestoreError> {
+    let (parent, name) = split_parent(path);
+    let folder = ensure_dir(root, parent, applied)?;
+    let target = folder.join(std::ffi::OsStr::from_bytes(name));
+    let mode = if executable { 0o755 } else { 0o644 };
+    if already_there(&target, digest) {
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(mode))
+            .map_err(io_error(&target))?;
+        applied.unchanged += 1;
+        return Ok(());
+    }
+    let mut staged = tempfile::Builder::new()
+        .prefix(".cachectl-restore-")
+        .tempfile_in(&folder)
+        .map_err(io_error(&folder))?;
+    match source {
+        Source::File(from) => {
+            let mut content = std::fs::File::open(&from).map_err(|error| {
+                if error.kind() == io::ErrorKind::NotFound {
+                    RestoreError::Missing(*digest)
+                } else {
+                    io_error(&from)(error)
+                }
+            })?;
+            io::copy(&mut content, staged.as_file_mut()).map_err(io_error(&target))?;
+        }
+        Source::Bytes(bytes) => {
+            io::Write::write_all(staged.as_file_mut(), bytes).map_err(io_error(&target))?;
+        }
+    }
+    staged
+        .as_file()
+        .set_permissions(std::fs::Permissions::from_mode(mode))
+        .map_err(io_error(&target))?;
+    let staged = staged.into_temp_path();
+    replace_with(&staged, &target)?;
+    // Renamed away: nothing left for the guard to delete.
+    let _ = staged.keep();
+    applied.files += 1;
+    Ok(())
+}
+
+/// Writes `manifest` into `root` from `store` (and identical files already
+/// in the target). Call [`validate`] first (done here too) and fill the
+/// store with [`plan`]'s needed blobs.
 pub fn apply(
     root: &Path,
     manifest: &TreeManifest,
     store: &ContentStore,
+) -> Result<Applied, RestoreError> {
+    let plan = plan(root, manifest, store);
+    apply_except(root, manifest, store, &plan.local, &HashSet::new())
+}
+
+/// Like [`apply`], but leaves the files whose digest is in `deferred` for
+/// [`write_deferred`] (their content is on its way), and takes contents the
+/// store lacks from `local` (identical files already in the target).
+pub fn apply_except(
+    root: &Path,
+    manifest: &TreeManifest,
+    store: &ContentStore,
+    local: &HashMap<Digest, PathBuf>,
+    deferred: &HashSet<Digest>,
 ) -> Result<Applied, RestoreError> {
     validate(manifest)?;
     std::fs::create_dir_all(root).map_err(io_error(root))?;
@@ -235,37 +342,20 @@ pub fn apply(
             EntryKind::File {
                 digest, executable, ..
             } => {
-                let folder = ensure_dir(root, parent, &mut applied)?;
-                let target = folder.join(std::ffi::OsStr::from_bytes(name));
-                let mode = if *executable { 0o755 } else { 0o644 };
-                if already_there(&target, digest) {
-                    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(mode))
-                        .map_err(io_error(&target))?;
-                    applied.unchanged += 1;
+                if deferred.contains(digest) {
                     continue;
                 }
-                let source = store.path(digest);
-                let mut content = std::fs::File::open(&source).map_err(|error| {
-                    if error.kind() == io::ErrorKind::NotFound {
-                        RestoreError::Missing(*digest)
-                    } else {
-                        io_error(&source)(error)
-                    }
-                })?;
-                let mut staged = tempfile::Builder::new()
-                    .prefix(".cachectl-restore-")
-                    .tempfile_in(&folder)
-                    .map_err(io_error(&folder))?;
-                io::copy(&mut content, staged.as_file_mut()).map_err(io_error(&target))?;
-                staged
-                    .as_file()
-                    .set_permissions(std::fs::Permissions::from_mode(mode))
-                    .map_err(io_error(&target))?;
-                let staged = staged.into_temp_path();
-                replace_with(&staged, &target)?;
-                // Renamed away: nothing left for the guard to delete.
-                let _ = staged.keep();
-                applied.files += 1;
+                let source = match local.get(digest) {
+                    Some(path) if !store.contains(digest) => path.clone(),
+                    _ => store.path(digest),
+                };
+                write_file(
+                    root,
+                    &entry.path.0,
+                    (digest, *executable),
+                    Source::File(source),
+                    &mut applied,
+                )?;
             }
             EntryKind::Symlink { target: link } => {
                 let folder = ensure_dir(root, parent, &mut applied)?;
@@ -280,6 +370,27 @@ pub fn apply(
                 applied.links += 1;
             }
         }
+    }
+    Ok(applied)
+}
+
+/// Writes `content` (verified as `digest` by the caller) to every path in
+/// `targets` (from [`files_by_digest`] of a validated manifest).
+pub fn write_deferred(
+    root: &Path,
+    targets: &[(Vec<u8>, bool)],
+    digest: &Digest,
+    content: &[u8],
+) -> Result<Applied, RestoreError> {
+    let mut applied = Applied::default();
+    for (path, executable) in targets {
+        write_file(
+            root,
+            path,
+            (digest, *executable),
+            Source::Bytes(content),
+            &mut applied,
+        )?;
     }
     Ok(applied)
 }
@@ -404,7 +515,7 @@ mod tests {
                 kind: EntryKind::Dir,
             },
         ]);
-        assert_eq!(needed(&root, &manifest, &store), vec![]);
+        assert!(plan(&root, &manifest, &store).needed.is_empty());
         let applied = apply(&root, &manifest, &store).unwrap();
         assert_eq!((applied.files, applied.links), (2, 1));
         assert_eq!(std::fs::read(root.join("a/deep/one.txt")).unwrap(), b"one");
@@ -422,7 +533,14 @@ mod tests {
         let again = apply(&root, &manifest, &store).unwrap();
         assert_eq!((again.files, again.unchanged), (0, 2));
         let empty_store = ContentStore::new(folder.path().join("other"));
-        assert_eq!(needed(&root, &manifest, &empty_store), vec![]);
+        assert!(plan(&root, &manifest, &empty_store).needed.is_empty());
+        // A content present at one path is copied to another that wants it.
+        let mut more = manifest.entries.clone();
+        more.push(file(b"copy/of-one.txt", b"one"));
+        let more = TreeManifest::new(more);
+        let applied = apply(&root, &more, &empty_store).unwrap();
+        assert_eq!(applied.files, 1);
+        assert_eq!(std::fs::read(root.join("copy/of-one.txt")).unwrap(), b"one");
         let leftovers: Vec<_> = std::fs::read_dir(root.join("bin"))
             .unwrap()
             .filter_map(Result::ok)

@@ -248,6 +248,60 @@ pub async fn save(
     })
 }
 
+/// Downloads `items` into `store`, several at once.
+async fn fetch_into_store(
+    remote: &Remote,
+    store: &ContentStore,
+    items: &[(Digest, u64)],
+    report: &mut RestoreReport,
+    progress: &Progress,
+    total: usize,
+) -> Result<(), FolderError> {
+    let mut downloads = futures::stream::iter(
+        items
+            .iter()
+            .map(|(digest, _)| async move { (*digest, remote.download(digest, store).await) }),
+    )
+    .buffer_unordered(PARALLEL_TRANSFERS);
+    while let Some((digest, result)) = downloads.next().await {
+        match result? {
+            Some(bytes) => {
+                report.downloaded_files += 1;
+                report.downloaded_bytes += bytes;
+                progress.quick(format!("downloaded {} of {total}", report.downloaded_files));
+            }
+            None => return Err(FolderError::Restore(RestoreError::Missing(digest))),
+        }
+    }
+    Ok(())
+}
+
+/// Writes verified contents to every path of the manifest that holds them.
+async fn write_records(
+    root: &Path,
+    targets: &std::sync::Arc<restore::FilesByDigest>,
+    records: Vec<(Digest, Vec<u8>)>,
+) -> Result<restore::Applied, FolderError> {
+    let root = root.to_owned();
+    let targets = targets.clone();
+    let error_root = root.clone();
+    tokio::task::spawn_blocking(move || -> Result<restore::Applied, RestoreError> {
+        let mut applied = restore::Applied::default();
+        for (digest, content) in records {
+            let Some(paths) = targets.get(&digest) else {
+                continue;
+            };
+            let written = restore::write_deferred(&root, paths, &digest, &content)?;
+            applied.files += written.files;
+            applied.unchanged += written.unchanged;
+        }
+        Ok(applied)
+    })
+    .await
+    .map_err(|e| read_error(&error_root, std::io::Error::other(e)))?
+    .map_err(FolderError::Restore)
+}
+
 /// Uncompressed bytes per batch request.
 const BATCH_BYTES: u64 = 8 * 1024 * 1024;
 
@@ -378,22 +432,14 @@ pub async fn restore_folder(
         .map_err(|e| FolderError::Usage(format!("the saved manifest is not valid: {e}")))?;
     restore::validate(&manifest)?;
     let root = settings.path.clone();
-    let needed = {
+    let plan = {
         let manifest = manifest.clone();
         let store = store.clone();
-        tokio::task::spawn_blocking(move || restore::needed(&root, &manifest, &store))
+        tokio::task::spawn_blocking(move || restore::plan(&root, &manifest, &store))
             .await
             .map_err(|e| read_error(&settings.path, std::io::Error::other(e)))?
     };
-    // Small blobs in batches first; whatever a batch leaves out (too large,
-    // or past the answer's size) comes one by one.
-    let batches = group(
-        needed
-            .iter()
-            .filter(|(_, size)| *size <= batch::MAX_BLOB)
-            .map(|(digest, size)| (*digest, *size, PathBuf::new())),
-    );
-    let mut received = std::collections::HashSet::new();
+    let needed = plan.needed;
     let total = needed.len();
     if total > 0 {
         progress.slow(format!(
@@ -401,47 +447,64 @@ pub async fn restore_folder(
             manifest.blobs().len()
         ));
     }
+    // Large contents go to the local store first, one by one; small ones
+    // come in batches and are written straight into place.
+    let (small, large): (Vec<_>, Vec<_>) = needed
+        .iter()
+        .copied()
+        .partition(|(_, size)| *size <= batch::MAX_BLOB);
+    fetch_into_store(remote, store, &large, &mut report, &progress, total).await?;
+    let deferred: std::collections::HashSet<Digest> = small.iter().map(|(d, _)| *d).collect();
+    let root = settings.path.clone();
+    let mut applied = {
+        let manifest = manifest.clone();
+        let store = store.clone();
+        let local = plan.local;
+        let deferred = deferred.clone();
+        tokio::task::spawn_blocking(move || {
+            restore::apply_except(&root, &manifest, &store, &local, &deferred)
+        })
+        .await
+        .map_err(|e| read_error(&settings.path, std::io::Error::other(e)))??
+    };
+    let targets = std::sync::Arc::new(restore::files_by_digest(&manifest));
+    let batches = group(
+        small
+            .iter()
+            .map(|(digest, size)| (*digest, *size, PathBuf::new())),
+    );
+    let mut received = std::collections::HashSet::new();
     let mut batch_downloads = futures::stream::iter(batches.iter().map(|items| {
         let digests: Vec<Digest> = items.iter().map(|(d, _, _)| *d).collect();
-        async move { remote.download_batch(&digests, store).await }
+        async move { remote.download_batch(&digests).await }
     }))
     .buffer_unordered(4);
     while let Some(result) = batch_downloads.next().await {
-        let (got, bytes) = result?;
-        report.downloaded_files += got.len() as u64;
+        let (records, bytes) = result?;
+        report.downloaded_files += records.len() as u64;
         report.downloaded_bytes += bytes;
-        received.extend(got);
+        received.extend(records.iter().map(|(digest, _)| *digest));
+        let written = write_records(&settings.path, &targets, records).await?;
+        applied.files += written.files;
+        applied.unchanged += written.unchanged;
         progress.quick(format!("downloaded {} of {total}", report.downloaded_files));
     }
     drop(batch_downloads);
-    let mut downloads = futures::stream::iter(
-        needed
-            .iter()
-            .filter(|(digest, _)| !received.contains(digest))
-            .map(|(digest, _)| async move { (*digest, remote.download(digest, store).await) }),
-    )
-    .buffer_unordered(PARALLEL_TRANSFERS);
-    while let Some((digest, result)) = downloads.next().await {
-        match result? {
-            Some(bytes) => {
-                report.downloaded_files += 1;
-                report.downloaded_bytes += bytes;
-                progress.quick(format!("downloaded {} of {total}", report.downloaded_files));
-            }
-            None => return Err(FolderError::Restore(RestoreError::Missing(digest))),
-        }
+    // What the batches left out comes alone, through the store.
+    let rest: Vec<(Digest, u64)> = small
+        .iter()
+        .filter(|(digest, _)| !received.contains(digest))
+        .copied()
+        .collect();
+    fetch_into_store(remote, store, &rest, &mut report, &progress, total).await?;
+    for (digest, _) in &rest {
+        let path = store.path(digest);
+        let content = std::fs::read(&path).map_err(|e| read_error(&path, e))?;
+        let written = write_records(&settings.path, &targets, vec![(*digest, content)]).await?;
+        applied.files += written.files;
+        applied.unchanged += written.unchanged;
     }
-    drop(downloads);
     let fetched: u64 = needed.iter().map(|(_, size)| size).sum();
-    progress.quick(format!("writing {}", settings.path.display()));
-    let root = settings.path.clone();
-    let applied = {
-        let manifest = manifest.clone();
-        let store = store.clone();
-        tokio::task::spawn_blocking(move || restore::apply(&root, &manifest, &store))
-            .await
-            .map_err(|e| read_error(&settings.path, std::io::Error::other(e)))??
-    };
     report.hit = hit;
     report.restored_key = Some(record.key.to_string());
     report.files = applied.files + applied.unchanged;
