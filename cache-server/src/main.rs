@@ -348,16 +348,21 @@ async fn token_command(index: &Index, action: &TokenCommand) -> anyhow::Result<(
 
 async fn serve(cli: &Cli) -> anyhow::Result<()> {
     let (storage, index, described) = cli.open()?;
-    if let Some(folder) = cli.location()?.local_folder() {
-        let (files, bytes) = cache_server::storage::staging::sweep(folder)
-            .with_context(|| format!("removing unpublished writes under {}", folder.display()))?;
-        if files > 0 {
-            tracing::info!(
-                files,
-                bytes,
-                "removed writes left unpublished by an earlier crash"
-            );
-        }
+    if let Some(folder) = cli.location()?.local_folder().cloned() {
+        let started = std::time::SystemTime::now();
+        tokio::task::spawn_blocking(move || {
+            match cache_server::storage::staging::sweep(&folder, started) {
+                Ok((0, _)) => {}
+                Ok((files, bytes)) => {
+                    tracing::info!(
+                        files,
+                        bytes,
+                        "removed writes left unpublished by an earlier crash"
+                    );
+                }
+                Err(error) => tracing::warn!(%error, "could not sweep unpublished writes"),
+            }
+        });
     }
     let upload = UploadSettings {
         max_size: cli.max_blob_size,

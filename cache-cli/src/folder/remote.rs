@@ -46,6 +46,36 @@ impl Remote {
         }
     }
 
+    /// Sends `request`; a success is the response, a `404` is `None`
+    /// (when `absent_ok`), anything else an error naming `what`.
+    async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+        what: &str,
+        absent_ok: bool,
+    ) -> Result<Option<reqwest::Response>, RecordError> {
+        let response = request
+            .send()
+            .await
+            .map_err(|e| unreachable(&self.url, e.without_url()))?;
+        match response.status() {
+            status if status.is_success() => Ok(Some(response)),
+            reqwest::StatusCode::NOT_FOUND if absent_ok => Ok(None),
+            status => Err(unreachable(&self.url, format!("{what} answered {status}"))),
+        }
+    }
+
+    /// Sends `request`, which must succeed.
+    async fn send_ok(
+        &self,
+        request: reqwest::RequestBuilder,
+        what: &str,
+    ) -> Result<reqwest::Response, RecordError> {
+        self.send(request, what, false)
+            .await?
+            .ok_or_else(|| unreachable(&self.url, format!("{what} answered 404")))
+    }
+
     fn blob_url(&self, digest: &Digest) -> String {
         format!("{}{}", self.url, cache_proto::routes::cas(digest))
     }
@@ -54,21 +84,13 @@ impl Remote {
     pub async fn missing(&self, wanted: &[Digest]) -> Result<Vec<Digest>, RecordError> {
         let mut missing = Vec::new();
         for chunk in wanted.chunks(MISSING_CHUNK) {
-            let response = self
+            let request = self
                 .client
                 .post(format!("{}{}", self.url, cache_proto::routes::CAS_MISSING))
                 .json(&MissingRequest {
                     digests: chunk.to_vec(),
-                })
-                .send()
-                .await
-                .map_err(|e| unreachable(&self.url, e.without_url()))?;
-            if !response.status().is_success() {
-                return Err(unreachable(
-                    &self.url,
-                    format!("missing answered {}", response.status()),
-                ));
-            }
+                });
+            let response = self.send_ok(request, "missing").await?;
             let answer: MissingResponse = response
                 .json()
                 .await
@@ -124,18 +146,9 @@ impl Remote {
                 size,
             )
         };
-        let response = request
-            .send()
-            .await
-            .map_err(|e| unreachable(&self.url, e.without_url()))?;
-        if response.status().is_success() {
-            Ok(sent)
-        } else {
-            Err(unreachable(
-                &self.url,
-                format!("upload of {digest} answered {}", response.status()),
-            ))
-        }
+        self.send_ok(request, &format!("upload of {digest}"))
+            .await?;
+        Ok(sent)
     }
 
     /// Downloads `digest` into `store`, verified; returns the bytes
@@ -145,27 +158,16 @@ impl Remote {
         digest: &Digest,
         store: &ContentStore,
     ) -> Result<Option<u64>, RecordError> {
-        let response = self
+        let request = self
             .client
             .get(self.blob_url(digest))
             .header("accept-encoding", "zstd")
-            .timeout(TRANSFER_TIMEOUT)
-            .send()
-            .await
-            .map_err(|e| unreachable(&self.url, e.without_url()))?;
-        if response.status() == reqwest::StatusCode::NOT_FOUND {
+            .timeout(TRANSFER_TIMEOUT);
+        let what = format!("download of {digest}");
+        let Some(response) = self.send(request, &what, true).await? else {
             return Ok(None);
-        }
-        if !response.status().is_success() {
-            return Err(unreachable(
-                &self.url,
-                format!("download of {digest} answered {}", response.status()),
-            ));
-        }
-        let compressed = response
-            .headers()
-            .get("content-encoding")
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"zstd"));
+        };
+        let compressed = is_zstd(&response);
         let target = store.path(digest);
         let folder = target.parent().map(Path::to_owned).unwrap_or_default();
         let local = |e: std::io::Error| RecordError::Local {
@@ -218,9 +220,7 @@ impl Remote {
         staged_path.persist(&target).map_err(|e| local(e.error))?;
         Ok(Some(received))
     }
-}
 
-impl Remote {
     /// Uploads small files in one batch request (zstd over the whole
     /// batch); returns the bytes sent.
     pub async fn upload_batch(&self, items: &[(Digest, PathBuf)]) -> Result<u64, RecordError> {
@@ -240,23 +240,14 @@ impl Remote {
             source: e,
         })?;
         let sent = body.len() as u64;
-        let response = self
+        let request = self
             .client
             .post(format!("{}{}", self.url, cache_proto::routes::CAS_BATCH))
             .header("content-encoding", "zstd")
             .body(body)
-            .timeout(TRANSFER_TIMEOUT)
-            .send()
-            .await
-            .map_err(|e| unreachable(&self.url, e.without_url()))?;
-        if response.status().is_success() {
-            Ok(sent)
-        } else {
-            Err(unreachable(
-                &self.url,
-                format!("batch upload answered {}", response.status()),
-            ))
-        }
+            .timeout(TRANSFER_TIMEOUT);
+        self.send_ok(request, "batch upload").await?;
+        Ok(sent)
     }
 
     /// Downloads small blobs in one batch request; returns those that came
@@ -266,7 +257,7 @@ impl Remote {
         &self,
         digests: &[Digest],
     ) -> Result<(Vec<(Digest, Vec<u8>)>, u64), RecordError> {
-        let response = self
+        let request = self
             .client
             .post(format!(
                 "{}{}",
@@ -277,20 +268,9 @@ impl Remote {
             .json(&MissingRequest {
                 digests: digests.to_vec(),
             })
-            .timeout(TRANSFER_TIMEOUT)
-            .send()
-            .await
-            .map_err(|e| unreachable(&self.url, e.without_url()))?;
-        if !response.status().is_success() {
-            return Err(unreachable(
-                &self.url,
-                format!("batch download answered {}", response.status()),
-            ));
-        }
-        let compressed = response
-            .headers()
-            .get("content-encoding")
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"zstd"));
+            .timeout(TRANSFER_TIMEOUT);
+        let response = self.send_ok(request, "batch download").await?;
+        let compressed = is_zstd(&response);
         let wire = response
             .bytes()
             .await
@@ -322,6 +302,14 @@ impl Remote {
         .map_err(|e| unreachable(&self.url, e))?
         .map(|records| (records, received))
     }
+}
+
+/// Whether the response body is zstd-encoded.
+fn is_zstd(response: &reqwest::Response) -> bool {
+    response
+        .headers()
+        .get(reqwest::header::CONTENT_ENCODING)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"zstd"))
 }
 
 /// Hashes what it reads.

@@ -99,8 +99,9 @@ pub fn validate(manifest: &TreeManifest) -> Result<(), RestoreError> {
     Ok(())
 }
 
-/// Local content, by digest: what earlier restores downloaded, and where
-/// new downloads land before they are written into the target.
+/// Local content, by digest: the large contents (over a batch's 1 MiB)
+/// that restores downloaded, kept so a later restore on this machine need
+/// not fetch them again; small ones go straight into place.
 #[derive(Debug, Clone)]
 pub struct ContentStore {
     dir: PathBuf,
@@ -121,20 +122,6 @@ impl ContentStore {
     /// Whether `digest` is present.
     pub fn contains(&self, digest: &Digest) -> bool {
         self.path(digest).is_file()
-    }
-
-    /// Stores `content` if it hashes to `digest`; returns whether it did.
-    pub fn insert(&self, digest: &Digest, content: &[u8]) -> io::Result<bool> {
-        if Digest::of(content) != *digest {
-            return Ok(false);
-        }
-        let path = self.path(digest);
-        let folder = path.parent().unwrap_or(&self.dir);
-        std::fs::create_dir_all(folder)?;
-        let mut staged = tempfile::NamedTempFile::new_in(folder)?;
-        io::Write::write_all(&mut staged, content)?;
-        staged.persist(&path).map_err(|e| e.error)?;
-        Ok(true)
     }
 }
 
@@ -408,6 +395,22 @@ fn replace_with(staged: &Path, target: &Path) -> Result<(), RestoreError> {
 mod tests {
     use super::*;
     use crate::folder::manifest::{RawPath, TreeEntry};
+
+    impl ContentStore {
+        /// Stores `content` if it hashes to `digest`; returns whether it did.
+        pub fn insert(&self, digest: &Digest, content: &[u8]) -> io::Result<bool> {
+            if Digest::of(content) != *digest {
+                return Ok(false);
+            }
+            let path = self.path(digest);
+            let folder = path.parent().unwrap_or(&self.dir);
+            std::fs::create_dir_all(folder)?;
+            let mut staged = tempfile::NamedTempFile::new_in(folder)?;
+            io::Write::write_all(&mut staged, content)?;
+            staged.persist(&path).map_err(|e| e.error)?;
+            Ok(true)
+        }
+    }
 
     fn file(path: &[u8], content: &[u8]) -> TreeEntry {
         TreeEntry {

@@ -4,11 +4,14 @@
 //! upload's parts, a small object before it is linked into place). Listings
 //! and reads never see them, so a crash mid-write exposes nothing; but
 //! after `kill -9` nothing deletes them either. A local folder belongs to
-//! one server process, so what is staged when that process starts is
-//! garbage and [`sweep`] removes it.
+//! one server process, so what was staged before that process started is
+//! garbage and [`sweep`] removes it (in the background: a large store is
+//! not walked before the server answers, and files staged since the start
+//! belong to uploads in flight).
 
 use std::io;
 use std::path::Path;
+use std::time::SystemTime;
 
 /// Whether `name` is a staged (unpublished) file of the local backend.
 /// Object names never contain `#`: digests and keys are validated first.
@@ -16,8 +19,9 @@ fn is_staged(name: &std::ffi::OsStr) -> bool {
     name.as_encoded_bytes().contains(&b'#')
 }
 
-/// Removes every staged file below `folder`; returns how many and their bytes.
-pub fn sweep(folder: &Path) -> io::Result<(u64, u64)> {
+/// Removes every staged file below `folder` last written before
+/// `staged_before`; returns how many and their bytes.
+pub fn sweep(folder: &Path, staged_before: SystemTime) -> io::Result<(u64, u64)> {
     let mut removed = (0u64, 0u64);
     let entries = match std::fs::read_dir(folder) {
         Ok(entries) => entries,
@@ -28,11 +32,20 @@ pub fn sweep(folder: &Path) -> io::Result<(u64, u64)> {
         let entry = entry?;
         let kind = entry.file_type()?;
         if kind.is_dir() {
-            let (count, bytes) = sweep(&entry.path())?;
+            let (count, bytes) = sweep(&entry.path(), staged_before)?;
             removed.0 += count;
             removed.1 += bytes;
         } else if kind.is_file() && is_staged(&entry.file_name()) {
-            let bytes = entry.metadata().map(|m| m.len()).unwrap_or(0);
+            let Ok(meta) = entry.metadata() else {
+                continue;
+            };
+            if meta
+                .modified()
+                .is_ok_and(|written| written >= staged_before)
+            {
+                continue;
+            }
+            let bytes = meta.len();
             match std::fs::remove_file(entry.path()) {
                 Ok(()) => {
                     removed.0 += 1;
@@ -58,10 +71,17 @@ mod tests {
         std::fs::write(shard.join("ab12"), b"published").unwrap();
         std::fs::write(shard.join("ab34#1"), b"half a multipart").unwrap();
         std::fs::write(folder.path().join("index.sqlite"), b"index").unwrap();
-        assert_eq!(sweep(folder.path()).unwrap(), (1, 16));
+        let started = SystemTime::now() + std::time::Duration::from_secs(1);
+        // A write staged after the start is an upload in flight: kept.
+        let in_flight = SystemTime::now() - std::time::Duration::from_secs(3600);
+        assert_eq!(sweep(folder.path(), in_flight).unwrap(), (0, 0));
+        assert_eq!(sweep(folder.path(), started).unwrap(), (1, 16));
         assert!(shard.join("ab12").exists());
         assert!(!shard.join("ab34#1").exists());
         assert!(folder.path().join("index.sqlite").exists());
-        assert_eq!(sweep(&folder.path().join("absent")).unwrap(), (0, 0));
+        assert_eq!(
+            sweep(&folder.path().join("absent"), started).unwrap(),
+            (0, 0)
+        );
     }
 }
