@@ -20,4 +20,7 @@ pub mod headers {
     pub const ZSTD: &str = "zstd";
     /// Largest action-cache value the server accepts, in bytes.
     pub const MAX_AC_VALUE_BYTES: u64 = 1024 * 1024;
+    /// Request header of a client that cannot follow a redirect to the
+    /// object store (any value): its blob GETs are always served directly.
+    pub const NO_REDIRECT: &str = "x-cache-no-redirect";
 }

@@ -6,13 +6,23 @@
 //! hold a [`UseGuard`] while they stream; the evictor takes an object only
 //! when nobody uses it, and marks it while it deletes it, so a read that
 //! starts then sees a miss rather than a truncated object.
+//!
+//! Replicas sharing a bucket evict one at a time: a pass runs only on the
+//! replica holding the `eviction` lease in the bucket. It sizes the store by
+//! listing it (its own index knows only part of it) and evicts in order of
+//! last use, which is the later of the object's write time and the last
+//! read this replica saw. Other replicas find evicted objects gone from
+//! storage and drop their rows then (see `catalog`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::blob::StoredName;
-use crate::index::{Index, IndexError};
+use futures::TryStreamExt;
+
+use crate::blob::{AC_PREFIX, CAS_PREFIX, KV_PREFIX, StoredName};
+use crate::index::{Index, IndexError, LeaseOutcome};
+use crate::leases::{LeaseBook, LeaseError};
 use crate::metrics::Metrics;
 use crate::storage::{Storage, StorageError};
 
@@ -106,6 +116,9 @@ impl Drop for EvictGuard {
 /// Why eviction could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum EvictionError {
+    /// The eviction lease could not be read or written.
+    #[error(transparent)]
+    Lease(#[from] LeaseError),
     /// The index failed.
     #[error(transparent)]
     Index(#[from] IndexError),
@@ -124,7 +137,20 @@ pub struct Evictor {
     quota: u64,
     pass: Arc<tokio::sync::Mutex<()>>,
     hot: Option<Arc<crate::hot::HotCache>>,
+    shared: Option<SharedEviction>,
 }
+
+/// How a replica takes its turn at evicting a shared bucket.
+#[derive(Debug, Clone)]
+pub struct SharedEviction {
+    /// Where the `eviction` lease lives (the bucket).
+    pub leases: LeaseBook,
+    /// This replica's name as the lease holder.
+    pub replica: String,
+}
+
+/// Name of the lease of the replica that evicts.
+pub const EVICTION_LEASE: &str = "eviction";
 
 impl Evictor {
     /// An evictor keeping the store under `quota` bytes (as stored).
@@ -143,7 +169,15 @@ impl Evictor {
             quota,
             pass: Arc::new(tokio::sync::Mutex::new(())),
             hot: None,
+            shared: None,
         }
+    }
+
+    /// Evicts a bucket other replicas share: one replica at a time, sizing
+    /// the store by listing it.
+    pub fn shared(mut self, shared: SharedEviction) -> Self {
+        self.shared = Some(shared);
+        self
     }
 
     /// Also forgets evicted objects in `hot`.
@@ -196,11 +230,16 @@ impl Evictor {
     }
 
     /// Makes room for `incoming` more bytes; `false` when objects in use
-    /// leave too little to evict.
+    /// leave too little to evict. With replicas, writes are not held up:
+    /// the replica holding the eviction lease brings the bucket back under
+    /// quota on its next pass.
     pub async fn make_room(&self, incoming: u64) -> Result<bool, EvictionError> {
         let Some(target) = self.quota.checked_sub(incoming) else {
             return Ok(false);
         };
+        if self.shared.is_some() {
+            return Ok(true);
+        }
         if self.index.totals().await?.stored_bytes <= target {
             return Ok(true);
         }
@@ -212,10 +251,85 @@ impl Evictor {
         let mut ticker = tokio::time::interval(period);
         loop {
             ticker.tick().await;
-            if let Err(error) = self.evict_to(self.quota).await {
+            let pass = match &self.shared {
+                None => self.evict_to(self.quota).await.map(Some),
+                Some(shared) => self.shared_pass(shared, period).await,
+            };
+            if let Err(error) = pass {
                 tracing::warn!(%error, "eviction pass failed");
             }
         }
+    }
+
+    /// One pass over a shared bucket, if this replica holds (or takes) the
+    /// eviction lease; the bytes stored afterwards, `None` when another
+    /// replica evicts.
+    async fn shared_pass(
+        &self,
+        shared: &SharedEviction,
+        period: Duration,
+    ) -> Result<Option<u64>, EvictionError> {
+        // Held across a few missed passes, so that one slow pass does not
+        // hand the turn to another replica midway.
+        let ttl_ms = (period.as_millis() as i64) * 3 + 30_000;
+        match shared
+            .leases
+            .acquire(EVICTION_LEASE, &shared.replica, ttl_ms)
+            .await?
+        {
+            LeaseOutcome::Granted(_) => Ok(Some(self.evict_listed(self.quota).await?)),
+            _ => Ok(None),
+        }
+    }
+
+    /// Evicts from a shared bucket, sized by listing it, until it holds at
+    /// most `target` bytes. Returns the bytes stored afterwards.
+    pub async fn evict_listed(&self, target: u64) -> Result<u64, EvictionError> {
+        let _pass = self.pass.lock().await;
+        let mut objects = Vec::new();
+        for prefix in [CAS_PREFIX, AC_PREFIX, KV_PREFIX] {
+            let listed: Vec<_> = self
+                .storage
+                .list_listed(&object_store::path::Path::from(prefix))
+                .try_collect()
+                .await?;
+            objects.extend(listed.into_iter().filter_map(|listed| {
+                StoredName::from_path(&listed.path)
+                    .map(|name| (name, listed.size, listed.modified_ms))
+            }));
+        }
+        let mut stored: u64 = objects.iter().map(|(_, size, _)| size).sum();
+        if stored <= target {
+            return Ok(stored);
+        }
+        self.index.flush_access().await?;
+        let seen = self.index.access_times().await?;
+        let last_use = |name: &StoredName, modified: i64| {
+            seen.get(name)
+                .map_or(modified, |read| (*read).max(modified))
+        };
+        objects.sort_by_key(|(name, _, modified)| last_use(name, *modified));
+        for (name, size, _) in objects {
+            if stored <= target {
+                break;
+            }
+            let Some(_claim) = self.in_use.try_evict(&name) else {
+                continue;
+            };
+            if let Some(hot) = &self.hot {
+                hot.remove(&name);
+            }
+            // Another replica may have deleted it already: not an error.
+            match self.storage.delete(&name.path()).await {
+                Ok(_) | Err(StorageError::NotFound) => {}
+                Err(error) => return Err(error.into()),
+            }
+            self.index.remove(&name).await?;
+            self.metrics.evicted(size);
+            stored = stored.saturating_sub(size);
+        }
+        tracing::debug!(stored, target, "shared eviction pass done");
+        Ok(stored)
     }
 }
 

@@ -115,6 +115,7 @@ mod tests {
             hits: 0,
             last_access_ms: 0,
             meta: None,
+            checked_ms: 0,
         }
     }
 

@@ -10,11 +10,13 @@
 pub mod auth;
 pub mod blob;
 pub mod budget;
+pub mod catalog;
 pub mod dashboard;
 pub mod eviction;
 pub mod hot;
 pub mod http;
 pub mod index;
+pub mod leases;
 pub mod metrics;
 pub mod reindex;
 pub mod serve;

@@ -9,8 +9,11 @@ use std::time::Duration;
 use anyhow::Context;
 use cache_server::auth::{AuthMode, new_token, parse_duration_ms};
 use cache_server::blob::upload::UploadSettings;
+use cache_server::catalog::IndexTrust;
+use cache_server::eviction::SharedEviction;
 use cache_server::http::{AppState, app};
 use cache_server::index::{Index, Scope, now_ms, token_hash};
+use cache_server::leases::{LeaseBook, probe_guarantee};
 use cache_server::reindex::reindex;
 use cache_server::serve::{ServeSettings, load_tls};
 use cache_server::storage::{Storage, StorageLocation, StorageOptions};
@@ -127,6 +130,49 @@ struct Cli {
         global = true
     )]
     idle_timeout: u64,
+
+    /// With --storage s3://: this server is the bucket's only writer, so its
+    /// index is trusted for negative answers (fastest, wrong with replicas).
+    /// Without it, several replicas may share the bucket.
+    #[arg(long, env = "CACHE_SERVER_INDEX_AUTHORITATIVE", global = true)]
+    index_authoritative: bool,
+
+    /// Replicas sharing a bucket: seconds an index row storage confirmed is
+    /// trusted before storage is asked again (an object another replica
+    /// deleted is seen gone at most this late).
+    #[arg(
+        long,
+        env = "CACHE_SERVER_INDEX_FRESH_FOR",
+        default_value_t = 5,
+        global = true
+    )]
+    index_fresh_for: u64,
+
+    /// This replica's name in shared leases and deploy events [default: a
+    /// random one].
+    #[arg(long, env = "CACHE_SERVER_REPLICA_ID", global = true)]
+    replica_id: Option<String>,
+
+    /// Replicas over a store that ignores conditional puts: milliseconds a
+    /// lease write settles before it is read back (twice).
+    #[arg(
+        long,
+        env = "CACHE_SERVER_LEASE_SETTLE_MS",
+        default_value_t = 300,
+        global = true
+    )]
+    lease_settle_ms: u64,
+
+    /// Answer blob GETs larger than this (e.g. 8MiB) with a 307 to a
+    /// presigned URL of the object, so the object store serves the bytes
+    /// (S3 storage only; blobs stored compressed are still served here).
+    #[arg(long, env = "CACHE_SERVER_REDIRECT_READS_OVER", value_parser = parse_size, global = true)]
+    redirect_reads_over: Option<u64>,
+
+    /// Seconds between eviction passes [default: 1, or 10 for replicas
+    /// sharing a bucket, where a pass lists the bucket].
+    #[arg(long, env = "CACHE_SERVER_EVICTION_INTERVAL", global = true)]
+    eviction_interval: Option<u64>,
 
     #[command(subcommand)]
     command: Option<Command>,
@@ -378,17 +424,51 @@ async fn serve(cli: &Cli) -> anyhow::Result<()> {
             auth
         );
     }
-    let mut state = AppState::new(storage, index.clone(), upload).with_auth(auth);
+    let shared = matches!(cli.location()?, StorageLocation::S3 { .. }) && !cli.index_authoritative;
+    let replica = cli.replica_id.clone().unwrap_or_else(random_replica_id);
+    let mut state = AppState::new(storage.clone(), index.clone(), upload).with_auth(auth);
+    if shared {
+        let settle = Duration::from_millis(cli.lease_settle_ms.max(1));
+        let guarantee = probe_guarantee(&storage, settle).await;
+        tracing::info!(
+            "replica {replica}: the bucket may be shared; index rows trusted for {} s,              leases in the bucket by {guarantee}",
+            cli.index_fresh_for
+        );
+        state = state
+            .with_index_trust(IndexTrust::Cache {
+                fresh_for: Duration::from_secs(cli.index_fresh_for),
+            })
+            .with_leases(LeaseBook::Bucket { storage, guarantee });
+    }
     if let Some(quota) = cli.max_size {
         state = state.with_quota(quota);
+        if shared && let Some(evictor) = state.evictor.clone() {
+            let turn = SharedEviction {
+                leases: state.leases.clone(),
+                replica: replica.clone(),
+            };
+            state = state.with_evictor(evictor.shared(turn));
+        }
+    }
+    if let Some(bytes) = cli.redirect_reads_over {
+        if state.storage.can_presign() {
+            state = state.with_redirect_reads_over(bytes);
+        } else {
+            tracing::warn!("--redirect-reads-over needs S3 storage; blobs are served directly");
+        }
     }
     state = state
         .with_events_retention(cli.events_retention)
         .with_upload_memory(cli.upload_memory);
+    let eviction_interval = Duration::from_secs(
+        cli.eviction_interval
+            .unwrap_or(if shared { 10 } else { 1 })
+            .max(1),
+    );
     let evicting = state
         .evictor
         .clone()
-        .map(|evictor| tokio::spawn(evictor.run(Duration::from_secs(1))));
+        .map(|evictor| tokio::spawn(evictor.run(eviction_interval)));
     let settings = ServeSettings {
         header_timeout: Duration::from_secs(cli.header_timeout.max(1)),
         idle_timeout: Duration::from_secs(cli.idle_timeout.max(1)),
@@ -425,6 +505,16 @@ async fn serve(cli: &Cli) -> anyhow::Result<()> {
         .context("writing access times at shutdown")?;
     tracing::info!("shut down cleanly");
     Ok(())
+}
+
+/// A replica name for leases and events when none is given.
+fn random_replica_id() -> String {
+    let mut bytes = [0u8; 4];
+    let _ = getrandom::fill(&mut bytes);
+    format!(
+        "replica-{}",
+        bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    )
 }
 
 async fn flush_access_periodically(index: Index) {

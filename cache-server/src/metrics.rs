@@ -126,6 +126,7 @@ pub struct Metrics {
     writes: Family<WriteLabels, Counter>,
     received: Family<ProtocolLabels, Counter>,
     served: Family<ProtocolLabels, Counter>,
+    redirected: Family<ProtocolLabels, Counter>,
     stored_objects: Family<ProtocolLabels, Gauge>,
     stored_bytes: Gauge,
     stored_compressed_bytes: Gauge,
@@ -142,6 +143,7 @@ impl Default for Metrics {
             writes: Family::default(),
             received: Family::default(),
             served: Family::default(),
+            redirected: Family::default(),
             stored_objects: Family::default(),
             stored_bytes: Gauge::default(),
             stored_compressed_bytes: Gauge::default(),
@@ -169,6 +171,11 @@ impl Default for Metrics {
             "served_bytes",
             "Response body bytes sent, as sent on the wire",
             metrics.served.clone(),
+        );
+        registry.register(
+            "redirected_bytes",
+            "Bytes of reads redirected to the object store (presigned URLs)",
+            metrics.redirected.clone(),
         );
         registry.register(
             "stored_objects",
@@ -232,6 +239,13 @@ impl Metrics {
     /// Counts response body bytes.
     pub fn served(&self, protocol: Protocol, bytes: u64) {
         self.served
+            .get_or_create(&ProtocolLabels { protocol })
+            .inc_by(bytes);
+    }
+
+    /// Counts a read of `bytes` redirected to the object store.
+    pub fn redirected(&self, protocol: Protocol, bytes: u64) {
+        self.redirected
             .get_or_create(&ProtocolLabels { protocol })
             .inc_by(bytes);
     }

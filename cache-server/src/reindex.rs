@@ -73,6 +73,24 @@ pub async fn reindex(storage: &Storage, index: &Index) -> Result<ReindexReport, 
     Ok(report)
 }
 
+/// The index row storage implies for `name`, or `None` when storage has no
+/// such object (or only a malformed one).
+pub async fn describe_one(
+    storage: &Storage,
+    name: &StoredName,
+) -> Result<Option<NewObject>, StorageError> {
+    let path = name.path();
+    let Some(stored_size) = storage.size(&path).await? else {
+        return Ok(None);
+    };
+    match describe(storage, path, stored_size).await {
+        Ok(described) => Ok(described.map(|(_, object)| object)),
+        // Deleted between the two reads.
+        Err(StorageError::NotFound) => Ok(None),
+        Err(other) => Err(other),
+    }
+}
+
 async fn describe(
     storage: &Storage,
     path: Path,
@@ -114,16 +132,21 @@ async fn blob_size(
     path: &Path,
     stored_size: u64,
 ) -> Result<Result<(Encoding, u64), format::FormatError>, StorageError> {
-    if stored_size < HEADER_LEN {
-        return Ok(Err(format::FormatError("shorter than its header")));
-    }
-    let header = storage.read_range(path, 0..HEADER_LEN).await?;
-    let encoding = match format::parse_header(&header) {
+    let start = if stored_size == 0 {
+        bytes::Bytes::new()
+    } else {
+        storage
+            .read_range(path, 0..stored_size.min(HEADER_LEN))
+            .await?
+    };
+    let encoding = match format::stored_encoding(&start) {
         Ok(encoding) => encoding,
         Err(error) => return Ok(Err(error)),
     };
-    if encoding == Encoding::Raw {
-        return Ok(Ok((encoding, stored_size - HEADER_LEN)));
+    match encoding {
+        Encoding::Bare => return Ok(Ok((encoding, stored_size))),
+        Encoding::Raw => return Ok(Ok((encoding, stored_size - HEADER_LEN))),
+        Encoding::Zstd => {}
     }
     let footer_start = stored_size.saturating_sub(9).max(HEADER_LEN);
     let footer = storage.read_range(path, footer_start..stored_size).await?;

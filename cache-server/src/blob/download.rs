@@ -11,7 +11,7 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use tokio_util::io::{ReaderStream, StreamReader};
 
-use super::format::{self, Encoding, HEADER_LEN};
+use super::format::{self, Encoding};
 use crate::storage::{ByteStream, Storage, StorageError};
 
 /// A response body in the making.
@@ -63,8 +63,12 @@ pub async fn plain(
     Ok(match layout.encoding {
         // Nothing follows the header: a ranged read from its end would be
         // refused by some stores.
-        Encoding::Raw if layout.size == 0 => futures::stream::empty().boxed(),
-        Encoding::Raw => into_io(storage.stream_from(path, HEADER_LEN).await?),
+        Encoding::Bare | Encoding::Raw if layout.size == 0 => futures::stream::empty().boxed(),
+        Encoding::Bare | Encoding::Raw => into_io(
+            storage
+                .stream_from(path, format::content_offset(layout.encoding))
+                .await?,
+        ),
         Encoding::Zstd => decompress(storage.stream_from(path, 0).await?),
     })
 }
@@ -77,8 +81,9 @@ pub async fn range(
     range: Range<u64>,
 ) -> Result<BodyStream, ReadError> {
     match layout.encoding {
-        Encoding::Raw => {
-            let stored = (HEADER_LEN + range.start)..(HEADER_LEN + range.end);
+        Encoding::Bare | Encoding::Raw => {
+            let offset = format::content_offset(layout.encoding);
+            let stored = (offset + range.start)..(offset + range.end);
             Ok(into_io(storage.stream_range(path, stored).await?))
         }
         Encoding::Zstd => {

@@ -5,9 +5,16 @@
 //!
 //! ```text
 //! header  = 0x184D2A5B (u32 LE) | 8 (u32 LE) | "CCB1" | encoding (u8) | 0 0 0
-//! raw     = header | content
+//! bare    = content                       (content not starting like a header)
+//! raw     = header | content              (content that does)
 //! zstd    = header | frame 0 | frame 1 | ... | seek table
 //! ```
+//!
+//! Content stored uncompressed is written *bare*, exactly the blob's bytes,
+//! so that the object store can serve it itself (a presigned URL, a CDN).
+//! The rare content that starts with the header's first 12 bytes is written
+//! with a raw header instead, so that a stored object starts with a header
+//! if and only if it has one.
 //!
 //! In the zstd encoding every frame is an independent zstd frame of
 //! [`FRAME_SIZE`] uncompressed bytes (the last may be shorter), and the seek
@@ -35,7 +42,9 @@ const SEEK_ENTRY_LEN: usize = 8;
 /// How the content after the header is encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Encoding {
-    /// The content as uploaded.
+    /// The content as uploaded, with no header: the object is the blob.
+    Bare,
+    /// The content as uploaded, after a header.
     Raw,
     /// Independent zstd frames followed by a seek table.
     Zstd,
@@ -45,6 +54,7 @@ impl Encoding {
     /// The name stored in the index.
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::Bare => "bare",
             Self::Raw => "raw",
             Self::Zstd => "zstd",
         }
@@ -53,6 +63,7 @@ impl Encoding {
     /// Parses the name stored in the index.
     pub fn from_name(name: &str) -> Option<Self> {
         match name {
+            "bare" => Some(Self::Bare),
             "raw" => Some(Self::Raw),
             "zstd" => Some(Self::Zstd),
             _ => None,
@@ -72,10 +83,37 @@ pub fn header(encoding: Encoding) -> [u8; HEADER_LEN as usize] {
     out[4..8].copy_from_slice(&8u32.to_le_bytes());
     out[8..12].copy_from_slice(HEADER_TAG);
     out[12] = match encoding {
-        Encoding::Raw => 0,
+        Encoding::Bare | Encoding::Raw => 0,
         Encoding::Zstd => 1,
     };
     out
+}
+
+/// Bytes of the header that mark it as one.
+const HEADER_PREFIX_LEN: usize = 12;
+
+/// Whether `content` starts like a header, and so must not be stored bare.
+pub fn starts_like_header(content: &[u8]) -> bool {
+    content.len() >= HEADER_PREFIX_LEN
+        && content[..HEADER_PREFIX_LEN] == header(Encoding::Raw)[..HEADER_PREFIX_LEN]
+}
+
+/// The encoding of a stored object from its first bytes (up to
+/// [`HEADER_LEN`]): a header's, or bare when it has none.
+pub fn stored_encoding(start: &[u8]) -> Result<Encoding, FormatError> {
+    if start.len() >= HEADER_LEN as usize && starts_like_header(start) {
+        parse_header(start)
+    } else {
+        Ok(Encoding::Bare)
+    }
+}
+
+/// Where the content starts in a stored object of `encoding`.
+pub fn content_offset(encoding: Encoding) -> u64 {
+    match encoding {
+        Encoding::Bare => 0,
+        Encoding::Raw | Encoding::Zstd => HEADER_LEN,
+    }
 }
 
 /// Reads the encoding from a header.

@@ -184,7 +184,8 @@ where
             });
         }
         let last = chunk.len() < FRAME_SIZE;
-        let try_compress = encoding != Some(Encoding::Raw) && !chunk.is_empty();
+        let try_compress =
+            !matches!(encoding, Some(Encoding::Raw | Encoding::Bare)) && !chunk.is_empty();
         let level = settings.zstd_level;
         let work = tokio::task::spawn_blocking(move || {
             hasher.update(&chunk);
@@ -198,13 +199,15 @@ where
             .map_err(|e| UploadError::Body(io::Error::other(e)))?;
         hasher = returned;
         let compressed = compressed.map_err(UploadError::Body)?;
+        let first = encoding.is_none();
         let chosen = *encoding.get_or_insert_with(|| match &compressed {
             Some(frame) if frame.len() * 10 <= chunk.len() * WORTH_COMPRESSING_TENTHS => {
                 Encoding::Zstd
             }
-            _ => Encoding::Raw,
+            _ if chunk.is_empty() || format::starts_like_header(&chunk) => Encoding::Raw,
+            _ => Encoding::Bare,
         });
-        if writer.written() == 0 {
+        if first && chosen != Encoding::Bare {
             writer.write(&format::header(chosen)).await?;
         }
         match (chosen, compressed) {

@@ -20,7 +20,9 @@ use crate::metrics::{Protocol, ReadResult, WriteResult};
 const LOCK_STRIPES: usize = 64;
 
 /// Striped locks so that a compare-and-set on one key is atomic within this
-/// process (several replicas over one bucket come with the scaling work).
+/// process. Replicas sharing a bucket check preconditions against storage
+/// itself, which leaves a window of one storage round trip between two
+/// replicas' check and write (documented in docs/scaling.md).
 #[derive(Debug)]
 pub struct KeyLocks([Mutex<()>; LOCK_STRIPES]);
 
@@ -54,6 +56,18 @@ fn with_etag(mut response: Response, etag: Option<&str>) -> Response {
     response
 }
 
+/// The entity tag of the entry's current value, `None` when absent: from the
+/// index on a single server, from storage itself when replicas share it
+/// (another replica may have changed it a moment ago).
+async fn current_etag(state: &AppState, key: &Key) -> Result<Option<String>, ApiError> {
+    if state.catalog.is_shared() {
+        let value = state.storage.read_small(&ac_path(key)).await?;
+        return Ok(value.map(|value| etag_of(&value)));
+    }
+    let record = state.index.get(&StoredName::Action(*key)).await?;
+    Ok(record.and_then(|record| record.etag))
+}
+
 /// `GET /v1/ac/{key}`.
 pub async fn get_entry(
     State(state): State<AppState>,
@@ -61,7 +75,7 @@ pub async fn get_entry(
 ) -> Result<Response, ApiError> {
     let key = request::key(&raw)?;
     let name = StoredName::Action(key);
-    let value = match state.index.get(&name).await? {
+    let value = match state.catalog.find(&name).await? {
         Some(_) => {
             let value = state.storage.read_small(&ac_path(&key)).await?;
             if value.is_none() {
@@ -90,7 +104,7 @@ pub async fn head_entry(
     Path(raw): Path<String>,
 ) -> Result<Response, ApiError> {
     let key = request::key(&raw)?;
-    let Some(record) = state.index.get(&StoredName::Action(key)).await? else {
+    let Some(record) = state.catalog.find(&StoredName::Action(key)).await? else {
         state.metrics.read(Protocol::Ac, ReadResult::Miss);
         return Err(not_found(&key));
     };
@@ -134,8 +148,8 @@ async fn replace(
         })?;
     let name = StoredName::Action(key);
     let _guard = state.ac_locks.lock(&key).await;
-    let current = state.index.get(&name).await?;
-    preconditions.check(current.as_ref().and_then(|r| r.etag.as_deref()))?;
+    let current = current_etag(state, &key).await?;
+    preconditions.check(current.as_deref())?;
     let etag = etag_of(&value);
     let size = value.len() as u64;
     state.storage.put_small(&ac_path(&key), value).await?;
@@ -171,8 +185,8 @@ pub async fn delete_entry(
     let preconditions = Preconditions::parse(&headers);
     let name = StoredName::Action(key);
     let _guard = state.ac_locks.lock(&key).await;
-    let current = state.index.get(&name).await?;
-    preconditions.check(current.as_ref().and_then(|r| r.etag.as_deref()))?;
+    let current = current_etag(&state, &key).await?;
+    preconditions.check(current.as_deref())?;
     let existed = state.storage.delete(&ac_path(&key)).await?;
     let indexed = state.index.remove(&name).await?;
     if existed || indexed {

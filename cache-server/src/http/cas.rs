@@ -3,10 +3,10 @@
 use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use cache_proto::body::{MissingRequest, MissingResponse};
-use cache_proto::headers::ZSTD;
+use cache_proto::headers::{NO_REDIRECT, ZSTD};
 use cache_proto::{Digest, batch};
 use futures::{StreamExt, TryStreamExt};
 use serde_json::json;
@@ -17,11 +17,15 @@ use super::object::{self, IfExists, ReadOptions, WriteOptions};
 use super::request::{self, BodyEncoding, RangeSpec};
 use crate::blob::StoredName;
 use crate::blob::download::{self, BlobLayout};
+use crate::blob::format::Encoding;
 use crate::blob::upload::ContentCheck;
 use crate::metrics::Protocol;
 
 /// Largest `missing` request body.
 const MAX_MISSING_BODY: usize = 4 * 1024 * 1024;
+
+/// How long a redirect's presigned URL stays valid.
+const REDIRECT_VALID_FOR: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// A parsed `GET /v1/cas/{digest}`.
 #[derive(Debug)]
@@ -29,6 +33,7 @@ struct BlobRead {
     digest: Digest,
     accept_zstd: bool,
     range: Option<RangeSpec>,
+    may_redirect: bool,
 }
 
 impl BlobRead {
@@ -37,8 +42,44 @@ impl BlobRead {
             digest: request::digest(raw)?,
             accept_zstd: request::accepts_zstd(headers),
             range: request::range(headers),
+            may_redirect: !headers.contains_key(NO_REDIRECT),
         })
     }
+}
+
+/// A `307` to a presigned URL of the blob, when redirects are on, the blob
+/// is above the threshold, stored as its own bytes (bare), and the store
+/// can presign. The client's `Range` header, resent on the redirect, reads
+/// the same bytes from the object store.
+async fn redirect(
+    state: &AppState,
+    read: &BlobRead,
+    record: &crate::index::ObjectRecord,
+) -> Result<Option<Response>, ApiError> {
+    let Some(threshold) = state.redirect_reads_over else {
+        return Ok(None);
+    };
+    if !read.may_redirect || record.size <= threshold || record.encoding != Encoding::Bare {
+        return Ok(None);
+    }
+    let path = StoredName::Blob(read.digest).path();
+    let Some(url) = state
+        .storage
+        .presigned_get(&path, REDIRECT_VALID_FOR)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let Ok(location) = HeaderValue::from_str(url.as_str()) else {
+        return Ok(None);
+    };
+    state.index.record_access(&StoredName::Blob(read.digest));
+    state.metrics.redirected(Protocol::Cas, record.size);
+    let mut response = StatusCode::TEMPORARY_REDIRECT.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::LOCATION, location);
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(Some(response))
 }
 
 /// A parsed `PUT /v1/cas/{digest}`.
@@ -99,6 +140,9 @@ pub async fn get_blob(
     let record = object::lookup(&state, &name, Protocol::Cas)
         .await?
         .ok_or_else(|| not_found(&read.digest))?;
+    if let Some(response) = redirect(&state, &read, &record).await? {
+        return Ok(response);
+    }
     let mut response = object::get(&state, &name, &record, Protocol::Cas, options)
         .await?
         .ok_or_else(|| not_found(&read.digest))?;
@@ -145,7 +189,7 @@ pub async fn missing(State(state): State<AppState>, body: Body) -> Result<Respon
             format!("expected {{\"digests\": [...]}}: {error}"),
         )
     })?;
-    let missing = state.index.missing(request.digests).await?;
+    let missing = state.catalog.missing(request.digests).await?;
     Ok(Json(MissingResponse { missing }).into_response())
 }
 

@@ -157,6 +157,27 @@ impl From<StorageError> for ApiError {
     }
 }
 
+impl From<crate::catalog::CatalogError> for ApiError {
+    fn from(error: crate::catalog::CatalogError) -> Self {
+        match error {
+            crate::catalog::CatalogError::Storage(error) => error.into(),
+            crate::catalog::CatalogError::Index(error) => error.into(),
+        }
+    }
+}
+
+impl From<crate::leases::LeaseError> for ApiError {
+    fn from(error: crate::leases::LeaseError) -> Self {
+        match error {
+            crate::leases::LeaseError::Storage(error) => error.into(),
+            crate::leases::LeaseError::Index(error) => error.into(),
+            contended @ crate::leases::LeaseError::Contended => {
+                Self::Conflict(contended.to_string())
+            }
+        }
+    }
+}
+
 impl From<IndexError> for ApiError {
     fn from(error: IndexError) -> Self {
         Self::Internal(error.to_string())

@@ -63,7 +63,10 @@ pub async fn acquire(
     }
     let ttl_ms = (lease.ttl_seconds * 1000) as i64;
     Ok(answer(
-        state.index.acquire_lease(key, holder, ttl_ms).await?,
+        state
+            .leases
+            .acquire(&key.to_string(), &holder, ttl_ms)
+            .await?,
     ))
 }
 
@@ -87,5 +90,7 @@ pub async fn release(
         ));
     };
     let holder = holder(&named)?;
-    Ok(answer(state.index.release_lease(key, holder).await?))
+    Ok(answer(
+        state.leases.release(&key.to_string(), &holder).await?,
+    ))
 }

@@ -23,9 +23,11 @@ use tower_http::trace::TraceLayer;
 use crate::auth::AuthMode;
 use crate::blob::upload::UploadSettings;
 use crate::budget::{DEFAULT_UPLOAD_MEMORY, MemoryBudget};
+use crate::catalog::{Catalog, IndexTrust};
 use crate::eviction::{Evictor, InUse};
 use crate::hot::HotCache;
 use crate::index::Index;
+use crate::leases::LeaseBook;
 use crate::metrics::Metrics;
 use crate::storage::Storage;
 use compat::gradle::Gradle;
@@ -76,13 +78,19 @@ pub struct Shared {
     pub hot: Arc<HotCache>,
     /// What all uploads together may buffer.
     pub upload_memory: Arc<MemoryBudget>,
+    /// What is stored: the index, trusted as far as the deployment allows.
+    pub catalog: Catalog,
+    /// Where build leases live.
+    pub leases: LeaseBook,
+    /// Blob GETs larger than this are redirected to the object store.
+    pub redirect_reads_over: Option<u64>,
 }
 
 impl AppState {
     /// State over the given store and index.
     pub fn new(storage: Storage, index: Index, upload: UploadSettings) -> Self {
         Self(Arc::new(Shared {
-            index,
+            index: index.clone(),
             metrics: Arc::new(Metrics::default()),
             upload,
             ac_locks: Arc::new(ac::KeyLocks::default()),
@@ -95,8 +103,31 @@ impl AppState {
                 DEFAULT_UPLOAD_MEMORY,
                 storage_upload_bound(&storage),
             )),
+            catalog: Catalog::new(storage.clone(), index.clone(), IndexTrust::Authoritative),
+            leases: LeaseBook::Index(index.clone()),
+            redirect_reads_over: None,
             storage,
         }))
+    }
+
+    /// The same state answering blob GETs above `bytes` with a redirect to
+    /// a presigned URL of the object (when the store can presign).
+    pub fn with_redirect_reads_over(mut self, bytes: u64) -> Self {
+        self.shared_mut().redirect_reads_over = Some(bytes);
+        self
+    }
+
+    /// The same state keeping build leases in `leases`.
+    pub fn with_leases(mut self, leases: LeaseBook) -> Self {
+        self.shared_mut().leases = leases;
+        self
+    }
+
+    /// The same state trusting its index as `trust` says.
+    pub fn with_index_trust(mut self, trust: IndexTrust) -> Self {
+        let catalog = Catalog::new(self.storage.clone(), self.index.clone(), trust);
+        self.shared_mut().catalog = catalog;
+        self
     }
 
     /// The same state letting all uploads together buffer `bytes`.
@@ -122,6 +153,12 @@ impl AppState {
             )
             .with_hot_cache(self.hot.clone()),
         );
+        self
+    }
+
+    /// The same state with `evictor` keeping the quota.
+    pub fn with_evictor(mut self, evictor: Evictor) -> Self {
+        self.shared_mut().evictor = Some(evictor);
         self
     }
 

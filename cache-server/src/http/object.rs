@@ -98,7 +98,7 @@ pub async fn lookup(
     name: &StoredName,
     protocol: Protocol,
 ) -> Result<Option<ObjectRecord>, ApiError> {
-    let record = state.index.get(name).await?;
+    let record = state.catalog.find(name).await?;
     let result = if record.is_some() {
         ReadResult::Hit
     } else {
@@ -116,7 +116,7 @@ pub fn get_hot(
     protocol: Protocol,
     options: ReadOptions,
 ) -> Option<Response> {
-    if options.range.is_some() {
+    if options.range.is_some() || !hot_allowed(state, name) {
         return None;
     }
     let (_, content) = state.hot.get(name)?;
@@ -124,6 +124,13 @@ pub fn get_hot(
     state.metrics.served(protocol, content.len() as u64);
     state.index.record_access(name);
     Some(small_response(content))
+}
+
+/// Whether `name` may be served from memory: always on a single server; with
+/// replicas sharing the store only blobs, whose content never changes (an
+/// entry replaced or deleted through another replica must not be served).
+fn hot_allowed(state: &AppState, name: &StoredName) -> bool {
+    !state.catalog.is_shared() || matches!(name, StoredName::Blob(_))
 }
 
 /// The headers of every object body: type, length, ranges, vary.
@@ -183,6 +190,7 @@ pub async fn get(
     };
     // Small and whole: read into memory, kept hot, answered from there.
     let small = options.range.is_none() && record.size <= crate::hot::MAX_OBJECT;
+    let keep_hot = small && hot_allowed(state, name);
     let generation = state.hot.generation();
     let opened = if let Some(spec) = options.range {
         let Some(range) = spec.resolve(layout.size) else {
@@ -235,7 +243,9 @@ pub async fn get(
             .map_err(|e| ApiError::StorageUnavailable(crate::storage::StorageError::Io(e)))?;
         drop(guard);
         let content = bytes::Bytes::from(content);
-        state.hot.insert(name, record, content.clone(), generation);
+        if keep_hot {
+            state.hot.insert(name, record, content.clone(), generation);
+        }
         state.metrics.served(protocol, content.len() as u64);
         return Ok(Some(small_response(content)));
     }
@@ -307,7 +317,7 @@ async fn store(
     }
     // Held while the object is written: eviction leaves it alone.
     let _writing = state.in_use.use_waiting(name).await;
-    let existing = state.index.get(name).await?;
+    let existing = state.catalog.find(name).await?;
     if let Some(record) = &existing {
         match options.if_exists {
             IfExists::Keep => {
@@ -403,6 +413,7 @@ async fn store(
 
 fn eviction_error(error: crate::eviction::EvictionError) -> ApiError {
     match error {
+        crate::eviction::EvictionError::Lease(error) => error.into(),
         crate::eviction::EvictionError::Storage(error) => error.into(),
         crate::eviction::EvictionError::Index(error) => error.into(),
     }

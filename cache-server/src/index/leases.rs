@@ -2,7 +2,6 @@
 //! the others wait for its result. A lease lapses at its expiry unless its
 //! holder renews it, so a crashed builder blocks nobody for long.
 
-use cache_proto::Key;
 use cache_proto::body::Lease;
 use rusqlite::{OptionalExtension, params};
 
@@ -24,23 +23,23 @@ pub enum LeaseOutcome {
 /// The holder and expiry of the lease on `key`, expired or not.
 fn current_lease(
     connection: &rusqlite::Connection,
-    key: &Key,
+    key: &str,
 ) -> Result<Option<(String, i64)>, IndexError> {
     Ok(connection
         .query_row(
             "SELECT holder, expires_at FROM leases WHERE key = ?1",
-            params![key.to_string()],
+            params![key],
             |row| Ok((row.get(0)?, row.get(1)?)),
         )
         .optional()?)
 }
 
 impl Index {
-    /// Grants the lease on `key` to `holder` for `ttl_ms` unless another
+    /// Grants the lease named `key` (a build key, or `eviction`) to `holder` for `ttl_ms` unless another
     /// holder has an unexpired one. The same holder renews.
     pub async fn acquire_lease(
         &self,
-        key: Key,
+        key: String,
         holder: String,
         ttl_ms: i64,
     ) -> Result<LeaseOutcome, IndexError> {
@@ -58,7 +57,7 @@ impl Index {
             transaction.execute(
                 "INSERT INTO leases (key, holder, expires_at) VALUES (?1, ?2, ?3)
                  ON CONFLICT (key) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at",
-                params![key.to_string(), holder, expires_at_ms],
+                params![key, holder, expires_at_ms],
             )?;
             transaction.commit()?;
             Ok(LeaseOutcome::Granted(Lease { holder, expires_at_ms }))
@@ -69,7 +68,7 @@ impl Index {
     /// Releases the lease on `key` if `holder` has it.
     pub async fn release_lease(
         &self,
-        key: Key,
+        key: String,
         holder: String,
     ) -> Result<LeaseOutcome, IndexError> {
         self.write(move |connection| {
@@ -84,10 +83,7 @@ impl Index {
                     })
                 }
                 Some((other, _)) if other == holder => {
-                    transaction.execute(
-                        "DELETE FROM leases WHERE key = ?1",
-                        params![key.to_string()],
-                    )?;
+                    transaction.execute("DELETE FROM leases WHERE key = ?1", params![key])?;
                     LeaseOutcome::Released
                 }
                 _ => LeaseOutcome::Free,
@@ -107,32 +103,41 @@ mod tests {
     async fn one_holder_at_a_time_until_release_or_expiry() {
         let folder = tempfile::tempdir().unwrap();
         let index = Index::open(&folder.path().join("i.sqlite")).unwrap();
-        let key = Key::from_bytes([7; 32]);
-        let granted = index.acquire_lease(key, "a".into(), 60_000).await.unwrap();
+        let key = || "k".to_owned();
+        let granted = index
+            .acquire_lease(key(), "a".into(), 60_000)
+            .await
+            .unwrap();
         assert!(matches!(granted, LeaseOutcome::Granted(ref l) if l.holder == "a"));
-        let held = index.acquire_lease(key, "b".into(), 60_000).await.unwrap();
+        let held = index
+            .acquire_lease(key(), "b".into(), 60_000)
+            .await
+            .unwrap();
         assert!(matches!(held, LeaseOutcome::Held(ref l) if l.holder == "a"));
         assert!(matches!(
-            index.acquire_lease(key, "a".into(), 60_000).await.unwrap(),
+            index
+                .acquire_lease(key(), "a".into(), 60_000)
+                .await
+                .unwrap(),
             LeaseOutcome::Granted(_)
         ));
         assert!(matches!(
-            index.release_lease(key, "b".into()).await.unwrap(),
+            index.release_lease(key(), "b".into()).await.unwrap(),
             LeaseOutcome::Held(_)
         ));
         assert_eq!(
-            index.release_lease(key, "a".into()).await.unwrap(),
+            index.release_lease(key(), "a".into()).await.unwrap(),
             LeaseOutcome::Released
         );
         assert_eq!(
-            index.release_lease(key, "a".into()).await.unwrap(),
+            index.release_lease(key(), "a".into()).await.unwrap(),
             LeaseOutcome::Free
         );
 
         // An expired lease goes to the next asker.
-        index.acquire_lease(key, "a".into(), -1).await.unwrap();
+        index.acquire_lease(key(), "a".into(), -1).await.unwrap();
         assert!(
-            matches!(index.acquire_lease(key, "b".into(), 60_000).await.unwrap(), LeaseOutcome::Granted(ref l) if l.holder == "b")
+            matches!(index.acquire_lease(key(), "b".into(), 60_000).await.unwrap(), LeaseOutcome::Granted(ref l) if l.holder == "b")
         );
     }
 }

@@ -79,6 +79,9 @@ CREATE TABLE events (
 );
 CREATE INDEX events_by_at ON events (at);
 "#,
+    r#"
+ALTER TABLE objects ADD COLUMN checked INTEGER NOT NULL DEFAULT 0;  -- unix milliseconds storage last confirmed the object
+"#,
 ];
 
 /// An index failure.
@@ -123,6 +126,9 @@ pub struct ObjectRecord {
     pub last_access_ms: i64,
     /// Protocol metadata (JSON), if any.
     pub meta: Option<String>,
+    /// Unix milliseconds at which storage last confirmed the object (its
+    /// write, a lookup or a reindex).
+    pub checked_ms: i64,
 }
 
 /// What is written for a new or replaced object.
@@ -211,12 +217,13 @@ fn upsert(
 ) -> Result<(), IndexError> {
     let (kind, name) = split(name);
     let mut statement = connection.prepare_cached(
-        "INSERT INTO objects (kind, name, size, stored_size, encoding, etag, created, last_access, meta)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8)
+        "INSERT INTO objects (kind, name, size, stored_size, encoding, etag, created, last_access, meta, checked)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?7)
          ON CONFLICT (kind, name) DO UPDATE SET
             size = excluded.size, stored_size = excluded.stored_size,
             encoding = excluded.encoding, etag = excluded.etag,
-            last_access = excluded.last_access, meta = excluded.meta",
+            last_access = excluded.last_access, meta = excluded.meta,
+            checked = excluded.checked",
     )?;
     statement.execute(params![
         kind,
@@ -285,7 +292,7 @@ impl Index {
             let (kind, name) = split(&name);
             let row = connection
                 .query_row(
-                    "SELECT size, stored_size, encoding, etag, hits, last_access, meta
+                    "SELECT size, stored_size, encoding, etag, hits, last_access, meta, checked
                      FROM objects WHERE kind = ?1 AND name = ?2",
                     params![kind, name],
                     |row| {
@@ -297,12 +304,13 @@ impl Index {
                             row.get::<_, i64>(4)?,
                             row.get::<_, i64>(5)?,
                             row.get::<_, Option<String>>(6)?,
+                            row.get::<_, i64>(7)?,
                         ))
                     },
                 )
                 .optional()?;
             row.map(
-                |(size, stored_size, encoding, etag, hits, last_access_ms, meta)| {
+                |(size, stored_size, encoding, etag, hits, last_access_ms, meta, checked_ms)| {
                     Ok(ObjectRecord {
                         size: size as u64,
                         stored_size: stored_size as u64,
@@ -312,6 +320,7 @@ impl Index {
                         hits: hits as u64,
                         last_access_ms,
                         meta,
+                        checked_ms,
                     })
                 },
             )
@@ -326,6 +335,45 @@ impl Index {
         let name = name.clone();
         self.write(move |connection| upsert(connection, &name, &object, now_ms()))
             .await
+    }
+
+    /// Notes that storage has just confirmed `name` exists.
+    pub async fn confirm(&self, name: &StoredName) -> Result<(), IndexError> {
+        let name = name.clone();
+        self.write(move |connection| {
+            let (kind, name) = split(&name);
+            connection
+                .prepare_cached("UPDATE objects SET checked = ?3 WHERE kind = ?1 AND name = ?2")?
+                .execute(params![kind, name, now_ms()])?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The digests among `digests` with no blob row, or with one storage
+    /// last confirmed before `confirmed_since_ms`; in order, without
+    /// duplicates. With `i64::MIN` this is [`Index::missing`].
+    pub async fn unconfirmed(
+        &self,
+        digests: Vec<Digest>,
+        confirmed_since_ms: i64,
+    ) -> Result<Vec<Digest>, IndexError> {
+        self.read(move |connection| {
+            let mut statement = connection.prepare_cached(
+                "SELECT 1 FROM objects WHERE kind = 'cas' AND name = ?1 AND checked >= ?2",
+            )?;
+            let mut seen = std::collections::HashSet::new();
+            let mut out = Vec::new();
+            for digest in digests {
+                if seen.insert(digest)
+                    && !statement.exists(params![digest.to_string(), confirmed_since_ms])?
+                {
+                    out.push(digest);
+                }
+            }
+            Ok(out)
+        })
+        .await
     }
 
     /// Removes the row of `name`. Returns whether there was one.
@@ -426,6 +474,30 @@ impl Index {
                 let (kind, name, size) = row?;
                 if let Some(name) = StoredName::from_index_key(&kind, &name) {
                     out.push((name, size as u64));
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// The last recorded access of every object, by name.
+    pub async fn access_times(&self) -> Result<HashMap<StoredName, i64>, IndexError> {
+        self.read(|connection| {
+            let mut statement =
+                connection.prepare_cached("SELECT kind, name, last_access FROM objects")?;
+            let rows = statement.query_map([], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, i64>(2)?,
+                ))
+            })?;
+            let mut out = HashMap::new();
+            for row in rows {
+                let (kind, name, last_access) = row?;
+                if let Some(name) = StoredName::from_index_key(&kind, &name) {
+                    out.insert(name, last_access);
                 }
             }
             Ok(out)

@@ -24,9 +24,10 @@ use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::prefix::PrefixStore;
+use object_store::signer::Signer;
 use object_store::{
     ClientConfigKey, ClientOptions, GetOptions, GetRange, GetResult, GetResultPayload, ObjectStore,
-    ObjectStoreExt, PutMode, PutOptions, RetryConfig,
+    ObjectStoreExt, PutMode, PutOptions, RetryConfig, UpdateVersion,
 };
 
 pub use location::{LocationError, StorageLocation};
@@ -114,6 +115,36 @@ impl Default for StorageOptions {
 pub struct Storage {
     inner: Arc<dyn ObjectStore>,
     options: StorageOptions,
+    signer: Option<PresignedReads>,
+}
+
+/// What presigns GETs of an S3 store: the bucket's client and the prefix
+/// our paths live under.
+#[derive(Debug, Clone)]
+struct PresignedReads {
+    store: Arc<object_store::aws::AmazonS3>,
+    prefix: String,
+}
+
+/// A stored object's listing entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    /// Where it is.
+    pub path: Path,
+    /// Its size as stored.
+    pub size: u64,
+    /// When it was last written, unix milliseconds.
+    pub modified_ms: i64,
+}
+
+/// A small object's content with the version it was read at, for a
+/// conditional replace.
+#[derive(Debug, Clone)]
+pub struct Versioned {
+    /// The content.
+    pub bytes: Bytes,
+    /// The store's version of it (its entity tag).
+    pub version: UpdateVersion,
 }
 
 impl Storage {
@@ -126,6 +157,7 @@ impl Storage {
             location: location.to_string(),
             reason,
         };
+        let mut signer = None;
         let inner: Arc<dyn ObjectStore> = match location {
             StorageLocation::Local(folder) => {
                 std::fs::create_dir_all(folder).map_err(|e| open_error(e.to_string()))?;
@@ -156,20 +188,67 @@ impl Storage {
                     .with_client_options(client)
                     .build()
                     .map_err(|e| open_error(e.to_string()))?;
+                let store = Arc::new(store);
+                signer = Some(PresignedReads {
+                    store: store.clone(),
+                    prefix: prefix.clone(),
+                });
                 if prefix.is_empty() {
-                    Arc::new(store)
+                    store
                 } else {
                     Arc::new(PrefixStore::new(store, prefix.as_str()))
                 }
             }
             StorageLocation::Memory => Arc::new(InMemory::new()),
         };
-        Ok(Self { inner, options })
+        Ok(Self {
+            inner,
+            options,
+            signer,
+        })
     }
 
     /// Wraps an already configured `object_store` backend.
     pub fn from_store(inner: Arc<dyn ObjectStore>, options: StorageOptions) -> Self {
-        Self { inner, options }
+        Self {
+            inner,
+            options,
+            signer: None,
+        }
+    }
+
+    /// Whether the store can hand out presigned read URLs.
+    pub fn can_presign(&self) -> bool {
+        self.signer.is_some()
+    }
+
+    /// A URL from which anyone may GET the object at `path` for `valid_for`
+    /// without credentials; `None` when the store cannot presign.
+    pub async fn presigned_get(
+        &self,
+        path: &Path,
+        valid_for: Duration,
+    ) -> Result<Option<url::Url>, StorageError> {
+        let Some(signer) = &self.signer else {
+            return Ok(None);
+        };
+        let full = if signer.prefix.is_empty() {
+            path.clone()
+        } else {
+            Path::from_iter(
+                Path::from(signer.prefix.as_str())
+                    .parts()
+                    .chain(path.parts()),
+            )
+        };
+        let url = self
+            .timed(
+                signer
+                    .store
+                    .signed_url(axum::http::Method::GET, &full, valid_for),
+            )
+            .await?;
+        Ok(Some(url))
     }
 
     /// The options this store was opened with.
@@ -275,6 +354,52 @@ impl Storage {
         ObjectWriter::new(self.clone(), path)
     }
 
+    /// Reads a small object with its version, or `None` when it does not exist.
+    pub async fn read_versioned(&self, path: &Path) -> Result<Option<Versioned>, StorageError> {
+        let read = async {
+            let result = self.inner.get(path).await?;
+            let version = UpdateVersion {
+                e_tag: result.meta.e_tag.clone(),
+                version: result.meta.version.clone(),
+            };
+            let bytes = result.bytes().await?;
+            Ok(Versioned { bytes, version })
+        };
+        match self.timed(read).await {
+            Ok(read) => Ok(Some(read)),
+            Err(StorageError::NotFound) => Ok(None),
+            Err(other) => Err(other),
+        }
+    }
+
+    /// Replaces a small object only if it is still at `version`. Returns
+    /// `false` when it changed (or vanished) since.
+    pub async fn replace_if(
+        &self,
+        path: &Path,
+        bytes: Bytes,
+        version: UpdateVersion,
+    ) -> Result<bool, StorageError> {
+        let options = PutOptions {
+            mode: PutMode::Update(version),
+            ..PutOptions::default()
+        };
+        match self
+            .timed(self.inner.put_opts(path, bytes.into(), options))
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(
+                StorageError::NotFound
+                | StorageError::Backend(
+                    object_store::Error::Precondition { .. }
+                    | object_store::Error::AlreadyExists { .. },
+                ),
+            ) => Ok(false),
+            Err(other) => Err(other),
+        }
+    }
+
     /// Deletes an object. Returns `false` when it did not exist.
     pub async fn delete(&self, path: &Path) -> Result<bool, StorageError> {
         match self.size(path).await? {
@@ -292,6 +417,20 @@ impl Storage {
             .inner
             .list(Some(prefix))
             .map_ok(|meta| (meta.location, meta.size))
+            .map_err(StorageError::from);
+        with_idle_timeout(stream, self.options.timeout)
+    }
+
+    /// Lists every object under `prefix` with its size and modification time.
+    pub fn list_listed(&self, prefix: &Path) -> BoxStream<'static, Result<Listed, StorageError>> {
+        let stream = self
+            .inner
+            .list(Some(prefix))
+            .map_ok(|meta| Listed {
+                path: meta.location,
+                size: meta.size,
+                modified_ms: meta.last_modified.timestamp_millis(),
+            })
             .map_err(StorageError::from);
         with_idle_timeout(stream, self.options.timeout)
     }
