@@ -20,4 +20,5 @@ pub mod leases;
 pub mod metrics;
 pub mod reindex;
 pub mod serve;
+pub mod shared;
 pub mod storage;

@@ -16,6 +16,7 @@ use cache_server::index::{Index, Scope, now_ms, token_hash};
 use cache_server::leases::{LeaseBook, probe_guarantee};
 use cache_server::reindex::reindex;
 use cache_server::serve::{ServeSettings, load_tls};
+use cache_server::shared::{EventLog, TokenStore};
 use cache_server::storage::{Storage, StorageLocation, StorageOptions};
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
@@ -254,6 +255,11 @@ impl Cli {
         }
     }
 
+    /// Whether replicas may share the store: S3 without --index-authoritative.
+    fn shared(&self) -> anyhow::Result<bool> {
+        Ok(matches!(self.location()?, StorageLocation::S3 { .. }) && !self.index_authoritative)
+    }
+
     /// Opens storage and index; also returns a description for the log.
     fn open(&self) -> anyhow::Result<(Storage, Index, String)> {
         let location = self.location()?;
@@ -318,14 +324,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Some(Command::Token { ref action }) => {
-            let (_, index, _) = cli.open()?;
-            token_command(&index, action).await
+            let (storage, index, _) = cli.open()?;
+            let tokens = if cli.shared()? {
+                TokenStore::bucket(storage)
+            } else {
+                TokenStore::Index(index)
+            };
+            token_command(&tokens, action).await
         }
         Some(Command::Serve) | None => serve(&cli).await,
     }
 }
 
-async fn token_command(index: &Index, action: &TokenCommand) -> anyhow::Result<()> {
+async fn token_command(tokens: &TokenStore, action: &TokenCommand) -> anyhow::Result<()> {
     match action {
         TokenCommand::Create {
             scope,
@@ -343,8 +354,8 @@ async fn token_command(index: &Index, action: &TokenCommand) -> anyhow::Result<(
                 .map(|ms| now_ms() + ms);
             let token = new_token().map_err(|e| anyhow::anyhow!("drawing a random token: {e}"))?;
             let name = name.clone().unwrap_or_else(|| token.id.clone());
-            let record = index
-                .create_token(token.id, token_hash(&token.secret), name, scope, expires_ms)
+            let record = tokens
+                .create(token.id, token_hash(&token.secret), name, scope, expires_ms)
                 .await?;
             eprintln!(
                 "created token {} ({}, scope {}); it is shown once, store it now:",
@@ -360,7 +371,7 @@ async fn token_command(index: &Index, action: &TokenCommand) -> anyhow::Result<(
                 "{:<12}  {:<20}  {:<5}  {:<8}  expires",
                 "id", "name", "scope", "state"
             );
-            for token in index.tokens().await? {
+            for token in tokens.list().await? {
                 let state = match (token.revoked_ms, token.active_at(now)) {
                     (Some(_), _) => "revoked",
                     (None, false) => "expired",
@@ -384,7 +395,7 @@ async fn token_command(index: &Index, action: &TokenCommand) -> anyhow::Result<(
                 );
             }
         }
-        TokenCommand::Revoke { id } => match index.revoke_token(id.clone()).await? {
+        TokenCommand::Revoke { id } => match tokens.revoke(id.clone()).await? {
             0 => anyhow::bail!("no active token with id or name {id:?}"),
             count => println!("revoked {count} token(s)"),
         },
@@ -414,9 +425,21 @@ async fn serve(cli: &Cli) -> anyhow::Result<()> {
         max_size: cli.max_blob_size,
         zstd_level: cli.zstd_level,
     };
+    let shared = cli.shared()?;
+    let replica = cli.replica_id.clone().unwrap_or_else(random_replica_id);
+    let (tokens, events) = if shared {
+        (
+            TokenStore::bucket(storage.clone()),
+            EventLog::bucket(storage.clone(), replica.clone()),
+        )
+    } else {
+        (
+            TokenStore::Index(index.clone()),
+            EventLog::Index(index.clone()),
+        )
+    };
     let auth = cli.auth.unwrap_or(AuthMode::default_for(&cli.listen));
-    if auth != AuthMode::Off && !cli.listen.ip().is_loopback() && !index.has_active_tokens().await?
-    {
+    if auth != AuthMode::Off && !cli.listen.ip().is_loopback() && !tokens.has_active().await? {
         anyhow::bail!(
             "refusing to listen on {} with auth {:?} and no active token: create one with \
              `cache-server token create --scope admin`, or pass --auth off explicitly",
@@ -424,14 +447,15 @@ async fn serve(cli: &Cli) -> anyhow::Result<()> {
             auth
         );
     }
-    let shared = matches!(cli.location()?, StorageLocation::S3 { .. }) && !cli.index_authoritative;
-    let replica = cli.replica_id.clone().unwrap_or_else(random_replica_id);
-    let mut state = AppState::new(storage.clone(), index.clone(), upload).with_auth(auth);
+    let mut state = AppState::new(storage.clone(), index.clone(), upload)
+        .with_auth(auth)
+        .with_shared_state(tokens, events);
     if shared {
         let settle = Duration::from_millis(cli.lease_settle_ms.max(1));
         let guarantee = probe_guarantee(&storage, settle).await;
         tracing::info!(
-            "replica {replica}: the bucket may be shared; index rows trusted for {} s,              leases in the bucket by {guarantee}",
+            "replica {replica}: the bucket may be shared; index rows trusted for {} s, \
+             leases in the bucket by {guarantee}",
             cli.index_fresh_for
         );
         state = state

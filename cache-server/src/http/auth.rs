@@ -61,7 +61,7 @@ pub async fn authorize(
             "this server needs a token (Authorization: Bearer TOKEN, or Basic with the token as password)".into(),
         ));
     };
-    let token = state.index.token_by_hash(token_hash(&secret)).await?;
+    let token = state.tokens.by_hash(token_hash(&secret)).await?;
     let now = crate::index::now_ms();
     let Some(token) = token.filter(|token| token.active_at(now)) else {
         return Err(ApiError::Unauthorized(
@@ -114,8 +114,8 @@ pub async fn create(State(state): State<AppState>, body: Body) -> Result<Respons
     let token = new_token().map_err(|e| ApiError::Internal(e.to_string()))?;
     let name = request.name.unwrap_or_else(|| token.id.clone());
     let record = state
-        .index
-        .create_token(token.id, token_hash(&token.secret), name, scope, expires_ms)
+        .tokens
+        .create(token.id, token_hash(&token.secret), name, scope, expires_ms)
         .await?;
     let mut value = serde_json::to_value(&record).map_err(|e| ApiError::Internal(e.to_string()))?;
     value["token"] = json!(token.secret);
@@ -124,7 +124,7 @@ pub async fn create(State(state): State<AppState>, body: Body) -> Result<Respons
 
 /// `GET /v1/tokens`: every token, without secrets.
 pub async fn list(State(state): State<AppState>) -> Result<Response, ApiError> {
-    Ok(Json(json!({ "tokens": state.index.tokens().await? })).into_response())
+    Ok(Json(json!({ "tokens": state.tokens.list().await? })).into_response())
 }
 
 /// `DELETE /v1/tokens/{id}`: revokes by id or name.
@@ -132,7 +132,7 @@ pub async fn revoke(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    match state.index.revoke_token(id).await? {
+    match state.tokens.revoke(id).await? {
         0 => Err(ApiError::NotFound(
             "no active token with that id or name".into(),
         )),

@@ -178,6 +178,15 @@ impl From<crate::leases::LeaseError> for ApiError {
     }
 }
 
+impl From<crate::shared::SharedError> for ApiError {
+    fn from(error: crate::shared::SharedError) -> Self {
+        match error {
+            crate::shared::SharedError::Storage(error) => error.into(),
+            crate::shared::SharedError::Index(error) => error.into(),
+        }
+    }
+}
+
 impl From<IndexError> for ApiError {
     fn from(error: IndexError) -> Self {
         Self::Internal(error.to_string())

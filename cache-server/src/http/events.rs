@@ -61,7 +61,7 @@ pub async fn add(State(state): State<AppState>, body: Body) -> Result<Response, 
     let event: DeployEvent = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::bad_request("bad_event", format!("not a deploy event: {e}")))?;
     validate(&event)?;
-    let id = state.index.add_event(event, state.events_retention).await?;
+    let id = state.events.add(event, state.events_retention).await?;
     Ok((StatusCode::CREATED, Json(serde_json::json!({ "id": id }))).into_response())
 }
 
@@ -79,7 +79,7 @@ pub async fn list(
 ) -> Result<Json<EventList>, ApiError> {
     let limit = query.limit.unwrap_or(100).min(MAX_LIST);
     Ok(Json(EventList {
-        events: state.index.events(0, limit).await?,
+        events: state.events.list(0, limit).await?,
     }))
 }
 

@@ -29,6 +29,7 @@ use crate::hot::HotCache;
 use crate::index::Index;
 use crate::leases::LeaseBook;
 use crate::metrics::Metrics;
+use crate::shared::{EventLog, TokenStore};
 use crate::storage::Storage;
 use compat::gradle::Gradle;
 use compat::nx::Nx;
@@ -84,6 +85,10 @@ pub struct Shared {
     pub leases: LeaseBook,
     /// Blob GETs larger than this are redirected to the object store.
     pub redirect_reads_over: Option<u64>,
+    /// Access tokens.
+    pub tokens: Arc<TokenStore>,
+    /// The deploy history.
+    pub events: Arc<EventLog>,
 }
 
 impl AppState {
@@ -106,6 +111,8 @@ impl AppState {
             catalog: Catalog::new(storage.clone(), index.clone(), IndexTrust::Authoritative),
             leases: LeaseBook::Index(index.clone()),
             redirect_reads_over: None,
+            tokens: Arc::new(TokenStore::Index(index.clone())),
+            events: Arc::new(EventLog::Index(index.clone())),
             storage,
         }))
     }
@@ -114,6 +121,15 @@ impl AppState {
     /// a presigned URL of the object (when the store can presign).
     pub fn with_redirect_reads_over(mut self, bytes: u64) -> Self {
         self.shared_mut().redirect_reads_over = Some(bytes);
+        self
+    }
+
+    /// The same state keeping tokens and deploy events where `tokens` and
+    /// `events` say (the bucket, with replicas).
+    pub fn with_shared_state(mut self, tokens: TokenStore, events: EventLog) -> Self {
+        let shared = self.shared_mut();
+        shared.tokens = Arc::new(tokens);
+        shared.events = Arc::new(events);
         self
     }
 

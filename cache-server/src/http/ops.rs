@@ -33,7 +33,7 @@ pub async fn dashboard(State(state): State<AppState>) -> Result<Response, ApiErr
     let since = now_ms - crate::dashboard::TREND_DAYS * 86_400_000;
     let data = crate::dashboard::DashboardData {
         stats: state.metrics.stats(stored),
-        events: state.index.events(since, 5000).await?,
+        events: state.events.list(since, 5000).await?,
         now_ms,
     };
     let page = crate::dashboard::render(&data);

@@ -1,0 +1,29 @@
+//! State that every replica must see: access tokens and deploy events.
+//!
+//! A single server keeps both in its index. Replicas sharing a bucket keep
+//! them in the bucket too: tokens as one object per token under `tokens/`
+//! (named by the token's hash, never the token), read through a short-lived
+//! cache so that a revocation reaches every replica within
+//! [`TOKEN_CACHE_FOR`]; deploy events as one object per event under
+//! `events/`, written by the replica that received it and merged on read by
+//! any replica.
+
+mod events;
+mod tokens;
+
+pub use events::EventLog;
+pub use tokens::{TOKEN_CACHE_FOR, TokenStore};
+
+use crate::index::IndexError;
+use crate::storage::StorageError;
+
+/// A failure of shared state.
+#[derive(Debug, thiserror::Error)]
+pub enum SharedError {
+    /// The index failed.
+    #[error(transparent)]
+    Index(#[from] IndexError),
+    /// The bucket failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
