@@ -10,6 +10,8 @@ pub mod bins;
 pub mod cachectl;
 pub mod data;
 pub mod fault_proxy;
+pub mod garage;
+pub mod nginx;
 pub mod process;
 pub mod raw_http;
 pub mod registry;
@@ -17,5 +19,7 @@ pub mod s3;
 pub mod server;
 
 pub use fault_proxy::{Fault, FaultProxy};
+pub use garage::GarageCluster;
+pub use nginx::Nginx;
 pub use s3::S3Server;
 pub use server::{Backend, CacheServer, ServerOptions};

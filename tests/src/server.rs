@@ -37,6 +37,16 @@ impl Backend {
         }
     }
 
+    /// The bucket of a Garage cluster under `prefix`, reached through node `node`.
+    pub fn garage(cluster: &crate::garage::GarageCluster, node: usize, prefix: &str) -> Self {
+        Self::S3 {
+            env: cluster.env(node),
+            prefix: prefix.to_owned(),
+            // Garage keeps objects in its own block format, not as files.
+            objects_root: PathBuf::new(),
+        }
+    }
+
     /// The S3 backend over `server`, under `prefix`, reached through
     /// `endpoint` (e.g. a [`crate::fault_proxy::FaultProxy`]) instead of
     /// the server's own address.

@@ -277,13 +277,12 @@ async fn zstd_upload_and_download_are_byte_exact(server: &mut CacheServer) {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::CREATED);
-    let stored = std::fs::metadata(server.stored_blob_file(&noise_digest))
-        .unwrap()
-        .len();
-    assert_eq!(
-        stored,
-        noise.len() as u64 + 16,
-        "incompressible blob should be stored raw"
+    // Stored bare: the object is exactly the blob, so that the object
+    // store (a presigned URL, a CDN) can serve it as it is.
+    let stored = std::fs::read(server.stored_blob_file(&noise_digest)).unwrap();
+    assert!(
+        stored == noise,
+        "incompressible blob should be stored as its own bytes"
     );
     let response = server
         .client
@@ -294,6 +293,31 @@ async fn zstd_upload_and_download_are_byte_exact(server: &mut CacheServer) {
         .unwrap();
     assert!(response.headers().get(CONTENT_ENCODING).is_none());
     assert!(response.bytes().await.unwrap() == noise);
+
+    // Content that starts like the storage header itself is stored behind
+    // a header, so it is never mistaken for one, and reads back exact.
+    let mut lookalike = vec![
+        0x5B, 0x2A, 0x4D, 0x18, 8, 0, 0, 0, b'C', b'C', b'B', b'1', 1, 0, 0, 0,
+    ];
+    lookalike.extend(random_bytes(100_000, 8));
+    let lookalike_digest = digest(&lookalike);
+    let response = server
+        .client
+        .put(server.url(&routes::cas(&lookalike_digest)))
+        .body(lookalike.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let stored = std::fs::metadata(server.stored_blob_file(&lookalike_digest))
+        .unwrap()
+        .len();
+    assert_eq!(stored, lookalike.len() as u64 + 16);
+    let (status, read) = get_bytes(server, &routes::cas(&lookalike_digest)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(read == lookalike);
+    let (_, second) = get_bytes(server, &routes::cas(&lookalike_digest)).await;
+    assert!(second == lookalike, "the hot copy differs");
 }
 
 async fn ranges_are_served_from_raw_and_compressed_blobs(server: &mut CacheServer) {

@@ -93,7 +93,13 @@ async fn the_local_store_stays_under_its_quota_evicting_the_least_recently_used(
 async fn the_s3_store_stays_under_its_quota_evicting_the_least_recently_used() {
     let s3 = S3Server::start();
     let backend = Backend::s3(&s3, "quota");
-    let server = CacheServer::start(backend, ServerOptions::args(&["--max-size", "1MiB"]));
+    // One server owning its bucket: writes make room before they land, as
+    // on a local folder. (Replicas sharing a bucket evict in the background
+    // under an eviction lease: see the replicas suite.)
+    let server = CacheServer::start(
+        backend,
+        ServerOptions::args(&["--max-size", "1MiB", "--index-authoritative"]),
+    );
     least_recently_used_go_first(&server).await;
     // Evicted objects are gone from the bucket, not only from the index.
     let files = cachectl_e2e::data::files_under(&server.objects_root());

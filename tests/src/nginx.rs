@@ -1,0 +1,125 @@
+//! nginx as the load balancer in front of several cache-server replicas:
+//! round robin, a request that fails to connect (or gets a 502/503) retried
+//! on the next replica, bodies streamed both ways.
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::Duration;
+
+use tempfile::TempDir;
+
+use crate::process::{Service, free_port, wait_for_tcp};
+
+/// A running nginx, stopped on drop.
+pub struct Nginx {
+    _root: TempDir,
+    address: SocketAddr,
+    service: Service,
+}
+
+impl Drop for Nginx {
+    /// Asks nginx to stop: a SIGKILL of its master would leave the worker
+    /// running on the port.
+    fn drop(&mut self) {
+        self.service.signal("TERM");
+        for _ in 0..250 {
+            if self.service.has_exited() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+fn running_as_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|line| line.starts_with("Uid:"))
+                .map(|line| line.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+impl Nginx {
+    /// Balances across `upstreams`.
+    pub fn start(upstreams: &[SocketAddr]) -> Self {
+        let root = tempfile::tempdir().expect("temporary folder");
+        let address = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let servers: String = upstreams
+            .iter()
+            .map(|upstream| format!("        server {upstream} max_fails=1 fail_timeout=5s;\n"))
+            .collect();
+        let prefix = root.path().display().to_string();
+        let user = if running_as_root() {
+            "user root;\n"
+        } else {
+            ""
+        };
+        let config = format!(
+            r#"{user}worker_processes 1;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {prefix}/body;
+    proxy_temp_path {prefix}/proxy;
+    client_max_body_size 0;
+    upstream replicas {{
+{servers}        keepalive 64;
+    }}
+    server {{
+        listen {address};
+        location / {{
+            proxy_pass http://replicas;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+            proxy_request_buffering on;
+            proxy_next_upstream error timeout http_502 http_503 non_idempotent;
+            proxy_next_upstream_tries 3;
+            proxy_connect_timeout 2s;
+            proxy_read_timeout 120s;
+        }}
+    }}
+}}
+"#
+        );
+        let path = root.path().join("nginx.conf");
+        std::fs::write(&path, config).expect("writing nginx.conf");
+        let mut command = Command::new("nginx");
+        command
+            .arg("-e")
+            .arg(root.path().join("error.log"))
+            .arg("-p")
+            .arg(root.path())
+            .arg("-c")
+            .arg(&path)
+            .args(["-g", "daemon off;"]);
+        let mut service = Service::spawn("nginx", command);
+        assert!(
+            wait_for_tcp(address, Duration::from_secs(10)) && !service.has_exited(),
+            "nginx did not start: {}\n{}",
+            service.output().text(),
+            std::fs::read_to_string(root.path().join("error.log")).unwrap_or_default()
+        );
+        Self {
+            _root: root,
+            address,
+            service,
+        }
+    }
+
+    /// The base URL clients use.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    /// Where it listens.
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+}
