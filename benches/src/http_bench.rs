@@ -13,6 +13,8 @@
 //!
 //! Prints JSON on stdout, a summary on stderr.
 
+mod wrk;
+
 use std::io::Write as _;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -82,31 +84,12 @@ impl Drop for Nginx {
 
 /// Requests per second of `wrk` cycling over `paths` on `base`.
 fn wrk(base: &str, paths: &[String], scratch: &Path, name: &str) -> anyhow::Result<f64> {
-    let script = scratch.join(format!("{name}.lua"));
-    let mut file = std::fs::File::create(&script)?;
-    writeln!(file, "local paths = {{")?;
-    for path in paths {
-        writeln!(file, "  \"{path}\",")?;
-    }
-    writeln!(
-        file,
-        "}}\nlocal i = 0\nrequest = function()\n  i = i % #paths + 1\n  return wrk.format(\"GET\", paths[i])\nend"
-    )?;
-    drop(file);
-    let output = Command::new("wrk")
-        .args(["-t2", "-c32", &format!("-d{WRK_SECONDS}s"), "-s"])
-        .arg(&script)
-        .arg(base)
-        .output()
-        .context("running wrk (scripts/install-bench-deps)")?;
-    let text = String::from_utf8_lossy(&output.stdout);
-    if text.contains("Non-2xx") {
-        bail!("{name}: wrk saw errors:\n{text}");
-    }
-    text.lines()
-        .find_map(|line| line.strip_prefix("Requests/sec:"))
-        .and_then(|value| value.trim().parse().ok())
-        .with_context(|| format!("no Requests/sec in wrk output:\n{text}"))
+    let load = wrk::Load {
+        threads: 2,
+        connections: 32,
+        seconds: WRK_SECONDS,
+    };
+    Ok(wrk::run(base, paths, load, scratch, name)?.requests_per_second)
 }
 
 /// Bytes per second of one `curl` transfer.

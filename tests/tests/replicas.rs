@@ -419,6 +419,10 @@ async fn a_replica_killed_behind_nginx_fails_no_request_beyond_those_in_flight()
     }
     let ok = ok.load(Ordering::Relaxed);
     let failed = failed.lock().unwrap().clone();
+    eprintln!(
+        "behind nginx: {before_kill} PUT+GET pairs before the kill, {ok} in all, {} failed",
+        failed.len()
+    );
     assert!(
         before_kill > 10,
         "too little traffic before the kill: {before_kill}"

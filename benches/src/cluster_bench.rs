@@ -1,0 +1,256 @@
+//! `cluster-bench`: how throughput grows with cache-server replicas over a
+//! three-node Garage cluster, behind nginx, in one run:
+//!
+//! - 4 KiB blob GETs, requests per second (`wrk`, 2 threads, 64
+//!   connections, cycling over 512 blobs);
+//! - 64 MiB blob GETs, MiB per second (`wrk`, 1 thread, 4 connections,
+//!   cycling over 2 blobs);
+//!
+//! each with 1, 2 and 3 replicas, then the 64 MiB GETs again with
+//! `--redirect-reads-over 1MiB`: `wrk` does not follow redirects, so it
+//! measures how many 307s the replicas hand out per second, and a client
+//! that follows them (reqwest, 4 at a time) measures the MiB per second
+//! clients then get from Garage. Also measured: one replica reached
+//! directly (no nginx), the reference the balanced figures are ratios of.
+//!
+//! ```text
+//! scripts/install-bench-deps
+//! cargo run --release -p cachectl-benches --bin cluster-bench
+//! ```
+//!
+//! Prints JSON on stdout, a summary on stderr.
+
+mod wrk;
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use cachectl_e2e::data::{digest, random_bytes};
+use cachectl_e2e::{Backend, CacheServer, GarageCluster, Nginx, ServerOptions};
+use futures::StreamExt;
+use serde_json::json;
+
+const SMALL_SIZE: usize = 4 * 1024;
+const SMALL_BLOBS: usize = 512;
+const LARGE_SIZE: usize = 64 * 1024 * 1024;
+const LARGE_BLOBS: usize = 2;
+const SECONDS: u64 = 10;
+const MIB: f64 = 1024.0 * 1024.0;
+
+fn replicas(cluster: &GarageCluster, args: &[&str]) -> Vec<CacheServer> {
+    (0..3)
+        .map(|n| {
+            let id = format!("r{n}");
+            let mut all = vec!["--replica-id", id.as_str(), "--auth", "off"];
+            all.extend_from_slice(args);
+            CacheServer::start(
+                Backend::garage(cluster, n, "bench"),
+                ServerOptions::args(&all),
+            )
+        })
+        .collect()
+}
+
+async fn upload(base: &str, blobs: &[Vec<u8>]) -> anyhow::Result<Vec<String>> {
+    let http = reqwest::Client::builder().no_proxy().build()?;
+    let mut paths = Vec::new();
+    for blob in blobs {
+        let path = format!("/v1/cas/{}", digest(blob));
+        let status = http
+            .put(format!("{base}{path}"))
+            .body(blob.clone())
+            .send()
+            .await?
+            .status();
+        if !status.is_success() {
+            bail!("upload answered {status}");
+        }
+        paths.push(path);
+    }
+    Ok(paths)
+}
+
+/// MiB per second clients get downloading `paths` from `base`, following
+/// redirects, `parallel` at a time, for `seconds`.
+async fn follow_throughput(
+    base: &str,
+    paths: &[String],
+    parallel: usize,
+    seconds: u64,
+) -> anyhow::Result<f64> {
+    let http = reqwest::Client::builder().no_proxy().build()?;
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(seconds);
+    let workers = (0..parallel).map(|w| {
+        let (http, base, paths) = (http.clone(), base.to_owned(), paths.to_vec());
+        async move {
+            let mut bytes = 0u64;
+            let mut i = w;
+            while Instant::now() < deadline {
+                let response = http
+                    .get(format!("{base}{}", paths[i % paths.len()]))
+                    .send()
+                    .await?;
+                if !response.status().is_success() {
+                    bail!("GET answered {}", response.status());
+                }
+                let mut body = response.bytes_stream();
+                while let Some(chunk) = body.next().await {
+                    bytes += chunk?.len() as u64;
+                }
+                i += 1;
+            }
+            Ok::<_, anyhow::Error>(bytes)
+        }
+    });
+    let mut total = 0;
+    for bytes in futures::future::join_all(workers).await {
+        total += bytes?;
+    }
+    Ok(total as f64 / MIB / started.elapsed().as_secs_f64())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let scratch = tempfile::tempdir()?;
+    let cluster = GarageCluster::start();
+    let direct = replicas(&cluster, &[]);
+    let redirecting = replicas(&cluster, &["--redirect-reads-over", "1MiB"]);
+
+    let small: Vec<Vec<u8>> = (0..SMALL_BLOBS)
+        .map(|i| random_bytes(SMALL_SIZE, i as u64))
+        .collect();
+    let large: Vec<Vec<u8>> = (0..LARGE_BLOBS)
+        .map(|i| random_bytes(LARGE_SIZE, 1_000_000 + i as u64))
+        .collect();
+    let small_paths = upload(&direct[0].base_url(), &small).await?;
+    let large_paths = upload(&direct[0].base_url(), &large).await?;
+    eprintln!("uploaded {SMALL_BLOBS} × 4 KiB and {LARGE_BLOBS} × 64 MiB through replica 0");
+
+    let small_load = wrk::Load {
+        threads: 2,
+        connections: 64,
+        seconds: SECONDS,
+    };
+    let large_load = wrk::Load {
+        threads: 1,
+        connections: 4,
+        seconds: SECONDS,
+    };
+    // Warm every replica's index (and hot cache) as production traffic would.
+    for server in direct.iter().chain(&redirecting) {
+        let warm = wrk::Load {
+            threads: 1,
+            connections: 8,
+            seconds: 2,
+        };
+        wrk::run(
+            &server.base_url(),
+            &small_paths,
+            warm,
+            scratch.path(),
+            "warm",
+        )?;
+    }
+    let one_direct_small = wrk::run(
+        &direct[0].base_url(),
+        &small_paths,
+        small_load,
+        scratch.path(),
+        "direct-small",
+    )?;
+    let one_direct_large = wrk::run(
+        &direct[0].base_url(),
+        &large_paths,
+        large_load,
+        scratch.path(),
+        "direct-large",
+    )?;
+    eprintln!(
+        "one replica, no nginx: {:.0} req/s (4 KiB), {:.0} MiB/s (64 MiB)",
+        one_direct_small.requests_per_second,
+        one_direct_large.bytes_per_second / MIB
+    );
+
+    let mut balanced = Vec::new();
+    for count in 1..=3 {
+        let addresses: Vec<_> = direct[..count].iter().map(CacheServer::address).collect();
+        let nginx = Nginx::start(&addresses);
+        let name = format!("{count}-replicas");
+        let small = wrk::run(
+            &nginx.base_url(),
+            &small_paths,
+            small_load,
+            scratch.path(),
+            &format!("{name}-small"),
+        )?;
+        let large = wrk::run(
+            &nginx.base_url(),
+            &large_paths,
+            large_load,
+            scratch.path(),
+            &format!("{name}-large"),
+        )?;
+        eprintln!(
+            "{count} replica(s) behind nginx: {:.0} req/s (4 KiB), {:.0} MiB/s (64 MiB)",
+            small.requests_per_second,
+            large.bytes_per_second / MIB
+        );
+        balanced.push(json!({
+            "replicas": count,
+            "small_requests_per_second": small.requests_per_second,
+            "large_mib_per_second": large.bytes_per_second / MIB,
+        }));
+    }
+
+    let addresses: Vec<_> = redirecting.iter().map(CacheServer::address).collect();
+    let nginx = Nginx::start(&addresses);
+    let redirects = wrk::run(
+        &nginx.base_url(),
+        &large_paths,
+        small_load,
+        scratch.path(),
+        "redirects",
+    )?;
+    let followed = follow_throughput(&nginx.base_url(), &large_paths, 4, SECONDS)
+        .await
+        .context("following redirects")?;
+    let direct_nginx = Nginx::start(&direct.iter().map(CacheServer::address).collect::<Vec<_>>());
+    let served_by_replicas =
+        follow_throughput(&direct_nginx.base_url(), &large_paths, 4, SECONDS).await?;
+    eprintln!(
+        "3 replicas, redirects on: {:.0} redirects/s; clients following them get {:.0} MiB/s \
+         (same client through the replicas: {:.0} MiB/s)",
+        redirects.requests_per_second, followed, served_by_replicas
+    );
+
+    let machine = json!({
+        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "memory_gib": std::fs::read_to_string("/proc/meminfo").ok()
+            .and_then(|m| m.lines().next().and_then(|l| l.split_whitespace().nth(1)).and_then(|kb| kb.parse::<f64>().ok()))
+            .map(|kb| (kb / 1024.0 / 1024.0).round()),
+        "note": "Garage (3 nodes), the replicas, nginx and wrk share the cores",
+    });
+    let first = &balanced[0];
+    let results = json!({
+        "machine": machine,
+        "seconds": SECONDS,
+        "one_replica_direct": {
+            "small_requests_per_second": one_direct_small.requests_per_second,
+            "large_mib_per_second": one_direct_large.bytes_per_second / MIB,
+        },
+        "balanced": balanced,
+        "scaling_small": balanced.iter().map(|b| b["small_requests_per_second"].as_f64().unwrap_or(0.0)
+            / first["small_requests_per_second"].as_f64().unwrap_or(1.0)).collect::<Vec<_>>(),
+        "scaling_large": balanced.iter().map(|b| b["large_mib_per_second"].as_f64().unwrap_or(0.0)
+            / first["large_mib_per_second"].as_f64().unwrap_or(1.0)).collect::<Vec<_>>(),
+        "redirects": {
+            "replicas": 3,
+            "redirects_per_second": redirects.requests_per_second,
+            "following_client_mib_per_second": followed,
+            "same_client_through_replicas_mib_per_second": served_by_replicas,
+        },
+    });
+    println!("{}", serde_json::to_string_pretty(&results)?);
+    Ok(())
+}
