@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use cachectl_e2e::data::{digest, random_bytes};
+use cachectl_e2e::process::cpu_seconds;
 use cachectl_e2e::{Backend, CacheServer, GarageCluster, Nginx, ServerOptions};
 use futures::StreamExt;
 use serde_json::json;
@@ -110,6 +111,60 @@ async fn follow_throughput(
     Ok(total as f64 / MIB / started.elapsed().as_secs_f64())
 }
 
+/// Processes whose CPU time a measurement accounts for, by role.
+struct Roles {
+    replicas: Vec<u32>,
+    store: Vec<u32>,
+    balancer: Vec<u32>,
+}
+
+/// CPU seconds each role used during one measurement.
+#[derive(Debug, Clone, Copy)]
+struct CpuUse {
+    replicas: f64,
+    store: f64,
+    balancer: f64,
+}
+
+fn total_cpu(pids: &[u32]) -> f64 {
+    pids.iter().filter_map(|pid| cpu_seconds(*pid)).sum()
+}
+
+/// Runs `work`, returning its result and the CPU seconds each role spent.
+fn with_cpu<T>(
+    roles: &Roles,
+    work: impl FnOnce() -> anyhow::Result<T>,
+) -> anyhow::Result<(T, CpuUse)> {
+    let before = [
+        total_cpu(&roles.replicas),
+        total_cpu(&roles.store),
+        total_cpu(&roles.balancer),
+    ];
+    let result = work()?;
+    Ok((
+        result,
+        CpuUse {
+            replicas: total_cpu(&roles.replicas) - before[0],
+            store: total_cpu(&roles.store) - before[1],
+            balancer: total_cpu(&roles.balancer) - before[2],
+        },
+    ))
+}
+
+/// CPU milliseconds per request of each role.
+fn per_request(cpu: CpuUse, measured: wrk::Measured) -> serde_json::Value {
+    let requests = measured.requests_per_second * SECONDS as f64;
+    let ms = |seconds: f64| seconds * 1000.0 / requests.max(1.0);
+    json!({ "replicas": ms(cpu.replicas), "store": ms(cpu.store), "balancer": ms(cpu.balancer) })
+}
+
+/// CPU seconds per GiB served of each role.
+fn per_gib(cpu: CpuUse, mib_per_second: f64, seconds: f64) -> serde_json::Value {
+    let gib = mib_per_second * seconds / 1024.0;
+    let s = |seconds: f64| seconds / gib.max(1e-9);
+    json!({ "replicas": s(cpu.replicas), "store": s(cpu.store), "balancer": s(cpu.balancer) })
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let scratch = tempfile::tempdir()?;
@@ -152,20 +207,29 @@ async fn main() -> anyhow::Result<()> {
             "warm",
         )?;
     }
-    let one_direct_small = wrk::run(
-        &direct[0].base_url(),
-        &small_paths,
-        small_load,
-        scratch.path(),
-        "direct-small",
-    )?;
-    let one_direct_large = wrk::run(
-        &direct[0].base_url(),
-        &large_paths,
-        large_load,
-        scratch.path(),
-        "direct-large",
-    )?;
+    let alone = Roles {
+        replicas: direct[0].pid().into_iter().collect(),
+        store: cluster.pids(),
+        balancer: Vec::new(),
+    };
+    let (one_direct_small, small_cpu) = with_cpu(&alone, || {
+        wrk::run(
+            &direct[0].base_url(),
+            &small_paths,
+            small_load,
+            scratch.path(),
+            "direct-small",
+        )
+    })?;
+    let (one_direct_large, large_cpu) = with_cpu(&alone, || {
+        wrk::run(
+            &direct[0].base_url(),
+            &large_paths,
+            large_load,
+            scratch.path(),
+            "direct-large",
+        )
+    })?;
     eprintln!(
         "one replica, no nginx: {:.0} req/s (4 KiB), {:.0} MiB/s (64 MiB)",
         one_direct_small.requests_per_second,
@@ -176,21 +240,33 @@ async fn main() -> anyhow::Result<()> {
     for count in 1..=3 {
         let addresses: Vec<_> = direct[..count].iter().map(CacheServer::address).collect();
         let nginx = Nginx::start(&addresses);
+        let roles = Roles {
+            replicas: direct[..count]
+                .iter()
+                .filter_map(CacheServer::pid)
+                .collect(),
+            store: cluster.pids(),
+            balancer: nginx.pids(),
+        };
         let name = format!("{count}-replicas");
-        let small = wrk::run(
-            &nginx.base_url(),
-            &small_paths,
-            small_load,
-            scratch.path(),
-            &format!("{name}-small"),
-        )?;
-        let large = wrk::run(
-            &nginx.base_url(),
-            &large_paths,
-            large_load,
-            scratch.path(),
-            &format!("{name}-large"),
-        )?;
+        let (small, small_cpu) = with_cpu(&roles, || {
+            wrk::run(
+                &nginx.base_url(),
+                &small_paths,
+                small_load,
+                scratch.path(),
+                &format!("{name}-small"),
+            )
+        })?;
+        let (large, large_cpu) = with_cpu(&roles, || {
+            wrk::run(
+                &nginx.base_url(),
+                &large_paths,
+                large_load,
+                scratch.path(),
+                &format!("{name}-large"),
+            )
+        })?;
         eprintln!(
             "{count} replica(s) behind nginx: {:.0} req/s (4 KiB), {:.0} MiB/s (64 MiB)",
             small.requests_per_second,
@@ -200,11 +276,18 @@ async fn main() -> anyhow::Result<()> {
             "replicas": count,
             "small_requests_per_second": small.requests_per_second,
             "large_mib_per_second": large.bytes_per_second / MIB,
+            "small_cpu_ms_per_request": per_request(small_cpu, small),
+            "large_cpu_seconds_per_gib": per_gib(large_cpu, large.bytes_per_second / MIB, SECONDS as f64),
         }));
     }
 
     let addresses: Vec<_> = redirecting.iter().map(CacheServer::address).collect();
     let nginx = Nginx::start(&addresses);
+    let redirect_roles = Roles {
+        replicas: redirecting.iter().filter_map(CacheServer::pid).collect(),
+        store: cluster.pids(),
+        balancer: nginx.pids(),
+    };
     let redirects = wrk::run(
         &nginx.base_url(),
         &large_paths,
@@ -212,12 +295,44 @@ async fn main() -> anyhow::Result<()> {
         scratch.path(),
         "redirects",
     )?;
+    let started = Instant::now();
+    let before = [
+        total_cpu(&redirect_roles.replicas),
+        total_cpu(&redirect_roles.store),
+    ];
     let followed = follow_throughput(&nginx.base_url(), &large_paths, 4, SECONDS)
         .await
         .context("following redirects")?;
+    let followed_cpu = CpuUse {
+        replicas: total_cpu(&redirect_roles.replicas) - before[0],
+        store: total_cpu(&redirect_roles.store) - before[1],
+        balancer: 0.0,
+    };
+    let followed_seconds = started.elapsed().as_secs_f64();
     let direct_nginx = Nginx::start(&direct.iter().map(CacheServer::address).collect::<Vec<_>>());
+    let started = Instant::now();
+    let before = [
+        total_cpu(
+            &direct
+                .iter()
+                .filter_map(CacheServer::pid)
+                .collect::<Vec<_>>(),
+        ),
+        total_cpu(&cluster.pids()),
+    ];
     let served_by_replicas =
         follow_throughput(&direct_nginx.base_url(), &large_paths, 4, SECONDS).await?;
+    let through_cpu = CpuUse {
+        replicas: total_cpu(
+            &direct
+                .iter()
+                .filter_map(CacheServer::pid)
+                .collect::<Vec<_>>(),
+        ) - before[0],
+        store: total_cpu(&cluster.pids()) - before[1],
+        balancer: 0.0,
+    };
+    let through_seconds = started.elapsed().as_secs_f64();
     eprintln!(
         "3 replicas, redirects on: {:.0} redirects/s; clients following them get {:.0} MiB/s \
          (same client through the replicas: {:.0} MiB/s)",
@@ -238,6 +353,8 @@ async fn main() -> anyhow::Result<()> {
         "one_replica_direct": {
             "small_requests_per_second": one_direct_small.requests_per_second,
             "large_mib_per_second": one_direct_large.bytes_per_second / MIB,
+            "small_cpu_ms_per_request": per_request(small_cpu, one_direct_small),
+            "large_cpu_seconds_per_gib": per_gib(large_cpu, one_direct_large.bytes_per_second / MIB, SECONDS as f64),
         },
         "balanced": balanced,
         "scaling_small": balanced.iter().map(|b| b["small_requests_per_second"].as_f64().unwrap_or(0.0)
@@ -249,6 +366,8 @@ async fn main() -> anyhow::Result<()> {
             "redirects_per_second": redirects.requests_per_second,
             "following_client_mib_per_second": followed,
             "same_client_through_replicas_mib_per_second": served_by_replicas,
+            "following_cpu_seconds_per_gib": per_gib(followed_cpu, followed, followed_seconds),
+            "through_replicas_cpu_seconds_per_gib": per_gib(through_cpu, served_by_replicas, through_seconds),
         },
     });
     println!("{}", serde_json::to_string_pretty(&results)?);

@@ -184,6 +184,14 @@ impl GarageCluster {
         .collect()
     }
 
+    /// Process ids of the running nodes.
+    pub fn pids(&self) -> Vec<u32> {
+        self.nodes
+            .iter()
+            .filter_map(|node| node.service.as_ref().map(Service::pid))
+            .collect()
+    }
+
     /// Kills node `n` with SIGKILL (its data stays).
     pub fn kill(&mut self, n: usize) {
         self.nodes[n].service = None;

@@ -122,4 +122,18 @@ http {{
     pub fn address(&self) -> SocketAddr {
         self.address
     }
+
+    /// Process ids of the master and its workers.
+    pub fn pids(&self) -> Vec<u32> {
+        let master = self.service.pid();
+        let children = std::fs::read_to_string(format!("/proc/{master}/task/{master}/children"))
+            .unwrap_or_default();
+        std::iter::once(master)
+            .chain(
+                children
+                    .split_whitespace()
+                    .filter_map(|pid| pid.parse().ok()),
+            )
+            .collect()
+    }
 }

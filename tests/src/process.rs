@@ -146,6 +146,20 @@ impl Drop for Service {
     }
 }
 
+/// CPU seconds (user + system) process `pid` and its threads have used so
+/// far, and those of the children it waited for; `None` once it is gone.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name, which may hold spaces.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = [11, 12, 13, 14]
+        .iter()
+        .filter_map(|i| fields.get(*i)?.parse::<u64>().ok())
+        .sum();
+    // Linux reports clock ticks of 1/100 s (USER_HZ) on every platform we run.
+    Some(ticks as f64 / 100.0)
+}
+
 /// A loopback port that was free a moment ago.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
