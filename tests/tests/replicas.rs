@@ -577,3 +577,71 @@ async fn tokens_and_deploy_events_are_shared_by_every_replica() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cachectl_restores_a_folder_through_redirecting_replicas_behind_nginx() {
+    use cachectl_e2e::cachectl::Project;
+    let cluster = GarageCluster::start();
+    let servers: Vec<CacheServer> = (0..2)
+        .map(|n| replica(&cluster, n, "folders", &["--redirect-reads-over", "1MiB"]))
+        .collect();
+    let addresses: Vec<_> = servers.iter().map(CacheServer::address).collect();
+    let nginx = Nginx::start(&addresses);
+    let url = nginx.base_url();
+    let run = |project: &Project, verb: &str| {
+        project.cachectl(
+            &[
+                "cache",
+                verb,
+                "--json",
+                "--cache",
+                &url,
+                "--name",
+                "deps",
+                "--key-files",
+                "lock.txt",
+                "--path",
+                "deps",
+            ],
+            &[],
+        )
+    };
+    let big = random_bytes(6 * MIB, 700);
+    let saved = Project::new();
+    saved.write("lock.txt", "v1\n");
+    saved.write("deps/small.txt", "small\n");
+    std::fs::write(saved.path().join("deps/big.bin"), &big).unwrap();
+    run(&saved, "save").success();
+
+    let fresh = Project::new();
+    fresh.write("lock.txt", "v1\n");
+    let restored = run(&fresh, "restore").success().json();
+    assert_eq!(restored["hit"], "exact");
+    assert!(std::fs::read(fresh.path().join("deps/big.bin")).unwrap() == big);
+    assert_eq!(
+        std::fs::read_to_string(fresh.path().join("deps/small.txt")).unwrap(),
+        "small\n"
+    );
+    // The large file came from Garage through a redirect, not through a replica.
+    let http = client();
+    let mut redirected = 0.0;
+    for server in &servers {
+        let metrics = http
+            .get(server.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        redirected += metrics
+            .lines()
+            .filter(|line| line.starts_with("cache_redirected_bytes_total"))
+            .filter_map(|line| line.split_whitespace().last()?.parse::<f64>().ok())
+            .sum::<f64>();
+    }
+    assert!(
+        redirected >= big.len() as f64,
+        "only {redirected} bytes were redirected"
+    );
+}
