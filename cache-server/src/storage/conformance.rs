@@ -36,8 +36,20 @@ async fn read_all(storage: &Storage, path: &Path) -> Vec<u8> {
     chunks.concat()
 }
 
+/// Whether a store honours conditional puts (`If-None-Match: *`, `If-Match`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConditionalPuts {
+    /// AWS S3, s3s-fs, the in-memory store.
+    Honoured,
+    /// Create-only puts are honoured, replace-if-unchanged ones are not
+    /// implemented (the local folder; never shared by replicas).
+    CreateOnly,
+    /// Accepted but ignored: the put overwrites (Garage 2.5).
+    Ignored,
+}
+
 /// Runs every check against `storage`, which must be empty under `conformance/`.
-pub async fn check_store(storage: &Storage) {
+pub async fn check_store(storage: &Storage, conditional: ConditionalPuts) {
     let small = Path::from("conformance/small");
     let large = Path::from("conformance/large");
     let aborted = Path::from("conformance/aborted");
@@ -133,10 +145,62 @@ pub async fn check_store(storage: &Storage) {
     let value = Path::from("conformance/value");
     storage.put_small(&value, "one".into()).await.unwrap();
     storage.put_small(&value, "two".into()).await.unwrap();
-    assert!(!storage.create_small(&value, "three".into()).await.unwrap());
-    assert_eq!(
-        &storage.read_small(&value).await.unwrap().unwrap()[..],
-        b"two"
+    let read = storage.read_versioned(&value).await.unwrap().unwrap();
+    assert_eq!(&read.bytes[..], b"two");
+    match conditional {
+        ConditionalPuts::Honoured => {
+            assert!(!storage.create_small(&value, "three".into()).await.unwrap());
+            let stale = object_store::UpdateVersion {
+                e_tag: Some("\"0000\"".into()),
+                version: None,
+            };
+            assert!(
+                !storage
+                    .replace_if(&value, "four".into(), stale)
+                    .await
+                    .unwrap()
+            );
+            assert_eq!(
+                &storage.read_small(&value).await.unwrap().unwrap()[..],
+                b"two"
+            );
+            assert!(
+                storage
+                    .replace_if(&value, "five".into(), read.version)
+                    .await
+                    .unwrap()
+            );
+            assert_eq!(
+                &storage.read_small(&value).await.unwrap().unwrap()[..],
+                b"five"
+            );
+        }
+        ConditionalPuts::CreateOnly => {
+            assert!(!storage.create_small(&value, "three".into()).await.unwrap());
+            assert!(
+                storage
+                    .replace_if(&value, "four".into(), read.version)
+                    .await
+                    .is_err()
+            );
+        }
+        ConditionalPuts::Ignored => {
+            // The put lands; what matters is that it is not an error.
+            storage.create_small(&value, "three".into()).await.unwrap();
+        }
+    }
+    // Listings carry a modification time near now.
+    let listed: Vec<_> = storage
+        .list_listed(&Path::from("conformance"))
+        .try_collect()
+        .await
+        .unwrap();
+    let now = crate::index::now_ms();
+    assert!(
+        listed
+            .iter()
+            .all(|entry| (entry.modified_ms - now).abs() < 10 * 60 * 1000),
+        "{listed:?}"
     );
     for path in [&small, &large, &value] {
         assert!(storage.delete(path).await.unwrap());

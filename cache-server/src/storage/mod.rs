@@ -504,7 +504,7 @@ mod tests {
     #[tokio::test]
     async fn memory_store_conforms() {
         let storage = Storage::open(&StorageLocation::Memory, conformance::small_parts()).unwrap();
-        conformance::check_store(&storage).await;
+        conformance::check_store(&storage, conformance::ConditionalPuts::Honoured).await;
     }
 
     #[tokio::test]
@@ -512,6 +512,6 @@ mod tests {
         let folder = tempfile::tempdir().unwrap();
         let location = StorageLocation::Local(folder.path().to_owned());
         let storage = Storage::open(&location, conformance::small_parts()).unwrap();
-        conformance::check_store(&storage).await;
+        conformance::check_store(&storage, conformance::ConditionalPuts::CreateOnly).await;
     }
 }
