@@ -209,24 +209,34 @@ impl Evictor {
                 if stored <= target {
                     break;
                 }
-                let Some(_claim) = self.in_use.try_evict(&name) else {
+                if self.evict_one(&name, size).await? {
+                    stored = stored.saturating_sub(size);
+                } else {
                     skip += 1;
-                    continue;
-                };
-                if let Some(hot) = &self.hot {
-                    hot.remove(&name);
                 }
-                match self.storage.delete(&name.path()).await {
-                    Ok(_) | Err(StorageError::NotFound) => {}
-                    Err(error) => return Err(error.into()),
-                }
-                self.index.remove(&name).await?;
-                self.metrics.evicted(size);
-                stored = stored.saturating_sub(size);
-                tracing::debug!(bytes = size, "evicted an object");
             }
         }
         Ok(stored)
+    }
+
+    /// Deletes `name` (`size` bytes as stored) from storage, index and hot
+    /// cache unless someone uses it; whether it was evicted. An object
+    /// already gone (another replica evicted it) counts as evicted.
+    async fn evict_one(&self, name: &StoredName, size: u64) -> Result<bool, EvictionError> {
+        let Some(_claim) = self.in_use.try_evict(name) else {
+            return Ok(false);
+        };
+        if let Some(hot) = &self.hot {
+            hot.remove(name);
+        }
+        match self.storage.delete(&name.path()).await {
+            Ok(_) | Err(StorageError::NotFound) => {}
+            Err(error) => return Err(error.into()),
+        }
+        self.index.remove(name).await?;
+        self.metrics.evicted(size);
+        tracing::debug!(bytes = size, "evicted an object");
+        Ok(true)
     }
 
     /// Makes room for `incoming` more bytes; `false` when objects in use
@@ -313,20 +323,9 @@ impl Evictor {
             if stored <= target {
                 break;
             }
-            let Some(_claim) = self.in_use.try_evict(&name) else {
-                continue;
-            };
-            if let Some(hot) = &self.hot {
-                hot.remove(&name);
+            if self.evict_one(&name, size).await? {
+                stored = stored.saturating_sub(size);
             }
-            // Another replica may have deleted it already: not an error.
-            match self.storage.delete(&name.path()).await {
-                Ok(_) | Err(StorageError::NotFound) => {}
-                Err(error) => return Err(error.into()),
-            }
-            self.index.remove(&name).await?;
-            self.metrics.evicted(size);
-            stored = stored.saturating_sub(size);
         }
         tracing::debug!(stored, target, "shared eviction pass done");
         Ok(stored)

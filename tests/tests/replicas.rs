@@ -51,6 +51,10 @@ async fn status_of(request: reqwest::RequestBuilder) -> StatusCode {
     request.send().await.unwrap().status()
 }
 
+async fn text_of(request: reqwest::RequestBuilder) -> String {
+    request.send().await.unwrap().text().await.unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn what_one_replica_writes_the_others_read_and_what_it_deletes_they_drop() {
     let cluster = GarageCluster::start();
@@ -122,16 +126,7 @@ async fn what_one_replica_writes_the_others_read_and_what_it_deletes_they_drop()
         status_of(http.put(entry(&a)).body("v1")).await,
         StatusCode::CREATED
     );
-    assert_eq!(
-        http.get(entry(&b))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-        "v1"
-    );
+    assert_eq!(text_of(http.get(entry(&b))).await, "v1");
     assert_eq!(status_of(http.head(entry(&b))).await, StatusCode::OK);
     assert_eq!(
         status_of(http.delete(entry(&a))).await,
@@ -161,16 +156,7 @@ async fn what_one_replica_writes_the_others_read_and_what_it_deletes_they_drop()
         status_of(http.put(entry(&b)).header("if-match", &etag_v2).body("v3")).await,
         StatusCode::OK
     );
-    assert_eq!(
-        http.get(entry(&c))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-        "v3"
-    );
+    assert_eq!(text_of(http.get(entry(&c))).await, "v3");
 
     // A ccache entry (replaceable, deletable) deleted through A is gone on B
     // even though B served it a moment ago (entries are never served from

@@ -10,7 +10,7 @@ use cache_proto::body::{DeployEvent, StoredEvent};
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 
-use super::SharedError;
+use super::{SharedError, lock};
 use crate::index::{Index, now_ms};
 use crate::storage::Storage;
 
@@ -149,12 +149,6 @@ async fn list(storage: &Storage) -> Result<Vec<String>, SharedError> {
         .collect();
     names.sort();
     Ok(names)
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]

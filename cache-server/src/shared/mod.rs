@@ -17,6 +17,14 @@ pub use tokens::{TOKEN_CACHE_FOR, TokenStore};
 use crate::index::IndexError;
 use crate::storage::StorageError;
 
+/// Locks a mutex whose data stays usable after a panic elsewhere (plain
+/// caches, no invariant spans two fields).
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// A failure of shared state.
 #[derive(Debug, thiserror::Error)]
 pub enum SharedError {

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::path::Path;
 
-use super::SharedError;
+use super::{SharedError, lock};
 use crate::index::{Index, Scope, TokenRecord, now_ms};
 use crate::storage::Storage;
 
@@ -201,12 +201,6 @@ impl TokenStore {
         let now = now_ms();
         Ok(self.list().await?.iter().any(|token| token.active_at(now)))
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]
