@@ -20,6 +20,7 @@ pub const NODES: usize = 3;
 
 struct Node {
     config: PathBuf,
+    meta: PathBuf,
     s3: SocketAddr,
     service: Option<Service>,
 }
@@ -61,6 +62,17 @@ impl GarageCluster {
     /// Starts three nodes, connects them, applies a layout and creates the
     /// bucket [`BUCKET`] with a read-write key.
     pub fn start() -> Self {
+        // A port picked free may be taken by another test before the node
+        // binds it: then start over on other ports.
+        for _ in 0..4 {
+            if let Some(cluster) = Self::try_start() {
+                return cluster;
+            }
+        }
+        panic!("the Garage cluster did not start on any of 4 sets of free ports");
+    }
+
+    fn try_start() -> Option<Self> {
         let root = tempfile::tempdir().expect("temporary folder");
         let rpc_secret: String = (0..32)
             .map(|i| format!("{:02x}", (i * 37 + 11) % 256))
@@ -74,16 +86,19 @@ impl GarageCluster {
             let config = write_config(&folder, rpc, s3, &rpc_secret);
             nodes.push(Node {
                 config,
+                meta: folder.join("meta"),
                 s3,
                 service: None,
             });
         }
         let mut cluster = Self { _root: root, nodes };
         for n in 0..NODES {
-            cluster.launch(n);
+            if !cluster.try_launch(n) {
+                return None;
+            }
         }
         let ids: Vec<String> = (0..NODES)
-            .map(|n| cluster.cli_on(n, &["node", "id", "-q"]).trim().to_owned())
+            .map(|n| cluster.retry_on(n, &["node", "id", "-q"]).trim().to_owned())
             .collect();
         for id in &ids[1..] {
             cluster.cli(&["node", "connect", id]);
@@ -93,15 +108,16 @@ impl GarageCluster {
             cluster.cli(&["layout", "assign", "-z", "dc1", "-c", "1G", short]);
         }
         cluster.cli(&["layout", "apply", "--version", "1"]);
-        cluster.retry(&["bucket", "create", BUCKET]);
+        cluster.retry_on(0, &["bucket", "create", BUCKET]);
         cluster.cli(&["key", "import", "--yes", "-n", "cachectl", KEY_ID, SECRET]);
         cluster.cli(&[
             "bucket", "allow", "--read", "--write", "--owner", BUCKET, "--key", KEY_ID,
         ]);
-        cluster
+        Some(cluster)
     }
 
-    fn launch(&mut self, n: usize) {
+    /// Starts node `n`; whether it came up (it has its key and listens).
+    fn try_launch(&mut self, n: usize) -> bool {
         let node = &mut self.nodes[n];
         let mut command = Command::new(garage());
         command
@@ -110,12 +126,29 @@ impl GarageCluster {
             .arg(&node.config)
             .arg("server");
         let mut service = Service::spawn(&format!("garage{n}"), command);
-        assert!(
-            wait_for_tcp(node.s3, Duration::from_secs(20)) && !service.has_exited(),
-            "garage node {n} did not start:\n{}",
-            service.output().text()
-        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let up = loop {
+            if service.has_exited() {
+                break false;
+            }
+            if node.meta.join("node_key").exists()
+                && wait_for_tcp(node.s3, Duration::from_millis(200))
+            {
+                // Still ours: a node that lost its port to another process exits.
+                std::thread::sleep(Duration::from_millis(100));
+                break !service.has_exited();
+            }
+            if Instant::now() > deadline {
+                break false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
         node.service = Some(service);
+        up
+    }
+
+    fn launch(&mut self, n: usize) {
+        assert!(self.try_launch(n), "garage node {n} did not start again");
     }
 
     fn cli_on(&self, n: usize, args: &[&str]) -> String {
@@ -142,19 +175,19 @@ impl GarageCluster {
         self.cli_on(n, args)
     }
 
-    /// Runs a CLI command until it succeeds (the layout takes a moment to
-    /// reach every node).
-    fn retry(&self, args: &[&str]) {
+    /// Runs a CLI command against node `n` until it succeeds (a node takes
+    /// a moment to answer, the layout to reach every node); its stdout.
+    fn retry_on(&self, n: usize, args: &[&str]) -> String {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let output = Command::new(garage())
                 .arg("-c")
-                .arg(&self.nodes[0].config)
+                .arg(&self.nodes[n].config)
                 .args(args)
                 .output()
                 .expect("garage CLI runs");
             if output.status.success() {
-                return;
+                return String::from_utf8_lossy(&output.stdout).into_owned();
             }
             assert!(
                 Instant::now() < deadline,

@@ -46,6 +46,18 @@ fn running_as_root() -> bool {
 impl Nginx {
     /// Balances across `upstreams`.
     pub fn start(upstreams: &[SocketAddr]) -> Self {
+        // A port picked free may be taken before nginx binds it: retry.
+        let mut last_error = String::new();
+        for _ in 0..4 {
+            match Self::try_start(upstreams) {
+                Ok(nginx) => return nginx,
+                Err(error) => last_error = error,
+            }
+        }
+        panic!("nginx did not start: {last_error}");
+    }
+
+    fn try_start(upstreams: &[SocketAddr]) -> Result<Self, String> {
         let root = tempfile::tempdir().expect("temporary folder");
         let address = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let servers: String = upstreams
@@ -100,17 +112,22 @@ http {{
             .arg(&path)
             .args(["-g", "daemon off;"]);
         let mut service = Service::spawn("nginx", command);
-        assert!(
-            wait_for_tcp(address, Duration::from_secs(10)) && !service.has_exited(),
-            "nginx did not start: {}\n{}",
-            service.output().text(),
-            std::fs::read_to_string(root.path().join("error.log")).unwrap_or_default()
-        );
-        Self {
+        let up = wait_for_tcp(address, Duration::from_secs(10)) && {
+            std::thread::sleep(Duration::from_millis(100));
+            !service.has_exited()
+        };
+        if !up {
+            return Err(format!(
+                "{}\n{}",
+                service.output().text(),
+                std::fs::read_to_string(root.path().join("error.log")).unwrap_or_default()
+            ));
+        }
+        Ok(Self {
             _root: root,
             address,
             service,
-        }
+        })
     }
 
     /// The base URL clients use.
