@@ -39,7 +39,14 @@ fn pseudo_random_ms(seed: u64, max_ms: u64) -> u64 {
 /// kill lands in the middle); the task ends however the upload ends.
 fn start_upload(server: &CacheServer, content: Vec<u8>) -> tokio::task::JoinHandle<()> {
     let url = server.url(&routes::cas(&digest(&content)));
-    let client = server.client.clone();
+    // Its own connection, never pooled: the server may answer and close it
+    // before the body is sent, and the test's next requests must not pick
+    // up that dead connection from a shared pool.
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(0)
+        .build()
+        .expect("HTTP client");
     let length = content.len();
     tokio::spawn(async move {
         let chunks: Vec<Bytes> = content.chunks(MIB).map(Bytes::copy_from_slice).collect();
