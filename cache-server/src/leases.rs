@@ -121,6 +121,18 @@ fn nonce() -> String {
 }
 
 impl LeaseBook {
+    /// Whether these leases live in a bucket that honours conditional puts
+    /// (so that other compare-and-set writes may rely on them too).
+    pub fn conditional_puts(&self) -> bool {
+        matches!(
+            self,
+            Self::Bucket {
+                guarantee: LeaseGuarantee::Conditional,
+                ..
+            }
+        )
+    }
+
     /// Grants the lease `name` (a build key, or `eviction`) to `holder` for
     /// `ttl_ms` unless another holder has an unexpired one; the same holder
     /// renews.

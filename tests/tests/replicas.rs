@@ -631,3 +631,57 @@ async fn cachectl_restores_a_folder_through_redirecting_replicas_behind_nginx() 
         "only {redirected} bytes were redirected"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn over_a_store_with_conditional_puts_compare_and_set_is_a_conditional_write() {
+    let s3 = cachectl_e2e::S3Server::start();
+    let a = CacheServer::start(Backend::s3(&s3, "cas"), ServerOptions::default());
+    let b = CacheServer::start(Backend::s3(&s3, "cas"), ServerOptions::default());
+    assert!(
+        a.logs()
+            .contains("leases in the bucket by conditional puts"),
+        "s3s-fs honours conditional puts:\n{}",
+        a.logs()
+    );
+    let http = client();
+    let key = "cd".repeat(32);
+    let entry = |server: &CacheServer| server.url(&format!("/v1/ac/{key}"));
+    let etag = |value: &[u8]| format!("\"{}\"", blake3::hash(value).to_hex());
+    // Create-only through A, then again through B: the second is refused.
+    assert_eq!(
+        status_of(http.put(entry(&a)).header("if-none-match", "*").body("v1")).await,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        status_of(http.put(entry(&b)).header("if-none-match", "*").body("v1b")).await,
+        StatusCode::PRECONDITION_FAILED
+    );
+    // Replace-if-unchanged through B lands (a conditional put on the
+    // store's version); the same precondition through A is now stale.
+    assert_eq!(
+        status_of(
+            http.put(entry(&b))
+                .header("if-match", etag(b"v1"))
+                .body("v2")
+        )
+        .await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        status_of(
+            http.put(entry(&a))
+                .header("if-match", etag(b"v1"))
+                .body("v3")
+        )
+        .await,
+        StatusCode::PRECONDITION_FAILED
+    );
+    assert_eq!(text_of(http.get(entry(&a))).await, "v2");
+    // Leases over this store: one holder across both replicas.
+    let lease = |server: &CacheServer, holder: &str| {
+        http.post(server.url(&format!("/v1/leases/{key}")))
+            .json(&serde_json::json!({ "holder": holder, "ttl_seconds": 60 }))
+    };
+    assert_eq!(status_of(lease(&a, "one")).await, StatusCode::CREATED);
+    assert_eq!(status_of(lease(&b, "two")).await, StatusCode::CONFLICT);
+}

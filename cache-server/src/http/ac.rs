@@ -21,8 +21,9 @@ const LOCK_STRIPES: usize = 64;
 
 /// Striped locks so that a compare-and-set on one key is atomic within this
 /// process. Replicas sharing a bucket check preconditions against storage
-/// itself, which leaves a window of one storage round trip between two
-/// replicas' check and write (documented in docs/scaling.md).
+/// itself and, where the store honours conditional puts, write with one;
+/// over a store that ignores them, two replicas' checks and writes can
+/// interleave within one storage round trip (see the README).
 #[derive(Debug)]
 pub struct KeyLocks([Mutex<()>; LOCK_STRIPES]);
 
@@ -56,16 +57,58 @@ fn with_etag(mut response: Response, etag: Option<&str>) -> Response {
     response
 }
 
-/// The entity tag of the entry's current value, `None` when absent: from the
-/// index on a single server, from storage itself when replicas share it
-/// (another replica may have changed it a moment ago).
-async fn current_etag(state: &AppState, key: &Key) -> Result<Option<String>, ApiError> {
+/// The entry's current value as far as preconditions go.
+struct Current {
+    /// Its entity tag.
+    etag: String,
+    /// The store's version of it, when read from storage.
+    version: Option<object_store::UpdateVersion>,
+}
+
+/// The entry's current value, `None` when absent: from the index on a
+/// single server, from storage itself when replicas share it (another
+/// replica may have changed it a moment ago).
+async fn current(state: &AppState, key: &Key) -> Result<Option<Current>, ApiError> {
     if state.catalog.is_shared() {
-        let value = state.storage.read_small(&ac_path(key)).await?;
-        return Ok(value.map(|value| etag_of(&value)));
+        let read = state.storage.read_versioned(&ac_path(key)).await?;
+        return Ok(read.map(|read| Current {
+            etag: etag_of(&read.bytes),
+            version: Some(read.version),
+        }));
     }
     let record = state.index.get(&StoredName::Action(*key)).await?;
-    Ok(record.and_then(|record| record.etag))
+    Ok(record.and_then(|record| record.etag).map(|etag| Current {
+        etag,
+        version: None,
+    }))
+}
+
+/// Writes `value`; with replicas over a store that honours conditional
+/// puts, a write under preconditions lands only if the entry is still what
+/// they were checked against (another replica may write in between).
+async fn write_value(
+    state: &AppState,
+    key: &Key,
+    value: Bytes,
+    checked: Option<&Current>,
+    preconditions: &Preconditions,
+) -> Result<(), ApiError> {
+    let path = ac_path(key);
+    if !(preconditions.any() && state.catalog.is_shared() && state.leases.conditional_puts()) {
+        state.storage.put_small(&path, value).await?;
+        return Ok(());
+    }
+    let landed = match checked.and_then(|current| current.version.clone()) {
+        Some(version) => state.storage.replace_if(&path, value, version).await?,
+        None => state.storage.create_small(&path, value).await?,
+    };
+    if landed {
+        Ok(())
+    } else {
+        Err(ApiError::PreconditionFailed(
+            "the entry changed while it was being written".into(),
+        ))
+    }
 }
 
 /// `GET /v1/ac/{key}`.
@@ -148,11 +191,11 @@ async fn replace(
         })?;
     let name = StoredName::Action(key);
     let _guard = state.ac_locks.lock(&key).await;
-    let current = current_etag(state, &key).await?;
-    preconditions.check(current.as_deref())?;
+    let current = current(state, &key).await?;
+    preconditions.check(current.as_ref().map(|c| c.etag.as_str()))?;
     let etag = etag_of(&value);
     let size = value.len() as u64;
-    state.storage.put_small(&ac_path(&key), value).await?;
+    write_value(state, &key, value, current.as_ref(), preconditions).await?;
     state
         .index
         .put(
@@ -185,8 +228,8 @@ pub async fn delete_entry(
     let preconditions = Preconditions::parse(&headers);
     let name = StoredName::Action(key);
     let _guard = state.ac_locks.lock(&key).await;
-    let current = current_etag(&state, &key).await?;
-    preconditions.check(current.as_deref())?;
+    let current = current(&state, &key).await?;
+    preconditions.check(current.as_ref().map(|c| c.etag.as_str()))?;
     let existed = state.storage.delete(&ac_path(&key)).await?;
     let indexed = state.index.remove(&name).await?;
     if existed || indexed {

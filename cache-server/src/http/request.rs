@@ -159,6 +159,11 @@ impl Preconditions {
         }
     }
 
+    /// Whether the request carries `If-Match` or `If-None-Match`.
+    pub fn any(&self) -> bool {
+        self.if_match.is_some() || self.if_none_match.is_some()
+    }
+
     /// Checks the preconditions against the current entity tag (`None` when
     /// the entry does not exist).
     pub fn check(&self, current: Option<&str>) -> Result<(), ApiError> {
