@@ -130,25 +130,35 @@ fn total_cpu(pids: &[u32]) -> f64 {
     pids.iter().filter_map(|pid| cpu_seconds(*pid)).sum()
 }
 
+impl Roles {
+    /// Each role's CPU seconds so far.
+    fn cpu(&self) -> CpuUse {
+        CpuUse {
+            replicas: total_cpu(&self.replicas),
+            store: total_cpu(&self.store),
+            balancer: total_cpu(&self.balancer),
+        }
+    }
+
+    /// The CPU seconds each role used since `before` (an earlier [`Roles::cpu`]).
+    fn cpu_since(&self, before: CpuUse) -> CpuUse {
+        let now = self.cpu();
+        CpuUse {
+            replicas: now.replicas - before.replicas,
+            store: now.store - before.store,
+            balancer: now.balancer - before.balancer,
+        }
+    }
+}
+
 /// Runs `work`, returning its result and the CPU seconds each role spent.
 fn with_cpu<T>(
     roles: &Roles,
     work: impl FnOnce() -> anyhow::Result<T>,
 ) -> anyhow::Result<(T, CpuUse)> {
-    let before = [
-        total_cpu(&roles.replicas),
-        total_cpu(&roles.store),
-        total_cpu(&roles.balancer),
-    ];
+    let before = roles.cpu();
     let result = work()?;
-    Ok((
-        result,
-        CpuUse {
-            replicas: total_cpu(&roles.replicas) - before[0],
-            store: total_cpu(&roles.store) - before[1],
-            balancer: total_cpu(&roles.balancer) - before[2],
-        },
-    ))
+    Ok((result, roles.cpu_since(before)))
 }
 
 /// CPU milliseconds per request of each role.
@@ -296,42 +306,24 @@ async fn main() -> anyhow::Result<()> {
         "redirects",
     )?;
     let started = Instant::now();
-    let before = [
-        total_cpu(&redirect_roles.replicas),
-        total_cpu(&redirect_roles.store),
-    ];
+    let before = redirect_roles.cpu();
     let followed = follow_throughput(&nginx.base_url(), &large_paths, 4, SECONDS)
         .await
         .context("following redirects")?;
-    let followed_cpu = CpuUse {
-        replicas: total_cpu(&redirect_roles.replicas) - before[0],
-        store: total_cpu(&redirect_roles.store) - before[1],
-        balancer: 0.0,
-    };
+    let followed_cpu = redirect_roles.cpu_since(before);
     let followed_seconds = started.elapsed().as_secs_f64();
+
     let direct_nginx = Nginx::start(&direct.iter().map(CacheServer::address).collect::<Vec<_>>());
+    let through_roles = Roles {
+        replicas: direct.iter().filter_map(CacheServer::pid).collect(),
+        store: cluster.pids(),
+        balancer: direct_nginx.pids(),
+    };
     let started = Instant::now();
-    let before = [
-        total_cpu(
-            &direct
-                .iter()
-                .filter_map(CacheServer::pid)
-                .collect::<Vec<_>>(),
-        ),
-        total_cpu(&cluster.pids()),
-    ];
+    let before = through_roles.cpu();
     let served_by_replicas =
         follow_throughput(&direct_nginx.base_url(), &large_paths, 4, SECONDS).await?;
-    let through_cpu = CpuUse {
-        replicas: total_cpu(
-            &direct
-                .iter()
-                .filter_map(CacheServer::pid)
-                .collect::<Vec<_>>(),
-        ) - before[0],
-        store: total_cpu(&cluster.pids()) - before[1],
-        balancer: 0.0,
-    };
+    let through_cpu = through_roles.cpu_since(before);
     let through_seconds = started.elapsed().as_secs_f64();
     eprintln!(
         "3 replicas, redirects on: {:.0} redirects/s; clients following them get {:.0} MiB/s \

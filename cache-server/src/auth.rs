@@ -39,6 +39,25 @@ pub struct NewToken {
     pub secret: String,
 }
 
+/// `bytes` in lowercase hex.
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `len` random bytes in lowercase hex, for identifiers that must not
+/// collide (lease nonces, replica names); falls back to the clock and the
+/// process id if the system has no randomness to give.
+pub fn random_hex(len: usize) -> String {
+    let mut bytes = vec![0u8; len];
+    if getrandom::fill(&mut bytes).is_err() {
+        let fallback = (crate::index::now_ms() as u64) ^ (u64::from(std::process::id()) << 40);
+        for (byte, source) in bytes.iter_mut().zip(fallback.to_le_bytes().iter().cycle()) {
+            *byte = *source;
+        }
+    }
+    hex(&bytes)
+}
+
 /// Draws a new token from the operating system's random source.
 pub fn new_token() -> Result<NewToken, getrandom::Error> {
     let mut secret = [0u8; 32];
@@ -46,7 +65,7 @@ pub fn new_token() -> Result<NewToken, getrandom::Error> {
     let mut id = [0u8; 6];
     getrandom::fill(&mut id)?;
     Ok(NewToken {
-        id: id.iter().map(|b| format!("{b:02x}")).collect(),
+        id: hex(&id),
         secret: format!(
             "cct_{}",
             base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret)

@@ -64,11 +64,6 @@ impl Catalog {
         }
     }
 
-    /// How far the index is trusted.
-    pub fn trust(&self) -> IndexTrust {
-        self.trust
-    }
-
     /// Whether other servers may write to and delete from the same store.
     pub fn is_shared(&self) -> bool {
         matches!(self.trust, IndexTrust::Cache { .. })
@@ -94,22 +89,32 @@ impl Catalog {
         if !self.is_shared() {
             return Ok(record);
         }
+        if let Some(known) = record {
+            // A row to confirm. A blob's content never changes under its
+            // name, so one HEAD confirms it (hits and access time are kept);
+            // an entry may have been replaced by one of the same size, so
+            // it is described again below.
+            match self.storage.size(&name.path()).await? {
+                Some(size) if size == known.stored_size && matches!(name, StoredName::Blob(_)) => {
+                    self.index.confirm(name).await?;
+                    return Ok(Some(known));
+                }
+                Some(_) => {}
+                None => {
+                    tracing::debug!("dropping an index row whose object left storage");
+                    self.index.remove(name).await?;
+                    return Ok(None);
+                }
+            }
+        }
+        // Unknown to the index, or replaced since: describe it from storage.
         match describe_one(&self.storage, name).await? {
             Some(found) => {
-                match record {
-                    // Same object: keep its hits and access time.
-                    Some(known) if known.stored_size == found.stored_size => {
-                        self.index.confirm(name).await?;
-                    }
-                    _ => self.index.put(name, found).await?,
-                }
+                self.index.put(name, found).await?;
                 Ok(self.index.get(name).await?)
             }
             None => {
-                if record.is_some() {
-                    tracing::debug!("dropping an index row whose object left storage");
-                    self.index.remove(name).await?;
-                }
+                self.index.remove(name).await?;
                 Ok(None)
             }
         }

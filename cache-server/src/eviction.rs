@@ -300,7 +300,7 @@ impl Evictor {
         for prefix in [CAS_PREFIX, AC_PREFIX, KV_PREFIX] {
             let listed: Vec<_> = self
                 .storage
-                .list_listed(&object_store::path::Path::from(prefix))
+                .list(&object_store::path::Path::from(prefix))
                 .try_collect()
                 .await?;
             objects.extend(listed.into_iter().filter_map(|listed| {

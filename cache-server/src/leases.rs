@@ -112,12 +112,7 @@ fn lease_path(name: &str) -> Path {
 }
 
 fn nonce() -> String {
-    let mut bytes = [0u8; 12];
-    // Only ever compared for equality: a failed draw falls back to the clock.
-    if getrandom::fill(&mut bytes).is_err() {
-        bytes[..8].copy_from_slice(&now_ms().to_le_bytes());
-    }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    crate::auth::random_hex(12)
 }
 
 impl LeaseBook {

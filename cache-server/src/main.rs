@@ -533,12 +533,7 @@ async fn serve(cli: &Cli) -> anyhow::Result<()> {
 
 /// A replica name for leases and events when none is given.
 fn random_replica_id() -> String {
-    let mut bytes = [0u8; 4];
-    let _ = getrandom::fill(&mut bytes);
-    format!(
-        "replica-{}",
-        bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
-    )
+    format!("replica-{}", cache_server::auth::random_hex(4))
 }
 
 async fn flush_access_periodically(index: Index) {

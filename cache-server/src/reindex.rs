@@ -47,7 +47,7 @@ pub async fn reindex(storage: &Storage, index: &Index) -> Result<ReindexReport, 
     for prefix in [CAS_PREFIX, AC_PREFIX, KV_PREFIX] {
         let described: Vec<_> = storage
             .list(&Path::from(prefix))
-            .map_ok(|(path, stored_size)| describe(storage, path, stored_size))
+            .map_ok(|listed| describe(storage, listed.path, listed.size))
             .try_buffer_unordered(CONCURRENCY)
             .try_collect()
             .await?;
@@ -101,13 +101,10 @@ async fn describe(
         return Ok(None);
     };
     let object = match name {
-        StoredName::Action(_) => storage.read_small(&path).await?.map(|value| NewObject {
-            size: value.len() as u64,
-            stored_size,
-            encoding: Encoding::Raw,
-            etag: Some(format!("\"{}\"", blake3::hash(&value).to_hex())),
-            meta: None,
-        }),
+        StoredName::Action(_) => storage
+            .read_small(&path)
+            .await?
+            .map(|value| NewObject::action(&value)),
         StoredName::Blob(_) | StoredName::Entry(..) => {
             match blob_size(storage, &path, stored_size).await? {
                 Ok((encoding, size)) => Some(NewObject {

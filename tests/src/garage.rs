@@ -98,21 +98,27 @@ impl GarageCluster {
             }
         }
         let ids: Vec<String> = (0..NODES)
-            .map(|n| cluster.retry_on(n, &["node", "id", "-q"]).trim().to_owned())
+            .map(|n| cluster.cli(n, &["node", "id", "-q"]).trim().to_owned())
             .collect();
         for id in &ids[1..] {
-            cluster.cli(&["node", "connect", id]);
+            cluster.cli(0, &["node", "connect", id]);
         }
         for id in &ids {
             let short = id.split('@').next().unwrap_or(id);
-            cluster.cli(&["layout", "assign", "-z", "dc1", "-c", "1G", short]);
+            cluster.cli(0, &["layout", "assign", "-z", "dc1", "-c", "1G", short]);
         }
-        cluster.cli(&["layout", "apply", "--version", "1"]);
-        cluster.retry_on(0, &["bucket", "create", BUCKET]);
-        cluster.cli(&["key", "import", "--yes", "-n", "cachectl", KEY_ID, SECRET]);
-        cluster.cli(&[
-            "bucket", "allow", "--read", "--write", "--owner", BUCKET, "--key", KEY_ID,
-        ]);
+        cluster.cli(0, &["layout", "apply", "--version", "1"]);
+        cluster.cli(0, &["bucket", "create", BUCKET]);
+        cluster.cli(
+            0,
+            &["key", "import", "--yes", "-n", "cachectl", KEY_ID, SECRET],
+        );
+        cluster.cli(
+            0,
+            &[
+                "bucket", "allow", "--read", "--write", "--owner", BUCKET, "--key", KEY_ID,
+            ],
+        );
         Some(cluster)
     }
 
@@ -151,33 +157,9 @@ impl GarageCluster {
         assert!(self.try_launch(n), "garage node {n} did not start again");
     }
 
-    fn cli_on(&self, n: usize, args: &[&str]) -> String {
-        let output = Command::new(garage())
-            .arg("-c")
-            .arg(&self.nodes[n].config)
-            .args(args)
-            .output()
-            .expect("garage CLI runs");
-        assert!(
-            output.status.success(),
-            "garage {args:?} failed: {}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8_lossy(&output.stdout).into_owned()
-    }
-
-    /// Runs the `garage` CLI against the first running node.
-    fn cli(&self, args: &[&str]) -> String {
-        let n = (0..NODES)
-            .find(|n| self.nodes[*n].service.is_some())
-            .expect("a running node");
-        self.cli_on(n, args)
-    }
-
-    /// Runs a CLI command against node `n` until it succeeds (a node takes
-    /// a moment to answer, the layout to reach every node); its stdout.
-    fn retry_on(&self, n: usize, args: &[&str]) -> String {
+    /// Runs the `garage` CLI against node `n` until it succeeds (a node
+    /// takes a moment to answer, the layout to reach every node); its stdout.
+    fn cli(&self, n: usize, args: &[&str]) -> String {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let output = Command::new(garage())
@@ -191,7 +173,8 @@ impl GarageCluster {
             }
             assert!(
                 Instant::now() < deadline,
-                "garage {args:?} kept failing: {}",
+                "garage {args:?} kept failing: {}{}",
+                String::from_utf8_lossy(&output.stdout),
                 String::from_utf8_lossy(&output.stderr)
             );
             std::thread::sleep(Duration::from_millis(300));
@@ -230,14 +213,15 @@ impl GarageCluster {
         self.nodes[n].service = None;
     }
 
-    /// Starts the killed node `n` again over its data; it rejoins the cluster.
+    /// Starts the killed node `n` again over its data and has another node
+    /// connect to it, as an operator would (left alone, the peers retry the
+    /// connection only after a back-off of tens of seconds); it rejoins the
+    /// cluster.
     pub fn restart(&mut self, n: usize) {
         self.kill(n);
         self.launch(n);
-    }
-
-    /// The cluster's view of its nodes (`garage status`), from node `n`.
-    pub fn status_from(&self, n: usize) -> String {
-        self.cli_on(n, &["status"])
+        let id = self.cli(n, &["node", "id", "-q"]).trim().to_owned();
+        let peer = (n + 1) % NODES;
+        self.cli(peer, &["node", "connect", &id]);
     }
 }

@@ -135,11 +135,6 @@ http {{
         format!("http://{}", self.address)
     }
 
-    /// Where it listens.
-    pub fn address(&self) -> SocketAddr {
-        self.address
-    }
-
     /// Process ids of the master and its workers.
     pub fn pids(&self) -> Vec<u32> {
         let master = self.service.pid();

@@ -55,6 +55,10 @@ async fn text_of(request: reqwest::RequestBuilder) -> String {
     request.send().await.unwrap().text().await.unwrap()
 }
 
+async fn json_of(request: reqwest::RequestBuilder) -> serde_json::Value {
+    request.send().await.unwrap().json().await.unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn what_one_replica_writes_the_others_read_and_what_it_deletes_they_drop() {
     let cluster = GarageCluster::start();
@@ -104,17 +108,12 @@ async fn what_one_replica_writes_the_others_read_and_what_it_deletes_they_drop()
         put_blob(&http, &b.base_url(), &written_elsewhere).await,
         StatusCode::CREATED
     );
-    let missing: serde_json::Value = http
-        .post(c.url("/v1/cas/missing"))
-        .json(&serde_json::json!({ "digests": [
+    let missing = json_of(http.post(c.url("/v1/cas/missing")).json(&serde_json::json!({
+        "digests": [
             digest(&small).to_string(), unknown.to_string(), digest(&written_elsewhere).to_string()
-        ] }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        ]
+    })))
+    .await;
     assert_eq!(missing["missing"], serde_json::json!([unknown.to_string()]));
 
     // An action-cache entry deleted through A: B reads storage on GET, so
@@ -264,15 +263,11 @@ async fn eviction_from_two_replicas_keeps_the_bucket_under_quota() {
     let all: Vec<String> = blobs.iter().map(|b| digest(b).to_string()).collect();
     let deadline = Instant::now() + Duration::from_secs(30);
     let present = loop {
-        let missing: serde_json::Value = http
-            .post(observer.url("/v1/cas/missing"))
-            .json(&serde_json::json!({ "digests": all }))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let missing = json_of(
+            http.post(observer.url("/v1/cas/missing"))
+                .json(&serde_json::json!({ "digests": all })),
+        )
+        .await;
         let missing = missing["missing"].as_array().unwrap().len();
         let present = all.len() - missing;
         if present <= 8 || Instant::now() > deadline {
@@ -305,7 +300,14 @@ async fn eviction_from_two_replicas_keeps_the_bucket_under_quota() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_lost_garage_node_stops_no_read_or_write_and_rejoins() {
     let mut cluster = GarageCluster::start();
-    let a = replica(&cluster, 0, "nodes", &["--index-fresh-for", "0"]);
+    // Garage takes up to about 9 s to route the first write around a node
+    // that just died: the storage timeout must be longer than that.
+    let a = replica(
+        &cluster,
+        0,
+        "nodes",
+        &["--index-fresh-for", "0", "--storage-timeout", "30"],
+    );
     let http = client();
     let before: Vec<Vec<u8>> = (0..4).map(|i| random_bytes(600_000, 200 + i)).collect();
     for blob in &before {
@@ -315,6 +317,7 @@ async fn a_lost_garage_node_stops_no_read_or_write_and_rejoins() {
         );
     }
     cluster.kill(2);
+    let killed = Instant::now();
     // Quorum 2 of 3: reads of old blobs and writes of new ones go on.
     let during: Vec<Vec<u8>> = (0..4).map(|i| random_bytes(600_000, 300 + i)).collect();
     for blob in &during {
@@ -328,6 +331,10 @@ async fn a_lost_garage_node_stops_no_read_or_write_and_rejoins() {
         assert_eq!(status, StatusCode::OK);
         assert!(body == *blob);
     }
+    eprintln!(
+        "with one Garage node down: 4 writes and 8 reads took {:?}",
+        killed.elapsed()
+    );
     cluster.restart(2);
     // The node rejoins: a replica talking to it alone reads everything,
     // including what was written while it was down.
@@ -526,15 +533,7 @@ async fn tokens_and_deploy_events_are_shared_by_every_replica() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     for server in [&a, &b] {
-        let list: serde_json::Value = http
-            .get(server.url("/v1/events"))
-            .bearer_auth(&admin)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let list = json_of(http.get(server.url("/v1/events")).bearer_auth(&admin)).await;
         let images: Vec<_> = list["events"]
             .as_array()
             .unwrap()

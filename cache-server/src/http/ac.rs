@@ -12,9 +12,8 @@ use tokio::sync::{Mutex, MutexGuard};
 use super::AppState;
 use super::error::ApiError;
 use super::request::{self, Preconditions};
-use crate::blob::format::Encoding;
 use crate::blob::{StoredName, ac_path};
-use crate::index::NewObject;
+use crate::index::{NewObject, action_etag};
 use crate::metrics::{Protocol, ReadResult, WriteResult};
 
 const LOCK_STRIPES: usize = 64;
@@ -39,11 +38,6 @@ impl KeyLocks {
             .lock()
             .await
     }
-}
-
-/// The entity tag of a value: its quoted BLAKE3.
-fn etag_of(value: &[u8]) -> String {
-    format!("\"{}\"", blake3::hash(value).to_hex())
 }
 
 fn not_found(key: &Key) -> ApiError {
@@ -72,7 +66,7 @@ async fn current(state: &AppState, key: &Key) -> Result<Option<Current>, ApiErro
     if state.catalog.is_shared() {
         let read = state.storage.read_versioned(&ac_path(key)).await?;
         return Ok(read.map(|read| Current {
-            etag: etag_of(&read.bytes),
+            etag: action_etag(&read.bytes),
             version: Some(read.version),
         }));
     }
@@ -118,17 +112,23 @@ pub async fn get_entry(
 ) -> Result<Response, ApiError> {
     let key = request::key(&raw)?;
     let name = StoredName::Action(key);
-    let value = match state.catalog.find(&name).await? {
-        Some(_) => {
-            let value = state.storage.read_small(&ac_path(&key)).await?;
-            if value.is_none() {
-                // The index outlived the object (deleted behind our back): heal it.
-                state.index.remove(&name).await?;
-            }
-            value
-        }
-        None => None,
+    let record = state.index.get(&name).await?;
+    // A single server's index knows every entry; with replicas sharing the
+    // bucket, storage decides (another replica may have written or deleted
+    // the entry), read once.
+    let value = if record.is_some() || state.catalog.is_shared() {
+        state.storage.read_small(&ac_path(&key)).await?
+    } else {
+        None
     };
+    match (&record, &value) {
+        // The index outlived the object (deleted behind our back): heal it.
+        (Some(_), None) => {
+            state.index.remove(&name).await?;
+        }
+        (None, Some(value)) => state.index.put(&name, NewObject::action(value)).await?,
+        _ => {}
+    }
     let Some(value) = value else {
         state.metrics.read(Protocol::Ac, ReadResult::Miss);
         return Err(not_found(&key));
@@ -136,7 +136,7 @@ pub async fn get_entry(
     state.metrics.read(Protocol::Ac, ReadResult::Hit);
     state.metrics.served(Protocol::Ac, value.len() as u64);
     state.index.record_access(&name);
-    let etag = etag_of(&value);
+    let etag = action_etag(&value);
     let response = ([(header::CONTENT_TYPE, "application/octet-stream")], value).into_response();
     Ok(with_etag(response, Some(&etag)))
 }
@@ -193,22 +193,10 @@ async fn replace(
     let _guard = state.ac_locks.lock(&key).await;
     let current = current(state, &key).await?;
     preconditions.check(current.as_ref().map(|c| c.etag.as_str()))?;
-    let etag = etag_of(&value);
-    let size = value.len() as u64;
+    let object = NewObject::action(&value);
+    let (etag, size) = (action_etag(&value), object.size);
     write_value(state, &key, value, current.as_ref(), preconditions).await?;
-    state
-        .index
-        .put(
-            &name,
-            NewObject {
-                size,
-                stored_size: size,
-                encoding: Encoding::Raw,
-                etag: Some(etag.clone()),
-                meta: None,
-            },
-        )
-        .await?;
+    state.index.put(&name, object).await?;
     state.metrics.received(Protocol::Ac, size);
     let status = if current.is_some() {
         StatusCode::OK

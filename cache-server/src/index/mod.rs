@@ -146,6 +146,25 @@ pub struct NewObject {
     pub meta: Option<String>,
 }
 
+impl NewObject {
+    /// The row of an action-cache value: stored as it is, tagged with
+    /// [`action_etag`].
+    pub fn action(value: &[u8]) -> Self {
+        Self {
+            size: value.len() as u64,
+            stored_size: value.len() as u64,
+            encoding: Encoding::Raw,
+            etag: Some(action_etag(value)),
+            meta: None,
+        }
+    }
+}
+
+/// The entity tag of an action-cache value: its quoted BLAKE3.
+pub fn action_etag(value: &[u8]) -> String {
+    format!("\"{}\"", blake3::hash(value).to_hex())
+}
+
 struct Inner {
     writer: Mutex<Connection>,
     readers: Vec<Mutex<Connection>>,

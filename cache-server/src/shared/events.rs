@@ -140,7 +140,7 @@ impl EventLog {
 /// Names of the bucket's event objects, oldest first.
 async fn list(storage: &Storage) -> Result<Vec<String>, SharedError> {
     let listed: Vec<_> = storage
-        .list_listed(&Path::from(EVENT_PREFIX))
+        .list(&Path::from(EVENT_PREFIX))
         .try_collect()
         .await?;
     let mut names: Vec<String> = listed

@@ -146,7 +146,7 @@ impl TokenStore {
             return Ok(Vec::new());
         };
         let listed: Vec<_> = storage
-            .list_listed(&Path::from(TOKEN_PREFIX))
+            .list(&Path::from(TOKEN_PREFIX))
             .try_collect()
             .await?;
         let mut out = Vec::new();

@@ -411,18 +411,8 @@ impl Storage {
         }
     }
 
-    /// Lists every object under `prefix` with its size.
-    pub fn list(&self, prefix: &Path) -> BoxStream<'static, Result<(Path, u64), StorageError>> {
-        let stream = self
-            .inner
-            .list(Some(prefix))
-            .map_ok(|meta| (meta.location, meta.size))
-            .map_err(StorageError::from);
-        with_idle_timeout(stream, self.options.timeout)
-    }
-
     /// Lists every object under `prefix` with its size and modification time.
-    pub fn list_listed(&self, prefix: &Path) -> BoxStream<'static, Result<Listed, StorageError>> {
+    pub fn list(&self, prefix: &Path) -> BoxStream<'static, Result<Listed, StorageError>> {
         let stream = self
             .inner
             .list(Some(prefix))
