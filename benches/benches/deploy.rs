@@ -9,7 +9,7 @@ use std::hint::black_box;
 use std::path::Path;
 
 use cache_cli::key::{KeySpec, Recipe, compute};
-use cache_cli::layer::{Compression, PackOptions, pack_with};
+use cache_cli::pack::layer::{Compression, PackOptions, pack_with};
 use cache_server::blob::upload::{ContentCheck, UploadSettings, store_verified};
 use cache_server::storage::{Storage, StorageLocation, StorageOptions};
 use cachectl_e2e::data::{compressible_bytes, random_bytes};
@@ -83,7 +83,7 @@ fn deploy_costs(c: &mut Criterion) {
     group.bench_function("reference_copy_files", |b| {
         b.iter(|| {
             let target = tempfile::tempdir_in(staging.path()).unwrap();
-            cache_cli::bench::copy_tree(context.path(), target.path()).unwrap();
+            cache_cli::commands::bench::copy_tree(context.path(), target.path()).unwrap();
         })
     });
     group.bench_function("tar_gzip1", |b| {

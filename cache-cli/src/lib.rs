@@ -1,22 +1,25 @@
 //! `cachectl`: builds and pushes a base image only when the inputs that
 //! decide it (dependency manifests, recipe, build args, platform) change.
+//!
+//! Where things are:
+//! - [`cli`]: the flags, their `CACHECTL_*` variables and `cachectl.toml`,
+//!   merged (flag > variable > file) into each command's settings;
+//! - [`commands`]: one module per subcommand, named after it;
+//! - [`client`]: the one cache-server client (records, leases, CAS);
+//! - [`builder`]: the base builders (native, buildah, podman, docker);
+//! - [`image`]: registries, OCI layouts, references and descriptors;
+//! - [`pack`]: the app layer's tar, its entries, tree identity, exclusions;
+//! - [`folder`]: the folder cache's manifest, scan and restore;
+//! - [`key`]: the base key;
+//! - [`report`]: what commands print, progress, deploy events, bench tables.
 #![deny(missing_docs)]
 
-pub mod app;
-pub mod bench;
-pub mod build;
+pub mod builder;
 pub mod cli;
-pub mod config;
-pub mod ensure;
-pub mod events;
-pub mod exclude;
+pub mod client;
+pub mod commands;
 pub mod folder;
 pub mod image;
 pub mod key;
-pub mod layer;
-pub mod lease;
-pub mod output;
-pub mod progress;
-pub mod record;
-pub mod tar_entry;
-pub mod tree;
+pub mod pack;
+pub mod report;

@@ -3,7 +3,7 @@
 //! reader, whatever their length or encoding.
 #![no_main]
 
-use cache_cli::tar_entry::{EntryKind, append};
+use cache_cli::pack::tar_entry::{EntryKind, append};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

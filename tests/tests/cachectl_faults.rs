@@ -256,6 +256,14 @@ fn app_folders_with_loops_long_and_non_utf8_names_layer_byte_exact() {
     )
     .unwrap();
 
+    // Found by the tar_writer fuzzer: a path too long for ustar whose last
+    // 99 bytes begin with `../` once cut (`<200 d>/xx../<96 c>`); its ASCII
+    // stand-in formed a `..` component and `cachectl build` exited 1.
+    let dotted: std::path::PathBuf = ["d".repeat(200), "xx..".to_owned()].iter().collect();
+    std::fs::create_dir_all(app.join(&dotted)).unwrap();
+    let dotted_file = dotted.join("c".repeat(96));
+    std::fs::write(app.join(&dotted_file), b"dotted tail\n").unwrap();
+
     let image = format!("{}/acme/odd:1", registry.host());
     project.layer(&base, &image, &[], &[]).success();
 
@@ -280,6 +288,11 @@ fn app_folders_with_loops_long_and_non_utf8_names_layer_byte_exact() {
         .find(|(path, _)| path.ends_with(b"file.txt"))
         .unwrap();
     assert!(deep_path.0.len() > 255, "{}", deep_path.0.len());
+    let dotted_tail = format!("app/{}", dotted_file.display()).into_bytes();
+    assert!(
+        has(&dotted_tail),
+        "the path with a `xx../` tail is missing or not byte-exact"
+    );
 }
 
 /// `(path, link target)` of every entry of the top layer of `repo:tag`.

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use cache_proto::Digest;
 
 use super::manifest::{EntryKind, RawPath, TreeEntry, TreeManifest};
-use crate::exclude::Excludes;
-use crate::layer::sorted_entries;
+use crate::pack::exclude::Excludes;
+use crate::pack::layer::sorted_entries;
 
 /// A scanned folder: its manifest, and where each file's bytes are (by
 /// digest, one path per distinct content).

@@ -16,8 +16,8 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::exclude::Excludes;
-use crate::layer::{Entry, sorted_entries};
+use crate::pack::exclude::Excludes;
+use crate::pack::layer::{Entry, sorted_entries};
 
 /// Format tag of the cache file.
 const MAGIC: &[u8; 16] = b"cachectl-tree/1\n";

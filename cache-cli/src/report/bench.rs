@@ -1,31 +1,15 @@
-//! `cachectl bench`: the deploy step of the user's own project, measured in
-//! three scenarios, several runs each, as CI runs it (a new `cachectl build`
-//! process per run):
-//!
-//! - *cold*: the base is rebuilt (`--force`) and a changed app layered on it;
-//! - *app change*: the base is a hit, the app changed;
-//! - *no change*: the base is a hit, the app is the one just pushed.
-//!
-//! The app is a copy of the context with one marker file that each cold and
-//! app-change run rewrites, so the user's files are never touched; images go
-//! to the app repository under the tag `cachectl-bench`, removed afterwards
-//! unless `--keep`.
+//! What `cachectl bench` measured: each run's phase times, their spread
+//! per scenario, the ratio to the cold runs, as a table, JSON or an SVG
+//! plot. The runs themselves are `commands::bench`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 use serde_json::Value;
 
-/// The tag bench images are pushed under.
-pub const BENCH_TAG: &str = "cachectl-bench";
 /// The phases reported, in stacking order.
 pub const PHASES: [&str; 6] = ["hash", "lookup", "build", "push", "layer", "total"];
-/// The scenarios, in order.
-pub const SCENARIOS: [&str; 3] = ["cold", "app-change", "no-change"];
-/// The marker file written into the copied context.
-const MARKER: &str = ".cachectl-bench";
 
 /// One measured run.
 #[derive(Debug, Clone, Serialize)]
@@ -299,54 +283,6 @@ impl BenchReport {
     }
 }
 
-/// Copies `from` into `to`: files, folders and symlinks (as links).
-pub fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
-    std::fs::create_dir_all(to)?;
-    for entry in std::fs::read_dir(from)? {
-        let entry = entry?;
-        let kind = entry.file_type()?;
-        let target = to.join(entry.file_name());
-        if kind.is_dir() {
-            copy_tree(&entry.path(), &target)?;
-        } else if kind.is_symlink() {
-            std::os::unix::fs::symlink(std::fs::read_link(entry.path())?, &target)?;
-        } else if kind.is_file() {
-            std::fs::copy(entry.path(), &target)?;
-        }
-    }
-    Ok(())
-}
-
-/// Marks the copied context so that its app layer differs from every other run's.
-pub fn mark(context: &Path, label: &str) -> std::io::Result<()> {
-    std::fs::write(context.join(MARKER), format!("cachectl bench {label}\n"))
-}
-
-/// The bench image of an app image: same repository (or layout), tag
-/// [`BENCH_TAG`].
-pub fn bench_image(image: &str) -> String {
-    let last_slash = image.rfind('/').map_or(0, |at| at + 1);
-    let name = match image[last_slash..].rfind(':') {
-        Some(colon) => &image[..last_slash + colon],
-        None => image,
-    };
-    if let Some(layout) = name.strip_prefix("oci:") {
-        format!("oci:{layout}:{BENCH_TAG}")
-    } else {
-        format!("{name}:{BENCH_TAG}")
-    }
-}
-
-/// A folder for the copied context.
-pub fn scratch() -> std::io::Result<tempfile::TempDir> {
-    tempfile::Builder::new().prefix("cachectl-bench").tempdir()
-}
-
-/// Where the copied context lives inside the scratch folder.
-pub fn context_in(scratch: &Path) -> PathBuf {
-    scratch.join("context")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -392,21 +328,5 @@ mod tests {
         assert!(report.table().contains("no-change"));
         let svg = report.svg();
         assert!(svg.contains("class=\"phase-build\"") && svg.starts_with("<svg"));
-    }
-
-    #[test]
-    fn bench_images_keep_the_repository_and_take_the_bench_tag() {
-        assert_eq!(
-            bench_image("registry:5000/acme/web:main"),
-            "registry:5000/acme/web:cachectl-bench"
-        );
-        assert_eq!(
-            bench_image("registry:5000/acme/web"),
-            "registry:5000/acme/web:cachectl-bench"
-        );
-        assert_eq!(
-            bench_image("oci:./build/oci:web"),
-            "oci:./build/oci:cachectl-bench"
-        );
     }
 }

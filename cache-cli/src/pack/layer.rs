@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 use flate2::write::GzEncoder;
 use sha2::{Digest as _, Sha256};
 
-use crate::exclude::Excludes;
-use crate::tar_entry::{self, EntryKind};
+use crate::pack::exclude::Excludes;
+use crate::pack::tar_entry::{self, EntryKind};
 
 /// A layer written to a file.
 #[derive(Debug)]

@@ -8,60 +8,25 @@
 //! accelerator: when it is unreachable the run goes on without it (with a
 //! warning) unless `require_cache` is set.
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
-
-use crate::build::external::{self, ExternalSpec};
-use crate::build::native::{self, NativeSpec};
-use crate::build::{BuildError, BuilderKind};
+use super::{Failure, build_code, image_code, records_for, registry_for};
+use crate::builder::BuildError;
+use crate::builder::external::{self, ExternalSpec};
+use crate::builder::native::{self, NativeSpec};
+use crate::cli::Cli;
+use crate::cli::config::ConfigFile;
+use crate::cli::settings::BaseSettings;
+use crate::client::ClientError;
+use crate::client::leases::Acquired;
+use crate::client::records::{BaseRecord, RecordStore, latest_key};
 use crate::image::ImageError;
-use crate::image::oci::Platform;
 use crate::image::publish;
 use crate::image::{ImageTarget, Registry, base_tag};
-use crate::key::{self, BaseKey, Change, KeyError, KeySpec, Recipe};
-use crate::lease::Acquired;
-use crate::progress::Progress;
-use crate::record::{BaseRecord, RecordError, RecordStore, latest_key};
-
-/// Everything `ensure-base` needs, resolved from config, flags and env.
-#[derive(Debug, Clone)]
-pub struct BaseSettings {
-    /// Project root.
-    pub root: PathBuf,
-    /// Where the base goes.
-    pub image: ImageTarget,
-    /// Manifest glob patterns.
-    pub manifests: Vec<String>,
-    /// The builder.
-    pub builder: BuilderKind,
-    /// The recipe.
-    pub recipe: Recipe,
-    /// Build context of docker, buildah and podman, relative to the root.
-    pub context: PathBuf,
-    /// Build arguments.
-    pub args: BTreeMap<String, String>,
-    /// Target platform.
-    pub platform: Platform,
-    /// Optional moving tag.
-    pub tag: Option<String>,
-}
-
-impl BaseSettings {
-    /// Computes the key of the current inputs.
-    pub fn key(&self) -> Result<BaseKey, KeyError> {
-        let platform = self.platform.to_string();
-        key::compute(&KeySpec {
-            root: &self.root,
-            manifests: &self.manifests,
-            recipe: &self.recipe,
-            args: &self.args,
-            platform: &platform,
-        })
-    }
-}
+use crate::key::{self, BaseKey, KeyError, Recipe};
+use crate::report::outcome::EnsureReport;
+use crate::report::progress::Progress;
+use crate::report::{events, output};
 
 /// How a run behaves.
 #[derive(Debug, Clone, Copy)]
@@ -72,39 +37,6 @@ pub struct EnsureOptions {
     pub require_cache: bool,
     /// How long to wait for another job that holds the build lease.
     pub wait: Duration,
-}
-
-/// The outcome, as printed with `--json`.
-#[derive(Debug, Clone, Serialize)]
-pub struct EnsureReport {
-    /// The base key.
-    pub key: String,
-    /// The target image.
-    pub image: String,
-    /// Pullable reference.
-    pub reference: String,
-    /// Manifest digest.
-    pub digest: String,
-    /// Whether an existing base was used.
-    pub hit: bool,
-    /// `cache`, `registry` or `built`.
-    pub source: &'static str,
-    /// Wall time of the whole run.
-    pub seconds: f64,
-    /// Time spent hashing the inputs into the key.
-    pub hash_seconds: f64,
-    /// Time spent looking the key up (record, registry tag).
-    pub lookup_seconds: f64,
-    /// Time spent building (0 on a hit).
-    pub build_seconds: f64,
-    /// Time spent publishing (0 on a hit).
-    pub push_seconds: f64,
-    /// Bytes uploaded.
-    pub pushed_bytes: u64,
-    /// On a miss: what changed since the last recorded base of this image.
-    pub changed: Vec<Change>,
-    /// Warnings (cache unreachable, stale record, ...).
-    pub warnings: Vec<String>,
 }
 
 /// Why `ensure-base` failed; the variant decides the exit code.
@@ -121,7 +53,7 @@ pub enum EnsureError {
     Build(#[from] BuildError),
     /// The cache was required and is unreachable (exit 3).
     #[error("cache required but unavailable: {0}")]
-    CacheRequired(RecordError),
+    CacheRequired(ClientError),
     /// Publishing or registry lookups failed.
     #[error(transparent)]
     Publish(#[from] ImageError),
@@ -479,4 +411,78 @@ pub async fn ensure_base(
         changed,
         warnings: run.warnings,
     })
+}
+
+/// The flags `ensure-base` and `build` share.
+#[derive(Debug, Clone, Copy)]
+pub struct Flags {
+    /// Build even on a hit.
+    pub force: bool,
+    /// How long to wait for another job building the same base.
+    pub wait: Duration,
+}
+
+impl Flags {
+    /// `--force` and `--wait`.
+    pub fn new(force: bool, wait: Duration) -> Self {
+        Self { force, wait }
+    }
+}
+
+impl From<EnsureError> for Failure {
+    fn from(error: EnsureError) -> Self {
+        let code = match &error {
+            EnsureError::Key(_) | EnsureError::Usage(_) => 2,
+            EnsureError::CacheRequired(_) => 3,
+            EnsureError::Build(error) => build_code(error),
+            EnsureError::Publish(error) => image_code(error),
+        };
+        Self::new(code, error)
+    }
+}
+
+/// The registry references `ensure-base` talks to: the base image's and
+/// the native builder's starting image's.
+fn base_references(settings: &BaseSettings) -> Vec<&str> {
+    let mut references = Vec::new();
+    if let ImageTarget::Registry(repository) = &settings.image {
+        references.push(repository.as_str());
+    }
+    if let Recipe::Native {
+        from: Some(from), ..
+    } = &settings.recipe
+    {
+        references.push(from.as_str());
+    }
+    references
+}
+
+/// `ensure-base` for `cli`: the base for the current inputs, and the
+/// registry session it used (whose hosts include `also`, so that `build`
+/// pushes the app in the same session).
+pub async fn ensure(
+    cli: &Cli,
+    file: &ConfigFile,
+    records: &RecordStore,
+    flags: Flags,
+    also: Option<&str>,
+) -> Result<(EnsureReport, Registry), Failure> {
+    let settings = cli.base_settings(file).map_err(Failure::usage)?;
+    let registry = registry_for(cli, base_references(&settings).into_iter().chain(also));
+    let options = EnsureOptions {
+        force: flags.force,
+        require_cache: cli.require_cache,
+        wait: flags.wait,
+    };
+    let report = ensure_base(&settings, records, &registry, options).await?;
+    Ok((report, registry))
+}
+
+/// `cachectl ensure-base`: prints the base's reference (or its report).
+pub async fn run(cli: &Cli, file: &ConfigFile, flags: Flags) -> Result<(), Failure> {
+    let records = records_for(cli, file)?;
+    let (report, _) = ensure(cli, file, &records, flags, None).await?;
+    output::report_ensure(&report, cli.json).map_err(Failure::failed)?;
+    records.report_event(&events::from_ensure(&report)).await;
+    Ok(())
 }

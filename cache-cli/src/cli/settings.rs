@@ -1,267 +1,87 @@
-//! Command-line flags (each with a `CACHECTL_*` variable) and their merge
-//! with `cachectl.toml` into the program's own settings types.
+//! The merge of flags, `CACHECTL_*` variables and `cachectl.toml` (flag >
+//! variable > file) into the settings each command works with.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
-
-use crate::app::AppSettings;
-use crate::build::BuilderKind;
-use crate::config::{self, ConfigError, ConfigFile};
-use crate::ensure::BaseSettings;
+use super::config::{self, ConfigError, ConfigFile};
+use super::{AppFlags, Cli};
+use crate::builder::BuilderKind;
 use crate::image::oci::Platform;
 use crate::image::{ImageTarget, Location, RegistrySettings};
-use crate::key::Recipe;
-use crate::layer::Compression;
+use crate::key::{self, BaseKey, KeyError, KeySpec, Recipe};
+use crate::pack::layer::Compression;
 
-/// Rebuild and push the base image only when its dependency manifests change.
-#[derive(Debug, Parser)]
-#[command(name = "cachectl", version)]
-pub struct Cli {
-    /// Project configuration file; its folder is the project root.
-    #[arg(
-        long,
-        env = "CACHECTL_CONFIG",
-        default_value = "cachectl.toml",
-        global = true
-    )]
-    pub config: PathBuf,
-
-    /// Cache server URL (overrides `cache` in the file).
-    #[arg(long, env = "CACHECTL_CACHE", global = true)]
-    pub cache: Option<String>,
-
-    /// Token for the cache server (`cache-server token create --scope write`);
-    /// sent as a bearer token, never printed.
-    #[arg(
-        long,
-        env = "CACHECTL_CACHE_TOKEN",
-        global = true,
-        hide_env_values = true
-    )]
-    pub cache_token: Option<String>,
-
-    /// PEM file of CA certificates to trust for an `https://` cache server
-    /// (a private CA or the server's self-signed certificate), besides the
-    /// system's.
-    #[arg(long, env = "CACHECTL_CACERT", global = true)]
-    pub cacert: Option<PathBuf>,
-
-    /// Folder of local records when no cache server is configured.
-    #[arg(long, env = "CACHECTL_CACHE_DIR", global = true)]
-    pub cache_dir: Option<PathBuf>,
-
-    /// Fail (exit 3) when the cache is unreachable instead of going on without it.
-    #[arg(long, env = "CACHECTL_REQUIRE_CACHE", global = true)]
-    pub require_cache: bool,
-
-    /// Registry username (else ~/.docker/config.json and credential helpers).
-    #[arg(long, env = "CACHECTL_REGISTRY_USER", global = true)]
-    pub registry_user: Option<String>,
-
-    /// Registry password.
-    #[arg(
-        long,
-        env = "CACHECTL_REGISTRY_PASSWORD",
-        global = true,
-        hide_env_values = true
-    )]
-    pub registry_password: Option<String>,
-
-    /// Registries (host[:port]) to speak plain HTTP to; loopback ones always are.
-    #[arg(
-        long,
-        env = "CACHECTL_INSECURE_REGISTRY",
-        value_delimiter = ',',
-        global = true
-    )]
-    pub insecure_registry: Vec<String>,
-
-    /// Machine-readable JSON on stdout.
-    #[arg(long, global = true)]
-    pub json: bool,
-
-    #[allow(missing_docs)] // clap would turn a doc comment into help text
-    #[command(flatten)]
-    pub base: BaseFlags,
-
-    #[allow(missing_docs)]
-    #[command(subcommand)]
-    pub command: Command,
-}
-
-/// `[base]` fields as flags.
-#[derive(Debug, Args)]
-pub struct BaseFlags {
-    /// Base image repository, or oci:DIR[:NAME] for a local OCI layout.
-    #[arg(long, env = "CACHECTL_BASE_IMAGE", global = true)]
-    pub image: Option<String>,
-    /// Manifest glob (repeatable; replaces the file's list).
-    #[arg(
-        long = "manifest",
-        env = "CACHECTL_BASE_MANIFESTS",
-        value_delimiter = ',',
-        global = true
-    )]
+/// Everything `ensure-base` needs, resolved from config, flags and env.
+#[derive(Debug, Clone)]
+pub struct BaseSettings {
+    /// Project root.
+    pub root: PathBuf,
+    /// Where the base goes.
+    pub image: ImageTarget,
+    /// Manifest glob patterns.
     pub manifests: Vec<String>,
-    /// native, docker, buildah or podman.
-    #[arg(long, env = "CACHECTL_BASE_BUILDER", global = true)]
-    pub builder: Option<String>,
-    /// Dockerfile of the base (docker, buildah, podman).
-    #[arg(long, env = "CACHECTL_BASE_DOCKERFILE", global = true)]
-    pub dockerfile: Option<String>,
-    /// Image the native builder starts from.
-    #[arg(long, env = "CACHECTL_BASE_FROM", global = true)]
-    pub from: Option<String>,
-    /// Native install command; {out} is the folder that becomes the layer.
-    #[arg(long, env = "CACHECTL_BASE_INSTALL", global = true)]
-    pub install: Option<String>,
-    /// Build argument NAME=VALUE (repeatable; added to the file's).
-    #[arg(long = "build-arg", global = true)]
-    pub build_args: Vec<String>,
-    /// Target platform os/arch[/variant] [default: the host's]; `layer` also takes
-    /// `all` to put the app on every platform of an index base.
-    #[arg(long, env = "CACHECTL_BASE_PLATFORM", global = true)]
-    pub platform: Option<String>,
-    /// Moving tag pushed with every new base (e.g. latest).
-    #[arg(long, env = "CACHECTL_BASE_TAG", global = true)]
+    /// The builder.
+    pub builder: BuilderKind,
+    /// The recipe.
+    pub recipe: Recipe,
+    /// Build context of docker, buildah and podman, relative to the root.
+    pub context: PathBuf,
+    /// Build arguments.
+    pub args: BTreeMap<String, String>,
+    /// Target platform.
+    pub platform: Platform,
+    /// Optional moving tag.
     pub tag: Option<String>,
 }
 
-/// `[app]` fields as flags.
-#[derive(Debug, Args)]
-pub struct AppFlags {
-    /// Target repository[:tag] of the app image.
-    #[arg(long = "app-image", env = "CACHECTL_APP_IMAGE")]
-    pub image: Option<String>,
-    /// Folder packed as the app layer [default: the project root].
-    #[arg(long, env = "CACHECTL_APP_CONTEXT")]
-    pub context: Option<String>,
-    /// Where the app goes in the image [default: /app].
-    #[arg(long, env = "CACHECTL_APP_DEST")]
-    pub dest: Option<String>,
-    /// Pattern left out of the layer (repeatable; added to .dockerignore and the file's).
-    #[arg(long)]
+impl BaseSettings {
+    /// Computes the key of the current inputs.
+    pub fn key(&self) -> Result<BaseKey, KeyError> {
+        let platform = self.platform.to_string();
+        key::compute(&KeySpec {
+            root: &self.root,
+            manifests: &self.manifests,
+            recipe: &self.recipe,
+            args: &self.args,
+            platform: &platform,
+        })
+    }
+}
+
+/// What goes into the app layer and its config.
+#[derive(Debug, Clone)]
+pub struct AppSettings {
+    /// Where the app image goes: `repository[:tag]` or `oci:DIR[:NAME]`.
+    pub image: Location,
+    /// Folder packed as the layer.
+    pub context: PathBuf,
+    /// Absolute folder in the image.
+    pub dest: String,
+    /// Patterns left out, on top of `.dockerignore`.
     pub exclude: Vec<String>,
-    /// Command, one argument per flag (replaces the file's).
-    #[arg(long = "cmd")]
-    pub cmd: Vec<String>,
-    /// Entrypoint, one argument per flag (replaces the file's).
-    #[arg(long = "entrypoint")]
-    pub entrypoint: Vec<String>,
-    /// Environment NAME=VALUE (repeatable; merged over the file's).
-    #[arg(long = "env")]
-    pub env: Vec<String>,
-    /// Working directory.
-    #[arg(long, env = "CACHECTL_APP_WORKDIR")]
+    /// Command, if set.
+    pub cmd: Option<Vec<String>>,
+    /// Entrypoint, if set.
+    pub entrypoint: Option<Vec<String>>,
+    /// Environment merged over the base's.
+    pub env: BTreeMap<String, String>,
+    /// Working directory, if set.
     pub workdir: Option<String>,
-    /// User.
-    #[arg(long, env = "CACHECTL_APP_USER")]
+    /// User, if set.
     pub user: Option<String>,
-    /// Label NAME=VALUE (repeatable; merged over the file's).
-    #[arg(long = "label")]
-    pub labels: Vec<String>,
-    /// Layer compression: gzip or zstd (zstd needs an OCI base).
-    #[arg(long, env = "CACHECTL_APP_COMPRESSION")]
-    pub compression: Option<String>,
-    /// Compression level (gzip 0-9, default 1; zstd 1-22, default 3).
-    #[arg(long, env = "CACHECTL_APP_COMPRESSION_LEVEL")]
-    pub compression_level: Option<i32>,
-}
-
-/// The commands.
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Print the base key and the inputs it is computed from.
-    Hash {
-        /// Also say what changed since the last recorded base of the image.
-        #[arg(long)]
-        explain: bool,
-    },
-    /// Put the app folder on a base image as one layer and push it.
-    Layer {
-        /// The base image reference (repository@digest or repository:tag).
-        #[arg(long)]
-        base: String,
-        #[allow(missing_docs)]
-        #[command(flatten)]
-        app: AppFlags,
-    },
-    /// ensure-base, then layer on the base it printed.
-    Build {
-        /// Build and push the base even when one exists.
-        #[arg(long)]
-        force: bool,
-        /// How long to wait for another job building the same base.
-        #[arg(long, env = "CACHECTL_WAIT", default_value = "30m", value_parser = humantime::parse_duration)]
-        wait: std::time::Duration,
-        #[allow(missing_docs)]
-        #[command(flatten)]
-        app: AppFlags,
-    },
-    /// Measure the deploy step of this project: cold, app change, no change.
-    Bench {
-        /// Runs per scenario.
-        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
-        runs: u32,
-        /// Keep the images pushed under the cachectl-bench tag.
-        #[arg(long)]
-        keep: bool,
-        /// Also draw the phases as stacked bars per scenario into this SVG file.
-        #[arg(long)]
-        plot: Option<PathBuf>,
-        #[allow(missing_docs)]
-        #[command(flatten)]
-        app: AppFlags,
-    },
-    /// Content-addressed folder caches for CI (node_modules, .venv, target/):
-    /// only the files the server lacks are uploaded or downloaded.
-    Cache {
-        /// save or restore.
-        #[command(subcommand)]
-        action: CacheCommand,
-    },
-    /// Print the base image for the current inputs, building it on a miss.
-    EnsureBase {
-        /// Build and push even when a base exists.
-        #[arg(long)]
-        force: bool,
-        /// How long to wait for another job building the same base (e.g. 90s, 30m).
-        #[arg(long, env = "CACHECTL_WAIT", default_value = "30m", value_parser = humantime::parse_duration)]
-        wait: std::time::Duration,
-    },
-}
-
-/// `cachectl cache` subcommands.
-#[derive(Debug, Subcommand)]
-pub enum CacheCommand {
-    /// Upload the folder's files the server lacks and record the folder
-    /// under the key (and as the newest of --name).
-    Save(FolderFlags),
-    /// Restore the folder: the exact key, else the newest save of --name
-    /// (a partial hit), downloading only what is not already there.
-    Restore(FolderFlags),
-}
-
-/// What a folder cache is.
-#[derive(Debug, Clone, Args)]
-pub struct FolderFlags {
-    /// The cache's name, e.g. npm; also what a partial restore falls back on.
-    #[arg(long)]
-    pub name: String,
-    /// Files whose content decides the key (repeatable or comma-separated).
-    #[arg(long = "key-files", value_delimiter = ',', required = true)]
-    pub key_files: Vec<PathBuf>,
-    /// The folder to save or restore.
-    #[arg(long)]
-    pub path: PathBuf,
-    /// Leave out what this pattern matches when saving (repeatable).
-    #[arg(long = "exclude")]
-    pub excludes: Vec<String>,
-    /// Extra text in the key, e.g. a tool version.
-    #[arg(long, default_value = "")]
-    pub key_extra: String,
+    /// Labels merged over the base's.
+    pub labels: BTreeMap<String, String>,
+    /// Platform picked from a multi-platform base.
+    pub platform: Platform,
+    /// Layer compression.
+    pub compression: Compression,
+    /// With an image index as base: put the app on every platform's image
+    /// and push a new index (`--platform all`).
+    pub all_platforms: bool,
+    /// Folder of the stat caches that let an unchanged context be
+    /// recognised without reading its files; `None` reads them all.
+    pub tree_cache: Option<PathBuf>,
 }
 
 fn field(path: &str, field: &'static str, message: impl Into<String>) -> ConfigError {
@@ -391,9 +211,7 @@ impl Cli {
 
     /// Reads the configuration file (required when named explicitly).
     pub fn load_file(&self) -> Result<ConfigFile, ConfigError> {
-        let explicit = std::env::args_os().any(|arg| arg == "--config")
-            || std::env::var_os("CACHECTL_CONFIG").is_some();
-        config::load(&self.config, explicit)
+        config::load(&self.config, self.config_named)
     }
 
     /// The cache server URL, if any.

@@ -6,7 +6,7 @@ use std::time::Duration;
 use cache_proto::Key;
 use cache_proto::body::{Lease, LeaseRequest};
 
-use crate::record::RecordError;
+use super::{CacheClient, ClientError};
 
 /// How long a lease lasts unless renewed; the builder renews it every third
 /// of that, so a crashed builder blocks the others for at most this long.
@@ -24,8 +24,7 @@ pub enum Acquired {
 /// A lease client for one run.
 #[derive(Debug, Clone)]
 pub struct Leases {
-    url: String,
-    client: reqwest::Client,
+    client: CacheClient,
     holder: String,
 }
 
@@ -45,10 +44,9 @@ fn holder_id() -> String {
 }
 
 impl Leases {
-    /// Leases on the cache server at `url`, with `client`.
-    pub fn new(url: &str, client: reqwest::Client) -> Self {
+    /// Leases on the cache server `client` talks to.
+    pub fn new(client: CacheClient) -> Self {
         Self {
-            url: url.to_owned(),
             client,
             holder: holder_id(),
         }
@@ -59,45 +57,39 @@ impl Leases {
         &self.holder
     }
 
-    fn unreachable(&self, message: String) -> RecordError {
-        RecordError::Unreachable {
-            url: self.url.clone(),
-            message,
-        }
-    }
-
     /// Asks for (or renews) the lease on `key`.
-    pub async fn acquire(&self, key: &Key) -> Result<Acquired, RecordError> {
+    pub async fn acquire(&self, key: &Key) -> Result<Acquired, ClientError> {
         let request = LeaseRequest {
             holder: self.holder.clone(),
             ttl_seconds: TTL.as_secs(),
         };
         let response = self
             .client
-            .post(format!("{}{}", self.url, cache_proto::routes::lease(key)))
+            .request(reqwest::Method::POST, &cache_proto::routes::lease(key))
             .json(&request)
             .send()
             .await
-            .map_err(|e| self.unreachable(e.without_url().to_string()))?;
+            .map_err(|e| self.client.unreachable(e.without_url()))?;
         match response.status() {
             reqwest::StatusCode::CREATED => Ok(Acquired::Granted),
             reqwest::StatusCode::CONFLICT => {
                 let lease = response
                     .json::<Lease>()
                     .await
-                    .map_err(|e| self.unreachable(e.without_url().to_string()))?;
+                    .map_err(|e| self.client.unreachable(e.without_url()))?;
                 Ok(Acquired::Held(lease))
             }
-            status => Err(self.unreachable(format!("lease request answered {status}"))),
+            status => Err(self
+                .client
+                .unreachable(format!("lease request answered {status}"))),
         }
     }
 
     /// Gives the lease on `key` back (best effort).
     pub async fn release(&self, key: &Key) {
-        let address = format!("{}{}", self.url, cache_proto::routes::lease(key));
         let result = self
             .client
-            .delete(address)
+            .request(reqwest::Method::DELETE, &cache_proto::routes::lease(key))
             .query(&[("holder", &self.holder)])
             .send()
             .await;

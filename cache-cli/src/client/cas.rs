@@ -10,8 +10,9 @@ use cache_proto::{Digest, batch};
 use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
 
-use super::restore::ContentStore;
-use crate::record::{RecordError, RecordStore};
+use super::records::RecordStore;
+use super::{CacheClient, ClientError};
+use crate::folder::restore::ContentStore;
 
 /// Digests asked about per `missing` request (the server takes 4 MiB).
 const MISSING_CHUNK: usize = 10_000;
@@ -22,71 +23,54 @@ const TRANSFER_TIMEOUT: Duration = Duration::from_secs(900);
 
 /// A cache server's CAS.
 #[derive(Debug, Clone)]
-pub struct Remote {
-    url: String,
-    client: reqwest::Client,
+pub struct Cas {
+    client: CacheClient,
 }
 
-fn unreachable(url: &str, message: impl std::fmt::Display) -> RecordError {
-    RecordError::Unreachable {
-        url: url.to_owned(),
-        message: message.to_string(),
+impl Cas {
+    /// The CAS of the server `client` talks to.
+    pub fn new(client: CacheClient) -> Self {
+        Self { client }
     }
-}
 
-impl Remote {
     /// The CAS of the server `records` live on; `None` for local records.
     pub fn of(records: &RecordStore) -> Option<Self> {
-        match records {
-            RecordStore::Server { url, client } => Some(Self {
-                url: url.clone(),
-                client: client.clone(),
-            }),
-            RecordStore::Local { .. } => None,
-        }
+        records.client().cloned().map(Self::new)
     }
 
-    /// Sends `request`; a success is the response, a `404` is `None`
-    /// (when `absent_ok`), anything else an error naming `what`.
+    fn unreachable(&self, message: impl std::fmt::Display) -> ClientError {
+        self.client.unreachable(message)
+    }
+
     async fn send(
         &self,
         request: reqwest::RequestBuilder,
         what: &str,
         absent_ok: bool,
-    ) -> Result<Option<reqwest::Response>, RecordError> {
-        let response = request
-            .send()
-            .await
-            .map_err(|e| unreachable(&self.url, e.without_url()))?;
-        match response.status() {
-            status if status.is_success() => Ok(Some(response)),
-            reqwest::StatusCode::NOT_FOUND if absent_ok => Ok(None),
-            status => Err(unreachable(&self.url, format!("{what} answered {status}"))),
-        }
+    ) -> Result<Option<reqwest::Response>, ClientError> {
+        self.client.send(request, what, absent_ok).await
     }
 
-    /// Sends `request`, which must succeed.
     async fn send_ok(
         &self,
         request: reqwest::RequestBuilder,
         what: &str,
-    ) -> Result<reqwest::Response, RecordError> {
-        self.send(request, what, false)
-            .await?
-            .ok_or_else(|| unreachable(&self.url, format!("{what} answered 404")))
+    ) -> Result<reqwest::Response, ClientError> {
+        self.client.send_ok(request, what).await
     }
 
-    fn blob_url(&self, digest: &Digest) -> String {
-        format!("{}{}", self.url, cache_proto::routes::cas(digest))
+    fn blob(&self, method: reqwest::Method, digest: &Digest) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, &cache_proto::routes::cas(digest))
     }
 
     /// The digests of `wanted` the server lacks, in order.
-    pub async fn missing(&self, wanted: &[Digest]) -> Result<Vec<Digest>, RecordError> {
+    pub async fn missing(&self, wanted: &[Digest]) -> Result<Vec<Digest>, ClientError> {
         let mut missing = Vec::new();
         for chunk in wanted.chunks(MISSING_CHUNK) {
             let request = self
                 .client
-                .post(format!("{}{}", self.url, cache_proto::routes::CAS_MISSING))
+                .request(reqwest::Method::POST, cache_proto::routes::CAS_MISSING)
                 .json(&MissingRequest {
                     digests: chunk.to_vec(),
                 });
@@ -94,7 +78,7 @@ impl Remote {
             let answer: MissingResponse = response
                 .json()
                 .await
-                .map_err(|e| unreachable(&self.url, e.without_url()))?;
+                .map_err(|e| self.unreachable(e.without_url()))?;
             missing.extend(answer.missing);
         }
         Ok(missing)
@@ -106,14 +90,13 @@ impl Remote {
         digest: &Digest,
         size: u64,
         path: &Path,
-    ) -> Result<u64, RecordError> {
-        let local = |e: std::io::Error| RecordError::Local {
+    ) -> Result<u64, ClientError> {
+        let local = |e: std::io::Error| ClientError::Local {
             path: path.display().to_string(),
             source: e,
         };
         let request = self
-            .client
-            .put(self.blob_url(digest))
+            .blob(reqwest::Method::PUT, digest)
             .timeout(TRANSFER_TIMEOUT);
         let (request, sent) = if size <= IN_MEMORY {
             let content = tokio::fs::read(path).await.map_err(local)?;
@@ -157,10 +140,20 @@ impl Remote {
         &self,
         digest: &Digest,
         store: &ContentStore,
-    ) -> Result<Option<u64>, RecordError> {
+    ) -> Result<Option<u64>, ClientError> {
+        self.download_to(digest, &store.path(digest)).await
+    }
+
+    /// Downloads `digest` into the file `target` (replaced atomically, and
+    /// only once the content is verified); returns the bytes received, or
+    /// `None` when the server does not have it.
+    pub async fn download_to(
+        &self,
+        digest: &Digest,
+        target: &Path,
+    ) -> Result<Option<u64>, ClientError> {
         let request = self
-            .client
-            .get(self.blob_url(digest))
+            .blob(reqwest::Method::GET, digest)
             .header("accept-encoding", "zstd")
             .timeout(TRANSFER_TIMEOUT);
         let what = format!("download of {digest}");
@@ -168,9 +161,11 @@ impl Remote {
             return Ok(None);
         };
         let compressed = is_zstd(&response);
-        let target = store.path(digest);
-        let folder = target.parent().map(Path::to_owned).unwrap_or_default();
-        let local = |e: std::io::Error| RecordError::Local {
+        let folder = match target.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent.to_owned(),
+            _ => PathBuf::from("."),
+        };
+        let local = |e: std::io::Error| ClientError::Local {
             path: target.display().to_string(),
             source: e,
         };
@@ -181,7 +176,7 @@ impl Remote {
         let mut received = 0u64;
         let mut body = response.bytes_stream();
         while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| unreachable(&self.url, e.without_url()))?;
+            let chunk = chunk.map_err(|e| self.unreachable(e.without_url()))?;
             received += chunk.len() as u64;
             file.write_all(&chunk).await.map_err(local)?;
         }
@@ -212,18 +207,15 @@ impl Remote {
         .map_err(|e| local(std::io::Error::other(e)))?
         .map_err(local)?;
         if !verified {
-            return Err(unreachable(
-                &self.url,
-                format!("blob {digest} came back with other content"),
-            ));
+            return Err(self.unreachable(format!("blob {digest} came back with other content")));
         }
-        staged_path.persist(&target).map_err(|e| local(e.error))?;
+        staged_path.persist(target).map_err(|e| local(e.error))?;
         Ok(Some(received))
     }
 
     /// Uploads small files in one batch request (zstd over the whole
     /// batch); returns the bytes sent.
-    pub async fn upload_batch(&self, items: &[(Digest, PathBuf)]) -> Result<u64, RecordError> {
+    pub async fn upload_batch(&self, items: &[(Digest, PathBuf)]) -> Result<u64, ClientError> {
         let items = items.to_vec();
         let body = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
             let mut body = Vec::new();
@@ -234,15 +226,15 @@ impl Remote {
             zstd::bulk::compress(&body, 3)
         })
         .await
-        .map_err(|e| unreachable(&self.url, e))?
-        .map_err(|e| RecordError::Local {
+        .map_err(|e| self.unreachable(e))?
+        .map_err(|e| ClientError::Local {
             path: "batch".into(),
             source: e,
         })?;
         let sent = body.len() as u64;
         let request = self
             .client
-            .post(format!("{}{}", self.url, cache_proto::routes::CAS_BATCH))
+            .request(reqwest::Method::POST, cache_proto::routes::CAS_BATCH)
             .header("content-encoding", "zstd")
             .body(body)
             .timeout(TRANSFER_TIMEOUT);
@@ -256,14 +248,10 @@ impl Remote {
     pub async fn download_batch(
         &self,
         digests: &[Digest],
-    ) -> Result<(Vec<(Digest, Vec<u8>)>, u64), RecordError> {
+    ) -> Result<(Vec<(Digest, Vec<u8>)>, u64), ClientError> {
         let request = self
             .client
-            .post(format!(
-                "{}{}",
-                self.url,
-                cache_proto::routes::CAS_BATCH_GET
-            ))
+            .request(reqwest::Method::POST, cache_proto::routes::CAS_BATCH_GET)
             .header("accept-encoding", "zstd")
             .json(&MissingRequest {
                 digests: digests.to_vec(),
@@ -274,24 +262,24 @@ impl Remote {
         let wire = response
             .bytes()
             .await
-            .map_err(|e| unreachable(&self.url, e.without_url()))?;
+            .map_err(|e| self.unreachable(e.without_url()))?;
         let received = wire.len() as u64;
-        let url = self.url.clone();
-        tokio::task::spawn_blocking(move || -> Result<Vec<(Digest, Vec<u8>)>, RecordError> {
+        let client = self.client.clone();
+        tokio::task::spawn_blocking(move || -> Result<Vec<(Digest, Vec<u8>)>, ClientError> {
             let plain = if compressed {
                 let decoder = zstd::stream::read::Decoder::new(&wire[..])
-                    .map_err(|e| unreachable(&url, e))?;
+                    .map_err(|e| client.unreachable(e))?;
                 let mut plain = Vec::new();
                 std::io::Read::read_to_end(
                     &mut std::io::Read::take(decoder, batch::MAX_BODY + 1),
                     &mut plain,
                 )
-                .map_err(|e| unreachable(&url, e))?;
+                .map_err(|e| client.unreachable(e))?;
                 plain
             } else {
                 wire.to_vec()
             };
-            let records = batch::parse(&plain).map_err(|e| unreachable(&url, e))?;
+            let records = batch::parse(&plain).map_err(|e| client.unreachable(e))?;
             Ok(records
                 .into_iter()
                 .filter(|(digest, content)| Digest::of(content) == *digest)
@@ -299,7 +287,7 @@ impl Remote {
                 .collect())
         })
         .await
-        .map_err(|e| unreachable(&self.url, e))?
+        .map_err(|e| self.unreachable(e))?
         .map(|records| (records, received))
     }
 }

@@ -6,8 +6,7 @@ use std::collections::BTreeMap;
 
 use cache_proto::body::DeployEvent;
 
-use crate::app::LayerReport;
-use crate::ensure::EnsureReport;
+use super::outcome::{EnsureReport, LayerReport};
 
 fn phases(pairs: &[(&str, f64)]) -> BTreeMap<String, f64> {
     pairs

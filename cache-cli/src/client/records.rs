@@ -13,6 +13,9 @@ use cache_proto::Key;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use super::ClientError;
+use super::leases::Leases;
+use crate::client::CacheClient;
 use crate::key::Input;
 
 /// What is recorded for a built base.
@@ -42,51 +45,11 @@ pub fn latest_key(image: &str) -> Key {
     Key::from_bytes(*hasher.finalize().as_bytes())
 }
 
-/// Why the record store failed.
-#[derive(Debug, thiserror::Error)]
-pub enum RecordError {
-    /// The cache server could not be reached or answered an error.
-    #[error("cache server {url}: {message}")]
-    Unreachable {
-        /// The server.
-        url: String,
-        /// What happened.
-        message: String,
-    },
-    /// A local record file could not be read or written.
-    #[error("local record store {path}: {source}")]
-    Local {
-        /// The file.
-        path: String,
-        /// Why.
-        source: std::io::Error,
-    },
-}
-
-/// How a non-success answer is worded.
-fn refusal(status: reqwest::StatusCode) -> String {
-    match status {
-        reqwest::StatusCode::UNAUTHORIZED => {
-            "refused the request: set a token with --cache-token / CACHECTL_CACHE_TOKEN (401)"
-                .into()
-        }
-        reqwest::StatusCode::FORBIDDEN => {
-            "refused the request: the token's scope does not allow it (403)".into()
-        }
-        status => format!("answered {status}"),
-    }
-}
-
 /// Where records live.
 #[derive(Debug, Clone)]
 pub enum RecordStore {
     /// A cache server's action cache.
-    Server {
-        /// Base URL.
-        url: String,
-        /// HTTP client with short timeouts.
-        client: reqwest::Client,
-    },
+    Server(CacheClient),
     /// JSON files in a folder.
     Local {
         /// The folder.
@@ -95,29 +58,16 @@ pub enum RecordStore {
 }
 
 impl RecordStore {
-    /// Records on a cache server at `url`, sending `token` (if any) as a
-    /// bearer token on every request, and trusting `extra_roots` (a private
-    /// CA or a self-signed server certificate) besides the system's CAs.
-    pub fn server(url: &str, token: Option<&str>, extra_roots: Vec<reqwest::Certificate>) -> Self {
-        let mut headers = reqwest::header::HeaderMap::new();
-        if let Some(mut value) = token.and_then(|token| {
-            reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")).ok()
-        }) {
-            // Kept out of debug output.
-            value.set_sensitive(true);
-            headers.insert(reqwest::header::AUTHORIZATION, value);
-        }
-        let client = reqwest::Client::builder()
-            .tls_certs_merge(extra_roots)
-            .default_headers(headers)
-            .connect_timeout(Duration::from_secs(3))
-            .timeout(Duration::from_secs(10))
-            .no_proxy()
-            .build()
-            .unwrap_or_else(|_| reqwest::Client::new());
-        Self::Server {
-            url: url.trim_end_matches('/').to_owned(),
-            client,
+    /// Records on the cache server `client` talks to.
+    pub fn server(client: CacheClient) -> Self {
+        Self::Server(client)
+    }
+
+    /// The cache server, when records live on one.
+    pub fn client(&self) -> Option<&CacheClient> {
+        match self {
+            Self::Server(client) => Some(client),
+            Self::Local { .. } => None,
         }
     }
 
@@ -130,7 +80,7 @@ impl RecordStore {
     /// bounded to two seconds, and a failure is only a debug log line.
     /// Records kept locally have no history.
     pub async fn report_event(&self, event: &cache_proto::body::DeployEvent) {
-        let Self::Server { url, client } = self else {
+        let Self::Server(client) = self else {
             return;
         };
         // `cachectl bench` runs are not deploys.
@@ -138,7 +88,7 @@ impl RecordStore {
             return;
         }
         let sent = client
-            .post(format!("{url}{}", cache_proto::routes::EVENTS))
+            .request(reqwest::Method::POST, cache_proto::routes::EVENTS)
             .timeout(Duration::from_secs(2))
             .json(event)
             .send()
@@ -151,17 +101,14 @@ impl RecordStore {
     }
 
     /// Build leases, when the records live on a cache server.
-    pub fn leases(&self) -> Option<crate::lease::Leases> {
-        match self {
-            Self::Server { url, client } => Some(crate::lease::Leases::new(url, client.clone())),
-            Self::Local { .. } => None,
-        }
+    pub fn leases(&self) -> Option<Leases> {
+        self.client().cloned().map(Leases::new)
     }
 
     /// A short description for messages.
     pub fn describe(&self) -> String {
         match self {
-            Self::Server { url, .. } => format!("cache server {url}"),
+            Self::Server(client) => format!("cache server {}", client.url()),
             Self::Local { folder } => format!("local records in {}", folder.display()),
         }
     }
@@ -169,28 +116,18 @@ impl RecordStore {
     /// The record under `key`, if any (a [`BaseRecord`], or another record
     /// type such as the app layer's). A record that does not parse is
     /// treated as absent (and rewritten by the next build).
-    pub async fn get<T: DeserializeOwned>(&self, key: &Key) -> Result<Option<T>, RecordError> {
+    pub async fn get<T: DeserializeOwned>(&self, key: &Key) -> Result<Option<T>, ClientError> {
         let bytes = match self {
-            Self::Server { url, client } => {
-                let address = format!("{url}{}", cache_proto::routes::ac(key));
-                let unreachable = |message: String| RecordError::Unreachable {
-                    url: url.clone(),
-                    message,
+            Self::Server(client) => {
+                let request = client.request(reqwest::Method::GET, &cache_proto::routes::ac(key));
+                let Some(response) = client.send(request, "", true).await? else {
+                    return Ok(None);
                 };
-                let response = client
-                    .get(&address)
-                    .send()
+                response
+                    .bytes()
                     .await
-                    .map_err(|e| unreachable(e.without_url().to_string()))?;
-                match response.status() {
-                    reqwest::StatusCode::NOT_FOUND => return Ok(None),
-                    status if status.is_success() => response
-                        .bytes()
-                        .await
-                        .map_err(|e| unreachable(e.without_url().to_string()))?
-                        .to_vec(),
-                    status => return Err(unreachable(refusal(status))),
-                }
+                    .map_err(|e| client.unreachable(e.without_url()))?
+                    .to_vec()
             }
             Self::Local { folder } => {
                 let path = folder.join(format!("{key}.json"));
@@ -198,7 +135,7 @@ impl RecordStore {
                     Ok(bytes) => bytes,
                     Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
                     Err(source) => {
-                        return Err(RecordError::Local {
+                        return Err(ClientError::Local {
                             path: path.display().to_string(),
                             source,
                         });
@@ -210,31 +147,19 @@ impl RecordStore {
     }
 
     /// Writes `record` under `key` (replacing what was there).
-    pub async fn put<T: Serialize>(&self, key: &Key, record: &T) -> Result<(), RecordError> {
+    pub async fn put<T: Serialize>(&self, key: &Key, record: &T) -> Result<(), ClientError> {
         let body = serde_json::to_vec_pretty(record).unwrap_or_default();
         match self {
-            Self::Server { url, client } => {
-                let address = format!("{url}{}", cache_proto::routes::ac(key));
-                let response = client
-                    .put(&address)
+            Self::Server(client) => {
+                let request = client
+                    .request(reqwest::Method::PUT, &cache_proto::routes::ac(key))
                     .header(reqwest::header::CONTENT_TYPE, "application/json")
-                    .body(body)
-                    .send()
-                    .await
-                    .map_err(|e| RecordError::Unreachable {
-                        url: url.clone(),
-                        message: e.without_url().to_string(),
-                    })?;
-                if !response.status().is_success() {
-                    return Err(RecordError::Unreachable {
-                        url: url.clone(),
-                        message: refusal(response.status()),
-                    });
-                }
+                    .body(body);
+                client.send_ok(request, "").await?;
                 Ok(())
             }
             Self::Local { folder } => {
-                let local = |source| RecordError::Local {
+                let local = |source| ClientError::Local {
                     path: folder.display().to_string(),
                     source,
                 };
@@ -276,8 +201,8 @@ mod tests {
 
     #[tokio::test]
     async fn an_unreachable_server_is_an_error_not_a_miss() {
-        let store = RecordStore::server("http://127.0.0.1:9", None, Vec::new());
+        let store = RecordStore::server(CacheClient::new("http://127.0.0.1:9", None, Vec::new()));
         let error = store.get::<BaseRecord>(&latest_key("x")).await.unwrap_err();
-        assert!(matches!(error, RecordError::Unreachable { .. }), "{error}");
+        assert!(matches!(error, ClientError::Unreachable { .. }), "{error}");
     }
 }

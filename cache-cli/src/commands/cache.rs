@@ -8,13 +8,20 @@ use cache_proto::{Digest, Key, batch};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
-use super::manifest::TreeManifest;
-use super::remote::Remote;
-use super::restore::{self, ContentStore, RestoreError};
-use super::scan;
-use crate::exclude::Excludes;
-use crate::progress::Progress;
-use crate::record::{RecordError, RecordStore};
+use super::{Failure, records_for};
+use crate::cli::config::ConfigFile;
+use crate::cli::{CacheCommand, Cli};
+use crate::client::ClientError;
+use crate::client::cas::Cas;
+use crate::client::records::RecordStore;
+use crate::folder::manifest::TreeManifest;
+use crate::folder::restore::{self, ContentStore, RestoreError};
+use crate::folder::scan;
+use crate::image::oci::Platform;
+use crate::pack::exclude::Excludes;
+use crate::report::outcome::{Hit, RestoreReport, SaveReport};
+use crate::report::output;
+use crate::report::progress::Progress;
 
 /// Transfers in flight at once.
 const PARALLEL_TRANSFERS: usize = 16;
@@ -44,7 +51,7 @@ pub enum FolderError {
     Usage(String),
     /// The cache server failed or could not be reached.
     #[error(transparent)]
-    Cache(#[from] RecordError),
+    Cache(#[from] ClientError),
     /// Reading the folder failed.
     #[error("reading {path}: {source}")]
     Read {
@@ -108,36 +115,13 @@ pub fn latest_key(name: &str, platform: &str) -> Key {
     Key::from_bytes(*hasher.finalize().as_bytes())
 }
 
-/// The result of a save.
-#[derive(Debug, Clone, Serialize)]
-pub struct SaveReport {
-    /// The cache's name.
-    pub name: String,
-    /// The exact key.
-    pub key: String,
-    /// The manifest's digest.
-    pub manifest: String,
-    /// Files in the folder.
-    pub files: u64,
-    /// Their bytes.
-    pub bytes: u64,
-    /// Distinct contents the server lacked and got.
-    pub uploaded_files: u64,
-    /// Bytes sent for them (compressed where it paid), manifest included.
-    pub uploaded_bytes: u64,
-    /// Distinct contents the server already had.
-    pub skipped_files: u64,
-    /// Wall time.
-    pub seconds: f64,
-}
-
 /// Saves `settings.path` under its key: uploads only the contents the
 /// server lacks, then the manifest, then points the key (and the name's
 /// newest entry) at it.
 pub async fn save(
     settings: &FolderSettings,
     records: &RecordStore,
-    remote: &Remote,
+    remote: &Cas,
 ) -> Result<SaveReport, FolderError> {
     let started = Instant::now();
     let progress = Progress::for_stderr();
@@ -219,7 +203,7 @@ pub async fn save(
         .manifest
         .entries
         .iter()
-        .filter(|e| matches!(e.kind, super::manifest::EntryKind::File { .. }))
+        .filter(|e| matches!(e.kind, crate::folder::manifest::EntryKind::File { .. }))
         .count() as u64;
     let record = FolderRecord {
         name: settings.name.clone(),
@@ -250,7 +234,7 @@ pub async fn save(
 
 /// Downloads `items` into `store`, several at once.
 async fn fetch_into_store(
-    remote: &Remote,
+    remote: &Cas,
     store: &ContentStore,
     items: &[(Digest, u64)],
     report: &mut RestoreReport,
@@ -333,45 +317,6 @@ fn read_error(path: &Path, source: std::io::Error) -> FolderError {
     }
 }
 
-/// How a restore matched.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Hit {
-    /// The exact key.
-    Exact,
-    /// The newest save of the same name (like `restore-keys`).
-    Partial,
-    /// Nothing to restore.
-    Miss,
-}
-
-/// The result of a restore.
-#[derive(Debug, Clone, Serialize)]
-pub struct RestoreReport {
-    /// The cache's name.
-    pub name: String,
-    /// The exact key asked for.
-    pub key: String,
-    /// How it matched.
-    pub hit: Hit,
-    /// The key restored (the exact one, or the newest of the name).
-    pub restored_key: Option<String>,
-    /// Files in the restored folder.
-    pub files: u64,
-    /// Files written.
-    pub written_files: u64,
-    /// Files already right in the target.
-    pub unchanged_files: u64,
-    /// Contents downloaded.
-    pub downloaded_files: u64,
-    /// Bytes received for them.
-    pub downloaded_bytes: u64,
-    /// Bytes of the folder not downloaded (in the target or the local store).
-    pub skipped_bytes: u64,
-    /// Wall time.
-    pub seconds: f64,
-}
-
 /// The report of a restore that found nothing (also when the cache could
 /// not be reached).
 pub fn miss_report(settings: &FolderSettings) -> RestoreReport {
@@ -398,7 +343,7 @@ pub fn miss_report(settings: &FolderSettings) -> RestoreReport {
 pub async fn restore_folder(
     settings: &FolderSettings,
     records: &RecordStore,
-    remote: &Remote,
+    remote: &Cas,
     store: &ContentStore,
 ) -> Result<RestoreReport, FolderError> {
     let started = Instant::now();
@@ -513,4 +458,62 @@ pub async fn restore_folder(
     report.skipped_bytes = manifest.file_bytes().saturating_sub(fetched);
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// `cachectl cache save|restore`. The cache is an accelerator: an
+/// unreachable server is a warning (a skipped save, a miss) unless
+/// `--require-cache`.
+pub async fn run(cli: &Cli, file: &ConfigFile, action: &CacheCommand) -> Result<(), Failure> {
+    let flags = match action {
+        CacheCommand::Save(flags) | CacheCommand::Restore(flags) => flags,
+    };
+    let records = records_for(cli, file)?;
+    let Some(remote) = Cas::of(&records) else {
+        return Err(Failure::usage(anyhow::anyhow!(
+            "cachectl cache needs a cache server: --cache URL or `cache` in cachectl.toml"
+        )));
+    };
+    let platform = match &cli.base.platform {
+        Some(text) => Platform::parse(text)
+            .map_err(|m| Failure::usage(anyhow::anyhow!("--platform: {m}")))?
+            .to_string(),
+        None => Platform::host().to_string(),
+    };
+    let settings = FolderSettings {
+        name: flags.name.clone(),
+        key_files: flags.key_files.clone(),
+        path: flags.path.clone(),
+        excludes: flags.excludes.clone(),
+        key_extra: flags.key_extra.clone(),
+        platform,
+    };
+    let failure = |error: FolderError| match error {
+        FolderError::Usage(_) => Failure::usage(error),
+        FolderError::Cache(_) if cli.require_cache => Failure::new(3, error),
+        FolderError::Cache(_) | FolderError::Read { .. } | FolderError::Restore(_) => {
+            Failure::failed(error)
+        }
+    };
+    match action {
+        CacheCommand::Save(_) => match save(&settings, &records, &remote).await {
+            Ok(report) => output::report_folder_save(&report, cli.json),
+            Err(FolderError::Cache(error)) if !cli.require_cache => {
+                eprintln!("warning: the folder was not saved: {error}");
+                Ok(())
+            }
+            Err(error) => return Err(failure(error)),
+        },
+        CacheCommand::Restore(_) => {
+            let store = ContentStore::new(cli.cachectl_dir().join("content"));
+            match restore_folder(&settings, &records, &remote, &store).await {
+                Ok(report) => output::report_folder_restore(&report, cli.json),
+                Err(FolderError::Cache(error)) if !cli.require_cache => {
+                    eprintln!("warning: nothing restored: {error}");
+                    output::report_folder_restore(&miss_report(&settings), cli.json)
+                }
+                Err(error) => return Err(failure(error)),
+            }
+        }
+    }
+    .map_err(Failure::failed)
 }

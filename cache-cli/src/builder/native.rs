@@ -13,7 +13,7 @@ use super::{BuildError, run_streaming};
 use crate::image::oci::{self, Flavor, Platform};
 use crate::image::publish::{BaseImage, NewImage};
 use crate::image::registry::{Registry, parse_reference};
-use crate::layer;
+use crate::pack::layer;
 
 /// Label holding the base key in the image config.
 pub const KEY_LABEL: &str = "dev.cachectl.base-key";

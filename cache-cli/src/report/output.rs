@@ -4,9 +4,7 @@
 
 use std::io::Write;
 
-use crate::app::LayerReport;
-use crate::ensure::EnsureReport;
-use crate::folder::run::{Hit, RestoreReport, SaveReport};
+use super::outcome::{EnsureReport, Hit, LayerReport, RestoreReport, SaveReport};
 
 /// The result on stdout: the JSON of `value` with `--json`, else `reference`.
 fn print_result(value: &impl serde::Serialize, reference: &str, json: bool) -> std::io::Result<()> {

@@ -3,8 +3,7 @@
 //! are never downloaded: present in the target repository, they are skipped;
 //! on the same registry, mounted; elsewhere, stream-copied.
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::Path;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -12,52 +11,23 @@ use serde_json::{Value, json};
 
 use cache_proto::Key;
 
-use crate::exclude::Excludes;
-use crate::image::oci::{self, Flavor, Platform};
+use super::{Failure, image_code, records_for, registry_for};
+use crate::cli::config::ConfigFile;
+use crate::cli::settings::AppSettings;
+use crate::cli::{AppFlags, Cli};
+use crate::client::records::RecordStore;
+use crate::image::oci::{self, Flavor};
 use crate::image::registry::{PulledManifest, Registry, Transfer};
 use crate::image::{ImageError, Location};
-use crate::layer::{self, Compression, PackOptions};
-use crate::record::RecordStore;
-use crate::tree;
+use crate::pack::exclude::Excludes;
+use crate::pack::layer::{self, Compression, PackOptions};
+use crate::pack::tree;
+use crate::report::outcome::LayerReport;
+use crate::report::{events, output};
 
 /// The label naming the base key of an image made by `cachectl build`
 /// (the same label the native builder puts on the base).
-pub use crate::build::native::KEY_LABEL as BASE_KEY_LABEL;
-
-/// What goes into the app layer and its config.
-#[derive(Debug, Clone)]
-pub struct AppSettings {
-    /// Where the app image goes: `repository[:tag]` or `oci:DIR[:NAME]`.
-    pub image: Location,
-    /// Folder packed as the layer.
-    pub context: PathBuf,
-    /// Absolute folder in the image.
-    pub dest: String,
-    /// Patterns left out, on top of `.dockerignore`.
-    pub exclude: Vec<String>,
-    /// Command, if set.
-    pub cmd: Option<Vec<String>>,
-    /// Entrypoint, if set.
-    pub entrypoint: Option<Vec<String>>,
-    /// Environment merged over the base's.
-    pub env: BTreeMap<String, String>,
-    /// Working directory, if set.
-    pub workdir: Option<String>,
-    /// User, if set.
-    pub user: Option<String>,
-    /// Labels merged over the base's.
-    pub labels: BTreeMap<String, String>,
-    /// Platform picked from a multi-platform base.
-    pub platform: Platform,
-    /// Layer compression.
-    pub compression: Compression,
-    /// With an image index as base: put the app on every platform's image
-    /// and push a new index (`--platform all`).
-    pub all_platforms: bool,
-    /// Folder of the stat caches that let an unchanged context be
-    /// recognised without reading its files; `None` reads them all.
-    pub tree_cache: Option<PathBuf>,
-}
+pub use crate::builder::native::KEY_LABEL as BASE_KEY_LABEL;
 
 /// What is remembered about a pushed app image, under its app key, so that
 /// an unchanged app is recognised without packing it.
@@ -75,37 +45,6 @@ pub struct AppRecord {
     pub layer_digest: String,
     /// Size of the app layer.
     pub layer_bytes: u64,
-}
-
-/// The outcome, as printed with `--json`.
-#[derive(Debug, Clone, Serialize)]
-pub struct LayerReport {
-    /// Whether an identical earlier push was recognised (nothing packed or uploaded).
-    pub reused: bool,
-    /// Target repository and tag (or layout and name).
-    pub image: String,
-    /// Pullable reference with digest.
-    pub reference: String,
-    /// Manifest digest.
-    pub digest: String,
-    /// The base it was put on.
-    pub base: String,
-    /// Digest of the app layer (compressed).
-    pub layer_digest: String,
-    /// Size of the app layer (compressed).
-    pub layer_bytes: u64,
-    /// Bytes uploaded to the registry (0 for an unchanged app).
-    pub uploaded_bytes: u64,
-    /// Base layers mounted from the base's repository.
-    pub mounted: usize,
-    /// Blobs the registry already had.
-    pub skipped: usize,
-    /// Seconds packing the layer.
-    pub layer_seconds: f64,
-    /// Seconds pushing.
-    pub push_seconds: f64,
-    /// Wall time.
-    pub seconds: f64,
 }
 
 /// Why `layer` failed.
@@ -668,9 +607,46 @@ pub async fn layer(
     ))
 }
 
+impl From<LayerError> for Failure {
+    fn from(error: LayerError) -> Self {
+        let code = match &error {
+            LayerError::Usage(_) => 2,
+            LayerError::Image(error) => image_code(error),
+            LayerError::Pack { .. } => 1,
+        };
+        Self::new(code, error)
+    }
+}
+
+/// The registry reference of `location`, if it is in a registry.
+pub fn registry_reference(location: &Location) -> Option<String> {
+    location.registry_host().map(|_| location.tagged())
+}
+
+/// `cachectl layer --base REF`: the app on `base`, pushed; prints the
+/// app image's reference (or its report).
+pub async fn run(cli: &Cli, file: &ConfigFile, base: &str, app: &AppFlags) -> Result<(), Failure> {
+    let settings = cli.app_settings(file, app).map_err(Failure::usage)?;
+    // Relative layout folders stay relative to the working directory.
+    let base = Location::parse(base, Path::new("")).map_err(Failure::usage)?;
+    let references = [
+        registry_reference(&base),
+        registry_reference(&settings.image),
+    ];
+    let registry = registry_for(cli, references.iter().flatten().map(String::as_str));
+    let records = records_for(cli, file)?;
+    let report = layer(&registry, Some(&records), &base, &settings).await?;
+    // The result first: the history is best effort, after it.
+    output::report_layer(&report, cli.json).map_err(Failure::failed)?;
+    records.report_event(&events::from_layer(&report)).await;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::image::oci::Platform;
+    use std::collections::BTreeMap;
 
     #[test]
     fn the_app_config_merges_over_the_base() {

@@ -1,0 +1,128 @@
+//! The subcommands, one module each, named after the command: what runs
+//! when a user types `cachectl NAME`. [`run`] dispatches; a [`Failure`]
+//! carries the exit code: 0 ok, 1 build failed, 2 usage or configuration
+//! error, 3 cache or registry unreachable (or refusing our credentials)
+//! when it is needed.
+
+pub mod bench;
+pub mod build;
+pub mod cache;
+pub mod cas;
+pub mod ensure_base;
+pub mod hash;
+pub mod layer;
+
+use crate::builder::BuildError;
+use crate::cli::config::ConfigFile;
+use crate::cli::{Cli, Command};
+use crate::client::CacheClient;
+use crate::client::records::RecordStore;
+use crate::image::registry::parse_reference;
+use crate::image::{ImageError, Registry, RegistryError};
+
+/// A failure with its exit code.
+#[derive(Debug)]
+pub struct Failure {
+    /// The exit code: 1, 2 or 3.
+    pub code: u8,
+    /// What went wrong.
+    pub error: anyhow::Error,
+}
+
+impl Failure {
+    /// `error`, exiting with `code`.
+    pub fn new(code: u8, error: impl Into<anyhow::Error>) -> Self {
+        Self {
+            code,
+            error: error.into(),
+        }
+    }
+
+    /// A usage or configuration error (exit 2).
+    pub fn usage(error: impl Into<anyhow::Error>) -> Self {
+        Self::new(2, error)
+    }
+
+    /// Any other failure (exit 1).
+    pub fn failed(error: impl Into<anyhow::Error>) -> Self {
+        Self::new(1, error)
+    }
+}
+
+/// The exit code of a registry failure: 3 when it could not be reached or
+/// refused our credentials, else 1.
+pub fn registry_code(error: &RegistryError) -> u8 {
+    match error {
+        RegistryError::Unreachable { .. } | RegistryError::Auth { .. } => 3,
+        RegistryError::Other { .. } => 1,
+    }
+}
+
+/// The exit code of an image (registry or layout) failure.
+pub fn image_code(error: &ImageError) -> u8 {
+    match error {
+        ImageError::Registry(error) => registry_code(error),
+        ImageError::Layout(_) => 1,
+    }
+}
+
+/// The exit code of a build failure.
+pub fn build_code(error: &BuildError) -> u8 {
+    match error {
+        BuildError::Registry(error) => registry_code(error),
+        _ => 1,
+    }
+}
+
+/// Runs the command `cli` names.
+pub async fn run(cli: Cli) -> Result<(), Failure> {
+    let file = cli.load_file().map_err(Failure::usage)?;
+    match &cli.command {
+        Command::EnsureBase { force, wait } => {
+            ensure_base::run(&cli, &file, ensure_base::Flags::new(*force, *wait)).await
+        }
+        Command::Layer { base, app } => layer::run(&cli, &file, base, app).await,
+        Command::Build { force, wait, app } => {
+            build::run(&cli, &file, ensure_base::Flags::new(*force, *wait), app).await
+        }
+        Command::Hash { explain } => hash::run(&cli, &file, *explain).await,
+        Command::Cache { action } => cache::run(&cli, &file, action).await,
+        Command::Cas { action } => cas::run(&cli, &file, action).await,
+        Command::Bench {
+            runs,
+            keep,
+            plot,
+            app,
+        } => {
+            let options = bench::Options {
+                runs: *runs as usize,
+                keep: *keep,
+                plot: plot.as_deref(),
+            };
+            bench::run(&cli, &file, options, app).await
+        }
+    }
+}
+
+/// Where records live for this run: the cache server, else local files.
+pub fn records_for(cli: &Cli, file: &ConfigFile) -> Result<RecordStore, Failure> {
+    Ok(match cli.cache_url(file) {
+        Some(url) => {
+            let roots = cli.extra_roots().map_err(Failure::usage)?;
+            RecordStore::server(CacheClient::new(&url, cli.cache_token.as_deref(), roots))
+        }
+        None => RecordStore::local(cli.records_dir()),
+    })
+}
+
+/// A registry session for `cli` that knows the hosts of `references`
+/// (registry references; layouts and unparsable ones are left out).
+pub fn registry_for<'a>(cli: &Cli, references: impl IntoIterator<Item = &'a str>) -> Registry {
+    let hosts: Vec<String> = references
+        .into_iter()
+        .filter_map(|reference| parse_reference(reference).ok())
+        .map(|reference| reference.registry().to_owned())
+        .collect();
+    let hosts: Vec<&str> = hosts.iter().map(String::as_str).collect();
+    Registry::new(cli.registry_settings(), &hosts)
+}
