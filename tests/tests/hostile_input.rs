@@ -273,6 +273,18 @@ async fn truncated_malformed_and_bomb_zstd_bodies_are_refused_and_bounded() {
                 .as_u16()
         }
     };
+    // 1 GiB of zeros in a few kilobytes, to be cut off at the 4 MiB limit.
+    // Made before the first request: it takes about 2 s on a slow machine,
+    // longer than the server's 2 s --idle-timeout, which would close the
+    // client's pooled connection in between (IncompleteMessage on reuse).
+    let zeros = vec![0u8; 1 << 20];
+    let mut encoder = zstd::Encoder::new(Vec::new(), 19).unwrap();
+    for _ in 0..1024 {
+        encoder.write_all(&zeros).unwrap();
+    }
+    let bomb = encoder.finish().unwrap();
+    assert!(bomb.len() < 1 << 20, "the bomb is {} bytes", bomb.len());
+
     let truncated = compressed[..compressed.len() / 2].to_vec();
     assert_eq!(zstd_put(truncated, url.clone()).await, 400);
     let mut corrupt = compressed.clone();
@@ -286,14 +298,7 @@ async fn truncated_malformed_and_bomb_zstd_bodies_are_refused_and_bounded() {
         400
     );
 
-    // 1 GiB of zeros in a few kilobytes: cut off at the 4 MiB limit.
-    let zeros = vec![0u8; 1 << 20];
-    let mut encoder = zstd::Encoder::new(Vec::new(), 19).unwrap();
-    for _ in 0..1024 {
-        encoder.write_all(&zeros).unwrap();
-    }
-    let bomb = encoder.finish().unwrap();
-    assert!(bomb.len() < 1 << 20, "the bomb is {} bytes", bomb.len());
+    // The bomb: cut off at the 4 MiB limit.
     let bomb_name = digest(b"whatever it claims");
     let started = Instant::now();
     let status = zstd_put(bomb, server.url(&format!("/v1/cas/{bomb_name}"))).await;
