@@ -82,6 +82,32 @@ context = "."
         project
     }
 
+    /// A project with `requirements.txt` and a `cachectl.toml` whose
+    /// native base `image` starts from `from` (else empty) and whose install
+    /// step appends a line to [`Project::marker`], so that tests can count
+    /// builder runs. No `[app]` section and no cache server.
+    pub fn native(image: &str, from: Option<&str>) -> Self {
+        let project = Self::new();
+        project.write("requirements.txt", "flask==3.0.3\nrequests==2.32.3\n");
+        let from = from
+            .map(|f| format!("from = \"{f}\"\n"))
+            .unwrap_or_default();
+        project.write(
+            "cachectl.toml",
+            &format!(
+                r#"[base]
+image = "{image}"
+manifests = ["requirements.txt"]
+builder = "native"
+install = "echo built >> {marker} && mkdir -p {{out}}/opt/deps && cp requirements.txt {{out}}/opt/deps/"
+platform = "linux/amd64"
+{from}"#,
+                marker = project.marker().display()
+            ),
+        );
+        project
+    }
+
     /// The project folder.
     pub fn path(&self) -> &Path {
         self.dir.path()

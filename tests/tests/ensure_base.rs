@@ -6,33 +6,9 @@ use cachectl_e2e::cachectl::Project;
 use cachectl_e2e::registry::{RegistryServer, push_busybox, skopeo_inspect, unpack};
 use cachectl_e2e::{Backend, CacheServer, S3Server, ServerOptions};
 
-/// A project whose native install step appends a line to the marker file,
-/// so the tests can count builder runs.
-fn native_project(image: &str, from: Option<&str>) -> Project {
-    let project = Project::new();
-    project.write("requirements.txt", "flask==3.0.3\nrequests==2.32.3\n");
-    let from = from
-        .map(|f| format!("from = \"{f}\"\n"))
-        .unwrap_or_default();
-    project.write(
-        "cachectl.toml",
-        &format!(
-            r#"[base]
-image = "{image}"
-manifests = ["requirements.txt"]
-builder = "native"
-install = "echo built >> {marker} && mkdir -p {{out}}/opt/deps && cp requirements.txt {{out}}/opt/deps/"
-platform = "linux/amd64"
-{from}"#,
-            marker = project.marker().display()
-        ),
-    );
-    project
-}
-
 #[test]
 fn layout_target_builds_once_then_hits_without_building() {
-    let project = native_project("oci:./build/oci:web-base", None);
+    let project = Project::native("oci:./build/oci:web-base", None);
     let first = project
         .cachectl(&["ensure-base", "--json"], &[])
         .success()
@@ -76,7 +52,7 @@ fn layout_target_builds_once_then_hits_without_building() {
 
 #[test]
 fn a_manifest_change_rebuilds_and_reverting_it_hits_again() {
-    let project = native_project("oci:./build/oci", None);
+    let project = Project::native("oci:./build/oci", None);
     let original = project
         .cachectl(&["ensure-base", "--json"], &[])
         .success()
@@ -116,7 +92,7 @@ fn native_base_on_busybox_in_a_registry_is_what_skopeo_and_umoci_see() {
     let registry = RegistryServer::start();
     let busybox = push_busybox(&registry, "library/busybox", "1");
     let image = format!("{}/acme/web-base", registry.host());
-    let project = native_project(&image, Some(&busybox));
+    let project = Project::native(&image, Some(&busybox));
 
     let built = project
         .cachectl(&["ensure-base", "--json"], &[])
@@ -171,7 +147,7 @@ fn native_base_on_busybox_in_a_registry_is_what_skopeo_and_umoci_see() {
 fn cache_server_records_bases_and_its_outage_falls_back_to_the_registry_tag() {
     let registry = RegistryServer::start();
     let image = format!("{}/acme/api-base", registry.host());
-    let project = native_project(&image, None);
+    let project = Project::native(&image, None);
     let mut server = CacheServer::local();
     let cache = server.base_url();
 
@@ -232,7 +208,7 @@ fn an_action_cache_record_of_a_deleted_image_triggers_a_rebuild() {
     let cache = server.base_url();
     let registry = RegistryServer::start();
     let image = format!("{}/acme/stale-base", registry.host());
-    let project = native_project(&image, None);
+    let project = Project::native(&image, None);
     let built = project
         .cachectl(&["ensure-base", "--json", "--cache", &cache], &[])
         .success()
@@ -269,7 +245,7 @@ fn an_action_cache_record_of_a_deleted_image_triggers_a_rebuild() {
 
 #[test]
 fn bad_configuration_exits_2_naming_the_field() {
-    let project = native_project("oci:./build/oci", None);
+    let project = Project::native("oci:./build/oci", None);
     let cases = [
         (
             "[base]\nimage = \"oci:./x\"\nmanifests = [\"requirements.txt\"]\nbuilder = 3\n",
@@ -303,7 +279,7 @@ fn bad_configuration_exits_2_naming_the_field() {
 
 #[test]
 fn a_failed_build_exits_1_with_its_last_lines_and_records_nothing() {
-    let project = native_project("oci:./build/oci", None);
+    let project = Project::native("oci:./build/oci", None);
     let failing = project.cachectl(
         &[
             "ensure-base",
@@ -336,7 +312,7 @@ fn a_failed_build_exits_1_with_its_last_lines_and_records_nothing() {
 
 #[test]
 fn an_unreachable_registry_exits_3() {
-    let project = native_project("127.0.0.1:9/acme/nowhere", None);
+    let project = Project::native("127.0.0.1:9/acme/nowhere", None);
     let run = project.cachectl(&["ensure-base"], &[]);
     assert_eq!(run.code, 3, "{}", run.stderr);
     assert!(run.stderr.contains("unreachable"), "{}", run.stderr);
@@ -344,7 +320,7 @@ fn an_unreachable_registry_exits_3() {
 
 #[test]
 fn github_outputs_are_written() {
-    let project = native_project("oci:./build/oci", None);
+    let project = Project::native("oci:./build/oci", None);
     let outputs = project.path().join("github-output");
     let summary = project.path().join("summary.md");
     let env = [
@@ -375,7 +351,7 @@ fn github_outputs_are_written() {
 fn concurrent_jobs_on_a_new_key_build_once_and_agree() {
     let registry = RegistryServer::start();
     let image = format!("{}/acme/busy-base", registry.host());
-    let project = native_project(&image, None);
+    let project = Project::native(&image, None);
     // A slow install makes the two jobs overlap.
     let slow = format!(
         "echo built >> {} && sleep 2 && mkdir -p {{out}}/opt && cp requirements.txt {{out}}/opt/",
@@ -547,7 +523,7 @@ fn buildah_base_with_a_run_step_is_built_once_and_checked_by_umoci() {
 fn credentials_come_from_the_docker_config_and_a_wrong_password_exits_3() {
     let registry = RegistryServer::start_with_htpasswd("ci", "s3cret-pass");
     let image = format!("{}/acme/private-base", registry.host());
-    let project = native_project(&image, None);
+    let project = Project::native(&image, None);
     let encode = |text: &str| {
         let output = std::process::Command::new("base64")
             .arg("-w0")
@@ -609,7 +585,7 @@ fn a_multi_platform_from_image_is_resolved_to_the_configured_platform() {
     let registry = RegistryServer::start();
     let multi = cachectl_e2e::registry::push_multi_platform(&registry, "library/multi", "1");
     let image = format!("{}/acme/arm-base", registry.host());
-    let project = native_project(&image, Some(&multi));
+    let project = Project::native(&image, Some(&multi));
     let built = project
         .cachectl(&["ensure-base", "--json", "--platform", "linux/arm64"], &[])
         .success()
@@ -631,7 +607,7 @@ fn a_multi_platform_from_image_is_resolved_to_the_configured_platform() {
 fn a_cache_server_with_tokens_takes_cachectl_token_and_a_missing_one_is_a_warning() {
     let registry = RegistryServer::start();
     let image = format!("{}/acme/token-base", registry.host());
-    let project = native_project(&image, None);
+    let project = Project::native(&image, None);
     let server = CacheServer::start(Backend::Local, ServerOptions::args(&["--auth", "required"]));
     let token = server.create_token("write", "ci", &[]);
     let cache = server.base_url();

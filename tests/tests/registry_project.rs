@@ -9,25 +9,12 @@
 use cachectl_e2e::cachectl::Project;
 use cachectl_e2e::registry::{RegistryServer, push_busybox, skopeo_inspect};
 
-/// A native-builder project on `from`, its base in `REG/acme/base`, no
-/// `[app]` section: the app image comes from flags or variables.
+/// A native-builder project on `from`, its base in `REG/acme/base`, and
+/// an app folder; no `[app]` section: the app image comes from flags or
+/// variables.
 fn registry_project(registry: &RegistryServer, from: &str) -> Project {
-    let project = Project::new();
-    project.write("requirements.txt", "flask==3.0.3\n");
+    let project = Project::native(&format!("{}/acme/base", registry.host()), Some(from));
     project.write("app/main.py", "print('hello')\n");
-    project.write(
-        "cachectl.toml",
-        &format!(
-            r#"[base]
-image = "{host}/acme/base"
-manifests = ["requirements.txt"]
-builder = "native"
-from = "{from}"
-install = "mkdir -p {{out}}/opt && cp requirements.txt {{out}}/opt/"
-"#,
-            host = registry.host()
-        ),
-    );
     project
 }
 

@@ -38,27 +38,6 @@ impl Cas {
         records.client().cloned().map(Self::new)
     }
 
-    fn unreachable(&self, message: impl std::fmt::Display) -> ClientError {
-        self.client.unreachable(message)
-    }
-
-    async fn send(
-        &self,
-        request: reqwest::RequestBuilder,
-        what: &str,
-        absent_ok: bool,
-    ) -> Result<Option<reqwest::Response>, ClientError> {
-        self.client.send(request, what, absent_ok).await
-    }
-
-    async fn send_ok(
-        &self,
-        request: reqwest::RequestBuilder,
-        what: &str,
-    ) -> Result<reqwest::Response, ClientError> {
-        self.client.send_ok(request, what).await
-    }
-
     fn blob(&self, method: reqwest::Method, digest: &Digest) -> reqwest::RequestBuilder {
         self.client
             .request(method, &cache_proto::routes::cas(digest))
@@ -74,11 +53,11 @@ impl Cas {
                 .json(&MissingRequest {
                     digests: chunk.to_vec(),
                 });
-            let response = self.send_ok(request, "missing").await?;
+            let response = self.client.send_ok(request, "missing").await?;
             let answer: MissingResponse = response
                 .json()
                 .await
-                .map_err(|e| self.unreachable(e.without_url()))?;
+                .map_err(|e| self.client.unreachable(e.without_url()))?;
             missing.extend(answer.missing);
         }
         Ok(missing)
@@ -129,7 +108,8 @@ impl Cas {
                 size,
             )
         };
-        self.send_ok(request, &format!("upload of {digest}"))
+        self.client
+            .send_ok(request, &format!("upload of {digest}"))
             .await?;
         Ok(sent)
     }
@@ -157,7 +137,7 @@ impl Cas {
             .header("accept-encoding", "zstd")
             .timeout(TRANSFER_TIMEOUT);
         let what = format!("download of {digest}");
-        let Some(response) = self.send(request, &what, true).await? else {
+        let Some(response) = self.client.send(request, &what, true).await? else {
             return Ok(None);
         };
         let compressed = is_zstd(&response);
@@ -176,7 +156,7 @@ impl Cas {
         let mut received = 0u64;
         let mut body = response.bytes_stream();
         while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| self.unreachable(e.without_url()))?;
+            let chunk = chunk.map_err(|e| self.client.unreachable(e.without_url()))?;
             received += chunk.len() as u64;
             file.write_all(&chunk).await.map_err(local)?;
         }
@@ -207,7 +187,9 @@ impl Cas {
         .map_err(|e| local(std::io::Error::other(e)))?
         .map_err(local)?;
         if !verified {
-            return Err(self.unreachable(format!("blob {digest} came back with other content")));
+            return Err(self
+                .client
+                .unreachable(format!("blob {digest} came back with other content")));
         }
         staged_path.persist(target).map_err(|e| local(e.error))?;
         Ok(Some(received))
@@ -226,7 +208,7 @@ impl Cas {
             zstd::bulk::compress(&body, 3)
         })
         .await
-        .map_err(|e| self.unreachable(e))?
+        .map_err(|e| self.client.unreachable(e))?
         .map_err(|e| ClientError::Local {
             path: "batch".into(),
             source: e,
@@ -238,7 +220,7 @@ impl Cas {
             .header("content-encoding", "zstd")
             .body(body)
             .timeout(TRANSFER_TIMEOUT);
-        self.send_ok(request, "batch upload").await?;
+        self.client.send_ok(request, "batch upload").await?;
         Ok(sent)
     }
 
@@ -257,12 +239,12 @@ impl Cas {
                 digests: digests.to_vec(),
             })
             .timeout(TRANSFER_TIMEOUT);
-        let response = self.send_ok(request, "batch download").await?;
+        let response = self.client.send_ok(request, "batch download").await?;
         let compressed = is_zstd(&response);
         let wire = response
             .bytes()
             .await
-            .map_err(|e| self.unreachable(e.without_url()))?;
+            .map_err(|e| self.client.unreachable(e.without_url()))?;
         let received = wire.len() as u64;
         let client = self.client.clone();
         tokio::task::spawn_blocking(move || -> Result<Vec<(Digest, Vec<u8>)>, ClientError> {
@@ -287,7 +269,7 @@ impl Cas {
                 .collect())
         })
         .await
-        .map_err(|e| self.unreachable(e))?
+        .map_err(|e| self.client.unreachable(e))?
         .map(|records| (records, received))
     }
 }

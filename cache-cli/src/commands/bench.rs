@@ -199,7 +199,7 @@ async fn remove_bench_image(cli: &Cli, image: &str) {
     let removed = match &location {
         Location::Layout { layout, .. } => layout.remove_tag(BENCH_TAG).map_err(|e| e.to_string()),
         Location::Registry(reference) => {
-            let registry = registry_for(cli, [image]);
+            let registry = registry_for(cli, location.registry_host().map(str::to_owned));
             match location.resolve(&registry).await {
                 Ok(Some(digest)) => registry
                     .delete_manifest(reference, &digest)

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use super::ensure_base::{self, Flags};
-use super::layer::{BASE_KEY_LABEL, layer, registry_reference};
+use super::layer::{BASE_KEY_LABEL, layer};
 use super::{Failure, records_for};
 use crate::cli::config::ConfigFile;
 use crate::cli::{AppFlags, Cli};
@@ -21,9 +21,8 @@ pub async fn run(
     let mut settings = cli.app_settings(file, app).map_err(Failure::usage)?;
     let records = records_for(cli, file)?;
     // One registry session (and its tokens) for both halves.
-    let app_reference = registry_reference(&settings.image);
-    let (base, registry) =
-        ensure_base::ensure(cli, file, &records, flags, app_reference.as_deref()).await?;
+    let app_host = settings.image.registry_host();
+    let (base, registry) = ensure_base::ensure(cli, file, &records, flags, app_host).await?;
     settings
         .labels
         .insert(BASE_KEY_LABEL.to_owned(), base.key.clone());

@@ -10,7 +10,7 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use super::{Failure, build_code, image_code, records_for, registry_for};
+use super::{Failure, build_code, host_of, image_code, records_for, registry_for};
 use crate::builder::BuildError;
 use crate::builder::external::{self, ExternalSpec};
 use crate::builder::native::{self, NativeSpec};
@@ -209,9 +209,8 @@ impl Run<'_> {
             }
             Recipe::Dockerfile(dockerfile) => {
                 let insecure = match &settings.image {
-                    ImageTarget::Registry(repository) => self
-                        .registry
-                        .speaks_plain_http(repository.split('/').next().unwrap_or_default()),
+                    ImageTarget::Registry(repository) => host_of(repository)
+                        .is_some_and(|host| self.registry.speaks_plain_http(&host)),
                     ImageTarget::Layout { .. } => false,
                 };
                 let spec = ExternalSpec {
@@ -441,9 +440,9 @@ impl From<EnsureError> for Failure {
     }
 }
 
-/// The registry references `ensure-base` talks to: the base image's and
-/// the native builder's starting image's.
-fn base_references(settings: &BaseSettings) -> Vec<&str> {
+/// The registry hosts `ensure-base` talks to: the base image's and the
+/// native builder's starting image's.
+fn base_hosts(settings: &BaseSettings) -> Vec<String> {
     let mut references = Vec::new();
     if let ImageTarget::Registry(repository) = &settings.image {
         references.push(repository.as_str());
@@ -454,21 +453,24 @@ fn base_references(settings: &BaseSettings) -> Vec<&str> {
     {
         references.push(from.as_str());
     }
-    references
+    references.into_iter().filter_map(host_of).collect()
 }
 
 /// `ensure-base` for `cli`: the base for the current inputs, and the
-/// registry session it used (whose hosts include `also`, so that `build`
-/// pushes the app in the same session).
+/// registry session it used, which also knows `app_host` (the app image's
+/// registry) so that `build` pushes the app in the same session.
 pub async fn ensure(
     cli: &Cli,
     file: &ConfigFile,
     records: &RecordStore,
     flags: Flags,
-    also: Option<&str>,
+    app_host: Option<&str>,
 ) -> Result<(EnsureReport, Registry), Failure> {
     let settings = cli.base_settings(file).map_err(Failure::usage)?;
-    let registry = registry_for(cli, base_references(&settings).into_iter().chain(also));
+    let hosts = base_hosts(&settings)
+        .into_iter()
+        .chain(app_host.map(str::to_owned));
+    let registry = registry_for(cli, hosts);
     let options = EnsureOptions {
         force: flags.force,
         require_cache: cli.require_cache,

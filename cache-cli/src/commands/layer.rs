@@ -618,22 +618,17 @@ impl From<LayerError> for Failure {
     }
 }
 
-/// The registry reference of `location`, if it is in a registry.
-pub fn registry_reference(location: &Location) -> Option<String> {
-    location.registry_host().map(|_| location.tagged())
-}
-
 /// `cachectl layer --base REF`: the app on `base`, pushed; prints the
 /// app image's reference (or its report).
 pub async fn run(cli: &Cli, file: &ConfigFile, base: &str, app: &AppFlags) -> Result<(), Failure> {
     let settings = cli.app_settings(file, app).map_err(Failure::usage)?;
     // Relative layout folders stay relative to the working directory.
     let base = Location::parse(base, Path::new("")).map_err(Failure::usage)?;
-    let references = [
-        registry_reference(&base),
-        registry_reference(&settings.image),
-    ];
-    let registry = registry_for(cli, references.iter().flatten().map(String::as_str));
+    let hosts = [&base, &settings.image]
+        .into_iter()
+        .filter_map(Location::registry_host)
+        .map(str::to_owned);
+    let registry = registry_for(cli, hosts);
     let records = records_for(cli, file)?;
     let report = layer(&registry, Some(&records), &base, &settings).await?;
     // The result first: the history is best effort, after it.

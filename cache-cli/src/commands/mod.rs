@@ -115,14 +115,18 @@ pub fn records_for(cli: &Cli, file: &ConfigFile) -> Result<RecordStore, Failure>
     })
 }
 
-/// A registry session for `cli` that knows the hosts of `references`
-/// (registry references; layouts and unparsable ones are left out).
-pub fn registry_for<'a>(cli: &Cli, references: impl IntoIterator<Item = &'a str>) -> Registry {
-    let hosts: Vec<String> = references
-        .into_iter()
-        .filter_map(|reference| parse_reference(reference).ok())
-        .map(|reference| reference.registry().to_owned())
-        .collect();
+/// A registry session for `cli` that knows `hosts` (registry hosts such
+/// as `registry.example.com:5000`).
+pub fn registry_for(cli: &Cli, hosts: impl IntoIterator<Item = String>) -> Registry {
+    let hosts: Vec<String> = hosts.into_iter().collect();
     let hosts: Vec<&str> = hosts.iter().map(String::as_str).collect();
     Registry::new(cli.registry_settings(), &hosts)
+}
+
+/// The registry host of a repository or reference (`docker.io` when it
+/// names none), by the one reference parser; `None` if it does not parse.
+pub fn host_of(reference: &str) -> Option<String> {
+    parse_reference(reference)
+        .ok()
+        .map(|reference| reference.registry().to_owned())
 }
