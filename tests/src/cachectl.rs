@@ -122,6 +122,15 @@ platform = "linux/amd64"
         std::fs::write(path, content).expect("writing a project file");
     }
 
+    /// Appends `content` to a project file (e.g. an `[app]` section to
+    /// `cachectl.toml`).
+    pub fn append(&self, relative: &str, content: &str) {
+        let path = self.dir.path().join(relative);
+        let mut text = std::fs::read_to_string(&path).unwrap_or_default();
+        text.push_str(content);
+        std::fs::write(path, text).expect("writing a project file");
+    }
+
     /// The marker file install steps append to, one line per build.
     pub fn marker(&self) -> PathBuf {
         self.dir.path().join("builds.log")

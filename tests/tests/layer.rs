@@ -9,6 +9,13 @@ use cachectl_e2e::registry::{RegistryServer, push_busybox, skopeo_inspect, unpac
 
 fn app_project() -> Project {
     let project = Project::new();
+    add_app(&project);
+    project
+}
+
+/// The app folder: sources, an executable, files `.dockerignore` leaves
+/// out, and links inside and outside the context.
+fn add_app(project: &Project) {
     project.write("app/main.py", "print('hello')\n");
     project.write("app/web/views.py", "VIEWS = []\n");
     project.write("app/run.sh", "#!/bin/sh\nexec python main.py\n");
@@ -20,31 +27,21 @@ fn app_project() -> Project {
     std::fs::set_permissions(app.join("run.sh"), std::fs::Permissions::from_mode(0o700)).unwrap();
     std::os::unix::fs::symlink("/etc/passwd", app.join("passwd")).unwrap();
     std::os::unix::fs::symlink("../outside", app.join("outside-link")).unwrap();
-    project
 }
 
 /// The app project with `requirements.txt` and a `cachectl.toml` whose
 /// native base (`from`, if any) and app images are the ones given.
 fn build_project(base_image: &str, from: Option<&str>, app_image: &str) -> Project {
-    let project = app_project();
-    project.write("requirements.txt", "flask==3.0.3\n");
-    let from = from
-        .map(|f| format!("from = \"{f}\"\n"))
-        .unwrap_or_default();
-    project.write(
+    let project = Project::native(base_image, from);
+    add_app(&project);
+    project.append(
         "cachectl.toml",
         &format!(
-            r#"[base]
-image = "{base_image}"
-manifests = ["requirements.txt"]
-{from}install = "echo built >> {marker} && mkdir -p {{out}}/opt/deps && cp requirements.txt {{out}}/opt/deps/"
-platform = "linux/amd64"
-[app]
+            r#"[app]
 image = "{app_image}"
 context = "app"
 cmd = ["python", "main.py"]
-"#,
-            marker = project.marker().display()
+"#
         ),
     );
     project
