@@ -1,12 +1,10 @@
-//! Who may do what: the auth mode, new token secrets, and which scope each
-//! request needs. The HTTP middleware that applies it is `http::auth`.
+//! Who may do what: the auth mode and new token secrets. Which scope each
+//! request needs is `http::endpoint`; the middleware that applies both is
+//! `http::auth`.
 
 use std::net::SocketAddr;
 
-use axum::http::Method;
 use base64::Engine as _;
-
-use crate::index::Scope;
 
 /// How requests are authorised.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -73,29 +71,13 @@ pub fn new_token() -> Result<NewToken, getrandom::Error> {
     })
 }
 
-/// The scope a request needs, or `None` for health checks, which anyone may
-/// call. The dashboard (`/`) shows what `/v1/stats` shows: admin (a browser
-/// asks for it with Basic: any user, the token as password).
-pub fn required_scope(method: &Method, path: &str) -> Option<Scope> {
-    match path {
-        "/healthz" | "/readyz" => return None,
-        "/" | "/v1/stats" | "/metrics" => return Some(Scope::Admin),
-        _ if path == "/v1/tokens" || path.starts_with("/v1/tokens/") => {
-            return Some(Scope::Admin);
-        }
-        // Queries sent as POST: they read.
-        "/v1/cas/missing" | "/v1/cas/batch-get" | "/v8/artifacts" | "/v8/artifacts/events" => {
-            return Some(Scope::Read);
-        }
-        _ => {}
-    }
-    if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
-        || method.as_str() == "PROPFIND"
-    {
-        Some(Scope::Read)
-    } else {
-        Some(Scope::Write)
-    }
+/// When a token that lives `lifetime` (`30d`, `12h`, ...) from now
+/// expires, in Unix ms; `None` (never) without a lifetime.
+pub fn expiry(lifetime: Option<&str>) -> Result<Option<i64>, String> {
+    lifetime
+        .map(parse_duration_ms)
+        .transpose()
+        .map(|ms| ms.map(|ms| crate::index::now_ms() + ms))
 }
 
 /// Parses `30d`, `12h`, `90m`, `3600s` or plain seconds into milliseconds.
@@ -136,47 +118,6 @@ mod tests {
             a.secret
         );
         assert_eq!(a.id.len(), 12);
-    }
-
-    #[test]
-    fn scopes_follow_method_and_route() {
-        assert_eq!(required_scope(&Method::GET, "/healthz"), None);
-        assert_eq!(
-            required_scope(&Method::GET, "/v1/cas/ab"),
-            Some(Scope::Read)
-        );
-        assert_eq!(
-            required_scope(&Method::PUT, "/v1/cas/ab"),
-            Some(Scope::Write)
-        );
-        assert_eq!(
-            required_scope(&Method::POST, "/v1/cas/missing"),
-            Some(Scope::Read)
-        );
-        assert_eq!(
-            required_scope(&Method::GET, "/v1/stats"),
-            Some(Scope::Admin)
-        );
-        assert_eq!(
-            required_scope(&Method::DELETE, "/v1/tokens/x"),
-            Some(Scope::Admin)
-        );
-        assert_eq!(
-            required_scope(&Method::DELETE, "/ccache/ab/cd"),
-            Some(Scope::Write)
-        );
-        assert_eq!(
-            required_scope(&Method::POST, "/v8/artifacts"),
-            Some(Scope::Read)
-        );
-        assert_eq!(
-            required_scope(&Method::POST, "/v1/cas/batch-get"),
-            Some(Scope::Read)
-        );
-        assert_eq!(
-            required_scope(&Method::POST, "/v1/cas/batch"),
-            Some(Scope::Write)
-        );
     }
 
     #[test]

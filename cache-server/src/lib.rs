@@ -4,21 +4,30 @@
 //! stream in; an action cache maps client keys to small values. Bytes live in
 //! an `object_store` backend (a local folder by default, or any S3-compatible
 //! bucket), stored zstd-compressed when that pays; a SQLite index keeps sizes,
-//! hits and access times. See `http` for the API and `storage` for the store.
+//! hits and access times.
+//!
+//! Where things are:
+//! - [`config`], [`startup`], [`admin`]: the binary's flags, the state it
+//!   serves (one server or replicas) with its background tasks, and the
+//!   `token` and `reindex` subcommands;
+//! - [`http`]: every route of every protocol ([`http::endpoint`]: one type,
+//!   with the scope each needs), one file per operation group;
+//! - [`cache`]: catalog, hot objects, upload budget, eviction, one error;
+//! - [`replicated`]: tokens, deploy events and leases shared through the bucket;
+//! - [`blob`], [`index`], [`storage`]: stored format, SQLite, object stores.
 #![deny(missing_docs)]
 
+pub mod admin;
 pub mod auth;
 pub mod blob;
-pub mod budget;
-pub mod catalog;
+pub mod cache;
+pub mod config;
 pub mod dashboard;
-pub mod eviction;
-pub mod hot;
 pub mod http;
 pub mod index;
-pub mod leases;
 pub mod metrics;
 pub mod reindex;
+pub mod replicated;
 pub mod serve;
-pub mod shared;
+pub mod startup;
 pub mod storage;

@@ -10,7 +10,8 @@ use object_store::path::Path;
 
 use crate::blob::format::{self, Encoding, HEADER_LEN};
 use crate::blob::{AC_PREFIX, CAS_PREFIX, KV_PREFIX, StoredName};
-use crate::index::{Index, IndexError, NewObject};
+use crate::cache::CacheError;
+use crate::index::{Index, NewObject};
 use crate::storage::{Storage, StorageError};
 
 /// How many objects are inspected at once.
@@ -29,19 +30,8 @@ pub struct ReindexReport {
     pub skipped: u64,
 }
 
-/// A reindex failure.
-#[derive(Debug, thiserror::Error)]
-pub enum ReindexError {
-    /// Storage could not be listed or read.
-    #[error(transparent)]
-    Storage(#[from] StorageError),
-    /// The index could not be written.
-    #[error(transparent)]
-    Index(#[from] IndexError),
-}
-
 /// Rebuilds `index` from `storage`.
-pub async fn reindex(storage: &Storage, index: &Index) -> Result<ReindexReport, ReindexError> {
+pub async fn reindex(storage: &Storage, index: &Index) -> Result<ReindexReport, CacheError> {
     let mut report = ReindexReport::default();
     let mut rows = Vec::new();
     for prefix in [CAS_PREFIX, AC_PREFIX, KV_PREFIX] {

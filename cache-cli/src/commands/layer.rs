@@ -171,6 +171,18 @@ struct Timing {
     push_started: Option<Instant>,
 }
 
+impl Timing {
+    /// A run that packed for `layer_seconds` and began pushing at
+    /// `push_started`.
+    fn pushed(started: Instant, layer_seconds: f64, push_started: Instant) -> Self {
+        Self {
+            started,
+            layer_seconds,
+            push_started: Some(push_started),
+        }
+    }
+}
+
 impl LayerReport {
     fn new(
         target: &Location,
@@ -367,11 +379,7 @@ async fn layer_index(
     target
         .push_manifest(registry, &index_bytes, &index.media_type)
         .await?;
-    let timing = Timing {
-        started,
-        layer_seconds,
-        push_started: Some(push_started),
-    };
+    let timing = Timing::pushed(started, layer_seconds, push_started);
     Ok(LayerReport::new(
         target,
         oci::sha256_digest(&index_bytes),
@@ -592,11 +600,7 @@ pub async fn layer(
             eprintln!("warning: could not record the app image: {error}");
         }
     }
-    let timing = Timing {
-        started,
-        layer_seconds,
-        push_started: Some(push_started),
-    };
+    let timing = Timing::pushed(started, layer_seconds, push_started);
     Ok(LayerReport::new(
         target,
         digest,

@@ -16,8 +16,9 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::AppState;
+use super::endpoint::Endpoint;
 use super::error::ApiError;
-use crate::auth::{AuthMode, new_token, parse_duration_ms, required_scope};
+use crate::auth::{AuthMode, expiry, new_token};
 use crate::index::{Scope, token_hash};
 
 /// The secret a request presents, if any: `Bearer X`, or Basic with X as
@@ -47,7 +48,8 @@ pub async fn authorize(
     request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let Some(needed) = required_scope(request.method(), request.uri().path()) else {
+    let endpoint = Endpoint::of(request.uri().path());
+    let Some(needed) = endpoint.required_scope(request.method()) else {
         return Ok(next.run(request).await);
     };
     if state.auth == AuthMode::Off {
@@ -104,18 +106,12 @@ pub async fn create(State(state): State<AppState>, body: Body) -> Result<Respons
     })?;
     let scope = Scope::parse(&request.scope)
         .ok_or_else(|| ApiError::bad_request("bad_scope", "scope is read, write or admin"))?;
-    let expires_ms = request
-        .expires
-        .as_deref()
-        .map(parse_duration_ms)
-        .transpose()
-        .map_err(|e| ApiError::bad_request("bad_expiry", e))?
-        .map(|ms| crate::index::now_ms() + ms);
+    let expires_ms =
+        expiry(request.expires.as_deref()).map_err(|e| ApiError::bad_request("bad_expiry", e))?;
     let token = new_token().map_err(|e| ApiError::Internal(e.to_string()))?;
-    let name = request.name.unwrap_or_else(|| token.id.clone());
     let record = state
         .tokens
-        .create(token.id, token_hash(&token.secret), name, scope, expires_ms)
+        .issue(&token, request.name, scope, expires_ms)
         .await?;
     let mut value = serde_json::to_value(&record).map_err(|e| ApiError::Internal(e.to_string()))?;
     value["token"] = json!(token.secret);

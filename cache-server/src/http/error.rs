@@ -11,6 +11,7 @@ use cache_proto::body::{ErrorBody, ErrorDetail};
 
 use crate::blob::download::ReadError;
 use crate::blob::upload::UploadError;
+use crate::cache::CacheError;
 use crate::index::IndexError;
 use crate::storage::StorageError;
 
@@ -157,32 +158,12 @@ impl From<StorageError> for ApiError {
     }
 }
 
-impl From<crate::catalog::CatalogError> for ApiError {
-    fn from(error: crate::catalog::CatalogError) -> Self {
+impl From<CacheError> for ApiError {
+    fn from(error: CacheError) -> Self {
         match error {
-            crate::catalog::CatalogError::Storage(error) => error.into(),
-            crate::catalog::CatalogError::Index(error) => error.into(),
-        }
-    }
-}
-
-impl From<crate::leases::LeaseError> for ApiError {
-    fn from(error: crate::leases::LeaseError) -> Self {
-        match error {
-            crate::leases::LeaseError::Storage(error) => error.into(),
-            crate::leases::LeaseError::Index(error) => error.into(),
-            contended @ crate::leases::LeaseError::Contended => {
-                Self::Conflict(contended.to_string())
-            }
-        }
-    }
-}
-
-impl From<crate::shared::SharedError> for ApiError {
-    fn from(error: crate::shared::SharedError) -> Self {
-        match error {
-            crate::shared::SharedError::Storage(error) => error.into(),
-            crate::shared::SharedError::Index(error) => error.into(),
+            CacheError::Storage(error) => error.into(),
+            CacheError::Index(error) => error.into(),
+            contended @ CacheError::Contended => Self::Conflict(contended.to_string()),
         }
     }
 }

@@ -4,6 +4,7 @@ mod ac;
 mod auth;
 mod cas;
 mod compat;
+pub mod endpoint;
 pub mod error;
 mod events;
 mod leases;
@@ -16,23 +17,23 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::response::Response;
-use axum::routing::{any, get, post};
-use cache_proto::routes;
+use axum::routing::{MethodRouter, any, delete, get, post};
 use tower_http::trace::TraceLayer;
 
 use crate::auth::AuthMode;
 use crate::blob::upload::UploadSettings;
-use crate::budget::{DEFAULT_UPLOAD_MEMORY, MemoryBudget};
-use crate::catalog::{Catalog, IndexTrust};
-use crate::eviction::{Evictor, InUse};
-use crate::hot::HotCache;
+use crate::cache::budget::{DEFAULT_UPLOAD_MEMORY, MemoryBudget};
+use crate::cache::catalog::{Catalog, IndexTrust};
+use crate::cache::eviction::{Evictor, InUse};
+use crate::cache::hot::HotCache;
 use crate::index::Index;
-use crate::leases::LeaseBook;
 use crate::metrics::Metrics;
-use crate::shared::{EventLog, TokenStore};
+use crate::replicated::leases::LeaseBook;
+use crate::replicated::{EventLog, TokenStore};
 use crate::storage::Storage;
 use compat::gradle::Gradle;
 use compat::nx::Nx;
+use endpoint::Endpoint;
 use error::ApiError;
 
 /// Memory for small hot objects (64 MiB).
@@ -201,58 +202,54 @@ fn storage_upload_bound(storage: &Storage) -> u64 {
     (crate::storage::MAX_PARTS_IN_FLIGHT as u64 + 1) * storage.options().part_size as u64
 }
 
-/// The whole HTTP surface.
+/// The handlers of a routed endpoint, by method.
+fn handlers(endpoint: Endpoint) -> MethodRouter<AppState> {
+    match endpoint {
+        Endpoint::Healthz => get(ops::healthz),
+        Endpoint::Readyz => get(ops::readyz),
+        Endpoint::Metrics => get(ops::metrics),
+        Endpoint::Stats => get(ops::stats),
+        Endpoint::Dashboard => get(ops::dashboard),
+        Endpoint::Tokens => get(auth::list).post(auth::create),
+        Endpoint::Token => delete(auth::revoke),
+        Endpoint::Cas => get(cas::get_blob).head(cas::head_blob).put(cas::put_blob),
+        Endpoint::CasMissing => post(cas::missing),
+        Endpoint::CasBatch => post(cas::put_batch),
+        Endpoint::CasBatchGet => post(cas::get_batch),
+        Endpoint::Ac => get(ac::get_entry)
+            .head(ac::head_entry)
+            .put(ac::put_entry)
+            .delete(ac::delete_entry),
+        Endpoint::Lease => post(leases::acquire).delete(leases::release),
+        Endpoint::Events => get(events::list).post(events::add),
+        Endpoint::TurboStatus => get(compat::turbo::status),
+        Endpoint::TurboEvents => post(compat::turbo::events),
+        Endpoint::TurboQuery => post(compat::turbo::query),
+        Endpoint::TurboArtifact => get(compat::turbo::get)
+            .head(compat::turbo::get)
+            .put(compat::turbo::put),
+        Endpoint::Nx => get(compat::keyed_get::<Nx>)
+            .head(compat::keyed_get::<Nx>)
+            .put(compat::keyed_put::<Nx>),
+        Endpoint::Gradle => get(compat::keyed_get::<Gradle>)
+            .head(compat::keyed_get::<Gradle>)
+            .put(compat::keyed_put::<Gradle>),
+        Endpoint::CcacheFlat => any(compat::ccache::flat),
+        Endpoint::CcacheSubdirs => any(compat::ccache::subdirs),
+        Endpoint::Fallback => any(no_route),
+    }
+}
+
+/// The whole HTTP surface: every routed [`Endpoint`] at its template, the
+/// Bazel adapter (or 404) for the rest, all behind the auth middleware.
 pub fn app(state: AppState) -> Router {
-    Router::new()
-        .route(
-            routes::CAS_TEMPLATE,
-            get(cas::get_blob).head(cas::head_blob).put(cas::put_blob),
-        )
-        .route(routes::CAS_MISSING, post(cas::missing))
-        .route(routes::CAS_BATCH, post(cas::put_batch))
-        .route(routes::CAS_BATCH_GET, post(cas::get_batch))
-        .route(
-            routes::AC_TEMPLATE,
-            get(ac::get_entry)
-                .head(ac::head_entry)
-                .put(ac::put_entry)
-                .delete(ac::delete_entry),
-        )
-        .route(
-            routes::LEASE_TEMPLATE,
-            post(leases::acquire).delete(leases::release),
-        )
-        .route(routes::TOKENS, get(auth::list).post(auth::create))
-        .route(routes::TOKEN_TEMPLATE, axum::routing::delete(auth::revoke))
-        .route("/v8/artifacts/status", get(compat::turbo::status))
-        .route("/v8/artifacts/events", post(compat::turbo::events))
-        .route("/v8/artifacts", post(compat::turbo::query))
-        .route(
-            "/v8/artifacts/{hash}",
-            get(compat::turbo::get)
-                .head(compat::turbo::get)
-                .put(compat::turbo::put),
-        )
-        .route(
-            "/v1/cache/{hash}",
-            get(compat::keyed_get::<Nx>)
-                .head(compat::keyed_get::<Nx>)
-                .put(compat::keyed_put::<Nx>),
-        )
-        .route(
-            "/cache/{key}",
-            get(compat::keyed_get::<Gradle>)
-                .head(compat::keyed_get::<Gradle>)
-                .put(compat::keyed_put::<Gradle>),
-        )
-        .route("/ccache/{key}", any(compat::ccache::flat))
-        .route("/ccache/{first}/{rest}", any(compat::ccache::subdirs))
-        .route(routes::EVENTS, get(events::list).post(events::add))
-        .route(routes::DASHBOARD, get(ops::dashboard))
-        .route(routes::STATS, get(ops::stats))
-        .route(routes::METRICS, get(ops::metrics))
-        .route(routes::HEALTHZ, get(ops::healthz))
-        .route(routes::READYZ, get(ops::readyz))
+    let mut router = Router::new();
+    for endpoint in Endpoint::ROUTED {
+        if let Some(template) = endpoint.template() {
+            router = router.route(template, handlers(endpoint));
+        }
+    }
+    router
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(

@@ -189,7 +189,7 @@ pub async fn get(
         encoding: record.encoding,
     };
     // Small and whole: read into memory, kept hot, answered from there.
-    let small = options.range.is_none() && record.size <= crate::hot::MAX_OBJECT;
+    let small = options.range.is_none() && record.size <= crate::cache::hot::MAX_OBJECT;
     let keep_hot = small && hot_allowed(state, name);
     let generation = state.hot.generation();
     let opened = if let Some(spec) = options.range {
@@ -284,7 +284,119 @@ pub async fn put(
     options: WriteOptions,
     body: Body,
 ) -> Result<Written, ApiError> {
-    let result = store(state, name, protocol, options, body).await;
+    // Every outcome is counted below: a `return` in this block ends the
+    // block, not `put`.
+    let result = async {
+        let limit = state.quota().map_or(state.upload.max_size, |quota| {
+            quota.min(state.upload.max_size)
+        });
+        if let Some(length) = options.declared_length
+            && length > limit
+        {
+            // A modest body is read and dropped so that the client, still
+            // sending, gets the 413 rather than a reset connection; a huge one
+            // is refused without reading it.
+            if length <= DRAIN_REFUSED_UP_TO {
+                discard(body, DRAIN_REFUSED_UP_TO).await;
+            }
+            return Err(ApiError::TooLarge { limit });
+        }
+        // Held while the object is written: eviction leaves it alone.
+        let _writing = state.in_use.use_waiting(name).await;
+        let existing = state.catalog.find(name).await?;
+        if let Some(record) = &existing {
+            match options.if_exists {
+                IfExists::Keep => {
+                    // Read the body to its end (without storing it) so that a
+                    // client still sending gets the answer, not a reset.
+                    discard(body, limit).await;
+                    return Ok(Written::Kept(record.size));
+                }
+                IfExists::Refuse => {
+                    discard(body, limit).await;
+                    return Err(ApiError::Conflict("the entry exists".into()));
+                }
+                IfExists::Replace => {}
+            }
+        }
+        if let (Some(evictor), Some(length)) = (&state.evictor, options.declared_length)
+            && !evictor.make_room(length).await.map_err(ApiError::from)?
+        {
+            discard(body, limit).await;
+            return Err(ApiError::InsufficientStorage(format!(
+                "the store cannot make room for {length} bytes under its quota of {} bytes",
+                evictor.quota()
+            )));
+        }
+        // Waits while other uploads hold the memory budget; the client is held
+        // back by TCP flow control meanwhile.
+        let plain_length = match options.encoding {
+            BodyEncoding::Identity => options.declared_length,
+            BodyEncoding::Zstd => None,
+        };
+        let _memory = state.upload_memory.reserve(plain_length).await;
+        let received = Arc::new(AtomicU64::new(0));
+        let counter = received.clone();
+        let wire = body.into_data_stream().map(move |chunk| {
+            if let Ok(bytes) = &chunk {
+                counter.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+            }
+            chunk.map_err(io::Error::other)
+        });
+        let reader = StreamReader::new(wire);
+        let content: Box<dyn AsyncRead + Send + Unpin> = match options.encoding {
+            BodyEncoding::Identity => Box::new(reader),
+            BodyEncoding::Zstd => {
+                let mut decoder = ZstdDecoder::new(reader);
+                decoder.multiple_members(true);
+                Box::new(decoder)
+            }
+        };
+        let replace = options.if_exists == IfExists::Replace;
+        if replace {
+            state.hot.remove(name);
+        }
+        let settings = upload::UploadSettings {
+            max_size: limit,
+            ..state.upload
+        };
+        let stored = upload::store_verified(
+            &state.storage,
+            name.path(),
+            options.check,
+            content,
+            settings,
+            replace,
+        )
+        .await?;
+        let object = NewObject {
+            size: stored.size,
+            stored_size: stored.stored_size,
+            encoding: stored.encoding,
+            etag: None,
+            meta: options.meta,
+        };
+        state.index.put(name, object).await?;
+        if replace {
+            // Again: a read that began before the publish may have cached the old.
+            state.hot.remove(name);
+        }
+        state
+            .metrics
+            .received(protocol, received.load(Ordering::Relaxed));
+        tracing::debug!(
+            size = stored.size,
+            stored = stored.stored_size,
+            encoding = stored.encoding.as_str(),
+            "object stored"
+        );
+        Ok(if existing.is_some() {
+            Written::Replaced(stored.size)
+        } else {
+            Written::Created(stored.size)
+        })
+    }
+    .await;
     let outcome = if result.is_ok() {
         WriteResult::Stored
     } else {
@@ -292,131 +404,6 @@ pub async fn put(
     };
     state.metrics.write(protocol, outcome);
     result
-}
-
-async fn store(
-    state: &AppState,
-    name: &StoredName,
-    protocol: Protocol,
-    options: WriteOptions,
-    body: Body,
-) -> Result<Written, ApiError> {
-    let limit = state.quota().map_or(state.upload.max_size, |quota| {
-        quota.min(state.upload.max_size)
-    });
-    if let Some(length) = options.declared_length
-        && length > limit
-    {
-        // A modest body is read and dropped so that the client, still
-        // sending, gets the 413 rather than a reset connection; a huge one
-        // is refused without reading it.
-        if length <= DRAIN_REFUSED_UP_TO {
-            discard(body, DRAIN_REFUSED_UP_TO).await;
-        }
-        return Err(ApiError::TooLarge { limit });
-    }
-    // Held while the object is written: eviction leaves it alone.
-    let _writing = state.in_use.use_waiting(name).await;
-    let existing = state.catalog.find(name).await?;
-    if let Some(record) = &existing {
-        match options.if_exists {
-            IfExists::Keep => {
-                // Read the body to its end (without storing it) so that a
-                // client still sending gets the answer, not a reset.
-                discard(body, limit).await;
-                return Ok(Written::Kept(record.size));
-            }
-            IfExists::Refuse => {
-                discard(body, limit).await;
-                return Err(ApiError::Conflict("the entry exists".into()));
-            }
-            IfExists::Replace => {}
-        }
-    }
-    if let (Some(evictor), Some(length)) = (&state.evictor, options.declared_length)
-        && !evictor.make_room(length).await.map_err(eviction_error)?
-    {
-        discard(body, limit).await;
-        return Err(ApiError::InsufficientStorage(format!(
-            "the store cannot make room for {length} bytes under its quota of {} bytes",
-            evictor.quota()
-        )));
-    }
-    // Waits while other uploads hold the memory budget; the client is held
-    // back by TCP flow control meanwhile.
-    let plain_length = match options.encoding {
-        BodyEncoding::Identity => options.declared_length,
-        BodyEncoding::Zstd => None,
-    };
-    let _memory = state.upload_memory.reserve(plain_length).await;
-    let received = Arc::new(AtomicU64::new(0));
-    let counter = received.clone();
-    let wire = body.into_data_stream().map(move |chunk| {
-        if let Ok(bytes) = &chunk {
-            counter.fetch_add(bytes.len() as u64, Ordering::Relaxed);
-        }
-        chunk.map_err(io::Error::other)
-    });
-    let reader = StreamReader::new(wire);
-    let content: Box<dyn AsyncRead + Send + Unpin> = match options.encoding {
-        BodyEncoding::Identity => Box::new(reader),
-        BodyEncoding::Zstd => {
-            let mut decoder = ZstdDecoder::new(reader);
-            decoder.multiple_members(true);
-            Box::new(decoder)
-        }
-    };
-    let replace = options.if_exists == IfExists::Replace;
-    if replace {
-        state.hot.remove(name);
-    }
-    let settings = upload::UploadSettings {
-        max_size: limit,
-        ..state.upload
-    };
-    let stored = upload::store_verified(
-        &state.storage,
-        name.path(),
-        options.check,
-        content,
-        settings,
-        replace,
-    )
-    .await?;
-    let object = NewObject {
-        size: stored.size,
-        stored_size: stored.stored_size,
-        encoding: stored.encoding,
-        etag: None,
-        meta: options.meta,
-    };
-    state.index.put(name, object).await?;
-    if replace {
-        // Again: a read that began before the publish may have cached the old.
-        state.hot.remove(name);
-    }
-    state
-        .metrics
-        .received(protocol, received.load(Ordering::Relaxed));
-    tracing::debug!(
-        size = stored.size,
-        stored = stored.stored_size,
-        encoding = stored.encoding.as_str(),
-        "object stored"
-    );
-    Ok(if existing.is_some() {
-        Written::Replaced(stored.size)
-    } else {
-        Written::Created(stored.size)
-    })
-}
-
-fn eviction_error(error: crate::eviction::EvictionError) -> ApiError {
-    match error {
-        crate::eviction::EvictionError::Lease(error) => error.into(),
-        crate::eviction::EvictionError::Storage(error) => error.into(),
-        crate::eviction::EvictionError::Index(error) => error.into(),
-    }
 }
 
 /// Reads and drops a request body, up to `limit` bytes.

@@ -24,7 +24,7 @@ mod leases;
 mod tokens;
 
 pub use leases::LeaseOutcome;
-pub use tokens::{Scope, TokenRecord, token_hash};
+pub use tokens::{NewTokenRecord, Scope, TokenRecord, token_hash};
 
 use crate::blob::StoredName;
 use crate::blob::format::Encoding;

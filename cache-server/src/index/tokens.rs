@@ -89,30 +89,52 @@ fn row_to_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<(TokenRecord, Stri
 
 const COLUMNS: &str = "id, name, scope, created, expires, revoked";
 
+/// A token to store: never its secret, only the secret's hash.
+#[derive(Debug, Clone)]
+pub struct NewTokenRecord {
+    /// Public identifier.
+    pub id: String,
+    /// [`token_hash`] of the secret.
+    pub secret_hash: String,
+    /// Who it is for.
+    pub name: String,
+    /// What it may do.
+    pub scope: Scope,
+    /// When it stops working (Unix ms), if ever.
+    pub expires_ms: Option<i64>,
+}
+
+impl NewTokenRecord {
+    /// The record stored for it, created `created_ms`.
+    pub fn record(&self, created_ms: i64) -> TokenRecord {
+        TokenRecord {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            scope: self.scope,
+            created_ms,
+            expires_ms: self.expires_ms,
+            revoked_ms: None,
+        }
+    }
+}
+
 impl Index {
-    /// Stores a new token under `id` with the hash of `secret`.
-    pub async fn create_token(
-        &self,
-        id: String,
-        secret_hash: String,
-        name: String,
-        scope: Scope,
-        expires_ms: Option<i64>,
-    ) -> Result<TokenRecord, IndexError> {
+    /// Stores `token`.
+    pub async fn create_token(&self, token: NewTokenRecord) -> Result<TokenRecord, IndexError> {
         self.write(move |connection| {
-            let created_ms = now_ms();
+            let record = token.record(now_ms());
             connection.execute(
                 "INSERT INTO tokens (id, name, scope, hash, created, expires) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![id, name, scope.as_str(), secret_hash, created_ms, expires_ms],
+                params![
+                    record.id,
+                    record.name,
+                    record.scope.as_str(),
+                    token.secret_hash,
+                    record.created_ms,
+                    record.expires_ms
+                ],
             )?;
-            Ok(TokenRecord {
-                id,
-                name,
-                scope,
-                created_ms,
-                expires_ms,
-                revoked_ms: None,
-            })
+            Ok(record)
         })
         .await
     }
@@ -181,13 +203,13 @@ mod tests {
         let index = Index::open(&folder.path().join("i.sqlite")).unwrap();
         assert!(!index.has_active_tokens().await.unwrap());
         let created = index
-            .create_token(
-                "id1".into(),
-                token_hash("secret"),
-                "ci".into(),
-                Scope::Write,
-                None,
-            )
+            .create_token(NewTokenRecord {
+                id: "id1".into(),
+                secret_hash: token_hash("secret"),
+                name: "ci".into(),
+                scope: Scope::Write,
+                expires_ms: None,
+            })
             .await
             .unwrap();
         let found = index.token_by_hash(token_hash("secret")).await.unwrap();

@@ -15,9 +15,10 @@ use cache_proto::Digest;
 use futures::{StreamExt, TryStreamExt};
 
 use crate::blob::StoredName;
-use crate::index::{Index, IndexError, ObjectRecord, now_ms};
+use crate::cache::CacheError;
+use crate::index::{Index, ObjectRecord, now_ms};
 use crate::reindex::describe_one;
-use crate::storage::{Storage, StorageError};
+use crate::storage::Storage;
 
 /// Storage lookups in flight for one `missing` request.
 const CHECKS_IN_FLIGHT: usize = 32;
@@ -33,17 +34,6 @@ pub enum IndexTrust {
         /// How long a row storage confirmed is trusted without asking again.
         fresh_for: Duration,
     },
-}
-
-/// A lookup failure.
-#[derive(Debug, thiserror::Error)]
-pub enum CatalogError {
-    /// Storage could not be asked.
-    #[error(transparent)]
-    Storage(#[from] StorageError),
-    /// The index failed.
-    #[error(transparent)]
-    Index(#[from] IndexError),
 }
 
 /// The index and storage, answering "what is stored". Cheap to clone.
@@ -79,7 +69,7 @@ impl Catalog {
 
     /// The row of `name`: from the index when it is trusted, else as storage
     /// says now (the index is updated either way).
-    pub async fn find(&self, name: &StoredName) -> Result<Option<ObjectRecord>, CatalogError> {
+    pub async fn find(&self, name: &StoredName) -> Result<Option<ObjectRecord>, CacheError> {
         let record = self.index.get(name).await?;
         if let Some(record) = &record
             && record.checked_ms >= self.trusted_since()
@@ -121,7 +111,7 @@ impl Catalog {
     }
 
     /// Which of `digests` the store lacks, in order, without duplicates.
-    pub async fn missing(&self, digests: Vec<Digest>) -> Result<Vec<Digest>, CatalogError> {
+    pub async fn missing(&self, digests: Vec<Digest>) -> Result<Vec<Digest>, CacheError> {
         let doubtful = self
             .index
             .unconfirmed(digests, self.trusted_since())
@@ -132,7 +122,7 @@ impl Catalog {
         let found: Vec<(Digest, bool)> = futures::stream::iter(doubtful)
             .map(|digest| async move {
                 let present = self.find(&StoredName::Blob(digest)).await?.is_some();
-                Ok::<_, CatalogError>((digest, present))
+                Ok::<_, CacheError>((digest, present))
             })
             .buffered(CHECKS_IN_FLIGHT)
             .try_collect()

@@ -10,7 +10,8 @@ use cache_proto::body::{DeployEvent, StoredEvent};
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 
-use super::{SharedError, lock};
+use super::lock;
+use crate::cache::CacheError;
 use crate::index::{Index, now_ms};
 use crate::storage::Storage;
 
@@ -50,7 +51,7 @@ impl EventLog {
     }
 
     /// Stores `event`, keeping about `retention` events; returns its id.
-    pub async fn add(&self, event: DeployEvent, retention: u64) -> Result<i64, SharedError> {
+    pub async fn add(&self, event: DeployEvent, retention: u64) -> Result<i64, CacheError> {
         match self {
             Self::Index(index) => Ok(index.add_event(event, retention).await?),
             Self::Bucket {
@@ -80,7 +81,7 @@ impl EventLog {
     }
 
     /// Deletes the oldest events beyond `retention`.
-    async fn trim(&self, retention: u64) -> Result<(), SharedError> {
+    async fn trim(&self, retention: u64) -> Result<(), CacheError> {
         let Self::Bucket { storage, read, .. } = self else {
             return Ok(());
         };
@@ -96,7 +97,7 @@ impl EventLog {
     }
 
     /// Events received since `since_ms`, newest first, at most `limit`.
-    pub async fn list(&self, since_ms: i64, limit: usize) -> Result<Vec<StoredEvent>, SharedError> {
+    pub async fn list(&self, since_ms: i64, limit: usize) -> Result<Vec<StoredEvent>, CacheError> {
         match self {
             Self::Index(index) => Ok(index.events(since_ms, limit).await?),
             Self::Bucket { storage, read, .. } => {
@@ -116,7 +117,7 @@ impl EventLog {
                             .read_small(&Path::from_iter([EVENT_PREFIX, &name]))
                             .await?;
                         let event = bytes.and_then(|b| serde_json::from_slice(&b).ok());
-                        Ok::<_, SharedError>((name, event))
+                        Ok::<_, CacheError>((name, event))
                     })
                     .buffered(READS_IN_FLIGHT)
                     .try_collect()
@@ -138,7 +139,7 @@ impl EventLog {
 }
 
 /// Names of the bucket's event objects, oldest first.
-async fn list(storage: &Storage) -> Result<Vec<String>, SharedError> {
+async fn list(storage: &Storage) -> Result<Vec<String>, CacheError> {
     let listed: Vec<_> = storage
         .list(&Path::from(EVENT_PREFIX))
         .try_collect()

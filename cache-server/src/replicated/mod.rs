@@ -1,4 +1,5 @@
-//! State that every replica must see: access tokens and deploy events.
+//! State that every replica must see: access tokens, deploy events and
+//! build leases ([`leases`]).
 //!
 //! A single server keeps both in its index. Replicas sharing a bucket keep
 //! them in the bucket too: tokens as one object per token under `tokens/`
@@ -9,13 +10,11 @@
 //! any replica.
 
 mod events;
+pub mod leases;
 mod tokens;
 
 pub use events::EventLog;
 pub use tokens::{TOKEN_CACHE_FOR, TokenStore};
-
-use crate::index::IndexError;
-use crate::storage::StorageError;
 
 /// Locks a mutex whose data stays usable after a panic elsewhere (plain
 /// caches, no invariant spans two fields).
@@ -23,15 +22,4 @@ fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// A failure of shared state.
-#[derive(Debug, thiserror::Error)]
-pub enum SharedError {
-    /// The index failed.
-    #[error(transparent)]
-    Index(#[from] IndexError),
-    /// The bucket failed.
-    #[error(transparent)]
-    Storage(#[from] StorageError),
 }

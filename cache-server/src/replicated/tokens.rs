@@ -8,8 +8,10 @@ use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::path::Path;
 
-use super::{SharedError, lock};
-use crate::index::{Index, Scope, TokenRecord, now_ms};
+use super::lock;
+use crate::auth::NewToken;
+use crate::cache::CacheError;
+use crate::index::{Index, NewTokenRecord, Scope, TokenRecord, now_ms, token_hash};
 use crate::storage::Storage;
 
 /// How long a replica trusts what it read of a token from the bucket.
@@ -69,7 +71,7 @@ fn token_path(secret_hash: &str) -> Path {
     Path::from_iter([TOKEN_PREFIX, secret_hash])
 }
 
-async fn write(storage: &Storage, hash: &str, record: &TokenRecord) -> Result<(), SharedError> {
+async fn write(storage: &Storage, hash: &str, record: &TokenRecord) -> Result<(), CacheError> {
     let body = serde_json::to_vec(&TokenObject::of(record)).unwrap_or_default();
     storage
         .put_small(&token_path(hash), Bytes::from(body))
@@ -86,36 +88,39 @@ impl TokenStore {
         }
     }
 
-    /// Stores a new token under `id` with the hash of its secret.
-    pub async fn create(
-        &self,
-        id: String,
-        secret_hash: String,
-        name: String,
-        scope: Scope,
-        expires_ms: Option<i64>,
-    ) -> Result<TokenRecord, SharedError> {
+    /// Stores `token` (only the hash of its secret).
+    pub async fn create(&self, token: NewTokenRecord) -> Result<TokenRecord, CacheError> {
         match self {
-            Self::Index(index) => Ok(index
-                .create_token(id, secret_hash, name, scope, expires_ms)
-                .await?),
+            Self::Index(index) => Ok(index.create_token(token).await?),
             Self::Bucket { storage, .. } => {
-                let record = TokenRecord {
-                    id,
-                    name,
-                    scope,
-                    created_ms: now_ms(),
-                    expires_ms,
-                    revoked_ms: None,
-                };
-                write(storage, &secret_hash, &record).await?;
+                let record = token.record(now_ms());
+                write(storage, &token.secret_hash, &record).await?;
                 Ok(record)
             }
         }
     }
 
+    /// Stores the new `token` (its secret hashed) for `name` (by default
+    /// its id).
+    pub async fn issue(
+        &self,
+        token: &NewToken,
+        name: Option<String>,
+        scope: Scope,
+        expires_ms: Option<i64>,
+    ) -> Result<TokenRecord, CacheError> {
+        self.create(NewTokenRecord {
+            id: token.id.clone(),
+            secret_hash: token_hash(&token.secret),
+            name: name.unwrap_or_else(|| token.id.clone()),
+            scope,
+            expires_ms,
+        })
+        .await
+    }
+
     /// The token whose secret hashes to `secret_hash`, active or not.
-    pub async fn by_hash(&self, secret_hash: String) -> Result<Option<TokenRecord>, SharedError> {
+    pub async fn by_hash(&self, secret_hash: String) -> Result<Option<TokenRecord>, CacheError> {
         match self {
             Self::Index(index) => Ok(index.token_by_hash(secret_hash).await?),
             Self::Bucket { storage, cache } => {
@@ -141,7 +146,7 @@ impl TokenStore {
     }
 
     /// Every token with its hash, oldest first.
-    async fn all(&self) -> Result<Vec<(String, TokenRecord)>, SharedError> {
+    async fn all(&self) -> Result<Vec<(String, TokenRecord)>, CacheError> {
         let Self::Bucket { storage, .. } = self else {
             return Ok(Vec::new());
         };
@@ -168,7 +173,7 @@ impl TokenStore {
     }
 
     /// Every token, oldest first.
-    pub async fn list(&self) -> Result<Vec<TokenRecord>, SharedError> {
+    pub async fn list(&self) -> Result<Vec<TokenRecord>, CacheError> {
         match self {
             Self::Index(index) => Ok(index.tokens().await?),
             Self::Bucket { .. } => Ok(self.all().await?.into_iter().map(|(_, r)| r).collect()),
@@ -176,7 +181,7 @@ impl TokenStore {
     }
 
     /// Revokes the token with this id or name; returns how many were revoked.
-    pub async fn revoke(&self, id_or_name: String) -> Result<usize, SharedError> {
+    pub async fn revoke(&self, id_or_name: String) -> Result<usize, CacheError> {
         match self {
             Self::Index(index) => Ok(index.revoke_token(id_or_name).await?),
             Self::Bucket { storage, cache } => {
@@ -197,7 +202,7 @@ impl TokenStore {
     }
 
     /// Whether any token is still active.
-    pub async fn has_active(&self) -> Result<bool, SharedError> {
+    pub async fn has_active(&self) -> Result<bool, CacheError> {
         let now = now_ms();
         Ok(self.list().await?.iter().any(|token| token.active_at(now)))
     }
@@ -214,13 +219,13 @@ mod tests {
         let storage = Storage::open(&StorageLocation::Memory, Default::default()).unwrap();
         let a = TokenStore::bucket(storage.clone());
         let b = TokenStore::bucket(storage);
-        a.create(
-            "id1".into(),
-            token_hash("s"),
-            "ci".into(),
-            Scope::Write,
-            None,
-        )
+        a.create(NewTokenRecord {
+            id: "id1".into(),
+            secret_hash: token_hash("s"),
+            name: "ci".into(),
+            scope: Scope::Write,
+            expires_ms: None,
+        })
         .await
         .unwrap();
         let seen = b.by_hash(token_hash("s")).await.unwrap().unwrap();

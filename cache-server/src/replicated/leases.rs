@@ -27,27 +27,14 @@ use object_store::UpdateVersion;
 use object_store::path::Path;
 use serde::{Deserialize, Serialize};
 
-use crate::index::{Index, IndexError, LeaseOutcome, now_ms};
+use crate::cache::CacheError;
+use crate::index::{Index, LeaseOutcome, now_ms};
 use crate::storage::{Storage, StorageError};
 
 /// Storage folder of leases.
 pub const LEASE_PREFIX: &str = "leases";
 /// How often an asker retries after losing a race to a rival's write.
 const ATTEMPTS: usize = 4;
-
-/// A lease failure.
-#[derive(Debug, thiserror::Error)]
-pub enum LeaseError {
-    /// The index failed.
-    #[error(transparent)]
-    Index(#[from] IndexError),
-    /// The bucket failed.
-    #[error(transparent)]
-    Storage(#[from] StorageError),
-    /// Rivals kept replacing the lease object.
-    #[error("the lease kept changing under concurrent askers; try again")]
-    Contended,
-}
 
 /// What keeps the bucket's leases exclusive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,7 +123,7 @@ impl LeaseBook {
         name: &str,
         holder: &str,
         ttl_ms: i64,
-    ) -> Result<LeaseOutcome, LeaseError> {
+    ) -> Result<LeaseOutcome, CacheError> {
         match self {
             Self::Index(index) => Ok(index
                 .acquire_lease(name.to_owned(), holder.to_owned(), ttl_ms)
@@ -148,7 +135,7 @@ impl LeaseBook {
     }
 
     /// Releases the lease `name` if `holder` has it.
-    pub async fn release(&self, name: &str, holder: &str) -> Result<LeaseOutcome, LeaseError> {
+    pub async fn release(&self, name: &str, holder: &str) -> Result<LeaseOutcome, CacheError> {
         match self {
             Self::Index(index) => Ok(index
                 .release_lease(name.to_owned(), holder.to_owned())
@@ -194,7 +181,7 @@ async fn acquire_in_bucket(
     name: &str,
     holder: &str,
     ttl_ms: i64,
-) -> Result<LeaseOutcome, LeaseError> {
+) -> Result<LeaseOutcome, CacheError> {
     let path = lease_path(name);
     for _ in 0..ATTEMPTS {
         let current = read(storage, &path).await?;
@@ -243,7 +230,7 @@ async fn acquire_in_bucket(
             }
         }
     }
-    Err(LeaseError::Contended)
+    Err(CacheError::Contended)
 }
 
 /// Finds out whether `storage` honours conditional puts, with a probe

@@ -21,9 +21,10 @@ use std::time::Duration;
 use futures::TryStreamExt;
 
 use crate::blob::{AC_PREFIX, CAS_PREFIX, KV_PREFIX, StoredName};
-use crate::index::{Index, IndexError, LeaseOutcome};
-use crate::leases::{LeaseBook, LeaseError};
+use crate::cache::CacheError;
+use crate::index::{Index, LeaseOutcome};
 use crate::metrics::Metrics;
+use crate::replicated::leases::LeaseBook;
 use crate::storage::{Storage, StorageError};
 
 /// How many least-recently-used candidates are read from the index at a time.
@@ -113,20 +114,6 @@ impl Drop for EvictGuard {
     }
 }
 
-/// Why eviction could not run.
-#[derive(Debug, thiserror::Error)]
-pub enum EvictionError {
-    /// The eviction lease could not be read or written.
-    #[error(transparent)]
-    Lease(#[from] LeaseError),
-    /// The index failed.
-    #[error(transparent)]
-    Index(#[from] IndexError),
-    /// The storage failed.
-    #[error(transparent)]
-    Storage(#[from] StorageError),
-}
-
 /// The quota keeper. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Evictor {
@@ -136,7 +123,7 @@ pub struct Evictor {
     metrics: Arc<Metrics>,
     quota: u64,
     pass: Arc<tokio::sync::Mutex<()>>,
-    hot: Option<Arc<crate::hot::HotCache>>,
+    hot: Option<Arc<crate::cache::hot::HotCache>>,
     shared: Option<SharedEviction>,
 }
 
@@ -181,7 +168,7 @@ impl Evictor {
     }
 
     /// Also forgets evicted objects in `hot`.
-    pub fn with_hot_cache(mut self, hot: Arc<crate::hot::HotCache>) -> Self {
+    pub fn with_hot_cache(mut self, hot: Arc<crate::cache::hot::HotCache>) -> Self {
         self.hot = Some(hot);
         self
     }
@@ -194,7 +181,7 @@ impl Evictor {
     /// Evicts least-recently-used objects until the store holds at most
     /// `target` bytes, skipping objects in use. Returns the bytes stored
     /// afterwards.
-    pub async fn evict_to(&self, target: u64) -> Result<u64, EvictionError> {
+    pub async fn evict_to(&self, target: u64) -> Result<u64, CacheError> {
         let _pass = self.pass.lock().await;
         // Recent reads count: write them to the index first.
         self.index.flush_access().await?;
@@ -222,7 +209,7 @@ impl Evictor {
     /// Deletes `name` (`size` bytes as stored) from storage, index and hot
     /// cache unless someone uses it; whether it was evicted. An object
     /// already gone (another replica evicted it) counts as evicted.
-    async fn evict_one(&self, name: &StoredName, size: u64) -> Result<bool, EvictionError> {
+    async fn evict_one(&self, name: &StoredName, size: u64) -> Result<bool, CacheError> {
         let Some(_claim) = self.in_use.try_evict(name) else {
             return Ok(false);
         };
@@ -243,7 +230,7 @@ impl Evictor {
     /// leave too little to evict. With replicas, writes are not held up:
     /// the replica holding the eviction lease brings the bucket back under
     /// quota on its next pass.
-    pub async fn make_room(&self, incoming: u64) -> Result<bool, EvictionError> {
+    pub async fn make_room(&self, incoming: u64) -> Result<bool, CacheError> {
         let Some(target) = self.quota.checked_sub(incoming) else {
             return Ok(false);
         };
@@ -278,7 +265,7 @@ impl Evictor {
         &self,
         shared: &SharedEviction,
         period: Duration,
-    ) -> Result<Option<u64>, EvictionError> {
+    ) -> Result<Option<u64>, CacheError> {
         // Held across a few missed passes, so that one slow pass does not
         // hand the turn to another replica midway.
         let ttl_ms = (period.as_millis() as i64) * 3 + 30_000;
@@ -294,7 +281,7 @@ impl Evictor {
 
     /// Evicts from a shared bucket, sized by listing it, until it holds at
     /// most `target` bytes. Returns the bytes stored afterwards.
-    pub async fn evict_listed(&self, target: u64) -> Result<u64, EvictionError> {
+    pub async fn evict_listed(&self, target: u64) -> Result<u64, CacheError> {
         let _pass = self.pass.lock().await;
         let mut objects = Vec::new();
         for prefix in [CAS_PREFIX, AC_PREFIX, KV_PREFIX] {

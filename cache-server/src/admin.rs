@@ -1,0 +1,105 @@
+//! The administrative subcommands: `reindex` (rebuild the index from
+//! storage) and `token create|list|revoke`.
+
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::auth::{expiry, new_token};
+use crate::config::{Cli, TokenCommand};
+use crate::index::{Scope, now_ms};
+use crate::reindex::reindex;
+use crate::replicated::TokenStore;
+
+/// `cache-server reindex`: lists storage and rewrites the index from it.
+pub async fn reindex_command(cli: &Cli) -> anyhow::Result<()> {
+    let (storage, index, described) = cli.open()?;
+    tracing::info!("reindexing {described}");
+    let report = reindex(&storage, &index).await.context("reindexing")?;
+    tracing::info!(
+        blobs = report.blobs,
+        actions = report.actions,
+        entries = report.entries,
+        skipped = report.skipped,
+        "index rebuilt from storage"
+    );
+    println!(
+        "reindexed {} blobs, {} action-cache entries and {} protocol entries ({} objects skipped)",
+        report.blobs, report.actions, report.entries, report.skipped
+    );
+    Ok(())
+}
+
+/// `cache-server token …`: in the bucket when replicas share it, else in
+/// the index.
+pub async fn token_command(cli: &Cli, action: &TokenCommand) -> anyhow::Result<()> {
+    let (storage, index, _) = cli.open()?;
+    let tokens = if cli.shared()? {
+        TokenStore::bucket(storage)
+    } else {
+        TokenStore::Index(index)
+    };
+    apply(&tokens, action).await
+}
+
+async fn apply(tokens: &TokenStore, action: &TokenCommand) -> anyhow::Result<()> {
+    match action {
+        TokenCommand::Create {
+            scope,
+            name,
+            expires,
+        } => {
+            let scope = Scope::parse(scope)
+                .with_context(|| format!("--scope {scope:?}: use read, write or admin"))?;
+            let expires_ms = expiry(expires.as_deref())
+                .map_err(anyhow::Error::msg)
+                .context("--expires")?;
+            let token = new_token().map_err(|e| anyhow::anyhow!("drawing a random token: {e}"))?;
+            let record = tokens
+                .issue(&token, name.clone(), scope, expires_ms)
+                .await?;
+            eprintln!(
+                "created token {} ({}, scope {}); it is shown once, store it now:",
+                record.id,
+                record.name,
+                scope.as_str()
+            );
+            println!("{}", token.secret);
+        }
+        TokenCommand::List => {
+            let now = now_ms();
+            println!(
+                "{:<12}  {:<20}  {:<5}  {:<8}  expires",
+                "id", "name", "scope", "state"
+            );
+            for token in tokens.list().await? {
+                let state = match (token.revoked_ms, token.active_at(now)) {
+                    (Some(_), _) => "revoked",
+                    (None, false) => "expired",
+                    (None, true) => "active",
+                };
+                let expires = token
+                    .expires_ms
+                    .map(|ms| {
+                        humantime::format_rfc3339_seconds(
+                            std::time::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64),
+                        )
+                        .to_string()
+                    })
+                    .unwrap_or_else(|| "never".into());
+                println!(
+                    "{:<12}  {:<20}  {:<5}  {:<8}  {expires}",
+                    token.id,
+                    token.name,
+                    token.scope.as_str(),
+                    state
+                );
+            }
+        }
+        TokenCommand::Revoke { id } => match tokens.revoke(id.clone()).await? {
+            0 => anyhow::bail!("no active token with id or name {id:?}"),
+            count => println!("revoked {count} token(s)"),
+        },
+    }
+    Ok(())
+}

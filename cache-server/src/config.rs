@@ -1,0 +1,311 @@
+//! The server's configuration: every flag with its `CACHE_SERVER_*`
+//! variable ([`Cli`], its subcommands), sizes, and what the flags imply
+//! (where storage and the index are, whether replicas share the bucket).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use crate::auth::AuthMode;
+use crate::index::Index;
+use crate::storage::{Storage, StorageLocation, StorageOptions};
+
+/// Content-addressed HTTP cache for CI: BLAKE3-verified blobs and an action
+/// cache over a local folder or an S3-compatible bucket.
+#[derive(Debug, Parser)]
+#[command(name = "cache-server", version)]
+pub struct Cli {
+    /// Address to listen on; port 0 picks a free port.
+    #[arg(
+        long,
+        env = "CACHE_SERVER_LISTEN",
+        default_value = "127.0.0.1:8080",
+        global = true
+    )]
+    pub listen: SocketAddr,
+
+    /// Where blobs live: a folder path, file:///abs/path, or s3://bucket[/prefix]
+    /// (with AWS_ENDPOINT, AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+    /// AWS_ALLOW_HTTP from the environment).
+    #[arg(
+        long,
+        env = "CACHE_SERVER_STORAGE",
+        default_value = "./cache-data",
+        global = true
+    )]
+    pub storage: String,
+
+    /// SQLite index file [default: index.sqlite inside a local storage folder,
+    /// else ./cache-index.sqlite].
+    #[arg(long, env = "CACHE_SERVER_INDEX", global = true)]
+    pub index: Option<PathBuf>,
+
+    /// Largest accepted blob, uncompressed (e.g. 1073741824, 512MiB, 10GiB).
+    #[arg(long, env = "CACHE_SERVER_MAX_BLOB_SIZE", default_value = "10GiB", value_parser = parse_size, global = true)]
+    pub max_blob_size: u64,
+
+    /// Upper bound of each storage call, in seconds; past it requests answer 503.
+    #[arg(
+        long,
+        env = "CACHE_SERVER_STORAGE_TIMEOUT",
+        default_value_t = 10,
+        global = true
+    )]
+    pub storage_timeout: u64,
+
+    /// zstd level of blobs stored compressed.
+    #[arg(
+        long,
+        env = "CACHE_SERVER_ZSTD_LEVEL",
+        default_value_t = 3,
+        global = true
+    )]
+    pub zstd_level: i32,
+
+    /// Keep the store under this many bytes (as stored) by evicting the
+    /// least recently used objects, e.g. 50GiB [default: no quota].
+    #[arg(long, env = "CACHE_SERVER_MAX_SIZE", value_parser = parse_size, global = true)]
+    pub max_size: Option<u64>,
+
+    /// How many deploy events (`POST /v1/events`) are kept; the oldest go first.
+    #[arg(long, env = "CACHE_SERVER_EVENTS_RETENTION", default_value_t = crate::http::DEFAULT_EVENTS_RETENTION, global = true)]
+    pub events_retention: u64,
+
+    /// Who may do what: required (a token on every request), anonymous-read
+    /// (writes need a token) or off [default: off on a loopback address,
+    /// else required; another address without any token refuses to start
+    /// unless --auth off is given].
+    #[arg(long, env = "CACHE_SERVER_AUTH", value_enum, global = true)]
+    pub auth: Option<AuthMode>,
+
+    /// Memory all uploads together may buffer (e.g. 512MiB); more uploads
+    /// at once wait for room instead of growing the process.
+    #[arg(long, env = "CACHE_SERVER_UPLOAD_MEMORY", default_value = "512MiB", value_parser = parse_size, global = true)]
+    pub upload_memory: u64,
+
+    /// PEM certificate chain: serve HTTPS (rustls) instead of plain HTTP;
+    /// needs --tls-key.
+    #[arg(
+        long,
+        env = "CACHE_SERVER_TLS_CERT",
+        requires = "tls_key",
+        global = true
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert.
+    #[arg(
+        long,
+        env = "CACHE_SERVER_TLS_KEY",
+        requires = "tls_cert",
+        global = true
+    )]
+    pub tls_key: Option<PathBuf>,
+
+    /// Seconds a client may take to send a request's headers.
+    #[arg(
+        long,
+        env = "CACHE_SERVER_HEADER_TIMEOUT",
+        default_value_t = 30,
+        global = true
+    )]
+    pub header_timeout: u64,
+
+    /// Seconds a connection may go with no byte moving in either direction
+    /// (idle keep-alive, a stalled upload, a client that stopped reading).
+    #[arg(
+        long,
+        env = "CACHE_SERVER_IDLE_TIMEOUT",
+        default_value_t = 60,
+        global = true
+    )]
+    pub idle_timeout: u64,
+
+    /// With --storage s3://: this server is the bucket's only writer, so its
+    /// index is trusted for negative answers (fastest, wrong with replicas).
+    /// Without it, several replicas may share the bucket.
+    #[arg(long, env = "CACHE_SERVER_INDEX_AUTHORITATIVE", global = true)]
+    pub index_authoritative: bool,
+
+    /// Replicas sharing a bucket: seconds an index row storage confirmed is
+    /// trusted before storage is asked again (an object another replica
+    /// deleted is seen gone at most this late).
+    #[arg(
+        long,
+        env = "CACHE_SERVER_INDEX_FRESH_FOR",
+        default_value_t = 5,
+        global = true
+    )]
+    pub index_fresh_for: u64,
+
+    /// This replica's name in shared leases and deploy events [default: a
+    /// random one].
+    #[arg(long, env = "CACHE_SERVER_REPLICA_ID", global = true)]
+    pub replica_id: Option<String>,
+
+    /// Replicas over a store that ignores conditional puts: milliseconds a
+    /// lease write settles before it is read back (twice).
+    #[arg(
+        long,
+        env = "CACHE_SERVER_LEASE_SETTLE_MS",
+        default_value_t = 300,
+        global = true
+    )]
+    pub lease_settle_ms: u64,
+
+    /// Answer blob GETs larger than this (e.g. 8MiB) with a 307 to a
+    /// presigned URL of the object, so the object store serves the bytes
+    /// (S3 storage only; blobs stored compressed are still served here).
+    #[arg(long, env = "CACHE_SERVER_REDIRECT_READS_OVER", value_parser = parse_size, global = true)]
+    pub redirect_reads_over: Option<u64>,
+
+    /// Seconds between eviction passes [default: 1, or 10 for replicas
+    /// sharing a bucket, where a pass lists the bucket].
+    #[arg(long, env = "CACHE_SERVER_EVICTION_INTERVAL", global = true)]
+    pub eviction_interval: Option<u64>,
+
+    #[allow(missing_docs)] // clap would turn a doc comment into help text
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve HTTP (the default).
+    Serve,
+    /// Rebuild the index by listing storage, then exit.
+    Reindex,
+    /// Manage access tokens in the index.
+    Token {
+        /// create, list or revoke.
+        #[command(subcommand)]
+        action: TokenCommand,
+    },
+}
+
+/// `cache-server token` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token and print it, once (only its hash is stored).
+    Create {
+        /// read, write (includes read) or admin (includes write, stats, tokens).
+        #[arg(long)]
+        scope: String,
+        /// Who it is for, e.g. ci [default: its id].
+        #[arg(long)]
+        name: Option<String>,
+        /// Lifetime, e.g. 30d, 12h [default: never expires].
+        #[arg(long)]
+        expires: Option<String>,
+    },
+    /// List tokens (never their secrets).
+    List,
+    /// Revoke a token by id or name.
+    Revoke {
+        /// Its id or name.
+        id: String,
+    },
+}
+
+/// Parses a byte count with an optional KiB/MiB/GiB/TiB (or KB/MB/GB/TB) suffix.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size in bytes"))?;
+    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        "t" | "tib" => 1 << 40,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
+        other => return Err(format!("unknown size unit {other:?}")),
+    };
+    number
+        .checked_mul(factor)
+        .ok_or_else(|| format!("{text:?} is too large"))
+}
+
+impl Cli {
+    /// Where storage is.
+    pub fn location(&self) -> anyhow::Result<StorageLocation> {
+        Ok(StorageLocation::parse(&self.storage)?)
+    }
+
+    /// Where the index file is.
+    pub fn index_path(&self, location: &StorageLocation) -> PathBuf {
+        match (&self.index, location.local_folder()) {
+            (Some(path), _) => path.clone(),
+            (None, Some(folder)) => folder.join("index.sqlite"),
+            (None, None) => PathBuf::from("cache-index.sqlite"),
+        }
+    }
+
+    /// Whether replicas may share the store: S3 without --index-authoritative.
+    pub fn shared(&self) -> anyhow::Result<bool> {
+        Ok(matches!(self.location()?, StorageLocation::S3 { .. }) && !self.index_authoritative)
+    }
+
+    /// Opens storage and index; also returns a description for the log.
+    pub fn open(&self) -> anyhow::Result<(Storage, Index, String)> {
+        let location = self.location()?;
+        let options = StorageOptions {
+            timeout: Duration::from_secs(self.storage_timeout.max(1)),
+            ..StorageOptions::default()
+        };
+        let storage = Storage::open(&location, options)?;
+        let index_path = self.index_path(&location);
+        let index = Index::open(&index_path)
+            .with_context(|| format!("opening the index {}", index_path.display()))?;
+        Ok((
+            storage,
+            index,
+            format!("storage {location}, index {}", index_path.display()),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn sizes_parse_with_units() {
+        assert_eq!(parse_size("1024").unwrap(), 1024);
+        assert_eq!(parse_size("512MiB").unwrap(), 512 << 20);
+        assert_eq!(parse_size("10GiB").unwrap(), 10 << 30);
+        assert_eq!(parse_size("2GB").unwrap(), 2_000_000_000);
+        assert!(parse_size("ten").is_err());
+        assert!(parse_size("5XB").is_err());
+    }
+
+    #[test]
+    fn index_defaults_to_the_local_storage_folder() {
+        let cli = Cli::parse_from(["cache-server", "--storage", "/tmp/x"]);
+        let location = cli.location().unwrap();
+        assert_eq!(
+            cli.index_path(&location),
+            PathBuf::from("/tmp/x/index.sqlite")
+        );
+        let cli = Cli::parse_from(["cache-server", "--storage", "s3://b/p", "reindex"]);
+        let location = cli.location().unwrap();
+        assert_eq!(
+            cli.index_path(&location),
+            PathBuf::from("cache-index.sqlite")
+        );
+        assert!(matches!(cli.command, Some(Command::Reindex)));
+    }
+}
