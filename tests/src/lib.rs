@@ -6,6 +6,7 @@
 //! Services the harness needs are installed by `scripts/install-test-deps`
 //! into `~/.cache/cachectl-test-deps` (or `$CACHECTL_TEST_DEPS`).
 
+pub mod api;
 pub mod bins;
 pub mod cachectl;
 pub mod data;

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use cache_proto::body::{ErrorBody, MissingRequest, MissingResponse, Stats};
+use cache_proto::body::{ErrorBody, MissingRequest, MissingResponse};
 use cache_proto::{Digest, routes};
 use cachectl_e2e::data::{compressible_bytes, digest, files_under, random_bytes};
 use cachectl_e2e::{Backend, CacheServer, S3Server, ServerOptions};
@@ -55,18 +55,6 @@ on_both_backends!(
     reindex_rebuilds_a_lost_index,
 );
 
-async fn put(server: &CacheServer, content: Vec<u8>) -> StatusCode {
-    let url = server.url(&routes::cas(&digest(&content)));
-    server
-        .client
-        .put(url)
-        .body(content)
-        .send()
-        .await
-        .unwrap()
-        .status()
-}
-
 /// GETs a blob, hashing the body as it streams; returns status, digest, length.
 async fn get_digest(server: &CacheServer, digest: &Digest) -> (StatusCode, Digest, u64) {
     let response = server
@@ -114,7 +102,7 @@ async fn round_trips_empty_small_and_large_blobs(server: &mut CacheServer) {
     for content in blobs {
         let d = digest(&content);
         assert_eq!(
-            put(server, content.clone()).await,
+            server.put_blob(&content.clone()).await,
             StatusCode::CREATED,
             "{} bytes",
             content.len()
@@ -143,7 +131,7 @@ async fn round_trips_empty_small_and_large_blobs(server: &mut CacheServer) {
 async fn round_trips_a_256_mib_blob(server: &mut CacheServer) {
     let content = random_bytes(256 * MIB, 3);
     let d = digest(&content);
-    assert_eq!(put(server, content).await, StatusCode::CREATED);
+    assert_eq!(server.put_blob(&content).await, StatusCode::CREATED);
     let (status, got, length) = get_digest(server, &d).await;
     assert_eq!((status, got, length), (StatusCode::OK, d, 256 * MIB as u64));
 }
@@ -186,11 +174,11 @@ async fn wrong_digest_is_rejected_and_nothing_is_stored(server: &mut CacheServer
 async fn re_put_is_idempotent_and_does_not_rewrite(server: &mut CacheServer) {
     let content = random_bytes(3 * MIB, 5);
     let d = digest(&content);
-    assert_eq!(put(server, content.clone()).await, StatusCode::CREATED);
+    assert_eq!(server.put_blob(&content.clone()).await, StatusCode::CREATED);
     let file = server.stored_blob_file(&d);
     let before = std::fs::metadata(&file).unwrap().modified().unwrap();
     tokio::time::sleep(Duration::from_millis(20)).await;
-    assert_eq!(put(server, content.clone()).await, StatusCode::OK);
+    assert_eq!(server.put_blob(&content.clone()).await, StatusCode::OK);
     let after = std::fs::metadata(&file).unwrap().modified().unwrap();
     assert_eq!(before, after, "the blob was rewritten");
     let (_, got, _) = get_digest(server, &d).await;
@@ -326,7 +314,7 @@ async fn ranges_are_served_from_raw_and_compressed_blobs(server: &mut CacheServe
         compressible_bytes(3 * MIB + 5),
     ] {
         let d = digest(&content);
-        put(server, content.clone()).await;
+        server.put_blob(&content.clone()).await;
         let size = content.len();
         let cases = [
             ("bytes=0-0", 0..1),
@@ -371,7 +359,7 @@ async fn missing_lists_only_absent_digests(server: &mut CacheServer) {
         .map(|i| random_bytes(1000 + i, 10 + i as u64))
         .collect();
     for content in &present {
-        put(server, content.clone()).await;
+        server.put_blob(&content.clone()).await;
     }
     let absent: Vec<Digest> = (0..2).map(|i| digest(&random_bytes(10, 100 + i))).collect();
     let request = MissingRequest {
@@ -490,7 +478,7 @@ async fn invalid_identifiers_are_400(server: &mut CacheServer) {
 async fn everything_survives_a_restart(server: &mut CacheServer) {
     let blob = compressible_bytes(2 * MIB);
     let d = digest(&blob);
-    put(server, blob.clone()).await;
+    server.put_blob(&blob.clone()).await;
     let key = digest(b"restart").to_string();
     server
         .client
@@ -504,15 +492,7 @@ async fn everything_survives_a_restart(server: &mut CacheServer) {
     assert_eq!((status, got), (StatusCode::OK, d));
     let (status, body) = get_bytes(server, &format!("/v1/ac/{key}")).await;
     assert_eq!((status, body.as_slice()), (StatusCode::OK, &b"value"[..]));
-    let stats: Stats = server
-        .client
-        .get(server.url(routes::STATS))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats = server.stats().await;
     assert_eq!((stats.stored.blobs, stats.stored.action_entries), (1, 1));
 }
 
@@ -523,7 +503,7 @@ async fn reindex_rebuilds_a_lost_index(server: &mut CacheServer) {
         Vec::new(),
     ];
     for content in &blobs {
-        put(server, content.clone()).await;
+        server.put_blob(&content.clone()).await;
     }
     let key = digest(b"reindex").to_string();
     server
@@ -598,7 +578,7 @@ async fn oversize_upload_is_413_before_the_body_is_read() {
     assert!(!server.stored_blob_file(&claimed).exists());
 
     let exact = random_bytes(MIB, 31);
-    assert_eq!(put(&server, exact).await, StatusCode::CREATED);
+    assert_eq!(server.put_blob(&exact).await, StatusCode::CREATED);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -611,7 +591,7 @@ async fn s3_outage_answers_503_within_the_timeout_then_recovers() {
     let server = CacheServer::start(Backend::s3(&s3, "outage"), options);
     let content = random_bytes(2 * MIB, 40);
     let d = digest(&content);
-    assert_eq!(put(&server, content.clone()).await, StatusCode::CREATED);
+    assert_eq!(server.put_blob(&content.clone()).await, StatusCode::CREATED);
 
     s3.stop();
     let started = Instant::now();
@@ -619,7 +599,7 @@ async fn s3_outage_answers_503_within_the_timeout_then_recovers() {
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     let other = random_bytes(1000, 41);
     assert_eq!(
-        put(&server, other.clone()).await,
+        server.put_blob(&other.clone()).await,
         StatusCode::SERVICE_UNAVAILABLE
     );
     let ready = server
@@ -652,7 +632,7 @@ async fn s3_outage_answers_503_within_the_timeout_then_recovers() {
     assert_eq!(ready.status(), StatusCode::OK);
     let (status, got, _) = get_digest(&server, &d).await;
     assert_eq!((status, got), (StatusCode::OK, d));
-    assert_eq!(put(&server, other).await, StatusCode::CREATED);
+    assert_eq!(server.put_blob(&other).await, StatusCode::CREATED);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -664,17 +644,9 @@ async fn stats_and_metrics_count_hits_misses_and_bytes() {
         get_bytes(&server, &routes::cas(&d)).await.0,
         StatusCode::NOT_FOUND
     );
-    put(&server, content).await;
+    server.put_blob(&content).await;
     assert_eq!(get_bytes(&server, &routes::cas(&d)).await.0, StatusCode::OK);
-    let stats: Stats = server
-        .client
-        .get(server.url(routes::STATS))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats = server.stats().await;
     let cas = &stats.protocols["cas"];
     assert_eq!((cas.hits, cas.misses, cas.writes), (1, 1, 1));
     assert_eq!((cas.bytes_received, cas.bytes_served), (5000, 5000));

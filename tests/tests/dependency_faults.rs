@@ -7,7 +7,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use cache_proto::routes;
+use cachectl_e2e::api::{try_get_blob, try_put_blob};
 use cachectl_e2e::data::{digest, files_under, random_bytes};
 use cachectl_e2e::{Backend, CacheServer, Fault, FaultProxy, S3Server, ServerOptions};
 
@@ -15,43 +15,33 @@ use cachectl_e2e::{Backend, CacheServer, Fault, FaultProxy, S3Server, ServerOpti
 /// per call, a couple of calls, and slack for a loaded machine.
 const ANSWER_WITHIN: Duration = Duration::from_secs(12);
 
+/// How long one request may take before it counts as no answer.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
 async fn put(server: &CacheServer, content: &[u8]) -> (u16, Duration) {
     let started = Instant::now();
-    let status = server
-        .client
-        .put(server.url(&routes::cas(&digest(content))))
-        .body(content.to_vec())
-        .timeout(Duration::from_secs(60))
-        .send()
-        .await
-        .map(|response| response.status().as_u16())
-        .unwrap_or(0);
+    let (base, name) = (server.base_url(), digest(content));
+    let put = try_put_blob(&server.client, &base, &name, content.to_vec());
+    let status = match tokio::time::timeout(REQUEST_TIMEOUT, put).await {
+        Ok(Ok(status)) => status.as_u16(),
+        _ => 0,
+    };
     (status, started.elapsed())
 }
 
 async fn get(server: &CacheServer, content: &[u8]) -> (u16, Duration) {
     let started = Instant::now();
-    let result = server
-        .client
-        .get(server.url(&routes::cas(&digest(content))))
-        .timeout(Duration::from_secs(60))
-        .send()
-        .await;
-    let status = match result {
-        Ok(response) => {
-            let status = response.status().as_u16();
-            match response.bytes().await {
-                Ok(body) if status == 200 => {
-                    assert_eq!(digest(&body), digest(content), "a wrong body was served");
-                    200
-                }
-                Ok(_) => status,
-                // The headers went out before storage failed: the body
-                // is cut short, which the client sees as an error.
-                Err(_) => 0,
-            }
+    let (base, name) = (server.base_url(), digest(content));
+    let get = try_get_blob(&server.client, &base, &name);
+    let status = match tokio::time::timeout(REQUEST_TIMEOUT, get).await {
+        Ok(Ok((status, body))) if status == 200 => {
+            assert_eq!(digest(&body), digest(content), "a wrong body was served");
+            200
         }
-        Err(_) => 0,
+        Ok(Ok((status, _))) => status.as_u16(),
+        // No answer, or the headers went out before storage failed: the
+        // body is cut short, which the client sees as an error.
+        _ => 0,
     };
     (status, started.elapsed())
 }

@@ -123,15 +123,7 @@ async fn assert_nothing_published(server: &CacheServer, d: &cache_proto::Digest)
         .await
         .unwrap();
     assert_eq!(head.status(), StatusCode::NOT_FOUND);
-    let stats: cache_proto::body::Stats = server
-        .client
-        .get(server.url(routes::STATS))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats = server.stats().await;
     assert_eq!(stats.stored.blobs, 0);
 }
 

@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use cache_proto::{Digest, routes};
+use cache_proto::Digest;
+use cachectl_e2e::api::{try_get_blob, try_put_blob};
 use cachectl_e2e::data::{digest, random_bytes};
 use cachectl_e2e::process::peak_rss;
 use cachectl_e2e::{Backend, CacheServer, ServerOptions};
@@ -112,31 +113,22 @@ async fn put(
     name: &Digest,
     body: Bytes,
 ) -> Result<(), String> {
-    let response = client
-        .put(format!("{base}{}", routes::cas(name)))
-        .body(body)
-        .send()
+    let status = try_put_blob(client, base, name, body)
         .await
         .map_err(|e| format!("PUT: {e}"))?;
-    match response.status().as_u16() {
+    match status.as_u16() {
         200 | 201 => Ok(()),
         other => Err(format!("PUT answered {other}")),
     }
 }
 
 async fn get_verified(client: &reqwest::Client, base: &str, name: &Digest) -> Result<u64, String> {
-    let response = client
-        .get(format!("{base}{}", routes::cas(name)))
-        .send()
+    let (status, body) = try_get_blob(client, base, name)
         .await
         .map_err(|e| format!("GET: {e}"))?;
-    if response.status() != 200 {
-        return Err(format!("GET answered {}", response.status()));
+    if status != 200 {
+        return Err(format!("GET answered {status}"));
     }
-    let body = response
-        .bytes()
-        .await
-        .map_err(|e| format!("GET body: {e}"))?;
     if digest(&body) != *name {
         return Err(format!("GET {name}: the body does not verify"));
     }

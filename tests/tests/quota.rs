@@ -10,27 +10,6 @@ use reqwest::StatusCode;
 
 const KIB: usize = 1024;
 
-async fn put(server: &CacheServer, content: &[u8]) -> StatusCode {
-    server
-        .client
-        .put(server.url(&format!("/v1/cas/{}", digest(content))))
-        .body(content.to_vec())
-        .send()
-        .await
-        .unwrap()
-        .status()
-}
-
-async fn get_status(server: &CacheServer, content: &[u8]) -> StatusCode {
-    server
-        .client
-        .get(server.url(&format!("/v1/cas/{}", digest(content))))
-        .send()
-        .await
-        .unwrap()
-        .status()
-}
-
 async fn stored(server: &CacheServer) -> serde_json::Value {
     server.get_json("/v1/stats", None).await["stored"].clone()
 }
@@ -39,22 +18,22 @@ async fn stored(server: &CacheServer) -> serde_json::Value {
 async fn least_recently_used_go_first(server: &CacheServer) {
     let blobs: Vec<Vec<u8>> = (0..4).map(|i| random_bytes(300 * KIB, i)).collect();
     for blob in &blobs[..3] {
-        assert_eq!(put(server, blob).await, StatusCode::CREATED);
+        assert_eq!(server.put_blob(blob).await, StatusCode::CREATED);
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     // Blob 0 is read: now blob 1 is the least recently used.
-    assert_eq!(get_status(server, &blobs[0]).await, StatusCode::OK);
+    assert_eq!(server.get_blob(&digest(&blobs[0])).await.0, StatusCode::OK);
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    assert_eq!(put(server, &blobs[3]).await, StatusCode::CREATED);
+    assert_eq!(server.put_blob(&blobs[3]).await, StatusCode::CREATED);
 
     assert_eq!(
-        get_status(server, &blobs[1]).await,
+        server.get_blob(&digest(&blobs[1])).await.0,
         StatusCode::NOT_FOUND,
         "LRU kept"
     );
     for kept in [0, 2, 3] {
         assert_eq!(
-            get_status(server, &blobs[kept]).await,
+            server.get_blob(&digest(&blobs[kept])).await.0,
             StatusCode::OK,
             "blob {kept}"
         );
@@ -69,7 +48,7 @@ async fn least_recently_used_go_first(server: &CacheServer) {
 
     // One blob larger than the whole quota: 413, before its body is stored.
     let huge = random_bytes(1100 * KIB, 9);
-    assert_eq!(put(server, &huge).await, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(server.put_blob(&huge).await, StatusCode::PAYLOAD_TOO_LARGE);
     let metrics = reqwest::get(server.url("/metrics"))
         .await
         .unwrap()
@@ -119,7 +98,7 @@ async fn an_object_being_read_is_never_evicted_and_a_write_without_room_is_507()
     );
     let first = random_bytes(32 * MIB, 1);
     let second = random_bytes(32 * MIB, 2);
-    assert_eq!(put(&server, &first).await, StatusCode::CREATED);
+    assert_eq!(server.put_blob(&first).await, StatusCode::CREATED);
 
     // Start reading the first blob, slowly.
     let response = server
@@ -134,7 +113,7 @@ async fn an_object_being_read_is_never_evicted_and_a_write_without_room_is_507()
 
     // The second needs the first's room, which is being read: 507.
     assert_eq!(
-        put(&server, &second).await,
+        server.put_blob(&second).await,
         StatusCode::INSUFFICIENT_STORAGE
     );
 
@@ -145,7 +124,10 @@ async fn an_object_being_read_is_never_evicted_and_a_write_without_room_is_507()
     assert_eq!(digest(&received), digest(&first), "the read was cut short");
 
     // Now the first can go.
-    assert_eq!(put(&server, &second).await, StatusCode::CREATED);
-    assert_eq!(get_status(&server, &first).await, StatusCode::NOT_FOUND);
-    assert_eq!(get_status(&server, &second).await, StatusCode::OK);
+    assert_eq!(server.put_blob(&second).await, StatusCode::CREATED);
+    assert_eq!(
+        server.get_blob(&digest(&first)).await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(server.get_blob(&digest(&second)).await.0, StatusCode::OK);
 }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use cachectl_e2e::api::{get_blob, put_blob};
 use cachectl_e2e::data::{digest, random_bytes};
 use cachectl_e2e::{Backend, CacheServer, GarageCluster, Nginx, ServerOptions};
 use reqwest::StatusCode;
@@ -25,26 +26,6 @@ fn replica(cluster: &GarageCluster, node: usize, prefix: &str, args: &[&str]) ->
 
 fn client() -> reqwest::Client {
     reqwest::Client::builder().no_proxy().build().unwrap()
-}
-
-async fn put_blob(client: &reqwest::Client, base: &str, content: &[u8]) -> StatusCode {
-    client
-        .put(format!("{base}/v1/cas/{}", digest(content)))
-        .body(content.to_vec())
-        .send()
-        .await
-        .unwrap()
-        .status()
-}
-
-async fn get_blob(client: &reqwest::Client, base: &str, content: &[u8]) -> (StatusCode, Vec<u8>) {
-    let response = client
-        .get(format!("{base}/v1/cas/{}", digest(content)))
-        .send()
-        .await
-        .unwrap();
-    let status = response.status();
-    (status, response.bytes().await.unwrap().to_vec())
 }
 
 async fn status_of(request: reqwest::RequestBuilder) -> StatusCode {
@@ -85,7 +66,7 @@ async fn what_one_replica_writes_the_others_read_and_what_it_deletes_they_drop()
     }
     for reader in [&b, &c] {
         for blob in [&small, &large] {
-            let (status, body) = get_blob(&http, &reader.base_url(), blob).await;
+            let (status, body) = get_blob(&http, &reader.base_url(), &digest(blob)).await;
             assert_eq!(status, StatusCode::OK);
             assert!(body == *blob, "wrong bytes through another replica");
         }
@@ -279,9 +260,9 @@ async fn eviction_from_two_replicas_keeps_the_bucket_under_quota() {
     assert!(present <= 8, "{present} MiB left under an 8 MiB quota");
     assert!(present >= 4, "evicted far too much: {present} left");
     // The newest survive: least recently used go first.
-    let (status, _) = get_blob(&http, &observer.base_url(), &blobs[23]).await;
+    let (status, _) = get_blob(&http, &observer.base_url(), &digest(&blobs[23])).await;
     assert_eq!(status, StatusCode::OK);
-    let (status, _) = get_blob(&http, &observer.base_url(), &blobs[0]).await;
+    let (status, _) = get_blob(&http, &observer.base_url(), &digest(&blobs[0])).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     // Neither replica crashed or failed a pass, and both still serve.
     for server in [&a, &b] {
@@ -327,7 +308,7 @@ async fn a_lost_garage_node_stops_no_read_or_write_and_rejoins() {
         );
     }
     for blob in before.iter().chain(&during) {
-        let (status, body) = get_blob(&http, &a.base_url(), blob).await;
+        let (status, body) = get_blob(&http, &a.base_url(), &digest(blob)).await;
         assert_eq!(status, StatusCode::OK);
         assert!(body == *blob);
     }
@@ -342,7 +323,7 @@ async fn a_lost_garage_node_stops_no_read_or_write_and_rejoins() {
     let deadline = Instant::now() + Duration::from_secs(30);
     for blob in before.iter().chain(&during) {
         loop {
-            let (status, body) = get_blob(&http, &through_rejoined.base_url(), blob).await;
+            let (status, body) = get_blob(&http, &through_rejoined.base_url(), &digest(blob)).await;
             if status == StatusCode::OK {
                 assert!(body == *blob);
                 break;
@@ -392,7 +373,7 @@ async fn a_replica_killed_behind_nginx_fails_no_request_beyond_those_in_flight()
                     let blob = random_bytes(20_000, 10_000 * w as u64 + i);
                     i += 1;
                     let put = put_blob(&http, &base, &blob).await;
-                    let (got, body) = get_blob(&http, &base, &blob).await;
+                    let (got, body) = get_blob(&http, &base, &digest(&blob)).await;
                     if put.is_success() && got == StatusCode::OK && body == blob {
                         ok.fetch_add(1, Ordering::Relaxed);
                     } else {
@@ -458,7 +439,7 @@ async fn a_large_blob_get_is_redirected_to_the_object_store() {
     );
 
     // A client that follows gets the right bytes, from Garage; a range too.
-    let (status, body) = get_blob(&http, &server.base_url(), &blob).await;
+    let (status, body) = get_blob(&http, &server.base_url(), &digest(&blob)).await;
     assert_eq!(status, StatusCode::OK);
     assert!(
         digest(&body) == digest(&blob),
