@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use super::{BuildError, run_streaming};
 use crate::image::oci::{self, Flavor, Platform};
-use crate::image::publish::{BaseImage, NewImage};
+use crate::image::publish::{BaseImage, BaseLayer, NewImage};
 use crate::image::registry::{Registry, parse_reference};
 use crate::pack::layer;
 
@@ -67,7 +67,11 @@ async fn start_from(
     let layers = manifest.json["layers"]
         .as_array()
         .cloned()
-        .unwrap_or_default();
+        .unwrap_or_default()
+        .into_iter()
+        .map(BaseLayer::parse)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|message| BuildError::Base(format!("{from}: {message}")))?;
     let flavor = Flavor::of_manifest(&manifest.media_type);
     Ok((Some(BaseImage { reference, layers }), config, flavor))
 }
@@ -126,7 +130,10 @@ pub async fn build(
     config["config"]["Labels"][KEY_LABEL] = json!(spec.key.to_string());
     let config_bytes = serde_json::to_vec(&config).unwrap_or_default();
 
-    let mut layers: Vec<Value> = base.as_ref().map(|b| b.layers.clone()).unwrap_or_default();
+    let mut layers: Vec<Value> = base
+        .iter()
+        .flat_map(|base| base.layers.iter().map(|layer| layer.descriptor.clone()))
+        .collect();
     layers.push(oci::descriptor(
         flavor.gzip_layer(),
         &layer.digest,

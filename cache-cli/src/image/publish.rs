@@ -15,8 +15,41 @@ use super::{ImageError, ImageTarget, Location, oci};
 pub struct BaseImage {
     /// Where it lives.
     pub reference: Reference,
-    /// Its layer descriptors.
-    pub layers: Vec<Value>,
+    /// Its layers.
+    pub layers: Vec<BaseLayer>,
+}
+
+/// A layer of a base image: its descriptor as the base's manifest has it,
+/// checked to name a `sha256:` digest and a size.
+#[derive(Debug, Clone)]
+pub struct BaseLayer {
+    /// The layer's digest.
+    pub digest: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// The whole descriptor (media type, annotations, ...), copied into the
+    /// new manifest as it is.
+    pub descriptor: Value,
+}
+
+impl BaseLayer {
+    /// Reads a layer descriptor; a missing or malformed digest or size is
+    /// an error, never an empty digest pushed later.
+    pub fn parse(descriptor: Value) -> Result<Self, String> {
+        let digest = descriptor["digest"]
+            .as_str()
+            .filter(|digest| oci::sha256_hex(digest).is_some())
+            .ok_or_else(|| format!("a layer has no sha256 digest: {descriptor}"))?
+            .to_owned();
+        let size = descriptor["size"]
+            .as_u64()
+            .ok_or_else(|| format!("layer {digest} has no size"))?;
+        Ok(Self {
+            digest,
+            size,
+            descriptor,
+        })
+    }
 }
 
 /// A built image, ready to publish.
@@ -73,10 +106,8 @@ pub async fn publish(
     if let Some(base) = &image.base {
         let source = Location::Registry(base.reference.clone());
         for layer in &base.layers {
-            let digest = layer["digest"].as_str().unwrap_or_default();
-            let size = layer["size"].as_u64().unwrap_or(0);
             pushed += destination
-                .receive_blob(registry, &source, digest, size)
+                .receive_blob(registry, &source, &layer.digest, layer.size)
                 .await?
                 .bytes();
         }
@@ -92,4 +123,24 @@ pub async fn publish(
             .await?;
     }
     Ok(pushed + image.manifest.len() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_layers_without_a_digest_or_size_are_refused() {
+        let digest = format!("sha256:{}", "a".repeat(64));
+        let layer = BaseLayer::parse(serde_json::json!({ "digest": digest, "size": 3 })).unwrap();
+        assert_eq!((layer.digest.as_str(), layer.size), (digest.as_str(), 3));
+        for malformed in [
+            serde_json::json!({ "size": 3 }),
+            serde_json::json!({ "digest": "", "size": 3 }),
+            serde_json::json!({ "digest": "sha256:xyz", "size": 3 }),
+            serde_json::json!({ "digest": digest }),
+        ] {
+            assert!(BaseLayer::parse(malformed.clone()).is_err(), "{malformed}");
+        }
+    }
 }
