@@ -12,7 +12,8 @@
 //!   `token` and `reindex` subcommands;
 //! - [`http`]: every route of every protocol ([`http::endpoint`]: one type,
 //!   with the scope each needs), one file per operation group;
-//! - [`cache`]: catalog, hot objects, upload budget, eviction, one error;
+//! - [`cache`]: catalog, hot objects, upload budget, eviction;
+//! - [`error`]: their one error type, also that of `replicated` and `reindex`;
 //! - [`replicated`]: tokens, deploy events and leases shared through the bucket;
 //! - [`blob`], [`index`], [`storage`]: stored format, SQLite, object stores.
 #![deny(missing_docs)]
@@ -23,6 +24,7 @@ pub mod blob;
 pub mod cache;
 pub mod config;
 pub mod dashboard;
+pub mod error;
 pub mod http;
 pub mod index;
 pub mod metrics;

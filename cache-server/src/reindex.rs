@@ -10,7 +10,7 @@ use object_store::path::Path;
 
 use crate::blob::format::{self, Encoding, HEADER_LEN};
 use crate::blob::{AC_PREFIX, CAS_PREFIX, KV_PREFIX, StoredName};
-use crate::cache::CacheError;
+use crate::error::CacheError;
 use crate::index::{Index, NewObject};
 use crate::storage::{Storage, StorageError};
 

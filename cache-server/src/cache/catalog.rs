@@ -15,7 +15,7 @@ use cache_proto::Digest;
 use futures::{StreamExt, TryStreamExt};
 
 use crate::blob::StoredName;
-use crate::cache::CacheError;
+use crate::error::CacheError;
 use crate::index::{Index, ObjectRecord, now_ms};
 use crate::reindex::describe_one;
 use crate::storage::Storage;

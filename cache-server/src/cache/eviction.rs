@@ -21,7 +21,7 @@ use std::time::Duration;
 use futures::TryStreamExt;
 
 use crate::blob::{AC_PREFIX, CAS_PREFIX, KV_PREFIX, StoredName};
-use crate::cache::CacheError;
+use crate::error::CacheError;
 use crate::index::{Index, LeaseOutcome};
 use crate::metrics::Metrics;
 use crate::replicated::leases::LeaseBook;

@@ -11,7 +11,7 @@ use cache_proto::body::{ErrorBody, ErrorDetail};
 
 use crate::blob::download::ReadError;
 use crate::blob::upload::UploadError;
-use crate::cache::CacheError;
+use crate::error::CacheError;
 use crate::index::IndexError;
 use crate::storage::StorageError;
 

@@ -11,7 +11,7 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 
 use super::lock;
-use crate::cache::CacheError;
+use crate::error::CacheError;
 use crate::index::{Index, now_ms};
 use crate::storage::Storage;
 

@@ -27,7 +27,7 @@ use object_store::UpdateVersion;
 use object_store::path::Path;
 use serde::{Deserialize, Serialize};
 
-use crate::cache::CacheError;
+use crate::error::CacheError;
 use crate::index::{Index, LeaseOutcome, now_ms};
 use crate::storage::{Storage, StorageError};
 

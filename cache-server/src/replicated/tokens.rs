@@ -10,7 +10,7 @@ use object_store::path::Path;
 
 use super::lock;
 use crate::auth::NewToken;
-use crate::cache::CacheError;
+use crate::error::CacheError;
 use crate::index::{Index, NewTokenRecord, Scope, TokenRecord, now_ms, token_hash};
 use crate::storage::Storage;
 
