@@ -10,9 +10,11 @@ mod hex;
 
 pub mod batch;
 pub mod body;
+pub mod namespace;
 pub mod routes;
 
 pub use hex::{Digest, HexError, Key};
+pub use namespace::{Namespace, NamespaceError, NamespacePattern};
 
 /// Header values and limits of the native API.
 pub mod headers {

@@ -7,9 +7,18 @@ use anyhow::Context;
 
 use crate::auth::{expiry, new_token};
 use crate::config::{Cli, TokenCommand};
-use crate::index::{Scope, now_ms};
+use crate::index::{Scope, TokenRecord, now_ms};
+use crate::namespaces::NamespacePolicy;
 use crate::reindex::reindex;
-use crate::replicated::TokenStore;
+use crate::replicated::{TokenGrant, TokenStore};
+
+/// What `token list` shows of a token's namespaces.
+fn namespaces_of(token: &TokenRecord) -> String {
+    token
+        .namespaces
+        .as_ref()
+        .map_or_else(|| "all".to_owned(), NamespacePolicy::describe)
+}
 
 /// `cache-server reindex`: lists storage and rewrites the index from it.
 pub async fn reindex_command(cli: &Cli) -> anyhow::Result<()> {
@@ -37,7 +46,7 @@ pub async fn token_command(cli: &Cli, action: &TokenCommand) -> anyhow::Result<(
     let tokens = if cli.shared()? {
         TokenStore::bucket(storage)
     } else {
-        TokenStore::Index(index)
+        TokenStore::index(index)
     };
     apply(&tokens, action).await
 }
@@ -48,6 +57,9 @@ async fn apply(tokens: &TokenStore, action: &TokenCommand) -> anyhow::Result<()>
             scope,
             name,
             expires,
+            write_namespaces,
+            read_namespaces,
+            default_namespace,
         } => {
             let scope = Scope::parse(scope)
                 .with_context(|| format!("--scope {scope:?}: use read, write or admin"))?;
@@ -55,22 +67,32 @@ async fn apply(tokens: &TokenStore, action: &TokenCommand) -> anyhow::Result<()>
                 .map_err(anyhow::Error::msg)
                 .context("--expires")?;
             let token = new_token().map_err(|e| anyhow::anyhow!("drawing a random token: {e}"))?;
-            let record = tokens
-                .issue(&token, name.clone(), scope, expires_ms)
-                .await?;
+            let namespaces = NamespacePolicy::from_lists(
+                write_namespaces.clone(),
+                read_namespaces.clone(),
+                default_namespace.clone(),
+            );
+            let grant = TokenGrant {
+                name: name.clone(),
+                scope,
+                expires_ms,
+                namespaces,
+            };
+            let record = tokens.issue(&token, grant).await?;
             eprintln!(
-                "created token {} ({}, scope {}); it is shown once, store it now:",
+                "created token {} ({}, scope {}, namespaces: {}); it is shown once, store it now:",
                 record.id,
                 record.name,
-                scope.as_str()
+                scope.as_str(),
+                namespaces_of(&record)
             );
             println!("{}", token.secret);
         }
         TokenCommand::List => {
             let now = now_ms();
             println!(
-                "{:<12}  {:<20}  {:<5}  {:<8}  expires",
-                "id", "name", "scope", "state"
+                "{:<12}  {:<20}  {:<5}  {:<8}  {:<20}  namespaces",
+                "id", "name", "scope", "state", "expires"
             );
             for token in tokens.list().await? {
                 let state = match (token.revoked_ms, token.active_at(now)) {
@@ -88,11 +110,12 @@ async fn apply(tokens: &TokenStore, action: &TokenCommand) -> anyhow::Result<()>
                     })
                     .unwrap_or_else(|| "never".into());
                 println!(
-                    "{:<12}  {:<20}  {:<5}  {:<8}  {expires}",
+                    "{:<12}  {:<20}  {:<5}  {:<8}  {expires:<20}  {}",
                     token.id,
                     token.name,
                     token.scope.as_str(),
-                    state
+                    state,
+                    namespaces_of(&token)
                 );
             }
         }

@@ -9,8 +9,11 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+use cache_proto::{Namespace, NamespacePattern};
+
 use crate::auth::AuthMode;
 use crate::index::Index;
+use crate::namespaces::FallbackChains;
 use crate::storage::{Storage, StorageLocation, StorageOptions};
 
 /// Content-addressed HTTP cache for CI: BLAKE3-verified blobs and an action
@@ -167,9 +170,28 @@ pub struct Cli {
     #[arg(long, env = "CACHE_SERVER_EVICTION_INTERVAL", global = true)]
     pub eviction_interval: Option<u64>,
 
+    /// Where reads of a namespace fall back, as PATTERN=NAMESPACE[,...]
+    /// (repeatable; the first matching rule applies): with 'pr-*=main' a
+    /// request in pr-42 reads pr-42, then main, and writes only pr-42.
+    #[arg(
+        long = "namespace-fallback",
+        env = "CACHE_SERVER_NAMESPACE_FALLBACK",
+        value_delimiter = ' ',
+        value_parser = parse_fallback,
+        global = true
+    )]
+    pub namespace_fallback: Vec<String>,
+
     #[allow(missing_docs)] // clap would turn a doc comment into help text
     #[command(subcommand)]
     pub command: Option<Command>,
+}
+
+/// Checks one `--namespace-fallback` rule.
+fn parse_fallback(text: &str) -> Result<String, String> {
+    FallbackChains::parse([text])
+        .map(|_| text.to_owned())
+        .map_err(|e| e.to_string())
 }
 
 /// The subcommands.
@@ -201,6 +223,18 @@ pub enum TokenCommand {
         /// Lifetime, e.g. 30d, 12h [default: never expires].
         #[arg(long)]
         expires: Option<String>,
+        /// Namespaces (patterns, e.g. pr-42 or team-*) it may write and
+        /// read; repeatable [default: every namespace, unless --read is given].
+        #[arg(long = "write-namespace", value_name = "PATTERN")]
+        write_namespaces: Vec<NamespacePattern>,
+        /// Namespaces (patterns) it may only read; repeatable.
+        #[arg(long = "read-namespace", value_name = "PATTERN")]
+        read_namespaces: Vec<NamespacePattern>,
+        /// The namespace of its requests that name none [default: its
+        /// first --write-namespace without '*', else its first
+        /// --read-namespace without '*', else default].
+        #[arg(long = "default-namespace", value_name = "NAMESPACE")]
+        default_namespace: Option<Namespace>,
     },
     /// List tokens (never their secrets).
     List,
@@ -239,6 +273,12 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 }
 
 impl Cli {
+    /// The `--namespace-fallback` rules.
+    pub fn fallback_chains(&self) -> anyhow::Result<FallbackChains> {
+        FallbackChains::parse(self.namespace_fallback.iter().map(String::as_str))
+            .context("--namespace-fallback")
+    }
+
     /// Where storage is.
     pub fn location(&self) -> anyhow::Result<StorageLocation> {
         Ok(StorageLocation::parse(&self.storage)?)

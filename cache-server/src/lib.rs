@@ -28,6 +28,7 @@ pub mod error;
 pub mod http;
 pub mod index;
 pub mod metrics;
+pub mod namespaces;
 pub mod reindex;
 pub mod replicated;
 pub mod serve;

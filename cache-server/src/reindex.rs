@@ -9,7 +9,7 @@ use futures::TryStreamExt;
 use object_store::path::Path;
 
 use crate::blob::format::{self, Encoding, HEADER_LEN};
-use crate::blob::{AC_PREFIX, CAS_PREFIX, KV_PREFIX, StoredName};
+use crate::blob::{OBJECT_PREFIXES, StoredName};
 use crate::error::CacheError;
 use crate::index::{Index, NewObject};
 use crate::storage::{Storage, StorageError};
@@ -34,7 +34,7 @@ pub struct ReindexReport {
 pub async fn reindex(storage: &Storage, index: &Index) -> Result<ReindexReport, CacheError> {
     let mut report = ReindexReport::default();
     let mut rows = Vec::new();
-    for prefix in [CAS_PREFIX, AC_PREFIX, KV_PREFIX] {
+    for prefix in OBJECT_PREFIXES {
         let described: Vec<_> = storage
             .list(&Path::from(prefix))
             .map_ok(|listed| describe(storage, listed.path, listed.size))
@@ -47,7 +47,7 @@ pub async fn reindex(storage: &Storage, index: &Index) -> Result<ReindexReport, 
                     report.blobs += 1;
                     rows.push((name, object));
                 }
-                Some((name @ StoredName::Action(_), object)) => {
+                Some((name @ StoredName::Action(..), object)) => {
                     report.actions += 1;
                     rows.push((name, object));
                 }
@@ -91,7 +91,7 @@ async fn describe(
         return Ok(None);
     };
     let object = match name {
-        StoredName::Action(_) => storage
+        StoredName::Action(..) => storage
             .read_small(&path)
             .await?
             .map(|value| NewObject::action(&value)),

@@ -35,7 +35,7 @@ pub async fn app_state(cli: &Cli, storage: Storage, index: Index) -> anyhow::Res
         )
     } else {
         (
-            TokenStore::Index(index.clone()),
+            TokenStore::index(index.clone()),
             EventLog::Index(index.clone()),
         )
     };
@@ -50,6 +50,7 @@ pub async fn app_state(cli: &Cli, storage: Storage, index: Index) -> anyhow::Res
     }
     let mut state = AppState::new(storage.clone(), index.clone(), upload)
         .with_auth(auth)
+        .with_fallbacks(cli.fallback_chains()?)
         .with_shared_state(tokens, events);
     if shared {
         let settle = Duration::from_millis(cli.lease_settle_ms.max(1));

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use futures::TryStreamExt;
 
-use crate::blob::{AC_PREFIX, CAS_PREFIX, KV_PREFIX, StoredName};
+use crate::blob::{OBJECT_PREFIXES, StoredName};
 use crate::error::CacheError;
 use crate::index::{Index, LeaseOutcome};
 use crate::metrics::Metrics;
@@ -284,7 +284,7 @@ impl Evictor {
     pub async fn evict_listed(&self, target: u64) -> Result<u64, CacheError> {
         let _pass = self.pass.lock().await;
         let mut objects = Vec::new();
-        for prefix in [CAS_PREFIX, AC_PREFIX, KV_PREFIX] {
+        for prefix in OBJECT_PREFIXES {
             let listed: Vec<_> = self
                 .storage
                 .list(&object_store::path::Path::from(prefix))

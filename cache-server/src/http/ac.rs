@@ -1,12 +1,13 @@
 //! `/v1/ac/{key}`: the action cache, small values under client-chosen keys,
 //! with `If-Match` / `If-None-Match` compare-and-set.
 
+use axum::Extension;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use cache_proto::Key;
 use cache_proto::headers::MAX_AC_VALUE_BYTES;
+use cache_proto::{Key, Namespace};
 use tokio::sync::{Mutex, MutexGuard};
 
 use super::AppState;
@@ -15,6 +16,7 @@ use super::request::{self, Preconditions};
 use crate::blob::{StoredName, ac_path};
 use crate::index::{NewObject, action_etag};
 use crate::metrics::{Protocol, ReadResult, WriteResult};
+use crate::namespaces::Namespaces;
 
 const LOCK_STRIPES: usize = 64;
 
@@ -62,15 +64,25 @@ struct Current {
 /// The entry's current value, `None` when absent: from the index on a
 /// single server, from storage itself when replicas share it (another
 /// replica may have changed it a moment ago).
-async fn current(state: &AppState, key: &Key) -> Result<Option<Current>, ApiError> {
+async fn current(
+    state: &AppState,
+    namespace: &Namespace,
+    key: &Key,
+) -> Result<Option<Current>, ApiError> {
     if state.catalog.is_shared() {
-        let read = state.storage.read_versioned(&ac_path(key)).await?;
+        let read = state
+            .storage
+            .read_versioned(&ac_path(namespace, key))
+            .await?;
         return Ok(read.map(|read| Current {
             etag: action_etag(&read.bytes),
             version: Some(read.version),
         }));
     }
-    let record = state.index.get(&StoredName::Action(*key)).await?;
+    let record = state
+        .index
+        .get(&StoredName::Action(namespace.clone(), *key))
+        .await?;
     Ok(record.and_then(|record| record.etag).map(|etag| Current {
         etag,
         version: None,
@@ -82,12 +94,12 @@ async fn current(state: &AppState, key: &Key) -> Result<Option<Current>, ApiErro
 /// they were checked against (another replica may write in between).
 async fn write_value(
     state: &AppState,
-    key: &Key,
+    (namespace, key): (&Namespace, &Key),
     value: Bytes,
     checked: Option<&Current>,
     preconditions: &Preconditions,
 ) -> Result<(), ApiError> {
-    let path = ac_path(key);
+    let path = ac_path(namespace, key);
     if !(preconditions.any() && state.catalog.is_shared() && state.leases.conditional_puts()) {
         state.storage.put_small(&path, value).await?;
         return Ok(());
@@ -105,49 +117,70 @@ async fn write_value(
     }
 }
 
-/// `GET /v1/ac/{key}`.
+/// `GET /v1/ac/{key}`: the value in the first namespace the request reads
+/// that has one (its own, then its fallbacks).
 pub async fn get_entry(
     State(state): State<AppState>,
+    Extension(namespaces): Extension<Namespaces>,
     Path(raw): Path<String>,
 ) -> Result<Response, ApiError> {
     let key = request::key(&raw)?;
-    let name = StoredName::Action(key);
-    let record = state.index.get(&name).await?;
+    for namespace in &namespaces.reads {
+        let name = StoredName::Action(namespace.clone(), key);
+        if let Some(value) = read_value(&state, &name).await? {
+            state.metrics.read(Protocol::Ac, ReadResult::Hit);
+            state.metrics.served(Protocol::Ac, value.len() as u64);
+            state.index.record_access(&name);
+            let etag = action_etag(&value);
+            let response =
+                ([(header::CONTENT_TYPE, "application/octet-stream")], value).into_response();
+            return Ok(with_etag(response, Some(&etag)));
+        }
+    }
+    state.metrics.read(Protocol::Ac, ReadResult::Miss);
+    Err(not_found(&key))
+}
+
+/// The value of the entry `name`, `None` when absent.
+async fn read_value(state: &AppState, name: &StoredName) -> Result<Option<Bytes>, ApiError> {
+    let record = state.index.get(name).await?;
     // A single server's index knows every entry; with replicas sharing the
     // bucket, storage decides (another replica may have written or deleted
     // the entry), read once.
     let value = if record.is_some() || state.catalog.is_shared() {
-        state.storage.read_small(&ac_path(&key)).await?
+        state.storage.read_small(&name.path()).await?
     } else {
         None
     };
     match (&record, &value) {
         // The index outlived the object (deleted behind our back): heal it.
         (Some(_), None) => {
-            state.index.remove(&name).await?;
+            state.index.remove(name).await?;
         }
-        (None, Some(value)) => state.index.put(&name, NewObject::action(value)).await?,
+        (None, Some(value)) => state.index.put(name, NewObject::action(value)).await?,
         _ => {}
     }
-    let Some(value) = value else {
-        state.metrics.read(Protocol::Ac, ReadResult::Miss);
-        return Err(not_found(&key));
-    };
-    state.metrics.read(Protocol::Ac, ReadResult::Hit);
-    state.metrics.served(Protocol::Ac, value.len() as u64);
-    state.index.record_access(&name);
-    let etag = action_etag(&value);
-    let response = ([(header::CONTENT_TYPE, "application/octet-stream")], value).into_response();
-    Ok(with_etag(response, Some(&etag)))
+    Ok(value)
 }
 
 /// `HEAD /v1/ac/{key}`: answered from the index.
 pub async fn head_entry(
     State(state): State<AppState>,
+    Extension(namespaces): Extension<Namespaces>,
     Path(raw): Path<String>,
 ) -> Result<Response, ApiError> {
     let key = request::key(&raw)?;
-    let Some(record) = state.catalog.find(&StoredName::Action(key)).await? else {
+    let mut found = None;
+    for namespace in &namespaces.reads {
+        found = state
+            .catalog
+            .find(&StoredName::Action(namespace.clone(), key))
+            .await?;
+        if found.is_some() {
+            break;
+        }
+    }
+    let Some(record) = found else {
         state.metrics.read(Protocol::Ac, ReadResult::Miss);
         return Err(not_found(&key));
     };
@@ -162,13 +195,14 @@ pub async fn head_entry(
 /// `PUT /v1/ac/{key}`: creates or replaces, subject to the preconditions.
 pub async fn put_entry(
     State(state): State<AppState>,
+    Extension(namespaces): Extension<Namespaces>,
     Path(raw): Path<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let key = request::key(&raw)?;
     let preconditions = Preconditions::parse(&headers);
-    let result = replace(&state, key, &preconditions, body).await;
+    let result = replace(&state, &namespaces.own, key, &preconditions, body).await;
     let outcome = if result.is_ok() {
         WriteResult::Stored
     } else {
@@ -180,6 +214,7 @@ pub async fn put_entry(
 
 async fn replace(
     state: &AppState,
+    namespace: &Namespace,
     key: Key,
     preconditions: &Preconditions,
     body: Body,
@@ -189,13 +224,20 @@ async fn replace(
         .map_err(|_| ApiError::TooLarge {
             limit: MAX_AC_VALUE_BYTES,
         })?;
-    let name = StoredName::Action(key);
+    let name = StoredName::Action(namespace.clone(), key);
     let _guard = state.ac_locks.lock(&key).await;
-    let current = current(state, &key).await?;
+    let current = current(state, namespace, &key).await?;
     preconditions.check(current.as_ref().map(|c| c.etag.as_str()))?;
     let object = NewObject::action(&value);
     let (etag, size) = (action_etag(&value), object.size);
-    write_value(state, &key, value, current.as_ref(), preconditions).await?;
+    write_value(
+        state,
+        (namespace, &key),
+        value,
+        current.as_ref(),
+        preconditions,
+    )
+    .await?;
     state.index.put(&name, object).await?;
     state.metrics.received(Protocol::Ac, size);
     let status = if current.is_some() {
@@ -209,16 +251,18 @@ async fn replace(
 /// `DELETE /v1/ac/{key}`: 204, or 404 when absent; honours `If-Match`.
 pub async fn delete_entry(
     State(state): State<AppState>,
+    Extension(namespaces): Extension<Namespaces>,
     Path(raw): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let key = request::key(&raw)?;
     let preconditions = Preconditions::parse(&headers);
-    let name = StoredName::Action(key);
+    let namespace = &namespaces.own;
+    let name = StoredName::Action(namespace.clone(), key);
     let _guard = state.ac_locks.lock(&key).await;
-    let current = current(&state, &key).await?;
+    let current = current(&state, namespace, &key).await?;
     preconditions.check(current.as_ref().map(|c| c.etag.as_str()))?;
-    let existed = state.storage.delete(&ac_path(&key)).await?;
+    let existed = state.storage.delete(&name.path()).await?;
     let indexed = state.index.remove(&name).await?;
     if existed || indexed {
         Ok(StatusCode::NO_CONTENT.into_response())

@@ -8,18 +8,23 @@
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
+use cache_proto::Namespace;
 use serde::Deserialize;
 use serde_json::json;
 
 use super::AppState;
 use super::endpoint::Endpoint;
 use super::error::ApiError;
+use super::namespace;
+use super::object::{DRAIN_REFUSED_UP_TO, discard};
 use crate::auth::{AuthMode, expiry, new_token};
 use crate::index::{Scope, token_hash};
+use crate::namespaces::{NamespacePolicy, Namespaces};
+use crate::replicated::TokenGrant;
 
 /// The secret a request presents, if any: `Bearer X`, or Basic with X as
 /// the password (or as the user when the password is empty).
@@ -42,22 +47,75 @@ fn presented_secret(headers: &HeaderMap) -> Option<String> {
     None
 }
 
-/// Checks the request against the auth mode and the scope its route needs.
+/// Admits a request: checks its credential against the auth mode and the
+/// scope its route needs, resolves the namespaces it writes and reads
+/// (handlers find them as an `Extension<Namespaces>`), and refuses a write
+/// outside what its credential may write. A refused request's body is read
+/// (up to a bound, else the connection is closed with `Connection: close`)
+/// so that a kept-alive connection stays usable.
 pub async fn authorize(
     State(state): State<AppState>,
-    request: Request,
+    mut request: Request,
     next: Next,
-) -> Result<Response, ApiError> {
-    let endpoint = Endpoint::of(request.uri().path());
-    let Some(needed) = endpoint.required_scope(request.method()) else {
-        return Ok(next.run(request).await);
+) -> Response {
+    let named = namespace::named(&request);
+    let needed = Endpoint::of(request.uri().path()).required_scope(request.method());
+    let admitted = match named {
+        Ok(named) => admit(&state, named, needed, presented_secret(request.headers())).await,
+        Err(refusal) => Err(refusal),
     };
-    if state.auth == AuthMode::Off {
-        return Ok(next.run(request).await);
+    match admitted {
+        Ok(namespaces) => {
+            request.extensions_mut().insert(namespaces);
+            next.run(request).await
+        }
+        Err(refusal) => refuse(request, refusal).await,
     }
-    let Some(secret) = presented_secret(request.headers()) else {
+}
+
+/// The namespaces of an admissible request, or why it is refused.
+async fn admit(
+    state: &AppState,
+    named: Option<Namespace>,
+    needed: Option<Scope>,
+    secret: Option<String>,
+) -> Result<Namespaces, ApiError> {
+    let policy = match needed {
+        Some(needed) => credential_policy(state, secret, needed).await?,
+        None => NamespacePolicy::unrestricted(),
+    };
+    let own = named.unwrap_or_else(|| policy.default_namespace());
+    match needed {
+        Some(Scope::Write) if !policy.may_write(&own) => {
+            return Err(ApiError::Forbidden(format!(
+                "this token may not write namespace {own:?} (it may {})",
+                policy.describe()
+            )));
+        }
+        Some(Scope::Read) if !policy.may_read(&own) => {
+            return Err(ApiError::Forbidden(format!(
+                "this token may not read namespace {own:?} (it may {})",
+                policy.describe()
+            )));
+        }
+        _ => {}
+    }
+    Ok(Namespaces::resolve(own, &state.fallbacks, &policy))
+}
+
+/// The namespace policy of the request's credential, once it is known to
+/// hold `needed`: every namespace when auth is off or for anonymous reads.
+async fn credential_policy(
+    state: &AppState,
+    secret: Option<String>,
+    needed: Scope,
+) -> Result<NamespacePolicy, ApiError> {
+    if state.auth == AuthMode::Off {
+        return Ok(NamespacePolicy::unrestricted());
+    }
+    let Some(secret) = secret else {
         if state.auth == AuthMode::AnonymousRead && needed == Scope::Read {
-            return Ok(next.run(request).await);
+            return Ok(NamespacePolicy::unrestricted());
         }
         return Err(ApiError::Unauthorized(
             "this server needs a token (Authorization: Bearer TOKEN, or Basic with the token as password)".into(),
@@ -78,7 +136,38 @@ pub async fn authorize(
             needed.as_str()
         )));
     }
-    Ok(next.run(request).await)
+    if token.scope == Scope::Admin {
+        // Admin tokens manage the whole server.
+        return Ok(NamespacePolicy {
+            default: token.namespaces.and_then(|policy| policy.default),
+            ..NamespacePolicy::unrestricted()
+        });
+    }
+    Ok(token.policy())
+}
+
+/// Answers `refusal`, first reading the request's body to its end when it
+/// is modest; a larger (or unending) one is left unread and the connection
+/// closed with `Connection: close`, so the client's next request goes on a
+/// new connection rather than failing on this one.
+async fn refuse(request: Request, refusal: ApiError) -> Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|text| text.parse::<u64>().ok());
+    let drained = match declared {
+        Some(0) => true,
+        Some(length) if length > DRAIN_REFUSED_UP_TO => false,
+        _ => discard(request.into_body(), DRAIN_REFUSED_UP_TO).await,
+    };
+    let mut response = refusal.into_response();
+    if !drained {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
 }
 
 /// Body of `POST /v1/tokens`.
@@ -91,6 +180,10 @@ pub struct CreateToken {
     /// e.g. `30d`.
     #[serde(default)]
     expires: Option<String>,
+    /// `{"write": [...], "read": [...], "default": "..."}`; absent: every
+    /// namespace.
+    #[serde(default)]
+    namespaces: Option<NamespacePolicy>,
 }
 
 /// `POST /v1/tokens`: creates a token and shows its secret, once.
@@ -101,7 +194,9 @@ pub async fn create(State(state): State<AppState>, body: Body) -> Result<Respons
     let request: CreateToken = serde_json::from_slice(&bytes).map_err(|e| {
         ApiError::bad_request(
             "bad_body",
-            format!("expected {{\"scope\": \"read|write|admin\", \"name\"?, \"expires\"?}}: {e}"),
+            format!(
+                "expected {{\"scope\": \"read|write|admin\", \"name\"?, \"expires\"?, \"namespaces\"?: {{\"write\": [...], \"read\": [...], \"default\"?}}}}: {e}"
+            ),
         )
     })?;
     let scope = Scope::parse(&request.scope)
@@ -109,10 +204,13 @@ pub async fn create(State(state): State<AppState>, body: Body) -> Result<Respons
     let expires_ms =
         expiry(request.expires.as_deref()).map_err(|e| ApiError::bad_request("bad_expiry", e))?;
     let token = new_token().map_err(|e| ApiError::Internal(e.to_string()))?;
-    let record = state
-        .tokens
-        .issue(&token, request.name, scope, expires_ms)
-        .await?;
+    let grant = TokenGrant {
+        name: request.name,
+        scope,
+        expires_ms,
+        namespaces: request.namespaces,
+    };
+    let record = state.tokens.issue(&token, grant).await?;
     let mut value = serde_json::to_value(&record).map_err(|e| ApiError::Internal(e.to_string()))?;
     value["token"] = json!(token.secret);
     Ok((StatusCode::CREATED, Json(value)).into_response())

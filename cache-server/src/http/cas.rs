@@ -131,7 +131,7 @@ pub async fn get_blob(
         accept_zstd: read.accept_zstd,
         range: read.range,
     };
-    if let Some(mut response) = object::get_hot(&state, &name, Protocol::Cas, options) {
+    if let Some((_, mut response)) = object::get_hot(&state, &name, Protocol::Cas, options) {
         response
             .headers_mut()
             .insert(header::ETAG, etag(&read.digest));

@@ -1,22 +1,35 @@
 //! `/v1/leases/{key}`: build leases, so that of N CI jobs missing the same
 //! key one builds and the others wait for its result.
 
-use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use cache_proto::Key;
 use cache_proto::body::LeaseRequest;
 
 use super::AppState;
 use super::error::ApiError;
 use super::request;
 use crate::index::LeaseOutcome;
+use crate::namespaces::Namespaces;
 
 /// Longest lease, in seconds; a builder renews before it lapses.
 const MAX_TTL_SECONDS: u64 = 3600;
 /// Longest holder identifier.
 const MAX_HOLDER_LEN: usize = 256;
+
+/// The lease's name: the key in the request's own namespace (a lease held
+/// in one namespace never makes another wait). In `default` it is the key
+/// alone, as before namespaces.
+fn lease_name(namespaces: &Namespaces, key: &Key) -> String {
+    if namespaces.own.is_default() {
+        key.to_string()
+    } else {
+        format!("{}.{key}", namespaces.own)
+    }
+}
 
 fn holder(text: &str) -> Result<String, ApiError> {
     if text.is_empty() || text.len() > MAX_HOLDER_LEN || text.chars().any(char::is_control) {
@@ -41,6 +54,7 @@ fn answer(outcome: LeaseOutcome) -> Response {
 /// `201` granted or renewed, `409` held by another (body says who, until when).
 pub async fn acquire(
     State(state): State<AppState>,
+    Extension(namespaces): Extension<Namespaces>,
     Path(raw): Path<String>,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -65,7 +79,7 @@ pub async fn acquire(
     Ok(answer(
         state
             .leases
-            .acquire(&key.to_string(), &holder, ttl_ms)
+            .acquire(&lease_name(&namespaces, &key), &holder, ttl_ms)
             .await?,
     ))
 }
@@ -74,6 +88,7 @@ pub async fn acquire(
 /// another, `404` free.
 pub async fn release(
     State(state): State<AppState>,
+    Extension(namespaces): Extension<Namespaces>,
     Path(raw): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
@@ -91,6 +106,9 @@ pub async fn release(
     };
     let holder = holder(&named)?;
     Ok(answer(
-        state.leases.release(&key.to_string(), &holder).await?,
+        state
+            .leases
+            .release(&lease_name(&namespaces, &key), &holder)
+            .await?,
     ))
 }

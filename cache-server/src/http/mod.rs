@@ -8,6 +8,7 @@ pub mod endpoint;
 pub mod error;
 mod events;
 mod leases;
+pub mod namespace;
 mod object;
 mod ops;
 pub mod request;
@@ -28,6 +29,7 @@ use crate::cache::eviction::{Evictor, InUse};
 use crate::cache::hot::HotCache;
 use crate::index::Index;
 use crate::metrics::Metrics;
+use crate::namespaces::{FallbackChains, Namespaces};
 use crate::replicated::leases::LeaseBook;
 use crate::replicated::{EventLog, TokenStore};
 use crate::storage::Storage;
@@ -90,6 +92,8 @@ pub struct Shared {
     pub tokens: Arc<TokenStore>,
     /// The deploy history.
     pub events: Arc<EventLog>,
+    /// Where reads of a namespace fall back.
+    pub fallbacks: FallbackChains,
 }
 
 impl AppState {
@@ -112,8 +116,9 @@ impl AppState {
             catalog: Catalog::new(storage.clone(), index.clone(), IndexTrust::Authoritative),
             leases: LeaseBook::Index(index.clone()),
             redirect_reads_over: None,
-            tokens: Arc::new(TokenStore::Index(index.clone())),
+            tokens: Arc::new(TokenStore::index(index.clone())),
             events: Arc::new(EventLog::Index(index.clone())),
+            fallbacks: FallbackChains::default(),
             storage,
         }))
     }
@@ -190,6 +195,12 @@ impl AppState {
         self
     }
 
+    /// The same state reading namespaces along `fallbacks`.
+    pub fn with_fallbacks(mut self, fallbacks: FallbackChains) -> Self {
+        self.shared_mut().fallbacks = fallbacks;
+        self
+    }
+
     /// The same state keeping `retention` deploy events.
     pub fn with_events_retention(mut self, retention: u64) -> Self {
         self.shared_mut().events_retention = retention;
@@ -241,7 +252,9 @@ fn handlers(endpoint: Endpoint) -> MethodRouter<AppState> {
 }
 
 /// The whole HTTP surface: every routed [`Endpoint`] at its template, the
-/// Bazel adapter (or 404) for the rest, all behind the auth middleware.
+/// Bazel adapter (or 404) for the rest, all behind the auth middleware, and
+/// all of it also under a `/ns/{namespace}` prefix (taken off before
+/// routing).
 pub fn app(state: AppState) -> Router {
     let mut router = Router::new();
     for endpoint in Endpoint::ROUTED {
@@ -249,7 +262,7 @@ pub fn app(state: AppState) -> Router {
             router = router.route(template, handlers(endpoint));
         }
     }
-    router
+    let routed = router
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
@@ -257,7 +270,11 @@ pub fn app(state: AppState) -> Router {
             auth::authorize,
         ))
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
-        .with_state(state)
+        .with_state(state);
+    // Routing happens inside `routed`, after the prefix came off.
+    Router::new()
+        .fallback_service(routed)
+        .layer(axum::middleware::map_request(namespace::strip_prefix))
 }
 
 /// The log span of a request: its method and route template, never the
@@ -273,8 +290,20 @@ fn request_span(request: &Request) -> tracing::Span {
 /// Paths no route matched: a Bazel cache path under any prefix, else 404.
 async fn no_route(State(state): State<AppState>, request: Request) -> Result<Response, ApiError> {
     let (parts, body) = request.into_parts();
-    if let Some(result) =
-        compat::bazel::handle(state, parts.method.clone(), &parts.uri, parts.headers, body).await
+    let namespaces = parts
+        .extensions
+        .get::<Namespaces>()
+        .cloned()
+        .unwrap_or_else(Namespaces::default_only);
+    if let Some(result) = compat::bazel::handle(
+        state,
+        &namespaces,
+        parts.method.clone(),
+        &parts.uri,
+        parts.headers,
+        body,
+    )
+    .await
     {
         return result;
     }

@@ -27,7 +27,7 @@ use crate::index::{NewObject, ObjectRecord};
 use crate::metrics::{Metrics, Protocol, ReadResult, WriteResult};
 
 /// Largest refused body that is still read (and dropped) before answering.
-const DRAIN_REFUSED_UP_TO: u64 = 16 * 1024 * 1024;
+pub const DRAIN_REFUSED_UP_TO: u64 = 16 * 1024 * 1024;
 
 /// How a read wants the bytes.
 #[derive(Debug, Clone, Copy, Default)]
@@ -115,15 +115,15 @@ pub fn get_hot(
     name: &StoredName,
     protocol: Protocol,
     options: ReadOptions,
-) -> Option<Response> {
+) -> Option<(ObjectRecord, Response)> {
     if options.range.is_some() || !hot_allowed(state, name) {
         return None;
     }
-    let (_, content) = state.hot.get(name)?;
+    let (record, content) = state.hot.get(name)?;
     state.metrics.read(protocol, ReadResult::Hit);
     state.metrics.served(protocol, content.len() as u64);
     state.index.record_access(name);
-    Some(small_response(content))
+    Some((record, small_response(content)))
 }
 
 /// Whether `name` may be served from memory: always on a single server; with
@@ -406,16 +406,21 @@ pub async fn put(
     result
 }
 
-/// Reads and drops a request body, up to `limit` bytes.
-pub async fn discard(body: Body, limit: u64) {
+/// Reads and drops a request body, up to `limit` bytes; whether it was
+/// read to its end.
+pub async fn discard(body: Body, limit: u64) -> bool {
     let mut seen = 0u64;
     let mut stream = body.into_data_stream();
-    while let Some(Ok(chunk)) = stream.next().await {
+    while let Some(chunk) = stream.next().await {
+        let Ok(chunk) = chunk else {
+            return false;
+        };
         seen += chunk.len() as u64;
         if seen > limit {
-            break;
+            return false;
         }
     }
+    true
 }
 
 /// Deletes `name` from storage and index; whether it existed.

@@ -35,7 +35,7 @@ const READERS: usize = 4;
 const MIGRATIONS: &[&str] = &[
     r#"
 CREATE TABLE objects (
-    kind        TEXT    NOT NULL,   -- 'cas' or 'ac'
+    kind        TEXT    NOT NULL,   -- 'cas', 'ac', 'kv/{space}'; 'ns/{namespace}/...' outside the default namespace
     name        TEXT    NOT NULL,   -- digest or key, 64 lowercase hex
     size        INTEGER NOT NULL,   -- uncompressed bytes
     stored_size INTEGER NOT NULL,   -- bytes in storage
@@ -81,6 +81,9 @@ CREATE INDEX events_by_at ON events (at);
 "#,
     r#"
 ALTER TABLE objects ADD COLUMN checked INTEGER NOT NULL DEFAULT 0;  -- unix milliseconds storage last confirmed the object
+"#,
+    r#"
+ALTER TABLE tokens ADD COLUMN namespaces TEXT;  -- the namespace policy (JSON); NULL: every namespace
 "#,
 ];
 

@@ -5,6 +5,7 @@
 use rusqlite::{OptionalExtension, params};
 
 use super::{Index, IndexError, now_ms};
+use crate::namespaces::NamespacePolicy;
 
 /// What a token may do; each scope includes the ones before it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -54,6 +55,8 @@ pub struct TokenRecord {
     pub expires_ms: Option<i64>,
     /// Unix milliseconds of its revocation, if revoked.
     pub revoked_ms: Option<i64>,
+    /// The namespaces it may write and read; `None`: every namespace.
+    pub namespaces: Option<NamespacePolicy>,
 }
 
 fn scope_name<S: serde::Serializer>(scope: &Scope, serializer: S) -> Result<S::Ok, S::Error> {
@@ -61,6 +64,13 @@ fn scope_name<S: serde::Serializer>(scope: &Scope, serializer: S) -> Result<S::O
 }
 
 impl TokenRecord {
+    /// What it may do in namespaces: its policy, or every namespace.
+    pub fn policy(&self) -> NamespacePolicy {
+        self.namespaces
+            .clone()
+            .unwrap_or_else(NamespacePolicy::unrestricted)
+    }
+
     /// Whether it is neither revoked nor expired at `now_ms`.
     pub fn active_at(&self, now_ms: i64) -> bool {
         self.revoked_ms.is_none() && self.expires_ms.is_none_or(|expires| expires > now_ms)
@@ -72,8 +82,12 @@ pub fn token_hash(secret: &str) -> String {
     blake3::hash(secret.as_bytes()).to_hex().to_string()
 }
 
-fn row_to_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<(TokenRecord, String)> {
+/// A row, with its scope and policy as stored (checked by the caller).
+fn row_to_record(
+    row: &rusqlite::Row<'_>,
+) -> rusqlite::Result<(TokenRecord, String, Option<String>)> {
     let scope: String = row.get(2)?;
+    let policy: Option<String> = row.get(6)?;
     Ok((
         TokenRecord {
             id: row.get(0)?,
@@ -82,12 +96,33 @@ fn row_to_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<(TokenRecord, Stri
             created_ms: row.get(3)?,
             expires_ms: row.get(4)?,
             revoked_ms: row.get(5)?,
+            namespaces: policy
+                .as_deref()
+                .and_then(|text| serde_json::from_str(text).ok()),
         },
         scope,
+        policy,
     ))
 }
 
-const COLUMNS: &str = "id, name, scope, created, expires, revoked";
+/// A row whose scope or policy this binary cannot read is corrupt: a
+/// token must never gain rights by being misread.
+fn checked(
+    (record, scope, policy): (TokenRecord, String, Option<String>),
+) -> Result<TokenRecord, IndexError> {
+    if Scope::parse(&scope).is_none() {
+        return Err(IndexError::Corrupt(format!("token scope {scope:?}")));
+    }
+    if policy.is_some() && record.namespaces.is_none() {
+        return Err(IndexError::Corrupt(format!(
+            "namespace policy of token {}",
+            record.id
+        )));
+    }
+    Ok(record)
+}
+
+const COLUMNS: &str = "id, name, scope, created, expires, revoked, namespaces";
 
 /// A token to store: never its secret, only the secret's hash.
 #[derive(Debug, Clone)]
@@ -102,6 +137,8 @@ pub struct NewTokenRecord {
     pub scope: Scope,
     /// When it stops working (Unix ms), if ever.
     pub expires_ms: Option<i64>,
+    /// The namespaces it may write and read; `None`: every namespace.
+    pub namespaces: Option<NamespacePolicy>,
 }
 
 impl NewTokenRecord {
@@ -114,6 +151,7 @@ impl NewTokenRecord {
             created_ms,
             expires_ms: self.expires_ms,
             revoked_ms: None,
+            namespaces: self.namespaces.clone(),
         }
     }
 }
@@ -123,15 +161,23 @@ impl Index {
     pub async fn create_token(&self, token: NewTokenRecord) -> Result<TokenRecord, IndexError> {
         self.write(move |connection| {
             let record = token.record(now_ms());
+            let policy = record
+                .namespaces
+                .as_ref()
+                .map(serde_json::to_string)
+                .transpose()
+                .map_err(|e| IndexError::Corrupt(e.to_string()))?;
             connection.execute(
-                "INSERT INTO tokens (id, name, scope, hash, created, expires) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO tokens (id, name, scope, hash, created, expires, namespaces)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 params![
                     record.id,
                     record.name,
                     record.scope.as_str(),
                     token.secret_hash,
                     record.created_ms,
-                    record.expires_ms
+                    record.expires_ms,
+                    policy
                 ],
             )?;
             Ok(record)
@@ -149,12 +195,7 @@ impl Index {
                 .prepare_cached(&format!("SELECT {COLUMNS} FROM tokens WHERE hash = ?1"))?
                 .query_row(params![secret_hash], row_to_record)
                 .optional()?;
-            match found {
-                Some((_, scope)) if Scope::parse(&scope).is_none() => {
-                    Err(IndexError::Corrupt(format!("token scope {scope:?}")))
-                }
-                found => Ok(found.map(|(record, _)| record)),
-            }
+            found.map(checked).transpose()
         })
         .await
     }
@@ -166,7 +207,7 @@ impl Index {
                 "SELECT {COLUMNS} FROM tokens ORDER BY created, id"
             ))?;
             let rows = statement.query_map([], row_to_record)?;
-            rows.map(|row| Ok(row?.0)).collect()
+            rows.map(|row| checked(row?)).collect()
         })
         .await
     }
@@ -209,6 +250,11 @@ mod tests {
                 name: "ci".into(),
                 scope: Scope::Write,
                 expires_ms: None,
+                namespaces: Some(NamespacePolicy {
+                    default: None,
+                    write: vec![cache_proto::NamespacePattern::parse("pr-1").unwrap()],
+                    read: vec![cache_proto::NamespacePattern::parse("main").unwrap()],
+                }),
             })
             .await
             .unwrap();

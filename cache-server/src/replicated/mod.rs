@@ -14,7 +14,7 @@ pub mod leases;
 mod tokens;
 
 pub use events::EventLog;
-pub use tokens::{TOKEN_CACHE_FOR, TokenStore};
+pub use tokens::{TOKEN_CACHE_FOR, TokenGrant, TokenStore};
 
 /// Locks a mutex whose data stays usable after a panic elsewhere (plain
 /// caches, no invariant spans two fields).

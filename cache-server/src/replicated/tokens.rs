@@ -12,24 +12,47 @@ use super::lock;
 use crate::auth::NewToken;
 use crate::error::CacheError;
 use crate::index::{Index, NewTokenRecord, Scope, TokenRecord, now_ms, token_hash};
+use crate::namespaces::NamespacePolicy;
 use crate::storage::Storage;
 
-/// How long a replica trusts what it read of a token from the bucket.
+/// How long a server trusts what it read of a token: a revocation made
+/// elsewhere (another replica, or `cache-server token revoke` beside a
+/// running server) takes effect within this delay; one made through this
+/// server's own `DELETE /v1/tokens/{id}` at once.
 pub const TOKEN_CACHE_FOR: Duration = Duration::from_secs(5);
 const TOKEN_PREFIX: &str = "tokens";
+/// Most secrets remembered; the cache is emptied when it is full.
+const TOKEN_CACHE_ENTRIES: usize = 10_000;
 
 /// Where tokens live.
 #[derive(Debug)]
-pub enum TokenStore {
+pub enum TokenBackend {
     /// In this server's index.
     Index(Index),
-    /// In the shared bucket, read through a short cache.
-    Bucket {
-        /// The bucket.
-        storage: Storage,
-        /// Hash → what the bucket said, and when.
-        cache: Mutex<HashMap<String, (Option<TokenRecord>, Instant)>>,
-    },
+    /// In the shared bucket.
+    Bucket(Storage),
+}
+
+/// Access tokens, read through a short in-memory cache so that checking a
+/// request's token costs no SQLite query or bucket read on the hot path.
+#[derive(Debug)]
+pub struct TokenStore {
+    backend: TokenBackend,
+    /// Hash → what the backend said, and when.
+    cache: Mutex<HashMap<String, (Option<TokenRecord>, Instant)>>,
+}
+
+/// What a new token may do.
+#[derive(Debug, Clone)]
+pub struct TokenGrant {
+    /// Who it is for (by default its id).
+    pub name: Option<String>,
+    /// Its scope.
+    pub scope: Scope,
+    /// When it stops working (Unix ms), if ever.
+    pub expires_ms: Option<i64>,
+    /// The namespaces it may write and read; `None`: every namespace.
+    pub namespaces: Option<NamespacePolicy>,
 }
 
 /// A token object in the bucket.
@@ -41,6 +64,8 @@ struct TokenObject {
     created_ms: i64,
     expires_ms: Option<i64>,
     revoked_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    namespaces: Option<NamespacePolicy>,
 }
 
 impl TokenObject {
@@ -52,6 +77,7 @@ impl TokenObject {
             created_ms: self.created_ms,
             expires_ms: self.expires_ms,
             revoked_ms: self.revoked_ms,
+            namespaces: self.namespaces,
         })
     }
 
@@ -63,6 +89,7 @@ impl TokenObject {
             created_ms: record.created_ms,
             expires_ms: record.expires_ms,
             revoked_ms: record.revoked_ms,
+            namespaces: record.namespaces.clone(),
         }
     }
 }
@@ -80,76 +107,81 @@ async fn write(storage: &Storage, hash: &str, record: &TokenRecord) -> Result<()
 }
 
 impl TokenStore {
-    /// A store in the shared bucket.
+    /// Tokens in this server's index.
+    pub fn index(index: Index) -> Self {
+        Self::over(TokenBackend::Index(index))
+    }
+
+    /// Tokens in the shared bucket.
     pub fn bucket(storage: Storage) -> Self {
-        Self::Bucket {
-            storage,
+        Self::over(TokenBackend::Bucket(storage))
+    }
+
+    fn over(backend: TokenBackend) -> Self {
+        Self {
+            backend,
             cache: Mutex::new(HashMap::new()),
         }
     }
 
     /// Stores `token` (only the hash of its secret).
     pub async fn create(&self, token: NewTokenRecord) -> Result<TokenRecord, CacheError> {
-        match self {
-            Self::Index(index) => Ok(index.create_token(token).await?),
-            Self::Bucket { storage, .. } => {
+        let record = match &self.backend {
+            TokenBackend::Index(index) => index.create_token(token.clone()).await?,
+            TokenBackend::Bucket(storage) => {
                 let record = token.record(now_ms());
                 write(storage, &token.secret_hash, &record).await?;
-                Ok(record)
+                record
             }
-        }
+        };
+        lock(&self.cache).remove(&token.secret_hash);
+        Ok(record)
     }
 
-    /// Stores the new `token` (its secret hashed) for `name` (by default
-    /// its id).
+    /// Stores the new `token` (its secret hashed) with what `grant` allows.
     pub async fn issue(
         &self,
         token: &NewToken,
-        name: Option<String>,
-        scope: Scope,
-        expires_ms: Option<i64>,
+        grant: TokenGrant,
     ) -> Result<TokenRecord, CacheError> {
         self.create(NewTokenRecord {
             id: token.id.clone(),
             secret_hash: token_hash(&token.secret),
-            name: name.unwrap_or_else(|| token.id.clone()),
-            scope,
-            expires_ms,
+            name: grant.name.unwrap_or_else(|| token.id.clone()),
+            scope: grant.scope,
+            expires_ms: grant.expires_ms,
+            namespaces: grant.namespaces,
         })
         .await
     }
 
-    /// The token whose secret hashes to `secret_hash`, active or not.
+    /// The token whose secret hashes to `secret_hash`, active or not, as
+    /// read at most [`TOKEN_CACHE_FOR`] ago.
     pub async fn by_hash(&self, secret_hash: String) -> Result<Option<TokenRecord>, CacheError> {
-        match self {
-            Self::Index(index) => Ok(index.token_by_hash(secret_hash).await?),
-            Self::Bucket { storage, cache } => {
-                let cached = lock(cache).get(&secret_hash).cloned();
-                if let Some((record, read_at)) = cached
-                    && read_at.elapsed() < TOKEN_CACHE_FOR
-                {
-                    return Ok(record);
-                }
-                let record = storage
-                    .read_small(&token_path(&secret_hash))
-                    .await?
-                    .and_then(|bytes| serde_json::from_slice::<TokenObject>(&bytes).ok())
-                    .and_then(TokenObject::record);
-                let mut cache = lock(cache);
-                if cache.len() > 10_000 {
-                    cache.clear();
-                }
-                cache.insert(secret_hash, (record.clone(), Instant::now()));
-                Ok(record)
-            }
+        let cached = lock(&self.cache).get(&secret_hash).cloned();
+        if let Some((record, read_at)) = cached
+            && read_at.elapsed() < TOKEN_CACHE_FOR
+        {
+            return Ok(record);
         }
+        let record = match &self.backend {
+            TokenBackend::Index(index) => index.token_by_hash(secret_hash.clone()).await?,
+            TokenBackend::Bucket(storage) => storage
+                .read_small(&token_path(&secret_hash))
+                .await?
+                .and_then(|bytes| serde_json::from_slice::<TokenObject>(&bytes).ok())
+                .and_then(TokenObject::record),
+        };
+        let mut cache = lock(&self.cache);
+        if cache.len() >= TOKEN_CACHE_ENTRIES {
+            cache.clear();
+        }
+        cache.insert(secret_hash, (record.clone(), Instant::now()));
+        Ok(record)
     }
 
-    /// Every token with its hash, oldest first.
-    async fn all(&self) -> Result<Vec<(String, TokenRecord)>, CacheError> {
-        let Self::Bucket { storage, .. } = self else {
-            return Ok(Vec::new());
-        };
+    /// Every token with its hash, oldest first (bucket only).
+    async fn all_in_bucket(storage: &Storage) -> Result<Vec<(String, TokenRecord)>, CacheError> {
         let listed: Vec<_> = storage
             .list(&Path::from(TOKEN_PREFIX))
             .try_collect()
@@ -174,31 +206,39 @@ impl TokenStore {
 
     /// Every token, oldest first.
     pub async fn list(&self) -> Result<Vec<TokenRecord>, CacheError> {
-        match self {
-            Self::Index(index) => Ok(index.tokens().await?),
-            Self::Bucket { .. } => Ok(self.all().await?.into_iter().map(|(_, r)| r).collect()),
+        match &self.backend {
+            TokenBackend::Index(index) => Ok(index.tokens().await?),
+            TokenBackend::Bucket(storage) => Ok(Self::all_in_bucket(storage)
+                .await?
+                .into_iter()
+                .map(|(_, record)| record)
+                .collect()),
         }
     }
 
-    /// Revokes the token with this id or name; returns how many were revoked.
+    /// Revokes the token with this id or name; returns how many were
+    /// revoked. This server stops accepting them at once.
     pub async fn revoke(&self, id_or_name: String) -> Result<usize, CacheError> {
-        match self {
-            Self::Index(index) => Ok(index.revoke_token(id_or_name).await?),
-            Self::Bucket { storage, cache } => {
+        let revoked = match &self.backend {
+            TokenBackend::Index(index) => index.revoke_token(id_or_name).await?,
+            TokenBackend::Bucket(storage) => {
                 let mut revoked = 0;
-                for (hash, mut record) in self.all().await? {
+                for (hash, mut record) in Self::all_in_bucket(storage).await? {
                     if (record.id == id_or_name || record.name == id_or_name)
                         && record.revoked_ms.is_none()
                     {
                         record.revoked_ms = Some(now_ms());
                         write(storage, &hash, &record).await?;
-                        lock(cache).remove(&hash);
                         revoked += 1;
                     }
                 }
-                Ok(revoked)
+                revoked
             }
+        };
+        if revoked > 0 {
+            lock(&self.cache).clear();
         }
+        Ok(revoked)
     }
 
     /// Whether any token is still active.
@@ -225,6 +265,7 @@ mod tests {
             name: "ci".into(),
             scope: Scope::Write,
             expires_ms: None,
+            namespaces: None,
         })
         .await
         .unwrap();
@@ -236,5 +277,41 @@ mod tests {
         let on_a = a.by_hash(token_hash("s")).await.unwrap().unwrap();
         assert!(on_a.revoked_ms.is_some());
         assert!(!a.has_active().await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn index_tokens_are_cached_and_a_local_revocation_is_immediate() {
+        let folder = tempfile::tempdir().unwrap();
+        let index = Index::open(&folder.path().join("i.sqlite")).unwrap();
+        let tokens = TokenStore::index(index.clone());
+        let grant = TokenGrant {
+            name: Some("ci".into()),
+            scope: Scope::Read,
+            expires_ms: None,
+            namespaces: None,
+        };
+        let token = crate::auth::new_token().unwrap();
+        tokens.issue(&token, grant).await.unwrap();
+        let hash = token_hash(&token.secret);
+        assert!(tokens.by_hash(hash.clone()).await.unwrap().is_some());
+        // Revoked behind the store's back (another process on the index):
+        // the cached answer stands for at most TOKEN_CACHE_FOR.
+        index.revoke_token("ci".into()).await.unwrap();
+        let cached = tokens.by_hash(hash.clone()).await.unwrap().unwrap();
+        assert!(cached.revoked_ms.is_none());
+        // Through the store: at once.
+        let again = crate::auth::new_token().unwrap();
+        let grant = TokenGrant {
+            name: Some("ci2".into()),
+            scope: Scope::Read,
+            expires_ms: None,
+            namespaces: None,
+        };
+        tokens.issue(&again, grant).await.unwrap();
+        let hash2 = token_hash(&again.secret);
+        assert!(tokens.by_hash(hash2.clone()).await.unwrap().is_some());
+        assert_eq!(tokens.revoke("ci2".into()).await.unwrap(), 1);
+        let revoked = tokens.by_hash(hash2).await.unwrap().unwrap();
+        assert!(revoked.revoked_ms.is_some());
     }
 }

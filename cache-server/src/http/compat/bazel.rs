@@ -10,13 +10,14 @@
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Uri};
 use axum::response::{IntoResponse, Response};
-use cache_proto::Digest;
+use cache_proto::{Digest, Namespace};
 
-use super::{ApiError, AppState, opaque_key, read, write};
+use super::{ApiError, AppState, opaque_key, read, read_names, write, write_name};
 use crate::blob::upload::ContentCheck;
 use crate::blob::{Space, StoredName};
 use crate::http::object::IfExists;
 use crate::metrics::Protocol;
+use crate::namespaces::Namespaces;
 
 /// SHA-256 of nothing.
 const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
@@ -56,17 +57,29 @@ impl BazelPath {
         })
     }
 
-    fn name(&self) -> Result<(StoredName, ContentCheck), ApiError> {
+    /// The names the object is read under (in order) and the one it is
+    /// written under, with the check its content must pass. Action results
+    /// live in namespaces; CAS content is verified against its name, so it
+    /// is global (in `default`, where it always was).
+    fn names(
+        &self,
+        namespaces: &Namespaces,
+    ) -> Result<(Vec<StoredName>, StoredName, ContentCheck), ApiError> {
         let key = opaque_key(&self.hex)?;
         Ok(match (self.action, self.blake3) {
-            (true, blake3) => (
-                StoredName::Entry(Space::BazelAc { blake3 }, key),
-                ContentCheck::Unverified,
-            ),
+            (true, blake3) => {
+                let space = Space::BazelAc { blake3 };
+                (
+                    read_names(namespaces, &space, &key),
+                    write_name(namespaces, space, key),
+                    ContentCheck::Unverified,
+                )
+            }
             (false, true) => {
                 let digest = Digest::parse(&self.hex)
                     .map_err(|e| ApiError::bad_request("invalid_digest", e.to_string()))?;
-                (StoredName::Blob(digest), ContentCheck::Blake3(digest))
+                let name = StoredName::Blob(digest);
+                (vec![name.clone()], name, ContentCheck::Blake3(digest))
             }
             (false, false) => {
                 let mut bytes = [0u8; 32];
@@ -74,10 +87,8 @@ impl BazelPath {
                     *byte = u8::from_str_radix(&self.hex[2 * i..2 * i + 2], 16)
                         .map_err(|_| ApiError::bad_request("invalid_digest", "not hex"))?;
                 }
-                (
-                    StoredName::Entry(Space::BazelCasSha256, key),
-                    ContentCheck::Sha256(bytes),
-                )
+                let name = StoredName::Entry(Namespace::default(), Space::BazelCasSha256, key);
+                (vec![name.clone()], name, ContentCheck::Sha256(bytes))
             }
         })
     }
@@ -95,28 +106,34 @@ impl BazelPath {
 /// Serves a Bazel request; `None` when the path is not one.
 pub async fn handle(
     state: AppState,
+    namespaces: &Namespaces,
     method: Method,
     uri: &Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Option<Result<Response, ApiError>> {
     let path = BazelPath::parse(uri.path())?;
-    Some(serve(state, method, path, headers, body).await)
+    Some(serve(state, namespaces, method, path, headers, body).await)
 }
 
 async fn serve(
     state: AppState,
+    namespaces: &Namespaces,
     method: Method,
     path: BazelPath,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let (name, check) = path.name()?;
+    let (read_names, name, check) = path.names(namespaces)?;
     match method {
         Method::GET | Method::HEAD if path.is_empty_blob() => {
             Ok(([(axum::http::header::CONTENT_LENGTH, "0")], "").into_response())
         }
-        Method::GET | Method::HEAD => read(&state, &name, Protocol::Bazel, &method, &headers).await,
+        Method::GET | Method::HEAD => {
+            let (response, _) =
+                read(&state, &read_names, Protocol::Bazel, &method, &headers).await?;
+            Ok(response)
+        }
         Method::PUT => {
             // CAS entries are content addresses: keep an existing one. AC
             // results are replaced.

@@ -3,19 +3,21 @@
 //! (`/ccache/{40}`) name the same entry. `GET`, `HEAD`, `PUT` (replaces;
 //! ccache sends `HEAD` first when it must not overwrite) and `DELETE`.
 
+use axum::Extension;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Method};
 use axum::response::{IntoResponse, Response};
 
-use super::{ApiError, AppState, delete, opaque_key, read, write};
+use super::{ApiError, AppState, delete, opaque_key, read, read_names, write, write_name};
 use crate::blob::upload::ContentCheck;
-use crate::blob::{Space, StoredName};
+use crate::blob::{EntryKey, Space};
 use crate::http::object::IfExists;
 use crate::metrics::Protocol;
+use crate::namespaces::Namespaces;
 
-/// The entry of a flat key, or of a subdirs pair (2 characters, then the rest).
-fn name(first: &str, rest: Option<&str>) -> Result<StoredName, ApiError> {
+/// The key of a flat path, or of a subdirs pair (2 characters, then the rest).
+fn name(first: &str, rest: Option<&str>) -> Result<EntryKey, ApiError> {
     let key = match rest {
         None => opaque_key(first)?,
         // Each segment is a key fragment: a dot segment (`/ccache/ab/..`)
@@ -30,26 +32,30 @@ fn name(first: &str, rest: Option<&str>) -> Result<StoredName, ApiError> {
             ));
         }
     };
-    Ok(StoredName::Entry(Space::Ccache, key))
+    Ok(key)
 }
 
 async fn any(
     state: AppState,
-    name: StoredName,
+    namespaces: Namespaces,
+    key: EntryKey,
     method: Method,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     match method {
         Method::GET | Method::HEAD => {
-            read(&state, &name, Protocol::Ccache, &method, &headers).await
+            let names = read_names(&namespaces, &Space::Ccache, &key);
+            let (response, _) = read(&state, &names, Protocol::Ccache, &method, &headers).await?;
+            Ok(response)
         }
         Method::PUT => {
+            let name = write_name(&namespaces, Space::Ccache, key);
             let how = (ContentCheck::Unverified, IfExists::Replace, None);
             let written = write(&state, &name, Protocol::Ccache, &headers, body, how).await?;
             Ok(written.status().into_response())
         }
-        Method::DELETE => delete(&state, &name).await,
+        Method::DELETE => delete(&state, &write_name(&namespaces, Space::Ccache, key)).await,
         other => Err(ApiError::MethodNotAllowed(format!(
             "{other} is not allowed on ccache entries"
         ))),
@@ -59,25 +65,27 @@ async fn any(
 /// `/ccache/{key}` (flat layout).
 pub async fn flat(
     State(state): State<AppState>,
+    Extension(namespaces): Extension<Namespaces>,
     Path(key): Path<String>,
     method: Method,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let name = name(&key, None)?;
-    any(state, name, method, headers, body).await
+    any(state, namespaces, name, method, headers, body).await
 }
 
 /// `/ccache/{xx}/{rest}` (subdirs layout).
 pub async fn subdirs(
     State(state): State<AppState>,
+    Extension(namespaces): Extension<Namespaces>,
     Path((first, rest)): Path<(String, String)>,
     method: Method,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let name = name(&first, Some(&rest))?;
-    any(state, name, method, headers, body).await
+    any(state, namespaces, name, method, headers, body).await
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ pub mod gradle;
 pub mod nx;
 pub mod turbo;
 
+use axum::Extension;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Method, StatusCode};
@@ -27,7 +28,9 @@ use super::object::{self, IfExists, ReadOptions, WriteOptions, Written};
 use super::request;
 use crate::blob::upload::ContentCheck;
 use crate::blob::{EntryKey, Space, StoredName};
-use crate::metrics::Protocol;
+use crate::index::ObjectRecord;
+use crate::metrics::{Protocol, ReadResult};
+use crate::namespaces::Namespaces;
 
 /// Parses an opaque key from a path segment (400 before any I/O).
 fn opaque_key(raw: &str) -> Result<EntryKey, ApiError> {
@@ -35,33 +38,61 @@ fn opaque_key(raw: &str) -> Result<EntryKey, ApiError> {
         .map_err(|error| ApiError::bad_request("invalid_key", format!("invalid key: {error}")))
 }
 
-/// `GET` or `HEAD` of an entry: 404 on a miss.
+/// The names an entry is read under, in order: in each namespace the
+/// request reads (its own first, then its fallbacks).
+fn read_names(namespaces: &Namespaces, space: &Space, key: &EntryKey) -> Vec<StoredName> {
+    namespaces
+        .reads
+        .iter()
+        .map(|namespace| StoredName::Entry(namespace.clone(), space.clone(), key.clone()))
+        .collect()
+}
+
+/// The name an entry is written under: in the request's own namespace.
+fn write_name(namespaces: &Namespaces, space: Space, key: EntryKey) -> StoredName {
+    StoredName::Entry(namespaces.own.clone(), space, key)
+}
+
+/// `GET` or `HEAD` of the first of `names` that exists (one hit or miss
+/// counted): the answer and the found object's row. 404 on a miss.
 async fn read(
     state: &AppState,
-    name: &StoredName,
+    names: &[StoredName],
     protocol: Protocol,
     method: &Method,
     headers: &HeaderMap,
-) -> Result<Response, ApiError> {
+) -> Result<(Response, ObjectRecord), ApiError> {
     let miss = || ApiError::NotFound("no such entry".into());
     let options = ReadOptions {
         accept_zstd: request::accepts_zstd(headers),
         range: None,
     };
-    if method == Method::GET
-        && let Some(response) = object::get_hot(state, name, protocol, options)
-    {
-        return Ok(response);
+    let mut found = None;
+    for name in names {
+        if method == Method::GET
+            && let Some((record, response)) = object::get_hot(state, name, protocol, options)
+        {
+            return Ok((response, record));
+        }
+        if let Some(record) = state.catalog.find(name).await? {
+            found = Some((name, record));
+            break;
+        }
     }
-    let record = object::lookup(state, name, protocol)
+    let result = if found.is_some() {
+        ReadResult::Hit
+    } else {
+        ReadResult::Miss
+    };
+    state.metrics.read(protocol, result);
+    let (name, record) = found.ok_or_else(miss)?;
+    if method == Method::HEAD {
+        return Ok((object::head(&record), record));
+    }
+    let response = object::get(state, name, &record, protocol, options)
         .await?
         .ok_or_else(miss)?;
-    if method == Method::HEAD {
-        return Ok(object::head(&record));
-    }
-    object::get(state, name, &record, protocol, options)
-        .await?
-        .ok_or_else(miss)
+    Ok((response, record))
 }
 
 /// `PUT` of an entry.
@@ -97,35 +128,28 @@ pub trait KeyedProtocol {
     const STORED: Option<StatusCode>;
 }
 
-fn keyed_name<P: KeyedProtocol>(raw: &str) -> Result<StoredName, ApiError> {
-    Ok(StoredName::Entry(P::SPACE, opaque_key(raw)?))
-}
-
 /// `GET`/`HEAD` of an entry of `P`.
 pub async fn keyed_get<P: KeyedProtocol>(
     State(state): State<AppState>,
+    Extension(namespaces): Extension<Namespaces>,
     Path(raw): Path<String>,
     method: Method,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    read(
-        &state,
-        &keyed_name::<P>(&raw)?,
-        P::PROTOCOL,
-        &method,
-        &headers,
-    )
-    .await
+    let names = read_names(&namespaces, &P::SPACE, &opaque_key(&raw)?);
+    let (response, _) = read(&state, &names, P::PROTOCOL, &method, &headers).await?;
+    Ok(response)
 }
 
 /// `PUT` of an entry of `P`.
 pub async fn keyed_put<P: KeyedProtocol>(
     State(state): State<AppState>,
+    Extension(namespaces): Extension<Namespaces>,
     Path(raw): Path<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let name = keyed_name::<P>(&raw)?;
+    let name = write_name(&namespaces, P::SPACE, opaque_key(&raw)?);
     let how = (ContentCheck::Unverified, P::IF_EXISTS, None);
     let written = write(&state, &name, P::PROTOCOL, &headers, body, how).await?;
     Ok(P::STORED.unwrap_or(written.status()).into_response())

@@ -5,19 +5,20 @@
 
 use std::collections::BTreeMap;
 
-use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::{ApiError, AppState, opaque_key, read, write};
+use super::{ApiError, AppState, opaque_key, read, read_names, write, write_name};
+use crate::blob::Space;
 use crate::blob::upload::ContentCheck;
-use crate::blob::{Space, StoredName};
 use crate::http::object::IfExists;
 use crate::metrics::Protocol;
+use crate::namespaces::Namespaces;
 
 const DURATION: &str = "x-artifact-duration";
 const TAG: &str = "x-artifact-tag";
@@ -96,15 +97,15 @@ pub async fn status() -> Json<Value> {
 /// `GET`/`HEAD /v8/artifacts/{hash}`: the artifact with its duration and tag.
 pub async fn get(
     State(state): State<AppState>,
+    Extension(namespaces): Extension<Namespaces>,
     Path(hash): Path<String>,
     Query(team): Query<TeamQuery>,
     method: Method,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let name = StoredName::Entry(team.space()?, opaque_key(&hash)?);
-    let meta = state.index.get(&name).await?.and_then(|record| record.meta);
-    let mut response = read(&state, &name, Protocol::Turbo, &method, &headers).await?;
-    let meta = ArtifactMeta::parse(meta.as_deref());
+    let names = read_names(&namespaces, &team.space()?, &opaque_key(&hash)?);
+    let (mut response, record) = read(&state, &names, Protocol::Turbo, &method, &headers).await?;
+    let meta = ArtifactMeta::parse(record.meta.as_deref());
     let out = response.headers_mut();
     if let Some(duration) = meta.duration {
         out.insert(DURATION, HeaderValue::from(duration));
@@ -118,12 +119,13 @@ pub async fn get(
 /// `PUT /v8/artifacts/{hash}`: stores (or replaces) the artifact.
 pub async fn put(
     State(state): State<AppState>,
+    Extension(namespaces): Extension<Namespaces>,
     Path(hash): Path<String>,
     Query(team): Query<TeamQuery>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let name = StoredName::Entry(team.space()?, opaque_key(&hash)?);
+    let name = write_name(&namespaces, team.space()?, opaque_key(&hash)?);
     let meta = serde_json::to_string(&ArtifactMeta::from_headers(&headers)?).ok();
     let how = (ContentCheck::Unverified, IfExists::Replace, meta);
     write(&state, &name, Protocol::Turbo, &headers, body, how).await?;
@@ -140,6 +142,7 @@ pub struct BatchQuery {
 /// `POST /v8/artifacts`: for each hash, its size, duration and tag, or null.
 pub async fn query(
     State(state): State<AppState>,
+    Extension(namespaces): Extension<Namespaces>,
     Query(team): Query<TeamQuery>,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -154,8 +157,14 @@ pub async fn query(
     let space = team.space()?;
     let mut answer = BTreeMap::new();
     for hash in request.hashes {
-        let name = StoredName::Entry(space.clone(), opaque_key(&hash)?);
-        let value = match state.index.get(&name).await? {
+        let mut found = None;
+        for name in read_names(&namespaces, &space, &opaque_key(&hash)?) {
+            found = state.index.get(&name).await?;
+            if found.is_some() {
+                break;
+            }
+        }
+        let value = match found {
             Some(record) => {
                 let meta = ArtifactMeta::parse(record.meta.as_deref());
                 json!({ "size": record.size, "taskDurationMs": meta.duration, "tag": meta.tag })

@@ -16,7 +16,17 @@ struct Fixture {
     _folder: tempfile::TempDir,
 }
 
+mod namespaces;
+
 fn fixture_over(location: StorageLocation) -> Fixture {
+    fixture_with(location, |state| state)
+}
+
+/// A router over `location` whose state `configure` adjusts.
+fn fixture_with(
+    location: StorageLocation,
+    configure: impl FnOnce(AppState) -> AppState,
+) -> Fixture {
     let folder = tempfile::tempdir().unwrap();
     let options = StorageOptions {
         timeout: std::time::Duration::from_secs(2),
@@ -29,7 +39,7 @@ fn fixture_over(location: StorageLocation) -> Fixture {
         zstd_level: 3,
     };
     Fixture {
-        router: app(AppState::new(storage, index, upload)),
+        router: app(configure(AppState::new(storage, index, upload))),
         _folder: folder,
     }
 }
