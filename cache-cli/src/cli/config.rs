@@ -12,6 +12,8 @@ use serde::Deserialize;
 pub struct ConfigFile {
     /// Base URL of a cache-server.
     pub cache: Option<String>,
+    /// Cache namespace (default: from the CI system).
+    pub namespace: Option<String>,
     /// The base image section.
     #[serde(default)]
     pub base: BaseSection,

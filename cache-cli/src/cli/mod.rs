@@ -8,6 +8,7 @@
 //! receive each other's values. `tests::argument_ids_are_unique` keeps it so.
 
 pub mod config;
+pub mod namespace;
 pub mod settings;
 
 use std::ffi::OsString;
@@ -48,6 +49,12 @@ pub struct Cli {
     /// system's.
     #[arg(long, env = "CACHECTL_CACERT", global = true)]
     pub cacert: Option<PathBuf>,
+
+    /// Cache namespace of this run's entries and records (e.g. main, pr-42)
+    /// [default: from the CI system (GitHub Actions, GitLab CI), else the
+    /// server's]. Outside main, bases are tagged base-{key16}-{namespace}.
+    #[arg(long, env = "CACHECTL_NAMESPACE", global = true)]
+    pub namespace: Option<String>,
 
     /// Folder of local records when no cache server is configured.
     #[arg(long, env = "CACHECTL_CACHE_DIR", global = true)]
@@ -138,6 +145,7 @@ impl Cli {
             option("config", Some(self.config.clone().into()));
         }
         option("cache", text(&self.cache));
+        option("namespace", text(&self.namespace));
         option("cacert", path(&self.cacert));
         option("cache-dir", path(&self.cache_dir));
         option("registry-user", text(&self.registry_user));
@@ -576,6 +584,8 @@ mod tests {
             "ca.pem",
             "--cache-dir",
             "/tmp/cd",
+            "--namespace",
+            "pr-42",
             "--require-cache",
             "--registry-user",
             "u",
@@ -633,7 +643,7 @@ mod tests {
         };
         // Every global flag is forwarded (or set by each run, like --json):
         // a new one must be added to forwarded_args and counted here.
-        assert_eq!(Cli::command().get_arguments().count(), 19);
+        assert_eq!(Cli::command().get_arguments().count(), 20);
         let forwarded = cli.forwarded_args();
         assert!(
             !forwarded
@@ -663,6 +673,7 @@ mod tests {
                     &cli.cache_token,
                     &cli.cacert,
                     &cli.cache_dir,
+                    &cli.namespace,
                     cli.require_cache,
                     &cli.registry_user,
                     &cli.registry_password,

@@ -4,11 +4,13 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use cache_proto::Namespace;
+
 use super::config::{self, ConfigError, ConfigFile};
 use super::{AppFlags, Cli};
 use crate::builder::BuilderKind;
 use crate::image::oci::Platform;
-use crate::image::{ImageTarget, Location, RegistrySettings};
+use crate::image::{ImageTarget, Location, RegistrySettings, base_tag};
 use crate::key::{self, BaseKey, KeyError, KeySpec, Recipe};
 use crate::pack::layer::Compression;
 
@@ -33,9 +35,40 @@ pub struct BaseSettings {
     pub platform: Platform,
     /// Optional moving tag.
     pub tag: Option<String>,
+    /// The cache namespace of the run, if any: outside a trusted one, bases
+    /// are tagged `base-{key16}-{namespace}`.
+    pub namespace: Option<Namespace>,
 }
 
 impl BaseSettings {
+    /// The namespace of the run when it is not a trusted one.
+    fn untrusted_namespace(&self) -> Option<&Namespace> {
+        self.namespace
+            .as_ref()
+            .filter(|namespace| !super::namespace::is_trusted(Some(namespace)))
+    }
+
+    /// The tag this run publishes the base of `key` under: `base-{key16}`
+    /// in a trusted namespace, `base-{key16}-{namespace}` in another, so a
+    /// trusted job never takes a pull request's base for its own.
+    pub fn base_tag(&self, key: &cache_proto::Key) -> String {
+        match self.untrusted_namespace() {
+            Some(namespace) => format!("{}-{namespace}", base_tag(key)),
+            None => base_tag(key),
+        }
+    }
+
+    /// The trusted tag an untrusted run may also use (main's base of the
+    /// same key); `None` in a trusted run.
+    pub fn trusted_base_tag(&self, key: &cache_proto::Key) -> Option<String> {
+        self.untrusted_namespace().map(|_| base_tag(key))
+    }
+
+    /// Whether the run may move the moving tag (`tag`): only a trusted one.
+    pub fn may_move_tags(&self) -> bool {
+        self.untrusted_namespace().is_none()
+    }
+
     /// Computes the key of the current inputs.
     pub fn key(&self) -> Result<BaseKey, KeyError> {
         let platform = self.platform.to_string();
@@ -222,6 +255,24 @@ impl Cli {
             .filter(|url| !url.is_empty())
     }
 
+    /// The cache namespace of this run and where it came from: `--namespace`
+    /// / `CACHECTL_NAMESPACE`, the file's `namespace`, else the CI system's
+    /// job (see [`super::namespace`]); `None` leaves it to the server.
+    pub fn namespace(&self, file: &ConfigFile) -> Result<Option<(Namespace, String)>, ConfigError> {
+        let path = self.config.display().to_string();
+        let named = match (&self.namespace, &file.namespace) {
+            (Some(flag), _) => Some((flag, "--namespace / CACHECTL_NAMESPACE".to_owned())),
+            (None, Some(field)) => Some((field, format!("namespace in {path}"))),
+            (None, None) => None,
+        };
+        if let Some((text, source)) = named {
+            let namespace = Namespace::parse(text)
+                .map_err(|e| self::field(&path, "namespace", e.to_string()))?;
+            return Ok(Some((namespace, source)));
+        }
+        Ok(super::namespace::detect(&|name| std::env::var(name).ok()))
+    }
+
     /// The certificates of `--cacert`, none without it.
     pub fn extra_roots(&self) -> Result<Vec<reqwest::Certificate>, ConfigError> {
         let Some(path) = &self.cacert else {
@@ -373,6 +424,7 @@ impl Cli {
             args: args.into_iter().collect::<BTreeMap<_, _>>(),
             platform,
             tag: flags.tag.clone().or_else(|| base.tag.clone()),
+            namespace: self.namespace(file)?.map(|(namespace, _)| namespace),
         })
     }
 }

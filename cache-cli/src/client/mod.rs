@@ -10,6 +10,8 @@ pub mod records;
 
 use std::time::Duration;
 
+use cache_proto::{Namespace, namespace};
+
 /// Why a call to the cache (or the local record store) failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -36,6 +38,7 @@ pub enum ClientError {
 pub struct CacheClient {
     url: String,
     http: reqwest::Client,
+    namespace: Option<Namespace>,
 }
 
 /// How a non-success answer is worded.
@@ -46,7 +49,7 @@ fn refusal(status: reqwest::StatusCode) -> String {
                 .into()
         }
         reqwest::StatusCode::FORBIDDEN => {
-            "refused the request: the token's scope does not allow it (403)".into()
+            "refused the request: the token's scope or namespaces do not allow it (403)".into()
         }
         status => format!("answered {status}"),
     }
@@ -85,7 +88,21 @@ impl CacheClient {
         Self {
             url: url.trim_end_matches('/').to_owned(),
             http,
+            namespace: None,
         }
+    }
+
+    /// The same client naming `namespace` on every request (the
+    /// `X-Cachectl-Namespace` header); `None` leaves it to the server (the
+    /// token's default, else `default`).
+    pub fn in_namespace(mut self, namespace: Option<Namespace>) -> Self {
+        self.namespace = namespace;
+        self
+    }
+
+    /// The namespace it names, if any.
+    pub fn namespace(&self) -> Option<&Namespace> {
+        self.namespace.as_ref()
     }
 
     /// The server's base URL, without a trailing `/`.
@@ -95,7 +112,11 @@ impl CacheClient {
 
     /// A request to `route` (a path such as `cache_proto::routes::ac(key)`).
     pub fn request(&self, method: reqwest::Method, route: &str) -> reqwest::RequestBuilder {
-        self.http.request(method, format!("{}{route}", self.url))
+        let request = self.http.request(method, format!("{}{route}", self.url));
+        match &self.namespace {
+            Some(namespace) => request.header(namespace::HEADER, namespace.as_str()),
+            None => request,
+        }
     }
 
     /// The error for this server saying `message`.

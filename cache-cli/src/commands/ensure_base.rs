@@ -22,7 +22,7 @@ use crate::client::leases::Acquired;
 use crate::client::records::{BaseRecord, RecordStore, latest_key};
 use crate::image::ImageError;
 use crate::image::publish;
-use crate::image::{ImageTarget, Registry, base_tag};
+use crate::image::{ImageTarget, Registry};
 use crate::key::{self, BaseKey, KeyError, Recipe};
 use crate::report::outcome::EnsureReport;
 use crate::report::progress::Progress;
@@ -114,37 +114,38 @@ impl Run<'_> {
         Ok(())
     }
 
-    fn record_for(&self, base: &BaseKey, digest: &str) -> BaseRecord {
-        let tag = base_tag(&base.key);
+    fn record_for(&self, base: &BaseKey, tag: &str, digest: &str) -> BaseRecord {
         BaseRecord {
             version: 1,
             key: base.key,
             image: self.settings.image.describe(),
-            reference: self.settings.image.reference(&tag, digest),
+            reference: self.settings.image.reference(tag, digest),
             digest: digest.to_owned(),
             inputs: base.inputs.clone(),
             created: now_seconds(),
         }
     }
 
-    /// An existing, still present base for `base`, and where it was found.
+    /// An existing, still present base for `base`, and where it was found:
+    /// under this run's own tag, else (in an untrusted namespace) under the
+    /// trusted one, main's base of the same key. A trusted run looks only
+    /// at the trusted tag.
     async fn lookup(
         &mut self,
         base: &BaseKey,
     ) -> Result<Option<(BaseRecord, &'static str)>, EnsureError> {
         let target = &self.settings.image;
-        self.progress
-            .quick(format!("looking up {}", base_tag(&base.key)));
+        let tag = self.settings.base_tag(&base.key);
+        self.progress.quick(format!("looking up {tag}"));
         // The record only says where to look: the target's own tag decides.
         // A record naming another digest (a stale or poisoned action-cache
         // entry) is never used, and what is printed is built from our own
         // settings and the digest the target holds, never copied from it.
         let recorded = self.record(&base.key).await?;
-        let tag = base_tag(&base.key);
         let tagged = publish::resolve_tag(target, self.registry, &tag).await?;
         match (recorded, tagged) {
             (Some(record), Some(digest)) if record.digest == digest => {
-                Ok(Some((self.record_for(base, &digest), "cache")))
+                Ok(Some((self.record_for(base, &tag, &digest), "cache")))
             }
             (recorded, Some(digest)) => {
                 if let Some(record) = recorded {
@@ -155,28 +156,42 @@ impl Run<'_> {
                         target.describe()
                     ));
                 }
-                let record = self.record_for(base, &digest);
+                let record = self.record_for(base, &tag, &digest);
                 self.remember(&record).await?;
                 Ok(Some((record, "registry")))
             }
-            (Some(record), None) => {
-                self.warn(format!(
-                    "recorded base {} no longer exists as {tag} in {}; rebuilding",
-                    record.digest,
-                    target.describe()
-                ));
+            (recorded, None) => {
+                if let Some(trusted) = self.settings.trusted_base_tag(&base.key)
+                    && let Some(digest) =
+                        publish::resolve_tag(target, self.registry, &trusted).await?
+                {
+                    // Main's base: used, never re-recorded as this namespace's.
+                    return Ok(Some((self.record_for(base, &trusted, &digest), "registry")));
+                }
+                if let Some(record) = recorded {
+                    self.warn(format!(
+                        "recorded base {} no longer exists as {tag} in {}; rebuilding",
+                        record.digest,
+                        target.describe()
+                    ));
+                }
                 Ok(None)
             }
-            (None, None) => Ok(None),
         }
     }
 
     async fn build(&mut self, base: &BaseKey) -> Result<(BaseRecord, f64, f64, u64), EnsureError> {
         let settings = self.settings;
-        let tag = base_tag(&base.key);
+        let tag = settings.base_tag(&base.key);
         let mut tags = vec![tag.as_str()];
         if let Some(moving) = settings.image.moving_tag(settings.tag.as_deref()) {
-            tags.push(moving);
+            if settings.may_move_tags() {
+                tags.push(moving);
+            } else {
+                self.warn(format!(
+                    "not moving the tag {moving}: this run is in an untrusted namespace"
+                ));
+            }
         }
         let (digest, build_seconds, push_seconds, pushed) = match &settings.recipe {
             Recipe::Native { from, install } => {
@@ -240,7 +255,7 @@ impl Run<'_> {
                 (digest, build_seconds, push_seconds, 0)
             }
         };
-        let record = self.record_for(base, &digest);
+        let record = self.record_for(base, &tag, &digest);
         self.remember(&record).await?;
         Ok((record, build_seconds, push_seconds, pushed))
     }
@@ -376,12 +391,12 @@ pub async fn ensure_base(
     if changed.is_empty() {
         eprintln!(
             "building base {} (no earlier base recorded for this image)",
-            base_tag(&base.key)
+            settings.base_tag(&base.key)
         );
     } else {
         eprintln!(
             "building base {}; changed since the last base:",
-            base_tag(&base.key)
+            settings.base_tag(&base.key)
         );
         for change in &changed {
             eprintln!("  {change}");
