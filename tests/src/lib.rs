@@ -9,6 +9,7 @@
 pub mod api;
 pub mod bins;
 pub mod cachectl;
+pub mod clients;
 pub mod data;
 pub mod fault_proxy;
 pub mod garage;

@@ -3,8 +3,10 @@
 //! the real server.
 
 use std::path::Path;
-use std::process::Command;
 
+use cachectl_e2e::clients::{
+    ccache, ccache_stat, local_cache, nx, nx_workspace, turbo, turbo_workspace,
+};
 use cachectl_e2e::server::{Backend, CacheServer, ServerOptions};
 use reqwest::StatusCode;
 use sha2::Digest as _;
@@ -275,29 +277,6 @@ async fn ccache_layouts_share_entries_and_gradle_and_nx_follow_their_rules() {
     assert_eq!(protocols["nx"]["rejected"], 1);
 }
 
-fn ccache(dir: &Path, work: &Path, remote: &str, args: &[&str]) -> std::process::Output {
-    Command::new("ccache")
-        .args(args)
-        .current_dir(work)
-        .env("CCACHE_DIR", dir)
-        .env("CCACHE_REMOTE_STORAGE", remote)
-        .env("CCACHE_NOHASHDIR", "1")
-        .env_remove("CCACHE_CONFIGPATH")
-        .output()
-        .expect("ccache runs (scripts/install-test-deps)")
-}
-
-fn ccache_stat(dir: &Path, work: &Path, remote: &str, name: &str) -> u64 {
-    let output = ccache(dir, work, remote, &["--print-stats"]);
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .find_map(|line| {
-            let (key, value) = line.split_once('\t')?;
-            (key == name).then(|| value.trim().parse().ok())?
-        })
-        .unwrap_or_else(|| panic!("no {name} in ccache --print-stats"))
-}
-
 #[test]
 fn real_ccache_gets_a_remote_hit_and_a_read_only_token_stores_nothing() {
     let server = CacheServer::start(Backend::Local, ServerOptions::args(&["--auth", "required"]));
@@ -376,85 +355,6 @@ fn server_writes(server: &CacheServer, protocol: &str) -> u64 {
     stats["protocols"][protocol]["writes"].as_u64().unwrap()
 }
 
-/// The `node_modules` folder of an npm tool installed by
-/// `scripts/install-test-deps`.
-fn npm_tool(name: &str) -> std::path::PathBuf {
-    let deps = std::env::var_os("CACHECTL_TEST_DEPS")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
-                .join(".cache/cachectl-test-deps")
-        });
-    let modules = deps.join(name).join("node_modules");
-    assert!(
-        modules.join(".bin").join(name).exists(),
-        "{name} is not installed: run scripts/install-test-deps"
-    );
-    modules
-}
-
-fn turbo_binary() -> std::path::PathBuf {
-    npm_tool("turbo").join(".bin/turbo")
-}
-
-/// A two-package npm workspace whose `build` writes `dist/out.txt`.
-fn turbo_workspace(root: &Path) {
-    std::fs::write(
-        root.join("package.json"),
-        r#"{"name":"ws","private":true,"packageManager":"npm@10.0.0","workspaces":["packages/*"]}"#,
-    )
-    .unwrap();
-    std::fs::write(
-        root.join("turbo.json"),
-        r#"{"tasks":{"build":{"outputs":["dist/**"]}}}"#,
-    )
-    .unwrap();
-    let mut lock_packages =
-        serde_json::json!({ "": { "name": "ws", "workspaces": ["packages/*"] } });
-    for name in ["a", "b"] {
-        let folder = root.join("packages").join(name);
-        std::fs::create_dir_all(&folder).unwrap();
-        let script = format!(
-            "node -e \"require('fs').mkdirSync('dist',{{recursive:true}});require('fs').writeFileSync('dist/out.txt','built {name}')\""
-        );
-        let manifest =
-            serde_json::json!({ "name": name, "version": "1.0.0", "scripts": { "build": script } });
-        std::fs::write(folder.join("package.json"), manifest.to_string()).unwrap();
-        lock_packages[format!("packages/{name}")] =
-            serde_json::json!({ "name": name, "version": "1.0.0" });
-        lock_packages[format!("node_modules/{name}")] =
-            serde_json::json!({ "resolved": format!("packages/{name}"), "link": true });
-    }
-    let lock = serde_json::json!({ "name": "ws", "lockfileVersion": 3, "requires": true, "packages": lock_packages });
-    std::fs::write(root.join("package-lock.json"), lock.to_string()).unwrap();
-}
-
-/// Runs `turbo run build` in `root`, its local cache in `root/../local-cache`.
-fn turbo(root: &Path, api: &str, token: &str) -> (bool, String) {
-    let output = Command::new(turbo_binary())
-        .args(["run", "build"])
-        .current_dir(root)
-        .env("TURBO_API", api)
-        .env("TURBO_TOKEN", token)
-        .env("TURBO_TEAM", "acme")
-        .env("TURBO_TELEMETRY_DISABLED", "1")
-        .env("DO_NOT_TRACK", "1")
-        .env("TURBO_NO_UPDATE_NOTIFIER", "1")
-        .env("TURBO_CACHE_DIR", local_cache(root))
-        .output()
-        .expect("turbo runs");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output.status.success(), text)
-}
-
-fn local_cache(root: &Path) -> std::path::PathBuf {
-    root.parent().unwrap_or(root).join("local-cache")
-}
-
 #[test]
 fn real_turbo_restores_outputs_from_the_server_and_survives_a_wrong_token() {
     let server = CacheServer::start(Backend::Local, ServerOptions::args(&["--auth", "required"]));
@@ -496,46 +396,6 @@ fn real_turbo_restores_outputs_from_the_server_and_survives_a_wrong_token() {
         "turbo did not report the auth failure: {wrong}"
     );
     assert!(!server.logs().contains(&token));
-}
-
-/// An Nx workspace with one cached `build` target writing `app/dist/out.txt`.
-fn nx_workspace(root: &Path) {
-    std::fs::create_dir_all(root.join("app")).unwrap();
-    std::fs::write(root.join("package.json"), r#"{"name":"ws","private":true}"#).unwrap();
-    std::fs::write(
-        root.join("nx.json"),
-        r#"{"targetDefaults":{"build":{"cache":true}}}"#,
-    )
-    .unwrap();
-    let command = "node -e \"require('fs').mkdirSync('app/dist',{recursive:true});require('fs').writeFileSync('app/dist/out.txt','built')\"";
-    let project = serde_json::json!({
-        "name": "app",
-        "targets": { "build": { "command": command, "cache": true, "outputs": ["{projectRoot}/dist"] } }
-    });
-    std::fs::write(root.join("app/project.json"), project.to_string()).unwrap();
-    // Nx loads itself from the workspace's node_modules.
-    std::os::unix::fs::symlink(npm_tool("nx"), root.join("node_modules")).unwrap();
-}
-
-fn nx(root: &Path, server: &str, token: &str, local_cache: &Path) -> (bool, String) {
-    let output = Command::new(root.join("node_modules/.bin/nx"))
-        .args(["run", "app:build"])
-        .current_dir(root)
-        .env("NX_SELF_HOSTED_REMOTE_CACHE_SERVER", server)
-        .env("NX_SELF_HOSTED_REMOTE_CACHE_ACCESS_TOKEN", token)
-        .env("NX_CACHE_DIRECTORY", local_cache)
-        .env("NX_DAEMON", "false")
-        .env("NX_NO_CLOUD", "true")
-        .env("NX_TUI", "false")
-        .env("NX_SKIP_NX_CACHE", "false")
-        .output()
-        .expect("nx runs");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output.status.success(), text)
 }
 
 #[test]

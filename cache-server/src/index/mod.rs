@@ -24,6 +24,7 @@ mod leases;
 mod tokens;
 
 pub use leases::LeaseOutcome;
+use tokens::TokenWatch;
 pub use tokens::{NewTokenRecord, Scope, TokenRecord, token_hash};
 
 use crate::blob::StoredName;
@@ -170,6 +171,9 @@ pub fn action_etag(value: &[u8]) -> String {
 
 struct Inner {
     writer: Mutex<Connection>,
+    /// Watches the tokens table for changes made by any connection of any
+    /// process (see [`Index::tokens_fingerprint`]).
+    token_watch: Mutex<TokenWatch>,
     readers: Vec<Mutex<Connection>>,
     next_reader: AtomicUsize,
     pending_access: Mutex<HashMap<StoredName, (u64, i64)>>,
@@ -274,9 +278,15 @@ impl Index {
         let readers = (0..READERS)
             .map(|_| connect(path).map(Mutex::new))
             .collect::<Result<_, _>>()?;
+        let token_watch = TokenWatch {
+            connection: connect(path)?,
+            data_version: None,
+            fingerprint: (0, 0, 0),
+        };
         Ok(Self {
             inner: Arc::new(Inner {
                 writer: Mutex::new(writer),
+                token_watch: Mutex::new(token_watch),
                 readers,
                 next_reader: AtomicUsize::new(0),
                 pending_access: Mutex::new(HashMap::new()),

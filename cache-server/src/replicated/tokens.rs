@@ -15,10 +15,11 @@ use crate::index::{Index, NewTokenRecord, Scope, TokenRecord, now_ms, token_hash
 use crate::namespaces::NamespacePolicy;
 use crate::storage::Storage;
 
-/// How long a server trusts what it read of a token: a revocation made
-/// elsewhere (another replica, or `cache-server token revoke` beside a
-/// running server) takes effect within this delay; one made through this
-/// server's own `DELETE /v1/tokens/{id}` at once.
+/// How long a replica trusts what it read of a token from the bucket: a
+/// revocation made through another replica takes effect within this delay;
+/// one made through this replica at once. (Tokens in the index are checked
+/// for changes on every request, so a revocation there, by this server or
+/// by `cache-server token revoke` beside it, is immediate.)
 pub const TOKEN_CACHE_FOR: Duration = Duration::from_secs(5);
 const TOKEN_PREFIX: &str = "tokens";
 /// Most secrets remembered; the cache is emptied when it is full.
@@ -33,13 +34,16 @@ pub enum TokenBackend {
     Bucket(Storage),
 }
 
-/// Access tokens, read through a short in-memory cache so that checking a
-/// request's token costs no SQLite query or bucket read on the hot path.
+/// Access tokens, read through an in-memory cache so that checking a
+/// request's token costs no SQLite query on the blocking pool or bucket
+/// read on the hot path.
 #[derive(Debug)]
 pub struct TokenStore {
     backend: TokenBackend,
     /// Hash → what the backend said, and when.
     cache: Mutex<HashMap<String, (Option<TokenRecord>, Instant)>>,
+    /// The index's tokens fingerprint the cache was filled under.
+    filled_under: Mutex<Option<(i64, i64, i64)>>,
 }
 
 /// What a new token may do.
@@ -121,6 +125,7 @@ impl TokenStore {
         Self {
             backend,
             cache: Mutex::new(HashMap::new()),
+            filled_under: Mutex::new(None),
         }
     }
 
@@ -155,12 +160,25 @@ impl TokenStore {
         .await
     }
 
-    /// The token whose secret hashes to `secret_hash`, active or not, as
-    /// read at most [`TOKEN_CACHE_FOR`] ago.
+    /// The token whose secret hashes to `secret_hash`, active or not: as
+    /// the index holds it now, or as the bucket held it at most
+    /// [`TOKEN_CACHE_FOR`] ago.
     pub async fn by_hash(&self, secret_hash: String) -> Result<Option<TokenRecord>, CacheError> {
+        let fresh_for = match &self.backend {
+            TokenBackend::Index(index) => {
+                let now = index.tokens_fingerprint()?;
+                let mut filled_under = lock(&self.filled_under);
+                if *filled_under != Some(now) {
+                    lock(&self.cache).clear();
+                    *filled_under = Some(now);
+                }
+                Duration::MAX
+            }
+            TokenBackend::Bucket(_) => TOKEN_CACHE_FOR,
+        };
         let cached = lock(&self.cache).get(&secret_hash).cloned();
         if let Some((record, read_at)) = cached
-            && read_at.elapsed() < TOKEN_CACHE_FOR
+            && read_at.elapsed() < fresh_for
         {
             return Ok(record);
         }
@@ -294,11 +312,12 @@ mod tests {
         tokens.issue(&token, grant).await.unwrap();
         let hash = token_hash(&token.secret);
         assert!(tokens.by_hash(hash.clone()).await.unwrap().is_some());
-        // Revoked behind the store's back (another process on the index):
-        // the cached answer stands for at most TOKEN_CACHE_FOR.
-        index.revoke_token("ci".into()).await.unwrap();
-        let cached = tokens.by_hash(hash.clone()).await.unwrap().unwrap();
-        assert!(cached.revoked_ms.is_none());
+        // Revoked behind the store's back (as `cache-server token revoke`
+        // does beside a running server): seen at once.
+        let other = Index::open(&folder.path().join("i.sqlite")).unwrap();
+        other.revoke_token("ci".into()).await.unwrap();
+        let seen = tokens.by_hash(hash.clone()).await.unwrap().unwrap();
+        assert!(seen.revoked_ms.is_some());
         // Through the store: at once.
         let again = crate::auth::new_token().unwrap();
         let grant = TokenGrant {

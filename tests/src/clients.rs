@@ -1,0 +1,297 @@
+//! The real third-party cache clients the suites drive: `ccache` (Debian),
+//! `turbo` and `nx` (npm, installed by `scripts/install-test-deps`), each
+//! with a minimal project of its own and the environment it reads.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Runs Debian's `ccache` with `args` in `work`, its cache in `dir` and
+/// `remote` as its remote storage.
+pub fn ccache(dir: &Path, work: &Path, remote: &str, args: &[&str]) -> std::process::Output {
+    Command::new("ccache")
+        .args(args)
+        .current_dir(work)
+        .env("CCACHE_DIR", dir)
+        .env("CCACHE_REMOTE_STORAGE", remote)
+        .env("CCACHE_NOHASHDIR", "1")
+        .env_remove("CCACHE_CONFIGPATH")
+        .output()
+        .expect("ccache runs (scripts/install-test-deps)")
+}
+
+/// One counter of `ccache --print-stats`.
+pub fn ccache_stat(dir: &Path, work: &Path, remote: &str, name: &str) -> u64 {
+    let output = ccache(dir, work, remote, &["--print-stats"]);
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .find_map(|line| {
+            let (key, value) = line.split_once('\t')?;
+            (key == name).then(|| value.trim().parse().ok())?
+        })
+        .unwrap_or_else(|| panic!("no {name} in ccache --print-stats"))
+}
+
+/// The `node_modules` folder of an npm tool installed by
+/// `scripts/install-test-deps`.
+pub fn npm_tool(name: &str) -> PathBuf {
+    let deps = std::env::var_os("CACHECTL_TEST_DEPS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                .join(".cache/cachectl-test-deps")
+        });
+    let modules = deps.join(name).join("node_modules");
+    assert!(
+        modules.join(".bin").join(name).exists(),
+        "{name} is not installed: run scripts/install-test-deps"
+    );
+    modules
+}
+
+/// The `turbo` executable.
+pub fn turbo_binary() -> PathBuf {
+    npm_tool("turbo").join(".bin/turbo")
+}
+
+/// A two-package npm workspace whose `build` writes `dist/out.txt`.
+pub fn turbo_workspace(root: &Path) {
+    turbo_workspace_with(root, |name| {
+        format!(
+            "node -e \"require('fs').mkdirSync('dist',{{recursive:true}});require('fs').writeFileSync('dist/out.txt','built {name}')\""
+        )
+    });
+}
+
+/// A two-package (`a`, `b`) npm workspace whose packages build with
+/// `script(name)`.
+pub fn turbo_workspace_with(root: &Path, script: impl Fn(&str) -> String) {
+    std::fs::write(
+        root.join("package.json"),
+        r#"{"name":"ws","private":true,"packageManager":"npm@10.0.0","workspaces":["packages/*"]}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("turbo.json"),
+        r#"{"tasks":{"build":{"outputs":["dist/**"]}}}"#,
+    )
+    .unwrap();
+    let mut lock_packages =
+        serde_json::json!({ "": { "name": "ws", "workspaces": ["packages/*"] } });
+    for name in ["a", "b"] {
+        let folder = root.join("packages").join(name);
+        std::fs::create_dir_all(&folder).unwrap();
+        let script = script(name);
+        let manifest =
+            serde_json::json!({ "name": name, "version": "1.0.0", "scripts": { "build": script } });
+        std::fs::write(folder.join("package.json"), manifest.to_string()).unwrap();
+        lock_packages[format!("packages/{name}")] =
+            serde_json::json!({ "name": name, "version": "1.0.0" });
+        lock_packages[format!("node_modules/{name}")] =
+            serde_json::json!({ "resolved": format!("packages/{name}"), "link": true });
+    }
+    let lock = serde_json::json!({ "name": "ws", "lockfileVersion": 3, "requires": true, "packages": lock_packages });
+    std::fs::write(root.join("package-lock.json"), lock.to_string()).unwrap();
+}
+
+/// Runs `turbo run build` in `root`, its local cache in `root/../local-cache`.
+pub fn turbo(root: &Path, api: &str, token: &str) -> (bool, String) {
+    turbo_filtered(root, api, token, &[])
+}
+
+/// Runs `turbo run build` with `args` (e.g. `--filter=a`).
+pub fn turbo_filtered(root: &Path, api: &str, token: &str, args: &[&str]) -> (bool, String) {
+    let output = Command::new(turbo_binary())
+        .args(["run", "build"])
+        .args(args)
+        .current_dir(root)
+        .env("TURBO_API", api)
+        .env("TURBO_TOKEN", token)
+        .env("TURBO_TEAM", "acme")
+        .env("TURBO_TELEMETRY_DISABLED", "1")
+        .env("DO_NOT_TRACK", "1")
+        .env("TURBO_NO_UPDATE_NOTIFIER", "1")
+        .env("TURBO_CACHE_DIR", local_cache(root))
+        .output()
+        .expect("turbo runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
+/// Turborepo's local cache folder of the workspace `root`.
+pub fn local_cache(root: &Path) -> PathBuf {
+    root.parent().unwrap_or(root).join("local-cache")
+}
+
+/// An Nx workspace with one cached `build` target writing `app/dist/out.txt`.
+pub fn nx_workspace(root: &Path) {
+    let command = "node -e \"require('fs').mkdirSync('app/dist',{recursive:true});require('fs').writeFileSync('app/dist/out.txt','built')\"";
+    nx_workspace_with(root, &[("app", command.to_owned())]);
+}
+
+/// An Nx workspace with `projects` (name, build command), each a cached
+/// `build` target whose output is `{name}/dist`.
+pub fn nx_workspace_with(root: &Path, projects: &[(&str, String)]) {
+    std::fs::create_dir_all(root).unwrap();
+    std::fs::write(root.join("package.json"), r#"{"name":"ws","private":true}"#).unwrap();
+    std::fs::write(
+        root.join("nx.json"),
+        r#"{"targetDefaults":{"build":{"cache":true}}}"#,
+    )
+    .unwrap();
+    for (name, command) in projects {
+        std::fs::create_dir_all(root.join(name)).unwrap();
+        let project = serde_json::json!({
+            "name": name,
+            "targets": { "build": { "command": command, "cache": true, "outputs": ["{projectRoot}/dist"] } }
+        });
+        std::fs::write(root.join(name).join("project.json"), project.to_string()).unwrap();
+    }
+    // Nx loads itself from the workspace's node_modules.
+    std::os::unix::fs::symlink(npm_tool("nx"), root.join("node_modules")).unwrap();
+}
+
+/// Runs `nx run app:build` against the self-hosted cache `server`.
+pub fn nx(root: &Path, server: &str, token: &str, local_cache: &Path) -> (bool, String) {
+    nx_target(root, "app:build", server, token, local_cache)
+}
+
+/// Runs `nx run {target}` against the self-hosted cache `server`.
+pub fn nx_target(
+    root: &Path,
+    target: &str,
+    server: &str,
+    token: &str,
+    local_cache: &Path,
+) -> (bool, String) {
+    let output = Command::new(root.join("node_modules/.bin/nx"))
+        .args(["run", target])
+        .current_dir(root)
+        .env("NX_SELF_HOSTED_REMOTE_CACHE_SERVER", server)
+        .env("NX_SELF_HOSTED_REMOTE_CACHE_ACCESS_TOKEN", token)
+        .env("NX_CACHE_DIRECTORY", local_cache)
+        .env("NX_DAEMON", "false")
+        .env("NX_NO_CLOUD", "true")
+        .env("NX_TUI", "false")
+        .env("NX_SKIP_NX_CACHE", "false")
+        .output()
+        .expect("nx runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
+/// Runs Debian's Bazel (`bazel-bootstrap`, 4.2.3) in `workspace`: `bazel
+/// build {targets}` against the HTTP cache `remote` (a URL, its path the
+/// namespace prefix), sending `token` as a bearer token, with its own
+/// output base in `output_root` (a fresh one is a fresh CI machine).
+/// Actions run without the sandbox, so a genrule may read a file outside
+/// the workspace: an input Bazel does not hash, as in a cache-poisoning
+/// attack. Returns success and the combined output.
+pub fn bazel(
+    workspace: &Path,
+    output_root: &Path,
+    remote: &str,
+    token: &str,
+    targets: &[&str],
+) -> (bool, String) {
+    let output = Command::new("bazel")
+        .arg("--batch")
+        .arg(format!("--output_user_root={}", output_root.display()))
+        .arg("build")
+        .args(targets)
+        .args([
+            "--nosandbox_debug",
+            "--spawn_strategy=standalone",
+            "--noshow_progress",
+        ])
+        .arg(format!("--remote_cache={remote}"))
+        .arg(format!("--remote_header=Authorization=Bearer {token}"))
+        .current_dir(workspace)
+        .env("HOME", output_root)
+        .output()
+        .expect("bazel runs (bazel-bootstrap, scripts/install-test-deps)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
+/// Runs Debian's Gradle (4.4.1) `tasks` in `project` with the HTTP build
+/// cache at `url` (Basic auth, the token as password), pushing, its
+/// user home in `home`, and `PAYLOAD` set to `payload` (a file a task may
+/// read without declaring it: an input Gradle does not hash).
+pub fn gradle(
+    project: &Path,
+    home: &Path,
+    url: &str,
+    token: &str,
+    payload: &Path,
+    tasks: &[&str],
+) -> (bool, String) {
+    let output = Command::new("gradle")
+        .args(["--build-cache", "--no-daemon", "--console=plain"])
+        .args(tasks)
+        .current_dir(project)
+        .env("GRADLE_USER_HOME", home)
+        .env("CACHE_URL", url)
+        .env("CACHE_TOKEN", token)
+        .env("PAYLOAD", payload)
+        .output()
+        .expect("gradle runs (Debian's gradle, scripts/install-test-deps)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
+/// A Gradle project with two cacheable tasks: `make` writes
+/// `build/make.txt` from the file `$PAYLOAD` (not declared as an input),
+/// `other` writes `build/other.txt`. The remote build cache is the one
+/// `$CACHE_URL` names; the local one is off.
+pub fn gradle_project(root: &Path) {
+    std::fs::create_dir_all(root).unwrap();
+    std::fs::write(
+        root.join("settings.gradle"),
+        r#"rootProject.name = 'app'
+buildCache {
+  local { enabled = false }
+  remote(HttpBuildCache) {
+    url = System.getenv('CACHE_URL')
+    push = true
+    credentials { username = 'ci'; password = System.getenv('CACHE_TOKEN') }
+  }
+}
+"#,
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("build.gradle"),
+        r#"@CacheableTask
+class Make extends DefaultTask {
+  @Input String label = "make"
+  @OutputFile File out = project.file("build/make.txt")
+  @TaskAction void run() { out.text = new File(System.getenv('PAYLOAD')).text }
+}
+@CacheableTask
+class Other extends DefaultTask {
+  @Input String label = "other"
+  @OutputFile File out = project.file("build/other.txt")
+  @TaskAction void run() { out.text = "other" }
+}
+task make(type: Make)
+task other(type: Other)
+"#,
+    )
+    .unwrap();
+}

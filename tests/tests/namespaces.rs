@@ -1,0 +1,381 @@
+//! A pull request cannot poison main: the cache-poisoning attack of Nx's
+//! CVE-2025-36852 ("CREEP") played with every real client that runs here.
+//!
+//! One server: auth required, `--namespace-fallback 'pr-*=main'`, a token
+//! for main's CI (writes `main`) and one for pull request 42 (writes
+//! `pr-42`, reads `main`). Each client's project has a task whose output
+//! comes from a file the client does not hash, so the pull request computes
+//! main's key while producing its own bytes. For every client:
+//!
+//! 1. the pull request builds with the poison, first, in its namespace;
+//! 2. a fresh pull-request run restores the poison from the server (the
+//!    control: the entry is real and restorable);
+//! 3. the pull request points the client at main's namespace: its writes
+//!    are refused (403), its build still succeeds;
+//! 4. main, on a fresh machine, builds the same task: it never restores the
+//!    poison (it builds, and its output is the honest one) and builds a
+//!    second task;
+//! 5. a fresh pull-request run gets the second task from main's entries
+//!    through the fallback.
+
+use std::path::{Path, PathBuf};
+
+use cachectl_e2e::clients::{
+    bazel, ccache_stat, gradle, gradle_project, local_cache, nx_target, nx_workspace_with,
+    turbo_filtered, turbo_workspace_with,
+};
+use cachectl_e2e::server::{Backend, CacheServer, ServerOptions};
+
+const HONEST: &str = "honest";
+const POISON: &str = "poisoned";
+
+/// The shared server and the two CI identities.
+struct Team {
+    server: CacheServer,
+    main: String,
+    pr: String,
+    work: tempfile::TempDir,
+}
+
+impl Team {
+    fn start() -> Self {
+        let server = CacheServer::start(
+            Backend::Local,
+            ServerOptions::args(&["--auth", "required", "--namespace-fallback", "pr-*=main"]),
+        );
+        let main = server.create_token("write", "main-ci", &["--write-namespace", "main"]);
+        // Its requests that name no namespace read main and write nowhere:
+        // a client that dropped the /ns/pr-42 prefix would store nothing,
+        // and the control step below would fail.
+        let pr = server.create_token(
+            "write",
+            "pr-42-ci",
+            &[
+                "--write-namespace",
+                "pr-42",
+                "--read-namespace",
+                "main",
+                "--default-namespace",
+                "main",
+            ],
+        );
+        Self {
+            server,
+            main,
+            pr,
+            work: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// The server's URL with a namespace prefix.
+    fn url(&self, namespace: &str) -> String {
+        format!("{}/ns/{namespace}", self.server.base_url())
+    }
+
+    /// A file holding `content`, outside any project (not hashed).
+    fn payload(&self, content: &str) -> PathBuf {
+        let path = self.work.path().join("payload");
+        std::fs::write(&path, content).unwrap();
+        path
+    }
+
+    /// A fresh folder under the work folder.
+    fn fresh(&self, name: &str) -> PathBuf {
+        let path = self.work.path().join(name);
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).unwrap();
+        path
+    }
+
+    /// Tokens never reach the log.
+    fn check_logs(&self) {
+        let logs = self.server.logs();
+        assert!(!logs.contains(&self.main) && !logs.contains(&self.pr));
+    }
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[test]
+fn bazel_main_never_restores_a_pull_request_entry() {
+    let team = Team::start();
+    let workspace = team.fresh("ws");
+    let payload = team.work.path().join("payload");
+    std::fs::write(workspace.join("WORKSPACE"), "").unwrap();
+    std::fs::write(
+        workspace.join("BUILD"),
+        format!(
+            "genrule(name = \"app\", outs = [\"app.txt\"], cmd = \"cat {} > $@\")\n\
+             genrule(name = \"other\", outs = [\"other.txt\"], cmd = \"echo other > $@\")\n",
+            payload.display()
+        ),
+    )
+    .unwrap();
+    let build = |machine: &str, namespace: &str, token: &str, targets: &[&str]| {
+        let (ok, log) = bazel(
+            &workspace,
+            &team.fresh(machine),
+            &team.url(namespace),
+            token,
+            targets,
+        );
+        assert!(ok, "{log}");
+        log
+    };
+
+    team.payload(POISON);
+    let log = build("pr-1", "pr-42", &team.pr, &["//:app"]);
+    assert!(log.contains("1 local"), "{log}");
+    team.payload(HONEST);
+    let log = build("pr-2", "pr-42", &team.pr, &["//:app"]);
+    assert!(log.contains("1 remote cache hit"), "control: {log}");
+    assert_eq!(read(&workspace.join("bazel-bin/app.txt")), POISON);
+
+    // Aimed at main's namespace: the uploads are refused, the build is not.
+    team.payload(POISON);
+    build("pr-3", "main", &team.pr, &["//:app"]);
+
+    team.payload(HONEST);
+    let log = build("main-1", "main", &team.main, &["//:app", "//:other"]);
+    assert!(!log.contains("remote cache hit"), "{log}");
+    assert_eq!(read(&workspace.join("bazel-bin/app.txt")), HONEST);
+
+    let log = build("pr-4", "pr-42", &team.pr, &["//:other"]);
+    assert!(
+        log.contains("1 remote cache hit"),
+        "fallback to main: {log}"
+    );
+    assert_eq!(read(&workspace.join("bazel-bin/other.txt")), "other\n");
+    team.check_logs();
+}
+
+#[test]
+fn gradle_main_never_restores_a_pull_request_entry() {
+    let team = Team::start();
+    let project = team.fresh("app");
+    gradle_project(&project);
+    let build = |home: &str, namespace: &str, token: &str, payload: &Path, tasks: &[&str]| {
+        let _ = std::fs::remove_dir_all(project.join("build"));
+        let _ = std::fs::remove_dir_all(project.join(".gradle"));
+        let url = format!("{}/cache/", team.url(namespace));
+        let (ok, log) = gradle(&project, &team.fresh(home), &url, token, payload, tasks);
+        assert!(ok, "{log}");
+        log
+    };
+
+    let poison = team.payload(POISON);
+    let log = build("pr-1", "pr-42", &team.pr, &poison, &["make"]);
+    assert!(log.contains("1 executed"), "{log}");
+    let honest = team.payload(HONEST);
+    let log = build("pr-2", "pr-42", &team.pr, &honest, &["make"]);
+    assert!(log.contains("make FROM-CACHE"), "control: {log}");
+    assert_eq!(read(&project.join("build/make.txt")), POISON);
+
+    // Aimed at main's namespace: Gradle's push is refused; the build goes on.
+    let poison = team.payload(POISON);
+    build("pr-3", "main", &team.pr, &poison, &["make"]);
+
+    let honest = team.payload(HONEST);
+    let log = build("main-1", "main", &team.main, &honest, &["make", "other"]);
+    assert!(!log.contains("FROM-CACHE"), "{log}");
+    assert_eq!(read(&project.join("build/make.txt")), HONEST);
+
+    let log = build("pr-4", "pr-42", &team.pr, &honest, &["other"]);
+    assert!(log.contains("other FROM-CACHE"), "fallback to main: {log}");
+    team.check_logs();
+}
+
+#[test]
+fn turborepo_main_never_restores_a_pull_request_entry() {
+    let team = Team::start();
+    let root = team.fresh("ws");
+    let payload = team.work.path().join("payload");
+    turbo_workspace_with(&root, |name| {
+        let content = if name == "a" {
+            format!("require('fs').readFileSync('{}','utf8')", payload.display())
+        } else {
+            format!("'built {name}'")
+        };
+        format!(
+            "node -e \"require('fs').mkdirSync('dist',{{recursive:true}});require('fs').writeFileSync('dist/out.txt',{content})\""
+        )
+    });
+    let build = |namespace: &str, token: &str, filter: &str| {
+        for path in [local_cache(&root), root.join(".turbo")] {
+            let _ = std::fs::remove_dir_all(path);
+        }
+        for name in ["a", "b"] {
+            let _ = std::fs::remove_dir_all(root.join("packages").join(name).join("dist"));
+            let _ = std::fs::remove_dir_all(root.join("packages").join(name).join(".turbo"));
+        }
+        let (ok, log) = turbo_filtered(&root, &team.url(namespace), token, &[filter]);
+        assert!(ok, "{log}");
+        log
+    };
+    let out = |name: &str| read(&root.join("packages").join(name).join("dist/out.txt"));
+
+    team.payload(POISON);
+    let log = build("pr-42", &team.pr, "--filter=a");
+    assert!(log.contains("0 cached, 1 total"), "{log}");
+    team.payload(HONEST);
+    let log = build("pr-42", &team.pr, "--filter=a");
+    assert!(log.contains("1 cached, 1 total"), "control: {log}");
+    assert_eq!(out("a"), POISON);
+
+    team.payload(POISON);
+    build("main", &team.pr, "--filter=a");
+
+    team.payload(HONEST);
+    let log = build("main", &team.main, "--filter=*");
+    assert!(log.contains("0 cached, 2 total"), "{log}");
+    assert_eq!(out("a"), HONEST);
+
+    let log = build("pr-42", &team.pr, "--filter=b");
+    assert!(log.contains("1 cached, 1 total"), "fallback to main: {log}");
+    assert_eq!(out("b"), "built b");
+    team.check_logs();
+}
+
+#[test]
+fn nx_main_never_restores_a_pull_request_entry() {
+    let team = Team::start();
+    let root = team.fresh("ws");
+    let payload = team.work.path().join("payload");
+    let command = |name: &str, content: String| {
+        format!(
+            "node -e \"require('fs').mkdirSync('{name}/dist',{{recursive:true}});require('fs').writeFileSync('{name}/dist/out.txt',{content})\""
+        )
+    };
+    nx_workspace_with(
+        &root,
+        &[
+            (
+                "app",
+                command(
+                    "app",
+                    format!("require('fs').readFileSync('{}','utf8')", payload.display()),
+                ),
+            ),
+            ("lib", command("lib", "'built lib'".to_owned())),
+        ],
+    );
+    let build = |local: &str, namespace: &str, token: &str, target: &str| {
+        for name in ["app", "lib"] {
+            let _ = std::fs::remove_dir_all(root.join(name).join("dist"));
+        }
+        let _ = std::fs::remove_dir_all(root.join(".nx"));
+        let (ok, log) = nx_target(
+            &root,
+            target,
+            &team.url(namespace),
+            token,
+            &team.fresh(local),
+        );
+        assert!(ok, "{log}");
+        log
+    };
+
+    team.payload(POISON);
+    let log = build("pr-1", "pr-42", &team.pr, "app:build");
+    assert!(!log.contains("from the cache"), "{log}");
+    team.payload(HONEST);
+    let log = build("pr-2", "pr-42", &team.pr, "app:build");
+    assert!(log.contains("from the cache"), "control: {log}");
+    assert_eq!(read(&root.join("app/dist/out.txt")), POISON);
+
+    team.payload(POISON);
+    build("pr-3", "main", &team.pr, "app:build");
+
+    team.payload(HONEST);
+    let log = build("main-1", "main", &team.main, "app:build");
+    assert!(!log.contains("from the cache"), "{log}");
+    assert_eq!(read(&root.join("app/dist/out.txt")), HONEST);
+    build("main-2", "main", &team.main, "lib:build");
+
+    let log = build("pr-4", "pr-42", &team.pr, "lib:build");
+    assert!(log.contains("from the cache"), "fallback to main: {log}");
+    assert_eq!(read(&root.join("lib/dist/out.txt")), "built lib");
+    team.check_logs();
+}
+
+#[test]
+fn ccache_main_never_restores_a_pull_request_entry() {
+    let team = Team::start();
+    let work = team.fresh("src");
+    std::fs::write(
+        work.join("value.c"),
+        "#ifdef POISONED\nint value(void) { return 666; }\n#else\nint value(void) { return 42; }\n#endif\n",
+    )
+    .unwrap();
+    std::fs::write(work.join("other.c"), "int other(void) { return 7; }\n").unwrap();
+    // The pull request's compiler prefix (not part of ccache's key) adds a
+    // definition: its object differs while its key is main's.
+    let prefix = team.work.path().join("evil-prefix");
+    std::fs::write(&prefix, "#!/bin/sh\nexec \"$@\" -DPOISONED\n").unwrap();
+    std::fs::set_permissions(&prefix, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let remote = |namespace: &str, token: &str| {
+        team.url(namespace)
+            .replacen("http://", &format!("http://ci:{token}@"), 1)
+            + "/ccache"
+    };
+    let compile = |dir: &str, remote: &str, source: &str, evil: bool| -> Vec<u8> {
+        let dir = team.fresh(dir);
+        let mut command = std::process::Command::new("ccache");
+        command
+            .args(["gcc", "-c", source, "-o", "out.o"])
+            .current_dir(&work)
+            .env("CCACHE_DIR", &dir)
+            .env("CCACHE_REMOTE_STORAGE", remote)
+            .env("CCACHE_NOHASHDIR", "1")
+            .env_remove("CCACHE_CONFIGPATH");
+        if evil {
+            command.env("CCACHE_PREFIX", &prefix);
+        }
+        let output = command.output().expect("ccache runs");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        std::fs::read(work.join("out.o")).unwrap()
+    };
+    let direct = |extra: &[&str]| -> Vec<u8> {
+        let output = std::process::Command::new("gcc")
+            .args(["-c", "value.c", "-o", "direct.o"])
+            .args(extra)
+            .current_dir(&work)
+            .output()
+            .unwrap();
+        assert!(output.status.success());
+        std::fs::read(work.join("direct.o")).unwrap()
+    };
+    let (honest, poisoned) = (direct(&[]), direct(&["-DPOISONED"]));
+    assert_ne!(honest, poisoned);
+    let hits = |dir: &str, remote: &str| {
+        ccache_stat(
+            &team.work.path().join(dir),
+            &work,
+            remote,
+            "remote_storage_hit",
+        )
+    };
+
+    let pr = remote("pr-42", &team.pr);
+    assert_eq!(compile("pr-1", &pr, "value.c", true), poisoned);
+    assert_eq!(compile("pr-2", &pr, "value.c", false), poisoned, "control");
+    assert_eq!(hits("pr-2", &pr), 1);
+
+    let aimed = remote("main", &team.pr);
+    compile("pr-3", &aimed, "value.c", true);
+
+    let main = remote("main", &team.main);
+    assert_eq!(compile("main-1", &main, "value.c", false), honest);
+    assert_eq!(hits("main-1", &main), 0);
+    compile("main-1", &main, "other.c", false);
+
+    compile("pr-4", &pr, "other.c", false);
+    assert_eq!(hits("pr-4", &pr), 1, "fallback to main");
+    team.check_logs();
+}
