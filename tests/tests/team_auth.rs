@@ -281,3 +281,62 @@ fn an_exposed_server_without_tokens_refuses_to_start() {
     // On loopback the default is off.
     assert!(server.logs().contains("auth Off"), "{}", server.logs());
 }
+
+/// Regression: a refused upload of more than a few KiB was answered without
+/// reading its body, and the connection then closed without `Connection:
+/// close`, so the client's next request on it failed (Bazel:
+/// `ClosedChannelException`). Refused bodies are read; one too large to
+/// read is answered with `Connection: close`.
+#[test]
+fn a_refused_upload_leaves_the_kept_alive_connection_usable() {
+    use cachectl_e2e::raw_http::{Outcome, closed_within, connect, read_response};
+    use std::io::Write;
+    let server = CacheServer::start(Backend::Local, ServerOptions::args(&["--auth", "required"]));
+    let reader = server.create_token("read", "laptop", &[]);
+    let wait = std::time::Duration::from_secs(10);
+    let mut stream = connect(server.address(), wait);
+    let body = vec![b'x'; 256 * 1024];
+    let put = |stream: &mut std::net::TcpStream, auth: &str| {
+        let head = format!(
+            "PUT /ac/{} HTTP/1.1\r\nHost: cache\r\n{auth}Content-Length: {}\r\n\r\n",
+            hex64(0x42),
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).unwrap();
+        stream.write_all(&body).unwrap();
+        read_response(stream, wait)
+    };
+    let healthz = |stream: &mut std::net::TcpStream| {
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: cache\r\n\r\n")
+            .unwrap();
+        read_response(stream, wait).status()
+    };
+    // No token (401), then a read-only token (403): each answered, and the
+    // same connection serves the next request.
+    assert_eq!(put(&mut stream, "").status(), Some(401));
+    assert_eq!(healthz(&mut stream), Some(200));
+    let bearer = format!("Authorization: Bearer {reader}\r\n");
+    assert_eq!(put(&mut stream, &bearer).status(), Some(403));
+    assert_eq!(healthz(&mut stream), Some(200));
+
+    // A body too large to read: refused at once, with Connection: close,
+    // and the server closes the connection.
+    let mut stream = connect(server.address(), wait);
+    let head = format!(
+        "PUT /ac/{} HTTP/1.1\r\nHost: cache\r\nContent-Length: {}\r\n\r\n",
+        hex64(0x43),
+        1u64 << 30
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    let Outcome::Answered(response) = read_response(&mut stream, wait) else {
+        panic!("no answer to a refused large upload");
+    };
+    assert_eq!(response.status, 401);
+    assert!(
+        response.text.to_ascii_lowercase().contains("connection: close"),
+        "{}",
+        response.text
+    );
+    assert!(closed_within(&mut stream, wait));
+}
