@@ -203,7 +203,11 @@ platform = "linux/amd64"
             .env("DOCKER_CONFIG", self.dir.path().join(".docker"))
             .env_remove("GITHUB_OUTPUT")
             .env_remove("GITHUB_STEP_SUMMARY")
+            // The namespace is the test's to choose, not the CI running it.
+            .env_remove("GITHUB_ACTIONS")
+            .env_remove("GITLAB_CI")
             .env_remove("CACHECTL_CACHE")
+            .env_remove("CACHECTL_NAMESPACE")
             .args(args)
             .envs(env.iter().copied());
         command

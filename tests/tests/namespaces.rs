@@ -379,3 +379,235 @@ fn ccache_main_never_restores_a_pull_request_entry() {
     assert_eq!(hits("pr-4", &pr), 1, "fallback to main");
     team.check_logs();
 }
+
+/// The environment of a GitHub Actions job for pull request `number`.
+fn github_pull_request(number: u32) -> Vec<(&'static str, String)> {
+    vec![
+        ("GITHUB_ACTIONS", "true".into()),
+        ("GITHUB_EVENT_NAME", "pull_request".into()),
+        ("GITHUB_REF", format!("refs/pull/{number}/merge")),
+    ]
+}
+
+/// The environment of a GitHub Actions push to `main` (no event payload:
+/// `main` is taken as the default branch).
+fn github_push_to_main() -> Vec<(&'static str, String)> {
+    vec![
+        ("GITHUB_ACTIONS", "true".into()),
+        ("GITHUB_EVENT_NAME", "push".into()),
+        ("GITHUB_REF", "refs/heads/main".into()),
+    ]
+}
+
+fn env_of<'a>(vars: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    vars.iter()
+        .map(|(name, value)| (*name, value.as_str()))
+        .collect()
+}
+
+/// The tags of a registry repository, sorted.
+fn tags(image: &str) -> Vec<String> {
+    let output = std::process::Command::new("skopeo")
+        .args([
+            "list-tags",
+            "--tls-verify=false",
+            &format!("docker://{image}"),
+        ])
+        .output()
+        .expect("skopeo runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let listed: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let mut tags: Vec<String> = listed["Tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|tag| tag.as_str().unwrap().to_owned())
+        .collect();
+    tags.sort();
+    tags
+}
+
+/// The manifest digest a registry reference resolves to.
+fn digest_of(reference: &str) -> serde_json::Value {
+    cachectl_e2e::registry::skopeo_inspect(&format!("docker://{reference}"), false)["Digest"]
+        .clone()
+}
+
+#[test]
+fn cachectl_bases_of_a_pull_request_are_never_main_s() {
+    use cachectl_e2e::cachectl::Project;
+    use cachectl_e2e::registry::RegistryServer;
+    let team = Team::start();
+    let other_pr = team.server.create_token(
+        "write",
+        "pr-7-ci",
+        &["--write-namespace", "pr-7", "--read-namespace", "main"],
+    );
+    let registry = RegistryServer::start();
+    let image = format!("{}/acme/api-base", registry.host());
+    let payload = team.work.path().join("payload");
+    let project = Project::new();
+    project.write("requirements.txt", "flask==3.0.3\n");
+    project.write(
+        "cachectl.toml",
+        &format!(
+            r#"cache = "{cache}"
+[base]
+image = "{image}"
+manifests = ["requirements.txt"]
+builder = "native"
+install = "echo built >> {marker} && mkdir -p {{out}}/opt && cat {payload} > {{out}}/opt/payload"
+platform = "linux/amd64"
+tag = "latest"
+"#,
+            cache = team.server.base_url(),
+            marker = project.marker().display(),
+            payload = payload.display(),
+        ),
+    );
+    let ensure = |token: &str, ci: &[(&'static str, String)]| {
+        let mut env = env_of(ci);
+        env.push(("CACHECTL_CACHE_TOKEN", token));
+        project
+            .cachectl(&["ensure-base", "--json", "--require-cache"], &env)
+            .success()
+    };
+
+    // The pull request builds first, with its own bytes, under its own tag,
+    // and does not move `latest`.
+    team.payload(POISON);
+    let pr = ensure(&team.pr, &github_pull_request(42));
+    let pr_json = pr.json();
+    assert_eq!(pr_json["source"], "built");
+    let key16 = &pr_json["key"].as_str().unwrap()[..16];
+    assert_eq!(tags(&image), vec![format!("base-{key16}-pr-42")]);
+    assert_eq!(
+        digest_of(&format!("{image}:base-{key16}-pr-42")),
+        pr_json["digest"]
+    );
+    assert!(
+        pr.stderr.contains("not moving the tag latest"),
+        "{}",
+        pr.stderr
+    );
+
+    // Main computes the same key: it builds its own, never prints the
+    // pull request's.
+    team.payload(HONEST);
+    let main = ensure(&team.main, &github_push_to_main()).json();
+    assert_eq!(main["source"], "built", "{main}");
+    assert_eq!(main["key"], pr_json["key"]);
+    assert_ne!(main["digest"], pr_json["digest"]);
+    assert_eq!(digest_of(&format!("{image}:base-{key16}")), main["digest"]);
+    assert_eq!(digest_of(&format!("{image}:latest")), main["digest"]);
+    let again = ensure(&team.main, &github_push_to_main()).json();
+    assert_eq!(
+        (&again["source"], &again["digest"]),
+        (&"cache".into(), &main["digest"])
+    );
+
+    // The pull request keeps finding its own; another one starts from main's.
+    let pr_again = ensure(&team.pr, &github_pull_request(42)).json();
+    assert_eq!(pr_again["digest"], pr_json["digest"], "{pr_again}");
+    let seven = ensure(&other_pr, &github_pull_request(7)).json();
+    assert_eq!(seven["digest"], main["digest"], "{seven}");
+    assert_eq!(seven["source"], "registry");
+    assert_eq!(project.builds(), 2);
+    team.check_logs();
+}
+
+#[test]
+fn cachectl_folder_caches_of_a_pull_request_never_reach_main() {
+    use cachectl_e2e::cachectl::Project;
+    let team = Team::start();
+    let other_pr = team.server.create_token(
+        "write",
+        "pr-7-ci",
+        &["--write-namespace", "pr-7", "--read-namespace", "main"],
+    );
+    let project = Project::new();
+    project.write("lock.txt", "left-pad==1.3.0\n");
+    let cache = |verb: &str, token: &str, namespace: &str| {
+        let mut args = vec!["cache", verb, "--json", "--cache"];
+        let url = team.server.base_url();
+        args.push(&url);
+        args.extend([
+            "--name",
+            "deps",
+            "--key-files",
+            "lock.txt",
+            "--path",
+            "deps",
+        ]);
+        project
+            .cachectl(
+                &args,
+                &[
+                    ("CACHECTL_CACHE_TOKEN", token),
+                    ("CACHECTL_NAMESPACE", namespace),
+                ],
+            )
+            .success()
+            .json()
+    };
+    let deps = project.path().join("deps/lib.txt");
+    let fill = |content: &str| {
+        let _ = std::fs::remove_dir_all(project.path().join("deps"));
+        project.write("deps/lib.txt", content);
+    };
+
+    fill(POISON);
+    cache("save", &team.pr, "pr-42");
+    let _ = std::fs::remove_dir_all(project.path().join("deps"));
+    assert_eq!(
+        cache("restore", &team.pr, "pr-42")["hit"],
+        "exact",
+        "control"
+    );
+    assert_eq!(read(&deps), POISON);
+
+    // Main's restore of the same key misses (exactly and by name).
+    let _ = std::fs::remove_dir_all(project.path().join("deps"));
+    assert_eq!(cache("restore", &team.main, "main")["hit"], "miss");
+    assert!(!deps.exists());
+    fill(HONEST);
+    cache("save", &team.main, "main");
+
+    // A pull request naming main's namespace cannot save there.
+    fill(POISON);
+    let refused = project.cachectl(
+        &[
+            "cache",
+            "save",
+            "--json",
+            "--require-cache",
+            "--cache",
+            &team.server.base_url(),
+            "--name",
+            "deps",
+            "--key-files",
+            "lock.txt",
+            "--path",
+            "deps",
+        ],
+        &[
+            ("CACHECTL_CACHE_TOKEN", &team.pr),
+            ("CACHECTL_NAMESPACE", "main"),
+        ],
+    );
+    assert_eq!(refused.code, 3, "{}", refused.stderr);
+    assert!(refused.stderr.contains("403"), "{}", refused.stderr);
+    let _ = std::fs::remove_dir_all(project.path().join("deps"));
+    assert_eq!(cache("restore", &team.main, "main")["hit"], "exact");
+    assert_eq!(read(&deps), HONEST);
+
+    // Another pull request starts warm from main's.
+    let _ = std::fs::remove_dir_all(project.path().join("deps"));
+    assert_eq!(cache("restore", &other_pr, "pr-7")["hit"], "exact");
+    assert_eq!(read(&deps), HONEST);
+    team.check_logs();
+}

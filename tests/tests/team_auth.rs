@@ -334,7 +334,10 @@ fn a_refused_upload_leaves_the_kept_alive_connection_usable() {
     };
     assert_eq!(response.status, 401);
     assert!(
-        response.text.to_ascii_lowercase().contains("connection: close"),
+        response
+            .text
+            .to_ascii_lowercase()
+            .contains("connection: close"),
         "{}",
         response.text
     );
