@@ -67,6 +67,17 @@ impl Team {
         }
     }
 
+    /// A token for pull request `number` as a CI would hold it: writes
+    /// `pr-{number}`, reads main.
+    fn pull_request_token(&self, number: u32) -> String {
+        let namespace = format!("pr-{number}");
+        self.server.create_token(
+            "write",
+            &format!("{namespace}-ci"),
+            &["--write-namespace", &namespace, "--read-namespace", "main"],
+        )
+    }
+
     /// The server's URL with a namespace prefix.
     fn url(&self, namespace: &str) -> String {
         format!("{}/ns/{namespace}", self.server.base_url())
@@ -442,11 +453,7 @@ fn cachectl_bases_of_a_pull_request_are_never_main_s() {
     use cachectl_e2e::cachectl::Project;
     use cachectl_e2e::registry::RegistryServer;
     let team = Team::start();
-    let other_pr = team.server.create_token(
-        "write",
-        "pr-7-ci",
-        &["--write-namespace", "pr-7", "--read-namespace", "main"],
-    );
+    let other_pr = team.pull_request_token(7);
     let registry = RegistryServer::start();
     let image = format!("{}/acme/api-base", registry.host());
     let payload = team.work.path().join("payload");
@@ -524,11 +531,7 @@ tag = "latest"
 fn cachectl_folder_caches_of_a_pull_request_never_reach_main() {
     use cachectl_e2e::cachectl::Project;
     let team = Team::start();
-    let other_pr = team.server.create_token(
-        "write",
-        "pr-7-ci",
-        &["--write-namespace", "pr-7", "--read-namespace", "main"],
-    );
+    let other_pr = team.pull_request_token(7);
     let project = Project::new();
     project.write("lock.txt", "left-pad==1.3.0\n");
     let cache = |verb: &str, token: &str, namespace: &str| {
