@@ -132,11 +132,6 @@ impl NamespacePattern {
         Self("*".to_owned())
     }
 
-    /// The pattern matching exactly `namespace`.
-    pub fn exactly(namespace: &Namespace) -> Self {
-        Self(namespace.0.clone())
-    }
-
     /// The namespace this pattern names when it has no `*`.
     pub fn literal(&self) -> Option<Namespace> {
         (!self.0.contains('*')).then(|| Namespace(self.0.clone()))

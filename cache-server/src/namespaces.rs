@@ -59,13 +59,6 @@ impl FallbackChains {
         }
         out
     }
-
-    /// The rules, as configured (for the log and the stats).
-    pub fn rules(&self) -> impl Iterator<Item = (&NamespacePattern, &[Namespace])> {
-        self.0
-            .iter()
-            .map(|(pattern, targets)| (pattern, targets.as_slice()))
-    }
 }
 
 /// The namespaces a credential may write and read, and the one its requests

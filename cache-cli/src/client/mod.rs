@@ -100,11 +100,6 @@ impl CacheClient {
         self
     }
 
-    /// The namespace it names, if any.
-    pub fn namespace(&self) -> Option<&Namespace> {
-        self.namespace.as_ref()
-    }
-
     /// The server's base URL, without a trailing `/`.
     pub fn url(&self) -> &str {
         &self.url
