@@ -14,7 +14,7 @@ pub mod namespace;
 pub mod routes;
 
 pub use hex::{Digest, HexError, Key};
-pub use namespace::{Namespace, NamespaceError, NamespacePattern};
+pub use namespace::{Namespace, NamespaceError, NamespacePattern, glob_matches};
 
 /// Header values and limits of the native API.
 pub mod headers {

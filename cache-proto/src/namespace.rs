@@ -139,7 +139,7 @@ impl NamespacePattern {
 
     /// Whether `namespace` is selected.
     pub fn matches(&self, namespace: &Namespace) -> bool {
-        glob(self.0.as_bytes(), namespace.0.as_bytes())
+        glob_matches(&self.0, &namespace.0)
     }
 
     /// The pattern text.
@@ -148,9 +148,11 @@ impl NamespacePattern {
     }
 }
 
-/// `*`-only glob matching, iterative with one backtrack point (linear in
-/// practice, never exponential).
-fn glob(pattern: &[u8], text: &[u8]) -> bool {
+/// Whether `text` matches `pattern`, where `*` stands for any run of
+/// characters and everything else for itself. Iterative with one backtrack
+/// point, so never exponential.
+pub fn glob_matches(pattern: &str, text: &str) -> bool {
+    let (pattern, text) = (pattern.as_bytes(), text.as_bytes());
     let (mut p, mut t) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
     while t < text.len() {

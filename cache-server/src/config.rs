@@ -182,6 +182,12 @@ pub struct Cli {
     )]
     pub namespace_fallback: Vec<String>,
 
+    /// A TOML file of trusted CI identity issuers (GitHub Actions, GitLab
+    /// CI) and the rules mapping their ID tokens' claims to a scope and
+    /// namespaces; such a token is then accepted as a bearer token.
+    #[arg(long, env = "CACHE_SERVER_OIDC_CONFIG", global = true)]
+    pub oidc_config: Option<PathBuf>,
+
     #[allow(missing_docs)] // clap would turn a doc comment into help text
     #[command(subcommand)]
     pub command: Option<Command>,

@@ -14,6 +14,8 @@
 //!   with the scope each needs), one file per operation group;
 //! - [`cache`]: catalog, hot objects, upload budget, eviction;
 //! - [`error`]: their one error type, also that of `replicated` and `reindex`;
+//! - [`namespaces`], [`oidc`]: who reads and writes which namespace, and
+//!   CI jobs' ID tokens as credentials;
 //! - [`replicated`]: tokens, deploy events and leases shared through the bucket;
 //! - [`blob`], [`index`], [`storage`]: stored format, SQLite, object stores.
 #![deny(missing_docs)]
@@ -29,6 +31,7 @@ pub mod http;
 pub mod index;
 pub mod metrics;
 pub mod namespaces;
+pub mod oidc;
 pub mod reindex;
 pub mod replicated;
 pub mod serve;

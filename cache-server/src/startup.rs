@@ -15,6 +15,8 @@ use crate::cache::eviction::SharedEviction;
 use crate::config::Cli;
 use crate::http::{AppState, app};
 use crate::index::Index;
+use crate::oidc::Oidc;
+use crate::oidc::config::OidcConfig;
 use crate::replicated::leases::{LeaseBook, probe_guarantee};
 use crate::replicated::{EventLog, TokenStore};
 use crate::serve::{ServeSettings, load_tls};
@@ -40,7 +42,11 @@ pub async fn app_state(cli: &Cli, storage: Storage, index: Index) -> anyhow::Res
         )
     };
     let auth = cli.auth.unwrap_or(AuthMode::default_for(&cli.listen));
-    if auth != AuthMode::Off && !cli.listen.ip().is_loopback() && !tokens.has_active().await? {
+    if auth != AuthMode::Off
+        && !cli.listen.ip().is_loopback()
+        && cli.oidc_config.is_none()
+        && !tokens.has_active().await?
+    {
         anyhow::bail!(
             "refusing to listen on {} with auth {:?} and no active token: create one with \
              `cache-server token create --scope admin`, or pass --auth off explicitly",
@@ -52,6 +58,16 @@ pub async fn app_state(cli: &Cli, storage: Storage, index: Index) -> anyhow::Res
         .with_auth(auth)
         .with_fallbacks(cli.fallback_chains()?)
         .with_shared_state(tokens, events);
+    if let Some(path) = &cli.oidc_config {
+        let oidc = Oidc::new(OidcConfig::load(path)?);
+        if auth == AuthMode::Off {
+            tracing::warn!(
+                "--oidc-config has no effect with --auth off: every request is admitted anyway"
+            );
+        }
+        tracing::info!("accepting ID tokens of {}", oidc.issuer_names().join(", "));
+        state = state.with_oidc(oidc);
+    }
     if shared {
         let settle = Duration::from_millis(cli.lease_settle_ms.max(1));
         let guarantee = probe_guarantee(&storage, settle).await;

@@ -24,6 +24,7 @@ use super::object::{DRAIN_REFUSED_UP_TO, discard};
 use crate::auth::{AuthMode, expiry, new_token};
 use crate::index::{Scope, token_hash};
 use crate::namespaces::{NamespacePolicy, Namespaces};
+use crate::oidc::{Oidc, looks_like_jwt};
 use crate::replicated::TokenGrant;
 
 /// The secret a request presents, if any: `Bearer X`, or Basic with X as
@@ -121,6 +122,11 @@ async fn credential_policy(
             "this server needs a token (Authorization: Bearer TOKEN, or Basic with the token as password)".into(),
         ));
     };
+    if let Some(oidc) = &state.oidc
+        && looks_like_jwt(&secret)
+    {
+        return id_token_policy(oidc, &secret, needed).await;
+    }
     let token = state.tokens.by_hash(token_hash(&secret)).await?;
     let now = crate::index::now_ms();
     let Some(token) = token.filter(|token| token.active_at(now)) else {
@@ -144,6 +150,28 @@ async fn credential_policy(
         });
     }
     Ok(token.policy())
+}
+
+/// The namespace policy of a CI job's ID token, once verified and known to
+/// hold `needed`. A refusal's reason goes to the log and to the client; the
+/// token itself goes nowhere.
+async fn id_token_policy(
+    oidc: &Oidc,
+    token: &str,
+    needed: Scope,
+) -> Result<NamespacePolicy, ApiError> {
+    let grant = oidc.verify(token).await.map_err(|refusal| {
+        tracing::warn!(reason = %refusal, "ID token refused");
+        ApiError::Unauthorized(format!("ID token refused: {refusal}"))
+    })?;
+    if grant.scope < needed {
+        return Err(ApiError::Forbidden(format!(
+            "this ID token is granted scope {}, this request needs {}",
+            grant.scope.as_str(),
+            needed.as_str()
+        )));
+    }
+    Ok(grant.policy)
 }
 
 /// Answers `refusal`, first reading the request's body to its end when it

@@ -30,6 +30,7 @@ use crate::cache::hot::HotCache;
 use crate::index::Index;
 use crate::metrics::Metrics;
 use crate::namespaces::{FallbackChains, Namespaces};
+use crate::oidc::Oidc;
 use crate::replicated::leases::LeaseBook;
 use crate::replicated::{EventLog, TokenStore};
 use crate::storage::Storage;
@@ -94,6 +95,8 @@ pub struct Shared {
     pub events: Arc<EventLog>,
     /// Where reads of a namespace fall back.
     pub fallbacks: FallbackChains,
+    /// The verifier of CI jobs' ID tokens, with `--oidc-config`.
+    pub oidc: Option<Arc<Oidc>>,
 }
 
 impl AppState {
@@ -119,6 +122,7 @@ impl AppState {
             tokens: Arc::new(TokenStore::index(index.clone())),
             events: Arc::new(EventLog::Index(index.clone())),
             fallbacks: FallbackChains::default(),
+            oidc: None,
             storage,
         }))
     }
@@ -192,6 +196,12 @@ impl AppState {
     /// The same state with auth mode `auth`.
     pub fn with_auth(mut self, auth: AuthMode) -> Self {
         self.shared_mut().auth = auth;
+        self
+    }
+
+    /// The same state accepting the ID tokens `oidc` verifies.
+    pub fn with_oidc(mut self, oidc: Oidc) -> Self {
+        self.shared_mut().oidc = Some(Arc::new(oidc));
         self
     }
 
