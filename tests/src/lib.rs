@@ -14,6 +14,7 @@ pub mod data;
 pub mod fault_proxy;
 pub mod garage;
 pub mod nginx;
+pub mod oidc;
 pub mod process;
 pub mod raw_http;
 pub mod registry;

@@ -1,0 +1,284 @@
+//! CI identity instead of shared secrets: the server accepts the ID tokens
+//! of a trusted issuer (here a local one: `cachectl_e2e::oidc`), maps their
+//! claims to namespaces by its `--oidc-config` rules, and refuses every
+//! forged, stale or misdirected token with 401 and its reason in the log,
+//! never the token.
+
+use cachectl_e2e::oidc::{Issuer, SigningKey, now};
+use cachectl_e2e::server::{Backend, CacheServer, ServerOptions};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+const AUDIENCE: &str = "https://cache.acme.test";
+
+/// The rules of a team: main's pushes write main; a pull request writes
+/// `pr-N` and reads main; anything else of the organisation reads main.
+fn rules() -> &'static str {
+    r#"
+[[issuer.rule]]
+when = { repository = "acme/web", event_name = "push", ref = "refs/heads/main" }
+scope = "write"
+write = ["main"]
+
+[[issuer.rule]]
+when = { repository = "acme/web", event_name = "pull_request" }
+scope = "write"
+write = ["pr-{pr}"]
+read = ["main"]
+
+[[issuer.rule]]
+when = { repository = "acme/*" }
+scope = "read"
+read = ["main"]
+"#
+}
+
+/// A server with auth required, `pr-*` falling back to main, trusting
+/// `issuer` by `stanza` (its `[[issuer]]` table).
+fn server_trusting(stanza: &str, folder: &std::path::Path) -> CacheServer {
+    let config = folder.join("oidc.toml");
+    std::fs::write(&config, format!("{stanza}{}", rules())).unwrap();
+    CacheServer::start(
+        Backend::Local,
+        ServerOptions::args(&[
+            "--auth",
+            "required",
+            "--namespace-fallback",
+            "pr-*=main",
+            "--oidc-config",
+            config.to_str().unwrap(),
+        ]),
+    )
+}
+
+async fn put(server: &CacheServer, path: &str, token: &str, body: &str) -> StatusCode {
+    server
+        .client
+        .put(server.url(path))
+        .bearer_auth(token)
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+async fn get(server: &CacheServer, path: &str, token: &str) -> (StatusCode, String) {
+    let response = server
+        .client
+        .get(server.url(path))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    (status, response.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn id_tokens_of_main_and_of_a_pull_request_get_the_namespaces_their_claims_map_to() {
+    let issuer = Issuer::start();
+    let folder = tempfile::tempdir().unwrap();
+    let server = server_trusting(&issuer.config(AUDIENCE), folder.path());
+    let job = |repository: &str, event: &str, reference: &str| {
+        issuer.mint(&issuer.github_claims(AUDIENCE, repository, event, reference))
+    };
+    let main = job("acme/web", "push", "refs/heads/main");
+    let pr = job("acme/web", "pull_request", "refs/pull/42/merge");
+    let docs = job("acme/docs", "push", "refs/heads/main");
+    let evil = job("evil/web", "push", "refs/heads/main");
+
+    // Main writes main (its default namespace, from its rule).
+    assert_eq!(put(&server, "/cache/0a1b2c", &main, "honest").await, 201);
+    assert_eq!(put(&server, "/cache/0d0e0f", &main, "second").await, 201);
+    // The pull request computes the same key and writes first in pr-42 ...
+    assert_eq!(put(&server, "/cache/0a1b2c", &pr, "poisoned").await, 201);
+    // ... never in main, by any path ...
+    let aimed = put(&server, "/ns/main/cache/0a1b2c", &pr, "poisoned").await;
+    assert_eq!(aimed, StatusCode::FORBIDDEN);
+    // ... so main reads its own bytes.
+    let read = get(&server, "/cache/0a1b2c", &main).await;
+    assert_eq!(read, (StatusCode::OK, "honest".to_owned()));
+    // The pull request reads its own entry first, and main's through the
+    // fallback.
+    let own = get(&server, "/cache/0a1b2c", &pr).await;
+    assert_eq!(own, (StatusCode::OK, "poisoned".to_owned()));
+    let fallback = get(&server, "/cache/0d0e0f", &pr).await;
+    assert_eq!(fallback, (StatusCode::OK, "second".to_owned()));
+    // Another repository of the organisation only reads main.
+    let docs_read = get(&server, "/cache/0a1b2c", &docs).await;
+    assert_eq!(docs_read, (StatusCode::OK, "honest".to_owned()));
+    assert_eq!(
+        put(&server, "/cache/0a1b2c", &docs, "x").await,
+        StatusCode::FORBIDDEN
+    );
+    // A repository no rule names gets nothing.
+    let (status, body) = get(&server, "/cache/0a1b2c", &evil).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(body.contains("no rule"), "{body}");
+
+    // Ten verified requests, one fetch of the issuer's keys.
+    assert_eq!(issuer.key_fetches(), 1);
+    let logs = server.logs();
+    for token in [&main, &pr, &docs, &evil] {
+        assert!(!logs.contains(token.as_str()), "a token reached the log");
+    }
+}
+
+/// Each way a token can be wrong, with the reason the server must give.
+fn forgeries(issuer: &Issuer) -> Vec<(&'static str, String, &'static str)> {
+    let valid = || issuer.github_claims(AUDIENCE, "acme/web", "push", "refs/heads/main");
+    let with = |changes: Value| {
+        let mut claims = valid();
+        for (name, value) in changes.as_object().unwrap() {
+            claims[name] = value.clone();
+        }
+        claims
+    };
+    let rogue_same_kid = SigningKey::generate("key-1");
+    let rogue_own_kid = SigningKey::generate("key-9");
+    let now = now();
+    let pr_token = issuer.mint(&with(json!({"event_name": "pull_request"})));
+    let main_payload = issuer.mint(&valid());
+    let tampered = {
+        // A pull request's signed token with main's claims swapped in.
+        let parts: Vec<&str> = pr_token.split('.').collect();
+        let main_parts: Vec<&str> = main_payload.split('.').collect();
+        format!("{}.{}.{}", parts[0], main_parts[1], parts[2])
+    };
+    let hmac_with_public_key = {
+        // The algorithm confusion attack: HS256 keyed with the public JWK.
+        let header = json!({"alg": "HS256", "typ": "JWT", "kid": "key-1"});
+        let b64 = |value: &Value| {
+            use base64::Engine as _;
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(value.to_string())
+        };
+        let message = format!("{}.{}", b64(&header), b64(&valid()));
+        let key = aws_lc_rs::hmac::Key::new(
+            aws_lc_rs::hmac::HMAC_SHA256,
+            issuer.key.jwk().to_string().as_bytes(),
+        );
+        let tag = aws_lc_rs::hmac::sign(&key, message.as_bytes());
+        use base64::Engine as _;
+        format!(
+            "{message}.{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(tag.as_ref())
+        )
+    };
+    vec![
+        (
+            "expired",
+            issuer.mint(&with(
+                json!({"iat": now - 900, "nbf": now - 900, "exp": now - 600}),
+            )),
+            "the token has expired",
+        ),
+        (
+            "not yet valid",
+            issuer.mint(&with(json!({"nbf": now + 900, "exp": now + 1200}))),
+            "not valid yet",
+        ),
+        (
+            "wrong audience",
+            issuer.mint(&with(json!({"aud": "https://someone-else.test"}))),
+            "audience is not one this server accepts",
+        ),
+        (
+            "wrong issuer",
+            issuer.mint(&with(
+                json!({"iss": "https://token.actions.githubusercontent.com"}),
+            )),
+            "is not trusted by this server",
+        ),
+        (
+            "bad signature",
+            rogue_same_kid.sign(&valid()),
+            "the signature does not verify",
+        ),
+        ("tampered claims", tampered, "the signature does not verify"),
+        (
+            "unknown key id",
+            rogue_own_kid.sign(&valid()),
+            "is not among",
+        ),
+        (
+            "another repository",
+            issuer.mint(&with(json!({"repository": "evil/web"}))),
+            "no rule of",
+        ),
+        (
+            "no expiry",
+            issuer.mint(&{
+                let mut claims = valid();
+                claims.as_object_mut().unwrap().remove("exp");
+                claims
+            }),
+            "the exp claim is missing",
+        ),
+        (
+            "HS256 keyed with the public key",
+            hmac_with_public_key,
+            "algorithm HS256 is not accepted",
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn forged_stale_and_misdirected_id_tokens_are_refused_with_their_reason() {
+    let issuer = Issuer::start();
+    let folder = tempfile::tempdir().unwrap();
+    let server = server_trusting(&issuer.config(AUDIENCE), folder.path());
+    let valid = issuer.mint(&issuer.github_claims(AUDIENCE, "acme/web", "push", "refs/heads/main"));
+    assert_eq!(put(&server, "/cache/0a1b2c", &valid, "honest").await, 201);
+
+    for (case, token, reason) in forgeries(&issuer) {
+        let before = server.logs().matches("ID token refused").count();
+        assert_eq!(
+            put(&server, "/cache/0a1b2c", &token, "poisoned").await,
+            StatusCode::UNAUTHORIZED,
+            "{case}"
+        );
+        let (status, body) = get(&server, "/cache/0a1b2c", &token).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{case}");
+        assert!(body.contains(reason), "{case}: {body}");
+        let logs = server.logs();
+        assert!(
+            logs.matches("ID token refused").count() >= before + 2,
+            "{case}: no refusal logged"
+        );
+        let logged = logs
+            .lines()
+            .filter(|line| line.contains("ID token refused"))
+            .last()
+            .unwrap_or_default();
+        assert!(logged.contains(reason), "{case}: {logged}");
+        assert!(!logs.contains(&token), "{case}: the token reached the log");
+    }
+    // Nothing a forgery sent was stored.
+    let read = get(&server, "/cache/0a1b2c", &valid).await;
+    assert_eq!(read, (StatusCode::OK, "honest".to_owned()));
+}
+
+#[tokio::test]
+async fn an_air_gapped_server_verifies_with_a_key_file_and_never_calls_the_issuer() {
+    let issuer = Issuer::start();
+    let folder = tempfile::tempdir().unwrap();
+    std::fs::write(folder.path().join("jwks.json"), issuer.jwks_document()).unwrap();
+    let stanza = format!(
+        "[[issuer]]\nurl = \"{}\"\naudience = [\"other\", \"{AUDIENCE}\"]\njwks_file = \"jwks.json\"\n",
+        issuer.url
+    );
+    let server = server_trusting(&stanza, folder.path());
+    let pr = issuer.mint(&issuer.github_claims(
+        AUDIENCE,
+        "acme/web",
+        "pull_request",
+        "refs/pull/7/merge",
+    ));
+    assert_eq!(put(&server, "/cache/0a1b2c", &pr, "seven").await, 201);
+    let own = get(&server, "/ns/pr-7/cache/0a1b2c", &pr).await;
+    assert_eq!(own, (StatusCode::OK, "seven".to_owned()));
+    let other = get(&server, "/ns/pr-8/cache/0a1b2c", &pr).await;
+    assert_eq!(other.0, StatusCode::FORBIDDEN, "pr-7 may not read pr-8");
+    assert_eq!(issuer.key_fetches(), 0);
+}
