@@ -248,8 +248,7 @@ async fn forged_stale_and_misdirected_id_tokens_are_refused_with_their_reason() 
         );
         let logged = logs
             .lines()
-            .filter(|line| line.contains("ID token refused"))
-            .last()
+            .rfind(|line| line.contains("ID token refused"))
             .unwrap_or_default();
         assert!(logged.contains(reason), "{case}: {logged}");
         assert!(!logs.contains(&token), "{case}: the token reached the log");
