@@ -225,6 +225,19 @@ impl CacheServer {
             .unwrap_or_default()
     }
 
+    /// The server's log once `done` holds for it (it is read from the
+    /// server's output as it comes), or after five seconds.
+    pub async fn logs_once(&self, done: impl Fn(&str) -> bool) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let logs = self.logs();
+            if done(&logs) || std::time::Instant::now() > deadline {
+                return logs;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     /// Stops the server with SIGTERM and returns whether it exited cleanly.
     pub fn stop(&mut self) -> bool {
         match self.service.as_mut() {

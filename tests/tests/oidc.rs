@@ -241,11 +241,9 @@ async fn forged_stale_and_misdirected_id_tokens_are_refused_with_their_reason() 
         let (status, body) = get(&server, "/cache/0a1b2c", &token).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{case}");
         assert!(body.contains(reason), "{case}: {body}");
-        let logs = server.logs();
-        assert!(
-            logs.matches("ID token refused").count() >= before + 2,
-            "{case}: no refusal logged"
-        );
+        let refusals = |logs: &str| logs.matches("ID token refused").count();
+        let logs = server.logs_once(|logs| refusals(logs) >= before + 2).await;
+        assert!(refusals(&logs) >= before + 2, "{case}: no refusal logged");
         let logged = logs
             .lines()
             .rfind(|line| line.contains("ID token refused"))
@@ -280,4 +278,131 @@ async fn an_air_gapped_server_verifies_with_a_key_file_and_never_calls_the_issue
     let other = get(&server, "/ns/pr-8/cache/0a1b2c", &pr).await;
     assert_eq!(other.0, StatusCode::FORBIDDEN, "pr-7 may not read pr-8");
     assert_eq!(issuer.key_fetches(), 0);
+}
+
+/// `cachectl cache save|restore` in GitHub Actions jobs that hold no
+/// token, only `permissions: id-token: write`: cachectl requests the job's
+/// ID token for `CACHECTL_OIDC_AUDIENCE` and the server's rules decide.
+#[test]
+fn cachectl_in_github_actions_jobs_uses_their_id_tokens() {
+    use cachectl_e2e::cachectl::Project;
+    let issuer = Issuer::start();
+    let folder = tempfile::tempdir().unwrap();
+    let server = server_trusting(&issuer.config(AUDIENCE), folder.path());
+    let project = Project::new();
+    project.write("lock.txt", "left-pad==1.3.0\n");
+    let url = server.base_url();
+    let request_url = issuer.request_url();
+    let job = |event: &str, reference: &str, extra: &[&str]| {
+        issuer.set_job_claims(issuer.github_claims("", "acme/web", event, reference));
+        let mut args = vec!["cache"];
+        args.extend_from_slice(extra);
+        args.extend([
+            "--json",
+            "--cache",
+            &url,
+            "--name",
+            "deps",
+            "--key-files",
+            "lock.txt",
+            "--path",
+            "deps",
+        ]);
+        project.cachectl(
+            &args,
+            &[
+                ("GITHUB_ACTIONS", "true"),
+                ("GITHUB_EVENT_NAME", event),
+                ("GITHUB_REF", reference),
+                ("ACTIONS_ID_TOKEN_REQUEST_URL", &request_url),
+                ("ACTIONS_ID_TOKEN_REQUEST_TOKEN", &issuer.request_token),
+                ("CACHECTL_OIDC_AUDIENCE", AUDIENCE),
+            ],
+        )
+    };
+    let pull_request = |extra: &[&str]| job("pull_request", "refs/pull/42/merge", extra);
+    let main = |extra: &[&str]| job("push", "refs/heads/main", extra);
+    let deps = project.path().join("deps/lib.txt");
+    let fill = |content: &str| {
+        let _ = std::fs::remove_dir_all(project.path().join("deps"));
+        project.write("deps/lib.txt", content);
+    };
+    let clear = || {
+        let _ = std::fs::remove_dir_all(project.path().join("deps"));
+    };
+
+    fill("poisoned");
+    let saved = pull_request(&["save"]).success().json();
+    assert!(saved["uploaded_bytes"].as_u64().unwrap() > 0, "{saved}");
+    clear();
+    assert_eq!(pull_request(&["restore"]).success().json()["hit"], "exact");
+    assert_eq!(std::fs::read_to_string(&deps).unwrap(), "poisoned");
+
+    clear();
+    assert_eq!(main(&["restore"]).success().json()["hit"], "miss");
+    fill("honest");
+    main(&["save"]).success();
+
+    // The pull request's job cannot save into main, whatever it names.
+    fill("poisoned");
+    issuer.set_job_claims(issuer.github_claims(
+        "",
+        "acme/web",
+        "pull_request",
+        "refs/pull/42/merge",
+    ));
+    let aimed = project.cachectl(
+        &[
+            "--namespace",
+            "main",
+            "--require-cache",
+            "cache",
+            "save",
+            "--cache",
+            &url,
+            "--name",
+            "deps",
+            "--key-files",
+            "lock.txt",
+            "--path",
+            "deps",
+        ],
+        &[
+            ("ACTIONS_ID_TOKEN_REQUEST_URL", &request_url),
+            ("ACTIONS_ID_TOKEN_REQUEST_TOKEN", &issuer.request_token),
+            ("CACHECTL_OIDC_AUDIENCE", AUDIENCE),
+        ],
+    );
+    assert_eq!(aimed.code, 3, "{}", aimed.stderr);
+    assert!(aimed.stderr.contains("403"), "{}", aimed.stderr);
+
+    clear();
+    assert_eq!(main(&["restore"]).success().json()["hit"], "exact");
+    assert_eq!(std::fs::read_to_string(&deps).unwrap(), "honest");
+
+    // Without id-token permission the job has no token: a required cache
+    // fails with the fix named, an optional one is skipped.
+    let without = project.cachectl(
+        &[
+            "--require-cache",
+            "cache",
+            "restore",
+            "--cache",
+            &url,
+            "--name",
+            "deps",
+            "--key-files",
+            "lock.txt",
+            "--path",
+            "deps",
+        ],
+        &[("CACHECTL_OIDC_AUDIENCE", AUDIENCE)],
+    );
+    assert_eq!(without.code, 3, "{}", without.stderr);
+    assert!(
+        without.stderr.contains("id-token: write"),
+        "{}",
+        without.stderr
+    );
+    assert!(!server.logs().contains(&issuer.request_token));
 }

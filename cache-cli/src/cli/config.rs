@@ -14,6 +14,8 @@ pub struct ConfigFile {
     pub cache: Option<String>,
     /// Cache namespace (default: from the CI system).
     pub namespace: Option<String>,
+    /// Audience of the CI job's ID token presented to the cache server.
+    pub oidc_audience: Option<String>,
     /// The base image section.
     #[serde(default)]
     pub base: BaseSection,

@@ -44,6 +44,12 @@ pub struct Cli {
     )]
     pub cache_token: Option<String>,
 
+    /// Audience of the CI job's OIDC ID token to present to the cache server
+    /// instead of a token, where no --cache-token is given: on GitHub
+    /// Actions (with `permissions: id-token: write`) cachectl requests it.
+    #[arg(long, env = "CACHECTL_OIDC_AUDIENCE", global = true)]
+    pub oidc_audience: Option<String>,
+
     /// PEM file of CA certificates to trust for an `https://` cache server
     /// (a private CA or the server's self-signed certificate), besides the
     /// system's.
@@ -146,6 +152,7 @@ impl Cli {
         }
         option("cache", text(&self.cache));
         option("namespace", text(&self.namespace));
+        option("oidc-audience", text(&self.oidc_audience));
         option("cacert", path(&self.cacert));
         option("cache-dir", path(&self.cache_dir));
         option("registry-user", text(&self.registry_user));
@@ -586,6 +593,8 @@ mod tests {
             "/tmp/cd",
             "--namespace",
             "pr-42",
+            "--oidc-audience",
+            "https://cache.acme.test",
             "--require-cache",
             "--registry-user",
             "u",
@@ -643,7 +652,7 @@ mod tests {
         };
         // Every global flag is forwarded (or set by each run, like --json):
         // a new one must be added to forwarded_args and counted here.
-        assert_eq!(Cli::command().get_arguments().count(), 20);
+        assert_eq!(Cli::command().get_arguments().count(), 21);
         let forwarded = cli.forwarded_args();
         assert!(
             !forwarded
@@ -674,6 +683,7 @@ mod tests {
                     &cli.cacert,
                     &cli.cache_dir,
                     &cli.namespace,
+                    &cli.oidc_audience,
                     cli.require_cache,
                     &cli.registry_user,
                     &cli.registry_password,

@@ -2,9 +2,11 @@
 //! the bearer token, extra CA roots), how a refusal is worded, and the
 //! error every call returns. [`records`] keeps base and app records (on
 //! the server or in local files), [`leases`] the build leases, [`cas`] the
-//! content-addressed blobs of the folder cache and `cachectl cas`.
+//! content-addressed blobs of the folder cache and `cachectl cas`;
+//! [`identity`] fetches a CI job's ID token to present instead of a token.
 
 pub mod cas;
+pub mod identity;
 pub mod leases;
 pub mod records;
 

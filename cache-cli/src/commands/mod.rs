@@ -15,8 +15,8 @@ pub mod layer;
 use crate::builder::BuildError;
 use crate::cli::config::ConfigFile;
 use crate::cli::{Cli, Command};
-use crate::client::CacheClient;
 use crate::client::records::RecordStore;
+use crate::client::{CacheClient, identity};
 use crate::image::registry::parse_reference;
 use crate::image::{ImageError, Registry, RegistryError};
 
@@ -75,8 +75,17 @@ pub fn build_code(error: &BuildError) -> u8 {
 }
 
 /// Runs the command `cli` names.
-pub async fn run(cli: Cli) -> Result<(), Failure> {
+pub async fn run(mut cli: Cli) -> Result<(), Failure> {
     let file = cli.load_file().map_err(Failure::usage)?;
+    if cli.cache_token.is_none()
+        && cli.cache_url(&file).is_some()
+        && let Some(audience) = cli
+            .oidc_audience
+            .as_deref()
+            .or(file.oidc_audience.as_deref())
+    {
+        cli.cache_token = ci_id_token(audience, cli.require_cache).await?;
+    }
     match &cli.command {
         Command::EnsureBase { force, wait } => {
             ensure_base::run(&cli, &file, ensure_base::Flags::new(*force, *wait)).await
@@ -100,6 +109,34 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
                 plot: plot.as_deref(),
             };
             bench::run(&cli, &file, options, app).await
+        }
+    }
+}
+
+/// The CI job's ID token for `audience`, to present to the cache. Without
+/// one (not on GitHub Actions, or the job may not request ID tokens) the
+/// run goes on without a token, unless the cache is required.
+async fn ci_id_token(audience: &str, required: bool) -> Result<Option<String>, Failure> {
+    match identity::github_id_token(audience).await {
+        Ok(Some(token)) => Ok(Some(token)),
+        Ok(None) if required => Err(Failure::new(
+            3,
+            anyhow::anyhow!(
+                "--oidc-audience is set but this job offers no ID token \
+                 (on GitHub Actions, grant `permissions: id-token: write`; on GitLab CI, \
+                 declare `id_tokens: CACHECTL_CACHE_TOKEN: aud: ...` instead)"
+            ),
+        )),
+        Ok(None) => {
+            tracing::warn!(
+                "--oidc-audience is set but this job offers no ID token; going on without a cache token"
+            );
+            Ok(None)
+        }
+        Err(error) if required => Err(Failure::new(3, error)),
+        Err(error) => {
+            tracing::warn!("{error}; going on without a cache token");
+            Ok(None)
         }
     }
 }
