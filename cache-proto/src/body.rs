@@ -49,6 +49,27 @@ pub struct Stats {
     /// Request counters since the server started, one entry per protocol
     /// (`cas`, `ac`).
     pub protocols: std::collections::BTreeMap<String, ProtocolStats>,
+    /// What each namespace is charged for, largest first (empty on a
+    /// server with only the default namespace in use).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub namespaces: Vec<NamespaceStats>,
+}
+
+/// What one namespace is charged for: its keyed entries and the blobs it
+/// stored first.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NamespaceStats {
+    /// The namespace (`default` for the default one).
+    pub namespace: String,
+    /// Number of objects.
+    pub objects: u64,
+    /// Sum of uncompressed sizes, in bytes.
+    pub bytes: u64,
+    /// Sum of sizes as stored, in bytes.
+    pub stored_bytes: u64,
+    /// Its `--namespace-quota`, if a rule names it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota_bytes: Option<u64>,
 }
 
 /// Totals over the index.

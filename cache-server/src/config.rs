@@ -182,6 +182,19 @@ pub struct Cli {
     )]
     pub namespace_fallback: Vec<String>,
 
+    /// A quota for each namespace a pattern matches, as PATTERN=SIZE
+    /// (repeatable; the first matching rule applies): with 'pr-*=2GiB'
+    /// each pull request's namespace holds at most 2 GiB and evicts only
+    /// its own least-recently-used entries and the blobs it stored.
+    #[arg(
+        long = "namespace-quota",
+        env = "CACHE_SERVER_NAMESPACE_QUOTA",
+        value_delimiter = ' ',
+        value_parser = parse_namespace_quota,
+        global = true
+    )]
+    pub namespace_quota: Vec<(NamespacePattern, u64)>,
+
     /// A TOML file of trusted CI identity issuers (GitHub Actions, GitLab
     /// CI) and the rules mapping their ID tokens' claims to a scope and
     /// namespaces; such a token is then accepted as a bearer token.
@@ -198,6 +211,21 @@ fn parse_fallback(text: &str) -> Result<String, String> {
     FallbackChains::parse([text])
         .map(|_| text.to_owned())
         .map_err(|e| e.to_string())
+}
+
+/// Parses one `--namespace-quota` rule, `PATTERN=SIZE`.
+fn parse_namespace_quota(text: &str) -> Result<(NamespacePattern, u64), String> {
+    let (pattern, size) = text.split_once('=').ok_or_else(|| {
+        format!("a namespace quota is PATTERN=SIZE (e.g. 'pr-*=2GiB'), not {text:?}")
+    })?;
+    let pattern = NamespacePattern::parse(pattern.trim()).map_err(|e| e.to_string())?;
+    let size = parse_size(size)?;
+    if size == 0 {
+        return Err(format!(
+            "{text:?}: a quota of 0 bytes would refuse every write"
+        ));
+    }
+    Ok((pattern, size))
 }
 
 /// The subcommands.

@@ -164,6 +164,40 @@ fn protocol_section(out: &mut String, stats: &Stats) {
     out.push_str("</tbody></table></section>");
 }
 
+/// How many namespaces the page lists (the largest).
+const NAMESPACES_SHOWN: usize = 20;
+
+fn namespace_section(out: &mut String, stats: &Stats) {
+    if stats.namespaces.is_empty() {
+        return;
+    }
+    let _ = write!(
+        out,
+        "<section id=\"namespaces\"><h2>Namespaces</h2><p>{} namespaces hold objects; the largest:</p>\
+         <table><thead><tr><th>namespace</th><th>objects</th><th>stored</th><th>quota</th><th></th>\
+         </tr></thead><tbody>",
+        stats.namespaces.len()
+    );
+    for usage in stats.namespaces.iter().take(NAMESPACES_SHOWN) {
+        let (quota, width) = match usage.quota_bytes {
+            Some(quota) if quota > 0 => (
+                human_bytes(quota),
+                (usage.stored_bytes as f64 / quota as f64 * 100.0).min(100.0),
+            ),
+            _ => ("none".to_owned(), 0.0),
+        };
+        let _ = write!(
+            out,
+            "<tr data-namespace=\"{name}\"><td>{name}</td><td>{}</td><td>{}</td><td>{quota}</td>\
+             <td><div class=\"bar small\"><div style=\"width:{width:.1}%\"></div></div></td></tr>",
+            usage.objects,
+            human_bytes(usage.stored_bytes),
+            name = escape(&usage.namespace)
+        );
+    }
+    out.push_str("</tbody></table></section>");
+}
+
 /// The inline SVG line chart of daily medians, hits and misses.
 fn trend_chart(out: &mut String, events: &[StoredEvent], now_ms: i64) {
     out.push_str("<section id=\"trend\"><h2>Deploy time, median per day</h2>");
@@ -330,6 +364,7 @@ pub fn render(data: &DashboardData) -> String {
     );
     store_section(&mut out, &data.stats);
     protocol_section(&mut out, &data.stats);
+    namespace_section(&mut out, &data.stats);
     trend_chart(&mut out, &data.events, data.now_ms);
     slowest_builds(&mut out, &data.events);
     recent_deploys(&mut out, &data.events);
@@ -380,6 +415,13 @@ mod tests {
                 ..StoredStats::default()
             },
             protocols: BTreeMap::new(),
+            namespaces: vec![cache_proto::body::NamespaceStats {
+                namespace: "pr-<b>".into(),
+                objects: 3,
+                bytes: 1 << 20,
+                stored_bytes: 1 << 19,
+                quota_bytes: Some(1 << 20),
+            }],
         };
         let events = vec![event(100, false, 42.0, "<script>alert(1)</script>")];
         let page = render(&DashboardData {
@@ -388,6 +430,8 @@ mod tests {
             now_ms: 101 * DAY_MS,
         });
         assert!(!page.contains("<script>"), "{page}");
+        assert!(!page.contains("pr-<b>"), "{page}");
+        assert!(page.contains("data-namespace=\"pr-&lt;b&gt;\""), "{page}");
         assert!(page.contains("&lt;script&gt;"));
         assert!(
             page.contains("512.0 MiB") && page.contains("50 %"),

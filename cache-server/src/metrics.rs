@@ -1,7 +1,7 @@
 //! Request counters, kept once and shown twice: as Prometheus text on
 //! `/metrics` and as JSON on `/v1/stats`.
 
-use cache_proto::body::{ProtocolStats, Stats, StoredStats};
+use cache_proto::body::{NamespaceStats, ProtocolStats, Stats, StoredStats};
 use std::fmt::Write as _;
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
@@ -113,6 +113,11 @@ struct ReadLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NamespaceLabels {
+    namespace: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct WriteLabels {
     protocol: Protocol,
     result: WriteResult,
@@ -133,6 +138,8 @@ pub struct Metrics {
     quota_bytes: Gauge,
     evicted_objects: Counter,
     evicted_bytes: Counter,
+    namespace_stored_bytes: Family<NamespaceLabels, Gauge>,
+    namespace_quota_bytes: Family<NamespaceLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -150,8 +157,20 @@ impl Default for Metrics {
             quota_bytes: Gauge::default(),
             evicted_objects: Counter::default(),
             evicted_bytes: Counter::default(),
+            namespace_stored_bytes: Family::default(),
+            namespace_quota_bytes: Family::default(),
             registry: Registry::default(),
         };
+        registry.register(
+            "namespace_stored_bytes",
+            "Bytes as stored charged to each namespace (its entries and the blobs it stored first)",
+            metrics.namespace_stored_bytes.clone(),
+        );
+        registry.register(
+            "namespace_quota_bytes",
+            "The --namespace-quota of each namespace that has one and holds objects",
+            metrics.namespace_quota_bytes.clone(),
+        );
         registry.register(
             "reads",
             "Reads by protocol and result",
@@ -278,9 +297,26 @@ impl Metrics {
             .set(stored.quota_bytes.unwrap_or(0).min(i64::MAX as u64) as i64);
     }
 
-    /// Prometheus text exposition, with the stored totals given.
-    pub fn render(&self, stored: &StoredStats) -> String {
+    /// Prometheus text exposition, with the stored totals and the
+    /// namespaces' usage given (namespaces that hold nothing any more
+    /// leave the exposition).
+    pub fn render(&self, stored: &StoredStats, namespaces: &[NamespaceStats]) -> String {
         self.set_stored(stored);
+        self.namespace_stored_bytes.clear();
+        self.namespace_quota_bytes.clear();
+        for usage in namespaces {
+            let labels = NamespaceLabels {
+                namespace: usage.namespace.clone(),
+            };
+            let bytes = usage.stored_bytes.min(i64::MAX as u64) as i64;
+            self.namespace_stored_bytes
+                .get_or_create(&labels)
+                .set(bytes);
+            if let Some(quota) = usage.quota_bytes {
+                let quota = quota.min(i64::MAX as u64) as i64;
+                self.namespace_quota_bytes.get_or_create(&labels).set(quota);
+            }
+        }
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
@@ -314,7 +350,11 @@ impl Metrics {
                 (protocol.name().to_owned(), stats)
             })
             .collect();
-        Stats { stored, protocols }
+        Stats {
+            stored,
+            protocols,
+            namespaces: Vec::new(),
+        }
     }
 }
 
@@ -332,7 +372,7 @@ mod tests {
             blobs: 3,
             ..StoredStats::default()
         };
-        let text = metrics.render(&stored);
+        let text = metrics.render(&stored, &[]);
         assert!(
             text.contains("cache_reads_total{protocol=\"cas\",result=\"hit\"} 1"),
             "{text}"

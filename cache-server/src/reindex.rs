@@ -103,6 +103,9 @@ async fn describe(
                     encoding,
                     etag: None,
                     meta: None,
+                    // Storage does not say who stored a blob: a rebuilt
+                    // index charges blobs to the default namespace.
+                    owner: None,
                 }),
                 Err(error) => {
                     tracing::warn!(%path, %error, "skipping a malformed blob");

@@ -58,6 +58,15 @@ pub async fn app_state(cli: &Cli, storage: Storage, index: Index) -> anyhow::Res
         .with_auth(auth)
         .with_fallbacks(cli.fallback_chains()?)
         .with_shared_state(tokens, events);
+    if !cli.namespace_quota.is_empty() {
+        if shared {
+            tracing::warn!(
+                "--namespace-quota with replicas: each replica charges what it stored, so a \
+                 namespace may hold up to its quota on every replica"
+            );
+        }
+        state = state.with_namespace_quotas(cli.namespace_quota.clone());
+    }
     if let Some(path) = &cli.oidc_config {
         let oidc = Oidc::new(OidcConfig::load(path)?);
         if auth == AuthMode::Off {

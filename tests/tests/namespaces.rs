@@ -614,3 +614,121 @@ fn cachectl_folder_caches_of_a_pull_request_never_reach_main() {
     assert_eq!(read(&deps), HONEST);
     team.check_logs();
 }
+
+/// `--namespace-quota 'pr-*=256KiB'` on the real server: a pull request
+/// whose folder caches outgrow its quota loses its own oldest, main's
+/// cache stays whole, and stats and metrics show each namespace.
+#[tokio::test]
+async fn a_pull_request_filling_its_quota_evicts_only_its_own_entries() {
+    use cachectl_e2e::cachectl::Project;
+    use cachectl_e2e::data::random_bytes;
+    let server = CacheServer::start(
+        Backend::Local,
+        ServerOptions::args(&[
+            "--auth",
+            "required",
+            "--namespace-fallback",
+            "pr-*=main",
+            "--namespace-quota",
+            "pr-*=256KiB",
+        ]),
+    );
+    let main = server.create_token("write", "main-ci", &["--write-namespace", "main"]);
+    let pr = server.create_token(
+        "write",
+        "pr-42-ci",
+        &["--write-namespace", "pr-42", "--read-namespace", "main"],
+    );
+    let admin = server.create_token("admin", "ops", &[]);
+    let project = Project::new();
+    project.write("lock.txt", "left-pad==1.3.0\n");
+    let url = server.base_url();
+    let cache = |verb: &str, name: &str, token: &str, namespace: &str| {
+        project
+            .cachectl(
+                &[
+                    "cache",
+                    verb,
+                    "--json",
+                    "--cache",
+                    &url,
+                    "--name",
+                    name,
+                    "--key-files",
+                    "lock.txt",
+                    "--path",
+                    "deps",
+                ],
+                &[
+                    ("CACHECTL_CACHE_TOKEN", token),
+                    ("CACHECTL_NAMESPACE", namespace),
+                ],
+            )
+            .success()
+            .json()
+    };
+    let fill = |seed: u64| {
+        let _ = std::fs::remove_dir_all(project.path().join("deps"));
+        std::fs::create_dir_all(project.path().join("deps")).unwrap();
+        std::fs::write(
+            project.path().join("deps/lib.bin"),
+            random_bytes(100 << 10, seed),
+        )
+        .unwrap();
+    };
+
+    fill(1);
+    cache("save", "deps", &main, "main");
+    for seed in 10..16 {
+        fill(seed);
+        cache("save", &format!("deps-{seed}"), &pr, "pr-42");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    // The newest pull-request cache is whole; main's too.
+    let _ = std::fs::remove_dir_all(project.path().join("deps"));
+    assert_eq!(cache("restore", "deps-15", &pr, "pr-42")["hit"], "exact");
+    assert_eq!(
+        std::fs::read(project.path().join("deps/lib.bin")).unwrap(),
+        random_bytes(100 << 10, 15)
+    );
+    let _ = std::fs::remove_dir_all(project.path().join("deps"));
+    assert_eq!(cache("restore", "deps", &main, "main")["hit"], "exact");
+    assert_eq!(
+        std::fs::read(project.path().join("deps/lib.bin")).unwrap(),
+        random_bytes(100 << 10, 1)
+    );
+
+    let stats = server.get_json("/v1/stats", Some(&admin)).await;
+    let of = |name: &str| {
+        stats["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|usage| usage["namespace"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("{name}: {stats}"))
+    };
+    let pr_usage = of("pr-42");
+    assert_eq!(pr_usage["quota_bytes"], 256 << 10, "{pr_usage}");
+    let charged = pr_usage["stored_bytes"].as_u64().unwrap();
+    assert!(charged <= 256 << 10, "{pr_usage}");
+    assert!(charged >= 100 << 10, "{pr_usage}");
+    assert!(of("main")["stored_bytes"].as_u64().unwrap() >= 100 << 10);
+    assert!(
+        stats["stored"]["evicted_objects"].as_u64().unwrap() > 0,
+        "{stats}"
+    );
+    let metrics = server
+        .client
+        .get(server.url("/metrics"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let line = format!("cache_namespace_stored_bytes{{namespace=\"pr-42\"}} {charged}");
+    assert!(metrics.contains(&line), "{line} not in\n{metrics}");
+    assert!(metrics.contains("cache_namespace_quota_bytes{namespace=\"pr-42\"} 262144"));
+}

@@ -114,16 +114,68 @@ impl Drop for EvictGuard {
     }
 }
 
-/// The quota keeper. Cheap to clone.
+/// What evicting one object touches: storage, index, hot cache, counters.
 #[derive(Debug, Clone)]
-pub struct Evictor {
+pub struct Remover {
     storage: Storage,
     index: Index,
     in_use: Arc<InUse>,
     metrics: Arc<Metrics>,
+    hot: Option<Arc<crate::cache::hot::HotCache>>,
+}
+
+impl Remover {
+    /// Removes objects from `storage` and `index`, leaving those in use.
+    pub fn new(storage: Storage, index: Index, in_use: Arc<InUse>, metrics: Arc<Metrics>) -> Self {
+        Self {
+            storage,
+            index,
+            in_use,
+            metrics,
+            hot: None,
+        }
+    }
+
+    /// Also forgets evicted objects in `hot`.
+    pub fn with_hot_cache(mut self, hot: Arc<crate::cache::hot::HotCache>) -> Self {
+        self.hot = Some(hot);
+        self
+    }
+
+    /// The index it removes from.
+    pub fn index(&self) -> &Index {
+        &self.index
+    }
+
+    /// Deletes `name` (`size` bytes as stored) from storage, index and hot
+    /// cache unless someone uses it; whether it was evicted. An object
+    /// already gone (another replica evicted it) counts as evicted.
+    pub async fn evict_one(&self, name: &StoredName, size: u64) -> Result<bool, CacheError> {
+        let Some(_claim) = self.in_use.try_evict(name) else {
+            return Ok(false);
+        };
+        if let Some(hot) = &self.hot {
+            hot.remove(name);
+        }
+        match self.storage.delete(&name.path()).await {
+            Ok(_) | Err(StorageError::NotFound) => {}
+            Err(error) => return Err(error.into()),
+        }
+        self.index.remove(name).await?;
+        self.metrics.evicted(size);
+        tracing::debug!(bytes = size, "evicted an object");
+        Ok(true)
+    }
+}
+
+/// The quota keeper. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Evictor {
+    remover: Remover,
+    storage: Storage,
+    index: Index,
     quota: u64,
     pass: Arc<tokio::sync::Mutex<()>>,
-    hot: Option<Arc<crate::cache::hot::HotCache>>,
     shared: Option<SharedEviction>,
 }
 
@@ -149,13 +201,11 @@ impl Evictor {
         quota: u64,
     ) -> Self {
         Self {
+            remover: Remover::new(storage.clone(), index.clone(), in_use, metrics),
             storage,
             index,
-            in_use,
-            metrics,
             quota,
             pass: Arc::new(tokio::sync::Mutex::new(())),
-            hot: None,
             shared: None,
         }
     }
@@ -169,7 +219,7 @@ impl Evictor {
 
     /// Also forgets evicted objects in `hot`.
     pub fn with_hot_cache(mut self, hot: Arc<crate::cache::hot::HotCache>) -> Self {
-        self.hot = Some(hot);
+        self.remover = self.remover.with_hot_cache(hot);
         self
     }
 
@@ -196,7 +246,7 @@ impl Evictor {
                 if stored <= target {
                     break;
                 }
-                if self.evict_one(&name, size).await? {
+                if self.remover.evict_one(&name, size).await? {
                     stored = stored.saturating_sub(size);
                 } else {
                     skip += 1;
@@ -204,26 +254,6 @@ impl Evictor {
             }
         }
         Ok(stored)
-    }
-
-    /// Deletes `name` (`size` bytes as stored) from storage, index and hot
-    /// cache unless someone uses it; whether it was evicted. An object
-    /// already gone (another replica evicted it) counts as evicted.
-    async fn evict_one(&self, name: &StoredName, size: u64) -> Result<bool, CacheError> {
-        let Some(_claim) = self.in_use.try_evict(name) else {
-            return Ok(false);
-        };
-        if let Some(hot) = &self.hot {
-            hot.remove(name);
-        }
-        match self.storage.delete(&name.path()).await {
-            Ok(_) | Err(StorageError::NotFound) => {}
-            Err(error) => return Err(error.into()),
-        }
-        self.index.remove(name).await?;
-        self.metrics.evicted(size);
-        tracing::debug!(bytes = size, "evicted an object");
-        Ok(true)
     }
 
     /// Makes room for `incoming` more bytes; `false` when objects in use
@@ -310,7 +340,7 @@ impl Evictor {
             if stored <= target {
                 break;
             }
-            if self.evict_one(&name, size).await? {
+            if self.remover.evict_one(&name, size).await? {
                 stored = stored.saturating_sub(size);
             }
         }

@@ -1,7 +1,7 @@
 //! What every protocol shares below HTTP: what is stored ([`catalog`]: the
 //! index, trusted as far as the deployment allows), small hot objects in
 //! memory ([`hot`]), the memory all uploads may buffer ([`budget`]) and the
-//! quota keeper ([`eviction`]). Their one error type,
+//! quota keepers ([`eviction`], and [`namespace_quota`] per namespace). Their one error type,
 //! [`CacheError`](crate::error::CacheError), lives in `crate::error`, so that `replicated` and `reindex`, which this module
 //! uses, can return it without importing this module.
 
@@ -9,3 +9,4 @@ pub mod budget;
 pub mod catalog;
 pub mod eviction;
 pub mod hot;
+pub mod namespace_quota;

@@ -239,6 +239,9 @@ async fn replace(
     )
     .await?;
     state.index.put(&name, object).await?;
+    if let Some(quotas) = &state.namespace_quotas {
+        quotas.enforce(namespace).await?;
+    }
     state.metrics.received(Protocol::Ac, size);
     let status = if current.is_some() {
         StatusCode::OK

@@ -2,7 +2,7 @@
 
 use axum::Json;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use cache_proto::body::{MissingRequest, MissingResponse};
@@ -20,6 +20,7 @@ use crate::blob::download::{self, BlobLayout};
 use crate::blob::format::Encoding;
 use crate::blob::upload::ContentCheck;
 use crate::metrics::Protocol;
+use crate::namespaces::Namespaces;
 
 /// Largest `missing` request body.
 const MAX_MISSING_BODY: usize = 4 * 1024 * 1024;
@@ -155,6 +156,7 @@ pub async fn get_blob(
 /// `PUT /v1/cas/{digest}`: verified while streaming, published only on a match.
 pub async fn put_blob(
     State(state): State<AppState>,
+    Extension(namespaces): Extension<Namespaces>,
     Path(raw): Path<String>,
     headers: HeaderMap,
     body: Body,
@@ -166,6 +168,7 @@ pub async fn put_blob(
         check: ContentCheck::Blake3(write.digest),
         if_exists: IfExists::Keep,
         meta: None,
+        owner: namespaces.own,
     };
     let name = StoredName::Blob(write.digest);
     let written = object::put(&state, &name, Protocol::Cas, options, body).await?;
@@ -177,7 +180,11 @@ pub async fn put_blob(
 }
 
 /// `POST /v1/cas/missing`: which of these digests the server lacks.
-pub async fn missing(State(state): State<AppState>, body: Body) -> Result<Response, ApiError> {
+pub async fn missing(
+    State(state): State<AppState>,
+    Extension(namespaces): Extension<Namespaces>,
+    body: Body,
+) -> Result<Response, ApiError> {
     let bytes: Bytes = axum::body::to_bytes(body, MAX_MISSING_BODY)
         .await
         .map_err(|_| ApiError::TooLarge {
@@ -189,7 +196,15 @@ pub async fn missing(State(state): State<AppState>, body: Body) -> Result<Respon
             format!("expected {{\"digests\": [...]}}: {error}"),
         )
     })?;
-    let missing = state.catalog.missing(request.digests).await?;
+    let missing = state.catalog.missing(request.digests.clone()).await?;
+    // What the client will not upload because it is present, it relies on.
+    let present = request.digests.into_iter().filter(|d| !missing.contains(d));
+    object::claim(
+        &state,
+        &namespaces.own,
+        present.map(StoredName::Blob).collect(),
+    )
+    .await?;
     Ok(Json(MissingResponse { missing }).into_response())
 }
 
@@ -224,6 +239,7 @@ async fn read_bounded(body: Body, encoding: BodyEncoding, limit: u64) -> Result<
 /// its digest is not stored, and the answer is then `400` naming it.
 pub async fn put_batch(
     State(state): State<AppState>,
+    Extension(namespaces): Extension<Namespaces>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -238,6 +254,7 @@ pub async fn put_batch(
     let mut kept = 0u64;
     let mut rejected = Vec::new();
     let state = &state;
+    let owner = &namespaces.own;
     let mut writes =
         futures::stream::iter(records.into_iter().map(|(digest, content)| async move {
             if Digest::of(&content) != digest {
@@ -249,6 +266,7 @@ pub async fn put_batch(
                 check: ContentCheck::Blake3(digest),
                 if_exists: IfExists::Keep,
                 meta: None,
+                owner: owner.clone(),
             };
             let name = StoredName::Blob(digest);
             let written =

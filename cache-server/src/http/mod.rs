@@ -19,14 +19,16 @@ use axum::Router;
 use axum::extract::{Request, State};
 use axum::response::Response;
 use axum::routing::{MethodRouter, any, delete, get, post};
+use cache_proto::NamespacePattern;
 use tower_http::trace::TraceLayer;
 
 use crate::auth::AuthMode;
 use crate::blob::upload::UploadSettings;
 use crate::cache::budget::{DEFAULT_UPLOAD_MEMORY, MemoryBudget};
 use crate::cache::catalog::{Catalog, IndexTrust};
-use crate::cache::eviction::{Evictor, InUse};
+use crate::cache::eviction::{Evictor, InUse, Remover};
 use crate::cache::hot::HotCache;
+use crate::cache::namespace_quota::NamespaceQuotas;
 use crate::index::Index;
 use crate::metrics::Metrics;
 use crate::namespaces::{FallbackChains, Namespaces};
@@ -97,6 +99,8 @@ pub struct Shared {
     pub fallbacks: FallbackChains,
     /// The verifier of CI jobs' ID tokens, with `--oidc-config`.
     pub oidc: Option<Arc<Oidc>>,
+    /// Quotas per namespace, with `--namespace-quota`.
+    pub namespace_quotas: Option<NamespaceQuotas>,
 }
 
 impl AppState {
@@ -123,6 +127,7 @@ impl AppState {
             events: Arc::new(EventLog::Index(index.clone())),
             fallbacks: FallbackChains::default(),
             oidc: None,
+            namespace_quotas: None,
             storage,
         }))
     }
@@ -179,6 +184,20 @@ impl AppState {
             )
             .with_hot_cache(self.hot.clone()),
         );
+        self
+    }
+
+    /// The same state keeping each namespace a rule names under its quota
+    /// (the first matching pattern applies).
+    pub fn with_namespace_quotas(mut self, rules: Vec<(NamespacePattern, u64)>) -> Self {
+        let remover = Remover::new(
+            self.storage.clone(),
+            self.index.clone(),
+            self.in_use.clone(),
+            self.metrics.clone(),
+        )
+        .with_hot_cache(self.hot.clone());
+        self.shared_mut().namespace_quotas = Some(NamespaceQuotas::new(rules, remover));
         self
     }
 

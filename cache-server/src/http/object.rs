@@ -11,6 +11,7 @@ use async_compression::tokio::bufread::ZstdDecoder;
 use axum::body::Body;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use cache_proto::Namespace;
 use cache_proto::headers::ZSTD;
 use futures::{StreamExt, TryStreamExt};
 use tokio::io::AsyncRead;
@@ -62,6 +63,8 @@ pub struct WriteOptions {
     pub if_exists: IfExists,
     /// Protocol metadata to keep in the index.
     pub meta: Option<String>,
+    /// The namespace of the request: charged for what it stores.
+    pub owner: Namespace,
 }
 
 /// How a write ended.
@@ -287,9 +290,14 @@ pub async fn put(
     // Every outcome is counted below: a `return` in this block ends the
     // block, not `put`.
     let result = async {
-        let limit = state.quota().map_or(state.upload.max_size, |quota| {
-            quota.min(state.upload.max_size)
-        });
+        let namespace_quota = state
+            .namespace_quotas
+            .as_ref()
+            .and_then(|quotas| quotas.quota_of(&options.owner));
+        let limit = [state.quota(), namespace_quota]
+            .into_iter()
+            .flatten()
+            .fold(state.upload.max_size, u64::min);
         if let Some(length) = options.declared_length
             && length > limit
         {
@@ -310,6 +318,7 @@ pub async fn put(
                     // Read the body to its end (without storing it) so that a
                     // client still sending gets the answer, not a reset.
                     discard(body, limit).await;
+                    claim(state, &options.owner, vec![name.clone()]).await?;
                     return Ok(Written::Kept(record.size));
                 }
                 IfExists::Refuse => {
@@ -326,6 +335,18 @@ pub async fn put(
             return Err(ApiError::InsufficientStorage(format!(
                 "the store cannot make room for {length} bytes under its quota of {} bytes",
                 evictor.quota()
+            )));
+        }
+        if let (Some(quotas), Some(length)) = (&state.namespace_quotas, options.declared_length)
+            && !quotas
+                .make_room(&options.owner, length)
+                .await
+                .map_err(ApiError::from)?
+        {
+            discard(body, limit).await;
+            return Err(ApiError::InsufficientStorage(format!(
+                "namespace {} cannot make room for {length} bytes under its quota",
+                options.owner
             )));
         }
         // Waits while other uploads hold the memory budget; the client is held
@@ -375,8 +396,12 @@ pub async fn put(
             encoding: stored.encoding,
             etag: None,
             meta: options.meta,
+            owner: Some(options.owner.clone()),
         };
         state.index.put(name, object).await?;
+        if let Some(quotas) = &state.namespace_quotas {
+            quotas.enforce(&options.owner).await?;
+        }
         if replace {
             // Again: a read that began before the publish may have cached the old.
             state.hot.remove(name);
@@ -404,6 +429,31 @@ pub async fn put(
     };
     state.metrics.write(protocol, outcome);
     result
+}
+
+/// Charges `names` (objects a request in `namespace` stored again or found
+/// present, so relies on) to `namespace` when it has no quota of its own
+/// and they are charged to one that has: another namespace's quota then
+/// never evicts them. Nothing to do without namespace quotas.
+pub async fn claim(
+    state: &AppState,
+    namespace: &Namespace,
+    names: Vec<StoredName>,
+) -> Result<(), ApiError> {
+    let Some(quotas) = state.namespace_quotas.clone() else {
+        return Ok(());
+    };
+    if names.is_empty() || quotas.quota_of(namespace).is_some() {
+        return Ok(());
+    }
+    let owner = Some(namespace.clone()).filter(|namespace| !namespace.is_default());
+    state
+        .index
+        .claim(names, owner, move |charged| {
+            quotas.quota_of(charged).is_some()
+        })
+        .await?;
+    Ok(())
 }
 
 /// Reads and drops a request body, up to `limit` bytes; whether it was

@@ -15,8 +15,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use cache_proto::Digest;
-use cache_proto::body::StoredStats;
+use cache_proto::body::{NamespaceStats, StoredStats};
+use cache_proto::{Digest, Namespace};
 use rusqlite::{Connection, OptionalExtension, params};
 
 mod events;
@@ -86,6 +86,11 @@ ALTER TABLE objects ADD COLUMN checked INTEGER NOT NULL DEFAULT 0;  -- unix mill
     r#"
 ALTER TABLE tokens ADD COLUMN namespaces TEXT;  -- the namespace policy (JSON); NULL: every namespace
 "#,
+    r#"
+ALTER TABLE objects ADD COLUMN owner TEXT;  -- the namespace charged for it (keyed entries: theirs; blobs: the first writer's); NULL: default
+UPDATE objects SET owner = substr(kind, 4, instr(substr(kind, 4), '/') - 1) WHERE kind LIKE 'ns/%';
+CREATE INDEX objects_by_owner ON objects (owner, last_access, stored_size) WHERE owner IS NOT NULL;
+"#,
 ];
 
 /// An index failure.
@@ -148,6 +153,9 @@ pub struct NewObject {
     pub etag: Option<String>,
     /// Protocol metadata (JSON), if any.
     pub meta: Option<String>,
+    /// The namespace charged for a blob (keyed entries are charged to
+    /// their own); `None` for the default namespace.
+    pub owner: Option<Namespace>,
 }
 
 impl NewObject {
@@ -160,6 +168,7 @@ impl NewObject {
             encoding: Encoding::Raw,
             etag: Some(action_etag(value)),
             meta: None,
+            owner: None,
         }
     }
 }
@@ -241,10 +250,17 @@ fn upsert(
     object: &NewObject,
     now: i64,
 ) -> Result<(), IndexError> {
+    let owner = object
+        .owner
+        .as_ref()
+        .or(name.namespace())
+        .filter(|namespace| !namespace.is_default())
+        .map(Namespace::as_str);
     let (kind, name) = split(name);
+    // A replaced row keeps its owner: whoever stored it first is charged.
     let mut statement = connection.prepare_cached(
-        "INSERT INTO objects (kind, name, size, stored_size, encoding, etag, created, last_access, meta, checked)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?7)
+        "INSERT INTO objects (kind, name, size, stored_size, encoding, etag, created, last_access, meta, checked, owner)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?7, ?9)
          ON CONFLICT (kind, name) DO UPDATE SET
             size = excluded.size, stored_size = excluded.stored_size,
             encoding = excluded.encoding, etag = excluded.etag,
@@ -259,7 +275,8 @@ fn upsert(
         object.encoding.as_str(),
         object.etag,
         now,
-        object.meta
+        object.meta,
+        owner
     ])?;
     Ok(())
 }
@@ -537,6 +554,116 @@ impl Index {
         .await
     }
 
+    /// Bytes (as stored) charged to `owner`.
+    pub async fn owned_bytes(&self, owner: &Namespace) -> Result<u64, IndexError> {
+        let owner = owner.as_str().to_owned();
+        self.read(move |connection| {
+            let bytes: i64 = connection
+                .prepare_cached(
+                    "SELECT COALESCE(SUM(stored_size), 0) FROM objects WHERE owner = ?1",
+                )?
+                .query_row(params![owner], |row| row.get(0))?;
+            Ok(bytes as u64)
+        })
+        .await
+    }
+
+    /// The objects charged to `owner` by last access, oldest first,
+    /// skipping `offset`: a namespace's eviction order.
+    pub async fn owned_least_recently_used(
+        &self,
+        owner: &Namespace,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Vec<(StoredName, u64)>, IndexError> {
+        let owner = owner.as_str().to_owned();
+        self.read(move |connection| {
+            let mut statement = connection.prepare_cached(
+                "SELECT kind, name, stored_size FROM objects WHERE owner = ?1
+                 ORDER BY last_access, created, kind, name LIMIT ?2 OFFSET ?3",
+            )?;
+            let rows = statement.query_map(params![owner, limit as i64, offset as i64], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, i64>(2)?,
+                ))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (kind, name, size) = row?;
+                if let Some(name) = StoredName::from_index_key(&kind, &name) {
+                    out.push((name, size as u64));
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Charges the objects among `names` that are charged to a namespace
+    /// `released` names to `owner` instead (`None`: the default namespace):
+    /// a blob a namespace without a quota has stored (or found present) is
+    /// never evicted by another namespace's quota.
+    pub async fn claim(
+        &self,
+        names: Vec<StoredName>,
+        owner: Option<Namespace>,
+        released: impl Fn(&Namespace) -> bool + Send + 'static,
+    ) -> Result<(), IndexError> {
+        self.write(move |connection| {
+            let transaction = connection.transaction()?;
+            {
+                let mut find = transaction.prepare_cached(
+                    "SELECT owner FROM objects WHERE kind = ?1 AND name = ?2 AND owner IS NOT NULL",
+                )?;
+                let mut update = transaction.prepare_cached(
+                    "UPDATE objects SET owner = ?3 WHERE kind = ?1 AND name = ?2",
+                )?;
+                for name in names {
+                    let (kind, name) = split(&name);
+                    let current: Option<String> = find
+                        .query_row(params![kind, name], |row| row.get(0))
+                        .optional()?;
+                    let charged = current.and_then(|text| Namespace::parse(&text).ok());
+                    let moves = charged.is_some_and(|charged| {
+                        released(&charged) && Some(&charged) != owner.as_ref()
+                    });
+                    if moves {
+                        let owner = owner.as_ref().map(Namespace::as_str);
+                        update.execute(params![kind, name, owner])?;
+                    }
+                }
+            }
+            transaction.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Objects, bytes and bytes stored per namespace charged (`default`
+    /// for rows without an owner), largest first.
+    pub async fn usage_by_owner(&self) -> Result<Vec<NamespaceStats>, IndexError> {
+        self.read(|connection| {
+            let mut statement = connection.prepare_cached(
+                "SELECT COALESCE(owner, 'default'), COUNT(*), COALESCE(SUM(size), 0),
+                        COALESCE(SUM(stored_size), 0)
+                 FROM objects GROUP BY owner ORDER BY 4 DESC",
+            )?;
+            let rows = statement.query_map([], |row| {
+                Ok(NamespaceStats {
+                    namespace: row.get(0)?,
+                    objects: row.get::<_, i64>(1)? as u64,
+                    bytes: row.get::<_, i64>(2)? as u64,
+                    stored_bytes: row.get::<_, i64>(3)? as u64,
+                    quota_bytes: None,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
     /// Totals for `/v1/stats` and `/metrics`.
     pub async fn totals(&self) -> Result<StoredStats, IndexError> {
         self.read(|connection| {
@@ -596,6 +723,7 @@ mod tests {
             encoding: Encoding::Raw,
             etag: None,
             meta: None,
+            owner: None,
         }
     }
 

@@ -143,7 +143,8 @@ async fn serve(
                 IfExists::Keep
             };
             let how = (check, if_exists, None);
-            let written = write(&state, &name, Protocol::Bazel, &headers, body, how).await?;
+            let target = (&name, &namespaces.own);
+            let written = write(&state, target, Protocol::Bazel, &headers, body, how).await?;
             Ok(written.status().into_response())
         }
         other => Err(ApiError::MethodNotAllowed(format!(

@@ -52,7 +52,8 @@ async fn any(
         Method::PUT => {
             let name = write_name(&namespaces, Space::Ccache, key);
             let how = (ContentCheck::Unverified, IfExists::Replace, None);
-            let written = write(&state, &name, Protocol::Ccache, &headers, body, how).await?;
+            let target = (&name, &namespaces.own);
+            let written = write(&state, target, Protocol::Ccache, &headers, body, how).await?;
             Ok(written.status().into_response())
         }
         Method::DELETE => delete(&state, &write_name(&namespaces, Space::Ccache, key)).await,

@@ -21,6 +21,7 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
+use cache_proto::Namespace;
 
 use super::AppState;
 use super::error::ApiError;
@@ -98,7 +99,7 @@ async fn read(
 /// `PUT` of an entry.
 async fn write(
     state: &AppState,
-    name: &StoredName,
+    (name, owner): (&StoredName, &Namespace),
     protocol: Protocol,
     headers: &HeaderMap,
     body: Body,
@@ -110,6 +111,7 @@ async fn write(
         check,
         if_exists,
         meta,
+        owner: owner.clone(),
     };
     object::put(state, name, protocol, options, body).await
 }
@@ -151,7 +153,15 @@ pub async fn keyed_put<P: KeyedProtocol>(
 ) -> Result<Response, ApiError> {
     let name = write_name(&namespaces, P::SPACE, opaque_key(&raw)?);
     let how = (ContentCheck::Unverified, P::IF_EXISTS, None);
-    let written = write(&state, &name, P::PROTOCOL, &headers, body, how).await?;
+    let written = write(
+        &state,
+        (&name, &namespaces.own),
+        P::PROTOCOL,
+        &headers,
+        body,
+        how,
+    )
+    .await?;
     Ok(P::STORED.unwrap_or(written.status()).into_response())
 }
 

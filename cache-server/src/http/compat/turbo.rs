@@ -128,7 +128,15 @@ pub async fn put(
     let name = write_name(&namespaces, team.space()?, opaque_key(&hash)?);
     let meta = serde_json::to_string(&ArtifactMeta::from_headers(&headers)?).ok();
     let how = (ContentCheck::Unverified, IfExists::Replace, meta);
-    write(&state, &name, Protocol::Turbo, &headers, body, how).await?;
+    write(
+        &state,
+        (&name, &namespaces.own),
+        Protocol::Turbo,
+        &headers,
+        body,
+        how,
+    )
+    .await?;
     let url = format!("/v8/artifacts/{hash}");
     Ok((StatusCode::ACCEPTED, Json(json!({ "urls": [url] }))).into_response())
 }

@@ -16,6 +16,7 @@ struct Fixture {
     _folder: tempfile::TempDir,
 }
 
+mod namespace_quotas;
 mod namespaces;
 
 fn fixture_over(location: StorageLocation) -> Fixture {
