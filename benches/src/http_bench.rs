@@ -2,7 +2,10 @@
 //! disk, both on loopback, in the same run:
 //!
 //! - 4 KiB blobs: GET requests per second with `wrk` (2 threads, 32
-//!   connections, 10 s, cycling over 1,000 blobs);
+//!   connections, 10 s, cycling over 1,000 blobs), with auth off and with
+//!   tokens required (a read token on every request); with
+//!   `HTTP_BENCH_BASELINE_SERVER=PATH` also another `cache-server` binary
+//!   (an earlier commit, see `scripts/bench-baseline`) with tokens required;
 //! - a 1 GiB blob: GET throughput with `curl` (median of 3);
 //! - verified PUT throughput of that blob with `curl -T`.
 //!
@@ -92,6 +95,64 @@ fn wrk(base: &str, paths: &[String], scratch: &Path, name: &str) -> anyhow::Resu
     Ok(wrk::run(base, paths, load, scratch, name)?.requests_per_second)
 }
 
+/// Uploads the small blobs to `server` (as `token`); their paths.
+async fn upload_small(server: &CacheServer, token: Option<&str>) -> anyhow::Result<Vec<String>> {
+    let mut paths = Vec::new();
+    for i in 0..SMALL_BLOBS {
+        let blob = random_bytes(SMALL_SIZE, i as u64 + 1);
+        let path = format!("/v1/cas/{}", digest(&blob));
+        let mut request = server.client.put(server.url(&path)).body(blob);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await?;
+        if !response.status().is_success() {
+            bail!("upload failed: {}", response.status());
+        }
+        paths.push(path);
+    }
+    Ok(paths)
+}
+
+/// A server requiring tokens (the workspace's, or `binary`), with the
+/// small blobs uploaded; its read token and their paths.
+async fn secured_server(
+    binary: Option<std::path::PathBuf>,
+) -> anyhow::Result<(CacheServer, String, Vec<String>)> {
+    let options = ServerOptions {
+        binary,
+        ..ServerOptions::args(&["--auth", "required"])
+    };
+    let server = CacheServer::start(Backend::Local, options);
+    let writer = server.create_token("write", "bench-writer", &[]);
+    let reader = server.create_token("read", "bench-reader", &[]);
+    let paths = upload_small(&server, Some(&writer)).await?;
+    Ok((server, reader, paths))
+}
+
+/// Requests per second of `wrk` on `server`, every request with `token`.
+fn wrk_as(
+    server: &CacheServer,
+    paths: &[String],
+    token: &str,
+    scratch: &Path,
+    name: &str,
+) -> anyhow::Result<f64> {
+    let load = wrk::Load {
+        threads: 2,
+        connections: 32,
+        seconds: WRK_SECONDS,
+    };
+    Ok(wrk::run_as(
+        &server.base_url(),
+        paths,
+        load,
+        (scratch, name),
+        Some(token),
+    )?
+    .requests_per_second)
+}
+
 /// Bytes per second of one `curl` transfer.
 fn curl_speed(args: &[&str]) -> anyhow::Result<f64> {
     let output = Command::new("curl")
@@ -121,28 +182,33 @@ async fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(root.join("cas"))?;
     let server = CacheServer::start(Backend::Local, ServerOptions::default());
 
-    // The same 4 KiB blobs on both.
-    let mut server_paths = Vec::new();
+    // The same 4 KiB blobs on all of them.
+    let server_paths = upload_small(&server, None).await?;
     let mut nginx_paths = Vec::new();
     for i in 0..SMALL_BLOBS {
         let blob = random_bytes(SMALL_SIZE, i as u64 + 1);
         let hex = digest(&blob).to_string();
-        let response = server
-            .client
-            .put(server.url(&format!("/v1/cas/{hex}")))
-            .body(blob.clone())
-            .send()
-            .await?;
-        if !response.status().is_success() {
-            bail!("upload failed: {}", response.status());
-        }
         std::fs::write(root.join("cas").join(&hex), &blob)?;
-        server_paths.push(format!("/v1/cas/{hex}"));
         nginx_paths.push(format!("/cas/{hex}"));
     }
+    let (secured, reader, secured_paths) = secured_server(None).await?;
+    let baseline_binary =
+        std::env::var_os("HTTP_BENCH_BASELINE_SERVER").map(std::path::PathBuf::from);
+    let baseline = match &baseline_binary {
+        Some(binary) => Some(secured_server(Some(binary.clone())).await?),
+        None => None,
+    };
     let nginx = Nginx::start(&root, &scratch.path().join("nginx"))?;
     let nginx_rps = wrk(&nginx.url(""), &nginx_paths, scratch.path(), "nginx")?;
     let server_rps = wrk(&server.base_url(), &server_paths, scratch.path(), "server")?;
+    let secured_rps = wrk_as(&secured, &secured_paths, &reader, scratch.path(), "secured")?;
+    let baseline_rps = match &baseline {
+        Some((server, reader, paths)) => {
+            Some(wrk_as(server, paths, reader, scratch.path(), "baseline")?)
+        }
+        None => None,
+    };
+    drop((secured, baseline));
 
     // One 1 GiB blob: verified PUT, then GET from both.
     let large = scratch.path().join("large.bin");
@@ -182,6 +248,15 @@ async fn main() -> anyhow::Result<()> {
     let (server_get, nginx_get) = (median(server_get), median(nginx_get));
 
     eprintln!(
+        "4 KiB GET with tokens required: {secured_rps:.0} req/s ({:.2} of auth off, {:.2} of nginx){}",
+        secured_rps / server_rps,
+        secured_rps / nginx_rps,
+        baseline_rps.map_or(String::new(), |rps| format!(
+            "; baseline binary {rps:.0} req/s ({:.2} of auth off)",
+            rps / server_rps
+        ))
+    );
+    eprintln!(
         "4 KiB GET: cache-server {server_rps:.0} req/s, nginx {nginx_rps:.0} req/s, ratio {:.2}; \
          1 GiB GET: cache-server {:.0} MiB/s, nginx {:.0} MiB/s, ratio {:.2}; verified PUT {:.0} MiB/s",
         server_rps / nginx_rps,
@@ -199,6 +274,14 @@ async fn main() -> anyhow::Result<()> {
                 "nginx_requests_per_second": nginx_rps,
                 "ratio": server_rps / nginx_rps,
                 "goal_ratio": 0.7,
+                "auth_required_requests_per_second": secured_rps,
+                "auth_required_over_auth_off": secured_rps / server_rps,
+                "auth_required_over_nginx": secured_rps / nginx_rps,
+                "baseline": baseline_rps.map(|rps| json!({
+                    "binary": baseline_binary.as_ref().map(|path| path.display().to_string()),
+                    "auth_required_requests_per_second": rps,
+                    "auth_required_over_auth_off": rps / server_rps,
+                })),
             },
             "large_get": {
                 "bytes": LARGE_MIB << 20,

@@ -36,6 +36,18 @@ pub fn run(
     scratch: &Path,
     name: &str,
 ) -> anyhow::Result<Measured> {
+    run_as(base, paths, load, (scratch, name), None)
+}
+
+/// [`run`] with every request carrying `Authorization: Bearer {token}`
+/// when a token is given.
+pub fn run_as(
+    base: &str,
+    paths: &[String],
+    load: Load,
+    (scratch, name): (&Path, &str),
+    token: Option<&str>,
+) -> anyhow::Result<Measured> {
     let script = scratch.join(format!("{name}.lua"));
     let mut file = std::fs::File::create(&script)?;
     writeln!(file, "local paths = {{")?;
@@ -47,7 +59,14 @@ pub fn run(
         "}}\nlocal i = 0\nrequest = function()\n  i = i % #paths + 1\n  return wrk.format(\"GET\", paths[i])\nend"
     )?;
     drop(file);
-    let output = Command::new("wrk")
+    let mut command = Command::new("wrk");
+    if let Some(token) = token {
+        // wrk.format() without headers sends the -H ones.
+        command
+            .arg("-H")
+            .arg(format!("Authorization: Bearer {token}"));
+    }
+    let output = command
         .arg(format!("-t{}", load.threads))
         .arg(format!("-c{}", load.connections))
         .arg(format!("-d{}s", load.seconds))

@@ -73,6 +73,9 @@ pub struct ServerOptions {
     pub local_folder: Option<PathBuf>,
     /// `RUST_LOG` of the server (default `info`).
     pub log: Option<String>,
+    /// Another `cache-server` binary than the workspace's (a benchmark's
+    /// baseline built from an earlier commit).
+    pub binary: Option<PathBuf>,
 }
 
 impl ServerOptions {
@@ -154,7 +157,11 @@ impl CacheServer {
     }
 
     fn command(&self) -> Command {
-        let mut command = Command::new(workspace_binary("cache-server"));
+        let binary = match &self.options.binary {
+            Some(binary) => binary.clone(),
+            None => workspace_binary("cache-server"),
+        };
+        let mut command = Command::new(binary);
         let storage = match &self.backend {
             Backend::Local => self.storage_dir().display().to_string(),
             Backend::S3 { env, prefix, .. } => {
