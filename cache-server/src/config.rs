@@ -219,6 +219,12 @@ fn parse_namespace_quota(text: &str) -> Result<(NamespacePattern, u64), String> 
         format!("a namespace quota is PATTERN=SIZE (e.g. 'pr-*=2GiB'), not {text:?}")
     })?;
     let pattern = NamespacePattern::parse(pattern.trim()).map_err(|e| e.to_string())?;
+    if pattern.matches(&Namespace::default()) {
+        return Err(format!(
+            "{text:?} matches the default namespace, whose objects are charged to no namespace: \
+             bound it with --max-size, and give namespace quotas narrower patterns (e.g. 'pr-*')"
+        ));
+    }
     let size = parse_size(size)?;
     if size == 0 {
         return Err(format!(
@@ -364,6 +370,41 @@ mod tests {
         assert_eq!(parse_size("2GB").unwrap(), 2_000_000_000);
         assert!(parse_size("ten").is_err());
         assert!(parse_size("5XB").is_err());
+    }
+
+    #[test]
+    fn namespace_quotas_parse_and_never_cover_the_default_namespace() {
+        let cli = Cli::parse_from([
+            "cache-server",
+            "--namespace-quota",
+            "pr-*=2GiB",
+            "--namespace-quota",
+            "branch-*=100MiB",
+        ]);
+        let rules: Vec<(String, u64)> = cli
+            .namespace_quota
+            .iter()
+            .map(|(pattern, size)| (pattern.as_str().to_owned(), *size))
+            .collect();
+        assert_eq!(
+            rules,
+            [
+                ("pr-*".to_owned(), 2 << 30),
+                ("branch-*".to_owned(), 100 << 20)
+            ]
+        );
+        for bad in [
+            "pr-*",
+            "pr-*=",
+            "pr-*=0",
+            "a/b=1GiB",
+            "*=1GiB",
+            "def*=1GiB",
+            "default=1GiB",
+        ] {
+            let parsed = Cli::try_parse_from(["cache-server", "--namespace-quota", bad]);
+            assert!(parsed.is_err(), "{bad}");
+        }
     }
 
     #[test]
