@@ -293,21 +293,23 @@ fn cachectl_in_github_actions_jobs_uses_their_id_tokens() {
     project.write("lock.txt", "left-pad==1.3.0\n");
     let url = server.base_url();
     let request_url = issuer.request_url();
+    // The folder cache of every run below.
+    let folder = [
+        "--cache",
+        &url,
+        "--name",
+        "deps",
+        "--key-files",
+        "lock.txt",
+        "--path",
+        "deps",
+    ];
     let job = |event: &str, reference: &str, extra: &[&str]| {
         issuer.set_job_claims(issuer.github_claims("", "acme/web", event, reference));
         let mut args = vec!["cache"];
         args.extend_from_slice(extra);
-        args.extend([
-            "--json",
-            "--cache",
-            &url,
-            "--name",
-            "deps",
-            "--key-files",
-            "lock.txt",
-            "--path",
-            "deps",
-        ]);
+        args.push("--json");
+        args.extend_from_slice(&folder);
         project.cachectl(
             &args,
             &[
@@ -353,20 +355,10 @@ fn cachectl_in_github_actions_jobs_uses_their_id_tokens() {
     ));
     let aimed = project.cachectl(
         &[
-            "--namespace",
-            "main",
-            "--require-cache",
-            "cache",
-            "save",
-            "--cache",
-            &url,
-            "--name",
-            "deps",
-            "--key-files",
-            "lock.txt",
-            "--path",
-            "deps",
-        ],
+            &["--namespace", "main", "--require-cache", "cache", "save"][..],
+            &folder,
+        ]
+        .concat(),
         &[
             ("ACTIONS_ID_TOKEN_REQUEST_URL", &request_url),
             ("ACTIONS_ID_TOKEN_REQUEST_TOKEN", &issuer.request_token),
@@ -383,19 +375,7 @@ fn cachectl_in_github_actions_jobs_uses_their_id_tokens() {
     // Without id-token permission the job has no token: a required cache
     // fails with the fix named, an optional one is skipped.
     let without = project.cachectl(
-        &[
-            "--require-cache",
-            "cache",
-            "restore",
-            "--cache",
-            &url,
-            "--name",
-            "deps",
-            "--key-files",
-            "lock.txt",
-            "--path",
-            "deps",
-        ],
+        &[&["--require-cache", "cache", "restore"][..], &folder].concat(),
         &[("CACHECTL_OIDC_AUDIENCE", AUDIENCE)],
     );
     assert_eq!(without.code, 3, "{}", without.stderr);

@@ -243,6 +243,31 @@ fn migrate(connection: &mut Connection) -> Result<(), IndexError> {
     Ok(())
 }
 
+/// The (name, stored size) rows of `sql`, a `SELECT kind, name,
+/// stored_size` in eviction order; rows the binary cannot read are left out.
+fn eviction_order(
+    connection: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<(StoredName, u64)>, IndexError> {
+    let mut statement = connection.prepare_cached(sql)?;
+    let rows = statement.query_map(params, |row| {
+        Ok((
+            row.get::<_, String>(0)?,
+            row.get::<_, String>(1)?,
+            row.get::<_, i64>(2)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (kind, name, size) = row?;
+        if let Some(name) = StoredName::from_index_key(&kind, &name) {
+            out.push((name, size as u64));
+        }
+    }
+    Ok(out)
+}
+
 /// Inserts or replaces one row, keeping hits and creation time of a replaced one.
 fn upsert(
     connection: &Connection,
@@ -507,25 +532,12 @@ impl Index {
         limit: usize,
     ) -> Result<Vec<(StoredName, u64)>, IndexError> {
         self.read(move |connection| {
-            let mut statement = connection.prepare_cached(
+            eviction_order(
+                connection,
                 "SELECT kind, name, stored_size FROM objects
                  ORDER BY last_access, created, kind, name LIMIT ?1 OFFSET ?2",
-            )?;
-            let rows = statement.query_map(params![limit as i64, offset as i64], |row| {
-                Ok((
-                    row.get::<_, String>(0)?,
-                    row.get::<_, String>(1)?,
-                    row.get::<_, i64>(2)?,
-                ))
-            })?;
-            let mut out = Vec::new();
-            for row in rows {
-                let (kind, name, size) = row?;
-                if let Some(name) = StoredName::from_index_key(&kind, &name) {
-                    out.push((name, size as u64));
-                }
-            }
-            Ok(out)
+                params![limit as i64, offset as i64],
+            )
         })
         .await
     }
@@ -578,25 +590,12 @@ impl Index {
     ) -> Result<Vec<(StoredName, u64)>, IndexError> {
         let owner = owner.as_str().to_owned();
         self.read(move |connection| {
-            let mut statement = connection.prepare_cached(
+            eviction_order(
+                connection,
                 "SELECT kind, name, stored_size FROM objects WHERE owner = ?1
                  ORDER BY last_access, created, kind, name LIMIT ?2 OFFSET ?3",
-            )?;
-            let rows = statement.query_map(params![owner, limit as i64, offset as i64], |row| {
-                Ok((
-                    row.get::<_, String>(0)?,
-                    row.get::<_, String>(1)?,
-                    row.get::<_, i64>(2)?,
-                ))
-            })?;
-            let mut out = Vec::new();
-            for row in rows {
-                let (kind, name, size) = row?;
-                if let Some(name) = StoredName::from_index_key(&kind, &name) {
-                    out.push((name, size as u64));
-                }
-            }
-            Ok(out)
+                params![owner, limit as i64, offset as i64],
+            )
         })
         .await
     }
