@@ -22,7 +22,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use axum::Router;
+use hyper::body::Incoming;
+
+use crate::http::App;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
@@ -131,7 +133,7 @@ pub fn load_tls(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
 /// the in-flight requests.
 pub async fn serve(
     listener: TcpListener,
-    app: Router,
+    app: App<Incoming>,
     settings: ServeSettings,
     shutdown: impl Future<Output = ()>,
 ) {

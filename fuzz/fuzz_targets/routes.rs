@@ -17,7 +17,7 @@ use tower::ServiceExt;
 
 struct Fixture {
     runtime: tokio::runtime::Runtime,
-    router: axum::Router,
+    router: cache_server::http::App,
     _folder: tempfile::TempDir,
 }
 

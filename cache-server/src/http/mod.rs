@@ -20,6 +20,7 @@ use axum::extract::{Request, State};
 use axum::response::Response;
 use axum::routing::{MethodRouter, any, delete, get, post};
 use cache_proto::NamespacePattern;
+use tower::util::MapRequest;
 use tower_http::trace::TraceLayer;
 
 use crate::auth::AuthMode;
@@ -280,11 +281,17 @@ fn handlers(endpoint: Endpoint) -> MethodRouter<AppState> {
     }
 }
 
+/// The served application: the router behind the `/ns/{namespace}` prefix
+/// rewrite, which runs before routing (a plain function in front of the
+/// one router, not a second router), for request bodies of type `B`.
+pub type App<B = axum::body::Body> =
+    MapRequest<Router, fn(axum::http::Request<B>) -> axum::http::Request<B>>;
+
 /// The whole HTTP surface: every routed [`Endpoint`] at its template, the
 /// Bazel adapter (or 404) for the rest, all behind the auth middleware, and
 /// all of it also under a `/ns/{namespace}` prefix (taken off before
 /// routing).
-pub fn app(state: AppState) -> Router {
+pub fn app<B>(state: AppState) -> App<B> {
     let mut router = Router::new();
     for endpoint in Endpoint::ROUTED {
         if let Some(template) = endpoint.template() {
@@ -300,10 +307,9 @@ pub fn app(state: AppState) -> Router {
         ))
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .with_state(state);
-    // Routing happens inside `routed`, after the prefix came off.
-    Router::new()
-        .fallback_service(routed)
-        .layer(axum::middleware::map_request(namespace::strip_prefix))
+    let rewrite: fn(axum::http::Request<B>) -> axum::http::Request<B> =
+        namespace::strip_prefix::<B>;
+    MapRequest::new(routed, rewrite)
 }
 
 /// The log span of a request: its method and route template, never the

@@ -18,8 +18,9 @@ use super::error::ApiError;
 pub struct PathNamespace(Result<Namespace, String>);
 
 /// Takes a `/ns/{namespace}` prefix off the request's path (keeping the
-/// query) and notes the namespace in its extensions.
-pub async fn strip_prefix(mut request: Request) -> Request {
+/// query) and notes the namespace in its extensions. It runs before the
+/// router (see `http::app`), so `/ns/pr-1/v1/ac/K` is routed as `/v1/ac/K`.
+pub fn strip_prefix<B>(mut request: axum::http::Request<B>) -> axum::http::Request<B> {
     let Some((named, rest)) = split_path(request.uri().path()) else {
         return request;
     };
@@ -62,7 +63,7 @@ mod tests {
     use axum::body::Body;
 
     async fn stripped(uri: &str) -> Request {
-        strip_prefix(Request::builder().uri(uri).body(Body::empty()).unwrap()).await
+        strip_prefix(Request::builder().uri(uri).body(Body::empty()).unwrap())
     }
 
     #[tokio::test]

@@ -12,7 +12,7 @@ use super::*;
 use crate::storage::{StorageLocation, StorageOptions};
 
 struct Fixture {
-    router: Router,
+    router: App,
     _folder: tempfile::TempDir,
 }
 
