@@ -53,10 +53,13 @@ fn layout_target_builds_once_then_hits_without_building() {
 #[test]
 fn a_manifest_change_rebuilds_and_reverting_it_hits_again() {
     let project = Project::native("oci:./build/oci", None);
-    let original = project
-        .cachectl(&["ensure-base", "--json"], &[])
-        .success()
-        .json();
+    let first = project.cachectl(&["ensure-base", "--json"], &[]).success();
+    assert!(
+        first.stderr.contains("no earlier base recorded"),
+        "{}",
+        first.stderr
+    );
+    let original = first.json();
 
     project.write("requirements.txt", "flask==3.1.0\nrequests==2.32.3\n");
     let explain = project.cachectl(&["hash", "--explain"], &[]).success();
@@ -77,6 +80,23 @@ fn a_manifest_change_rebuilds_and_reverting_it_hits_again() {
     assert!(changed.stderr.contains("changed manifest requirements.txt"));
     assert_eq!(project.builds(), 2);
 
+    // A forced rebuild of an unchanged base says so, not that no base was
+    // ever recorded.
+    let forced = project.cachectl(&["ensure-base", "--force"], &[]).success();
+    assert!(
+        forced
+            .stderr
+            .contains("--force: nothing changed since the last base"),
+        "{}",
+        forced.stderr
+    );
+    assert!(
+        !forced.stderr.contains("no earlier base"),
+        "{}",
+        forced.stderr
+    );
+    assert_eq!(project.builds(), 3);
+
     project.write("requirements.txt", "flask==3.0.3\nrequests==2.32.3\n");
     let reverted = project
         .cachectl(&["ensure-base", "--json"], &[])
@@ -84,7 +104,7 @@ fn a_manifest_change_rebuilds_and_reverting_it_hits_again() {
         .json();
     assert_eq!(reverted["hit"], true);
     assert_eq!(reverted["digest"], original["digest"]);
-    assert_eq!(project.builds(), 2);
+    assert_eq!(project.builds(), 3);
 }
 
 #[test]
@@ -232,6 +252,13 @@ fn an_action_cache_record_of_a_deleted_image_triggers_a_rebuild() {
     assert_eq!(rebuilt_json["source"], "built");
     assert!(
         rebuilt.stderr.contains("no longer exists"),
+        "{}",
+        rebuilt.stderr
+    );
+    assert!(
+        rebuilt
+            .stderr
+            .contains("nothing changed since the last base, but it is not there"),
         "{}",
         rebuilt.stderr
     );

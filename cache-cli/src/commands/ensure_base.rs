@@ -383,21 +383,21 @@ pub async fn ensure_base(
             warnings: run.warnings,
         });
     }
-    let changed = match run.record(&latest_key(&settings.image.describe())).await? {
+    let previous = run.record(&latest_key(&settings.image.describe())).await?;
+    let changed = match &previous {
         Some(previous) => key::diff(&previous.inputs, &base.inputs),
         None => Vec::new(),
     };
     run.progress.pause();
-    if changed.is_empty() {
-        eprintln!(
-            "building base {} (no earlier base recorded for this image)",
-            settings.base_tag(&base.key)
-        );
+    let tag = settings.base_tag(&base.key);
+    if previous.is_none() {
+        eprintln!("building base {tag} (no earlier base recorded for this image)");
+    } else if changed.is_empty() && options.force {
+        eprintln!("building base {tag} (--force: nothing changed since the last base)");
+    } else if changed.is_empty() {
+        eprintln!("building base {tag} (nothing changed since the last base, but it is not there)");
     } else {
-        eprintln!(
-            "building base {}; changed since the last base:",
-            settings.base_tag(&base.key)
-        );
+        eprintln!("building base {tag}; changed since the last base:");
         for change in &changed {
             eprintln!("  {change}");
         }
