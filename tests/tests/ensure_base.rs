@@ -316,8 +316,15 @@ fn a_failed_build_exits_1_with_its_last_lines_and_records_nothing() {
         &[],
     );
     assert_eq!(failing.code, 1, "{}", failing.stderr);
+    // Streamed once as it ran, not repeated by the error.
+    assert_eq!(
+        failing.stderr.matches("| boom: no such package").count(),
+        1,
+        "{}",
+        failing.stderr
+    );
     assert!(
-        failing.stderr.contains("boom: no such package"),
+        failing.stderr.contains("its output is above"),
         "{}",
         failing.stderr
     );

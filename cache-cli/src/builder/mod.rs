@@ -3,7 +3,6 @@
 pub mod external;
 pub mod native;
 
-use std::collections::VecDeque;
 use std::path::Path;
 use std::process::Stdio;
 
@@ -11,9 +10,6 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
 use crate::image::registry::RegistryError;
-
-/// Lines of a failed build's output repeated in the error.
-const TAIL_LINES: usize = 20;
 
 /// The builders `base.builder` names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,14 +53,14 @@ impl BuilderKind {
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
     /// The build command exited non-zero.
-    #[error("`{command}` failed ({status}); last lines:\n{tail}")]
+    /// Its output was streamed as it ran, so the message does not repeat
+    /// it.
+    #[error("`{command}` failed ({status}); its output is above (lines starting with `  | `)")]
     Failed {
         /// The command.
         command: String,
         /// Its exit status.
         status: String,
-        /// Its last output lines.
-        tail: String,
     },
     /// The starting image is unusable.
     #[error("base image: {0}")]
@@ -93,8 +89,7 @@ impl BuildError {
 }
 
 /// Runs `program` in `dir`, streaming its stdout and stderr to our stderr
-/// (stdout stays free for the result) and keeping the last lines for the
-/// error when it fails.
+/// (stdout stays free for the result), each line prefixed with `  | `.
 pub async fn run_streaming(
     program: &str,
     args: &[String],
@@ -137,13 +132,8 @@ pub async fn run_streaming(
         });
     }
     drop(sender);
-    let mut tail = VecDeque::with_capacity(TAIL_LINES);
     while let Some(line) = receiver.recv().await {
         eprintln!("  | {line}");
-        if tail.len() == TAIL_LINES {
-            tail.pop_front();
-        }
-        tail.push_back(line);
     }
     let status = child.wait().await.map_err(|source| BuildError::Io {
         what: format!("waiting for `{described}`"),
@@ -155,6 +145,5 @@ pub async fn run_streaming(
     Err(BuildError::Failed {
         command: described,
         status: status.to_string(),
-        tail: Vec::from(tail).join("\n"),
     })
 }
