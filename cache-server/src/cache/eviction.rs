@@ -147,6 +147,11 @@ impl Remover {
         &self.index
     }
 
+    /// The storage it removes from.
+    pub fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
     /// Deletes `name` (`size` bytes as stored) from storage, index and hot
     /// cache unless someone uses it; whether it was evicted. An object
     /// already gone (another replica evicted it) counts as evicted.
@@ -172,8 +177,6 @@ impl Remover {
 #[derive(Debug, Clone)]
 pub struct Evictor {
     remover: Remover,
-    storage: Storage,
-    index: Index,
     quota: u64,
     pass: Arc<tokio::sync::Mutex<()>>,
     shared: Option<SharedEviction>,
@@ -201,9 +204,7 @@ impl Evictor {
         quota: u64,
     ) -> Self {
         Self {
-            remover: Remover::new(storage.clone(), index.clone(), in_use, metrics),
-            storage,
-            index,
+            remover: Remover::new(storage, index, in_use, metrics),
             quota,
             pass: Arc::new(tokio::sync::Mutex::new(())),
             shared: None,
@@ -234,11 +235,15 @@ impl Evictor {
     pub async fn evict_to(&self, target: u64) -> Result<u64, CacheError> {
         let _pass = self.pass.lock().await;
         // Recent reads count: write them to the index first.
-        self.index.flush_access().await?;
-        let mut stored = self.index.totals().await?.stored_bytes;
+        self.remover.index().flush_access().await?;
+        let mut stored = self.remover.index().totals().await?.stored_bytes;
         let mut skip = 0;
         while stored > target {
-            let candidates = self.index.least_recently_used(skip, BATCH).await?;
+            let candidates = self
+                .remover
+                .index()
+                .least_recently_used(skip, BATCH)
+                .await?;
             if candidates.is_empty() {
                 break;
             }
@@ -267,7 +272,7 @@ impl Evictor {
         if self.shared.is_some() {
             return Ok(true);
         }
-        if self.index.totals().await?.stored_bytes <= target {
+        if self.remover.index().totals().await?.stored_bytes <= target {
             return Ok(true);
         }
         Ok(self.evict_to(target).await? <= target)
@@ -316,7 +321,8 @@ impl Evictor {
         let mut objects = Vec::new();
         for prefix in OBJECT_PREFIXES {
             let listed: Vec<_> = self
-                .storage
+                .remover
+                .storage()
                 .list(&object_store::path::Path::from(prefix))
                 .try_collect()
                 .await?;
@@ -329,8 +335,8 @@ impl Evictor {
         if stored <= target {
             return Ok(stored);
         }
-        self.index.flush_access().await?;
-        let seen = self.index.access_times().await?;
+        self.remover.index().flush_access().await?;
+        let seen = self.remover.index().access_times().await?;
         let last_use = |name: &StoredName, modified: i64| {
             seen.get(name)
                 .map_or(modified, |read| (*read).max(modified))
