@@ -55,6 +55,7 @@ fn deploy_costs(c: &mut Criterion) {
         recipe: &recipe,
         args: &args,
         platform: "linux/amd64",
+        upstreams: &[],
     };
     let mut group = c.benchmark_group("base_key");
     group.bench_function("reference_read_manifests", |b| {

@@ -8,14 +8,20 @@
 //! - `recipe`, the base Dockerfile (`dockerfile:<path>`), or the native
 //!   builder's `from` and `install`;
 //! - `arg`, each build argument by name, its value hashed;
-//! - `platform`, the target platform.
+//! - `platform`, the target platform;
+//! - `upstream`, each image the base is built on (see [`crate::upstream`])
+//!   by reference, the digest it resolves to for the platform hashed.
 //!
-//! The key is BLAKE3 of `cachectl-base-key/v1\n` followed by one line
+//! A Dockerfile that a manifest pattern also matches counts once, as the
+//! recipe.
+//!
+//! The key is BLAKE3 of `cachectl-base-key/v2\n` followed by one line
 //! `kind\0name\0hex\n` per input, sorted by kind then name. Names never hold
 //! a NUL (paths and argument names cannot), so the encoding is unambiguous;
 //! the same inputs give the same key on any machine and checkout, and
 //! changing any of them gives a new one. Bump the version line to change the
-//! encoding.
+//! encoding. (v1 had no `upstream` inputs and hashed a Dockerfile listed
+//! among the manifests twice.)
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -24,7 +30,9 @@ use std::path::{Path, PathBuf};
 use cache_proto::Key;
 use serde::{Deserialize, Serialize};
 
-const VERSION_LINE: &str = "cachectl-base-key/v1\n";
+use crate::upstream::Resolved;
+
+const VERSION_LINE: &str = "cachectl-base-key/v2\n";
 
 /// What kind of input an entry is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -38,6 +46,8 @@ pub enum InputKind {
     Arg,
     /// The target platform.
     Platform,
+    /// An image the base is built on, by the digest it resolves to.
+    Upstream,
 }
 
 impl InputKind {
@@ -47,6 +57,7 @@ impl InputKind {
             Self::Recipe => "recipe",
             Self::Arg => "arg",
             Self::Platform => "platform",
+            Self::Upstream => "upstream",
         }
     }
 }
@@ -60,6 +71,10 @@ pub struct Input {
     pub name: String,
     /// BLAKE3 of its content, hex.
     pub hash: String,
+    /// The content itself where it is short and says something to a reader
+    /// (an upstream image's digest), so that a change can show old and new.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
 }
 
 impl Input {
@@ -68,6 +83,15 @@ impl Input {
             kind,
             name: name.into(),
             hash: blake3::hash(content).to_hex().to_string(),
+            value: None,
+        }
+    }
+
+    /// The input of upstream image `name` resolving to `digest`.
+    pub fn upstream(name: &str, digest: &str) -> Self {
+        Self {
+            value: Some(digest.to_owned()),
+            ..Self::new(InputKind::Upstream, name, digest.as_bytes())
         }
     }
 }
@@ -105,6 +129,8 @@ pub struct KeySpec<'a> {
     pub args: &'a BTreeMap<String, String>,
     /// Target platform.
     pub platform: &'a str,
+    /// The upstream images and their digests (empty when not tracked).
+    pub upstreams: &'a [Resolved],
 }
 
 /// Why the key could not be computed.
@@ -151,6 +177,7 @@ fn relative_name(root: &Path, path: &Path) -> String {
     let relative = path.strip_prefix(root).unwrap_or(path);
     relative
         .components()
+        .filter(|c| !matches!(c, std::path::Component::CurDir))
         .map(|c| c.as_os_str().to_string_lossy().into_owned())
         .collect::<Vec<_>>()
         .join("/")
@@ -203,7 +230,14 @@ pub fn manifest_files(
 /// Computes the key.
 pub fn compute(spec: &KeySpec<'_>) -> Result<BaseKey, KeyError> {
     let mut inputs = Vec::new();
+    let recipe_file = match spec.recipe {
+        Recipe::Dockerfile(path) => Some(relative_name(Path::new(""), path)),
+        Recipe::Native { .. } => None,
+    };
     for (name, path) in manifest_files(spec.root, spec.manifests)? {
+        if recipe_file.as_ref() == Some(&name) {
+            continue;
+        }
         inputs.push(Input::new(InputKind::Manifest, name, &read(&path)?));
     }
     match spec.recipe {
@@ -226,6 +260,7 @@ pub fn compute(spec: &KeySpec<'_>) -> Result<BaseKey, KeyError> {
         spec.platform,
         spec.platform.as_bytes(),
     ));
+    inputs.extend(spec.upstreams.iter().map(Resolved::input));
     inputs.sort();
     Ok(BaseKey {
         key: key_of(&inputs),
@@ -266,6 +301,12 @@ pub enum Change {
     Changed {
         /// The input.
         input: String,
+        /// Its old value, where the input shows one (an upstream's digest).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        from: Option<String>,
+        /// Its new value.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        to: Option<String>,
     },
 }
 
@@ -274,26 +315,35 @@ impl fmt::Display for Change {
         match self {
             Self::Added { input } => write!(f, "added   {input}"),
             Self::Removed { input } => write!(f, "removed {input}"),
-            Self::Changed { input } => write!(f, "changed {input}"),
+            Self::Changed {
+                input,
+                from: Some(from),
+                to: Some(to),
+            } => write!(f, "changed {input}  {from} -> {to}"),
+            Self::Changed { input, .. } => write!(f, "changed {input}"),
         }
     }
 }
 
 /// What changed from `old` to `new`.
 pub fn diff(old: &[Input], new: &[Input]) -> Vec<Change> {
-    let index = |inputs: &[Input]| -> BTreeMap<(InputKind, String), String> {
+    let index = |inputs: &[Input]| -> BTreeMap<(InputKind, String), Input> {
         inputs
             .iter()
-            .map(|i| ((i.kind, i.name.clone()), i.hash.clone()))
+            .map(|i| ((i.kind, i.name.clone()), i.clone()))
             .collect()
     };
     let (old, new) = (index(old), index(new));
     let mut changes = Vec::new();
-    for ((kind, name), hash) in &new {
+    for ((kind, name), input) in &new {
         let label = format!("{} {name}", kind.as_str());
         match old.get(&(*kind, name.clone())) {
             None => changes.push(Change::Added { input: label }),
-            Some(previous) if previous != hash => changes.push(Change::Changed { input: label }),
+            Some(previous) if previous.hash != input.hash => changes.push(Change::Changed {
+                input: label,
+                from: previous.value.clone(),
+                to: input.value.clone(),
+            }),
             Some(_) => {}
         }
     }
@@ -354,9 +404,18 @@ mod tests {
             recipe,
             args,
             platform,
+            upstreams: &[],
         })
         .unwrap()
     }
+
+    /// The inputs of [`project`] with its Dockerfile as recipe.
+    const PROJECT_INPUTS: [&str; 4] = [
+        "manifest requirements/base.txt",
+        "manifest requirements/dev.txt",
+        "recipe dockerfile:Dockerfile.base",
+        "platform linux/amd64",
+    ];
 
     #[test]
     fn same_inputs_same_key_in_another_checkout() {
@@ -366,15 +425,7 @@ mod tests {
         let first = key(a.path(), &recipe, &args, "linux/amd64");
         assert_eq!(first, key(b.path(), &recipe, &args, "linux/amd64"));
         let names: Vec<_> = first.inputs.iter().map(|i| i.to_string()).collect();
-        assert_eq!(
-            names,
-            [
-                "manifest requirements/base.txt",
-                "manifest requirements/dev.txt",
-                "recipe dockerfile:Dockerfile.base",
-                "platform linux/amd64"
-            ]
-        );
+        assert_eq!(names, PROJECT_INPUTS);
     }
 
     #[test]
@@ -394,7 +445,9 @@ mod tests {
         assert_eq!(
             diff(&original.inputs, &edited.inputs),
             vec![Change::Changed {
-                input: "manifest requirements/base.txt".into()
+                input: "manifest requirements/base.txt".into(),
+                from: None,
+                to: None,
             }]
         );
         std::fs::write(root.join("requirements/base.txt"), "flask==3.0\n").unwrap();
@@ -426,8 +479,64 @@ mod tests {
             recipe: &Recipe::Dockerfile("Dockerfile.base".into()),
             args: &BTreeMap::new(),
             platform: "linux/amd64",
+            upstreams: &[],
         })
         .unwrap_err();
         assert!(error.to_string().contains("package-lock.json"), "{error}");
+    }
+
+    #[test]
+    fn a_dockerfile_among_the_manifests_counts_once_as_the_recipe() {
+        // Regression: `manifests = ["requirements/*.txt", "Dockerfile.base"]`
+        // (the README's own example) hashed the file as both.
+        let folder = project();
+        let manifests = vec![
+            "requirements/*.txt".to_owned(),
+            "./Dockerfile.base".to_owned(),
+        ];
+        let recipe = Recipe::Dockerfile("./Dockerfile.base".into());
+        let base = compute(&KeySpec {
+            root: folder.path(),
+            manifests: &manifests,
+            recipe: &recipe,
+            args: &BTreeMap::new(),
+            platform: "linux/amd64",
+            upstreams: &[],
+        })
+        .unwrap();
+        let names: Vec<_> = base.inputs.iter().map(|i| i.to_string()).collect();
+        assert_eq!(names, PROJECT_INPUTS);
+    }
+
+    #[test]
+    fn a_new_upstream_digest_changes_the_key_and_the_diff_shows_both_digests() {
+        let folder = project();
+        let recipe = Recipe::Dockerfile("Dockerfile.base".into());
+        let manifests = vec!["requirements/*.txt".to_owned()];
+        let with = |digest: &str| {
+            let upstreams = [Resolved {
+                name: "busybox".into(),
+                digest: digest.into(),
+                source: crate::upstream::Source::Registry,
+            }];
+            compute(&KeySpec {
+                root: folder.path(),
+                manifests: &manifests,
+                recipe: &recipe,
+                args: &BTreeMap::new(),
+                platform: "linux/amd64",
+                upstreams: &upstreams,
+            })
+            .unwrap()
+        };
+        let (old, new) = (with("sha256:aaa"), with("sha256:bbb"));
+        assert_ne!(old.key, new.key);
+        assert_eq!(with("sha256:aaa"), old);
+        let changes = diff(&old.inputs, &new.inputs);
+        assert_eq!(changes.len(), 1);
+        assert_eq!(
+            changes[0].to_string(),
+            "changed upstream busybox  sha256:aaa -> sha256:bbb"
+        );
     }
 }

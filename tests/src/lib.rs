@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod bins;
+pub mod buildah;
 pub mod cachectl;
 pub mod clients;
 pub mod data;

@@ -126,6 +126,18 @@ fn run(program: &str, args: &[&str]) {
 /// with umoci and pushes it with skopeo to `registry/repository:tag`.
 /// Returns the pushed reference.
 pub fn push_busybox(registry: &RegistryServer, repository: &str, tag: &str) -> String {
+    push_busybox_release(registry, repository, tag, None)
+}
+
+/// Like [`push_busybox`], with a file `/etc/release` holding `release`
+/// (when given), so that two pushes under one tag are two images, as when
+/// an upstream publishes a patched image under the same tag.
+pub fn push_busybox_release(
+    registry: &RegistryServer,
+    repository: &str,
+    tag: &str,
+    release: Option<&str>,
+) -> String {
     let work = tempfile::tempdir().expect("temporary folder");
     let layout = work.path().join("layout");
     let bundle = work.path().join("bundle");
@@ -144,6 +156,11 @@ pub fn push_busybox(registry: &RegistryServer, repository: &str, tag: &str) -> S
     std::fs::copy("/bin/busybox", bin.join("busybox")).expect("copying /bin/busybox");
     for applet in ["sh", "ls", "cat", "echo"] {
         std::os::unix::fs::symlink("busybox", bin.join(applet)).expect("applet link");
+    }
+    if let Some(release) = release {
+        let etc = bundle.join("rootfs/etc");
+        std::fs::create_dir_all(&etc).expect("rootfs/etc");
+        std::fs::write(etc.join("release"), format!("{release}\n")).expect("writing /etc/release");
     }
     run(
         "umoci",

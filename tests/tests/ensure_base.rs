@@ -2,6 +2,7 @@
 //! registry (docker-registry), a local OCI layout, and a real cache-server;
 //! what it pushes is checked with skopeo and umoci.
 
+use cachectl_e2e::buildah::counting_buildah;
 use cachectl_e2e::cachectl::Project;
 use cachectl_e2e::registry::{RegistryServer, push_busybox, skopeo_inspect, unpack};
 use cachectl_e2e::{Backend, CacheServer, S3Server, ServerOptions};
@@ -426,66 +427,6 @@ fn concurrent_jobs_on_a_new_key_build_once_and_agree() {
     );
 }
 
-/// A `buildah` on PATH that counts `bud` runs in the project's marker file,
-/// then runs the real one with vfs storage and chroot isolation in `scratch`.
-fn counting_buildah(
-    project: &Project,
-    scratch: &std::path::Path,
-    registry: &RegistryServer,
-) -> Vec<(String, String)> {
-    let bin = scratch.join("bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    let wrapper = bin.join("buildah");
-    std::fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/sh\n[ \"$1\" = bud ] && echo built >> {}\nexec /usr/bin/buildah \"$@\"\n",
-            project.marker().display()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(
-        &wrapper,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
-    let storage = scratch.join("storage.conf");
-    std::fs::write(
-        &storage,
-        format!(
-            "[storage]\ndriver = \"vfs\"\ngraphroot = \"{0}/root\"\nrunroot = \"{0}/runroot\"\n",
-            scratch.display()
-        ),
-    )
-    .unwrap();
-    let registries = scratch.join("registries.conf");
-    std::fs::write(
-        &registries,
-        format!(
-            "[[registry]]\nlocation = \"{}\"\ninsecure = true\n",
-            registry.host()
-        ),
-    )
-    .unwrap();
-    let path = format!(
-        "{}:{}",
-        bin.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    vec![
-        ("PATH".into(), path),
-        (
-            "CONTAINERS_STORAGE_CONF".into(),
-            storage.display().to_string(),
-        ),
-        (
-            "CONTAINERS_REGISTRIES_CONF".into(),
-            registries.display().to_string(),
-        ),
-        ("BUILDAH_ISOLATION".into(), "chroot".into()),
-    ]
-}
-
 #[test]
 fn buildah_base_with_a_run_step_is_built_once_and_checked_by_umoci() {
     let registry = RegistryServer::start();
@@ -506,7 +447,7 @@ fn buildah_base_with_a_run_step_is_built_once_and_checked_by_umoci() {
         ),
     );
     let scratch = tempfile::tempdir().unwrap();
-    let env_owned = counting_buildah(&project, scratch.path(), &registry);
+    let env_owned = counting_buildah(&project.marker(), scratch.path());
     let env: Vec<(&str, &str)> = env_owned
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))

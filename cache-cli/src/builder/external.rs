@@ -1,10 +1,14 @@
-//! Builders that are other programs: `docker build` + `docker push`,
-//! `buildah bud` + `buildah push`, `podman build` + `podman push`. Their
-//! output streams to stderr; the pushed image is then looked up by tag.
+//! Builders that are other programs. `buildah bud` and `podman build`
+//! build, then export the image to a staging OCI layout, from which
+//! cachectl pushes it like any other image (HEAD before every blob, its own
+//! credentials and TLS settings, the bytes counted). `docker build` +
+//! `docker push` push through the Docker daemon, which holds its own
+//! registry settings. Their output streams to stderr.
 //!
 //! Storage and isolation of buildah and podman follow their own settings
 //! (`STORAGE_DRIVER`, `CONTAINERS_STORAGE_CONF`, `BUILDAH_ISOLATION`, ...),
-//! which pass through the environment unchanged.
+//! which pass through the environment unchanged; `builder_args` add any
+//! other option to the build command.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -30,13 +34,21 @@ pub struct ExternalSpec<'a> {
     pub platform: &'a Platform,
     /// Where the image goes.
     pub target: &'a ImageTarget,
-    /// Tags to push.
+    /// Tags to push (docker only: the others export to `staging`).
     pub tags: &'a [&'a str],
-    /// Whether to skip TLS verification (plain-HTTP or loopback registry).
-    pub insecure: bool,
+    /// The OCI layout buildah and podman export the image to, as `base`.
+    pub staging: &'a Path,
+    /// Ask the registry for a newer upstream image than the one in the
+    /// builder's store (upstreams are tracked).
+    pub pull: bool,
+    /// Options added to the build command, before the context.
+    pub builder_args: &'a [String],
     /// The base key, set as a label.
     pub key: &'a cache_proto::Key,
 }
+
+/// The name the image gets in the staging layout.
+pub const STAGED_NAME: &str = "base";
 
 /// One command line.
 pub type CommandLine = (String, Vec<String>);
@@ -68,55 +80,58 @@ pub fn commands(spec: &ExternalSpec<'_>) -> Result<Vec<CommandLine>, BuildError>
     build.push(format!("{}={}", super::native::KEY_LABEL, spec.key));
     build.push("--tag".into());
     build.push(local_name.clone());
+    if spec.pull {
+        // buildah's default already asks for a newer image; docker's and
+        // podman's use whatever their store holds under the tag.
+        match spec.kind {
+            BuilderKind::Docker => build.push("--pull".into()),
+            BuilderKind::Podman => build.push("--pull=newer".into()),
+            BuilderKind::Buildah | BuilderKind::Native => {}
+        }
+    }
+    build.extend(spec.builder_args.iter().cloned());
     build.push(spec.root.join(spec.context).display().to_string());
     let mut lines = vec![(program.clone(), build)];
 
+    if spec.kind != BuilderKind::Docker {
+        lines.push((
+            program,
+            vec![
+                "push".into(),
+                local_name,
+                format!("oci:{}:{STAGED_NAME}", spec.staging.display()),
+            ],
+        ));
+        return Ok(lines);
+    }
+    let ImageTarget::Registry(_) = spec.target else {
+        return Err(BuildError::Base(
+            "the docker builder cannot write an oci: layout; use buildah, podman or native".into(),
+        ));
+    };
     for tag in spec.tags {
-        let push = match (spec.kind, spec.target) {
-            (BuilderKind::Docker, ImageTarget::Layout { .. }) => {
-                return Err(BuildError::Base(
-                    "the docker builder cannot write an oci: layout; use buildah, podman or native"
-                        .into(),
-                ));
-            }
-            (BuilderKind::Docker, target) => {
-                let reference = destination(target, tag);
-                lines.push((
-                    program.clone(),
-                    vec!["tag".into(), local_name.clone(), reference.clone()],
-                ));
-                vec!["push".into(), reference]
-            }
-            (_, target) => {
-                let mut push = vec!["push".to_owned()];
-                if spec.insecure {
-                    push.push("--tls-verify=false".into());
-                }
-                push.push(local_name.clone());
-                let reference = destination(target, tag);
-                push.push(match target {
-                    ImageTarget::Registry(_) => format!("docker://{reference}"),
-                    ImageTarget::Layout { .. } => reference,
-                });
-                push
-            }
-        };
-        lines.push((program.clone(), push));
+        let reference = destination(spec.target, tag);
+        lines.push((
+            program.clone(),
+            vec!["tag".into(), local_name.clone(), reference.clone()],
+        ));
+        lines.push((program.clone(), vec!["push".into(), reference]));
     }
     Ok(lines)
 }
 
-/// Runs the build, then the pushes, streaming their output; returns the
-/// seconds spent building and pushing.
-pub async fn build(spec: &ExternalSpec<'_>) -> Result<(f64, f64), BuildError> {
-    if let ImageTarget::Layout { dir, .. } = spec.target {
-        std::fs::create_dir_all(dir).map_err(BuildError::io("creating the OCI layout folder"))?;
-    }
+/// Runs the build, then the export or the pushes, streaming their output,
+/// with `env` on top of ours; returns the seconds spent building and
+/// exporting or pushing.
+pub async fn build(
+    spec: &ExternalSpec<'_>,
+    env: &[(String, String)],
+) -> Result<(f64, f64), BuildError> {
     let root: PathBuf = spec.root.to_owned();
     let mut seconds = [0.0f64; 2];
     for (step, (program, args)) in commands(spec)?.into_iter().enumerate() {
         let started = std::time::Instant::now();
-        run_streaming(&program, &args, &root, &[]).await?;
+        run_streaming(&program, &args, &root, env).await?;
         seconds[usize::from(step > 0)] += started.elapsed().as_secs_f64();
     }
     Ok((seconds[0], seconds[1]))
@@ -142,7 +157,9 @@ mod tests {
             platform,
             target,
             tags: &["base-0123456789abcdef", "latest"],
-            insecure: false,
+            staging: Path::new("/tmp/stage"),
+            pull: true,
+            builder_args: &[],
             key,
         }
     }
@@ -162,7 +179,7 @@ mod tests {
             rendered,
             [
                 format!(
-                    "docker build --file /src/Dockerfile.base --platform linux/arm64 --build-arg PYTHON=3.12 --label dev.cachectl.base-key={key} --tag cachectl-base:0101010101010101 /src/"
+                    "docker build --file /src/Dockerfile.base --platform linux/arm64 --build-arg PYTHON=3.12 --label dev.cachectl.base-key={key} --tag cachectl-base:0101010101010101 --pull /src/"
                 ),
                 "docker tag cachectl-base:0101010101010101 registry.example.com/acme/web-base:base-0123456789abcdef".to_owned(),
                 "docker push registry.example.com/acme/web-base:base-0123456789abcdef".to_owned(),
@@ -173,7 +190,7 @@ mod tests {
     }
 
     #[test]
-    fn docker_refuses_a_layout_and_buildah_pushes_to_it() {
+    fn docker_refuses_a_layout_and_buildah_exports_to_the_staging_layout() {
         let layout = ImageTarget::Layout {
             dir: "/out/oci".into(),
             name: None,
@@ -182,14 +199,22 @@ mod tests {
         let platform = Platform::parse("linux/amd64").unwrap();
         let key = cache_proto::Key::from_bytes([0x02; 32]);
         assert!(commands(&spec(BuilderKind::Docker, &layout, &args, &platform, &key)).is_err());
-        let lines = commands(&spec(BuilderKind::Buildah, &layout, &args, &platform, &key)).unwrap();
+        let builder_args = ["--network=host".to_owned(), "--layers".to_owned()];
+        let mut buildah = spec(BuilderKind::Buildah, &layout, &args, &platform, &key);
+        buildah.builder_args = &builder_args;
+        let lines = commands(&buildah).unwrap();
         assert_eq!(lines[0].1[0], "bud");
+        assert_eq!(
+            lines[0].1[lines[0].1.len() - 3..],
+            ["--network=host", "--layers", "/src/"]
+        );
+        assert_eq!(lines.len(), 2, "{lines:?}");
         assert_eq!(
             lines[1].1,
             [
                 "push",
                 "cachectl-base:0202020202020202",
-                "oci:/out/oci:base-0123456789abcdef"
+                "oci:/tmp/stage:base"
             ]
         );
         let podman = commands(&spec(BuilderKind::Podman, &layout, &args, &platform, &key)).unwrap();
@@ -197,5 +222,6 @@ mod tests {
             (podman[0].0.as_str(), podman[0].1[0].as_str()),
             ("podman", "build")
         );
+        assert!(podman[0].1.contains(&"--pull=newer".to_owned()));
     }
 }

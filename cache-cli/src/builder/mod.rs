@@ -2,6 +2,7 @@
 
 pub mod external;
 pub mod native;
+pub mod registries;
 
 use std::path::Path;
 use std::process::Stdio;
@@ -61,6 +62,18 @@ pub enum BuildError {
         command: String,
         /// Its exit status.
         status: String,
+    },
+    /// The build command failed because it could not pull from or reach a
+    /// registry (exit 3, like cachectl's own registry failures). The line
+    /// that says so is repeated: it is the one the user needs.
+    #[error("`{command}` failed ({status}) reaching a registry: {line}")]
+    RegistryUnreachable {
+        /// The command.
+        command: String,
+        /// Its exit status.
+        status: String,
+        /// The builder's line naming the registry failure.
+        line: String,
     },
     /// The starting image is unusable.
     #[error("base image: {0}")]
@@ -132,8 +145,12 @@ pub async fn run_streaming(
         });
     }
     drop(sender);
+    let mut registry_failure = None;
     while let Some(line) = receiver.recv().await {
         eprintln!("  | {line}");
+        if is_registry_failure(&line) {
+            registry_failure = Some(line);
+        }
     }
     let status = child.wait().await.map_err(|source| BuildError::Io {
         what: format!("waiting for `{described}`"),
@@ -142,8 +159,68 @@ pub async fn run_streaming(
     if status.success() {
         return Ok(());
     }
-    Err(BuildError::Failed {
-        command: described,
-        status: status.to_string(),
+    Err(match registry_failure {
+        Some(line) => BuildError::RegistryUnreachable {
+            command: described,
+            status: status.to_string(),
+            line,
+        },
+        None => BuildError::Failed {
+            command: described,
+            status: status.to_string(),
+        },
     })
+}
+
+/// Whether a builder's output line reports that pulling from a registry
+/// failed for want of a connection, TLS or credentials (buildah, podman
+/// and docker phrase it so). A step of the build that fails to reach a
+/// package index is the build's own failure, and does not match.
+fn is_registry_failure(line: &str) -> bool {
+    const PULLING: &[&str] = &[
+        "pinging container registry",
+        "initializing source docker://",
+        "error pulling image",
+        "pull access denied",
+        "failed to resolve source metadata",
+        "error response from daemon: get \"http",
+    ];
+    const WHY: &[&str] = &[
+        "connection refused",
+        "http response to https client",
+        "no such host",
+        "i/o timeout",
+        "x509:",
+        "tls:",
+        "unauthorized",
+        "authentication required",
+        "denied",
+        "toomanyrequests",
+        "deadline exceeded",
+        "network is unreachable",
+    ];
+    let line = line.to_ascii_lowercase();
+    PULLING.iter().any(|p| line.contains(p)) && WHY.iter().any(|w| line.contains(w))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_failures_are_told_from_build_step_failures() {
+        for line in [
+            "Error: creating build container: initializing source docker://127.0.0.1:5000/py:3: pinging container registry 127.0.0.1:5000: Get \"https://127.0.0.1:5000/v2/\": http: server gave HTTP response to HTTPS client",
+            "Error: creating build container: initializing source docker://r.io/x:1: reading manifest 1 in r.io/x: unauthorized: authentication required",
+            "ERROR: failed to solve: failed to resolve source metadata for docker.io/library/x:1: dial tcp: lookup registry-1.docker.io: no such host",
+        ] {
+            assert!(is_registry_failure(line), "{line}");
+        }
+        for line in [
+            "ERROR: Could not install packages due to an OSError: HTTPSConnectionPool(host='pypi.org'): connection refused",
+            "error: building at STEP \"RUN false\": exit status 1",
+        ] {
+            assert!(!is_registry_failure(line), "{line}");
+        }
+    }
 }

@@ -48,6 +48,12 @@ pub struct BaseSection {
     pub platform: Option<String>,
     /// A moving tag also pushed for every new base (e.g. `latest`).
     pub tag: Option<String>,
+    /// `track` (default): the key follows the digests the upstream images'
+    /// tags resolve to; `pin`: only the references as written.
+    pub upstream: Option<String>,
+    /// Options added to the docker, buildah or podman build command (e.g.
+    /// `["--network=host"]`); not part of the key.
+    pub builder_args: Option<Vec<String>>,
 }
 
 /// `[app]`.

@@ -173,6 +173,10 @@ impl Cli {
         }
         option("platform", text(&base.platform));
         option("tag", text(&base.tag));
+        option("upstream", text(&base.upstream));
+        for arg in &base.builder_args {
+            option("builder-arg", Some(arg.into()));
+        }
         if self.require_cache {
             args.push("--require-cache".into());
         }
@@ -277,6 +281,30 @@ pub struct BaseFlags {
         global = true
     )]
     pub tag: Option<String>,
+    /// track: a new image under an upstream tag (FROM, --from) makes a new
+    /// base, at one manifest request per tag; pin: only the references as
+    /// written count [default: track].
+    #[arg(
+        id = "base.upstream",
+        value_name = "POLICY",
+        long = "upstream",
+        env = "CACHECTL_UPSTREAM",
+        global = true
+    )]
+    pub upstream: Option<String>,
+    /// Option added to the docker, buildah or podman build command
+    /// (repeatable, e.g. --builder-arg=--network=host; replaces the file's
+    /// builder_args; the variable is split at spaces). Not part of the key.
+    #[arg(
+        id = "base.builder_args",
+        value_name = "ARG",
+        long = "builder-arg",
+        env = "CACHECTL_BUILDER_ARGS",
+        value_delimiter = ' ',
+        allow_hyphen_values = true,
+        global = true
+    )]
+    pub builder_args: Vec<String>,
 }
 
 /// `[app]` fields as flags.
@@ -622,6 +650,11 @@ mod tests {
             "linux/amd64",
             "--tag",
             "latest",
+            "--upstream",
+            "pin",
+            "--builder-arg=--network=host",
+            "--builder-arg",
+            "--pull=never",
             "bench",
             "--runs",
             "1",
@@ -652,7 +685,7 @@ mod tests {
         };
         // Every global flag is forwarded (or set by each run, like --json):
         // a new one must be added to forwarded_args and counted here.
-        assert_eq!(Cli::command().get_arguments().count(), 21);
+        assert_eq!(Cli::command().get_arguments().count(), 23);
         let forwarded = cli.forwarded_args();
         assert!(
             !forwarded

@@ -13,6 +13,7 @@ use crate::image::oci::Platform;
 use crate::image::{ImageTarget, Location, RegistrySettings, base_tag};
 use crate::key::{self, BaseKey, KeyError, KeySpec, Recipe};
 use crate::pack::layer::Compression;
+use crate::upstream::{self, Resolved, Upstream, UpstreamError};
 
 /// Everything `ensure-base` needs, resolved from config, flags and env.
 #[derive(Debug, Clone)]
@@ -38,6 +39,10 @@ pub struct BaseSettings {
     /// The cache namespace of the run, if any: outside a trusted one, bases
     /// are tagged `base-{key16}-{namespace}`.
     pub namespace: Option<Namespace>,
+    /// Whether the key follows the upstream images' digests.
+    pub upstream: upstream::Policy,
+    /// Options added to an external builder's build command.
+    pub builder_args: Vec<String>,
 }
 
 impl BaseSettings {
@@ -69,8 +74,14 @@ impl BaseSettings {
         self.untrusted_namespace().is_none()
     }
 
-    /// Computes the key of the current inputs.
-    pub fn key(&self) -> Result<BaseKey, KeyError> {
+    /// The upstream images of the recipe (resolved for the key under
+    /// `track` only).
+    pub fn upstreams(&self) -> Result<Vec<Upstream>, UpstreamError> {
+        upstream::of_recipe(&self.root, &self.recipe, &self.args, &self.platform)
+    }
+
+    /// Computes the key of the current inputs, `upstreams` resolved.
+    pub fn key(&self, upstreams: &[Resolved]) -> Result<BaseKey, KeyError> {
         let platform = self.platform.to_string();
         key::compute(&KeySpec {
             root: &self.root,
@@ -78,6 +89,7 @@ impl BaseSettings {
             recipe: &self.recipe,
             args: &self.args,
             platform: &platform,
+            upstreams,
         })
     }
 }
@@ -414,7 +426,20 @@ impl Cli {
         };
 
         let context = PathBuf::from(base.context.clone().unwrap_or_else(|| ".".into()));
+        let upstream = match flags.upstream.as_deref().or(base.upstream.as_deref()) {
+            Some(text) => {
+                upstream::Policy::parse(text).map_err(|m| field(&path, "base.upstream", m))?
+            }
+            None => upstream::Policy::default(),
+        };
+        let builder_args = if flags.builder_args.is_empty() {
+            base.builder_args.clone().unwrap_or_default()
+        } else {
+            flags.builder_args.clone()
+        };
         Ok(BaseSettings {
+            builder_args,
+            upstream,
             root,
             context,
             image,

@@ -10,10 +10,11 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use super::base_key::{self, Current};
 use super::{Failure, build_code, host_of, image_code, records_for, registry_for};
-use crate::builder::BuildError;
 use crate::builder::external::{self, ExternalSpec};
 use crate::builder::native::{self, NativeSpec};
+use crate::builder::{BuildError, BuilderKind, registries};
 use crate::cli::Cli;
 use crate::cli::config::ConfigFile;
 use crate::cli::settings::BaseSettings;
@@ -22,11 +23,12 @@ use crate::client::leases::Acquired;
 use crate::client::records::{BaseRecord, RecordStore, latest_key};
 use crate::image::ImageError;
 use crate::image::publish;
-use crate::image::{ImageTarget, Registry};
+use crate::image::{ImageTarget, Location, Registry};
 use crate::key::{self, BaseKey, KeyError, Recipe};
 use crate::report::outcome::EnsureReport;
 use crate::report::progress::Progress;
 use crate::report::{events, output};
+use crate::upstream::{self, Policy, Upstream, UpstreamError};
 
 /// How a run behaves.
 #[derive(Debug, Clone, Copy)]
@@ -57,6 +59,9 @@ pub enum EnsureError {
     /// Publishing or registry lookups failed.
     #[error(transparent)]
     Publish(#[from] ImageError),
+    /// An upstream image could not be told or resolved.
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
 }
 
 fn now_seconds() -> u64 {
@@ -69,6 +74,10 @@ fn now_seconds() -> u64 {
 struct Run<'a> {
     progress: Progress,
     settings: &'a BaseSettings,
+    /// The recipe's upstream images, tracked or not.
+    all_upstreams: &'a [Upstream],
+    /// The digests the key holds for them (none under `pin`).
+    upstreams: &'a [upstream::Resolved],
     records: &'a RecordStore,
     registry: &'a Registry,
     options: EnsureOptions,
@@ -198,6 +207,9 @@ impl Run<'_> {
                 let staging =
                     tempfile::tempdir().map_err(BuildError::io("creating a staging folder"))?;
                 let started = Instant::now();
+                let from = from
+                    .as_deref()
+                    .map(|from| base_key::pinned(from, self.upstreams));
                 let spec = NativeSpec {
                     root: &settings.root,
                     from: from.as_deref(),
@@ -222,38 +234,7 @@ impl Run<'_> {
                     pushed,
                 )
             }
-            Recipe::Dockerfile(dockerfile) => {
-                let insecure = match &settings.image {
-                    ImageTarget::Registry(repository) => host_of(repository)
-                        .is_some_and(|host| self.registry.speaks_plain_http(&host)),
-                    ImageTarget::Layout { .. } => false,
-                };
-                let spec = ExternalSpec {
-                    kind: settings.builder,
-                    root: &settings.root,
-                    dockerfile,
-                    context: &settings.context,
-                    args: &settings.args,
-                    platform: &settings.platform,
-                    target: &settings.image,
-                    tags: &tags,
-                    insecure,
-                    key: &base.key,
-                };
-                self.progress.pause();
-                let (build_seconds, push_seconds) = external::build(&spec).await?;
-                self.progress.resume();
-                let digest = publish::resolve_tag(&settings.image, self.registry, &tag)
-                    .await?
-                    .ok_or_else(|| {
-                        BuildError::Base(format!(
-                            "{} reported success but {} has no tag {tag}",
-                            settings.builder.name(),
-                            settings.image.describe()
-                        ))
-                    })?;
-                (digest, build_seconds, push_seconds, 0)
-            }
+            Recipe::Dockerfile(dockerfile) => self.build_external(dockerfile, base, &tags).await?,
         };
         let record = self.record_for(base, &tag, &digest);
         self.remember(&record).await?;
@@ -261,8 +242,82 @@ impl Run<'_> {
     }
 }
 
+impl Run<'_> {
+    /// Builds with docker, buildah or podman. Buildah and podman export to
+    /// a staging layout that cachectl pushes; docker pushes itself.
+    /// Returns the digest, build and push seconds, and bytes pushed.
+    async fn build_external(
+        &mut self,
+        dockerfile: &std::path::Path,
+        base: &BaseKey,
+        tags: &[&str],
+    ) -> Result<(String, f64, f64, u64), EnsureError> {
+        let settings = self.settings;
+        let staging = tempfile::tempdir().map_err(BuildError::io("creating a staging folder"))?;
+        let layout = staging.path().join("oci");
+        let upstream_hosts = upstream::hosts(self.all_upstreams);
+        let insecure: Vec<String> = upstream_hosts
+            .iter()
+            .filter(|host| self.registry.speaks_plain_http(host))
+            .cloned()
+            .collect();
+        let credentials = self
+            .registry
+            .credentials()
+            .map(|(user, password)| (user, password, upstream_hosts.as_slice()));
+        let builder_env = match settings.builder {
+            BuilderKind::Docker => registries::BuilderEnv::default(),
+            _ => registries::builder_env(staging.path(), &insecure, credentials)
+                .map_err(BuildError::io("writing the builder's registry settings"))?,
+        };
+        for warning in builder_env.warnings {
+            self.warn(warning);
+        }
+        let spec = ExternalSpec {
+            kind: settings.builder,
+            root: &settings.root,
+            dockerfile,
+            context: &settings.context,
+            args: &settings.args,
+            platform: &settings.platform,
+            target: &settings.image,
+            tags,
+            staging: &layout,
+            pull: settings.upstream == Policy::Track,
+            builder_args: &settings.builder_args,
+            key: &base.key,
+        };
+        self.progress.pause();
+        let (build_seconds, export_seconds) = external::build(&spec, &builder_env.vars).await?;
+        self.progress.resume();
+        if settings.builder == BuilderKind::Docker {
+            let tag = tags.first().copied().unwrap_or_default();
+            let digest = publish::resolve_tag(&settings.image, self.registry, tag)
+                .await?
+                .ok_or_else(|| {
+                    BuildError::Base(format!(
+                        "docker reported success but {} has no tag {tag}",
+                        settings.image.describe()
+                    ))
+                })?;
+            return Ok((digest, build_seconds, export_seconds, 0));
+        }
+        let started = Instant::now();
+        self.progress
+            .slow(format!("pushing to {}", settings.image.describe()));
+        let staged = Location::parse(
+            &format!("oci:{}:{}", layout.display(), external::STAGED_NAME),
+            &settings.root,
+        )?;
+        let (digest, pushed) =
+            publish::copy_image(&staged, &settings.image, self.registry, tags).await?;
+        let push_seconds = export_seconds + started.elapsed().as_secs_f64();
+        Ok((digest, build_seconds, push_seconds, pushed))
+    }
+}
+
 /// How a miss ended.
-enum Resolved {
+enum Settled {
     /// We built it: record, build and push seconds, bytes pushed.
     Built(BaseRecord, f64, f64, u64),
     /// Another job built it while we waited (or just before we started).
@@ -272,7 +327,7 @@ enum Resolved {
 impl Run<'_> {
     /// Builds under the cache server's build lease, so that of several jobs
     /// missing the same key one builds and the others use its result.
-    async fn build_or_wait(&mut self, base: &BaseKey) -> Result<Resolved, EnsureError> {
+    async fn build_or_wait(&mut self, base: &BaseKey) -> Result<Settled, EnsureError> {
         let Some(leases) = self.records.leases() else {
             return self.build_now(base).await;
         };
@@ -283,7 +338,7 @@ impl Run<'_> {
                 Ok(Acquired::Granted) => {
                     if waited && let Some((record, source)) = self.lookup(base).await? {
                         leases.release(&base.key).await;
-                        return Ok(Resolved::Found(record, source));
+                        return Ok(Settled::Found(record, source));
                     }
                     let _renewing = leases.keep_alive(base.key);
                     let result = self.build_now(base).await;
@@ -304,7 +359,7 @@ impl Run<'_> {
                     // half-written tag can answer 500) is not our failure:
                     // look again next round.
                     match self.lookup(base).await {
-                        Ok(Some((record, source))) => return Ok(Resolved::Found(record, source)),
+                        Ok(Some((record, source))) => return Ok(Settled::Found(record, source)),
                         Ok(None) => {}
                         Err(error) => {
                             tracing::debug!(%error, "looking for the other job's base");
@@ -334,30 +389,48 @@ impl Run<'_> {
         }
     }
 
-    async fn build_now(&mut self, base: &BaseKey) -> Result<Resolved, EnsureError> {
+    async fn build_now(&mut self, base: &BaseKey) -> Result<Settled, EnsureError> {
         let (record, build, push, pushed) = self.build(base).await?;
-        Ok(Resolved::Built(record, build, push, pushed))
+        Ok(Settled::Built(record, build, push, pushed))
     }
 }
 
-/// Runs `ensure-base`.
+/// Runs `ensure-base`; `all_upstreams` are `settings.upstreams()`.
 pub async fn ensure_base(
     settings: &BaseSettings,
+    all_upstreams: &[Upstream],
     records: &RecordStore,
     registry: &Registry,
     options: EnsureOptions,
 ) -> Result<EnsureReport, EnsureError> {
     let started = Instant::now();
-    let base = settings.key()?;
+    let Current {
+        base,
+        upstreams,
+        previous,
+        warnings,
+    } = base_key::current(
+        settings,
+        all_upstreams,
+        records,
+        registry,
+        options.require_cache,
+    )
+    .await?;
     let hash_seconds = started.elapsed().as_secs_f64();
     let mut run = Run {
         progress: Progress::for_stderr(),
         settings,
+        all_upstreams,
+        upstreams: &upstreams,
         records,
         registry,
         options,
         warnings: Vec::new(),
     };
+    for warning in warnings {
+        run.warn(warning);
+    }
     let lookup_started = Instant::now();
     let found = if options.force {
         None
@@ -383,15 +456,24 @@ pub async fn ensure_base(
             warnings: run.warnings,
         });
     }
-    let previous = run.record(&latest_key(&settings.image.describe())).await?;
+    let previous = match previous {
+        Some(previous) => previous,
+        None => run.record(&latest_key(&settings.image.describe())).await?,
+    };
     let changed = match &previous {
         Some(previous) => key::diff(&previous.inputs, &base.inputs),
         None => Vec::new(),
     };
     run.progress.pause();
     let tag = settings.base_tag(&base.key);
+    let same_key = previous.as_ref().is_some_and(|p| p.key == base.key);
     if previous.is_none() {
         eprintln!("building base {tag} (no earlier base recorded for this image)");
+    } else if changed.is_empty() && !same_key {
+        eprintln!(
+            "building base {tag} (the key's format changed since the last base, \
+             which an earlier cachectl recorded; its inputs did not)"
+        );
     } else if changed.is_empty() && options.force {
         eprintln!("building base {tag} (--force: nothing changed since the last base)");
     } else if changed.is_empty() {
@@ -404,10 +486,10 @@ pub async fn ensure_base(
     }
     let (record, hit, source, build_seconds, push_seconds, pushed_bytes) =
         match run.build_or_wait(&base).await? {
-            Resolved::Built(record, build, push, pushed) => {
+            Settled::Built(record, build, push, pushed) => {
                 (record, false, "built", build, push, pushed)
             }
-            Resolved::Found(record, source) => (record, true, source, 0.0, 0.0, 0),
+            Settled::Found(record, source) => (record, true, source, 0.0, 0.0, 0),
         };
     Ok(EnsureReport {
         key: base.key.to_string(),
@@ -450,25 +532,33 @@ impl From<EnsureError> for Failure {
             EnsureError::CacheRequired(_) => 3,
             EnsureError::Build(error) => build_code(error),
             EnsureError::Publish(error) => image_code(error),
+            EnsureError::Upstream(error) => error.exit_code(),
         };
         Self::new(code, error)
     }
 }
 
-/// The registry hosts `ensure-base` talks to: the base image's and the
-/// native builder's starting image's.
-fn base_hosts(settings: &BaseSettings) -> Vec<String> {
-    let mut references = Vec::new();
+/// The registry hosts `ensure-base` talks to: the base image's, the native
+/// builder's starting image's and the Dockerfile's upstream images'.
+pub fn base_hosts(settings: &BaseSettings, upstreams: &[Upstream]) -> Vec<String> {
+    let mut hosts = Vec::new();
     if let ImageTarget::Registry(repository) = &settings.image {
-        references.push(repository.as_str());
+        hosts.extend(host_of(repository));
     }
     if let Recipe::Native {
         from: Some(from), ..
     } = &settings.recipe
     {
-        references.push(from.as_str());
+        hosts.extend(host_of(from));
     }
-    references.into_iter().filter_map(host_of).collect()
+    hosts.extend(
+        upstreams
+            .iter()
+            .map(|upstream| upstream.reference.registry().to_owned()),
+    );
+    hosts.sort();
+    hosts.dedup();
+    hosts
 }
 
 /// `ensure-base` for `cli`: the base for the current inputs, and the
@@ -482,7 +572,8 @@ pub async fn ensure(
     app_host: Option<&str>,
 ) -> Result<(EnsureReport, Registry), Failure> {
     let settings = cli.base_settings(file).map_err(Failure::usage)?;
-    let hosts = base_hosts(&settings)
+    let upstreams = settings.upstreams().map_err(EnsureError::from)?;
+    let hosts = base_hosts(&settings, &upstreams)
         .into_iter()
         .chain(app_host.map(str::to_owned));
     let registry = registry_for(cli, hosts);
@@ -491,7 +582,7 @@ pub async fn ensure(
         require_cache: cli.require_cache,
         wait: flags.wait,
     };
-    let report = ensure_base(&settings, records, &registry, options).await?;
+    let report = ensure_base(&settings, &upstreams, records, &registry, options).await?;
     Ok((report, registry))
 }
 

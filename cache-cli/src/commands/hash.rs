@@ -1,11 +1,12 @@
 //! `cachectl hash [--explain]`: the base key of the current inputs, the
-//! inputs it is computed from, and what changed since the last recorded
-//! base of the image.
+//! inputs it is computed from (upstream images with the digests they
+//! resolve to), and what changed since the last recorded base of the image.
 
-use super::{Failure, records_for};
+use super::base_key::{self, Current};
+use super::ensure_base::{EnsureError, base_hosts};
+use super::{Failure, records_for, registry_for};
 use crate::cli::Cli;
 use crate::cli::config::ConfigFile;
-use crate::client::records::{BaseRecord, latest_key};
 use crate::key::diff;
 
 /// Prints the key on stdout (the inputs and changes on stderr), or all of
@@ -13,33 +14,52 @@ use crate::key::diff;
 pub async fn run(cli: &Cli, file: &ConfigFile, explain: bool) -> Result<(), Failure> {
     let settings = cli.base_settings(file).map_err(Failure::usage)?;
     let records = records_for(cli, file)?;
-    let base = settings.key().map_err(Failure::usage)?;
+    let upstreams = settings.upstreams().map_err(EnsureError::from)?;
+    let registry = registry_for(cli, base_hosts(&settings, &upstreams));
+    let Current {
+        base,
+        previous,
+        mut warnings,
+        ..
+    } = base_key::current(
+        &settings,
+        &upstreams,
+        &records,
+        &registry,
+        cli.require_cache,
+    )
+    .await?;
     let changes = if explain {
-        let latest = latest_key(&settings.image.describe());
-        match records.get::<BaseRecord>(&latest).await {
-            Ok(Some(previous)) => Some(diff(&previous.inputs, &base.inputs)),
-            Ok(None) => None,
-            Err(error) if cli.require_cache => return Err(Failure::new(3, error)),
-            Err(error) => {
-                eprintln!("warning: {error}");
-                None
+        let previous = match previous {
+            Some(previous) => previous,
+            None => {
+                base_key::previous_record(&settings, &records, cli.require_cache, &mut warnings)
+                    .await?
             }
-        }
+        };
+        previous.map(|previous| diff(&previous.inputs, &base.inputs))
     } else {
         None
     };
+    for warning in &warnings {
+        eprintln!("warning: {warning}");
+    }
     if cli.json {
         let value = serde_json::json!({
             "key": base.key,
             "inputs": base.inputs,
             "changed": changes,
+            "warnings": warnings,
         });
         println!("{value}");
         return Ok(());
     }
     println!("{}", base.key);
     for input in &base.inputs {
-        eprintln!("  {}  {input}", &input.hash[..16]);
+        match &input.value {
+            Some(value) => eprintln!("  {}  {input}  {value}", &input.hash[..16]),
+            None => eprintln!("  {}  {input}", &input.hash[..16]),
+        }
     }
     match changes {
         Some(changes) if changes.is_empty() => eprintln!("unchanged since the last recorded base"),

@@ -4,6 +4,7 @@
 //! error, 3 cache or registry unreachable (or refusing our credentials)
 //! when it is needed.
 
+pub mod base_key;
 pub mod bench;
 pub mod build;
 pub mod cache;
@@ -70,6 +71,7 @@ pub fn image_code(error: &ImageError) -> u8 {
 pub fn build_code(error: &BuildError) -> u8 {
     match error {
         BuildError::Registry(error) => registry_code(error),
+        BuildError::RegistryUnreachable { .. } => 3,
         _ => 1,
     }
 }

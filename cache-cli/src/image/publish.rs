@@ -125,6 +125,52 @@ pub async fn publish(
     Ok(pushed + image.manifest.len() as u64)
 }
 
+/// Copies the image `source` names (a manifest, e.g. what buildah exported
+/// to a staging layout) to `target` under every tag in `tags`, each blob
+/// checked for presence first; returns its digest and the bytes uploaded.
+pub async fn copy_image(
+    source: &Location,
+    target: &ImageTarget,
+    registry: &Registry,
+    tags: &[&str],
+) -> Result<(String, u64), ImageError> {
+    let manifest = source.manifest_as_is(registry).await?;
+    let invalid = |message: String| {
+        ImageError::Layout(super::layout::LayoutError::Invalid {
+            path: source.tagged(),
+            message,
+        })
+    };
+    if oci::is_index(&manifest.media_type) {
+        return Err(invalid("is an index, not an image".into()));
+    }
+    let blobs = std::iter::once(manifest.json["config"].clone())
+        .chain(
+            manifest.json["layers"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default(),
+        )
+        .map(BaseLayer::parse)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(invalid)?;
+    let destination = target.at(tags.first().copied().unwrap_or("latest"))?;
+    let mut pushed = 0;
+    for blob in &blobs {
+        pushed += destination
+            .receive_blob(registry, source, &blob.digest, blob.size)
+            .await?
+            .bytes();
+    }
+    for tag in tags {
+        target
+            .at(tag)?
+            .push_manifest(registry, &manifest.bytes, &manifest.media_type)
+            .await?;
+    }
+    Ok((manifest.digest, pushed + manifest.bytes.len() as u64))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -213,6 +213,15 @@ impl Registry {
         is_loopback(host) || self.plain_http.iter().any(|h| h == host)
     }
 
+    /// The username and password given for every registry, if any (else
+    /// each registry's come from the Docker config).
+    pub fn credentials(&self) -> Option<(&str, &str)> {
+        match (&self.settings.user, &self.settings.password) {
+            (Some(user), Some(password)) => Some((user, password)),
+            _ => None,
+        }
+    }
+
     fn auth_for(&self, registry: &str) -> RegistryAuth {
         let mut cache = self.auth.lock().unwrap_or_else(|p| p.into_inner());
         cache
@@ -290,24 +299,66 @@ impl Registry {
         }
     }
 
+    /// Whether `error` says the manifest does not exist.
+    fn is_not_found(error: &OciDistributionError) -> bool {
+        match error {
+            OciDistributionError::ImageManifestNotFoundError(_)
+            | OciDistributionError::ServerError { code: 404, .. } => true,
+            OciDistributionError::RegistryError { envelope, .. } => envelope
+                .errors
+                .iter()
+                .all(|e| e.code == OciErrorCode::ManifestUnknown),
+            _ => false,
+        }
+    }
+
     /// The manifest digest `reference` (a tag) points at, or `None`.
     pub async fn resolve(&self, reference: &Reference) -> Result<Option<String>, RegistryError> {
         self.authenticate(reference).await;
         let auth = self.auth_for(reference.resolve_registry());
         match self.client.fetch_manifest_digest(reference, &auth).await {
             Ok(digest) => Ok(Some(digest)),
-            Err(OciDistributionError::ImageManifestNotFoundError(_)) => Ok(None),
-            Err(OciDistributionError::ServerError { code: 404, .. }) => Ok(None),
-            Err(OciDistributionError::RegistryError { envelope, .. })
-                if envelope
-                    .errors
-                    .iter()
-                    .all(|e| e.code == OciErrorCode::ManifestUnknown) =>
-            {
-                Ok(None)
-            }
+            Err(error) if Self::is_not_found(&error) => Ok(None),
             Err(error) => Err(Self::classify(reference, error)),
         }
+    }
+
+    /// The digest of the image `reference` (a tag) names for `platform`,
+    /// in one request: the manifest's own digest, or, for an index, the
+    /// digest of its entry for `platform` (so that a new image for another
+    /// platform under the same tag changes nothing). `None` when the tag
+    /// does not exist.
+    pub async fn platform_digest(
+        &self,
+        reference: &Reference,
+        platform: &Platform,
+    ) -> Result<Option<String>, RegistryError> {
+        let Some(pulled) = self.pull_if_present(reference).await? else {
+            return Ok(None);
+        };
+        if !oci::is_index(&pulled.media_type) {
+            return Ok(Some(pulled.digest));
+        }
+        Self::platform_entry(reference, &pulled, platform).map(Some)
+    }
+
+    /// The digest of `index`'s entry for `platform`.
+    fn platform_entry(
+        reference: &Reference,
+        index: &PulledManifest,
+        platform: &Platform,
+    ) -> Result<String, RegistryError> {
+        index.json["manifests"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|entry| platform.matches(&entry["platform"]))
+            .and_then(|entry| entry["digest"].as_str())
+            .map(str::to_owned)
+            .ok_or_else(|| RegistryError::Other {
+                registry: reference.registry().to_owned(),
+                message: format!("{reference} has no image for platform {platform}"),
+            })
     }
 
     /// Pulls a manifest; an index is resolved to `platform`'s manifest.
@@ -317,18 +368,9 @@ impl Registry {
         platform: &Platform,
     ) -> Result<PulledManifest, RegistryError> {
         let pulled = self.pull_manifest_as_is(reference).await?;
-        if pulled.media_type == oci::OCI_INDEX || pulled.media_type == oci::DOCKER_LIST {
-            let entry = pulled.json["manifests"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|entry| platform.matches(&entry["platform"]))
-                .and_then(|entry| entry["digest"].as_str())
-                .ok_or_else(|| RegistryError::Other {
-                    registry: reference.registry().to_owned(),
-                    message: format!("{reference} has no image for platform {platform}"),
-                })?;
-            let by_digest = reference.clone_with_digest(entry.to_owned());
+        if oci::is_index(&pulled.media_type) {
+            let entry = Self::platform_entry(reference, &pulled, platform)?;
+            let by_digest = reference.clone_with_digest(entry);
             return self.pull_manifest_as_is(&by_digest).await;
         }
         Ok(pulled)
@@ -339,27 +381,45 @@ impl Registry {
         &self,
         reference: &Reference,
     ) -> Result<PulledManifest, RegistryError> {
+        self.pull_if_present(reference)
+            .await?
+            .ok_or_else(|| RegistryError::Other {
+                registry: reference.registry().to_owned(),
+                message: format!("{reference}: manifest unknown"),
+            })
+    }
+
+    /// Pulls a manifest or an index as it is; `None` when it does not exist.
+    async fn pull_if_present(
+        &self,
+        reference: &Reference,
+    ) -> Result<Option<PulledManifest>, RegistryError> {
         self.authenticate(reference).await;
         let auth = self.auth_for(reference.resolve_registry());
-        let (bytes, digest) = self
+        let (bytes, digest) = match self
             .client
             .pull_manifest_raw(reference, &auth, ACCEPTED_MANIFESTS)
             .await
-            .map_err(|e| Self::classify(reference, e))?;
+        {
+            Ok(pulled) => pulled,
+            Err(error) if Self::is_not_found(&error) => return Ok(None),
+            Err(error) => return Err(Self::classify(reference, error)),
+        };
         let json: Value = serde_json::from_slice(&bytes).map_err(|e| RegistryError::Other {
             registry: reference.registry().to_owned(),
             message: format!("manifest of {reference} is not JSON: {e}"),
         })?;
-        let media_type = json["mediaType"]
-            .as_str()
-            .unwrap_or(oci::OCI_MANIFEST)
-            .to_owned();
-        Ok(PulledManifest {
+        let media_type = match json["mediaType"].as_str() {
+            Some(media_type) => media_type.to_owned(),
+            None if json["manifests"].is_array() => oci::OCI_INDEX.to_owned(),
+            None => oci::OCI_MANIFEST.to_owned(),
+        };
+        Ok(Some(PulledManifest {
             bytes,
             digest,
             json,
             media_type,
-        })
+        }))
     }
 
     /// Reads a (small) blob into memory, e.g. an image config.

@@ -1,0 +1,94 @@
+//! The current base key, upstream digests resolved: where `hash` and
+//! `ensure-base` both start.
+//!
+//! The upstream tags are asked concurrently with the image's last record
+//! (which a miss needs anyway to say what changed, and which holds the
+//! digests to keep when an upstream registry cannot be asked), so tracking
+//! upstreams costs one round trip, not one per image.
+
+use super::ensure_base::EnsureError;
+use crate::cli::settings::BaseSettings;
+use crate::client::records::{BaseRecord, RecordStore, latest_key};
+use crate::image::Registry;
+use crate::key::BaseKey;
+use crate::upstream::{self, Policy, Resolved, Upstream};
+
+/// The key of this run and what was learnt computing it.
+#[derive(Debug)]
+pub struct Current {
+    /// The key and its inputs.
+    pub base: BaseKey,
+    /// The upstream images and the digests the key holds for them.
+    pub upstreams: Vec<Resolved>,
+    /// The image's last record, when it was fetched (always when there
+    /// are upstream tags to resolve): `Some(None)` when there is none.
+    pub previous: Option<Option<BaseRecord>>,
+    /// What the run should warn about.
+    pub warnings: Vec<String>,
+}
+
+/// The image's last base record; an unreachable cache is `None` plus a
+/// warning, unless the cache is required.
+pub async fn previous_record(
+    settings: &BaseSettings,
+    records: &RecordStore,
+    require_cache: bool,
+    warnings: &mut Vec<String>,
+) -> Result<Option<BaseRecord>, EnsureError> {
+    match records.get(&latest_key(&settings.image.describe())).await {
+        Ok(record) => Ok(record),
+        Err(error) if require_cache => Err(EnsureError::CacheRequired(error)),
+        Err(error) => {
+            warnings.push(format!("{error}; going on without the cache"));
+            Ok(None)
+        }
+    }
+}
+
+/// Resolves `upstreams` (from [`BaseSettings::upstreams`]) and computes
+/// the key.
+pub async fn current(
+    settings: &BaseSettings,
+    upstreams: &[Upstream],
+    records: &RecordStore,
+    registry: &Registry,
+    require_cache: bool,
+) -> Result<Current, EnsureError> {
+    let mut warnings = Vec::new();
+    let tracked = match settings.upstream {
+        Policy::Track => upstreams,
+        Policy::Pin => &[],
+    };
+    let (previous, answers) = if tracked.is_empty() {
+        (None, Vec::new())
+    } else {
+        let (previous, answers) = tokio::join!(
+            previous_record(settings, records, require_cache, &mut warnings),
+            upstream::ask(registry, tracked)
+        );
+        (Some(previous?), answers?)
+    };
+    let known = previous
+        .as_ref()
+        .and_then(Option::as_ref)
+        .map(|record| record.inputs.as_slice())
+        .unwrap_or_default();
+    let upstreams = upstream::settle(answers, known, &mut warnings)?;
+    let base = settings.key(&upstreams)?;
+    Ok(Current {
+        base,
+        upstreams,
+        previous,
+        warnings,
+    })
+}
+
+/// The reference the native builder pulls for `from`: the digest the key
+/// holds for it, so that the base is built on exactly the image the key
+/// names even if the tag moves meanwhile.
+pub fn pinned(from: &str, upstreams: &[Resolved]) -> String {
+    match upstreams.iter().find(|resolved| resolved.name == from) {
+        Some(resolved) if !from.contains('@') => format!("{from}@{}", resolved.digest),
+        _ => from.to_owned(),
+    }
+}
