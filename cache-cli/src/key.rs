@@ -30,6 +30,7 @@ use std::path::{Path, PathBuf};
 use cache_proto::Key;
 use serde::{Deserialize, Serialize};
 
+use crate::builder::native::InstallIn;
 use crate::upstream::Resolved;
 
 const VERSION_LINE: &str = "cachectl-base-key/v2\n";
@@ -113,6 +114,8 @@ pub enum Recipe {
         from: Option<String>,
         /// Install command.
         install: String,
+        /// Where it runs: inside the `from` image or on the host.
+        install_in: InstallIn,
     },
 }
 
@@ -246,10 +249,22 @@ pub fn compute(spec: &KeySpec<'_>) -> Result<BaseKey, KeyError> {
             let name = format!("dockerfile:{}", relative_name(Path::new(""), path));
             inputs.push(Input::new(InputKind::Recipe, name, &bytes));
         }
-        Recipe::Native { from, install } => {
-            let from = from.as_deref().unwrap_or("scratch");
-            inputs.push(Input::new(InputKind::Recipe, "from", from.as_bytes()));
+        Recipe::Native {
+            from,
+            install,
+            install_in,
+        } => {
+            inputs.push(Input::new(
+                InputKind::Recipe,
+                "from",
+                from.as_deref().unwrap_or("scratch").as_bytes(),
+            ));
             inputs.push(Input::new(InputKind::Recipe, "install", install.as_bytes()));
+            // Without a `from` image the step can only run on the host.
+            if from.is_some() {
+                let name = install_in.name();
+                inputs.push(Input::new(InputKind::Recipe, "install-in", name.as_bytes()));
+            }
         }
     }
     for (name, value) in spec.args {
@@ -435,6 +450,7 @@ mod tests {
         let recipe = Recipe::Native {
             from: None,
             install: "cp -r deps {out}".into(),
+            install_in: InstallIn::Host,
         };
         let args = BTreeMap::new();
         let original = key(root, &recipe, &args, "linux/amd64");
@@ -462,6 +478,7 @@ mod tests {
         let other_recipe = Recipe::Native {
             from: Some("busybox".into()),
             install: "cp -r deps {out}".into(),
+            install_in: InstallIn::Host,
         };
         assert_ne!(
             key(root, &other_recipe, &args, "linux/amd64").key,

@@ -154,7 +154,11 @@ pub fn push_busybox_release(
     let bin = bundle.join("rootfs/bin");
     std::fs::create_dir_all(&bin).expect("rootfs/bin");
     std::fs::copy("/bin/busybox", bin.join("busybox")).expect("copying /bin/busybox");
-    for applet in ["sh", "ls", "cat", "echo"] {
+    // The applets the tests' install steps use, run inside the image.
+    for applet in [
+        "sh", "ls", "cat", "echo", "mkdir", "cp", "rm", "mv", "ln", "touch", "sleep", "env", "id",
+        "test", "true", "false", "printf", "head", "wc", "grep", "sed", "chmod", "readlink",
+    ] {
         std::os::unix::fs::symlink("busybox", bin.join(applet)).expect("applet link");
     }
     if let Some(release) = release {

@@ -3,6 +3,8 @@
 pub mod external;
 pub mod native;
 pub mod registries;
+pub mod rootfs;
+pub mod sandbox;
 
 use std::path::Path;
 use std::process::Stdio;
@@ -110,10 +112,20 @@ pub async fn run_streaming(
     env: &[(String, String)],
 ) -> Result<(), BuildError> {
     let described = format!("{program} {}", args.join(" "));
-    let mut child = Command::new(program)
+    let mut command = Command::new(program);
+    command
         .args(args)
         .current_dir(dir)
-        .envs(env.iter().map(|(k, v)| (k, v)))
+        .envs(env.iter().map(|(k, v)| (k, v)));
+    run_command_streaming(command, described).await
+}
+
+/// Runs `command` like [`run_streaming`]; `described` names it in errors.
+pub async fn run_command_streaming(
+    mut command: Command,
+    described: String,
+) -> Result<(), BuildError> {
+    let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -1,6 +1,8 @@
 //! The daemonless `native` builder: start from `from` (or an empty image),
-//! run `install` on the host with `{out}` replaced by an empty folder, and
-//! add that folder as one reproducible layer.
+//! run `install` with `{out}` replaced by an empty folder, and add that
+//! folder as one reproducible layer. With a `from` image the step runs
+//! inside that image's userland (see [`super::sandbox`]) unless
+//! `install_in = "host"`; without one it runs on the host.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -9,7 +11,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use cache_proto::Key;
 use serde_json::{Value, json};
 
-use super::{BuildError, run_streaming};
+use super::{BuildError, rootfs, run_streaming, sandbox};
 use crate::image::oci::{self, Flavor, Platform};
 use crate::image::publish::{BaseImage, BaseLayer, NewImage};
 use crate::image::registry::{Registry, parse_reference};
@@ -33,6 +35,47 @@ pub struct NativeSpec<'a> {
     pub platform: &'a Platform,
     /// The base key, recorded as a label and in the history.
     pub key: &'a Key,
+    /// Where the install step runs.
+    pub install_in: InstallIn,
+    /// Folder of the unpacked `from` root filesystems.
+    pub rootfs_cache: &'a Path,
+}
+
+/// Where the native builder's install step runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InstallIn {
+    /// Inside the `from` image's root filesystem.
+    Image,
+    /// On the host (the only choice without a `from` image).
+    Host,
+}
+
+impl InstallIn {
+    /// Parses `image` or `host`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        match text {
+            "image" => Ok(Self::Image),
+            "host" => Ok(Self::Host),
+            other => Err(format!("{other:?} is not image or host")),
+        }
+    }
+
+    /// The configured name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Image => "image",
+            Self::Host => "host",
+        }
+    }
+}
+
+/// The `from` image as started from: its layers, config, media-type
+/// family and manifest digest.
+struct Start {
+    base: Option<BaseImage>,
+    config: Value,
+    flavor: Flavor,
+    digest: Option<String>,
 }
 
 /// The image creation time: `SOURCE_DATE_EPOCH` or the epoch, so that the
@@ -42,10 +85,7 @@ fn created() -> String {
     humantime::format_rfc3339_seconds(time).to_string()
 }
 
-async fn start_from(
-    registry: &Registry,
-    spec: &NativeSpec<'_>,
-) -> Result<(Option<BaseImage>, Value, Flavor), BuildError> {
+async fn start_from(registry: &Registry, spec: &NativeSpec<'_>) -> Result<Start, BuildError> {
     let Some(from) = spec.from else {
         let config = json!({
             "architecture": spec.platform.architecture,
@@ -54,7 +94,12 @@ async fn start_from(
             "rootfs": { "type": "layers", "diff_ids": [] },
             "history": []
         });
-        return Ok((None, config, Flavor::Oci));
+        return Ok(Start {
+            base: None,
+            config,
+            flavor: Flavor::Oci,
+            digest: None,
+        });
     };
     let reference = parse_reference(from)?;
     let manifest = registry.pull_manifest(&reference, spec.platform).await?;
@@ -73,7 +118,50 @@ async fn start_from(
         .collect::<Result<Vec<_>, _>>()
         .map_err(|message| BuildError::Base(format!("{from}: {message}")))?;
     let flavor = Flavor::of_manifest(&manifest.media_type);
-    Ok((Some(BaseImage { reference, layers }), config, flavor))
+    Ok(Start {
+        base: Some(BaseImage { reference, layers }),
+        config,
+        flavor,
+        digest: Some(manifest.digest),
+    })
+}
+
+/// Runs the install step with `{out}` replaced by `out`: inside the `from`
+/// image when there is one and the spec says so, else on the host.
+async fn install(
+    registry: &Registry,
+    spec: &NativeSpec<'_>,
+    start: &Start,
+    out: &Path,
+) -> Result<(), BuildError> {
+    let command = spec.install.replace("{out}", &out.display().to_string());
+    let args: Vec<(String, String)> = spec.args.clone().into_iter().collect();
+    let (Some(base), Some(digest), InstallIn::Image) =
+        (&start.base, &start.digest, spec.install_in)
+    else {
+        let mut env = args;
+        env.push(("CACHECTL_OUT".into(), out.display().to_string()));
+        return run_streaming("sh", &["-c".to_owned(), command], spec.root, &env).await;
+    };
+    let rootfs = rootfs::unpacked(registry, base, digest, spec.rootfs_cache).await?;
+    let image_env: Vec<String> = start.config["config"]["Env"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|value| value.as_str().map(str::to_owned))
+        .collect();
+    let scratch = spec.rootfs_cache.join(".work");
+    std::fs::create_dir_all(&scratch).map_err(BuildError::io("creating a work folder"))?;
+    sandbox::run(&sandbox::Step {
+        rootfs: &rootfs,
+        scratch: &scratch,
+        project: spec.root,
+        out,
+        command: &command,
+        image_env: &image_env,
+        args: &args,
+    })
+    .await
 }
 
 /// Builds the image. The layer file lives in `staging`.
@@ -82,15 +170,15 @@ pub async fn build(
     spec: &NativeSpec<'_>,
     staging: &Path,
 ) -> Result<NewImage, BuildError> {
-    let (base, mut config, flavor) = start_from(registry, spec).await?;
-
+    let start = start_from(registry, spec).await?;
     let out = tempfile::tempdir_in(staging).map_err(BuildError::io("creating {out}"))?;
-    let command = spec
-        .install
-        .replace("{out}", &out.path().display().to_string());
-    let mut env: Vec<(String, String)> = spec.args.clone().into_iter().collect();
-    env.push(("CACHECTL_OUT".into(), out.path().display().to_string()));
-    run_streaming("sh", &["-c".to_owned(), command], spec.root, &env).await?;
+    install(registry, spec, &start, out.path()).await?;
+    let Start {
+        base,
+        mut config,
+        flavor,
+        ..
+    } = start;
 
     let out_path = out.path().to_owned();
     let staging_path = staging.to_owned();

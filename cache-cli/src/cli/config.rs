@@ -42,6 +42,10 @@ pub struct BaseSection {
     pub from: Option<String>,
     /// Shell command of the native builder; `{out}` is the folder that becomes the layer.
     pub install: Option<String>,
+    /// Where the native builder's install step runs: `image` (inside the
+    /// `from` image's userland; the default with a `from` image of the
+    /// host's architecture) or `host`.
+    pub install_in: Option<String>,
     /// Build arguments.
     pub args: Option<BTreeMap<String, String>>,
     /// Target platform, `os/arch[/variant]`.

@@ -168,6 +168,7 @@ impl Cli {
         option("dockerfile", text(&base.dockerfile));
         option("from", text(&base.from));
         option("install", text(&base.install));
+        option("install-in", text(&base.install_in));
         for pair in &base.build_args {
             option("build-arg", Some(pair.into()));
         }
@@ -254,6 +255,17 @@ pub struct BaseFlags {
         global = true
     )]
     pub install: Option<String>,
+    /// Where the native install step runs: image (inside the from image's
+    /// userland) or host [default: image with a from image of the host's
+    /// architecture, else host].
+    #[arg(
+        id = "base.install_in",
+        value_name = "WHERE",
+        long = "install-in",
+        env = "CACHECTL_INSTALL_IN",
+        global = true
+    )]
+    pub install_in: Option<String>,
     /// Build argument NAME=VALUE (repeatable; added to the file's).
     #[arg(
         id = "base.build_args",
@@ -644,6 +656,8 @@ mod tests {
             "reg/py:3",
             "--install",
             "pip install -t {out}",
+            "--install-in",
+            "host",
             "--build-arg",
             "A=1",
             "--platform",
@@ -685,7 +699,7 @@ mod tests {
         };
         // Every global flag is forwarded (or set by each run, like --json):
         // a new one must be added to forwarded_args and counted here.
-        assert_eq!(Cli::command().get_arguments().count(), 23);
+        assert_eq!(Cli::command().get_arguments().count(), 24);
         let forwarded = cli.forwarded_args();
         assert!(
             !forwarded

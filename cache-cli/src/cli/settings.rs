@@ -9,6 +9,7 @@ use cache_proto::Namespace;
 use super::config::{self, ConfigError, ConfigFile};
 use super::{AppFlags, Cli};
 use crate::builder::BuilderKind;
+use crate::builder::native::InstallIn;
 use crate::image::oci::Platform;
 use crate::image::{ImageTarget, Location, RegistrySettings, base_tag};
 use crate::key::{self, BaseKey, KeyError, KeySpec, Recipe};
@@ -43,6 +44,8 @@ pub struct BaseSettings {
     pub upstream: upstream::Policy,
     /// Options added to an external builder's build command.
     pub builder_args: Vec<String>,
+    /// Folder of the `from` root filesystems the native builder unpacks.
+    pub rootfs_cache: PathBuf,
 }
 
 impl BaseSettings {
@@ -375,6 +378,10 @@ impl Cli {
             ));
         }
 
+        let platform = match flags.platform.clone().or_else(|| base.platform.clone()) {
+            Some(text) => Platform::parse(&text).map_err(|m| field(&path, "base.platform", m))?,
+            None => Platform::host(),
+        };
         let builder_name = flags.builder.clone().or_else(|| base.builder.clone());
         let builder = BuilderKind::parse(builder_name.as_deref().unwrap_or("native"))
             .map_err(|m| field(&path, "base.builder", m))?;
@@ -396,7 +403,31 @@ impl Cli {
                     .clone()
                     .or_else(|| base.from.clone())
                     .filter(|f| !f.is_empty());
-                Recipe::Native { from, install }
+                let install_in = match flags.install_in.as_deref().or(base.install_in.as_deref()) {
+                    Some(text) => {
+                        InstallIn::parse(text).map_err(|m| field(&path, "base.install_in", m))?
+                    }
+                    // A foreign platform's programs cannot run here (without
+                    // an emulator the user opts into by naming `image`).
+                    None if from.is_some()
+                        && platform.architecture == Platform::host().architecture =>
+                    {
+                        InstallIn::Image
+                    }
+                    None => InstallIn::Host,
+                };
+                if install_in == InstallIn::Image && from.is_none() {
+                    return Err(field(
+                        &path,
+                        "base.install_in",
+                        "\"image\" needs a `from` image to install in",
+                    ));
+                }
+                Recipe::Native {
+                    from,
+                    install,
+                    install_in,
+                }
             }
             _ => {
                 let dockerfile = flags
@@ -420,11 +451,6 @@ impl Cli {
             args.insert(name.to_owned(), value.to_owned());
         }
 
-        let platform = match flags.platform.clone().or_else(|| base.platform.clone()) {
-            Some(text) => Platform::parse(&text).map_err(|m| field(&path, "base.platform", m))?,
-            None => Platform::host(),
-        };
-
         let context = PathBuf::from(base.context.clone().unwrap_or_else(|| ".".into()));
         let upstream = match flags.upstream.as_deref().or(base.upstream.as_deref()) {
             Some(text) => {
@@ -438,6 +464,7 @@ impl Cli {
             flags.builder_args.clone()
         };
         Ok(BaseSettings {
+            rootfs_cache: self.cachectl_dir().join("rootfs"),
             builder_args,
             upstream,
             root,

@@ -203,7 +203,11 @@ impl Run<'_> {
             }
         }
         let (digest, build_seconds, push_seconds, pushed) = match &settings.recipe {
-            Recipe::Native { from, install } => {
+            Recipe::Native {
+                from,
+                install,
+                install_in,
+            } => {
                 let staging =
                     tempfile::tempdir().map_err(BuildError::io("creating a staging folder"))?;
                 let started = Instant::now();
@@ -217,6 +221,8 @@ impl Run<'_> {
                     args: &settings.args,
                     platform: &settings.platform,
                     key: &base.key,
+                    install_in: *install_in,
+                    rootfs_cache: &settings.rootfs_cache,
                 };
                 self.progress.pause();
                 let image = native::build(self.registry, &spec, staging.path()).await?;

@@ -6,6 +6,7 @@ pub mod location;
 pub mod oci;
 pub mod publish;
 pub mod registry;
+pub mod unpack;
 
 use std::path::PathBuf;
 

@@ -342,6 +342,7 @@ mod tests {
         let native = Recipe::Native {
             from: None,
             install: "true".into(),
+            install_in: crate::builder::native::InstallIn::Host,
         };
         assert!(
             of_recipe(folder.path(), &native, &args, &target)
