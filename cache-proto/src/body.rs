@@ -154,6 +154,10 @@ pub struct DeployEvent {
     /// Bytes uploaded.
     #[serde(default)]
     pub bytes: u64,
+    /// The manifest digest of the image the step pushed (`layer`, `build`),
+    /// so that a deploy history can tie the event to the image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
 }
 
 /// A stored event, as `GET /v1/events` lists them (newest first).

@@ -389,6 +389,7 @@ mod tests {
                 phases: [("build".to_owned(), seconds)].into(),
                 seconds,
                 bytes: 2048,
+                digest: None,
             },
         }
     }

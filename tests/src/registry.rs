@@ -107,6 +107,48 @@ impl RegistryServer {
     pub fn storage(&self) -> std::path::PathBuf {
         self.dir.path().join("storage")
     }
+
+    /// Runs the registry's own garbage collection (`docker-registry
+    /// garbage-collect --delete-untagged`) on its storage, which reclaims
+    /// the blobs of deleted manifests. Nothing may push meanwhile.
+    pub fn garbage_collect(&self) -> String {
+        let output = Command::new(service_binary("docker-registry", "docker-registry"))
+            .arg("garbage-collect")
+            .arg("--delete-untagged")
+            .arg(self.dir.path().join("config.yml"))
+            .output()
+            .expect("docker-registry runs");
+        assert!(
+            output.status.success(),
+            "garbage-collect failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// The tags of `repository`, as `skopeo list-tags` sees them, sorted.
+    pub fn tags(&self, repository: &str) -> Vec<String> {
+        let output = Command::new("skopeo")
+            .args(["list-tags", "--tls-verify=false"])
+            .arg(format!("docker://{}/{repository}", self.host()))
+            .output()
+            .expect("skopeo runs");
+        assert!(
+            output.status.success(),
+            "skopeo list-tags: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let listed: serde_json::Value =
+            serde_json::from_slice(&output.stdout).expect("skopeo prints JSON");
+        let mut tags: Vec<String> = listed["Tags"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t.as_str().map(str::to_owned))
+            .collect();
+        tags.sort();
+        tags
+    }
 }
 
 fn run(program: &str, args: &[&str]) {

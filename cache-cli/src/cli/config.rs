@@ -88,6 +88,9 @@ pub struct AppSection {
     pub compression: Option<String>,
     /// Compression level (gzip 0-9, default 1; zstd 1-22, default 3).
     pub compression_level: Option<i32>,
+    /// Tag every pushed app image `TAG.deploy-TIME` too (default true): the
+    /// history `cachectl history`, `rollback` and `gc` work from.
+    pub deploy_tags: Option<bool>,
 }
 
 /// A configuration problem, naming the file and the field.

@@ -490,6 +490,44 @@ pub enum Command {
         #[command(subcommand)]
         action: CasCommand,
     },
+    /// Delete the deploy tags and base tags nothing needs any more (a dry
+    /// run unless --delete): keeps the last deploys of each app tag, those
+    /// younger than --keep-days, every base a kept image uses, and the base
+    /// of the current inputs.
+    Gc {
+        /// Deploys kept per app tag.
+        #[arg(long, default_value_t = 10)]
+        keep_deploys: usize,
+        /// Deploys younger than this many days are kept too.
+        #[arg(long, default_value_t = 7.0)]
+        keep_days: f64,
+        /// Delete (without it, only list what would go).
+        #[arg(long)]
+        delete: bool,
+        #[allow(missing_docs)]
+        #[command(flatten)]
+        app: AppFlags,
+    },
+    /// List the deploys of the app image's tag, newest first.
+    History {
+        /// How many.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        #[allow(missing_docs)]
+        #[command(flatten)]
+        app: AppFlags,
+    },
+    /// Point the app image's tag back at an earlier deploy, uploading
+    /// nothing.
+    Rollback {
+        /// A digest, a deploy tag, or N (the Nth earlier image); default:
+        /// the newest deploy of another image than the current one.
+        #[arg(long)]
+        to: Option<String>,
+        #[allow(missing_docs)]
+        #[command(flatten)]
+        app: AppFlags,
+    },
     /// Print the base image for the current inputs, building it on a miss.
     EnsureBase {
         /// Build and push even when a base exists.

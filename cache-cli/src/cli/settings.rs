@@ -130,6 +130,8 @@ pub struct AppSettings {
     /// Folder of the stat caches that let an unchanged context be
     /// recognised without reading its files; `None` reads them all.
     pub tree_cache: Option<PathBuf>,
+    /// Whether each push is also tagged `TAG.deploy-TIME`.
+    pub deploy_tags: bool,
 }
 
 fn field(path: &str, field: &'static str, message: impl Into<String>) -> ConfigError {
@@ -240,6 +242,7 @@ impl Cli {
             }
         };
         Ok(AppSettings {
+            deploy_tags: app.deploy_tags.unwrap_or(true),
             tree_cache: Some(self.cachectl_dir().join("trees")),
             all_platforms,
             compression,

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use super::ensure_base::{self, Flags};
-use super::layer::{BASE_KEY_LABEL, layer};
+use super::layer::{BASE_KEY_LABEL, layer, tag_deploy};
 use super::{Failure, records_for};
 use crate::cli::config::ConfigFile;
 use crate::cli::{AppFlags, Cli};
@@ -27,7 +27,8 @@ pub async fn run(
         .labels
         .insert(BASE_KEY_LABEL.to_owned(), base.key.clone());
     let base_location = Location::parse(&base.reference, Path::new("")).map_err(Failure::failed)?;
-    let report = layer(&registry, Some(&records), &base_location, &settings).await?;
+    let mut report = layer(&registry, Some(&records), &base_location, &settings).await?;
+    tag_deploy(&registry, &settings, &mut report).await;
     output::report_build(&base, &report, cli.json).map_err(Failure::failed)?;
     records
         .report_event(&events::from_build(&base, &report))

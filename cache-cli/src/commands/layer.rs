@@ -18,7 +18,7 @@ use crate::cli::{AppFlags, Cli};
 use crate::client::records::RecordStore;
 use crate::image::oci::{self, Flavor};
 use crate::image::registry::{PulledManifest, Registry, Transfer};
-use crate::image::{ImageError, Location};
+use crate::image::{ImageError, Location, deploys};
 use crate::pack::exclude::Excludes;
 use crate::pack::layer::{self, Compression, PackOptions};
 use crate::pack::tree;
@@ -208,6 +208,7 @@ impl LayerReport {
                 .push_started
                 .map_or(0.0, |push| push.elapsed().as_secs_f64()),
             seconds: timing.started.elapsed().as_secs_f64(),
+            deploy_tag: None,
         }
     }
 }
@@ -611,6 +612,18 @@ pub async fn layer(
     ))
 }
 
+/// Tags the pushed app image `TAG.deploy-TIME` too (unless `deploy_tags =
+/// false`). The deploy has happened: a failure here is a warning.
+pub async fn tag_deploy(registry: &Registry, app: &AppSettings, report: &mut LayerReport) {
+    if !app.deploy_tags {
+        return;
+    }
+    match deploys::tag_deploy(registry, &app.image, &report.digest).await {
+        Ok(tag) => report.deploy_tag = tag.map(|deploy| deploy.tag),
+        Err(error) => eprintln!("warning: could not add the deploy tag: {error}"),
+    }
+}
+
 impl From<LayerError> for Failure {
     fn from(error: LayerError) -> Self {
         let code = match &error {
@@ -634,7 +647,8 @@ pub async fn run(cli: &Cli, file: &ConfigFile, base: &str, app: &AppFlags) -> Re
         .map(str::to_owned);
     let registry = registry_for(cli, hosts);
     let records = records_for(cli, file)?;
-    let report = layer(&registry, Some(&records), &base, &settings).await?;
+    let mut report = layer(&registry, Some(&records), &base, &settings).await?;
+    tag_deploy(&registry, &settings, &mut report).await;
     // The result first: the history is best effort, after it.
     output::report_layer(&report, cli.json).map_err(Failure::failed)?;
     records.report_event(&events::from_layer(&report)).await;
@@ -670,6 +684,7 @@ mod tests {
             compression: Compression::default(),
             all_platforms: false,
             tree_cache: None,
+            deploy_tags: true,
         };
         let config = app_config(base, &app, "sha256:bb", "r/base", "sha256:cc");
         assert_eq!(

@@ -10,8 +10,11 @@ pub mod build;
 pub mod cache;
 pub mod cas;
 pub mod ensure_base;
+pub mod gc;
 pub mod hash;
+pub mod history;
 pub mod layer;
+pub mod rollback;
 
 use crate::builder::BuildError;
 use crate::cli::config::ConfigFile;
@@ -97,6 +100,21 @@ pub async fn run(mut cli: Cli) -> Result<(), Failure> {
             build::run(&cli, &file, ensure_base::Flags::new(*force, *wait), app).await
         }
         Command::Hash { explain } => hash::run(&cli, &file, *explain).await,
+        Command::Gc {
+            keep_deploys,
+            keep_days,
+            delete,
+            app,
+        } => {
+            let options = gc::Options {
+                keep_deploys: *keep_deploys,
+                keep_for: std::time::Duration::from_secs_f64(keep_days * 86_400.0),
+                delete: *delete,
+            };
+            gc::run(&cli, &file, options, app).await
+        }
+        Command::History { limit, app } => history::run(&cli, &file, *limit, app).await,
+        Command::Rollback { to, app } => rollback::run(&cli, &file, to.as_deref(), app).await,
         Command::Cache { action } => cache::run(&cli, &file, action).await,
         Command::Cas { action } => cas::run(&cli, &file, action).await,
         Command::Bench {

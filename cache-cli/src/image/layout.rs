@@ -158,6 +158,99 @@ impl Layout {
             .map(str::to_owned))
     }
 
+    /// Every name in `index.json` and the manifest digest it points at.
+    pub fn names(&self) -> Result<Vec<(String, String)>, LayoutError> {
+        let index = self.read_index()?;
+        Ok(index["manifests"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|entry| {
+                Some((
+                    entry["annotations"][REF_NAME].as_str()?.to_owned(),
+                    entry["digest"].as_str()?.to_owned(),
+                ))
+            })
+            .collect())
+    }
+
+    /// Removes every entry of `index.json` pointing at `digest` (its blobs
+    /// stay until [`Layout::collect_garbage`]).
+    pub fn remove_digest(&self, digest: &str) -> Result<(), LayoutError> {
+        let mut index = self.read_index()?;
+        let mut entries: Vec<Value> = index["manifests"].as_array().cloned().unwrap_or_default();
+        entries.retain(|entry| entry["digest"] != digest);
+        index["manifests"] = Value::Array(entries);
+        let text = serde_json::to_vec_pretty(&index).unwrap_or_default();
+        self.write_atomically(&self.dir.join("index.json"), &text)
+    }
+
+    /// Deletes every blob no entry of `index.json` reaches (through index
+    /// children, configs and layers) and that is older than ten minutes (a
+    /// push in progress writes blobs before naming them); returns the bytes
+    /// freed. A manifest that cannot be read keeps everything (nothing is
+    /// deleted on doubt).
+    pub fn collect_garbage(&self) -> Result<u64, LayoutError> {
+        let index = self.read_index()?;
+        let mut reachable = std::collections::HashSet::new();
+        let mut pending: Vec<String> = index["manifests"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|entry| entry["digest"].as_str().map(str::to_owned))
+            .collect();
+        while let Some(digest) = pending.pop() {
+            if !reachable.insert(digest.clone()) {
+                continue;
+            }
+            let json: Value = serde_json::from_slice(&self.read_blob(&digest)?).map_err(|e| {
+                LayoutError::Invalid {
+                    path: self
+                        .blob_path(&digest)
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default(),
+                    message: format!("manifest is not JSON: {e}"),
+                }
+            })?;
+            for child in json["manifests"].as_array().into_iter().flatten() {
+                pending.extend(child["digest"].as_str().map(str::to_owned));
+            }
+            let blobs = std::iter::once(&json["config"])
+                .chain(json["layers"].as_array().into_iter().flatten());
+            for blob in blobs {
+                if let Some(digest) = blob["digest"].as_str() {
+                    reachable.insert(digest.to_owned());
+                }
+            }
+        }
+        let folder = self.dir.join("blobs").join("sha256");
+        let mut freed = 0;
+        for entry in std::fs::read_dir(&folder)
+            .map_err(Self::io(&folder))?
+            .flatten()
+        {
+            let digest = format!("sha256:{}", entry.file_name().to_string_lossy());
+            if reachable.contains(&digest) {
+                continue;
+            }
+            let Ok(meta) = entry.metadata() else { continue };
+            // A push in progress writes its blobs before index.json names
+            // them: recent blobs stay.
+            let recent = meta
+                .modified()
+                .ok()
+                .and_then(|m| m.elapsed().ok())
+                .is_none_or(|age| age < std::time::Duration::from_secs(600));
+            if recent {
+                continue;
+            }
+            let size = meta.len();
+            std::fs::remove_file(entry.path()).map_err(Self::io(&entry.path()))?;
+            freed += size;
+        }
+        Ok(freed)
+    }
+
     /// Removes `tag` from `index.json` (its blobs stay); whether it was there.
     pub fn remove_tag(&self, tag: &str) -> Result<bool, LayoutError> {
         let mut index = self.read_index()?;

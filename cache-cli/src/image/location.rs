@@ -123,6 +123,21 @@ impl Location {
         }
     }
 
+    /// The same repository or layout, at `tag`.
+    pub fn at_tag(&self, tag: &str) -> Self {
+        match self {
+            Self::Registry(reference) => Self::Registry(Reference::with_tag(
+                reference.registry().to_owned(),
+                reference.repository().to_owned(),
+                tag.to_owned(),
+            )),
+            Self::Layout { layout, .. } => Self::Layout {
+                layout: layout.clone(),
+                reference: LayoutRef::Name(tag.to_owned()),
+            },
+        }
+    }
+
     /// The same repository or layout, at manifest `digest`.
     pub fn at_digest(&self, digest: &str) -> Self {
         match self {

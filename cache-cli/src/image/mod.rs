@@ -1,11 +1,14 @@
 //! Where images go: an OCI registry (through `oci-client`) or a local OCI
 //! image layout, behind one small set of operations.
 
+pub mod deploys;
+pub mod inventory;
 pub mod layout;
 pub mod location;
 pub mod oci;
 pub mod publish;
 pub mod registry;
+pub mod retention;
 pub mod unpack;
 
 use std::path::PathBuf;

@@ -542,9 +542,57 @@ impl Registry {
         Ok(bytes.len() as u64)
     }
 
+    /// Every tag of `reference`'s repository, following the registry's
+    /// pages.
+    pub async fn list_tags(&self, reference: &Reference) -> Result<Vec<String>, RegistryError> {
+        const PAGE: usize = 1000;
+        self.authenticate(reference).await;
+        let auth = self.auth_for(reference.resolve_registry());
+        let mut tags: Vec<String> = Vec::new();
+        loop {
+            let page = match self
+                .client
+                .list_tags(
+                    reference,
+                    &auth,
+                    Some(PAGE),
+                    tags.last().map(String::as_str),
+                )
+                .await
+            {
+                Ok(page) => page.tags,
+                // A repository nothing was pushed to yet has no tags.
+                Err(error) if Self::is_name_unknown(&error) => Vec::new(),
+                Err(error) => return Err(Self::classify(reference, error)),
+            };
+            let full = page.len() >= PAGE;
+            let before = tags.len();
+            tags.extend(page);
+            if !full || tags.len() == before {
+                break;
+            }
+        }
+        tags.sort();
+        tags.dedup();
+        Ok(tags)
+    }
+
+    /// Whether `error` says the repository does not exist.
+    fn is_name_unknown(error: &OciDistributionError) -> bool {
+        match error {
+            OciDistributionError::ServerError { code: 404, .. } => true,
+            OciDistributionError::RegistryError { envelope, .. } => envelope
+                .errors
+                .iter()
+                .all(|e| e.code == OciErrorCode::NameUnknown),
+            _ => false,
+        }
+    }
+
     /// Deletes manifest `digest` from `reference`'s repository (the
-    /// distribution API's `DELETE`, with Basic credentials when there are
-    /// some; registries that forbid deletes answer 405).
+    /// distribution API's `DELETE`; every tag pointing at it goes with it).
+    /// Credentials go as Basic auth, or, when the registry answers with a
+    /// Bearer challenge, as a token asked for with `delete` scope.
     pub async fn delete_manifest(
         &self,
         reference: &Reference,
@@ -564,20 +612,57 @@ impl Registry {
             registry: host.to_owned(),
             message,
         };
-        let mut request = reqwest::Client::new().delete(&url);
-        match self.auth_for(host) {
-            RegistryAuth::Basic(user, password) => {
-                request = request.basic_auth(user, Some(password));
-            }
-            RegistryAuth::Bearer(token) => request = request.bearer_auth(token),
-            _ => {}
-        }
-        let response = request
+        let unreachable = |e: reqwest::Error| RegistryError::Unreachable {
+            registry: host.to_owned(),
+            message: e.without_url().to_string(),
+        };
+        let client = reqwest::Client::new();
+        let auth = self.auth_for(host);
+        let with_auth = |request: reqwest::RequestBuilder| match &auth {
+            RegistryAuth::Basic(user, password) => request.basic_auth(user, Some(password)),
+            RegistryAuth::Bearer(token) => request.bearer_auth(token),
+            _ => request,
+        };
+        let mut response = with_auth(client.delete(&url))
             .send()
             .await
-            .map_err(|e| other(e.without_url().to_string()))?;
+            .map_err(unreachable)?;
+        if response.status() == reqwest::StatusCode::UNAUTHORIZED
+            && let Some(challenge) = response
+                .headers()
+                .get(reqwest::header::WWW_AUTHENTICATE)
+                .and_then(|value| value.to_str().ok())
+                .and_then(BearerChallenge::parse)
+        {
+            let scope = format!("repository:{}:delete,pull", reference.repository());
+            let token = challenge
+                .token(&client, &auth, &scope)
+                .await
+                .map_err(|message| RegistryError::Auth {
+                    registry: host.to_owned(),
+                    message,
+                })?;
+            response = client
+                .delete(&url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .map_err(unreachable)?;
+        }
         match response.status() {
             status if status.is_success() => Ok(()),
+            reqwest::StatusCode::UNAUTHORIZED | reqwest::StatusCode::FORBIDDEN => {
+                Err(RegistryError::Auth {
+                    registry: host.to_owned(),
+                    message: format!("DELETE of {digest} answered {}", response.status()),
+                })
+            }
+            reqwest::StatusCode::METHOD_NOT_ALLOWED => Err(other(format!(
+                "the registry refuses deletes (DELETE of {digest} answered 405): enable them \
+                 (distribution / docker-registry: storage.delete.enabled: true; Harbor and \
+                 Artifactory: a token or user allowed to delete; GHCR and Docker Hub do not \
+                 delete through the registry API: use their package settings or API)"
+            ))),
             status => Err(other(format!("DELETE of {digest} answered {status}"))),
         }
     }
@@ -599,6 +684,66 @@ impl Registry {
             .await
             .map_err(|e| Self::classify(target, e))?;
         Ok(())
+    }
+}
+
+/// A `WWW-Authenticate: Bearer realm=…,service=…` challenge.
+struct BearerChallenge {
+    realm: String,
+    service: Option<String>,
+}
+
+impl BearerChallenge {
+    fn parse(header: &str) -> Option<Self> {
+        let rest = header.strip_prefix("Bearer ")?;
+        let mut realm = None;
+        let mut service = None;
+        for part in rest.split(',') {
+            let (name, value) = part.trim().split_once('=')?;
+            let value = value.trim_matches('"').to_owned();
+            match name {
+                "realm" => realm = Some(value),
+                "service" => service = Some(value),
+                _ => {}
+            }
+        }
+        Some(Self {
+            realm: realm?,
+            service,
+        })
+    }
+
+    /// A token for `scope` from the realm, with `auth`'s credentials.
+    async fn token(
+        &self,
+        client: &reqwest::Client,
+        auth: &RegistryAuth,
+        scope: &str,
+    ) -> Result<String, String> {
+        let mut query = vec![("scope", scope.to_owned())];
+        if let Some(service) = &self.service {
+            query.push(("service", service.clone()));
+        }
+        let mut request = client.get(&self.realm).query(&query);
+        if let RegistryAuth::Basic(user, password) = auth {
+            request = request.basic_auth(user, Some(password));
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| e.without_url().to_string())?;
+        if !response.status().is_success() {
+            return Err(format!("the token service answered {}", response.status()));
+        }
+        let body: Value = response
+            .json()
+            .await
+            .map_err(|e| e.without_url().to_string())?;
+        body["token"]
+            .as_str()
+            .or_else(|| body["access_token"].as_str())
+            .map(str::to_owned)
+            .ok_or_else(|| "the token service answered no token".to_owned())
     }
 }
 

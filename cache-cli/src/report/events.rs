@@ -30,6 +30,7 @@ pub fn from_ensure(report: &EnsureReport) -> DeployEvent {
         ]),
         seconds: report.seconds,
         bytes: report.pushed_bytes,
+        digest: Some(report.digest.clone()),
     }
 }
 
@@ -46,6 +47,7 @@ pub fn from_layer(report: &LayerReport) -> DeployEvent {
         ]),
         seconds: report.seconds,
         bytes: report.uploaded_bytes,
+        digest: Some(report.digest.clone()),
     }
 }
 
@@ -65,5 +67,6 @@ pub fn from_build(base: &EnsureReport, app: &LayerReport) -> DeployEvent {
         ]),
         seconds: base.seconds + app.seconds,
         bytes: base.pushed_bytes + app.uploaded_bytes,
+        digest: Some(app.digest.clone()),
     }
 }

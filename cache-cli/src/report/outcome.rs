@@ -68,6 +68,9 @@ pub struct LayerReport {
     pub push_seconds: f64,
     /// Wall time.
     pub seconds: f64,
+    /// The deploy tag the image also got (`TAG.deploy-TIME`), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deploy_tag: Option<String>,
 }
 
 /// The result of a save.

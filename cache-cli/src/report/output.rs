@@ -134,6 +134,38 @@ pub fn report_layer(report: &LayerReport, json: bool) -> std::io::Result<()> {
     append("GITHUB_OUTPUT", &format!("image={}\n", report.reference))
 }
 
+/// Prints the result of `rollback` and writes the CI outputs.
+pub fn report_rollback(
+    report: &crate::commands::rollback::RollbackReport,
+    json: bool,
+) -> std::io::Result<()> {
+    print_result(report, &report.reference, json)?;
+    eprintln!(
+        "  ({} now points at {} (deploy {}); 0 bytes uploaded, {:.0} ms)",
+        report.image,
+        report.digest,
+        report.deploy,
+        report.seconds * 1000.0
+    );
+    append(
+        "GITHUB_OUTPUT",
+        &format!(
+            "image={}
+previous-image={}
+",
+            report.reference,
+            report.previous.as_deref().unwrap_or("")
+        ),
+    )?;
+    append(
+        "GITHUB_STEP_SUMMARY",
+        &format!(
+            "cachectl rollback: `{}` now points at `{}` (deploy {})\n",
+            report.image, report.digest, report.deploy
+        ),
+    )
+}
+
 /// Prints the result of `build`: the app image, with the base's outcome.
 pub fn report_build(base: &EnsureReport, app: &LayerReport, json: bool) -> std::io::Result<()> {
     let combined = serde_json::json!({ "base": base, "app": app });

@@ -38,6 +38,23 @@ fn validate(event: &DeployEvent) -> Result<(), ApiError> {
     {
         return bad("key is 64 lowercase hex characters");
     }
+    let digest_ok = |digest: &str| {
+        digest.split_once(':').is_some_and(|(algorithm, hex)| {
+            (1..=16).contains(&algorithm.len())
+                && algorithm
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+                && (32..=128).contains(&hex.len())
+                && hex.bytes().all(|b| b.is_ascii_hexdigit())
+        })
+    };
+    if event
+        .digest
+        .as_deref()
+        .is_some_and(|digest| !digest_ok(digest))
+    {
+        return bad("digest is algorithm:hex");
+    }
     let time_ok = |seconds: f64| seconds.is_finite() && (0.0..1e7).contains(&seconds);
     if !time_ok(event.seconds)
         || event.phases.len() > 16
@@ -97,6 +114,7 @@ mod tests {
             phases: [("layer".to_owned(), 0.4)].into(),
             seconds: 0.5,
             bytes: 0,
+            digest: Some(format!("sha256:{}", "a".repeat(64))),
         };
         assert!(validate(&good).is_ok());
         for broken in [
@@ -122,6 +140,10 @@ mod tests {
             },
             DeployEvent {
                 seconds: -1.0,
+                ..good.clone()
+            },
+            DeployEvent {
+                digest: Some("sha256:<script>".into()),
                 ..good.clone()
             },
         ] {

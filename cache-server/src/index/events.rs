@@ -72,6 +72,7 @@ mod tests {
             phases: [("build".to_owned(), seconds)].into(),
             seconds,
             bytes: 10,
+            digest: None,
         }
     }
 

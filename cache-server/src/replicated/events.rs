@@ -166,6 +166,7 @@ mod tests {
             phases: Default::default(),
             seconds: 1.0,
             bytes: 0,
+            digest: None,
         }
     }
 
