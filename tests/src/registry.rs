@@ -23,7 +23,13 @@ pub struct RegistryServer {
 impl RegistryServer {
     /// Starts a registry with deletes enabled and no auth.
     pub fn start() -> Self {
-        Self::start_with("")
+        Self::start_with("", true)
+    }
+
+    /// Starts a registry that refuses deletes (distribution's default, and
+    /// what many hosted registries do through their API).
+    pub fn start_without_deletes() -> Self {
+        Self::start_with("", false)
     }
 
     /// Starts a registry that accepts only `user` with `password` (bcrypt
@@ -41,12 +47,12 @@ impl RegistryServer {
             "auth:\n  htpasswd:\n    realm: cachectl-test\n    path: {}\n",
             file.display()
         );
-        let mut server = Self::start_with(&auth);
+        let mut server = Self::start_with(&auth, true);
         server._htpasswd_dir = Some(dir);
         server
     }
 
-    fn start_with(extra: &str) -> Self {
+    fn start_with(extra: &str, deletes: bool) -> Self {
         let dir = tempfile::tempdir().expect("temporary folder");
         for _ in 0..5 {
             let address = SocketAddr::from(([127, 0, 0, 1], free_port()));
@@ -55,7 +61,7 @@ impl RegistryServer {
             std::fs::write(
                 &config,
                 format!(
-                    "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {address}\n{extra}",
+                    "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: {deletes}\nhttp:\n  addr: {address}\n{extra}",
                     storage.display()
                 ),
             )
