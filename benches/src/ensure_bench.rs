@@ -4,6 +4,12 @@
 //! on loopback. The reference is the cold run of the same project in the same
 //! run; the result is the ratio warm / cold and the absolute medians.
 //!
+//! A third and fourth scenario put the same project on a `from` image in
+//! the registry (the Debian python image of the test dependencies, its
+//! install step run inside it): once with the upstream tag tracked (one
+//! manifest request per run, the default) and once with `--upstream pin`,
+//! whose warm median is the reference for what tracking costs.
+//!
 //! ```text
 //! cargo run --release -p cachectl-benches --bin ensure-bench -- [WARM_RUNS]
 //! ```
@@ -48,6 +54,26 @@ fn timed(project: &Project, args: &[&str]) -> anyhow::Result<(f64, serde_json::V
     Ok((seconds, run.json()))
 }
 
+/// Pushes the Debian python image of the test dependencies
+/// (`scripts/install-test-deps`) to `registry`; returns its tagged reference.
+fn push_python(registry: &RegistryServer) -> anyhow::Result<String> {
+    let reference = format!("{}/library/python:3-bookworm", registry.host());
+    let layout = cachectl_e2e::bins::deps_dir().join("python-image");
+    let output = std::process::Command::new("skopeo")
+        .args(["copy", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}:python", layout.display()))
+        .arg(format!("docker://{reference}"))
+        .output()
+        .context("running skopeo")?;
+    if !output.status.success() {
+        bail!(
+            "pushing the python image (run scripts/install-test-deps): {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(reference)
+}
+
 fn main() -> anyhow::Result<()> {
     let warm_runs: usize = match std::env::args().nth(1) {
         Some(arg) => arg.parse().context("WARM_RUNS must be a whole number")?,
@@ -59,16 +85,30 @@ fn main() -> anyhow::Result<()> {
     let image = format!("{}/bench/web-base", registry.host());
     let mut results = Vec::new();
 
-    for (label, cache) in [
-        ("cache-server", Some(server.base_url())),
-        ("local records", None),
-    ] {
+    let from = push_python(&registry)?;
+    let cache_url = server.base_url();
+    let scenarios: [(&str, Option<&str>, &[&str]); 4] = [
+        ("cache-server", Some(&cache_url), &[]),
+        ("local records", None, &[]),
+        (
+            "cache-server, from a tracked tag",
+            Some(&cache_url),
+            &["--from", &from],
+        ),
+        (
+            "cache-server, from a pinned tag",
+            Some(&cache_url),
+            &["--from", &from, "--upstream", "pin"],
+        ),
+    ];
+    for (label, cache, extra) in scenarios {
         let project = Project::new();
         copy_dir(&example, project.path())?;
         let mut args = vec!["ensure-base", "--json", "--image", image.as_str()];
-        if let Some(cache) = cache.as_deref() {
+        if let Some(cache) = cache {
             args.extend(["--cache", cache]);
         }
+        args.extend_from_slice(extra);
         let mut cold_args = args.clone();
         cold_args.push("--force");
         let (cold, report) = timed(&project, &cold_args)?;
@@ -76,18 +116,24 @@ fn main() -> anyhow::Result<()> {
             bail!("the cold run did not build: {report}");
         }
         let mut warm = Vec::with_capacity(warm_runs);
+        let (mut keying, mut lookup) = (Vec::new(), Vec::new());
         for _ in 0..warm_runs {
             let (seconds, report) = timed(&project, &args)?;
             if report["hit"] != true {
                 bail!("a warm run was not a hit: {report}");
             }
             warm.push(seconds);
+            keying.push(report["hash_seconds"].as_f64().unwrap_or(0.0));
+            lookup.push(report["lookup_seconds"].as_f64().unwrap_or(0.0));
         }
         let warm_median = median(&mut warm);
+        let (keying, lookup) = (median(&mut keying), median(&mut lookup));
         eprintln!(
-            "{label:>14}: cold {:7.1} ms   warm median {:5.1} ms (min {:.1}, max {:.1}, {warm_runs} runs)   warm/cold {:.2} %",
+            "{label:>32}: cold {:7.1} ms   warm median {:5.1} ms (key {:.1}, lookup {:.1}; min {:.1}, max {:.1}, {warm_runs} runs)   warm/cold {:.2} %",
             cold * 1000.0,
             warm_median * 1000.0,
+            keying * 1000.0,
+            lookup * 1000.0,
             warm[0] * 1000.0,
             warm[warm.len() - 1] * 1000.0,
             100.0 * warm_median / cold
@@ -100,6 +146,8 @@ fn main() -> anyhow::Result<()> {
             "warm_max_ms": warm[warm.len() - 1] * 1000.0,
             "warm_runs": warm_runs,
             "warm_over_cold": warm_median / cold,
+            "key_ms": keying * 1000.0,
+            "lookup_ms": lookup * 1000.0,
         }));
     }
     println!(

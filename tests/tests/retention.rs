@@ -328,15 +328,30 @@ fn gc_on_an_oci_layout_removes_the_tags_and_their_blobs() {
 fn a_registry_that_refuses_deletes_is_explained_and_nothing_is_half_done() {
     let registry = RegistryServer::start_without_deletes();
     let base_image = format!("{}/acme/base", registry.host());
-    let project = project(&base_image, &format!("{}/acme/web:prod", registry.host()), None);
+    let project = project(
+        &base_image,
+        &format!("{}/acme/web:prod", registry.host()),
+        None,
+    );
     for n in 0..3 {
         project.write("app/main.py", &format!("print('v{n}')\n"));
         build(&project, &[]);
     }
     let tags = registry.tags("acme/web");
-    let refused = project.cachectl(&["gc", "--delete", "--keep-deploys", "1", "--keep-days", "0"], &[]);
+    let refused = project.cachectl(
+        &["gc", "--delete", "--keep-deploys", "1", "--keep-days", "0"],
+        &[],
+    );
     assert_eq!(refused.code, 1, "{}", refused.stderr);
-    assert!(refused.stderr.contains("refuses deletes"), "{}", refused.stderr);
-    assert!(refused.stderr.contains("storage.delete.enabled"), "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("refuses deletes"),
+        "{}",
+        refused.stderr
+    );
+    assert!(
+        refused.stderr.contains("storage.delete.enabled"),
+        "{}",
+        refused.stderr
+    );
     assert_eq!(registry.tags("acme/web"), tags);
 }

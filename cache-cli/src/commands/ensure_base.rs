@@ -150,8 +150,22 @@ impl Run<'_> {
         // A record naming another digest (a stale or poisoned action-cache
         // entry) is never used, and what is printed is built from our own
         // settings and the digest the target holds, never copied from it.
-        let recorded = self.record(&base.key).await?;
-        let tagged = publish::resolve_tag(target, self.registry, &tag).await?;
+        // Both at once: a warm hit is these two round trips.
+        let (recorded, tagged) = tokio::join!(
+            self.records.get::<BaseRecord>(&base.key),
+            publish::resolve_tag(target, self.registry, &tag)
+        );
+        let recorded = match recorded {
+            Ok(record) => record,
+            Err(error) if self.options.require_cache => {
+                return Err(EnsureError::CacheRequired(error));
+            }
+            Err(error) => {
+                self.warn(format!("{error}; going on without the cache"));
+                None
+            }
+        };
+        let tagged = tagged?;
         match (recorded, tagged) {
             (Some(record), Some(digest)) if record.digest == digest => {
                 Ok(Some((self.record_for(base, &tag, &digest), "cache")))

@@ -1,0 +1,153 @@
+//! `builder-bench`: wall time of `cachectl ensure-base` building the same
+//! Python base (a `from` image in a loopback registry, a `pip install
+//! --target` of a local wheel) with the native builder, whose install step
+//! runs inside the image, and with buildah (`bud` in chroot isolation, vfs
+//! storage, as it runs in this sandbox), each cold (nothing unpacked or
+//! pulled yet: a fresh cache folder or buildah store) and as a rebuild
+//! after a requirements change (caches warm). The reference is buildah in
+//! the same run; the result is the ratio native / buildah and the medians.
+//!
+//! ```text
+//! cargo run --release -p cachectl-benches --bin builder-bench -- [RUNS]
+//! ```
+
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use cachectl_e2e::buildah::counting_buildah;
+use cachectl_e2e::cachectl::Project;
+use cachectl_e2e::registry::RegistryServer;
+use serde_json::json;
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// Writes the project: a wheel with a console script, its requirements,
+/// and both recipes.
+fn project(image: &str, from: &str, builder: &str) -> anyhow::Result<Project> {
+    let project = Project::new();
+    std::fs::create_dir_all(project.path().join("wheels"))?;
+    let script = r#"
+import sys, zipfile
+files = {
+    "hello/__init__.py": "import sys\ndef main():\n    print('hello from', sys.executable)\n",
+    "hello-1.0.dist-info/METADATA": "Metadata-Version: 2.1\nName: hello\nVersion: 1.0\n",
+    "hello-1.0.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: bench\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    "hello-1.0.dist-info/entry_points.txt": "[console_scripts]\nhello = hello:main\n",
+}
+record = "".join(f"{name},,\n" for name in files) + "hello-1.0.dist-info/RECORD,,\n"
+with zipfile.ZipFile(sys.argv[1], "w") as wheel:
+    for name, text in files.items():
+        wheel.writestr(name, text)
+    wheel.writestr("hello-1.0.dist-info/RECORD", record)
+"#;
+    let status = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(project.path().join("wheels/hello-1.0-py3-none-any.whl"))
+        .status()
+        .context("python3")?;
+    if !status.success() {
+        bail!("writing the wheel failed");
+    }
+    project.write("requirements.txt", "hello==1.0\n");
+    let pip = "pip install --no-index --no-cache-dir --disable-pip-version-check";
+    project.write(
+        "Dockerfile.base",
+        &format!(
+            "FROM {from}\nCOPY wheels /tmp/wheels\nRUN {pip} --target /opt/deps /tmp/wheels/hello-1.0-py3-none-any.whl\n"
+        ),
+    );
+    project.write(
+        "cachectl.toml",
+        &format!(
+            r#"[base]
+image = "{image}"
+manifests = ["requirements.txt"]
+builder = "{builder}"
+from = "{from}"
+install = "{pip} --target {{out}}/opt/deps wheels/hello-1.0-py3-none-any.whl"
+dockerfile = "Dockerfile.base"
+platform = "linux/amd64"
+"#
+        ),
+    );
+    Ok(project)
+}
+
+/// One `ensure-base` that must build; its wall seconds.
+fn build(project: &Project, env: &[(&str, &str)]) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let run = project.cachectl(&["ensure-base", "--json"], env);
+    let seconds = started.elapsed().as_secs_f64();
+    if run.code != 0 {
+        bail!("cachectl failed:\n{}", run.stderr);
+    }
+    if run.json()["source"] != "built" {
+        bail!("expected a build: {}", run.stdout);
+    }
+    Ok(seconds)
+}
+
+fn main() -> anyhow::Result<()> {
+    let runs: usize = match std::env::args().nth(1) {
+        Some(arg) => arg.parse().context("RUNS must be a whole number")?,
+        None => 3,
+    };
+    let registry = RegistryServer::start();
+    let from = format!("{}/library/python:3-bookworm", registry.host());
+    let layout = cachectl_e2e::bins::deps_dir().join("python-image");
+    let pushed = Command::new("skopeo")
+        .args(["copy", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}:python", layout.display()))
+        .arg(format!("docker://{from}"))
+        .output()?;
+    if !pushed.status.success() {
+        bail!(
+            "pushing the python image (run scripts/install-test-deps): {}",
+            String::from_utf8_lossy(&pushed.stderr)
+        );
+    }
+    let mut results = serde_json::Map::new();
+    for builder in ["native", "buildah"] {
+        let (mut cold, mut rebuild) = (Vec::new(), Vec::new());
+        for run in 0..runs {
+            let image = format!("{}/bench/{builder}-{run}", registry.host());
+            let project = project(&image, &from, builder)?;
+            let scratch = tempfile::tempdir()?;
+            let env_owned = counting_buildah(&project.marker(), scratch.path());
+            let env: Vec<(&str, &str)> = env_owned
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            cold.push(build(&project, &env)?);
+            project.append("requirements.txt", "# changed\n");
+            rebuild.push(build(&project, &env)?);
+        }
+        let (cold, rebuild) = (median(&mut cold), median(&mut rebuild));
+        eprintln!(
+            "{builder:>8}: cold {:7.0} ms   rebuild {:7.0} ms   (median of {runs})",
+            cold * 1000.0,
+            rebuild * 1000.0
+        );
+        results.insert(
+            builder.to_owned(),
+            json!({ "cold_ms": cold * 1000.0, "rebuild_ms": rebuild * 1000.0, "runs": runs }),
+        );
+    }
+    let ratio = |what: &str| {
+        results["native"][what].as_f64().unwrap_or(0.0)
+            / results["buildah"][what].as_f64().unwrap_or(1.0)
+    };
+    let (cold_ratio, rebuild_ratio) = (ratio("cold_ms"), ratio("rebuild_ms"));
+    results.insert("native_over_buildah_cold".into(), json!(cold_ratio));
+    results.insert("native_over_buildah_rebuild".into(), json!(rebuild_ratio));
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&json!({ "builders": results }))?
+    );
+    Ok(())
+}
