@@ -242,7 +242,18 @@ impl Cli {
             }
         };
         Ok(AppSettings {
-            deploy_tags: app.deploy_tags.unwrap_or(true),
+            deploy_tags: match std::env::var("CACHECTL_DEPLOY_TAGS").ok().as_deref() {
+                Some("false" | "0" | "off") => false,
+                Some("true" | "1" | "on") => true,
+                Some(other) => {
+                    return Err(field(
+                        "CACHECTL_DEPLOY_TAGS",
+                        "app.deploy_tags",
+                        format!("{other:?} is not true or false"),
+                    ));
+                }
+                None => app.deploy_tags.unwrap_or(true),
+            },
             tree_cache: Some(self.cachectl_dir().join("trees")),
             all_platforms,
             compression,

@@ -103,7 +103,9 @@ fn bench_run(
         .arg(context)
         .args(app.forwarded_args())
         .envs(cli.forwarded_env())
-        .env("CACHECTL_EVENTS", "off");
+        .env("CACHECTL_EVENTS", "off")
+        // Nor do they add deploy tags.
+        .env("CACHECTL_DEPLOY_TAGS", "false");
     if force {
         command.arg("--force");
     }
