@@ -11,12 +11,12 @@
 //! cargo run --release -p cachectl-benches --bin builder-bench -- [RUNS]
 //! ```
 
-use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
 use cachectl_e2e::buildah::counting_buildah;
 use cachectl_e2e::cachectl::Project;
+use cachectl_e2e::python::{HELLO_WHEEL, push_python_image, write_hello_wheel};
 use cachectl_e2e::registry::RegistryServer;
 use serde_json::json;
 
@@ -29,36 +29,13 @@ fn median(values: &mut [f64]) -> f64 {
 /// and both recipes.
 fn project(image: &str, from: &str, builder: &str) -> anyhow::Result<Project> {
     let project = Project::new();
-    std::fs::create_dir_all(project.path().join("wheels"))?;
-    let script = r#"
-import sys, zipfile
-files = {
-    "hello/__init__.py": "import sys\ndef main():\n    print('hello from', sys.executable)\n",
-    "hello-1.0.dist-info/METADATA": "Metadata-Version: 2.1\nName: hello\nVersion: 1.0\n",
-    "hello-1.0.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: bench\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
-    "hello-1.0.dist-info/entry_points.txt": "[console_scripts]\nhello = hello:main\n",
-}
-record = "".join(f"{name},,\n" for name in files) + "hello-1.0.dist-info/RECORD,,\n"
-with zipfile.ZipFile(sys.argv[1], "w") as wheel:
-    for name, text in files.items():
-        wheel.writestr(name, text)
-    wheel.writestr("hello-1.0.dist-info/RECORD", record)
-"#;
-    let status = Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .arg(project.path().join("wheels/hello-1.0-py3-none-any.whl"))
-        .status()
-        .context("python3")?;
-    if !status.success() {
-        bail!("writing the wheel failed");
-    }
+    write_hello_wheel(project.path());
     project.write("requirements.txt", "hello==1.0\n");
     let pip = "pip install --no-index --no-cache-dir --disable-pip-version-check";
     project.write(
         "Dockerfile.base",
         &format!(
-            "FROM {from}\nCOPY wheels /tmp/wheels\nRUN {pip} --target /opt/deps /tmp/wheels/hello-1.0-py3-none-any.whl\n"
+            "FROM {from}\nCOPY wheels /tmp/wheels\nRUN {pip} --target /opt/deps /tmp/{HELLO_WHEEL}\n"
         ),
     );
     project.write(
@@ -69,7 +46,7 @@ image = "{image}"
 manifests = ["requirements.txt"]
 builder = "{builder}"
 from = "{from}"
-install = "{pip} --target {{out}}/opt/deps wheels/hello-1.0-py3-none-any.whl"
+install = "{pip} --target {{out}}/opt/deps {HELLO_WHEEL}"
 dockerfile = "Dockerfile.base"
 platform = "linux/amd64"
 "#
@@ -98,19 +75,7 @@ fn main() -> anyhow::Result<()> {
         None => 3,
     };
     let registry = RegistryServer::start();
-    let from = format!("{}/library/python:3-bookworm", registry.host());
-    let layout = cachectl_e2e::bins::deps_dir().join("python-image");
-    let pushed = Command::new("skopeo")
-        .args(["copy", "--dest-tls-verify=false"])
-        .arg(format!("oci:{}:python", layout.display()))
-        .arg(format!("docker://{from}"))
-        .output()?;
-    if !pushed.status.success() {
-        bail!(
-            "pushing the python image (run scripts/install-test-deps): {}",
-            String::from_utf8_lossy(&pushed.stderr)
-        );
-    }
+    let from = push_python_image(&registry);
     let mut results = serde_json::Map::new();
     for builder in ["native", "buildah"] {
         let (mut cold, mut rebuild) = (Vec::new(), Vec::new());

@@ -54,26 +54,6 @@ fn timed(project: &Project, args: &[&str]) -> anyhow::Result<(f64, serde_json::V
     Ok((seconds, run.json()))
 }
 
-/// Pushes the Debian python image of the test dependencies
-/// (`scripts/install-test-deps`) to `registry`; returns its tagged reference.
-fn push_python(registry: &RegistryServer) -> anyhow::Result<String> {
-    let reference = format!("{}/library/python:3-bookworm", registry.host());
-    let layout = cachectl_e2e::bins::deps_dir().join("python-image");
-    let output = std::process::Command::new("skopeo")
-        .args(["copy", "--dest-tls-verify=false"])
-        .arg(format!("oci:{}:python", layout.display()))
-        .arg(format!("docker://{reference}"))
-        .output()
-        .context("running skopeo")?;
-    if !output.status.success() {
-        bail!(
-            "pushing the python image (run scripts/install-test-deps): {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    Ok(reference)
-}
-
 fn main() -> anyhow::Result<()> {
     let warm_runs: usize = match std::env::args().nth(1) {
         Some(arg) => arg.parse().context("WARM_RUNS must be a whole number")?,
@@ -85,7 +65,7 @@ fn main() -> anyhow::Result<()> {
     let image = format!("{}/bench/web-base", registry.host());
     let mut results = Vec::new();
 
-    let from = push_python(&registry)?;
+    let from = cachectl_e2e::python::push_python_image(&registry);
     let cache_url = server.base_url();
     let scenarios: [(&str, Option<&str>, &[&str]); 4] = [
         ("cache-server", Some(&cache_url), &[]),

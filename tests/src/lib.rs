@@ -17,6 +17,7 @@ pub mod garage;
 pub mod nginx;
 pub mod oidc;
 pub mod process;
+pub mod python;
 pub mod raw_http;
 pub mod registry;
 pub mod s3;

@@ -9,60 +9,10 @@
 use std::path::Path;
 use std::process::Command;
 
-use cachectl_e2e::bins::deps_dir;
 use cachectl_e2e::cachectl::Project;
 use cachectl_e2e::data::files_under;
+use cachectl_e2e::python::{HELLO_WHEEL, push_python_image, write_hello_wheel};
 use cachectl_e2e::registry::{RegistryServer, unpack};
-
-/// Pushes the Debian python image of the test dependencies; returns its
-/// reference.
-fn push_python(registry: &RegistryServer) -> String {
-    let reference = format!("{}/library/python:3-bookworm", registry.host());
-    let layout = deps_dir().join("python-image");
-    let output = Command::new("skopeo")
-        .args([
-            "copy",
-            "--dest-tls-verify=false",
-            &format!("oci:{}:python", layout.display()),
-            &format!("docker://{reference}"),
-        ])
-        .output()
-        .expect("skopeo runs");
-    assert!(
-        output.status.success(),
-        "pushing the python image (run scripts/install-test-deps): {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    reference
-}
-
-/// Writes `wheels/hello-1.0-py3-none-any.whl`: a package whose console
-/// script `hello` prints the interpreter running it.
-fn write_wheel(project: &Project) {
-    std::fs::create_dir_all(project.path().join("wheels")).unwrap();
-    let script = r#"
-import sys, zipfile
-files = {
-    "hello/__init__.py": "import sys\ndef main():\n    print('hello from', sys.executable)\n",
-    "hello-1.0.dist-info/METADATA": "Metadata-Version: 2.1\nName: hello\nVersion: 1.0\n",
-    "hello-1.0.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
-    "hello-1.0.dist-info/entry_points.txt": "[console_scripts]\nhello = hello:main\n",
-}
-record = "".join(f"{name},,\n" for name in files) + "hello-1.0.dist-info/RECORD,,\n"
-with zipfile.ZipFile(sys.argv[1], "w") as wheel:
-    for name, text in files.items():
-        wheel.writestr(name, text)
-    wheel.writestr("hello-1.0.dist-info/RECORD", record)
-"#;
-    let wheel = project.path().join("wheels/hello-1.0-py3-none-any.whl");
-    let status = Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .arg(&wheel)
-        .status()
-        .expect("python3 runs");
-    assert!(status.success());
-}
 
 fn configure(project: &Project, image: &str, from: &str) {
     project.write("requirements.txt", "hello==1.0\n");
@@ -74,7 +24,7 @@ image = "{image}"
 manifests = ["requirements.txt"]
 builder = "native"
 from = "{from}"
-install = "pip install --no-index --no-cache-dir --disable-pip-version-check --target {{out}}/opt/deps wheels/hello-1.0-py3-none-any.whl"
+install = "pip install --no-index --no-cache-dir --disable-pip-version-check --target {{out}}/opt/deps {HELLO_WHEEL}"
 platform = "linux/amd64"
 "#
         ),
@@ -95,10 +45,10 @@ fn built_rootfs(image: &str, report: &serde_json::Value, into: &Path) -> std::pa
 #[test]
 fn a_console_script_installed_by_the_native_builder_runs_inside_the_image() {
     let registry = RegistryServer::start();
-    let from = push_python(&registry);
+    let from = push_python_image(&registry);
     let image = format!("{}/acme/web-base", registry.host());
     let project = Project::new();
-    write_wheel(&project);
+    write_hello_wheel(project.path());
     configure(&project, &image, &from);
 
     let explain = project.cachectl(&["hash", "--explain"], &[]).success();

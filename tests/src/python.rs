@@ -1,0 +1,59 @@
+//! A real Python userland for the native builder's tests and benchmarks:
+//! the Debian image with python3 and pip that `scripts/install-test-deps`
+//! makes with `mmdebstrap`, and a small wheel with a console script.
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::bins::deps_dir;
+use crate::registry::RegistryServer;
+
+/// Pushes the Debian python image to `registry` as
+/// `library/python:3-bookworm`; returns the reference.
+pub fn push_python_image(registry: &RegistryServer) -> String {
+    let reference = format!("{}/library/python:3-bookworm", registry.host());
+    let layout = deps_dir().join("python-image");
+    let output = Command::new("skopeo")
+        .args(["copy", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}:python", layout.display()))
+        .arg(format!("docker://{reference}"))
+        .output()
+        .expect("skopeo runs");
+    assert!(
+        output.status.success(),
+        "pushing the python image (run scripts/install-test-deps): {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    reference
+}
+
+/// The wheel [`write_hello_wheel`] writes, relative to its folder.
+pub const HELLO_WHEEL: &str = "wheels/hello-1.0-py3-none-any.whl";
+
+/// Writes `HELLO_WHEEL` under `folder`: a package whose console script
+/// `hello` prints the interpreter running it. Made by the host's python3.
+pub fn write_hello_wheel(folder: &Path) {
+    let wheel = folder.join(HELLO_WHEEL);
+    std::fs::create_dir_all(wheel.parent().expect("a folder")).expect("creating wheels/");
+    let script = r#"
+import sys, zipfile
+files = {
+    "hello/__init__.py": "import sys\ndef main():\n    print('hello from', sys.executable)\n",
+    "hello-1.0.dist-info/METADATA": "Metadata-Version: 2.1\nName: hello\nVersion: 1.0\n",
+    "hello-1.0.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    "hello-1.0.dist-info/entry_points.txt": "[console_scripts]\nhello = hello:main\n",
+}
+record = "".join(f"{name},,\n" for name in files) + "hello-1.0.dist-info/RECORD,,\n"
+with zipfile.ZipFile(sys.argv[1], "w") as wheel:
+    for name, text in files.items():
+        wheel.writestr(name, text)
+    wheel.writestr("hello-1.0.dist-info/RECORD", record)
+"#;
+    let status = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(&wheel)
+        .status()
+        .expect("python3 runs");
+    assert!(status.success(), "writing the wheel failed");
+}
