@@ -48,8 +48,14 @@ async fn delete(registry: &Registry, location: &Location, digest: &str) -> Resul
     }
 }
 
-fn megabytes(bytes: u64) -> String {
-    format!("{:.1} MB", bytes as f64 / 1_000_000.0)
+/// `bytes` in B, kB, MB or GB (decimal).
+fn human_bytes(bytes: u64) -> String {
+    match bytes {
+        0..1_000 => format!("{bytes} B"),
+        1_000..1_000_000 => format!("{:.1} kB", bytes as f64 / 1e3),
+        1_000_000..1_000_000_000 => format!("{:.1} MB", bytes as f64 / 1e6),
+        _ => format!("{:.2} GB", bytes as f64 / 1e9),
+    }
 }
 
 fn print_plan(plan: &Plan, deleted: bool) {
@@ -67,7 +73,7 @@ fn print_plan(plan: &Plan, deleted: bool) {
         println!(
             "{action:<7} {:<44} {digest:<19} {:>9}  {}",
             format!("{}:{}", short_name(&decision.repository), decision.tag),
-            megabytes(decision.bytes),
+            human_bytes(decision.bytes),
             decision.reason
         );
     }
@@ -179,7 +185,7 @@ pub async fn run(
         eprintln!(
             "deleted {tags_deleted} tags ({} manifests); up to {} of blobs are unreferenced now",
             plan.deletions.len(),
-            megabytes(plan.freed_bytes)
+            human_bytes(plan.freed_bytes)
         );
         if registries {
             eprintln!(
@@ -192,7 +198,7 @@ pub async fn run(
             "dry run: {tags_deleted} tags ({} manifests, up to {}) would be deleted; \
              run `cachectl gc --delete` to delete them",
             plan.deletions.len(),
-            megabytes(plan.freed_bytes)
+            human_bytes(plan.freed_bytes)
         );
     }
     Ok(())

@@ -186,6 +186,14 @@ pub fn plan(repos: &[Repo], base_repo: usize, app_repo: usize, policy: &Policy) 
                 )
             } else if age < policy.keep_for_ms {
                 (false, format!("a deploy younger than {days} days"))
+            } else if policy.keep_for_ms == 0 {
+                (
+                    true,
+                    format!(
+                        "older than the last {} deploys of {app_tag}",
+                        policy.keep_deploys
+                    ),
+                )
             } else {
                 (
                     true,
