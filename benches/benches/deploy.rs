@@ -93,6 +93,7 @@ fn deploy_costs(c: &mut Criterion) {
                 compression: Compression::Gzip(1),
                 prefix: "app",
                 excludes: None,
+                keep_owners: false,
             };
             pack_with(context.path(), staging.path(), options).unwrap()
         })
@@ -103,6 +104,7 @@ fn deploy_costs(c: &mut Criterion) {
                 compression: Compression::Zstd(3),
                 prefix: "app",
                 excludes: None,
+                keep_owners: false,
             };
             pack_with(context.path(), staging.path(), options).unwrap()
         })

@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 use cache_proto::Key;
 use serde::{Deserialize, Serialize};
 
-use crate::builder::native::InstallIn;
+use crate::builder::native::{Capture, InstallIn};
 use crate::upstream::Resolved;
 
 const VERSION_LINE: &str = "cachectl-base-key/v2\n";
@@ -116,6 +116,8 @@ pub enum Recipe {
         install: String,
         /// Where it runs: inside the `from` image or on the host.
         install_in: InstallIn,
+        /// What becomes the layer.
+        capture: Capture,
     },
 }
 
@@ -253,6 +255,7 @@ pub fn compute(spec: &KeySpec<'_>) -> Result<BaseKey, KeyError> {
             from,
             install,
             install_in,
+            capture,
         } => {
             inputs.push(Input::new(
                 InputKind::Recipe,
@@ -264,6 +267,11 @@ pub fn compute(spec: &KeySpec<'_>) -> Result<BaseKey, KeyError> {
             if from.is_some() {
                 let name = install_in.name();
                 inputs.push(Input::new(InputKind::Recipe, "install-in", name.as_bytes()));
+            }
+            // Only the non-default capture is an input: keys of `{out}`
+            // layers stay as they were.
+            if *capture == Capture::Changes {
+                inputs.push(Input::new(InputKind::Recipe, "capture", b"changes"));
             }
         }
     }
@@ -451,6 +459,7 @@ mod tests {
             from: None,
             install: "cp -r deps {out}".into(),
             install_in: InstallIn::Host,
+            capture: Capture::Out,
         };
         let args = BTreeMap::new();
         let original = key(root, &recipe, &args, "linux/amd64");
@@ -479,6 +488,7 @@ mod tests {
             from: Some("busybox".into()),
             install: "cp -r deps {out}".into(),
             install_in: InstallIn::Host,
+            capture: Capture::Out,
         };
         assert_ne!(
             key(root, &other_recipe, &args, "linux/amd64").key,

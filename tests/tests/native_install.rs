@@ -135,3 +135,96 @@ fn a_console_script_installed_by_the_native_builder_runs_inside_the_image() {
         "{written}"
     );
 }
+
+#[test]
+fn capture_changes_makes_the_layer_of_everything_the_step_changed_with_modes_and_owners() {
+    use std::os::unix::fs::MetadataExt as _;
+    let registry = RegistryServer::start();
+    let from = push_python_image(&registry);
+    let image = format!("{}/acme/system-base", registry.host());
+    let project = Project::new();
+    write_hello_wheel(project.path());
+    configure(&project, &image, &from);
+    // A step that changes the system, as an apt install or a service
+    // user's files would: a setuid binary, a file of another owner, a
+    // deletion; and `{out}` as before.
+    project.append("cachectl.toml", "capture = \"changes\"\n");
+    let text = std::fs::read_to_string(project.path().join("cachectl.toml")).unwrap();
+    let install = "install = \"mkdir -p /usr/local/share/app && echo conf > /usr/local/share/app/app.conf \
+        && chmod 0640 /usr/local/share/app/app.conf && chown 1000:1000 /usr/local/share/app/app.conf \
+        && cp /bin/true /usr/local/bin/suid-true && chmod 4755 /usr/local/bin/suid-true \
+        && rm /etc/debian_version && mkdir -p {out}/opt/deps && echo dep > {out}/opt/deps/dep\"";
+    let text = text
+        .lines()
+        .map(|line| {
+            if line.starts_with("install = ") {
+                install
+            } else {
+                line
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    project.write("cachectl.toml", &format!("{text}\n"));
+
+    let built = project
+        .cachectl(&["ensure-base", "--json"], &[])
+        .success()
+        .json();
+    let unpacked = tempfile::tempdir().unwrap();
+    let rootfs = built_rootfs(&image, &built, unpacked.path());
+    let conf = std::fs::metadata(rootfs.join("usr/local/share/app/app.conf")).unwrap();
+    assert_eq!(
+        (conf.mode() & 0o7777, conf.uid(), conf.gid()),
+        (0o640, 1000, 1000)
+    );
+    let suid = std::fs::metadata(rootfs.join("usr/local/bin/suid-true")).unwrap();
+    assert_eq!(suid.mode() & 0o7777, 0o4755);
+    assert!(
+        !rootfs.join("etc/debian_version").exists(),
+        "the deletion was not carried"
+    );
+    assert!(
+        rootfs.join("etc/os-release").exists(),
+        "the image's own files went"
+    );
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("opt/deps/dep")).unwrap(),
+        "dep\n"
+    );
+    // Nothing of cachectl's own: not the project's mount point, not /proc.
+    let project_inside = rootfs.join(
+        std::fs::canonicalize(project.path())
+            .unwrap()
+            .strip_prefix("/")
+            .unwrap(),
+    );
+    assert!(
+        !project_inside.exists(),
+        "the project's mount point is in the image"
+    );
+    assert!(
+        std::fs::read_dir(rootfs.join("proc")).map_or(true, |mut d| d.next().is_none()),
+        "/proc has content"
+    );
+    // The same inputs give the same layer.
+    let explain = project.cachectl(&["hash", "--explain"], &[]).success();
+    assert!(
+        explain.stderr.contains("recipe capture"),
+        "{}",
+        explain.stderr
+    );
+    let again = project
+        .cachectl(&["ensure-base", "--json", "--force"], &[])
+        .success()
+        .json();
+    assert_eq!(
+        again["digest"], built["digest"],
+        "the changes layer is not reproducible"
+    );
+
+    // Without the image's userland there is nothing to capture.
+    let refused = project.cachectl(&["hash", "--install-in", "host"], &[]);
+    assert_eq!(refused.code, 2, "{}", refused.stderr);
+    assert!(refused.stderr.contains("install_in"), "{}", refused.stderr);
+}

@@ -1,5 +1,6 @@
 //! Builders of the base image.
 
+pub mod changes;
 pub mod external;
 pub mod native;
 pub mod registries;

@@ -37,6 +37,8 @@ pub struct NativeSpec<'a> {
     pub key: &'a Key,
     /// Where the install step runs.
     pub install_in: InstallIn,
+    /// What becomes the layer.
+    pub capture: Capture,
     /// Folder of the unpacked `from` root filesystems.
     pub rootfs_cache: &'a Path,
 }
@@ -65,6 +67,30 @@ impl InstallIn {
         match self {
             Self::Image => "image",
             Self::Host => "host",
+        }
+    }
+}
+
+/// What becomes the native builder's layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Capture {
+    /// What the step wrote under `{out}`, normalised (modes 0644/0755,
+    /// owner root).
+    #[default]
+    Out,
+    /// Everything the step changed in the `from` image's root filesystem
+    /// (deletions as whiteouts), modes and owners kept, plus `{out}`'s
+    /// content at the root.
+    Changes,
+}
+
+impl Capture {
+    /// Parses `out` or `changes`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        match text {
+            "out" => Ok(Self::Out),
+            "changes" => Ok(Self::Changes),
+            other => Err(format!("{other:?} is not out or changes")),
         }
     }
 }
@@ -133,6 +159,7 @@ async fn install(
     spec: &NativeSpec<'_>,
     start: &Start,
     out: &Path,
+    changes_into: Option<&Path>,
 ) -> Result<(), BuildError> {
     let command = spec.install.replace("{out}", &out.display().to_string());
     let args: Vec<(String, String)> = spec.args.clone().into_iter().collect();
@@ -152,6 +179,7 @@ async fn install(
         .collect();
     let scratch = spec.rootfs_cache.join(".work");
     std::fs::create_dir_all(&scratch).map_err(BuildError::io("creating a work folder"))?;
+    let changes = changes_into.filter(|_| spec.capture == Capture::Changes);
     sandbox::run(&sandbox::Step {
         rootfs: &rootfs,
         scratch: &scratch,
@@ -160,8 +188,14 @@ async fn install(
         command: &command,
         image_env: &image_env,
         args: &args,
+        changes,
     })
-    .await
+    .await?;
+    if let Some(changes) = changes {
+        super::changes::merge(out, changes)
+            .map_err(BuildError::io("adding {out} to the changes"))?;
+    }
+    Ok(())
 }
 
 /// Builds the image. The layer file lives in `staging`.
@@ -172,7 +206,14 @@ pub async fn build(
 ) -> Result<NewImage, BuildError> {
     let start = start_from(registry, spec).await?;
     let out = tempfile::tempdir_in(staging).map_err(BuildError::io("creating {out}"))?;
-    install(registry, spec, &start, out.path()).await?;
+    let changes = tempfile::tempdir_in(staging).map_err(BuildError::io("creating a folder"))?;
+    install(registry, spec, &start, out.path(), Some(changes.path())).await?;
+    // With `capture = "changes"` the layer is the image's changes (with
+    // `{out}` merged in), modes and owners kept.
+    let (layer_root, keep_owners) = match spec.capture {
+        Capture::Changes => (changes.path().to_owned(), true),
+        Capture::Out => (out.path().to_owned(), false),
+    };
     let Start {
         base,
         mut config,
@@ -180,15 +221,20 @@ pub async fn build(
         ..
     } = start;
 
-    let out_path = out.path().to_owned();
     let staging_path = staging.to_owned();
-    let layer = tokio::task::spawn_blocking(move || layer::pack(&out_path, &staging_path))
-        .await
-        .map_err(|e| BuildError::Io {
-            what: "packing the layer".into(),
-            source: std::io::Error::other(e),
-        })?
-        .map_err(BuildError::io("packing the layer"))?;
+    let layer = tokio::task::spawn_blocking(move || {
+        let options = layer::PackOptions {
+            keep_owners,
+            ..layer::PackOptions::default()
+        };
+        layer::pack_with(&layer_root, &staging_path, options)
+    })
+    .await
+    .map_err(|e| BuildError::Io {
+        what: "packing the layer".into(),
+        source: std::io::Error::other(e),
+    })?
+    .map_err(BuildError::io("packing the layer"))?;
 
     let created = created();
     config["created"] = json!(created);

@@ -17,7 +17,7 @@ use std::path::{Component, Path, PathBuf};
 
 use tokio::process::Command;
 
-use super::{BuildError, run_command_streaming};
+use super::{BuildError, changes, run_command_streaming};
 
 /// Host variables the step inherits (a proxy is the runner's business).
 const PASSED_THROUGH: &[&str] = &[
@@ -161,6 +161,9 @@ pub struct Step<'a> {
     pub image_env: &'a [String],
     /// Build arguments.
     pub args: &'a [(String, String)],
+    /// Where to put what the step changed in the image, as a layer tree
+    /// (see [`super::changes`]); `None` when only `{out}` is the layer.
+    pub changes: Option<&'a Path>,
 }
 
 /// The host programs the step needs.
@@ -330,6 +333,13 @@ pub async fn run(step: &Step<'_>) -> Result<(), BuildError> {
         .tempdir_in(step.scratch)
         .map_err(BuildError::io("creating the build's root filesystem"))?;
     let root = root(&tools, work.path(), step.rootfs).await?;
+    if step.changes.is_some() && root.overlay.is_none() {
+        return Err(BuildError::Base(
+            "capture = \"changes\" needs overlayfs, which cannot be mounted here; \
+             use capture = \"out\""
+                .into(),
+        ));
+    }
     let prepare = || -> std::io::Result<Vec<PathBuf>> {
         host_dns(&root.writable)?;
         mount_point(&root.writable, Path::new("/proc"))?;
@@ -360,7 +370,23 @@ pub async fn run(step: &Step<'_>) -> Result<(), BuildError> {
         .env_clear()
         .envs(step_env(step.image_env, step.args, out));
     let described = format!("sh -c {:?} (inside the from image)", step.command);
-    let result = run_command_streaming(command, described).await;
+    let mut result = run_command_streaming(command, described).await;
+    if result.is_ok()
+        && let (Some(into), Some((lower, upper, _))) = (step.changes, &root.overlay)
+    {
+        let ours = [
+            Path::new("/proc"),
+            Path::new("/dev"),
+            Path::new("/etc/resolv.conf"),
+            Path::new("/etc/hosts"),
+            project,
+            out,
+        ]
+        .map(Path::to_path_buf);
+        result = changes::collect(upper, lower, &ours, into).map_err(BuildError::io(
+            "collecting what the step changed in the image",
+        ));
+    }
     // The namespace, and its mounts, ended with the step. Should one still
     // be in place, the folder is left, never removed through it (a dropped
     // `TempDir` would).

@@ -46,6 +46,11 @@ pub struct BaseSection {
     /// `from` image's userland; the default with a `from` image of the
     /// host's architecture) or `host`.
     pub install_in: Option<String>,
+    /// What becomes the native builder's layer: `out` (what the install
+    /// step wrote under `{out}`, the default) or `changes` (everything it
+    /// changed in the `from` image, modes and owners kept; needs
+    /// `install_in = "image"`).
+    pub capture: Option<String>,
     /// Build arguments.
     pub args: Option<BTreeMap<String, String>>,
     /// Target platform, `os/arch[/variant]`.

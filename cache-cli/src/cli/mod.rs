@@ -169,6 +169,7 @@ impl Cli {
         option("from", text(&base.from));
         option("install", text(&base.install));
         option("install-in", text(&base.install_in));
+        option("capture", text(&base.capture));
         for pair in &base.build_args {
             option("build-arg", Some(pair.into()));
         }
@@ -266,6 +267,16 @@ pub struct BaseFlags {
         global = true
     )]
     pub install_in: Option<String>,
+    /// What becomes the native layer: out (what the step wrote under {out})
+    /// or changes (everything it changed in the from image) [default: out].
+    #[arg(
+        id = "base.capture",
+        value_name = "WHAT",
+        long = "capture",
+        env = "CACHECTL_CAPTURE",
+        global = true
+    )]
+    pub capture: Option<String>,
     /// Build argument NAME=VALUE (repeatable; added to the file's).
     #[arg(
         id = "base.build_args",
@@ -696,6 +707,8 @@ mod tests {
             "pip install -t {out}",
             "--install-in",
             "host",
+            "--capture",
+            "out",
             "--build-arg",
             "A=1",
             "--platform",
@@ -737,7 +750,7 @@ mod tests {
         };
         // Every global flag is forwarded (or set by each run, like --json):
         // a new one must be added to forwarded_args and counted here.
-        assert_eq!(Cli::command().get_arguments().count(), 24);
+        assert_eq!(Cli::command().get_arguments().count(), 25);
         let forwarded = cli.forwarded_args();
         assert!(
             !forwarded

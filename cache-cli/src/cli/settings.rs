@@ -9,7 +9,7 @@ use cache_proto::Namespace;
 use super::config::{self, ConfigError, ConfigFile};
 use super::{AppFlags, Cli};
 use crate::builder::BuilderKind;
-use crate::builder::native::InstallIn;
+use crate::builder::native::{Capture, InstallIn};
 use crate::image::oci::Platform;
 use crate::image::{ImageTarget, Location, RegistrySettings, base_tag};
 use crate::key::{self, BaseKey, KeyError, KeySpec, Recipe};
@@ -430,6 +430,20 @@ impl Cli {
                     }
                     None => InstallIn::Host,
                 };
+                let capture = match flags.capture.as_deref().or(base.capture.as_deref()) {
+                    Some(text) => {
+                        Capture::parse(text).map_err(|m| field(&path, "base.capture", m))?
+                    }
+                    None => Capture::Out,
+                };
+                if capture == Capture::Changes && install_in != InstallIn::Image {
+                    return Err(field(
+                        &path,
+                        "base.capture",
+                        "\"changes\" captures what the step changed in the `from` image: it needs \
+                         install_in = \"image\"",
+                    ));
+                }
                 if install_in == InstallIn::Image && from.is_none() {
                     return Err(field(
                         &path,
@@ -441,6 +455,7 @@ impl Cli {
                     from,
                     install,
                     install_in,
+                    capture,
                 }
             }
             _ => {

@@ -221,6 +221,7 @@ impl Run<'_> {
                 from,
                 install,
                 install_in,
+                capture,
             } => {
                 let staging =
                     tempfile::tempdir().map_err(BuildError::io("creating a staging folder"))?;
@@ -236,6 +237,7 @@ impl Run<'_> {
                     platform: &settings.platform,
                     key: &base.key,
                     install_in: *install_in,
+                    capture: *capture,
                     rootfs_cache: &settings.rootfs_cache,
                 };
                 self.progress.pause();

@@ -265,6 +265,7 @@ async fn pack_app(app: &AppSettings) -> Result<(layer::Layer, tempfile::TempDir)
             compression,
             prefix: dest.trim_start_matches('/'),
             excludes: Some(&excludes),
+            keep_owners: false,
         };
         layer::pack_with(&context, &staging_path, options)
     })

@@ -128,6 +128,9 @@ pub struct PackOptions<'a> {
     pub prefix: &'a str,
     /// Paths (relative to the packed folder) to leave out.
     pub excludes: Option<&'a Excludes>,
+    /// Keep each entry's mode bits and owner instead of normalising them
+    /// (for a layer of changes to a root filesystem).
+    pub keep_owners: bool,
 }
 
 /// The entry name of `path` under `root`: its raw bytes (a name need not
@@ -224,25 +227,34 @@ pub fn pack_with(root: &Path, staging_dir: &Path, options: PackOptions<'_>) -> i
         } else {
             [prefix.as_bytes(), b"/", &name].concat()
         };
+        let owner = options.keep_owners.then(|| {
+            use std::os::unix::fs::MetadataExt as _;
+            tar_entry::Owner {
+                mode: meta.mode(),
+                uid: u64::from(meta.uid()),
+                gid: u64::from(meta.gid()),
+            }
+        });
         let kind = meta.file_type();
         if kind.is_dir() {
-            tar_entry::append(
+            tar_entry::append_owned(
                 &mut builder,
                 &full,
                 EntryKind::Directory,
                 mtime,
                 io::empty(),
+                owner,
             )?;
         } else if kind.is_symlink() {
             let target = std::fs::read_link(&path)?;
             let link = EntryKind::Symlink(target.as_os_str().as_bytes());
-            tar_entry::append(&mut builder, &full, link, mtime, io::empty())?;
+            tar_entry::append_owned(&mut builder, &full, link, mtime, io::empty(), owner)?;
         } else if kind.is_file() {
             let file = EntryKind::File {
                 size: meta.len(),
                 executable: meta.permissions().mode() & 0o111 != 0,
             };
-            tar_entry::append(&mut builder, &full, file, mtime, File::open(&path)?)?;
+            tar_entry::append_owned(&mut builder, &full, file, mtime, File::open(&path)?, owner)?;
         } else {
             tracing::warn!(path = %path.display(), "skipping a socket, pipe or device");
         }

@@ -119,6 +119,19 @@ fn base_header(kind: tar::EntryType, mode: u32, size: u64, mtime: u64) -> tar::H
     header
 }
 
+/// Mode bits and owner an entry keeps instead of the normalised ones (a
+/// layer of changes to a root filesystem, where a setuid bit or a
+/// service's own user matter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Owner {
+    /// Permission bits, setuid, setgid and sticky included.
+    pub mode: u32,
+    /// Owner.
+    pub uid: u64,
+    /// Group.
+    pub gid: u64,
+}
+
 /// Appends one entry named `name` (raw bytes, `/`-separated, relative),
 /// every mtime `mtime`, uid/gid 0, with `data` as content for a file.
 pub fn append<W: Write>(
@@ -127,6 +140,18 @@ pub fn append<W: Write>(
     kind: EntryKind<'_>,
     mtime: u64,
     data: impl Read,
+) -> io::Result<()> {
+    append_owned(builder, name, kind, mtime, data, None)
+}
+
+/// Like [`append`], with `owner`'s mode and ids when given.
+pub fn append_owned<W: Write>(
+    builder: &mut tar::Builder<W>,
+    name: &[u8],
+    kind: EntryKind<'_>,
+    mtime: u64,
+    data: impl Read,
+    owner: Option<Owner>,
 ) -> io::Result<()> {
     let (entry_type, mode, size, link) = match kind {
         EntryKind::Directory => (tar::EntryType::Directory, 0o755, 0, None),
@@ -139,6 +164,11 @@ pub fn append<W: Write>(
         EntryKind::Symlink(target) => (tar::EntryType::Symlink, 0o777, 0, Some(target)),
     };
     let mut header = base_header(entry_type, mode, size.min(USTAR_MAX_SIZE), mtime);
+    if let Some(owner) = owner {
+        header.set_mode(owner.mode & 0o7777);
+        header.set_uid(owner.uid);
+        header.set_gid(owner.gid);
+    }
     let mut records = Vec::new();
     let mut binary = false;
     // The tar crate normalises what it stores (`./`, `//`, a trailing or a

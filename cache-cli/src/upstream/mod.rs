@@ -343,6 +343,7 @@ mod tests {
             from: None,
             install: "true".into(),
             install_in: crate::builder::native::InstallIn::Host,
+            capture: crate::builder::native::Capture::Out,
         };
         assert!(
             of_recipe(folder.path(), &native, &args, &target)
