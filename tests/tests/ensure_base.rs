@@ -613,3 +613,43 @@ fn a_cache_server_with_tokens_takes_cachectl_token_and_a_missing_one_is_a_warnin
     assert_eq!(required.code, 3, "{}", required.stderr);
     assert_eq!(project.builds(), 1);
 }
+
+#[test]
+fn a_folder_without_cachectl_toml_is_told_so_not_about_a_field() {
+    let project = Project::new();
+    for args in [
+        &["ensure-base"][..],
+        &["hash", "--explain"],
+        &["build"],
+        &["layer", "--base", "oci:./x"],
+    ] {
+        let run = project.cachectl(args, &[]);
+        assert_eq!(run.code, 2, "{args:?}: {}", run.stderr);
+        assert!(
+            run.stderr.contains("there is no cachectl.toml in"),
+            "{args:?}: {}",
+            run.stderr
+        );
+        assert!(
+            !run.stderr.contains(": missing"),
+            "{args:?}: {}",
+            run.stderr
+        );
+    }
+    // The flags alone still do: the message is only for a missing file.
+    project.write("requirements.txt", "flask==3.0.3\n");
+    let flags = project.cachectl(
+        &[
+            "hash",
+            "--image",
+            "oci:./oci",
+            "--manifest",
+            "requirements.txt",
+            "--install",
+            "true",
+        ],
+        &[],
+    );
+    assert_eq!(flags.code, 0, "{}", flags.stderr);
+    assert_eq!(flags.stdout.trim().len(), 64, "{}", flags.stdout);
+}

@@ -117,6 +117,20 @@ pub enum ConfigError {
         /// The parser's message, with line, column and field.
         message: String,
     },
+    /// There is no configuration file, and the flags do not say enough.
+    #[error(
+        "there is no {path} in {folder}: write one (see the README's Configuration: a [base] \
+         section with image, manifests and a builder), run cachectl from the project's folder, \
+         name it with --config, or give the settings as flags ({flags}, ...)"
+    )]
+    Missing {
+        /// The file looked for.
+        path: String,
+        /// The folder it was looked for in.
+        folder: String,
+        /// The flags that would name what is missing.
+        flags: String,
+    },
     /// A field is missing or has a value that cannot be used.
     #[error("{path}: {field}: {message}")]
     Field {

@@ -172,10 +172,13 @@ impl Cli {
             .clone()
             .or_else(|| app.image.clone())
             .ok_or_else(|| {
-                field(
-                    &path,
-                    "app.image",
-                    "missing (set it in [app] or with --app-image / CACHECTL_APP_IMAGE)",
+                self.no_file_or(
+                    field(
+                        &path,
+                        "app.image",
+                        "missing (set it in [app] or with --app-image / CACHECTL_APP_IMAGE)",
+                    ),
+                    "--app-image / CACHECTL_APP_IMAGE",
                 )
             })?;
         let image =
@@ -350,6 +353,22 @@ impl Cli {
         }
     }
 
+    /// `error`, unless the configuration file does not exist: then the
+    /// error says so, rather than naming a field of a file that is not
+    /// there (`flags` names the flags that would do instead).
+    fn no_file_or(&self, error: ConfigError, flags: &str) -> ConfigError {
+        if self.config.exists() {
+            return error;
+        }
+        let root = std::fs::canonicalize(config::project_root(&self.config))
+            .unwrap_or_else(|_| config::project_root(&self.config));
+        ConfigError::Missing {
+            path: self.config.display().to_string(),
+            folder: root.display().to_string(),
+            flags: flags.to_owned(),
+        }
+    }
+
     /// Merges flags over the file into [`BaseSettings`].
     pub fn base_settings(&self, file: &ConfigFile) -> Result<BaseSettings, ConfigError> {
         let path = self.config.display().to_string();
@@ -362,10 +381,13 @@ impl Cli {
             .clone()
             .or_else(|| base.image.clone())
             .ok_or_else(|| {
-                field(
-                    &path,
-                    "base.image",
-                    "missing (set it in [base] or with --image / CACHECTL_BASE_IMAGE)",
+                self.no_file_or(
+                    field(
+                        &path,
+                        "base.image",
+                        "missing (set it in [base] or with --image / CACHECTL_BASE_IMAGE)",
+                    ),
+                    "--image / CACHECTL_BASE_IMAGE",
                 )
             })?;
         let mut image = ImageTarget::parse(&image).map_err(|m| field(&path, "base.image", m))?;
