@@ -62,7 +62,13 @@ fn prune(cache: &Path) {
             }
             continue;
         }
-        complete.push((modified, entry.path()));
+        // Only unpacked images (named by their digest's hex) are pruned:
+        // never the builds' work folder (`.work`, whose overlays may be in
+        // use) nor a layer being downloaded.
+        let unpacked = name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit());
+        if unpacked {
+            complete.push((modified, entry.path()));
+        }
     }
     complete.sort();
     let surplus = complete.len().saturating_sub(KEEP);
@@ -136,8 +142,14 @@ mod tests {
     #[test]
     fn only_the_most_recently_used_are_kept() {
         let cache = tempfile::tempdir().unwrap();
-        for (n, age) in [("a", 40), ("b", 30), ("c", 20), ("d", 10)] {
-            let folder = cache.path().join(n);
+        let hex = |c: char| c.to_string().repeat(64);
+        for (n, age) in [("a", 40), ("b", 30), ("c", 20), ("d", 10), (".work", 50)] {
+            let name = if n.len() == 1 {
+                hex(n.chars().next().unwrap())
+            } else {
+                n.to_owned()
+            };
+            let folder = cache.path().join(name);
             std::fs::create_dir(&folder).unwrap();
             let file = std::fs::File::open(&folder).unwrap();
             file.set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(age))
@@ -150,6 +162,15 @@ mod tests {
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         left.sort();
-        assert_eq!(left, [".partial-fresh", "b", "c", "d"]);
+        assert_eq!(
+            left,
+            [
+                ".partial-fresh".to_owned(),
+                ".work".into(),
+                hex('b'),
+                hex('c'),
+                hex('d')
+            ]
+        );
     }
 }
