@@ -14,7 +14,7 @@
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use cachectl_e2e::buildah::counting_buildah;
+use cachectl_e2e::buildah::{borrowed, counting_buildah};
 use cachectl_e2e::cachectl::Project;
 use cachectl_e2e::python::{HELLO_WHEEL, push_python_image, write_hello_wheel};
 use cachectl_e2e::registry::RegistryServer;
@@ -84,10 +84,7 @@ fn main() -> anyhow::Result<()> {
             let project = project(&image, &from, builder)?;
             let scratch = tempfile::tempdir()?;
             let env_owned = counting_buildah(&project.marker(), scratch.path());
-            let env: Vec<(&str, &str)> = env_owned
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_str()))
-                .collect();
+            let env = borrowed(&env_owned);
             cold.push(build(&project, &env)?);
             project.append("requirements.txt", "# changed\n");
             rebuild.push(build(&project, &env)?);

@@ -47,3 +47,8 @@ pub fn counting_buildah(marker: &Path, scratch: &Path) -> Vec<(String, String)> 
         ("BUILDAH_ISOLATION".into(), "chroot".into()),
     ]
 }
+
+/// `env` as the `(&str, &str)` pairs `Project::cachectl` takes.
+pub fn borrowed(env: &[(String, String)]) -> Vec<(&str, &str)> {
+    env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}

@@ -2,7 +2,7 @@
 //! registry (docker-registry), a local OCI layout, and a real cache-server;
 //! what it pushes is checked with skopeo and umoci.
 
-use cachectl_e2e::buildah::counting_buildah;
+use cachectl_e2e::buildah::{borrowed, counting_buildah};
 use cachectl_e2e::cachectl::Project;
 use cachectl_e2e::registry::{RegistryServer, push_busybox, skopeo_inspect, unpack};
 use cachectl_e2e::{Backend, CacheServer, S3Server, ServerOptions};
@@ -448,10 +448,7 @@ fn buildah_base_with_a_run_step_is_built_once_and_checked_by_umoci() {
     );
     let scratch = tempfile::tempdir().unwrap();
     let env_owned = counting_buildah(&project.marker(), scratch.path());
-    let env: Vec<(&str, &str)> = env_owned
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
+    let env = borrowed(&env_owned);
 
     let built = project
         .cachectl(&["ensure-base", "--json"], &env)

@@ -147,28 +147,16 @@ fn capture_changes_makes_the_layer_of_everything_the_step_changed_with_modes_and
     configure(&project, &image, &from);
     // A step that changes the system, as an apt install or a service
     // user's files would: a setuid binary, a file of another owner, a
-    // deletion; and `{out}` as before.
-    project.append("cachectl.toml", "capture = \"changes\"\n");
-    let text = std::fs::read_to_string(project.path().join("cachectl.toml")).unwrap();
-    let install = "install = \"mkdir -p /usr/local/share/app && echo conf > /usr/local/share/app/app.conf \
+    // deletion; and `{out}` as before. Given as a user types it: the
+    // capture as a flag, the step in its variable.
+    let install = "mkdir -p /usr/local/share/app && echo conf > /usr/local/share/app/app.conf \
         && chmod 0640 /usr/local/share/app/app.conf && chown 1000:1000 /usr/local/share/app/app.conf \
         && cp /bin/true /usr/local/bin/suid-true && chmod 4755 /usr/local/bin/suid-true \
-        && rm /etc/debian_version && mkdir -p {out}/opt/deps && echo dep > {out}/opt/deps/dep\"";
-    let text = text
-        .lines()
-        .map(|line| {
-            if line.starts_with("install = ") {
-                install
-            } else {
-                line
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("\n");
-    project.write("cachectl.toml", &format!("{text}\n"));
+        && rm /etc/debian_version && mkdir -p {out}/opt/deps && echo dep > {out}/opt/deps/dep";
+    let env = [("CACHECTL_BASE_INSTALL", install)];
 
     let built = project
-        .cachectl(&["ensure-base", "--json"], &[])
+        .cachectl(&["ensure-base", "--json", "--capture", "changes"], &env)
         .success()
         .json();
     let unpacked = tempfile::tempdir().unwrap();
@@ -208,14 +196,24 @@ fn capture_changes_makes_the_layer_of_everything_the_step_changed_with_modes_and
         "/proc has content"
     );
     // The same inputs give the same layer.
-    let explain = project.cachectl(&["hash", "--explain"], &[]).success();
+    let hash = project
+        .cachectl(&["hash", "--json", "--capture", "changes"], &env)
+        .success()
+        .json();
     assert!(
-        explain.stderr.contains("recipe capture"),
-        "{}",
-        explain.stderr
+        hash["inputs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|input| input["kind"] == "recipe" && input["name"] == "capture"),
+        "{hash}"
     );
+    assert_eq!(hash["key"], built["key"]);
     let again = project
-        .cachectl(&["ensure-base", "--json", "--force"], &[])
+        .cachectl(
+            &["ensure-base", "--json", "--force"],
+            &[env[0], ("CACHECTL_CAPTURE", "changes")],
+        )
         .success()
         .json();
     assert_eq!(
@@ -224,7 +222,10 @@ fn capture_changes_makes_the_layer_of_everything_the_step_changed_with_modes_and
     );
 
     // Without the image's userland there is nothing to capture.
-    let refused = project.cachectl(&["hash", "--install-in", "host"], &[]);
+    let refused = project.cachectl(
+        &["hash", "--install-in", "host", "--capture", "changes"],
+        &env,
+    );
     assert_eq!(refused.code, 2, "{}", refused.stderr);
     assert!(refused.stderr.contains("install_in"), "{}", refused.stderr);
 }

@@ -5,7 +5,7 @@
 //! unreachable upstream registry keeps the last known digest with a
 //! warning. Real docker-registry, buildah, skopeo and umoci.
 
-use cachectl_e2e::buildah::counting_buildah;
+use cachectl_e2e::buildah::{borrowed, counting_buildah};
 use cachectl_e2e::cachectl::Project;
 use cachectl_e2e::data::files_under;
 use cachectl_e2e::registry::{RegistryServer, push_busybox_release, skopeo_inspect, unpack};
@@ -215,10 +215,7 @@ fn buildah_rebuilds_when_the_second_stage_from_moves_and_reports_the_bytes_it_pu
     );
     let scratch = tempfile::tempdir().unwrap();
     let env_owned = counting_buildah(&project.marker(), scratch.path());
-    let env: Vec<(&str, &str)> = env_owned
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
+    let env = borrowed(&env_owned);
 
     let explain = project.cachectl(&["hash", "--explain"], &env).success();
     for (reference, digest) in [

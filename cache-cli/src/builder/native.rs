@@ -153,13 +153,15 @@ async fn start_from(registry: &Registry, spec: &NativeSpec<'_>) -> Result<Start,
 }
 
 /// Runs the install step with `{out}` replaced by `out`: inside the `from`
-/// image when there is one and the spec says so, else on the host.
+/// image when there is one and the spec says so, else on the host. With
+/// `changes`, what the step changed in the image goes there, `{out}`'s
+/// content merged in.
 async fn install(
     registry: &Registry,
     spec: &NativeSpec<'_>,
     start: &Start,
     out: &Path,
-    changes_into: Option<&Path>,
+    changes: Option<&Path>,
 ) -> Result<(), BuildError> {
     let command = spec.install.replace("{out}", &out.display().to_string());
     let args: Vec<(String, String)> = spec.args.clone().into_iter().collect();
@@ -179,7 +181,6 @@ async fn install(
         .collect();
     let scratch = spec.rootfs_cache.join(".work");
     std::fs::create_dir_all(&scratch).map_err(BuildError::io("creating a work folder"))?;
-    let changes = changes_into.filter(|_| spec.capture == Capture::Changes);
     sandbox::run(&sandbox::Step {
         rootfs: &rootfs,
         scratch: &scratch,
@@ -206,13 +207,19 @@ pub async fn build(
 ) -> Result<NewImage, BuildError> {
     let start = start_from(registry, spec).await?;
     let out = tempfile::tempdir_in(staging).map_err(BuildError::io("creating {out}"))?;
-    let changes = tempfile::tempdir_in(staging).map_err(BuildError::io("creating a folder"))?;
-    install(registry, spec, &start, out.path(), Some(changes.path())).await?;
     // With `capture = "changes"` the layer is the image's changes (with
     // `{out}` merged in), modes and owners kept.
-    let (layer_root, keep_owners) = match spec.capture {
-        Capture::Changes => (changes.path().to_owned(), true),
-        Capture::Out => (out.path().to_owned(), false),
+    let changes = match spec.capture {
+        Capture::Changes => {
+            Some(tempfile::tempdir_in(staging).map_err(BuildError::io("creating a folder"))?)
+        }
+        Capture::Out => None,
+    };
+    let changes_path = changes.as_ref().map(tempfile::TempDir::path);
+    install(registry, spec, &start, out.path(), changes_path).await?;
+    let (layer_root, keep_owners) = match changes_path {
+        Some(changes) => (changes.to_owned(), true),
+        None => (out.path().to_owned(), false),
     };
     let Start {
         base,

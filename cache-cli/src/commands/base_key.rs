@@ -8,6 +8,7 @@
 
 use super::ensure_base::EnsureError;
 use crate::cli::settings::BaseSettings;
+use crate::client::ClientError;
 use crate::client::records::{BaseRecord, RecordStore, latest_key};
 use crate::image::Registry;
 use crate::key::BaseKey;
@@ -27,15 +28,14 @@ pub struct Current {
     pub warnings: Vec<String>,
 }
 
-/// The image's last base record; an unreachable cache is `None` plus a
-/// warning, unless the cache is required.
-pub async fn previous_record(
-    settings: &BaseSettings,
-    records: &RecordStore,
+/// A record lookup's answer, with an unreachable cache turned into `None`
+/// plus a warning in `warnings`, unless the cache is required.
+pub fn unless_required<T>(
+    answer: Result<Option<T>, ClientError>,
     require_cache: bool,
     warnings: &mut Vec<String>,
-) -> Result<Option<BaseRecord>, EnsureError> {
-    match records.get(&latest_key(&settings.image.describe())).await {
+) -> Result<Option<T>, EnsureError> {
+    match answer {
         Ok(record) => Ok(record),
         Err(error) if require_cache => Err(EnsureError::CacheRequired(error)),
         Err(error) => {
@@ -43,6 +43,17 @@ pub async fn previous_record(
             Ok(None)
         }
     }
+}
+
+/// The image's last base record (see [`unless_required`]).
+pub async fn previous_record(
+    settings: &BaseSettings,
+    records: &RecordStore,
+    require_cache: bool,
+    warnings: &mut Vec<String>,
+) -> Result<Option<BaseRecord>, EnsureError> {
+    let answer = records.get(&latest_key(&settings.image.describe())).await;
+    unless_required(answer, require_cache, warnings)
 }
 
 /// Resolves `upstreams` (from [`BaseSettings::upstreams`]) and computes

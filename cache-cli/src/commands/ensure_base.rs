@@ -100,14 +100,21 @@ impl Run<'_> {
     /// A record lookup that turns an unreachable cache into `None` plus a
     /// warning, unless the cache is required.
     async fn record(&mut self, key: &cache_proto::Key) -> Result<Option<BaseRecord>, EnsureError> {
-        match self.records.get(key).await {
-            Ok(record) => Ok(record),
-            Err(error) if self.options.require_cache => Err(EnsureError::CacheRequired(error)),
-            Err(error) => {
-                self.warn(format!("{error}; going on without the cache"));
-                Ok(None)
-            }
+        let answer = self.records.get(key).await;
+        self.unless_required(answer)
+    }
+
+    /// [`base_key::unless_required`], warning through [`Run::warn`].
+    fn unless_required<T>(
+        &mut self,
+        answer: Result<Option<T>, ClientError>,
+    ) -> Result<Option<T>, EnsureError> {
+        let mut warnings = Vec::new();
+        let found = base_key::unless_required(answer, self.options.require_cache, &mut warnings);
+        for warning in warnings {
+            self.warn(warning);
         }
+        found
     }
 
     async fn remember(&mut self, record: &BaseRecord) -> Result<(), EnsureError> {
@@ -155,16 +162,7 @@ impl Run<'_> {
             self.records.get::<BaseRecord>(&base.key),
             publish::resolve_tag(target, self.registry, &tag)
         );
-        let recorded = match recorded {
-            Ok(record) => record,
-            Err(error) if self.options.require_cache => {
-                return Err(EnsureError::CacheRequired(error));
-            }
-            Err(error) => {
-                self.warn(format!("{error}; going on without the cache"));
-                None
-            }
-        };
+        let recorded = self.unless_required(recorded)?;
         let tagged = tagged?;
         match (recorded, tagged) {
             (Some(record), Some(digest)) if record.digest == digest => {
@@ -567,17 +565,8 @@ pub fn base_hosts(settings: &BaseSettings, upstreams: &[Upstream]) -> Vec<String
     if let ImageTarget::Registry(repository) = &settings.image {
         hosts.extend(host_of(repository));
     }
-    if let Recipe::Native {
-        from: Some(from), ..
-    } = &settings.recipe
-    {
-        hosts.extend(host_of(from));
-    }
-    hosts.extend(
-        upstreams
-            .iter()
-            .map(|upstream| upstream.reference.registry().to_owned()),
-    );
+    // The native builder's `from` is among the upstreams.
+    hosts.extend(upstream::hosts(upstreams));
     hosts.sort();
     hosts.dedup();
     hosts
