@@ -11,6 +11,7 @@
 //! - [`pack`]: the app layer's tar, its entries, tree identity, exclusions;
 //! - [`folder`]: the folder cache's manifest, scan and restore;
 //! - [`key`]: the base key;
+//! - [`project`]: what kind of project a folder is (`cachectl init`);
 //! - [`upstream`]: the images a base is built on and their digests;
 //! - [`report`]: what commands print, progress, deploy events, bench tables.
 #![deny(missing_docs)]
@@ -23,5 +24,6 @@ pub mod folder;
 pub mod image;
 pub mod key;
 pub mod pack;
+pub mod project;
 pub mod report;
 pub mod upstream;

@@ -623,7 +623,8 @@ fn a_folder_without_cachectl_toml_is_told_so_not_about_a_field() {
         let run = project.cachectl(args, &[]);
         assert_eq!(run.code, 2, "{args:?}: {}", run.stderr);
         assert!(
-            run.stderr.contains("there is no cachectl.toml in"),
+            run.stderr.contains("there is no cachectl.toml in")
+                && run.stderr.contains("`cachectl init` writes one"),
             "{args:?}: {}",
             run.stderr
         );

@@ -119,9 +119,9 @@ pub enum ConfigError {
     },
     /// There is no configuration file, and the flags do not say enough.
     #[error(
-        "there is no {path} in {folder}: write one (see the README's Configuration: a [base] \
-         section with image, manifests and a builder), run cachectl from the project's folder, \
-         name it with --config, or give the settings as flags ({flags}, ...)"
+        "there is no {path} in {folder}: `cachectl init` writes one for the project there; \
+         or run cachectl from the project's folder, name the file with --config, or give the \
+         settings as flags ({flags}, ...)"
     )]
     Missing {
         /// The file looked for.

@@ -445,6 +445,19 @@ impl AppFlags {
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Look at the project (pip, Poetry, uv, Pipenv, npm, pnpm, Yarn,
+    /// Bundler, Go, Cargo, Maven, Gradle) and write a commented
+    /// cachectl.toml, and a Dockerfile.base when --builder needs one. Takes
+    /// --image, --builder, --from, --install, --manifest, --platform and
+    /// --app-image as the values to write.
+    Init {
+        /// Write over an existing configuration file.
+        #[arg(long)]
+        force: bool,
+        #[allow(missing_docs)]
+        #[command(flatten)]
+        app: AppFlags,
+    },
     /// Print the base key and the inputs it is computed from.
     Hash {
         /// Also say what changed since the last recorded base of the image.

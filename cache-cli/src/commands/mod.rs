@@ -13,6 +13,7 @@ pub mod ensure_base;
 pub mod gc;
 pub mod hash;
 pub mod history;
+pub mod init;
 pub mod layer;
 pub mod rollback;
 
@@ -81,6 +82,9 @@ pub fn build_code(error: &BuildError) -> u8 {
 
 /// Runs the command `cli` names.
 pub async fn run(mut cli: Cli) -> Result<(), Failure> {
+    if let Command::Init { force, app } = &cli.command {
+        return init::run(&cli, *force, app).await;
+    }
     let file = cli.load_file().map_err(Failure::usage)?;
     if cli.cache_token.is_none()
         && cli.cache_url(&file).is_some()
@@ -99,6 +103,7 @@ pub async fn run(mut cli: Cli) -> Result<(), Failure> {
         Command::Build { force, wait, app } => {
             build::run(&cli, &file, ensure_base::Flags::new(*force, *wait), app).await
         }
+        Command::Init { force, app } => init::run(&cli, *force, app).await,
         Command::Hash { explain } => hash::run(&cli, &file, *explain).await,
         Command::Gc {
             keep_deploys,

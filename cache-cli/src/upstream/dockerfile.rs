@@ -271,6 +271,53 @@ fn arg_words(rest: &str) -> Vec<(String, Option<String>)> {
         .collect()
 }
 
+/// The build-context paths the Dockerfile's `COPY` and `ADD` instructions
+/// read (those without `--from`; URLs and heredocs are not paths), in order
+/// and without duplicates, as written (variables are not substituted).
+/// `cachectl init` makes them the base's manifests: what the base copies in
+/// is what decides it.
+pub fn context_sources(text: &str) -> Vec<String> {
+    let mut sources: Vec<String> = Vec::new();
+    for instruction in instructions(text) {
+        if !matches!(instruction.keyword.as_str(), "COPY" | "ADD") {
+            continue;
+        }
+        let rest = instruction.rest.trim();
+        let mut words: Vec<String> = Vec::new();
+        let mut options_done = false;
+        for word in rest.split_whitespace() {
+            if !options_done && word.starts_with("--") {
+                if word.starts_with("--from=") {
+                    words.clear();
+                    break;
+                }
+                continue;
+            }
+            options_done = true;
+            words.push(word.to_owned());
+        }
+        if let Some(json) = words
+            .first()
+            .filter(|w| w.starts_with('['))
+            .map(|_| words.join(" "))
+        {
+            words = serde_json::from_str::<Vec<String>>(&json).unwrap_or_default();
+        }
+        // The last word is the destination.
+        words.pop();
+        for word in words {
+            if word.starts_with("<<") || word.contains("://") || word.starts_with("git@") {
+                continue;
+            }
+            let path = word.trim_start_matches("./").to_owned();
+            if !path.is_empty() && !sources.contains(&path) {
+                sources.push(path);
+            }
+        }
+    }
+    sources
+}
+
 /// The images `text` builds on, in order of appearance, without duplicates.
 /// `args` are the build arguments; `target` the platform built for.
 pub fn images(
@@ -494,5 +541,16 @@ B
         )
         .unwrap();
         assert_eq!(ok[0].reference, "alpine");
+    }
+    #[test]
+    fn context_sources_are_the_copied_paths_of_the_build_context() {
+        let text = "FROM golang:1.23 AS build\nWORKDIR /src\nCOPY go.mod go.sum ./\n\
+                    COPY --chown=1000:1000 ./vendor/ vendor/\nCOPY [\"a b.txt\", \"/x/\"]\n\
+                    ADD https://example.com/x.tgz /x\nCOPY --from=build /out /out\n\
+                    COPY <<EOF /etc/x\nbody\nEOF\nCOPY go.sum /again\n";
+        assert_eq!(
+            context_sources(text),
+            ["go.mod", "go.sum", "vendor/", "a b.txt"]
+        );
     }
 }

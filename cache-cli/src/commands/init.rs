@@ -1,0 +1,384 @@
+//! `cachectl init`: looks at the project, says what it found and why, and
+//! writes a commented `cachectl.toml` (and a `Dockerfile.base` when the
+//! chosen builder needs one and there is none). It never overwrites a
+//! configuration without `--force`.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::Failure;
+use crate::cli::{AppFlags, Cli, config};
+use crate::project::recipe::{Recipe, recipe};
+use crate::project::{Found, detect};
+use crate::upstream::dockerfile;
+
+/// The Dockerfile `init` writes for docker, buildah and podman.
+const DOCKERFILE_BASE: &str = "Dockerfile.base";
+
+/// What `init` did, for `--json`.
+#[derive(Debug, Serialize)]
+pub struct InitReport {
+    /// The configuration file written.
+    pub config: PathBuf,
+    /// The Dockerfile written, if one was.
+    pub dockerfile: Option<PathBuf>,
+    /// What was found: `{ecosystem, manifests, why}` of each.
+    pub detected: Vec<Detected>,
+    /// The base's manifests, as written.
+    pub manifests: Vec<String>,
+}
+
+/// One ecosystem found.
+#[derive(Debug, Serialize)]
+pub struct Detected {
+    /// Its name (`pip`, `npm`, `Cargo`, ...).
+    pub ecosystem: String,
+    /// Its files.
+    pub manifests: Vec<String>,
+    /// Why it was recognised.
+    pub why: String,
+}
+
+/// A TOML string.
+fn quoted(text: &str) -> String {
+    toml::Value::String(text.to_owned()).to_string()
+}
+
+/// A TOML array of strings.
+fn array(items: &[String]) -> String {
+    let items: Vec<String> = items.iter().map(|item| quoted(item)).collect();
+    format!("[{}]", items.join(", "))
+}
+
+/// A name for the images: the project folder's, lower case, with only the
+/// characters a repository name may have.
+fn project_name(root: &Path) -> String {
+    let folder = std::fs::canonicalize(root)
+        .ok()
+        .and_then(|path| path.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_default();
+    let name: String = folder
+        .to_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    let name = name.trim_matches('-').to_owned();
+    if name.is_empty() { "app".into() } else { name }
+}
+
+/// The settings `init` writes, from what was found and the flags given.
+struct Plan {
+    base_image: String,
+    app_image: String,
+    builder: String,
+    dockerfile: Option<String>,
+    manifests: Vec<String>,
+    recipe: Option<Recipe>,
+    install: Option<String>,
+    from: Option<String>,
+    platform: Option<String>,
+}
+
+/// Runs `init`.
+pub async fn run(cli: &Cli, force: bool, app: &AppFlags) -> Result<(), Failure> {
+    let path = cli.config.clone();
+    let root = config::project_root(&path);
+    if !root.is_dir() {
+        return Err(Failure::usage(anyhow::anyhow!(
+            "{} is not a folder: run cachectl init in the project's folder, or name the file with --config",
+            root.display()
+        )));
+    }
+    if path.exists() && !force {
+        return Err(Failure::usage(anyhow::anyhow!(
+            "{} already exists; cachectl init leaves it alone (--force writes a new one over it)",
+            path.display()
+        )));
+    }
+    let found = detect(&root);
+    for item in &found {
+        eprintln!(
+            "found {} ({}): its manifests are {}",
+            item.ecosystem.name(),
+            item.why,
+            item.manifests.join(", ")
+        );
+    }
+    let primary = found.first();
+    if primary.is_none() && cli.base.manifests.is_empty() {
+        return Err(Failure::usage(anyhow::anyhow!(
+            "found no dependency manifest in {} (looked for requirements*.txt, poetry.lock, \
+             uv.lock, Pipfile.lock, package-lock.json, pnpm-lock.yaml, yarn.lock, Gemfile.lock, \
+             go.sum, Cargo.lock, pom.xml, build.gradle): name the files that decide the base with \
+             --manifest, and its install step with --install",
+            root.display()
+        )));
+    }
+    for other in found.iter().skip(1) {
+        eprintln!(
+            "note: the base is for {}; {} ({}) is not in it: a second image is an [images.NAME] \
+             section (see docs/cachectl.md)",
+            found[0].ecosystem.name(),
+            other.ecosystem.name(),
+            other.manifests.join(", ")
+        );
+    }
+
+    let plan = plan(cli, &root, primary, app)?;
+    let mut dockerfile_written = None;
+    if let Some(dockerfile) = &plan.dockerfile {
+        let dockerfile_path = root.join(dockerfile);
+        if !dockerfile_path.exists() {
+            let body = plan
+                .recipe
+                .as_ref()
+                .map(|recipe| recipe.dockerfile.clone())
+                .ok_or_else(|| {
+                    Failure::usage(anyhow::anyhow!(
+                        "{} does not exist and nothing was found to write it from",
+                        dockerfile_path.display()
+                    ))
+                })?;
+            write_new(
+                &dockerfile_path,
+                &format!("# Written by cachectl init: the base image.\n{body}"),
+            )?;
+            eprintln!("wrote {}", dockerfile_path.display());
+            dockerfile_written = Some(dockerfile_path);
+        } else {
+            eprintln!("using the existing {}", dockerfile_path.display());
+        }
+    }
+    let text = render(&plan, &found);
+    write_replacing(&path, &text)?;
+    eprintln!(
+        "wrote {}; next: `cachectl hash --explain` lists the inputs of the base, `cachectl build` builds it and the app",
+        path.display()
+    );
+    let report = InitReport {
+        config: path.clone(),
+        dockerfile: dockerfile_written,
+        detected: found
+            .iter()
+            .map(|item| Detected {
+                ecosystem: item.ecosystem.name().to_owned(),
+                manifests: item.manifests.clone(),
+                why: item.why.clone(),
+            })
+            .collect(),
+        manifests: plan.manifests.clone(),
+    };
+    if cli.json {
+        println!(
+            "{}",
+            serde_json::to_string(&report).map_err(Failure::failed)?
+        );
+    } else {
+        println!("{}", path.display());
+    }
+    Ok(())
+}
+
+/// Decides what to write: flags first, then what was found.
+fn plan(cli: &Cli, root: &Path, primary: Option<&Found>, app: &AppFlags) -> Result<Plan, Failure> {
+    let flags = &cli.base;
+    let name = project_name(root);
+    let builder = flags.builder.clone().unwrap_or_else(|| "native".into());
+    if !["native", "docker", "buildah", "podman"].contains(&builder.as_str()) {
+        return Err(Failure::usage(anyhow::anyhow!(
+            "--builder {builder:?}: expected native, docker, buildah or podman"
+        )));
+    }
+    let recipe = primary.map(|found| recipe(root, found));
+    let dockerfile = (builder != "native").then(|| {
+        flags
+            .dockerfile
+            .clone()
+            .unwrap_or_else(|| DOCKERFILE_BASE.into())
+    });
+    let mut manifests: Vec<String> = if !flags.manifests.is_empty() {
+        flags.manifests.clone()
+    } else {
+        primary
+            .map(|found| found.manifests.clone())
+            .unwrap_or_default()
+    };
+    if let Some(dockerfile) = &dockerfile
+        && flags.manifests.is_empty()
+    {
+        // An existing Dockerfile says what the base copies in: exactly
+        // those files decide it.
+        if let Ok(text) = std::fs::read_to_string(root.join(dockerfile)) {
+            let copied: Vec<String> = dockerfile::context_sources(&text)
+                .into_iter()
+                .filter(|source| root.join(source).exists() || source.contains('*'))
+                .collect();
+            if !copied.is_empty() {
+                eprintln!(
+                    "{dockerfile} copies {}: those decide the base",
+                    copied.join(", ")
+                );
+                manifests = copied;
+            }
+        }
+        if !manifests.contains(dockerfile) {
+            manifests.push(dockerfile.clone());
+        }
+    }
+    let install = flags
+        .install
+        .clone()
+        .or_else(|| recipe.as_ref().map(|r| r.install.clone()));
+    if builder == "native" && install.is_none() {
+        return Err(Failure::usage(anyhow::anyhow!(
+            "the native builder needs an install step: give it with --install \
+             (`{{out}}` is the folder that becomes the layer)"
+        )));
+    }
+    let from = flags
+        .from
+        .clone()
+        .or_else(|| recipe.as_ref().map(|r| r.from.clone()));
+    Ok(Plan {
+        base_image: flags
+            .image
+            .clone()
+            .unwrap_or_else(|| format!("oci:./build/oci:{name}-base")),
+        app_image: app
+            .image
+            .clone()
+            .unwrap_or_else(|| format!("oci:./build/oci:{name}")),
+        builder,
+        dockerfile,
+        manifests,
+        recipe,
+        install,
+        from,
+        platform: flags.platform.clone(),
+    })
+}
+
+/// The commented configuration.
+fn render(plan: &Plan, found: &[Found]) -> String {
+    let mut out = String::new();
+    let found_line = if found.is_empty() {
+        "nothing; the manifests were named on the command line".to_owned()
+    } else {
+        found
+            .iter()
+            .map(|item| format!("{} ({})", item.ecosystem.name(), item.why))
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    let _ = writeln!(
+        out,
+        "# cachectl.toml, written by `cachectl init`. Found: {found_line}."
+    );
+    out.push_str(
+        "# Every field is also a flag and a CACHECTL_* variable (flag > variable > file):\n\
+         # `cachectl --help`, and docs/cachectl.md in cachectl's repository.\n\n\
+         # The cache server shared by the team and CI; without one, records are kept in\n\
+         # ~/.cache/cachectl and the registry's tags are the cache.\n\
+         # cache = \"http://cache.internal:8080\"\n\n[base]\n\
+         # Where bases are pushed, tagged base-KEY: a registry repository for CI\n\
+         # (e.g. \"ghcr.io/acme/web-base\"), or oci:DIR:NAME for a local OCI layout.\n",
+    );
+    let _ = writeln!(out, "image = {}", quoted(&plan.base_image));
+    out.push_str(
+        "# The files that decide the dependencies: a change to any of them makes a new base.\n",
+    );
+    let _ = writeln!(out, "manifests = {}", array(&plan.manifests));
+    let _ = writeln!(out, "builder = {}", quoted(&plan.builder));
+    if let Some(platform) = &plan.platform {
+        let _ = writeln!(out, "platform = {}", quoted(platform));
+    }
+    match &plan.dockerfile {
+        Some(dockerfile) => {
+            let _ = writeln!(out, "dockerfile = {}", quoted(dockerfile));
+        }
+        None => {
+            if let Some(recipe) = &plan.recipe {
+                for note in &recipe.notes {
+                    let _ = writeln!(out, "# {note}");
+                }
+            }
+            match &plan.from {
+                Some(from) => {
+                    out.push_str(
+                        "# The image the install step runs in (its tag is followed: a new image under it\n\
+                         # makes a new base; `upstream = \"pin\"` stops that).\n",
+                    );
+                    let _ = writeln!(out, "from = {}", quoted(from));
+                }
+                None => out.push_str("# from = \"docker.io/library/debian:bookworm-slim\"\n"),
+            }
+            if let Some(install) = &plan.install {
+                let _ = writeln!(out, "install = {}", quoted(install));
+            }
+            if plan.recipe.as_ref().is_some_and(|r| r.capture_changes) {
+                out.push_str("# The layer is everything the step changed in the image.\n");
+                let _ = writeln!(out, "capture = \"changes\"");
+            }
+        }
+    }
+    out.push_str("\n[app]\n# The deployable image: the base plus the app folder as one layer.\n");
+    let _ = writeln!(out, "image = {}", quoted(&plan.app_image));
+    if let Some(recipe) = &plan.recipe {
+        let _ = writeln!(out, "context = {}", quoted(&recipe.app_context));
+        if !recipe.app_exclude.is_empty() {
+            let _ = writeln!(out, "exclude = {}", array(&recipe.app_exclude));
+        }
+        if let Some(workdir) = &recipe.app_workdir {
+            let _ = writeln!(out, "workdir = {}", quoted(workdir));
+        }
+        match &recipe.app_cmd {
+            Some(cmd) => {
+                let _ = writeln!(out, "cmd = {}", array(cmd));
+            }
+            None => out.push_str("# cmd = [\"...\"]\n"),
+        }
+        if !recipe.app_env.is_empty() {
+            let pairs: Vec<String> = recipe
+                .app_env
+                .iter()
+                .map(|(name, value)| format!("{name} = {}", quoted(value)))
+                .collect();
+            let _ = writeln!(out, "env = {{ {} }}", pairs.join(", "));
+        }
+    } else {
+        out.push_str("# cmd = [\"...\"]\n");
+    }
+    out
+}
+
+/// Writes a file that must not exist yet.
+fn write_new(path: &Path, text: &str) -> Result<(), Failure> {
+    use std::io::Write;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(|e| Failure::failed(anyhow::anyhow!("cannot write {}: {e}", path.display())))?;
+    file.write_all(text.as_bytes())
+        .map_err(|e| Failure::failed(anyhow::anyhow!("cannot write {}: {e}", path.display())))
+}
+
+/// Writes `path` whole or not at all (a temporary file renamed over it).
+fn write_replacing(path: &Path, text: &str) -> Result<(), Failure> {
+    let folder = config::project_root(path);
+    let failed = |e: std::io::Error| {
+        Failure::failed(anyhow::anyhow!("cannot write {}: {e}", path.display()))
+    };
+    let mut temporary = tempfile::NamedTempFile::new_in(&folder).map_err(failed)?;
+    std::io::Write::write_all(&mut temporary, text.as_bytes()).map_err(failed)?;
+    // A configuration is not a secret: readable like the project's files.
+    use std::os::unix::fs::PermissionsExt;
+    temporary
+        .as_file()
+        .set_permissions(std::fs::Permissions::from_mode(0o644))
+        .map_err(failed)?;
+    temporary.persist(path).map_err(|e| failed(e.error))?;
+    Ok(())
+}

@@ -1,0 +1,261 @@
+//! `cachectl init`: on projects laid out as users have them, the file it
+//! writes makes `cachectl hash --explain` list exactly the project's
+//! dependency files, and it never overwrites a configuration unasked.
+
+use std::collections::BTreeSet;
+
+use cachectl_e2e::cachectl::Project;
+
+/// The `(kind, name)` of every input `hash --explain` lists, but the
+/// platform's.
+fn inputs(project: &Project) -> BTreeSet<(String, String)> {
+    let run = project
+        .cachectl(&["hash", "--explain", "--upstream", "pin", "--json"], &[])
+        .success();
+    run.json()["inputs"]
+        .as_array()
+        .expect("inputs")
+        .iter()
+        .map(|input| {
+            (
+                input["kind"].as_str().unwrap_or_default().to_owned(),
+                input["name"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .filter(|(kind, _)| kind != "platform")
+        .collect()
+}
+
+fn manifests(names: &[&str]) -> BTreeSet<(String, String)> {
+    names
+        .iter()
+        .map(|name| ("manifest".to_owned(), (*name).to_owned()))
+        .collect()
+}
+
+fn recipe(names: &[&str]) -> BTreeSet<(String, String)> {
+    names
+        .iter()
+        .map(|name| ("recipe".to_owned(), (*name).to_owned()))
+        .collect()
+}
+
+/// The native recipe's inputs: the image, the step, where it runs (and
+/// what it captures, for the compiled languages' runtime bases).
+const NATIVE: &[&str] = &["from", "install", "install-in"];
+
+/// A project layout: the ecosystem `init` must name, the files, the
+/// manifests and recipe inputs expected, and a word of the command.
+type Case<'a> = (
+    &'a str,
+    &'a [(&'a str, &'a str)],
+    &'a [&'a str],
+    &'a [&'a str],
+    &'a str,
+);
+
+#[test]
+fn init_lists_the_lock_files_of_poetry_pnpm_pip_and_cargo_projects() {
+    let cases: &[Case] = &[
+        (
+            "Poetry",
+            &[
+                ("pyproject.toml", "[tool.poetry]\nname = \"web\"\n"),
+                ("poetry.lock", "# lock\n"),
+                ("requirements-dev.txt", "pytest\n"),
+                ("main.py", "print('hi')\n"),
+            ],
+            &["pyproject.toml", "poetry.lock"],
+            NATIVE,
+            "python3",
+        ),
+        (
+            "pnpm",
+            &[
+                ("package.json", r#"{"name": "web", "main": "server.js"}"#),
+                ("pnpm-lock.yaml", "lockfileVersion: '9.0'\n"),
+                (".npmrc", "registry=https://registry.npmjs.org/\n"),
+                ("server.js", "require('http')\n"),
+                ("package-lock.json", "{}"),
+            ],
+            &["package.json", "pnpm-lock.yaml", ".npmrc"],
+            NATIVE,
+            "/app/server.js",
+        ),
+        (
+            "pip",
+            &[
+                (
+                    "requirements/prod.txt",
+                    "-r common.txt\n-c ../constraints.txt\ngunicorn\n",
+                ),
+                ("requirements/common.txt", "flask==3.0.3\n"),
+                ("requirements/dev.txt", "-r prod.txt\npytest\n"),
+                ("constraints.txt", "werkzeug<4\n"),
+                ("manage.py", "\n"),
+            ],
+            &[
+                "requirements/prod.txt",
+                "requirements/common.txt",
+                "constraints.txt",
+            ],
+            NATIVE,
+            "manage.py",
+        ),
+        (
+            "Cargo",
+            &[
+                (
+                    "Cargo.toml",
+                    "[package]\nname = \"api\"\nversion = \"0.1.0\"\n",
+                ),
+                ("Cargo.lock", "version = 4\n"),
+            ],
+            &["Cargo.lock"],
+            &["from", "install", "install-in", "capture"],
+            "/app/api",
+        ),
+    ];
+    for (name, files, expected, recipe_inputs, in_cmd) in cases {
+        let project = Project::new();
+        for (path, text) in *files {
+            project.write(path, text);
+        }
+        let run = project.cachectl(&["init"], &[]).success();
+        assert!(
+            run.stderr.contains(&format!("found {name}")),
+            "{name}: {}",
+            run.stderr
+        );
+        let mut want = manifests(expected);
+        want.extend(recipe(recipe_inputs));
+        assert_eq!(inputs(&project), want, "{name}");
+        let written = std::fs::read_to_string(project.path().join("cachectl.toml")).unwrap();
+        let cmd_line = written
+            .lines()
+            .find(|line| line.starts_with("cmd = "))
+            .unwrap_or_else(|| panic!("{name}: no cmd in\n{written}"));
+        assert!(cmd_line.contains(in_cmd), "{name}: {cmd_line}");
+    }
+}
+
+#[test]
+fn a_go_module_with_a_dockerfile_base_is_keyed_on_what_the_dockerfile_copies() {
+    let project = Project::new();
+    project.write("go.mod", "module example.com/acme/api\n\ngo 1.22\n");
+    project.write("go.sum", "example.com/dep v1.0.0 h1:abc=\n");
+    project.write("main.go", "package main\n");
+    project.write(
+        "Dockerfile.base",
+        "FROM docker.io/library/golang:1.23 AS build\nWORKDIR /src\n\
+         COPY go.mod go.sum ./\nRUN go mod download\n",
+    );
+    let run = project
+        .cachectl(
+            &[
+                "init",
+                "--builder",
+                "buildah",
+                "--image",
+                "registry.example.com/acme/api-base",
+                "--app-image",
+                "registry.example.com/acme/api:main",
+            ],
+            &[],
+        )
+        .success();
+    assert!(run.stderr.contains("found Go modules"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("Dockerfile.base copies go.mod, go.sum"),
+        "{}",
+        run.stderr
+    );
+    let mut want = manifests(&["go.mod", "go.sum"]);
+    want.extend(recipe(&["dockerfile:Dockerfile.base"]));
+    assert_eq!(inputs(&project), want);
+    let written = std::fs::read_to_string(project.path().join("cachectl.toml")).unwrap();
+    assert!(
+        written.contains("image = \"registry.example.com/acme/api-base\"")
+            && written.contains("image = \"registry.example.com/acme/api:main\""),
+        "{written}"
+    );
+    // The user's Dockerfile is theirs: read, never rewritten.
+    assert!(
+        std::fs::read_to_string(project.path().join("Dockerfile.base"))
+            .unwrap()
+            .contains("go mod download")
+    );
+}
+
+#[test]
+fn init_writes_a_dockerfile_base_only_when_there_is_none_and_never_overwrites_unasked() {
+    let project = Project::new();
+    project.write("package.json", r#"{"scripts": {"start": "node ."}}"#);
+    project.write("package-lock.json", "{}");
+    let run = project
+        .cachectl(&["init", "--builder", "buildah", "--json"], &[])
+        .success();
+    let report = run.json();
+    assert_eq!(report["detected"][0]["ecosystem"], "npm");
+    let dockerfile = std::fs::read_to_string(project.path().join("Dockerfile.base")).unwrap();
+    assert!(
+        dockerfile.contains("RUN npm ci --omit=dev") && dockerfile.contains("package-lock.json"),
+        "{dockerfile}"
+    );
+    // The Dockerfile it wrote copies the lock files: the same inputs.
+    let mut want = manifests(&["package.json", "package-lock.json"]);
+    want.extend(recipe(&["dockerfile:Dockerfile.base"]));
+    assert_eq!(inputs(&project), want);
+
+    // Twice: refused, and the file is untouched.
+    project.append("cachectl.toml", "# mine\n");
+    let again = project.cachectl(&["init"], &[]);
+    assert_eq!(again.code, 2, "{}", again.stderr);
+    assert!(again.stderr.contains("--force"), "{}", again.stderr);
+    let kept = std::fs::read_to_string(project.path().join("cachectl.toml")).unwrap();
+    assert!(kept.ends_with("# mine\n"));
+
+    // --force writes a new one (native now); the Dockerfile stays.
+    project.write("Dockerfile.base", "FROM scratch\n# mine\n");
+    project.cachectl(&["init", "--force"], &[]).success();
+    let replaced = std::fs::read_to_string(project.path().join("cachectl.toml")).unwrap();
+    assert!(!replaced.contains("# mine") && replaced.contains("builder = \"native\""));
+    assert_eq!(
+        std::fs::read_to_string(project.path().join("Dockerfile.base")).unwrap(),
+        "FROM scratch\n# mine\n"
+    );
+    let mut want = manifests(&["package.json", "package-lock.json"]);
+    want.extend(recipe(NATIVE));
+    assert_eq!(inputs(&project), want);
+}
+
+#[test]
+fn init_in_a_folder_with_nothing_to_go_on_says_what_it_looked_for() {
+    let project = Project::new();
+    project.write("README", "hello\n");
+    let run = project.cachectl(&["init"], &[]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("found no dependency manifest") && run.stderr.contains("--manifest"),
+        "{}",
+        run.stderr
+    );
+    assert!(!project.path().join("cachectl.toml").exists());
+    // Named by hand, it writes them as given.
+    project.write("deps.lock", "x\n");
+    project
+        .cachectl(
+            &[
+                "init",
+                "--manifest",
+                "deps.lock",
+                "--install",
+                "cp deps.lock {out}/",
+            ],
+            &[],
+        )
+        .success();
+    let mut want = manifests(&["deps.lock"]);
+    want.extend(recipe(&["from", "install"]));
+    assert_eq!(inputs(&project), want);
+}
