@@ -179,7 +179,15 @@ fn read(path: &Path) -> Result<Vec<u8>, KeyError> {
 }
 
 fn relative_name(root: &Path, path: &Path) -> String {
-    let relative = path.strip_prefix(root).unwrap_or(path);
+    // `./web` and the `web/x` glob returns for it: compared without the
+    // `.` components.
+    let clean = |path: &Path| -> PathBuf {
+        path.components()
+            .filter(|c| !matches!(c, std::path::Component::CurDir))
+            .collect()
+    };
+    let (root, path) = (clean(root), clean(path));
+    let relative = path.strip_prefix(&root).unwrap_or(&path);
     relative
         .components()
         .filter(|c| !matches!(c, std::path::Component::CurDir))
@@ -383,6 +391,16 @@ pub fn diff(old: &[Input], new: &[Input]) -> Vec<Change> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn manifest_names_are_relative_to_a_root_written_with_a_dot() {
+        let folder = tempfile::tempdir().unwrap();
+        std::fs::create_dir(folder.path().join("web")).unwrap();
+        std::fs::write(folder.path().join("web/package-lock.json"), "{}").unwrap();
+        let root = folder.path().join(".").join("web");
+        let files = manifest_files(&root, &["package-lock.json".to_owned()]).unwrap();
+        assert_eq!(files[0].0, "package-lock.json");
+    }
 
     fn project() -> tempfile::TempDir {
         let folder = tempfile::tempdir().unwrap();

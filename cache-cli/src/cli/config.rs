@@ -4,7 +4,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 /// The file as written. Unknown fields are errors, so a typo is caught.
 #[derive(Debug, Default, Deserialize)]
@@ -22,10 +23,111 @@ pub struct ConfigFile {
     /// The app section (used by `cachectl layer` and `cachectl build`).
     #[serde(default)]
     pub app: AppSection,
+    /// `[images.NAME]`: a project of several images, each with its own
+    /// `base` and `app` (whose fields replace the same fields of the
+    /// top-level `[base]` and `[app]`, which then hold what they share).
+    #[serde(default)]
+    pub images: BTreeMap<String, ImageSection>,
+    /// The image of `images` this file was narrowed to by
+    /// [`ConfigFile::select`].
+    #[serde(skip)]
+    pub selected: Option<Selected>,
+}
+
+/// The image a configuration was narrowed to.
+#[derive(Debug, Clone)]
+pub struct Selected {
+    /// Its name (the key of `[images.NAME]`).
+    pub name: String,
+    /// Its folder, relative to the file's.
+    pub dir: Option<PathBuf>,
+}
+
+/// `[images.NAME]`: one image of a project with several.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageSection {
+    /// The image's folder, relative to the file's: its manifests, build
+    /// context, Dockerfile and app context are found from there (default:
+    /// the file's folder).
+    pub dir: Option<String>,
+    /// Its base.
+    #[serde(default)]
+    pub base: BaseSection,
+    /// Its app.
+    #[serde(default)]
+    pub app: AppSection,
+}
+
+impl ConfigFile {
+    /// The names of `[images.NAME]`, sorted.
+    pub fn image_names(&self) -> Vec<String> {
+        self.images.keys().cloned().collect()
+    }
+
+    /// This file narrowed to the image `name`: its `base` and `app` are the
+    /// image's fields over the top-level ones, its root the image's `dir`.
+    pub fn select(&self, path: &Path, name: &str) -> Result<ConfigFile, ConfigError> {
+        let path_text = path.display().to_string();
+        let image = self.images.get(name).ok_or_else(|| ConfigError::Field {
+            path: path_text.clone(),
+            field: "images",
+            message: format!(
+                "there is no [images.{name}] (the images are {})",
+                self.image_names().join(", ")
+            ),
+        })?;
+        let merge_error = |field: &'static str| {
+            let path_text = path_text.clone();
+            move |message: String| ConfigError::Field {
+                path: path_text,
+                field,
+                message,
+            }
+        };
+        let dir = image.dir.as_deref().map(PathBuf::from);
+        if let Some(dir) = &dir
+            && (dir.is_absolute()
+                || dir
+                    .components()
+                    .any(|c| matches!(c, std::path::Component::ParentDir)))
+        {
+            return Err(ConfigError::Field {
+                path: path_text,
+                field: "images.dir",
+                message: format!(
+                    "[images.{name}] dir = {:?}: a folder inside the project is expected",
+                    dir.display()
+                ),
+            });
+        }
+        Ok(ConfigFile {
+            cache: self.cache.clone(),
+            namespace: self.namespace.clone(),
+            oidc_audience: self.oidc_audience.clone(),
+            base: over(&self.base, &image.base).map_err(merge_error("images.base"))?,
+            app: over(&self.app, &image.app).map_err(merge_error("images.app"))?,
+            images: BTreeMap::new(),
+            selected: Some(Selected {
+                name: name.to_owned(),
+                dir,
+            }),
+        })
+    }
+}
+
+/// `own`'s fields over `defaults`' (a field `own` sets replaces the same
+/// field of `defaults`, maps included).
+fn over<T: Serialize + DeserializeOwned>(defaults: &T, own: &T) -> Result<T, String> {
+    let mut table = toml::Table::try_from(defaults).map_err(|e| e.to_string())?;
+    for (field, value) in toml::Table::try_from(own).map_err(|e| e.to_string())? {
+        table.insert(field, value);
+    }
+    table.try_into().map_err(|e: toml::de::Error| e.to_string())
 }
 
 /// `[base]`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct BaseSection {
     /// Repository of the base image, or `oci:DIR[:NAME]` for a local OCI layout.
@@ -66,7 +168,7 @@ pub struct BaseSection {
 }
 
 /// `[app]`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AppSection {
     /// Target repository, with an optional tag (default `latest`).
@@ -218,6 +320,46 @@ cmd = ["gunicorn", "web.wsgi"]
             error.contains("manifests") && error.contains("line 2"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn an_image_section_replaces_the_shared_fields_it_sets() {
+        let config = parse(
+            r#"
+[base]
+builder = "native"
+platform = "linux/amd64"
+args = { A = "1" }
+[app]
+workdir = "/srv"
+[images.api]
+dir = "backend"
+base = { image = "reg/api-base", manifests = ["go.sum"], args = { B = "2" } }
+app = { image = "reg/api" }
+[images.web.base]
+image = "reg/web-base"
+platform = "linux/arm64"
+"#,
+        )
+        .unwrap();
+        assert_eq!(config.image_names(), ["api", "web"]);
+        let path = Path::new("cachectl.toml");
+        let api = config.select(path, "api").unwrap();
+        assert_eq!(api.base.image.as_deref(), Some("reg/api-base"));
+        assert_eq!(api.base.builder.as_deref(), Some("native"));
+        assert_eq!(api.base.platform.as_deref(), Some("linux/amd64"));
+        // A map is a field like any other: replaced, not merged.
+        assert_eq!(api.base.args.unwrap().keys().collect::<Vec<_>>(), ["B"]);
+        assert_eq!(api.app.workdir.as_deref(), Some("/srv"));
+        assert_eq!(api.selected.unwrap().dir, Some(PathBuf::from("backend")));
+        let web = config.select(path, "web").unwrap();
+        assert_eq!(web.base.platform.as_deref(), Some("linux/arm64"));
+        assert_eq!(web.base.args.unwrap()["A"], "1");
+        let error = config.select(path, "db").unwrap_err().to_string();
+        assert!(error.contains("api, web"), "{error}");
+        let outside = parse("[images.x]\ndir = \"../elsewhere\"\n").unwrap();
+        assert!(outside.select(path, "x").is_err());
+        assert!(parse("[images.x]\nbse = {}\n").is_err());
     }
 
     #[test]

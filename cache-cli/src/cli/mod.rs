@@ -96,6 +96,18 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub json: bool,
 
+    /// In a project of several images ([images.NAME]), the images to work
+    /// on (repeatable or comma-separated) [default: all of them, for build
+    /// and ensure-base; other commands need exactly one].
+    #[arg(
+        long,
+        env = "CACHECTL_ONLY",
+        value_name = "NAME",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub only: Vec<String>,
+
     #[allow(missing_docs)] // clap would turn a doc comment into help text
     #[command(flatten)]
     pub base: BaseFlags,
@@ -158,6 +170,9 @@ impl Cli {
         option("registry-user", text(&self.registry_user));
         for host in &self.insecure_registry {
             option("insecure-registry", Some(host.into()));
+        }
+        for name in &self.only {
+            option("only", Some(name.into()));
         }
         let base = &self.base;
         option("image", text(&base.image));
@@ -704,6 +719,8 @@ mod tests {
             "secret-password",
             "--insecure-registry",
             "a:5000,b:5000",
+            "--only",
+            "api",
             "--image",
             "reg/base",
             "--manifest",
@@ -763,7 +780,7 @@ mod tests {
         };
         // Every global flag is forwarded (or set by each run, like --json):
         // a new one must be added to forwarded_args and counted here.
-        assert_eq!(Cli::command().get_arguments().count(), 25);
+        assert_eq!(Cli::command().get_arguments().count(), 26);
         let forwarded = cli.forwarded_args();
         assert!(
             !forwarded
@@ -798,7 +815,7 @@ mod tests {
                     cli.require_cache,
                     &cli.registry_user,
                     &cli.registry_password,
-                    &cli.insecure_registry,
+                    (&cli.insecure_registry, &cli.only),
                 )
             )
         };

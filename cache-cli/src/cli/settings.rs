@@ -2,7 +2,7 @@
 //! variable > file) into the settings each command works with.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use cache_proto::Namespace;
 
@@ -166,7 +166,7 @@ impl Cli {
     ) -> Result<AppSettings, ConfigError> {
         let path = self.config.display().to_string();
         let app = &file.app;
-        let root = config::project_root(&self.config);
+        let root = self.project_root(file);
         let image = flags
             .image
             .clone()
@@ -274,6 +274,17 @@ impl Cli {
         })
     }
 
+    /// The folder the project's paths are relative to: the configuration
+    /// file's, or the selected image's `dir` in it.
+    pub fn project_root(&self, file: &ConfigFile) -> PathBuf {
+        let root = config::project_root(&self.config);
+        match file.selected.as_ref().and_then(|s| s.dir.as_ref()) {
+            Some(dir) if root == Path::new(".") => dir.clone(),
+            Some(dir) => root.join(dir),
+            None => root,
+        }
+    }
+
     /// Reads the configuration file (required when named explicitly).
     pub fn load_file(&self) -> Result<ConfigFile, ConfigError> {
         config::load(&self.config, self.config_named)
@@ -374,7 +385,7 @@ impl Cli {
         let path = self.config.display().to_string();
         let base = &file.base;
         let flags = &self.base;
-        let root = config::project_root(&self.config);
+        let root = self.project_root(file);
 
         let image = flags
             .image

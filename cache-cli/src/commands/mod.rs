@@ -13,6 +13,7 @@ pub mod ensure_base;
 pub mod gc;
 pub mod hash;
 pub mod history;
+pub mod images;
 pub mod init;
 pub mod layer;
 pub mod rollback;
@@ -85,7 +86,10 @@ pub async fn run(mut cli: Cli) -> Result<(), Failure> {
     if let Command::Init { force, app } = &cli.command {
         return init::run(&cli, *force, app).await;
     }
-    let file = cli.load_file().map_err(Failure::usage)?;
+    let file = match images::narrow(&cli, cli.load_file().map_err(Failure::usage)?)? {
+        images::Narrowed::One(file) => *file,
+        images::Narrowed::Several(names) => return images::run_each(&cli, &names).await,
+    };
     if cli.cache_token.is_none()
         && cli.cache_url(&file).is_some()
         && let Some(audience) = cli

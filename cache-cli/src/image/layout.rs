@@ -177,12 +177,35 @@ impl Layout {
     /// Removes every entry of `index.json` pointing at `digest` (its blobs
     /// stay until [`Layout::collect_garbage`]).
     pub fn remove_digest(&self, digest: &str) -> Result<(), LayoutError> {
+        self.update_index(|entries| {
+            entries.retain(|entry| entry["digest"] != digest);
+            true
+        })?;
+        Ok(())
+    }
+
+    /// Changes the entries of `index.json` with `change` (which says
+    /// whether it changed anything) under an exclusive lock of the layout
+    /// folder, so that two processes tagging into one layout (the images of
+    /// one project, built in parallel) never lose each other's names.
+    fn update_index(
+        &self,
+        change: impl FnOnce(&mut Vec<Value>) -> bool,
+    ) -> Result<bool, LayoutError> {
+        std::fs::create_dir_all(&self.dir).map_err(Self::io(&self.dir))?;
+        let folder = std::fs::File::open(&self.dir).map_err(Self::io(&self.dir))?;
+        rustix::fs::flock(&folder, rustix::fs::FlockOperation::LockExclusive)
+            .map_err(|e| Self::io(&self.dir)(e.into()))?;
         let mut index = self.read_index()?;
         let mut entries: Vec<Value> = index["manifests"].as_array().cloned().unwrap_or_default();
-        entries.retain(|entry| entry["digest"] != digest);
+        if !change(&mut entries) {
+            return Ok(false);
+        }
         index["manifests"] = Value::Array(entries);
         let text = serde_json::to_vec_pretty(&index).unwrap_or_default();
-        self.write_atomically(&self.dir.join("index.json"), &text)
+        self.write_atomically(&self.dir.join("index.json"), &text)?;
+        // The lock goes with `folder`.
+        Ok(true)
     }
 
     /// Deletes every blob no entry of `index.json` reaches (through index
@@ -253,17 +276,11 @@ impl Layout {
 
     /// Removes `tag` from `index.json` (its blobs stay); whether it was there.
     pub fn remove_tag(&self, tag: &str) -> Result<bool, LayoutError> {
-        let mut index = self.read_index()?;
-        let mut entries: Vec<Value> = index["manifests"].as_array().cloned().unwrap_or_default();
-        let before = entries.len();
-        entries.retain(|entry| entry["annotations"][REF_NAME] != tag);
-        if entries.len() == before {
-            return Ok(false);
-        }
-        index["manifests"] = Value::Array(entries);
-        let text = serde_json::to_vec_pretty(&index).unwrap_or_default();
-        self.write_atomically(&self.dir.join("index.json"), &text)?;
-        Ok(true)
+        self.update_index(|entries| {
+            let before = entries.len();
+            entries.retain(|entry| entry["annotations"][REF_NAME] != tag);
+            entries.len() != before
+        })
     }
 
     /// Stores a manifest and points each of `tags` at it in `index.json`.
@@ -278,21 +295,19 @@ impl Layout {
             &self.dir.join("oci-layout"),
             br#"{"imageLayoutVersion":"1.0.0"}"#,
         )?;
-        let mut index = self.read_index()?;
-        let mut entries: Vec<Value> = index["manifests"].as_array().cloned().unwrap_or_default();
-        entries.retain(|entry| {
-            !tags
-                .iter()
-                .any(|tag| entry["annotations"][REF_NAME] == *tag)
-        });
-        for tag in tags {
-            let mut entry = oci::descriptor(media_type, &digest, bytes.len() as u64);
-            entry["annotations"] = json!({ REF_NAME: tag });
-            entries.push(entry);
-        }
-        index["manifests"] = Value::Array(entries);
-        let text = serde_json::to_vec_pretty(&index).unwrap_or_default();
-        self.write_atomically(&self.dir.join("index.json"), &text)?;
+        self.update_index(|entries| {
+            entries.retain(|entry| {
+                !tags
+                    .iter()
+                    .any(|tag| entry["annotations"][REF_NAME] == *tag)
+            });
+            for tag in tags {
+                let mut entry = oci::descriptor(media_type, &digest, bytes.len() as u64);
+                entry["annotations"] = json!({ REF_NAME: tag });
+                entries.push(entry);
+            }
+            true
+        })?;
         Ok(digest)
     }
 }
@@ -300,6 +315,32 @@ impl Layout {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn processes_tagging_into_one_layout_at_once_lose_no_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let writers: Vec<_> = (0..4)
+            .map(|writer| {
+                let layout = Layout::new(dir.path());
+                std::thread::spawn(move || {
+                    for n in 0..25 {
+                        let manifest = format!("{{\"writer\":{writer},\"n\":{n}}}");
+                        layout
+                            .put_manifest(
+                                manifest.as_bytes(),
+                                oci::OCI_MANIFEST,
+                                &[&format!("w{writer}-{n}")],
+                            )
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for writer in writers {
+            writer.join().unwrap();
+        }
+        assert_eq!(Layout::new(dir.path()).names().unwrap().len(), 100);
+    }
 
     #[test]
     fn tags_move_and_blobs_are_content_addressed() {

@@ -67,11 +67,17 @@ impl ImageTarget {
         Ok(Self::Registry(text.to_owned()))
     }
 
-    /// The human form of the target.
+    /// The target as written: also the name its records are kept under,
+    /// so two bases named in one layout (`oci:DIR:api-base`,
+    /// `oci:DIR:web-base`) each have their own history.
     pub fn describe(&self) -> String {
         match self {
             Self::Registry(repository) => repository.clone(),
-            Self::Layout { dir, .. } => format!("oci:{}", dir.display()),
+            Self::Layout {
+                dir,
+                name: Some(name),
+            } => format!("oci:{}:{name}", dir.display()),
+            Self::Layout { dir, name: None } => format!("oci:{}", dir.display()),
         }
     }
 

@@ -82,7 +82,9 @@ pub fn report_folder_restore(report: &RestoreReport, json: bool) -> std::io::Res
     )
 }
 
-fn append(variable: &str, text: &str) -> std::io::Result<()> {
+/// Appends `text` to the file the GitHub Actions variable `variable`
+/// (`GITHUB_OUTPUT`, `GITHUB_STEP_SUMMARY`) names, if it is set.
+pub fn append(variable: &str, text: &str) -> std::io::Result<()> {
     let Some(path) = std::env::var_os(variable).filter(|p| !p.is_empty()) else {
         return Ok(());
     };
