@@ -9,9 +9,14 @@ use cachectl_e2e::cachectl::Project;
 /// The `(kind, name)` of every input `hash --explain` lists, but the
 /// platform's.
 fn inputs(project: &Project) -> BTreeSet<(String, String)> {
-    let run = project
-        .cachectl(&["hash", "--explain", "--upstream", "pin", "--json"], &[])
-        .success();
+    inputs_of(project, &[])
+}
+
+/// [`inputs`] with more arguments (`--only NAME`).
+fn inputs_of(project: &Project, extra: &[&str]) -> BTreeSet<(String, String)> {
+    let mut args = vec!["hash", "--explain", "--upstream", "pin", "--json"];
+    args.extend_from_slice(extra);
+    let run = project.cachectl(&args, &[]).success();
     run.json()["inputs"]
         .as_array()
         .expect("inputs")
@@ -196,7 +201,7 @@ fn init_writes_a_dockerfile_base_only_when_there_is_none_and_never_overwrites_un
         .cachectl(&["init", "--builder", "buildah", "--json"], &[])
         .success();
     let report = run.json();
-    assert_eq!(report["detected"][0]["ecosystem"], "npm");
+    assert_eq!(report["images"][0]["detected"][0]["ecosystem"], "npm");
     let dockerfile = std::fs::read_to_string(project.path().join("Dockerfile.base")).unwrap();
     assert!(
         dockerfile.contains("RUN npm ci --omit=dev") && dockerfile.contains("package-lock.json"),
@@ -258,4 +263,50 @@ fn init_in_a_folder_with_nothing_to_go_on_says_what_it_looked_for() {
     let mut want = manifests(&["deps.lock"]);
     want.extend(recipe(&["from", "install"]));
     assert_eq!(inputs(&project), want);
+}
+
+#[test]
+fn a_repository_with_an_api_and_a_front_end_folder_gets_one_image_section_each() {
+    let project = Project::new();
+    project.write("api/go.mod", "module example.com/acme/api\n\ngo 1.22\n");
+    project.write("api/go.sum", "example.com/dep v1.0.0 h1:abc=\n");
+    project.write("frontend/package.json", r#"{"main": "server.js"}"#);
+    project.write("frontend/package-lock.json", "{}");
+    project.write("frontend/server.js", "\n");
+    project.write("docs/index.md", "# docs\n");
+    project.write("node_modules/x/package.json", "{}");
+    let run = project.cachectl(&["init", "--json"], &[]).success();
+    let report = run.json();
+    let names: Vec<&str> = report["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|image| image["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["api", "frontend"]);
+    assert!(
+        run.stderr.contains("[frontend] found npm"),
+        "{}",
+        run.stderr
+    );
+    for (name, manifest, recipe_inputs) in [
+        (
+            "api",
+            vec!["go.sum"],
+            vec!["from", "install", "install-in", "capture"],
+        ),
+        (
+            "frontend",
+            vec!["package.json", "package-lock.json"],
+            NATIVE.to_vec(),
+        ),
+    ] {
+        let listed = inputs_of(&project, &["--only", name]);
+        let mut want = manifests(&manifest);
+        want.extend(recipe(&recipe_inputs));
+        assert_eq!(listed, want, "{name}");
+    }
+    // One image's flags cannot name all of them.
+    let refused = project.cachectl(&["init", "--force", "--image", "reg/x"], &[]);
+    assert_eq!(refused.code, 2, "{}", refused.stderr);
 }

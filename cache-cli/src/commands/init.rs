@@ -22,12 +22,24 @@ const DOCKERFILE_BASE: &str = "Dockerfile.base";
 pub struct InitReport {
     /// The configuration file written.
     pub config: PathBuf,
-    /// The Dockerfile written, if one was.
-    pub dockerfile: Option<PathBuf>,
-    /// What was found: `{ecosystem, manifests, why}` of each.
+    /// The images configured: one, or one per folder of a project of
+    /// several (`[images.NAME]`).
+    pub images: Vec<ImageReport>,
+}
+
+/// One image `init` configured.
+#[derive(Debug, Serialize)]
+pub struct ImageReport {
+    /// Its `[images.NAME]` name; `None` for a project of one image.
+    pub name: Option<String>,
+    /// Its folder, relative to the configuration's.
+    pub dir: PathBuf,
+    /// What was found there.
     pub detected: Vec<Detected>,
     /// The base's manifests, as written.
     pub manifests: Vec<String>,
+    /// The Dockerfile written, if one was.
+    pub dockerfile: Option<PathBuf>,
 }
 
 /// One ecosystem found.
@@ -39,6 +51,203 @@ pub struct Detected {
     pub manifests: Vec<String>,
     /// Why it was recognised.
     pub why: String,
+}
+
+/// Folders never taken for an image's (dependencies and build output).
+const NOT_PROJECTS: &[&str] = &[
+    "node_modules",
+    "target",
+    "vendor",
+    "build",
+    "dist",
+    "venv",
+    "__pycache__",
+];
+
+/// One image to configure: where, and what was found there.
+struct Unit {
+    name: Option<String>,
+    dir: PathBuf,
+    found: Vec<Found>,
+}
+
+/// The images of the project in `root`: the folder itself when anything
+/// is found there (or manifests are named), else each subfolder where
+/// something is.
+fn units(root: &Path, named_manifests: bool) -> Vec<Unit> {
+    let found = detect(root);
+    if !found.is_empty() || named_manifests {
+        return vec![Unit {
+            name: None,
+            dir: PathBuf::new(),
+            found,
+        }];
+    }
+    let mut folders: Vec<String> = std::fs::read_dir(root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|entry| entry.path().is_dir())
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .filter(|name| !name.starts_with('.') && !NOT_PROJECTS.contains(&name.as_str()))
+        .collect();
+    folders.sort();
+    folders
+        .into_iter()
+        .filter_map(|folder| {
+            let found = detect(&root.join(&folder));
+            (!found.is_empty()).then(|| Unit {
+                name: Some(project_name(&root.join(&folder))),
+                dir: PathBuf::from(folder),
+                found,
+            })
+        })
+        .collect()
+}
+
+/// Runs `init`.
+pub async fn run(cli: &Cli, force: bool, app: &AppFlags) -> Result<(), Failure> {
+    let path = cli.config.clone();
+    let root = config::project_root(&path);
+    if !root.is_dir() {
+        return Err(Failure::usage(anyhow::anyhow!(
+            "{} is not a folder: run cachectl init in the project's folder, or name the file with --config",
+            root.display()
+        )));
+    }
+    if path.exists() && !force {
+        return Err(Failure::usage(anyhow::anyhow!(
+            "{} already exists; cachectl init leaves it alone (--force writes a new one over it)",
+            path.display()
+        )));
+    }
+    let units = units(&root, !cli.base.manifests.is_empty());
+    if units.is_empty() {
+        return Err(Failure::usage(anyhow::anyhow!(
+            "found no dependency manifest in {} or its folders (looked for requirements*.txt, \
+             poetry.lock, uv.lock, Pipfile.lock, package-lock.json, pnpm-lock.yaml, yarn.lock, \
+             Gemfile.lock, go.sum, Cargo.lock, pom.xml, build.gradle): name the files that decide \
+             the base with --manifest, and its install step with --install",
+            root.display()
+        )));
+    }
+    let several = units.len() > 1 || units[0].name.is_some();
+    if several && (cli.base.image.is_some() || app.image.is_some()) {
+        return Err(Failure::usage(anyhow::anyhow!(
+            "found {} images ({}): --image and --app-image would name all of them; \
+             init without them, then set each [images.NAME] section's",
+            units.len(),
+            units
+                .iter()
+                .filter_map(|unit| unit.name.clone())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    let mut text = header(&units);
+    let mut images = Vec::new();
+    for unit in &units {
+        let folder = root.join(&unit.dir);
+        let place = unit
+            .name
+            .as_ref()
+            .map(|name| format!("[{name}] "))
+            .unwrap_or_default();
+        for item in &unit.found {
+            eprintln!(
+                "{place}found {} ({}): its manifests are {}",
+                item.ecosystem.name(),
+                item.why,
+                item.manifests.join(", ")
+            );
+        }
+        for other in unit.found.iter().skip(1) {
+            eprintln!(
+                "{place}note: the base is for {}; {} ({}) is not in it: a second image is an \
+                 [images.NAME] section (see docs/cachectl.md)",
+                unit.found[0].ecosystem.name(),
+                other.ecosystem.name(),
+                other.manifests.join(", ")
+            );
+        }
+        let plan = plan(cli, &folder, unit.found.first(), app)?;
+        let dockerfile = write_dockerfile(&folder, &plan)?;
+        match &unit.name {
+            Some(name) => {
+                let _ = writeln!(
+                    text,
+                    "\n[images.{name}]\n# Its folder: the paths below are relative to it.\ndir = {}",
+                    quoted(&unit.dir.to_string_lossy())
+                );
+                render(&mut text, &plan, &format!("images.{name}."));
+            }
+            None => render(&mut text, &plan, ""),
+        }
+        images.push(ImageReport {
+            name: unit.name.clone(),
+            dir: unit.dir.clone(),
+            detected: unit
+                .found
+                .iter()
+                .map(|item| Detected {
+                    ecosystem: item.ecosystem.name().to_owned(),
+                    manifests: item.manifests.clone(),
+                    why: item.why.clone(),
+                })
+                .collect(),
+            manifests: plan.manifests.clone(),
+            dockerfile,
+        });
+    }
+    write_replacing(&path, &text)?;
+    let next = if several {
+        "`cachectl build` builds every image, `cachectl hash --explain --only NAME` lists one base's inputs"
+    } else {
+        "`cachectl hash --explain` lists the inputs of the base, `cachectl build` builds it and the app"
+    };
+    eprintln!("wrote {}; next: {next}", path.display());
+    let report = InitReport {
+        config: path.clone(),
+        images,
+    };
+    if cli.json {
+        println!(
+            "{}",
+            serde_json::to_string(&report).map_err(Failure::failed)?
+        );
+    } else {
+        println!("{}", path.display());
+    }
+    Ok(())
+}
+
+/// Writes the Dockerfile `plan` names in `folder` when there is none yet;
+/// its path if it did.
+fn write_dockerfile(folder: &Path, plan: &Plan) -> Result<Option<PathBuf>, Failure> {
+    let Some(dockerfile) = &plan.dockerfile else {
+        return Ok(None);
+    };
+    let path = folder.join(dockerfile);
+    if path.exists() {
+        eprintln!("using the existing {}", path.display());
+        return Ok(None);
+    }
+    let body = plan
+        .recipe
+        .as_ref()
+        .map(|recipe| recipe.dockerfile.clone())
+        .ok_or_else(|| {
+            Failure::usage(anyhow::anyhow!(
+                "{} does not exist and nothing was found to write it from",
+                path.display()
+            ))
+        })?;
+    write_new(
+        &path,
+        &format!("# Written by cachectl init: the base image.\n{body}"),
+    )?;
+    eprintln!("wrote {}", path.display());
+    Ok(Some(path))
 }
 
 /// A TOML string.
@@ -79,106 +288,6 @@ struct Plan {
     install: Option<String>,
     from: Option<String>,
     platform: Option<String>,
-}
-
-/// Runs `init`.
-pub async fn run(cli: &Cli, force: bool, app: &AppFlags) -> Result<(), Failure> {
-    let path = cli.config.clone();
-    let root = config::project_root(&path);
-    if !root.is_dir() {
-        return Err(Failure::usage(anyhow::anyhow!(
-            "{} is not a folder: run cachectl init in the project's folder, or name the file with --config",
-            root.display()
-        )));
-    }
-    if path.exists() && !force {
-        return Err(Failure::usage(anyhow::anyhow!(
-            "{} already exists; cachectl init leaves it alone (--force writes a new one over it)",
-            path.display()
-        )));
-    }
-    let found = detect(&root);
-    for item in &found {
-        eprintln!(
-            "found {} ({}): its manifests are {}",
-            item.ecosystem.name(),
-            item.why,
-            item.manifests.join(", ")
-        );
-    }
-    let primary = found.first();
-    if primary.is_none() && cli.base.manifests.is_empty() {
-        return Err(Failure::usage(anyhow::anyhow!(
-            "found no dependency manifest in {} (looked for requirements*.txt, poetry.lock, \
-             uv.lock, Pipfile.lock, package-lock.json, pnpm-lock.yaml, yarn.lock, Gemfile.lock, \
-             go.sum, Cargo.lock, pom.xml, build.gradle): name the files that decide the base with \
-             --manifest, and its install step with --install",
-            root.display()
-        )));
-    }
-    for other in found.iter().skip(1) {
-        eprintln!(
-            "note: the base is for {}; {} ({}) is not in it: a second image is an [images.NAME] \
-             section (see docs/cachectl.md)",
-            found[0].ecosystem.name(),
-            other.ecosystem.name(),
-            other.manifests.join(", ")
-        );
-    }
-
-    let plan = plan(cli, &root, primary, app)?;
-    let mut dockerfile_written = None;
-    if let Some(dockerfile) = &plan.dockerfile {
-        let dockerfile_path = root.join(dockerfile);
-        if !dockerfile_path.exists() {
-            let body = plan
-                .recipe
-                .as_ref()
-                .map(|recipe| recipe.dockerfile.clone())
-                .ok_or_else(|| {
-                    Failure::usage(anyhow::anyhow!(
-                        "{} does not exist and nothing was found to write it from",
-                        dockerfile_path.display()
-                    ))
-                })?;
-            write_new(
-                &dockerfile_path,
-                &format!("# Written by cachectl init: the base image.\n{body}"),
-            )?;
-            eprintln!("wrote {}", dockerfile_path.display());
-            dockerfile_written = Some(dockerfile_path);
-        } else {
-            eprintln!("using the existing {}", dockerfile_path.display());
-        }
-    }
-    let text = render(&plan, &found);
-    write_replacing(&path, &text)?;
-    eprintln!(
-        "wrote {}; next: `cachectl hash --explain` lists the inputs of the base, `cachectl build` builds it and the app",
-        path.display()
-    );
-    let report = InitReport {
-        config: path.clone(),
-        dockerfile: dockerfile_written,
-        detected: found
-            .iter()
-            .map(|item| Detected {
-                ecosystem: item.ecosystem.name().to_owned(),
-                manifests: item.manifests.clone(),
-                why: item.why.clone(),
-            })
-            .collect(),
-        manifests: plan.manifests.clone(),
-    };
-    if cli.json {
-        println!(
-            "{}",
-            serde_json::to_string(&report).map_err(Failure::failed)?
-        );
-    } else {
-        println!("{}", path.display());
-    }
-    Ok(())
 }
 
 /// Decides what to write: flags first, then what was found.
@@ -260,29 +369,41 @@ fn plan(cli: &Cli, root: &Path, primary: Option<&Found>, app: &AppFlags) -> Resu
     })
 }
 
-/// The commented configuration.
-fn render(plan: &Plan, found: &[Found]) -> String {
-    let mut out = String::new();
+/// The file's opening comments: what was found, and the cache server.
+fn header(units: &[Unit]) -> String {
+    let found: Vec<String> = units
+        .iter()
+        .flat_map(|unit| {
+            unit.found.iter().map(move |item| {
+                let place = if unit.dir.as_os_str().is_empty() {
+                    String::new()
+                } else {
+                    format!("{}/: ", unit.dir.display())
+                };
+                format!("{place}{} ({})", item.ecosystem.name(), item.why)
+            })
+        })
+        .collect();
     let found_line = if found.is_empty() {
         "nothing; the manifests were named on the command line".to_owned()
     } else {
-        found
-            .iter()
-            .map(|item| format!("{} ({})", item.ecosystem.name(), item.why))
-            .collect::<Vec<_>>()
-            .join("; ")
+        found.join("; ")
     };
-    let _ = writeln!(
-        out,
-        "# cachectl.toml, written by `cachectl init`. Found: {found_line}."
-    );
-    out.push_str(
-        "# Every field is also a flag and a CACHECTL_* variable (flag > variable > file):\n\
+    format!(
+        "# cachectl.toml, written by `cachectl init`. Found: {found_line}.\n\
+         # Every field is also a flag and a CACHECTL_* variable (flag > variable > file):\n\
          # `cachectl --help`, and docs/cachectl.md in cachectl's repository.\n\n\
          # The cache server shared by the team and CI; without one, records are kept in\n\
          # ~/.cache/cachectl and the registry's tags are the cache.\n\
-         # cache = \"http://cache.internal:8080\"\n\n[base]\n\
-         # Where bases are pushed, tagged base-KEY: a registry repository for CI\n\
+         # cache = \"http://cache.internal:8080\"\n"
+    )
+}
+
+/// Appends the `[{prefix}base]` and `[{prefix}app]` sections of `plan`.
+fn render(out: &mut String, plan: &Plan, prefix: &str) {
+    let _ = writeln!(out, "\n[{prefix}base]");
+    out.push_str(
+        "# Where bases are pushed, tagged base-KEY: a registry repository for CI\n\
          # (e.g. \"ghcr.io/acme/web-base\"), or oci:DIR:NAME for a local OCI layout.\n",
     );
     let _ = writeln!(out, "image = {}", quoted(&plan.base_image));
@@ -323,7 +444,10 @@ fn render(plan: &Plan, found: &[Found]) -> String {
             }
         }
     }
-    out.push_str("\n[app]\n# The deployable image: the base plus the app folder as one layer.\n");
+    let _ = writeln!(
+        out,
+        "\n[{prefix}app]\n# The deployable image: the base plus the app folder as one layer."
+    );
     let _ = writeln!(out, "image = {}", quoted(&plan.app_image));
     if let Some(recipe) = &plan.recipe {
         let _ = writeln!(out, "context = {}", quoted(&recipe.app_context));
@@ -350,7 +474,6 @@ fn render(plan: &Plan, found: &[Found]) -> String {
     } else {
         out.push_str("# cmd = [\"...\"]\n");
     }
-    out
 }
 
 /// Writes a file that must not exist yet.
