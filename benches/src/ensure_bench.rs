@@ -68,8 +68,9 @@ fn main() -> anyhow::Result<()> {
     let from = cachectl_e2e::python::push_python_image(&registry);
     let cache_url = server.base_url();
     let scenarios: [(&str, Option<&str>, &[&str]); 4] = [
-        ("cache-server", Some(&cache_url), &[]),
-        ("local records", None, &[]),
+        // Without `from` the example's pip runs on the host.
+        ("cache-server", Some(&cache_url), &["--from="]),
+        ("local records", None, &["--from="]),
         (
             "cache-server, from a tracked tag",
             Some(&cache_url),

@@ -20,6 +20,7 @@ pub mod process;
 pub mod python;
 pub mod raw_http;
 pub mod registry;
+pub mod run_image;
 pub mod s3;
 pub mod server;
 

@@ -1,6 +1,7 @@
-//! A real Python userland for the native builder's tests and benchmarks:
-//! the Debian image with python3 and pip that `scripts/install-test-deps`
-//! makes with `mmdebstrap`, and a small wheel with a console script.
+//! Real userlands for the native builder's tests, the examples' and the
+//! benchmarks: the Debian images (python3 and pip; nodejs) that
+//! `scripts/install-test-deps` makes with `mmdebstrap`, and a small wheel
+//! with a console script.
 
 use std::path::Path;
 use std::process::Command;
@@ -11,17 +12,29 @@ use crate::registry::RegistryServer;
 /// Pushes the Debian python image to `registry` as
 /// `library/python:3-bookworm`; returns the reference.
 pub fn push_python_image(registry: &RegistryServer) -> String {
-    let reference = format!("{}/library/python:3-bookworm", registry.host());
-    let layout = deps_dir().join("python-image");
+    push_test_image(registry, "python-image:python", "library/python:3-bookworm")
+}
+
+/// Pushes the Debian image with nodejs that `scripts/install-test-deps`
+/// makes to `registry` as `library/node:bookworm`; returns its reference.
+pub fn push_node_image(registry: &RegistryServer) -> String {
+    push_test_image(registry, "node-image:node", "library/node:bookworm")
+}
+
+/// Pushes `LAYOUT:NAME` of the test dependencies to `registry` as
+/// `repository:tag`; returns the reference.
+fn push_test_image(registry: &RegistryServer, layout_and_name: &str, repository: &str) -> String {
+    let reference = format!("{}/{repository}", registry.host());
+    let source = deps_dir().join(layout_and_name);
     let output = Command::new("skopeo")
         .args(["copy", "--dest-tls-verify=false"])
-        .arg(format!("oci:{}:python", layout.display()))
+        .arg(format!("oci:{}", source.display()))
         .arg(format!("docker://{reference}"))
         .output()
         .expect("skopeo runs");
     assert!(
         output.status.success(),
-        "pushing the python image (run scripts/install-test-deps): {}",
+        "pushing {layout_and_name} (run scripts/install-test-deps): {}",
         String::from_utf8_lossy(&output.stderr)
     );
     reference
