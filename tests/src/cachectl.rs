@@ -229,3 +229,14 @@ impl Default for Project {
         Self::new()
     }
 }
+
+/// The `NAME=VALUE` lines of a file (`$GITHUB_OUTPUT`, `$GITHUB_ENV`, a
+/// dotenv report); the last value of a name wins, as CI systems read them.
+pub fn key_values(path: &Path) -> std::collections::BTreeMap<String, String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| line.split_once('='))
+        .map(|(name, value)| (name.to_owned(), value.to_owned()))
+        .collect()
+}

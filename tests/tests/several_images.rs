@@ -3,9 +3,7 @@
 //! base and app in parallel with one report and CI outputs per image, and
 //! a change to one image's lock file rebuilds only that image's base.
 
-use std::collections::BTreeMap;
-
-use cachectl_e2e::cachectl::{Project, Run};
+use cachectl_e2e::cachectl::{Project, Run, key_values as outputs};
 use cachectl_e2e::registry::{RegistryServer, push_busybox, skopeo_inspect};
 
 /// A project of two images, `api` (in `api/`, keyed on `go.sum`) and `web`
@@ -63,16 +61,6 @@ fn marker_lines(project: &Project) -> Vec<String> {
         .unwrap_or_default()
         .lines()
         .map(str::to_owned)
-        .collect()
-}
-
-/// `NAME=VALUE` lines of a `$GITHUB_OUTPUT` file (the last value wins).
-fn outputs(path: &std::path::Path) -> BTreeMap<String, String> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|line| line.split_once('='))
-        .map(|(name, value)| (name.to_owned(), value.to_owned()))
         .collect()
 }
 

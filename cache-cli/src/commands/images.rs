@@ -13,7 +13,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use super::Failure;
 use crate::cli::config::ConfigFile;
 use crate::cli::{Cli, Command};
-use crate::report::output::append;
+use crate::report::output::{self, append};
 
 /// What a run works on.
 pub enum Narrowed {
@@ -119,6 +119,7 @@ pub async fn run_each(cli: &Cli, names: &[String]) -> Result<(), Failure> {
             // The outputs are written once, for all images, below.
             .env_remove("GITHUB_OUTPUT")
             .env_remove("GITHUB_STEP_SUMMARY")
+            .env_remove("CACHECTL_DOTENV")
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
@@ -270,16 +271,16 @@ fn report(
         }
     }
     let building = matches!(cli.command, Command::Build { .. });
-    let mut outputs = String::new();
+    let mut lines = String::new();
     let mut summary = String::from("| image | base | reference |\n| --- | --- | --- |\n");
     let mut references = serde_json::Map::new();
     for (name, report) in &images {
         let base = base_of(report);
         let hit = base["hit"].as_bool().unwrap_or(false);
         if building {
-            outputs.push_str(&format!("{name}-image={}\n", reference(report)));
+            lines.push_str(&format!("{name}-image={}\n", reference(report)));
         }
-        outputs.push_str(&format!(
+        lines.push_str(&format!(
             "{name}-base-image={}\n{name}-cache-hit={hit}\n",
             base["reference"].as_str().unwrap_or_default()
         ));
@@ -308,11 +309,11 @@ fn report(
         && images
             .values()
             .all(|report| base_of(report)["hit"].as_bool().unwrap_or(false));
-    outputs.push_str(&format!(
+    lines.push_str(&format!(
         "images={}\ncache-hit={all_hit}\n",
         Value::Object(references)
     ));
-    append("GITHUB_OUTPUT", &outputs)?;
+    output::outputs(&lines)?;
     append(
         "GITHUB_STEP_SUMMARY",
         &format!(

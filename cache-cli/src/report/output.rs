@@ -1,6 +1,9 @@
 //! Results for people and for CI systems: the reference on stdout (or JSON
-//! with `--json`), a summary on stderr, and `$GITHUB_OUTPUT` /
-//! `$GITHUB_STEP_SUMMARY` when GitHub Actions sets them.
+//! with `--json`), a summary on stderr, `$GITHUB_OUTPUT` /
+//! `$GITHUB_STEP_SUMMARY` when GitHub Actions sets them, and the same
+//! outputs as `CACHECTL_*` lines of a dotenv file named by
+//! `$CACHECTL_DOTENV` (a GitLab CI `artifacts: reports: dotenv`, or any CI
+//! system that reads one).
 
 use std::io::Write;
 
@@ -50,7 +53,7 @@ pub fn report_folder_save(report: &SaveReport, json: bool) -> std::io::Result<()
         report.skipped_files,
         report.seconds
     );
-    append("GITHUB_OUTPUT", &format!("cache-key={}\n", report.key))
+    outputs(&format!("cache-key={}\n", report.key))
 }
 
 /// Prints the result of `cache restore` (the hit kind, or JSON) and writes
@@ -72,14 +75,28 @@ pub fn report_folder_restore(report: &RestoreReport, json: bool) -> std::io::Res
         report.skipped_bytes,
         report.seconds
     );
-    append(
-        "GITHUB_OUTPUT",
-        &format!(
-            "cache-hit={}\ncache-matched-key={}\n",
-            report.hit == Hit::Exact,
-            report.restored_key.as_deref().unwrap_or("")
-        ),
-    )
+    outputs(&format!(
+        "cache-hit={}\ncache-matched-key={}\n",
+        report.hit == Hit::Exact,
+        report.restored_key.as_deref().unwrap_or("")
+    ))
+}
+
+/// Writes CI outputs (`name=value` lines): to `$GITHUB_OUTPUT`, and to
+/// `$CACHECTL_DOTENV` as `CACHECTL_NAME=value` (upper case, `_` for `-`).
+pub fn outputs(text: &str) -> std::io::Result<()> {
+    append("GITHUB_OUTPUT", text)?;
+    let dotenv: String = text
+        .lines()
+        .filter_map(|line| line.split_once('='))
+        .map(|(name, value)| {
+            format!(
+                "CACHECTL_{}={value}\n",
+                name.to_ascii_uppercase().replace('-', "_")
+            )
+        })
+        .collect();
+    append("CACHECTL_DOTENV", &dotenv)
 }
 
 /// Appends `text` to the file the GitHub Actions variable `variable`
@@ -96,13 +113,10 @@ pub fn append(variable: &str, text: &str) -> std::io::Result<()> {
 }
 
 fn github_outputs(report: &EnsureReport) -> std::io::Result<()> {
-    append(
-        "GITHUB_OUTPUT",
-        &format!(
-            "base-image={}\nbase-key={}\ncache-hit={}\n",
-            report.reference, report.key, report.hit
-        ),
-    )?;
+    outputs(&format!(
+        "base-image={}\nbase-key={}\ncache-hit={}\n",
+        report.reference, report.key, report.hit
+    ))?;
     let outcome = if report.hit {
         format!(
             "hit ({}) in {:.0} ms",
@@ -133,7 +147,7 @@ pub fn report_layer(report: &LayerReport, json: bool) -> std::io::Result<()> {
         report.skipped,
         report.push_seconds
     );
-    append("GITHUB_OUTPUT", &format!("image={}\n", report.reference))
+    outputs(&format!("image={}\n", report.reference))
 }
 
 /// Prints the result of `rollback` and writes the CI outputs.
@@ -149,16 +163,13 @@ pub fn report_rollback(
         report.deploy,
         report.seconds * 1000.0
     );
-    append(
-        "GITHUB_OUTPUT",
-        &format!(
-            "image={}
+    outputs(&format!(
+        "image={}
 previous-image={}
 ",
-            report.reference,
-            report.previous.as_deref().unwrap_or("")
-        ),
-    )?;
+        report.reference,
+        report.previous.as_deref().unwrap_or("")
+    ))?;
     append(
         "GITHUB_STEP_SUMMARY",
         &format!(
@@ -181,11 +192,18 @@ pub fn report_build(base: &EnsureReport, app: &LayerReport, json: bool) -> std::
         "  ({outcome}, app layer {} bytes in {:.1} s, {} bytes uploaded)",
         app.layer_bytes, app.seconds, app.uploaded_bytes
     );
+    outputs(&format!(
+        "image={}\nbase-image={}\ncache-hit={}\nbase-key={}\n",
+        app.reference, base.reference, base.hit, base.key
+    ))?;
     append(
-        "GITHUB_OUTPUT",
+        "GITHUB_STEP_SUMMARY",
         &format!(
-            "image={}\nbase-image={}\ncache-hit={}\n",
-            app.reference, base.reference, base.hit
+            "cachectl build `{}`: {outcome}; app layer {} bytes, {} bytes uploaded{}\n",
+            app.reference,
+            app.layer_bytes,
+            app.uploaded_bytes,
+            if app.reused { " (unchanged)" } else { "" }
         ),
     )
 }
