@@ -60,13 +60,34 @@ async fn apply(tokens: &TokenStore, action: &TokenCommand) -> anyhow::Result<()>
             write_namespaces,
             read_namespaces,
             default_namespace,
+            secret_file,
+            if_absent,
         } => {
             let scope = Scope::parse(scope)
                 .with_context(|| format!("--scope {scope:?}: use read, write or admin"))?;
             let expires_ms = expiry(expires.as_deref())
                 .map_err(anyhow::Error::msg)
                 .context("--expires")?;
-            let token = new_token().map_err(|e| anyhow::anyhow!("drawing a random token: {e}"))?;
+            if *if_absent {
+                let now = now_ms();
+                let existing = tokens.list().await?.into_iter().find(|token| {
+                    Some(&token.name) == name.as_ref()
+                        && token.revoked_ms.is_none()
+                        && token.active_at(now)
+                });
+                if let Some(token) = existing {
+                    eprintln!(
+                        "token {} ({}) exists and is active; nothing created",
+                        token.id, token.name
+                    );
+                    return Ok(());
+                }
+            }
+            let mut token =
+                new_token().map_err(|e| anyhow::anyhow!("drawing a random token: {e}"))?;
+            if let Some(path) = secret_file {
+                token.secret = secret_from(path)?;
+            }
             let namespaces = NamespacePolicy::from_lists(
                 write_namespaces.clone(),
                 read_namespaces.clone(),
@@ -80,13 +101,20 @@ async fn apply(tokens: &TokenStore, action: &TokenCommand) -> anyhow::Result<()>
             };
             let record = tokens.issue(&token, grant).await?;
             eprintln!(
-                "created token {} ({}, scope {}, namespaces: {}); it is shown once, store it now:",
+                "created token {} ({}, scope {}, namespaces: {}){}",
                 record.id,
                 record.name,
                 scope.as_str(),
-                namespaces_of(&record)
+                namespaces_of(&record),
+                if secret_file.is_some() {
+                    ", its secret the file's"
+                } else {
+                    "; it is shown once, store it now:"
+                }
             );
-            println!("{}", token.secret);
+            if secret_file.is_none() {
+                println!("{}", token.secret);
+            }
         }
         TokenCommand::List => {
             let now = now_ms();
@@ -125,4 +153,42 @@ async fn apply(tokens: &TokenStore, action: &TokenCommand) -> anyhow::Result<()>
         },
     }
     Ok(())
+}
+
+/// A token secret from `path`: trimmed, at least 32 characters, no
+/// whitespace inside (it travels in an `Authorization` header).
+fn secret_from(path: &std::path::Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("--secret-file {}", path.display()))?;
+    let secret = text.trim();
+    if secret.chars().count() < 32 || secret.chars().any(char::is_whitespace) {
+        anyhow::bail!(
+            "--secret-file {}: a secret needs at least 32 characters and no whitespace \
+             (e.g. `openssl rand -hex 32`)",
+            path.display()
+        );
+    }
+    Ok(secret.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_secret_file_must_hold_a_long_secret_without_spaces() {
+        let folder = tempfile::tempdir().unwrap();
+        let path = folder.path().join("token");
+        std::fs::write(&path, "  0123456789abcdef0123456789abcdef\n").unwrap();
+        assert_eq!(
+            secret_from(&path).unwrap(),
+            "0123456789abcdef0123456789abcdef"
+        );
+        for bad in ["short\n", "0123456789abcdef 0123456789abcdef0\n", ""] {
+            std::fs::write(&path, bad).unwrap();
+            let error = secret_from(&path).unwrap_err().to_string();
+            assert!(error.contains("at least 32 characters"), "{error}");
+        }
+        assert!(secret_from(&folder.path().join("missing")).is_err());
+    }
 }

@@ -275,6 +275,15 @@ pub enum TokenCommand {
         /// --read-namespace without '*', else default].
         #[arg(long = "default-namespace", value_name = "NAMESPACE")]
         default_namespace: Option<Namespace>,
+        /// Take the secret from this file (e.g. a mounted Kubernetes Secret;
+        /// at least 32 characters, surrounding whitespace trimmed) instead of
+        /// drawing one; then nothing is printed.
+        #[arg(long, value_name = "FILE")]
+        secret_file: Option<std::path::PathBuf>,
+        /// Create nothing when an active token of this --name exists: a
+        /// bootstrap step that runs before every start.
+        #[arg(long, requires = "name")]
+        if_absent: bool,
     },
     /// List tokens (never their secrets).
     List,

@@ -105,6 +105,12 @@ impl RunningImage {
         (status, body.to_owned())
     }
 
+    /// The process id of the image's program (`chroot` runs it in its
+    /// own place).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The unpacked root file system.
     pub fn rootfs(&self) -> std::path::PathBuf {
         self.folder.path().join("bundle/rootfs")

@@ -122,6 +122,11 @@ fn app_config(
     }
     if let Some(entrypoint) = &app.entrypoint {
         settings["Entrypoint"] = json!(entrypoint);
+        // As a Dockerfile's ENTRYPOINT does: the base's command was an
+        // argument list for the base's entrypoint, not for this one.
+        if app.cmd.is_none() {
+            settings["Cmd"] = serde_json::Value::Null;
+        }
     }
     if let Some(cmd) = &app.cmd {
         settings["Cmd"] = json!(cmd);
@@ -703,5 +708,20 @@ mod tests {
         );
         assert_eq!(config["history"].as_array().unwrap().len(), 2);
         assert_eq!(config["created"], "1970-01-01T00:00:00Z");
+
+        // An entrypoint without a command drops the base's command, which
+        // would otherwise become the entrypoint's arguments.
+        let base = json!({ "config": { "Cmd": ["node"] }, "rootfs": { "diff_ids": [] } });
+        let app = AppSettings {
+            cmd: None,
+            entrypoint: Some(vec!["/usr/local/bin/cache-server".into()]),
+            ..app
+        };
+        let config = app_config(base, &app, "sha256:bb", "r/base", "sha256:cc");
+        assert_eq!(
+            config["config"]["Entrypoint"],
+            json!(["/usr/local/bin/cache-server"])
+        );
+        assert!(config["config"]["Cmd"].is_null());
     }
 }
