@@ -99,9 +99,8 @@ async fn the_dashboard_shows_hit_rates_store_trend_and_slowest_builds_in_chromiu
     let absent = format!("/v1/cas/{}", digest(b"absent"));
     server.client.get(server.url(&absent)).send().await.unwrap();
 
-    // Known deploy events: base hits at 0.02/0.04/0.06 s and a layer step
-    // at 0.5 s (median of the four: 0.05), base builds at 30 and 90 s
-    // (median 60).
+    // Known deploy events: base hits at 0.02/0.04/0.06 s, a layer step
+    // at 0.5 s, base builds at 30 and 90 s.
     for seconds in [0.02, 0.04, 0.06] {
         post_event(
             &server,
@@ -137,9 +136,52 @@ async fn the_dashboard_shows_hit_rates_store_trend_and_slowest_builds_in_chromiu
     )
     .await;
 
+    // The deploy step of one app: two cold runs (40 and 60 s, median 50)
+    // and three warm ones (1, 2, 3 s): 49 + 48 + 47 = 144 s saved.
+    for (hit, seconds) in [
+        (false, 40.0),
+        (false, 60.0),
+        (true, 1.0),
+        (true, 2.0),
+        (true, 3.0),
+    ] {
+        post_event(
+            &server,
+            event("build", "registry.local/acme/api", hit, seconds, 0.0),
+        )
+        .await;
+    }
+
     let profile = tempfile::tempdir().unwrap();
     let dom = chromium(profile.path(), &["--dump-dom".to_owned(), server.url("/")]);
     assert!(dom.contains("<svg id=\"trend-chart\""), "{dom}");
+
+    // The time saved comes first, this week and in the window, per image.
+    let saved_at = dom.find("id=\"saved\"").expect("a saved section");
+    assert!(
+        saved_at < dom.find("id=\"store\"").unwrap(),
+        "not at the top"
+    );
+    assert!(dom.contains("id=\"saved-week\">2 min 24 s<"), "{dom}");
+    assert!(dom.contains("id=\"saved-month\">2 min 24 s<"), "{dom}");
+    let api_row = dom
+        .split("<tr data-image=\"registry.local/acme/api\">")
+        .nth(1)
+        .and_then(|rest| rest.split("</tr>").next())
+        .unwrap_or_else(|| panic!("no api row: {dom}"));
+    assert!(
+        api_row.contains("3 / 3") && api_row.contains("50.0 s"),
+        "{api_row}"
+    );
+    // Hits without a cold run to compare are not guessed.
+    let web_row = dom
+        .split("<tr data-image=\"registry.local/acme/web-base\">")
+        .nth(1)
+        .unwrap_or_default();
+    assert!(
+        web_row.starts_with("<td>registry.local/acme/web-base</td><td>no cold run"),
+        "{web_row}"
+    );
 
     // Hit rate per protocol.
     let cas_row = dom
@@ -150,13 +192,14 @@ async fn the_dashboard_shows_hit_rates_store_trend_and_slowest_builds_in_chromiu
     assert!(cas_row.contains("50 %"), "{cas_row}");
     // Store against the quota.
     assert!(dom.contains("id=\"store-quota\">1.0 MiB<"), "{dom}");
-    // Trend: today's medians, hits and misses.
+    // Trend: today's medians, hits (0.02, 0.04, 0.06, 0.5, 1, 2, 3: 0.5)
+    // and misses (30, 40, 60, 90: 50).
     assert!(
-        dom.contains("class=\"series-hit\"") && dom.contains("data-seconds=\"0.050\""),
+        dom.contains("class=\"series-hit\"") && dom.contains("data-seconds=\"0.500\""),
         "{dom}"
     );
     assert!(
-        dom.contains("class=\"series-miss\"") && dom.contains("data-seconds=\"60.000\""),
+        dom.contains("class=\"series-miss\"") && dom.contains("data-seconds=\"50.000\""),
         "{dom}"
     );
     // Slowest base builds, slowest first; layer steps are not builds.

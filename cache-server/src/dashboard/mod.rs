@@ -8,6 +8,8 @@ use std::fmt::Write as _;
 
 use cache_proto::body::{Stats, StoredEvent};
 
+pub mod saved;
+
 const DAY_MS: i64 = 86_400_000;
 /// Days of history the trend chart shows.
 pub const TREND_DAYS: i64 = 30;
@@ -344,7 +346,7 @@ fn recent_deploys(out: &mut String, events: &[StoredEvent]) {
 }
 
 const STYLE: &str = "body{font:14px/1.45 system-ui,sans-serif;margin:24px auto;max-width:980px;color:#1d2330;background:#fafbfc}\
-h1{font-size:22px}h2{font-size:16px;margin-top:28px}table{border-collapse:collapse;width:100%}\
+h1{font-size:22px}.headline{font-size:18px}.headline b{color:#2e9b57}.note{color:#5a6270;font-size:12px}h2{font-size:16px;margin-top:28px}table{border-collapse:collapse;width:100%}\
 th,td{text-align:left;padding:4px 8px;border-bottom:1px solid #e3e6ea}th{color:#5a6270;font-weight:600}\
 .bar{background:#e3e6ea;border-radius:4px;height:12px;width:100%;max-width:420px}.bar div{background:#2f7de1;height:100%;border-radius:4px}\
 .bar.small{width:120px}.axis{stroke:#8a93a1}.tick{font-size:11px;fill:#5a6270}\
@@ -352,6 +354,52 @@ polyline.series-hit{stroke:#2e9b57;stroke-width:2}polyline.series-miss{stroke:#d
 circle.series-hit{fill:#2e9b57}circle.series-miss{fill:#d9822b}\
 .key{display:inline-block;width:12px;height:12px;border-radius:2px;margin:0 4px 0 12px}.key.hit{background:#2e9b57}.key.miss{background:#d9822b}\
 .empty{color:#5a6270}.image{font-family:ui-monospace,monospace;font-size:12px}";
+
+/// What the cache saved, this week and in the window, at the top: the
+/// figure a team lead asks for first.
+fn saved_section(out: &mut String, events: &[StoredEvent], now_ms: i64) {
+    let savings = saved::savings(events, now_ms);
+    out.push_str("<section id=\"saved\"><h2>Deploy time the cache saved</h2>");
+    if savings.is_empty() {
+        out.push_str("<p class=\"empty\">No deploy events yet.</p></section>");
+        return;
+    }
+    let total = |pick: fn(&saved::ImageSaving) -> Option<f64>| -> f64 {
+        savings.iter().filter_map(pick).sum()
+    };
+    let _ = write!(
+        out,
+        "<p class=\"headline\">This week <b id=\"saved-week\">{}</b> · last {TREND_DAYS} days \
+         <b id=\"saved-month\">{}</b></p><table><thead><tr><th>image</th><th>this week</th>\
+         <th>last {TREND_DAYS} days</th><th>warm runs</th><th>cold median</th></tr></thead><tbody>",
+        saved::duration_label(total(|s| s.saved.0)),
+        saved::duration_label(total(|s| s.saved.1)),
+    );
+    for saving in &savings {
+        let label = |seconds: Option<f64>| {
+            seconds.map_or_else(
+                || "no cold run to compare".to_owned(),
+                saved::duration_label,
+            )
+        };
+        let _ = write!(
+            out,
+            "<tr data-image=\"{image}\"><td>{image}</td><td>{}</td><td>{}</td><td>{} / {}</td><td>{}</td></tr>",
+            label(saving.saved.0),
+            label(saving.saved.1),
+            saving.warm_runs.0,
+            saving.warm_runs.1,
+            saving
+                .cold_median
+                .map_or_else(|| "–".to_owned(), |s| format!("{s:.1} s")),
+            image = escape(&saving.image),
+        );
+    }
+    out.push_str(
+        "</tbody></table><p class=\"note\">Each warm run (base found) against the median of \
+         the same image's cold runs (base built) in the window.</p></section>",
+    );
+}
 
 /// The whole page.
 pub fn render(data: &DashboardData) -> String {
@@ -362,6 +410,7 @@ pub fn render(data: &DashboardData) -> String {
          <meta http-equiv=\"refresh\" content=\"30\"><title>cache-server</title>\
          <style>{STYLE}</style></head><body><h1>cache-server</h1>"
     );
+    saved_section(&mut out, &data.events, data.now_ms);
     store_section(&mut out, &data.stats);
     protocol_section(&mut out, &data.stats);
     namespace_section(&mut out, &data.stats);
