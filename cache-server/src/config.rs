@@ -247,6 +247,17 @@ pub enum Command {
         #[command(subcommand)]
         action: TokenCommand,
     },
+    /// Print the shell completion script (bash, zsh, fish, elvish,
+    /// powershell).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages of cache-server and its commands into a folder.
+    Man {
+        /// The folder, e.g. /usr/local/share/man/man1.
+        dir: std::path::PathBuf,
+    },
 }
 
 /// `cache-server token` subcommands.

@@ -24,6 +24,7 @@ pub mod admin;
 pub mod auth;
 pub mod blob;
 pub mod cache;
+pub mod cli_docs;
 pub mod config;
 pub mod dashboard;
 pub mod error;

@@ -4,7 +4,7 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use cache_server::config::{Cli, Command};
-use cache_server::{admin, startup};
+use cache_server::{admin, cli_docs, startup};
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
@@ -37,6 +37,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match &cli.command {
         Some(Command::Reindex) => admin::reindex_command(&cli).await,
         Some(Command::Token { action }) => admin::token_command(&cli, action).await,
+        Some(Command::Completions { shell }) => Ok(cli_docs::completions(*shell)?),
+        Some(Command::Man { dir }) => {
+            for path in cli_docs::man_pages(dir)? {
+                println!("{}", path.display());
+            }
+            Ok(())
+        }
         Some(Command::Serve) | None => startup::serve(&cli).await,
     }
 }

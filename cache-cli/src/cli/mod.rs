@@ -473,6 +473,19 @@ pub enum Command {
         #[command(flatten)]
         app: AppFlags,
     },
+    /// Print the shell completion script (bash, zsh, fish, elvish,
+    /// powershell), e.g. `cachectl completions bash >
+    /// /etc/bash_completion.d/cachectl`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages of cachectl and its commands into a folder,
+    /// e.g. `cachectl man /usr/local/share/man/man1`.
+    Man {
+        /// The folder.
+        dir: PathBuf,
+    },
     /// Print the base key and the inputs it is computed from.
     Hash {
         /// Also say what changed since the last recorded base of the image.

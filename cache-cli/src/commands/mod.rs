@@ -9,6 +9,7 @@ pub mod bench;
 pub mod build;
 pub mod cache;
 pub mod cas;
+pub mod completions;
 pub mod ensure_base;
 pub mod gc;
 pub mod hash;
@@ -16,6 +17,7 @@ pub mod history;
 pub mod images;
 pub mod init;
 pub mod layer;
+pub mod man;
 pub mod rollback;
 
 use crate::builder::BuildError;
@@ -83,8 +85,12 @@ pub fn build_code(error: &BuildError) -> u8 {
 
 /// Runs the command `cli` names.
 pub async fn run(mut cli: Cli) -> Result<(), Failure> {
-    if let Command::Init { force, app } = &cli.command {
-        return init::run(&cli, *force, app).await;
+    // Commands that need no configuration file.
+    match &cli.command {
+        Command::Init { force, app } => return init::run(&cli, *force, app).await,
+        Command::Completions { shell } => return completions::run(*shell),
+        Command::Man { dir } => return man::run(dir),
+        _ => {}
     }
     let file = match images::narrow(&cli, cli.load_file().map_err(Failure::usage)?)? {
         images::Narrowed::One(file) => *file,
@@ -108,6 +114,8 @@ pub async fn run(mut cli: Cli) -> Result<(), Failure> {
             build::run(&cli, &file, ensure_base::Flags::new(*force, *wait), app).await
         }
         Command::Init { force, app } => init::run(&cli, *force, app).await,
+        Command::Completions { shell } => completions::run(*shell),
+        Command::Man { dir } => man::run(dir),
         Command::Hash { explain } => hash::run(&cli, &file, *explain).await,
         Command::Gc {
             keep_deploys,
