@@ -24,7 +24,7 @@ const LOCK_STRIPES: usize = 64;
 /// process. Replicas sharing a bucket check preconditions against storage
 /// itself and, where the store honours conditional puts, write with one;
 /// over a store that ignores them, two replicas' checks and writes can
-/// interleave within one storage round trip (see the README).
+/// interleave within one storage round trip (see docs/team.md, "Running several replicas").
 #[derive(Debug)]
 pub struct KeyLocks([Mutex<()>; LOCK_STRIPES]);
 
