@@ -30,6 +30,11 @@ pub struct Cli {
     )]
     pub listen: SocketAddr,
 
+    /// Also serve the Remote Execution API cache over gRPC (plain h2c) on
+    /// this address, e.g. 127.0.0.1:9092 (Bazel: --remote_cache=grpc://HOST:PORT).
+    #[arg(long, env = "CACHE_SERVER_GRPC_LISTEN", global = true)]
+    pub grpc_listen: Option<SocketAddr>,
+
     /// Where blobs live: a folder path, file:///abs/path, or s3://bucket[/prefix]
     /// (with AWS_ENDPOINT, AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
     /// AWS_ALLOW_HTTP from the environment).

@@ -28,6 +28,7 @@ pub mod cli_docs;
 pub mod config;
 pub mod dashboard;
 pub mod error;
+pub mod grpc;
 pub mod http;
 pub mod index;
 pub mod metrics;

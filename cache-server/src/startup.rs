@@ -169,8 +169,34 @@ pub async fn serve(cli: &Cli) -> anyhow::Result<()> {
             .map_or_else(|| "none".to_owned(), |quota| format!("{quota} bytes"))
     );
 
+    let grpc = match cli.grpc_listen {
+        Some(address) => {
+            let listener = tokio::net::TcpListener::bind(address)
+                .await
+                .with_context(|| format!("binding {address} (--grpc-listen)"))?;
+            let address = listener.local_addr().context("reading the bound address")?;
+            tracing::info!("gRPC (Remote Execution API cache) listening on {address}");
+            if settings.tls.is_some() {
+                tracing::warn!(
+                    "--grpc-listen serves plain h2c: --tls-cert covers HTTP only (terminate TLS in front of gRPC)"
+                );
+            }
+            let grpc_state = state.clone();
+            Some(tokio::spawn(async move {
+                if let Err(error) =
+                    crate::grpc::serve(grpc_state, listener, shutdown_signal()).await
+                {
+                    tracing::error!(%error, "the gRPC server stopped");
+                }
+            }))
+        }
+        None => None,
+    };
     let flusher = tokio::spawn(flush_access_periodically(index.clone()));
     crate::serve::serve(listener, app(state), settings, shutdown_signal()).await;
+    if let Some(grpc) = grpc {
+        grpc.abort();
+    }
     flusher.abort();
     if let Some(evicting) = evicting {
         evicting.abort();

@@ -29,7 +29,7 @@ use crate::replicated::TokenGrant;
 
 /// The secret a request presents, if any: `Bearer X`, or Basic with X as
 /// the password (or as the user when the password is empty).
-fn presented_secret(headers: &HeaderMap) -> Option<String> {
+pub(crate) fn presented_secret(headers: &HeaderMap) -> Option<String> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
     let (scheme, rest) = value.split_once(' ')?;
     let rest = rest.trim();
@@ -75,7 +75,7 @@ pub async fn authorize(
 }
 
 /// The namespaces of an admissible request, or why it is refused.
-async fn admit(
+pub(crate) async fn admit(
     state: &AppState,
     named: Option<Namespace>,
     needed: Option<Scope>,

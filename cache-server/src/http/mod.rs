@@ -1,15 +1,15 @@
 //! HTTP: the native v1 API, health and metrics, over [`AppState`].
 
 mod ac;
-mod auth;
+pub(crate) mod auth;
 mod cas;
-mod compat;
+pub(crate) mod compat;
 pub mod endpoint;
 pub mod error;
 mod events;
 mod leases;
 pub mod namespace;
-mod object;
+pub(crate) mod object;
 mod ops;
 pub mod request;
 

@@ -61,7 +61,7 @@ impl BazelPath {
     /// written under, with the check its content must pass. Action results
     /// live in namespaces; CAS content is verified against its name, so it
     /// is global (in `default`, where it always was).
-    fn names(
+    pub(crate) fn names(
         &self,
         namespaces: &Namespaces,
     ) -> Result<(Vec<StoredName>, StoredName, ContentCheck), ApiError> {

@@ -1,0 +1,152 @@
+//! `ActionCache`: action results by action digest, stored as the
+//! serialized `ActionResult` the Bazel HTTP protocol stores too. A result
+//! whose outputs are not all in the CAS is answered `NOT_FOUND`: a hit the
+//! client then fails to download would break its build, a miss only costs
+//! it the action. `inline_stdout`, `inline_stderr` and
+//! `inline_output_files` are honoured for small outputs.
+
+use bazel_remote_apis::build::bazel::remote::execution::v2 as reapi;
+use prost::Message;
+use tonic::{Request, Response, Status};
+
+use super::objects::{self, Target};
+use super::{Cache, admit, checked, status, uses_blake3};
+use crate::index::Scope;
+use crate::namespaces::Namespaces;
+
+/// Largest stored action result read.
+const MAX_RESULT_BYTES: usize = 16 * 1024 * 1024;
+/// Largest output inlined into a result.
+const MAX_INLINE_BYTES: u64 = 1024 * 1024;
+
+impl Cache {
+    /// Whether every blob `result` names is in the CAS.
+    async fn complete(
+        &self,
+        namespaces: &Namespaces,
+        result: &reapi::ActionResult,
+        blake3: bool,
+    ) -> Result<bool, Status> {
+        let mut digests: Vec<reapi::Digest> = Vec::new();
+        for file in &result.output_files {
+            digests.extend(file.digest.clone());
+        }
+        for directory in &result.output_directories {
+            digests.extend(directory.tree_digest.clone());
+        }
+        digests.extend(result.stdout_digest.clone());
+        digests.extend(result.stderr_digest.clone());
+        for digest in &digests {
+            let (hex, _) = checked(Some(digest))?;
+            if !objects::exists(&self.state, namespaces, &Target::blob(&hex, blake3))
+                .await
+                .map_err(status)?
+            {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// The bytes of the small blob `digest`, if it is stored.
+    async fn small_blob(
+        &self,
+        namespaces: &Namespaces,
+        digest: Option<&reapi::Digest>,
+        blake3: bool,
+    ) -> Result<Option<bytes::Bytes>, Status> {
+        let Some(digest) = digest else {
+            return Ok(None);
+        };
+        let (hex, size) = checked(Some(digest))?;
+        if size > MAX_INLINE_BYTES {
+            return Ok(None);
+        }
+        objects::read(
+            &self.state,
+            namespaces,
+            &Target::blob(&hex, blake3),
+            MAX_INLINE_BYTES as usize,
+        )
+        .await
+        .map_err(status)
+    }
+}
+
+#[tonic::async_trait]
+impl reapi::action_cache_server::ActionCache for Cache {
+    async fn get_action_result(
+        &self,
+        request: Request<reapi::GetActionResultRequest>,
+    ) -> Result<Response<reapi::ActionResult>, Status> {
+        let body = request.get_ref();
+        let namespaces = admit(&self.state, &request, &body.instance_name, Scope::Read).await?;
+        let blake3 = uses_blake3(body.digest_function)?;
+        let (hex, _) = checked(body.action_digest.as_ref())?;
+        let stored = objects::read(
+            &self.state,
+            &namespaces,
+            &Target::action(&hex, blake3),
+            MAX_RESULT_BYTES,
+        )
+        .await
+        .map_err(status)?
+        .ok_or_else(|| Status::not_found("no action result"))?;
+        let mut result = reapi::ActionResult::decode(stored).map_err(|e| {
+            Status::not_found(format!("the stored action result is unreadable: {e}"))
+        })?;
+        if !self.complete(&namespaces, &result, blake3).await? {
+            return Err(Status::not_found(
+                "the action result names outputs the CAS no longer holds",
+            ));
+        }
+        if body.inline_stdout
+            && let Some(bytes) = self
+                .small_blob(&namespaces, result.stdout_digest.as_ref(), blake3)
+                .await?
+        {
+            result.stdout_raw = bytes.to_vec();
+        }
+        if body.inline_stderr
+            && let Some(bytes) = self
+                .small_blob(&namespaces, result.stderr_digest.as_ref(), blake3)
+                .await?
+        {
+            result.stderr_raw = bytes.to_vec();
+        }
+        for index in 0..result.output_files.len() {
+            let file = &result.output_files[index];
+            if body.inline_output_files.contains(&file.path)
+                && let Some(bytes) = self
+                    .small_blob(&namespaces, file.digest.as_ref(), blake3)
+                    .await?
+            {
+                result.output_files[index].contents = bytes.to_vec();
+            }
+        }
+        Ok(Response::new(result))
+    }
+
+    async fn update_action_result(
+        &self,
+        request: Request<reapi::UpdateActionResultRequest>,
+    ) -> Result<Response<reapi::ActionResult>, Status> {
+        let body = request.get_ref();
+        let namespaces = admit(&self.state, &request, &body.instance_name, Scope::Write).await?;
+        let blake3 = uses_blake3(body.digest_function)?;
+        let (hex, _) = checked(body.action_digest.as_ref())?;
+        let result = body
+            .action_result
+            .clone()
+            .ok_or_else(|| Status::invalid_argument("no action_result"))?;
+        objects::write(
+            &self.state,
+            &namespaces,
+            &Target::action(&hex, blake3),
+            result.encode_to_vec().into(),
+        )
+        .await
+        .map_err(status)?;
+        Ok(Response::new(result))
+    }
+}

@@ -1,0 +1,143 @@
+//! The Remote Execution API cache over gRPC (REAPI v2): `Capabilities`,
+//! `ContentAddressableStorage` and `ActionCache`, on their own port
+//! (`--grpc-listen`), over the same object core, index, quota, eviction,
+//! metrics and tokens as the HTTP protocols. SHA-256 digests name the
+//! entries Bazel's HTTP protocol uses and BLAKE3 digests the native CAS, so
+//! a team moving from HTTP to gRPC keeps its cache. An instance name
+//! `ns/NAME` is the namespace `NAME` (as the HTTP `/ns/NAME/` prefix);
+//! any other instance name is accepted and ignored, as HTTP prefixes are.
+
+mod action_cache;
+mod capabilities;
+mod cas;
+mod objects;
+
+use bazel_remote_apis::build::bazel::remote::execution::v2 as reapi;
+use cache_proto::Namespace;
+use tonic::Status;
+
+use crate::http::error::ApiError;
+use crate::http::{AppState, auth};
+use crate::index::Scope;
+use crate::namespaces::Namespaces;
+
+/// The largest batch (`BatchUpdateBlobs`, `BatchReadBlobs`) the server
+/// takes, advertised in its capabilities; larger blobs go through
+/// ByteStream (not served yet).
+pub const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
+
+/// The services, over the server's state (one value serves them all).
+#[derive(Clone)]
+pub struct Cache {
+    state: AppState,
+}
+
+/// Serves the gRPC API on `listener` until `shutdown` completes.
+pub async fn serve(
+    state: AppState,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    // Room for a full batch and the message around it.
+    let message_limit = MAX_BATCH_BYTES + 64 * 1024;
+    let incoming = tonic::transport::server::TcpIncoming::from(listener);
+    tonic::transport::Server::builder()
+        .add_service(
+            reapi::capabilities_server::CapabilitiesServer::new(Cache {
+                state: state.clone(),
+            })
+            .max_decoding_message_size(message_limit),
+        )
+        .add_service(
+            reapi::content_addressable_storage_server::ContentAddressableStorageServer::new(
+                Cache {
+                    state: state.clone(),
+                },
+            )
+            .max_decoding_message_size(message_limit)
+            .max_encoding_message_size(message_limit),
+        )
+        .add_service(
+            reapi::action_cache_server::ActionCacheServer::new(Cache { state })
+                .max_decoding_message_size(message_limit)
+                .max_encoding_message_size(message_limit),
+        )
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
+}
+
+/// The gRPC status of an API error.
+fn status(error: ApiError) -> Status {
+    let message = error.to_string();
+    match error {
+        ApiError::Unauthorized(_) => Status::unauthenticated(message),
+        ApiError::Forbidden(_) => Status::permission_denied(message),
+        ApiError::NotFound(_) => Status::not_found(message),
+        ApiError::TooLarge { .. } | ApiError::InsufficientStorage(_) => {
+            Status::resource_exhausted(message)
+        }
+        ApiError::Conflict(_) => Status::already_exists(message),
+        ApiError::BadRequest { .. }
+        | ApiError::DigestMismatch { .. }
+        | ApiError::UnsupportedEncoding(_)
+        | ApiError::MethodNotAllowed(_) => Status::invalid_argument(message),
+        ApiError::PreconditionFailed(_) => Status::failed_precondition(message),
+        ApiError::StorageUnavailable(_) => Status::unavailable(message),
+        ApiError::Internal(_) => Status::internal(message),
+    }
+}
+
+/// The namespaces a call may use, once its credentials (`authorization`
+/// metadata: `Bearer TOKEN`, or Basic with the token as password) hold
+/// `needed`. The instance name `ns/NAME` names the namespace.
+async fn admit<T>(
+    state: &AppState,
+    request: &tonic::Request<T>,
+    instance_name: &str,
+    needed: Scope,
+) -> Result<Namespaces, Status> {
+    let named = match instance_name.strip_prefix("ns/") {
+        Some(name) => Some(
+            Namespace::parse(name.trim_end_matches('/'))
+                .map_err(|e| Status::invalid_argument(format!("instance name: {e}")))?,
+        ),
+        None => None,
+    };
+    let headers = request.metadata().clone().into_headers();
+    let secret = auth::presented_secret(&headers);
+    auth::admit(state, named, Some(needed), secret)
+        .await
+        .map_err(status)
+}
+
+/// Which CAS a digest names: SHA-256 (Bazel's default, and an unset
+/// digest function) or BLAKE3.
+fn uses_blake3(digest_function: i32) -> Result<bool, Status> {
+    use reapi::digest_function::Value;
+    match Value::try_from(digest_function) {
+        Ok(Value::Unknown | Value::Sha256) => Ok(false),
+        Ok(Value::Blake3) => Ok(true),
+        _ => Err(Status::invalid_argument(format!(
+            "digest function {digest_function} is not served (SHA-256 and BLAKE3 are)"
+        ))),
+    }
+}
+
+/// The 64-lowercase-hex hash and size of a REAPI digest.
+fn checked(digest: Option<&reapi::Digest>) -> Result<(String, u64), Status> {
+    let digest = digest.ok_or_else(|| Status::invalid_argument("a digest is missing"))?;
+    let is_hex = digest.hash.len() == 64
+        && digest
+            .hash
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    if !is_hex {
+        return Err(Status::invalid_argument(format!(
+            "digest {:?}: 64 lowercase hex expected",
+            digest.hash
+        )));
+    }
+    let size = u64::try_from(digest.size_bytes)
+        .map_err(|_| Status::invalid_argument("a digest's size is negative"))?;
+    Ok((digest.hash.clone(), size))
+}
