@@ -15,9 +15,6 @@ use crate::http::request::BodyEncoding;
 use crate::metrics::Protocol;
 use crate::namespaces::Namespaces;
 
-/// SHA-256 of nothing; the empty blob always exists.
-const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
-
 /// A CAS blob or an action result, by hash.
 pub struct Target {
     path: BazelPath,
@@ -47,12 +44,7 @@ impl Target {
     }
 
     fn is_empty_blob(&self) -> bool {
-        !self.path.action
-            && if self.path.blake3 {
-                self.path.hex == cache_proto::Digest::of(b"").to_string()
-            } else {
-                self.path.hex == EMPTY_SHA256
-            }
+        self.path.is_empty_blob()
     }
 
     fn names(

@@ -93,7 +93,8 @@ impl BazelPath {
         })
     }
 
-    fn is_empty_blob(&self) -> bool {
+    /// Whether this is the empty blob, which always exists.
+    pub(crate) fn is_empty_blob(&self) -> bool {
         !self.action
             && if self.blake3 {
                 self.hex == Digest::of(b"").to_string()
