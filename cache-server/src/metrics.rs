@@ -27,10 +27,12 @@ pub enum Protocol {
     Gradle,
     /// Nx self-hosted remote cache.
     Nx,
+    /// The Remote Execution API cache over gRPC.
+    Reapi,
 }
 
 impl Protocol {
-    const ALL: [Protocol; 7] = [
+    const ALL: [Protocol; 8] = [
         Protocol::Cas,
         Protocol::Ac,
         Protocol::Bazel,
@@ -38,6 +40,7 @@ impl Protocol {
         Protocol::Ccache,
         Protocol::Gradle,
         Protocol::Nx,
+        Protocol::Reapi,
     ];
 
     fn name(self) -> &'static str {
@@ -49,6 +52,7 @@ impl Protocol {
             Self::Ccache => "ccache",
             Self::Gradle => "gradle",
             Self::Nx => "nx",
+            Self::Reapi => "reapi",
         }
     }
 }
@@ -113,6 +117,26 @@ struct ReadLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MethodLabels {
+    method: String,
+}
+
+/// The gRPC methods counted by name; any other path counts as `other`.
+const GRPC_METHODS: [&str; 11] = [
+    "Capabilities/GetCapabilities",
+    "ContentAddressableStorage/FindMissingBlobs",
+    "ContentAddressableStorage/BatchUpdateBlobs",
+    "ContentAddressableStorage/BatchReadBlobs",
+    "ContentAddressableStorage/GetTree",
+    "ActionCache/GetActionResult",
+    "ActionCache/UpdateActionResult",
+    "ByteStream/Read",
+    "ByteStream/Write",
+    "ByteStream/QueryWriteStatus",
+    "other",
+];
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct NamespaceLabels {
     namespace: String,
 }
@@ -132,6 +156,7 @@ pub struct Metrics {
     received: Family<ProtocolLabels, Counter>,
     served: Family<ProtocolLabels, Counter>,
     redirected: Family<ProtocolLabels, Counter>,
+    grpc_calls: Family<MethodLabels, Counter>,
     stored_objects: Family<ProtocolLabels, Gauge>,
     stored_bytes: Gauge,
     stored_compressed_bytes: Gauge,
@@ -151,6 +176,7 @@ impl Default for Metrics {
             received: Family::default(),
             served: Family::default(),
             redirected: Family::default(),
+            grpc_calls: Family::default(),
             stored_objects: Family::default(),
             stored_bytes: Gauge::default(),
             stored_compressed_bytes: Gauge::default(),
@@ -195,6 +221,11 @@ impl Default for Metrics {
             "redirected_bytes",
             "Bytes of reads redirected to the object store (presigned URLs)",
             metrics.redirected.clone(),
+        );
+        registry.register(
+            "grpc_calls",
+            "gRPC calls received, by service/method",
+            metrics.grpc_calls.clone(),
         );
         registry.register(
             "stored_objects",
@@ -267,6 +298,24 @@ impl Metrics {
         self.redirected
             .get_or_create(&ProtocolLabels { protocol })
             .inc_by(bytes);
+    }
+
+    /// Counts a gRPC call to `path` (`/package.Service/Method`).
+    pub fn grpc_call(&self, path: &str) {
+        let method = path
+            .rsplit_once('/')
+            .and_then(|(service, method)| {
+                let service = service.rsplit('.').next()?;
+                GRPC_METHODS
+                    .iter()
+                    .find(|known| **known == format!("{service}/{method}"))
+            })
+            .unwrap_or(&"other");
+        self.grpc_calls
+            .get_or_create(&MethodLabels {
+                method: (*method).to_owned(),
+            })
+            .inc();
     }
 
     /// Counts an evicted object of `bytes` (as stored).

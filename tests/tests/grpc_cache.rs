@@ -5,8 +5,11 @@
 //! tokens in gRPC metadata.
 
 use bazel_remote_apis::build::bazel::remote::execution::v2 as reapi;
+use bazel_remote_apis::google::bytestream as bs;
+use bs::byte_stream_client::ByteStreamClient;
 use cachectl_e2e::process::free_port;
 use cachectl_e2e::{Backend, CacheServer, ServerOptions};
+use futures::StreamExt;
 use prost::Message;
 use reapi::action_cache_client::ActionCacheClient;
 use reapi::capabilities_client::CapabilitiesClient;
@@ -349,4 +352,402 @@ async fn tokens_travel_in_metadata_with_their_scopes() {
     assert!(found.missing_blob_digests.is_empty());
     // The token never reaches the log.
     assert!(!server.logs().contains(&write) && !server.logs().contains(&read));
+}
+
+/// `size` bytes that compress a little (text-like) but not to nothing.
+fn content(size: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..size)
+        .map(|i| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            if i % 3 == 0 {
+                b'a' + (state % 26) as u8
+            } else {
+                (state >> 8) as u8
+            }
+        })
+        .collect()
+}
+
+/// A client stream of `requests` that then stays open until `hold` is
+/// dropped (`None`: it half-closes after the last request).
+fn requests(
+    requests: Vec<bs::WriteRequest>,
+    hold: Option<tokio::sync::oneshot::Receiver<()>>,
+) -> impl futures::Stream<Item = bs::WriteRequest> + Send + 'static {
+    let sent = futures::stream::iter(requests);
+    let held = futures::stream::once(async move {
+        if let Some(hold) = hold {
+            let _ = hold.await;
+        }
+    })
+    .filter_map(|()| async { None });
+    sent.chain(held)
+}
+
+/// The `WriteRequest`s of `data` from `from`, in chunks of `chunk` bytes;
+/// the last finishes the write when `finish`.
+fn write_requests(
+    resource: &str,
+    data: &[u8],
+    from: usize,
+    chunk: usize,
+    finish: bool,
+) -> Vec<bs::WriteRequest> {
+    let mut out: Vec<bs::WriteRequest> = data[from..]
+        .chunks(chunk)
+        .enumerate()
+        .map(|(i, piece)| bs::WriteRequest {
+            resource_name: if i == 0 {
+                resource.to_owned()
+            } else {
+                String::new()
+            },
+            write_offset: (from + i * chunk) as i64,
+            finish_write: false,
+            data: piece.to_vec(),
+        })
+        .collect();
+    if let Some(last) = out.last_mut() {
+        last.finish_write = finish;
+    }
+    out
+}
+
+async fn read_all(
+    client: &mut ByteStreamClient<Channel>,
+    resource: &str,
+    offset: i64,
+    limit: i64,
+) -> Result<Vec<u8>, tonic::Status> {
+    let mut stream = client
+        .read(bs::ReadRequest {
+            resource_name: resource.to_owned(),
+            read_offset: offset,
+            read_limit: limit,
+        })
+        .await?
+        .into_inner();
+    let mut all = Vec::new();
+    while let Some(message) = stream.message().await? {
+        assert!(message.data.len() <= 4 * 1024 * 1024);
+        all.extend_from_slice(&message.data);
+    }
+    Ok(all)
+}
+
+#[tokio::test]
+async fn bytestream_reads_and_writes_large_blobs_verified_with_offsets_and_limits() {
+    let (server, port) = server(&[]);
+    let channel = channel(port).await;
+    let mut client = ByteStreamClient::new(channel.clone());
+    let mut cas = ContentAddressableStorageClient::new(channel);
+    let data = content(10 * 1024 * 1024 + 17, 1);
+    let digest = sha256(&data);
+    let upload = format!(
+        "main/uploads/0b7e5c1a-1/blobs/{}/{}",
+        digest.hash, digest.size_bytes
+    );
+    let written = client
+        .write(requests(
+            write_requests(&upload, &data, 0, 1024 * 1024, true),
+            None,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(written.committed_size, digest.size_bytes);
+    let read = format!("main/blobs/{}/{}", digest.hash, digest.size_bytes);
+    assert!(read_all(&mut client, &read, 0, 0).await.unwrap() == data);
+    let part = read_all(&mut client, &read, 3_000_000, 1_500_000)
+        .await
+        .unwrap();
+    assert!(part == data[3_000_000..4_500_000]);
+    let tail = read_all(&mut client, &read, 10 * 1024 * 1024, 0)
+        .await
+        .unwrap();
+    assert!(tail == data[10 * 1024 * 1024..]);
+    let past = read_all(&mut client, &read, digest.size_bytes + 1, 0)
+        .await
+        .unwrap_err();
+    assert_eq!(past.code(), Code::OutOfRange, "{past:?}");
+    // Stored where the Bazel HTTP protocol finds it.
+    let over_http = server
+        .client
+        .get(server.url(&format!("/cas/{}", digest.hash)))
+        .send()
+        .await
+        .unwrap();
+    assert!(over_http.bytes().await.unwrap() == data);
+
+    // Bytes that are not the digest's: refused, nothing stored.
+    let mut forged = content(5 * 1024 * 1024, 2);
+    let claimed = sha256(&forged);
+    forged[4_000_000] ^= 1;
+    let resource = format!("uploads/f/blobs/{}/{}", claimed.hash, claimed.size_bytes);
+    let refused = client
+        .write(requests(
+            write_requests(&resource, &forged, 0, 512 * 1024, true),
+            None,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    assert_eq!(missing(&mut cas, &[&claimed]).await, [claimed.hash.as_str()]);
+    // More bytes than the digest's size: refused at once.
+    let small = b"twelve bytes".as_slice();
+    let sized = reapi::Digest {
+        size_bytes: 5,
+        ..sha256(small)
+    };
+    let resource = format!("uploads/g/blobs/{}/5", sized.hash);
+    let long = client
+        .write(requests(
+            write_requests(&resource, small, 0, 64, true),
+            None,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(long.code(), Code::InvalidArgument, "{long:?}");
+    // A read of an absent blob and a malformed resource name.
+    let absent = format!("blobs/{}/{}", claimed.hash, claimed.size_bytes);
+    let status = read_all(&mut client, &absent, 0, 0).await.unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+    let status = read_all(&mut client, "blobs/../../etc/passwd/1", 0, 0)
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+}
+
+#[tokio::test]
+async fn an_interrupted_bytestream_write_is_resumed_from_its_committed_size() {
+    let (_server, port) = server(&[]);
+    let channel = channel(port).await;
+    let mut client = ByteStreamClient::new(channel.clone());
+    let mut cas = ContentAddressableStorageClient::new(channel);
+    let data = content(8 * 1024 * 1024, 3);
+    let digest = sha256(&data);
+    let resource = format!(
+        "uploads/5d0c6f1e/blobs/{}/{}",
+        digest.hash, digest.size_bytes
+    );
+    let status = |client: &mut ByteStreamClient<Channel>| {
+        let request = bs::QueryWriteStatusRequest {
+            resource_name: resource.clone(),
+        };
+        let mut client = client.clone();
+        async move { client.query_write_status(request).await }
+    };
+    assert_eq!(
+        status(&mut client).await.unwrap_err().code(),
+        Code::NotFound
+    );
+
+    // 1. The client closes its stream after 3 MiB without finishing.
+    let three = 3 * 1024 * 1024;
+    let first = client
+        .write(requests(
+            write_requests(&resource, &data[..three], 0, 1024 * 1024, false),
+            None,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(first.committed_size, three as i64);
+    let query = status(&mut client).await.unwrap().into_inner();
+    assert_eq!(
+        (query.committed_size, query.complete),
+        (three as i64, false)
+    );
+    assert_eq!(missing(&mut cas, &[&digest]).await, [digest.hash.as_str()]);
+
+    // 2. The connection breaks after 2 more MiB: the call is cancelled.
+    let five = 5 * 1024 * 1024;
+    let (hold, held) = tokio::sync::oneshot::channel();
+    let mut broken = ByteStreamClient::new(self::channel(port).await);
+    let stream = requests(
+        write_requests(&resource, &data[..five], three, 1024 * 1024, false),
+        Some(held),
+    );
+    let call = tokio::spawn(async move { broken.write(stream).await });
+    let mut committed = 0;
+    for _ in 0..200 {
+        committed = status(&mut client)
+            .await
+            .unwrap()
+            .into_inner()
+            .committed_size;
+        if committed == five as i64 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert_eq!(committed, five as i64);
+    call.abort();
+    drop(hold);
+    // A resume that does not start where the upload stands is refused and
+    // loses nothing.
+    let wrong = client
+        .write(requests(
+            write_requests(&resource, &data, three, 1024 * 1024, true),
+            None,
+        ))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            wrong.code(),
+            Code::FailedPrecondition | Code::InvalidArgument | Code::Aborted
+        ),
+        "{wrong:?}"
+    );
+    let mut query = status(&mut client).await.unwrap().into_inner();
+    for _ in 0..100 {
+        if query.committed_size == five as i64 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        query = status(&mut client).await.unwrap().into_inner();
+    }
+    assert_eq!((query.committed_size, query.complete), (five as i64, false));
+
+    // 3. The rest, from the committed size: the blob is complete.
+    let done = client
+        .write(requests(
+            write_requests(&resource, &data, five, 1024 * 1024, true),
+            None,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(done.committed_size, digest.size_bytes);
+    let query = status(&mut client).await.unwrap().into_inner();
+    assert_eq!(
+        (query.committed_size, query.complete),
+        (digest.size_bytes, true)
+    );
+    let read = format!("blobs/{}/{}", digest.hash, digest.size_bytes);
+    assert!(read_all(&mut client, &read, 0, 0).await.unwrap() == data);
+}
+
+#[tokio::test]
+async fn bytestream_speaks_zstd_both_ways_and_verifies_the_decompressed_bytes() {
+    let (server, port) = server(&[]);
+    let channel = channel(port).await;
+    let mut client = ByteStreamClient::new(channel.clone());
+    let mut cas = ContentAddressableStorageClient::new(channel);
+    let data = content(6 * 1024 * 1024 + 3, 4);
+    let digest = sha256(&data);
+    let frames = zstd::encode_all(data.as_slice(), 3).unwrap();
+    assert!(frames.len() < data.len());
+    let resource = format!(
+        "uploads/z1/compressed-blobs/zstd/{}/{}",
+        digest.hash, digest.size_bytes
+    );
+    let written = client
+        .write(requests(
+            write_requests(&resource, &frames, 0, 256 * 1024, true),
+            None,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(written.committed_size, frames.len() as i64);
+    let plain = format!("blobs/{}/{}", digest.hash, digest.size_bytes);
+    assert!(read_all(&mut client, &plain, 0, 0).await.unwrap() == data);
+    let compressed = format!(
+        "compressed-blobs/zstd/{}/{}",
+        digest.hash, digest.size_bytes
+    );
+    let got = read_all(&mut client, &compressed, 0, 0).await.unwrap();
+    assert!(got.len() < data.len());
+    assert!(zstd::decode_all(got.as_slice()).unwrap() == data);
+
+    // A blob stored small and plain over HTTP is compressed on the way out.
+    let small = content(40_000, 5);
+    let dsmall = sha256(&small);
+    server
+        .client
+        .put(server.url(&format!("/cas/{}", dsmall.hash)))
+        .body(small.clone())
+        .send()
+        .await
+        .unwrap();
+    let got = read_all(
+        &mut client,
+        &format!(
+            "compressed-blobs/zstd/{}/{}",
+            dsmall.hash, dsmall.size_bytes
+        ),
+        0,
+        0,
+    )
+    .await
+    .unwrap();
+    assert!(zstd::decode_all(got.as_slice()).unwrap() == small);
+
+    // Frames of other bytes than the digest's: refused, nothing stored.
+    let other = content(1024 * 1024, 6);
+    let claimed = sha256(&content(1024 * 1024, 7));
+    let resource = format!(
+        "uploads/z2/compressed-blobs/zstd/{}/{}",
+        claimed.hash, claimed.size_bytes
+    );
+    let refused = client
+        .write(requests(
+            write_requests(
+                &resource,
+                &zstd::encode_all(other.as_slice(), 1).unwrap(),
+                0,
+                64 * 1024,
+                true,
+            ),
+            None,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    assert_eq!(missing(&mut cas, &[&claimed]).await, [claimed.hash.as_str()]);
+    // Not zstd at all.
+    let resource = format!(
+        "uploads/z3/compressed-blobs/zstd/{}/{}",
+        claimed.hash, claimed.size_bytes
+    );
+    let garbage = client
+        .write(requests(
+            write_requests(&resource, b"not a zstd frame", 0, 64, true),
+            None,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(garbage.code(), Code::InvalidArgument, "{garbage:?}");
+    // zstd in a batch, too.
+    let batch_blob = content(100_000, 8);
+    let dbatch = sha256(&batch_blob);
+    let response = cas
+        .batch_update_blobs(reapi::BatchUpdateBlobsRequest {
+            requests: vec![reapi::batch_update_blobs_request::Request {
+                digest: Some(dbatch.clone()),
+                data: zstd::encode_all(batch_blob.as_slice(), 3).unwrap(),
+                compressor: reapi::compressor::Value::Zstd as i32,
+            }],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(response.responses[0].status.as_ref().unwrap().code, 0);
+    assert!(
+        read_all(
+            &mut client,
+            &format!("blobs/{}/{}", dbatch.hash, dbatch.size_bytes),
+            0,
+            0
+        )
+        .await
+        .unwrap()
+            == batch_blob
+    );
 }

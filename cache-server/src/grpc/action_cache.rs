@@ -32,7 +32,17 @@ impl Cache {
             digests.extend(file.digest.clone());
         }
         for directory in &result.output_directories {
-            digests.extend(directory.tree_digest.clone());
+            // The tree and every file in it: a client restoring the
+            // directory needs them all.
+            let Some(tree) = self
+                .tree(namespaces, directory.tree_digest.as_ref(), blake3)
+                .await?
+            else {
+                return Ok(false);
+            };
+            for folder in tree.root.iter().chain(&tree.children) {
+                digests.extend(folder.files.iter().filter_map(|file| file.digest.clone()));
+            }
         }
         digests.extend(result.stdout_digest.clone());
         digests.extend(result.stderr_digest.clone());
@@ -46,6 +56,28 @@ impl Cache {
             }
         }
         Ok(true)
+    }
+
+    /// The `Tree` blob `digest`, if it is stored and readable.
+    async fn tree(
+        &self,
+        namespaces: &Namespaces,
+        digest: Option<&reapi::Digest>,
+        blake3: bool,
+    ) -> Result<Option<reapi::Tree>, Status> {
+        let (hex, _) = checked(digest)?;
+        let Some(bytes) = objects::read(
+            &self.state,
+            namespaces,
+            &Target::blob(&hex, blake3),
+            MAX_RESULT_BYTES,
+        )
+        .await
+        .map_err(status)?
+        else {
+            return Ok(None);
+        };
+        Ok(reapi::Tree::decode(bytes).ok())
     }
 
     /// The bytes of the small blob `digest`, if it is stored.
@@ -80,7 +112,13 @@ impl reapi::action_cache_server::ActionCache for Cache {
         request: Request<reapi::GetActionResultRequest>,
     ) -> Result<Response<reapi::ActionResult>, Status> {
         let body = request.get_ref();
-        let namespaces = admit(&self.state, &request, &body.instance_name, Scope::Read).await?;
+        let namespaces = admit(
+            &self.state,
+            request.metadata(),
+            &body.instance_name,
+            Scope::Read,
+        )
+        .await?;
         let blake3 = uses_blake3(body.digest_function)?;
         let (hex, _) = checked(body.action_digest.as_ref())?;
         let stored = objects::read(
@@ -132,7 +170,13 @@ impl reapi::action_cache_server::ActionCache for Cache {
         request: Request<reapi::UpdateActionResultRequest>,
     ) -> Result<Response<reapi::ActionResult>, Status> {
         let body = request.get_ref();
-        let namespaces = admit(&self.state, &request, &body.instance_name, Scope::Write).await?;
+        let namespaces = admit(
+            &self.state,
+            request.metadata(),
+            &body.instance_name,
+            Scope::Write,
+        )
+        .await?;
         let blake3 = uses_blake3(body.digest_function)?;
         let (hex, _) = checked(body.action_digest.as_ref())?;
         let result = body

@@ -23,11 +23,12 @@ impl reapi::capabilities_server::Capabilities for Cache {
         request: Request<reapi::GetCapabilitiesRequest>,
     ) -> Result<Response<reapi::ServerCapabilities>, Status> {
         let instance = request.get_ref().instance_name.clone();
-        admit(&self.state, &request, &instance, Scope::Read).await?;
+        admit(&self.state, request.metadata(), &instance, Scope::Read).await?;
         // Updates are offered only to callers that may write.
-        let may_write = admit(&self.state, &request, &instance, Scope::Write)
+        let may_write = admit(&self.state, request.metadata(), &instance, Scope::Write)
             .await
             .is_ok();
+        use reapi::compressor::Value as Compressor;
         use reapi::digest_function::Value;
         Ok(Response::new(reapi::ServerCapabilities {
             cache_capabilities: Some(reapi::CacheCapabilities {
@@ -36,6 +37,8 @@ impl reapi::capabilities_server::Capabilities for Cache {
                     update_enabled: may_write,
                 }),
                 max_batch_total_size_bytes: MAX_BATCH_BYTES as i64,
+                supported_compressors: vec![Compressor::Zstd as i32],
+                supported_batch_update_compressors: vec![Compressor::Zstd as i32],
                 symlink_absolute_path_strategy:
                     reapi::symlink_absolute_path_strategy::Value::Allowed as i32,
                 ..Default::default()

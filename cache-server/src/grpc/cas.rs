@@ -4,11 +4,15 @@
 
 use bazel_remote_apis::build::bazel::remote::execution::v2 as reapi;
 use bazel_remote_apis::google::rpc;
+use prost::Message;
 use tonic::{Request, Response, Status};
 
 use super::objects::{self, Target};
 use super::{Cache, MAX_BATCH_BYTES, admit, checked, status, uses_blake3};
 use crate::index::Scope;
+
+/// The most directories a `GetTree` page holds.
+const TREE_PAGE: usize = 1024;
 
 /// A per-blob status of a batch: OK, or the error's code and message.
 fn rpc_status(result: Result<(), Status>) -> Option<rpc::Status> {
@@ -33,7 +37,13 @@ impl reapi::content_addressable_storage_server::ContentAddressableStorage for Ca
         request: Request<reapi::FindMissingBlobsRequest>,
     ) -> Result<Response<reapi::FindMissingBlobsResponse>, Status> {
         let body = request.get_ref();
-        let namespaces = admit(&self.state, &request, &body.instance_name, Scope::Read).await?;
+        let namespaces = admit(
+            &self.state,
+            request.metadata(),
+            &body.instance_name,
+            Scope::Read,
+        )
+        .await?;
         let blake3 = uses_blake3(body.digest_function)?;
         let mut missing = Vec::new();
         for digest in &body.blob_digests {
@@ -55,7 +65,13 @@ impl reapi::content_addressable_storage_server::ContentAddressableStorage for Ca
         request: Request<reapi::BatchUpdateBlobsRequest>,
     ) -> Result<Response<reapi::BatchUpdateBlobsResponse>, Status> {
         let body = request.get_ref();
-        let namespaces = admit(&self.state, &request, &body.instance_name, Scope::Write).await?;
+        let namespaces = admit(
+            &self.state,
+            request.metadata(),
+            &body.instance_name,
+            Scope::Write,
+        )
+        .await?;
         let blake3 = uses_blake3(body.digest_function)?;
         let total: usize = body.requests.iter().map(|r| r.data.len()).sum();
         if total > MAX_BATCH_BYTES {
@@ -68,22 +84,39 @@ impl reapi::content_addressable_storage_server::ContentAddressableStorage for Ca
         for blob in &body.requests {
             let result = async {
                 let (hex, size) = checked(blob.digest.as_ref())?;
-                if blob.compressor != 0 {
-                    return Err(Status::invalid_argument(
-                        "compressed batch uploads are not supported: send identity",
-                    ));
-                }
-                if blob.data.len() as u64 != size {
+                let data = match reapi::compressor::Value::try_from(blob.compressor) {
+                    Ok(reapi::compressor::Value::Identity) => blob.data.clone(),
+                    Ok(reapi::compressor::Value::Zstd) if size <= MAX_BATCH_BYTES as u64 => {
+                        // At most the digest's size is decompressed.
+                        zstd::bulk::decompress(&blob.data, size as usize).map_err(|e| {
+                            Status::invalid_argument(format!(
+                                "the zstd data does not decompress to at most {size} bytes: {e}"
+                            ))
+                        })?
+                    }
+                    Ok(reapi::compressor::Value::Zstd) => {
+                        return Err(Status::invalid_argument(format!(
+                            "a {size}-byte blob is above the batch limit: send it through ByteStream"
+                        )));
+                    }
+                    _ => {
+                        return Err(Status::invalid_argument(format!(
+                            "compressor {} is not served (identity and zstd are)",
+                            blob.compressor
+                        )));
+                    }
+                };
+                if data.len() as u64 != size {
                     return Err(Status::invalid_argument(format!(
                         "the digest says {size} bytes, the data has {}",
-                        blob.data.len()
+                        data.len()
                     )));
                 }
                 objects::write(
                     &self.state,
                     &namespaces,
                     &Target::blob(&hex, blake3),
-                    bytes::Bytes::from(blob.data.clone()),
+                    bytes::Bytes::from(data),
                 )
                 .await
                 .map_err(status)
@@ -102,7 +135,13 @@ impl reapi::content_addressable_storage_server::ContentAddressableStorage for Ca
         request: Request<reapi::BatchReadBlobsRequest>,
     ) -> Result<Response<reapi::BatchReadBlobsResponse>, Status> {
         let body = request.get_ref();
-        let namespaces = admit(&self.state, &request, &body.instance_name, Scope::Read).await?;
+        let namespaces = admit(
+            &self.state,
+            request.metadata(),
+            &body.instance_name,
+            Scope::Read,
+        )
+        .await?;
         let blake3 = uses_blake3(body.digest_function)?;
         let mut total: u64 = 0;
         for digest in &body.digests {
@@ -149,9 +188,77 @@ impl reapi::content_addressable_storage_server::ContentAddressableStorage for Ca
 
     async fn get_tree(
         &self,
-        _request: Request<reapi::GetTreeRequest>,
+        request: Request<reapi::GetTreeRequest>,
     ) -> Result<Response<Self::GetTreeStream>, Status> {
-        Err(Status::unimplemented("GetTree is not served yet"))
+        let body = request.get_ref();
+        let namespaces = admit(
+            &self.state,
+            request.metadata(),
+            &body.instance_name,
+            Scope::Read,
+        )
+        .await?;
+        let blake3 = uses_blake3(body.digest_function)?;
+        let (root, _) = checked(body.root_digest.as_ref())?;
+        let page_size = match usize::try_from(body.page_size) {
+            Ok(0) => TREE_PAGE,
+            Ok(size) => size.min(TREE_PAGE),
+            Err(_) => return Err(Status::invalid_argument("a negative page_size")),
+        };
+        let skip: usize = if body.page_token.is_empty() {
+            0
+        } else {
+            body.page_token
+                .parse()
+                .map_err(|_| Status::invalid_argument("page_token is not one this server gave"))?
+        };
+        // Breadth first from the root, each directory once; a directory
+        // the CAS lacks is left out with what is under it.
+        let mut queue = std::collections::VecDeque::from([root]);
+        let mut seen = std::collections::HashSet::new();
+        let mut found = Vec::new();
+        let mut walked = 0usize;
+        while let Some(hex) = queue.pop_front() {
+            if !seen.insert(hex.clone()) {
+                continue;
+            }
+            let Some(bytes) = objects::read(
+                &self.state,
+                &namespaces,
+                &Target::blob(&hex, blake3),
+                MAX_BATCH_BYTES,
+            )
+            .await
+            .map_err(status)?
+            else {
+                continue;
+            };
+            let directory = reapi::Directory::decode(bytes).map_err(|e| {
+                Status::invalid_argument(format!("directory {hex} is not a Directory: {e}"))
+            })?;
+            for child in &directory.directories {
+                queue.push_back(checked(child.digest.as_ref())?.0);
+            }
+            walked += 1;
+            if walked > skip {
+                found.push(directory);
+                if found.len() == page_size {
+                    break;
+                }
+            }
+        }
+        let next_page_token = if queue.iter().any(|hex| !seen.contains(hex)) {
+            walked.to_string()
+        } else {
+            String::new()
+        };
+        let page = reapi::GetTreeResponse {
+            directories: found,
+            next_page_token,
+        };
+        Ok(Response::new(Box::pin(tonic::codegen::tokio_stream::iter(
+            [Ok(page)],
+        ))))
     }
 
     async fn split_blob(

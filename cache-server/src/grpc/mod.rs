@@ -8,11 +8,15 @@
 //! any other instance name is accepted and ignored, as HTTP prefixes are.
 
 mod action_cache;
+mod bytestream;
 mod capabilities;
 mod cas;
 mod objects;
+pub mod resource;
+mod uploads;
 
 use bazel_remote_apis::build::bazel::remote::execution::v2 as reapi;
+use bazel_remote_apis::google::bytestream::byte_stream_server as bytestream_server;
 use cache_proto::Namespace;
 use tonic::Status;
 
@@ -23,13 +27,48 @@ use crate::namespaces::Namespaces;
 
 /// The largest batch (`BatchUpdateBlobs`, `BatchReadBlobs`) the server
 /// takes, advertised in its capabilities; larger blobs go through
-/// ByteStream (not served yet).
+/// ByteStream.
 pub const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
 
 /// The services, over the server's state (one value serves them all).
 #[derive(Clone)]
 pub struct Cache {
     state: AppState,
+    uploads: std::sync::Arc<uploads::Uploads>,
+}
+
+/// Room for a full batch and the message around it: the largest message
+/// taken or sent.
+pub const MAX_MESSAGE_BYTES: usize = MAX_BATCH_BYTES + 64 * 1024;
+
+/// Every service, over `state`.
+pub fn routes(state: AppState) -> tonic::service::Routes {
+    let cache = Cache {
+        state,
+        uploads: Default::default(),
+    };
+    let limit = MAX_MESSAGE_BYTES;
+    tonic::service::Routes::new(
+        reapi::capabilities_server::CapabilitiesServer::new(cache.clone())
+            .max_decoding_message_size(limit),
+    )
+    .add_service(
+        reapi::content_addressable_storage_server::ContentAddressableStorageServer::new(
+            cache.clone(),
+        )
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit),
+    )
+    .add_service(
+        reapi::action_cache_server::ActionCacheServer::new(cache.clone())
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(limit),
+    )
+    .add_service(
+        bytestream_server::ByteStreamServer::new(cache)
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(limit),
+    )
 }
 
 /// Serves the gRPC API on `listener` until `shutdown` completes.
@@ -38,30 +77,16 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
-    // Room for a full batch and the message around it.
-    let message_limit = MAX_BATCH_BYTES + 64 * 1024;
     let incoming = tonic::transport::server::TcpIncoming::from(listener);
+    let metrics = state.metrics.clone();
     tonic::transport::Server::builder()
-        .add_service(
-            reapi::capabilities_server::CapabilitiesServer::new(Cache {
-                state: state.clone(),
-            })
-            .max_decoding_message_size(message_limit),
-        )
-        .add_service(
-            reapi::content_addressable_storage_server::ContentAddressableStorageServer::new(
-                Cache {
-                    state: state.clone(),
-                },
-            )
-            .max_decoding_message_size(message_limit)
-            .max_encoding_message_size(message_limit),
-        )
-        .add_service(
-            reapi::action_cache_server::ActionCacheServer::new(Cache { state })
-                .max_decoding_message_size(message_limit)
-                .max_encoding_message_size(message_limit),
-        )
+        .layer(tower::util::MapRequestLayer::new(
+            move |request: axum::http::Request<tonic::body::Body>| {
+                metrics.grpc_call(request.uri().path());
+                request
+            },
+        ))
+        .add_routes(routes(state))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
 }
@@ -90,9 +115,9 @@ fn status(error: ApiError) -> Status {
 /// The namespaces a call may use, once its credentials (`authorization`
 /// metadata: `Bearer TOKEN`, or Basic with the token as password) hold
 /// `needed`. The instance name `ns/NAME` names the namespace.
-async fn admit<T>(
+async fn admit(
     state: &AppState,
-    request: &tonic::Request<T>,
+    metadata: &tonic::metadata::MetadataMap,
     instance_name: &str,
     needed: Scope,
 ) -> Result<Namespaces, Status> {
@@ -103,7 +128,7 @@ async fn admit<T>(
         ),
         None => None,
     };
-    let headers = request.metadata().clone().into_headers();
+    let headers = metadata.clone().into_headers();
     let secret = auth::presented_secret(&headers);
     auth::admit(state, named, Some(needed), secret)
         .await

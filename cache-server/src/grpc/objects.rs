@@ -73,6 +73,29 @@ pub async fn exists(
     Ok(false)
 }
 
+/// `target` as stored, read with `options` (a range, zstd frames taken);
+/// `None` when absent. The empty blob is always present.
+pub async fn open(
+    state: &AppState,
+    namespaces: &Namespaces,
+    target: &Target,
+    options: ReadOptions,
+) -> Result<Option<axum::response::Response>, ApiError> {
+    if target.is_empty_blob() {
+        return Ok(Some(axum::response::Response::new(Body::empty())));
+    }
+    let (reads, _, _) = target.names(namespaces)?;
+    for name in &reads {
+        let Some(record) = object::lookup(state, name, Protocol::Reapi).await? else {
+            continue;
+        };
+        if let Some(response) = object::get(state, name, &record, Protocol::Reapi, options).await? {
+            return Ok(Some(response));
+        }
+    }
+    Ok(None)
+}
+
 /// The bytes of `target`, at most `limit` of them; `None` when absent.
 pub async fn read(
     state: &AppState,
@@ -85,14 +108,14 @@ pub async fn read(
     }
     let (reads, _, _) = target.names(namespaces)?;
     for name in &reads {
-        let Some(record) = object::lookup(state, name, Protocol::Bazel).await? else {
+        let Some(record) = object::lookup(state, name, Protocol::Reapi).await? else {
             continue;
         };
         let Some(response) = object::get(
             state,
             name,
             &record,
-            Protocol::Bazel,
+            Protocol::Reapi,
             ReadOptions::default(),
         )
         .await?
@@ -131,6 +154,36 @@ pub async fn write(
         meta: None,
         owner: namespaces.own.clone(),
     };
-    object::put(state, &name, Protocol::Bazel, options, Body::from(bytes)).await?;
+    object::put(state, &name, Protocol::Reapi, options, Body::from(bytes)).await?;
     Ok(())
+}
+
+/// Starts storing the blob `target` from `body` (zstd frames with `zstd`),
+/// verified against its digest: the task ends with the write's outcome once
+/// the body ends (an `Err` item in the body aborts it, nothing stored).
+pub fn write_streamed(
+    state: &AppState,
+    namespaces: &Namespaces,
+    target: &Target,
+    zstd: bool,
+    size: u64,
+    body: Body,
+) -> Result<tokio::task::JoinHandle<Result<object::Written, ApiError>>, ApiError> {
+    let (_, name, check) = target.names(namespaces)?;
+    let options = WriteOptions {
+        encoding: if zstd {
+            BodyEncoding::Zstd
+        } else {
+            BodyEncoding::Identity
+        },
+        declared_length: (!zstd).then_some(size),
+        check,
+        if_exists: IfExists::Keep,
+        meta: None,
+        owner: namespaces.own.clone(),
+    };
+    let state = state.clone();
+    Ok(tokio::spawn(async move {
+        object::put(&state, &name, Protocol::Reapi, options, body).await
+    }))
 }
