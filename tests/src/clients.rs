@@ -187,6 +187,134 @@ pub fn nx_target(
     (output.status.success(), text)
 }
 
+/// A C++ workspace for Debian's Bazel: a `cc_library`, a `cc_binary` on it
+/// and a genrule that runs the binary (`//:banner`, four actions), with
+/// local stand-ins for `@rules_cc` and `@rules_java` (Bazel 4 downloads
+/// them otherwise, and nothing is downloadable here) next to it. Returns
+/// the `--override_repository` flags that use the stand-ins.
+pub fn bazel_cc_workspace(workspace: &Path) -> Vec<String> {
+    let write = |path: PathBuf, text: &str| {
+        std::fs::create_dir_all(path.parent().expect("a parent")).expect("a folder");
+        std::fs::write(&path, text).expect("a workspace file");
+    };
+    write(workspace.join("WORKSPACE"), "");
+    write(
+        workspace.join("BUILD"),
+        "cc_library(name = \"greet\", srcs = [\"greet.cc\"], hdrs = [\"greet.h\"])\n\
+         cc_binary(name = \"hello\", srcs = [\"main.cc\"], deps = [\":greet\"])\n\
+         genrule(name = \"banner\", srcs = [\":hello\"], outs = [\"banner.txt\"], \
+         cmd = \"$(location :hello) > $@\")\n",
+    );
+    write(
+        workspace.join("greet.h"),
+        "#include <string>\nstd::string greeting();\n",
+    );
+    write(
+        workspace.join("greet.cc"),
+        "#include \"greet.h\"\nstd::string greeting() { return \"hello from a cached build\"; }\n",
+    );
+    bazel_main(workspace, "hello");
+    let stand_ins = workspace.with_extension("rules");
+    let rules = |repository: &str, package: &str, names: &[&str]| {
+        let root = stand_ins.join(repository);
+        write(root.join("WORKSPACE"), "");
+        write(root.join(package).join("BUILD"), "");
+        let mut defs = format!("\"\"\"A stand-in for @{repository}: the native rules.\"\"\"\n");
+        for name in names {
+            defs.push_str(&format!(
+                "def {name}(**kwargs):\n    native.{name}(**kwargs)\n"
+            ));
+        }
+        write(root.join(package).join("defs.bzl"), &defs);
+        format!("--override_repository={repository}={}", root.display())
+    };
+    vec![
+        rules(
+            "rules_cc",
+            "cc",
+            &[
+                "cc_binary",
+                "cc_library",
+                "cc_test",
+                "cc_import",
+                "cc_proto_library",
+                "cc_toolchain",
+                "cc_toolchain_suite",
+                "fdo_profile",
+                "fdo_prefetch_hints",
+                "objc_library",
+                "objc_import",
+            ],
+        ),
+        rules(
+            "rules_java",
+            "java",
+            &[
+                "java_binary",
+                "java_import",
+                "java_library",
+                "java_runtime",
+                "java_test",
+                "java_toolchain",
+            ],
+        ),
+    ]
+}
+
+/// Rewrites the workspace's `main.cc` to print `word` too: the binary and
+/// the genrule change, the library does not.
+pub fn bazel_main(workspace: &Path, word: &str) {
+    std::fs::write(
+        workspace.join("main.cc"),
+        format!(
+            "#include <iostream>\n#include \"greet.h\"\n\
+             int main() {{ std::cout << greeting() << \" ({word})\" << std::endl; }}\n"
+        ),
+    )
+    .expect("main.cc");
+}
+
+/// Runs `bazel build {targets}` with `flags` in `workspace`, its output
+/// base under `output_root` (a fresh one is a fresh CI machine), actions
+/// unsandboxed. Returns success and the combined output.
+pub fn bazel_build(
+    workspace: &Path,
+    output_root: &Path,
+    targets: &[&str],
+    flags: &[String],
+) -> (bool, String) {
+    let output = Command::new("bazel")
+        .arg("--batch")
+        .arg(format!("--output_user_root={}", output_root.display()))
+        .arg("build")
+        .args(targets)
+        .args(["--spawn_strategy=standalone", "--noshow_progress"])
+        .args(flags)
+        .current_dir(workspace)
+        .env("HOME", output_root)
+        .output()
+        .expect("bazel runs (bazel-bootstrap, scripts/install-test-deps)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
+/// Runs `bazel clean` in `workspace` with the output base under `output_root`.
+pub fn bazel_clean(workspace: &Path, output_root: &Path) {
+    let status = Command::new("bazel")
+        .arg("--batch")
+        .arg(format!("--output_user_root={}", output_root.display()))
+        .arg("clean")
+        .current_dir(workspace)
+        .env("HOME", output_root)
+        .output()
+        .expect("bazel runs");
+    assert!(status.status.success(), "bazel clean failed");
+}
+
 /// Runs Debian's Bazel (`bazel-bootstrap`, 4.2.3) in `workspace`: `bazel
 /// build {targets}` against the HTTP cache `remote` (a URL, its path the
 /// namespace prefix), sending `token` as a bearer token, with its own

@@ -495,7 +495,10 @@ async fn bytestream_reads_and_writes_large_blobs_verified_with_offsets_and_limit
         .await
         .unwrap_err();
     assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
-    assert_eq!(missing(&mut cas, &[&claimed]).await, [claimed.hash.as_str()]);
+    assert_eq!(
+        missing(&mut cas, &[&claimed]).await,
+        [claimed.hash.as_str()]
+    );
     // More bytes than the digest's size: refused at once.
     let small = b"twelve bytes".as_slice();
     let sized = reapi::Digest {
@@ -709,7 +712,10 @@ async fn bytestream_speaks_zstd_both_ways_and_verifies_the_decompressed_bytes() 
         .await
         .unwrap_err();
     assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
-    assert_eq!(missing(&mut cas, &[&claimed]).await, [claimed.hash.as_str()]);
+    assert_eq!(
+        missing(&mut cas, &[&claimed]).await,
+        [claimed.hash.as_str()]
+    );
     // Not zstd at all.
     let resource = format!(
         "uploads/z3/compressed-blobs/zstd/{}/{}",
