@@ -30,8 +30,9 @@ pub struct Cli {
     )]
     pub listen: SocketAddr,
 
-    /// Also serve the Remote Execution API cache over gRPC (plain h2c) on
-    /// this address, e.g. 127.0.0.1:9092 (Bazel: --remote_cache=grpc://HOST:PORT).
+    /// Also serve the Remote Execution API cache over gRPC on this address,
+    /// e.g. 127.0.0.1:9092: plain h2c (Bazel: --remote_cache=grpc://HOST:PORT),
+    /// or TLS with --tls-cert (grpcs://HOST:PORT).
     #[arg(long, env = "CACHE_SERVER_GRPC_LISTEN", global = true)]
     pub grpc_listen: Option<SocketAddr>,
 

@@ -99,6 +99,11 @@ pub enum TlsError {
 /// A TLS acceptor for the PEM certificate chain `cert` and private key `key`
 /// (PKCS#8, PKCS#1 or SEC1), speaking HTTP/1.1 over TLS 1.2 and 1.3.
 pub fn load_tls(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
+    load_tls_for(cert, key, b"http/1.1")
+}
+
+/// The same acceptor offering `protocol` by ALPN (`h2` for gRPC).
+pub fn load_tls_for(cert: &Path, key: &Path, protocol: &[u8]) -> Result<TlsAcceptor, TlsError> {
     let certificates = CertificateDer::pem_file_iter(cert)
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
         .map_err(|error| TlsError::Certificate {
@@ -125,7 +130,7 @@ pub fn load_tls(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_single_cert(certificates, private_key)?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = vec![protocol.to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 

@@ -19,7 +19,7 @@ use crate::oidc::Oidc;
 use crate::oidc::config::OidcConfig;
 use crate::replicated::leases::{LeaseBook, probe_guarantee};
 use crate::replicated::{EventLog, TokenStore};
-use crate::serve::{ServeSettings, load_tls};
+use crate::serve::{ServeSettings, load_tls, load_tls_for};
 use crate::storage::Storage;
 
 /// The state a server over `storage` and `index` serves, as `cli` says.
@@ -176,15 +176,17 @@ pub async fn serve(cli: &Cli) -> anyhow::Result<()> {
                 .with_context(|| format!("binding {address} (--grpc-listen)"))?;
             let address = listener.local_addr().context("reading the bound address")?;
             tracing::info!("gRPC (Remote Execution API cache) listening on {address}");
-            if settings.tls.is_some() {
-                tracing::warn!(
-                    "--grpc-listen serves plain h2c: --tls-cert covers HTTP only (terminate TLS in front of gRPC)"
-                );
-            }
+            let tls = match (&cli.tls_cert, &cli.tls_key) {
+                (Some(cert), Some(key)) => {
+                    tracing::info!("gRPC over TLS (the --tls-cert of HTTPS)");
+                    Some(load_tls_for(cert, key, b"h2")?)
+                }
+                _ => None,
+            };
             let grpc_state = state.clone();
             Some(tokio::spawn(async move {
                 if let Err(error) =
-                    crate::grpc::serve(grpc_state, listener, shutdown_signal()).await
+                    crate::grpc::serve(grpc_state, listener, tls, shutdown_signal()).await
                 {
                     tracing::error!(%error, "the gRPC server stopped");
                 }

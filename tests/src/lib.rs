@@ -14,6 +14,7 @@ pub mod clients;
 pub mod data;
 pub mod fault_proxy;
 pub mod garage;
+pub mod grpc;
 pub mod nginx;
 pub mod oidc;
 pub mod process;

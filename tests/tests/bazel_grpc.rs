@@ -49,12 +49,16 @@ struct Setup {
 
 impl Setup {
     fn start() -> Self {
+        Self::start_with(&[], "grpc")
+    }
+
+    /// A server with `extra` flags, its gRPC cache reached by `scheme`.
+    fn start_with(extra: &[&str], scheme: &str) -> Self {
         let port = free_port();
         let listen = format!("127.0.0.1:{port}");
-        let server = CacheServer::start(
-            Backend::Local,
-            ServerOptions::args(&["--auth", "required", "--grpc-listen", &listen]),
-        );
+        let mut args = vec!["--auth", "required", "--grpc-listen", &listen];
+        args.extend_from_slice(extra);
+        let server = CacheServer::start(Backend::Local, ServerOptions::args(&args));
         let writer = server.create_token("write", "ci", &[]);
         let reader = server.create_token("read", "pull-requests", &[]);
         let work = tempfile::tempdir().unwrap();
@@ -62,7 +66,7 @@ impl Setup {
         let overrides = bazel_cc_workspace(&workspace);
         Self {
             server,
-            grpc: format!("grpc://{listen}"),
+            grpc: format!("{scheme}://{listen}"),
             work,
             workspace,
             overrides,

@@ -7,50 +7,15 @@
 use bazel_remote_apis::build::bazel::remote::execution::v2 as reapi;
 use bazel_remote_apis::google::bytestream as bs;
 use bs::byte_stream_client::ByteStreamClient;
-use cachectl_e2e::process::free_port;
-use cachectl_e2e::{Backend, CacheServer, ServerOptions};
-use futures::StreamExt;
+use cachectl_e2e::grpc::{
+    channel, content, missing, read_all, requests, server, sha256, update, write_requests,
+};
 use prost::Message;
 use reapi::action_cache_client::ActionCacheClient;
 use reapi::capabilities_client::CapabilitiesClient;
 use reapi::content_addressable_storage_client::ContentAddressableStorageClient;
-use sha2::Digest as _;
 use tonic::transport::Channel;
 use tonic::{Code, Request};
-
-/// A server with its gRPC port; `extra` more flags.
-fn server(extra: &[&str]) -> (CacheServer, u16) {
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let mut args = vec!["--grpc-listen", listen.as_str()];
-    args.extend_from_slice(extra);
-    (
-        CacheServer::start(Backend::Local, ServerOptions::args(&args)),
-        port,
-    )
-}
-
-async fn channel(port: u16) -> Channel {
-    let endpoint = Channel::from_shared(format!("http://127.0.0.1:{port}")).unwrap();
-    for _ in 0..100 {
-        if let Ok(channel) = endpoint.connect().await {
-            return channel;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    panic!("the gRPC port does not answer");
-}
-
-fn sha256(data: &[u8]) -> reapi::Digest {
-    reapi::Digest {
-        hash: hex(&sha2::Sha256::digest(data)),
-        size_bytes: data.len() as i64,
-    }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
 
 /// `message` with `token` as its bearer token, if any.
 fn with_token<T>(message: T, token: Option<&str>) -> Request<T> {
@@ -61,45 +26,6 @@ fn with_token<T>(message: T, token: Option<&str>) -> Request<T> {
             .insert("authorization", format!("Bearer {token}").parse().unwrap());
     }
     request
-}
-
-fn update(
-    blobs: &[(&reapi::Digest, &[u8])],
-    digest_function: i32,
-) -> reapi::BatchUpdateBlobsRequest {
-    reapi::BatchUpdateBlobsRequest {
-        requests: blobs
-            .iter()
-            .map(
-                |(digest, data)| reapi::batch_update_blobs_request::Request {
-                    digest: Some((*digest).clone()),
-                    data: data.to_vec(),
-                    compressor: 0,
-                },
-            )
-            .collect(),
-        digest_function,
-        ..Default::default()
-    }
-}
-
-async fn missing(
-    cas: &mut ContentAddressableStorageClient<Channel>,
-    digests: &[&reapi::Digest],
-) -> Vec<String> {
-    let response = cas
-        .find_missing_blobs(reapi::FindMissingBlobsRequest {
-            blob_digests: digests.iter().map(|d| (*d).clone()).collect(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    response
-        .missing_blob_digests
-        .into_iter()
-        .map(|d| d.hash)
-        .collect()
 }
 
 #[tokio::test]
@@ -352,90 +278,6 @@ async fn tokens_travel_in_metadata_with_their_scopes() {
     assert!(found.missing_blob_digests.is_empty());
     // The token never reaches the log.
     assert!(!server.logs().contains(&write) && !server.logs().contains(&read));
-}
-
-/// `size` bytes that compress a little (text-like) but not to nothing.
-fn content(size: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..size)
-        .map(|i| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            if i % 3 == 0 {
-                b'a' + (state % 26) as u8
-            } else {
-                (state >> 8) as u8
-            }
-        })
-        .collect()
-}
-
-/// A client stream of `requests` that then stays open until `hold` is
-/// dropped (`None`: it half-closes after the last request).
-fn requests(
-    requests: Vec<bs::WriteRequest>,
-    hold: Option<tokio::sync::oneshot::Receiver<()>>,
-) -> impl futures::Stream<Item = bs::WriteRequest> + Send + 'static {
-    let sent = futures::stream::iter(requests);
-    let held = futures::stream::once(async move {
-        if let Some(hold) = hold {
-            let _ = hold.await;
-        }
-    })
-    .filter_map(|()| async { None });
-    sent.chain(held)
-}
-
-/// The `WriteRequest`s of `data` from `from`, in chunks of `chunk` bytes;
-/// the last finishes the write when `finish`.
-fn write_requests(
-    resource: &str,
-    data: &[u8],
-    from: usize,
-    chunk: usize,
-    finish: bool,
-) -> Vec<bs::WriteRequest> {
-    let mut out: Vec<bs::WriteRequest> = data[from..]
-        .chunks(chunk)
-        .enumerate()
-        .map(|(i, piece)| bs::WriteRequest {
-            resource_name: if i == 0 {
-                resource.to_owned()
-            } else {
-                String::new()
-            },
-            write_offset: (from + i * chunk) as i64,
-            finish_write: false,
-            data: piece.to_vec(),
-        })
-        .collect();
-    if let Some(last) = out.last_mut() {
-        last.finish_write = finish;
-    }
-    out
-}
-
-async fn read_all(
-    client: &mut ByteStreamClient<Channel>,
-    resource: &str,
-    offset: i64,
-    limit: i64,
-) -> Result<Vec<u8>, tonic::Status> {
-    let mut stream = client
-        .read(bs::ReadRequest {
-            resource_name: resource.to_owned(),
-            read_offset: offset,
-            read_limit: limit,
-        })
-        .await?
-        .into_inner();
-    let mut all = Vec::new();
-    while let Some(message) = stream.message().await? {
-        assert!(message.data.len() <= 4 * 1024 * 1024);
-        all.extend_from_slice(&message.data);
-    }
-    Ok(all)
 }
 
 #[tokio::test]
@@ -756,4 +598,143 @@ async fn bytestream_speaks_zstd_both_ways_and_verifies_the_decompressed_bytes() 
         .unwrap()
             == batch_blob
     );
+}
+
+/// A channel to `port` over TLS, trusting `cert` (PEM) and offering ALPN
+/// `h2` as gRPC clients do.
+async fn tls_channel(
+    port: u16,
+    cert: &std::path::Path,
+) -> Result<Channel, tonic::transport::Error> {
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in rustls::pki_types::CertificateDer::pem_file_iter(cert).unwrap() {
+        roots.add(certificate.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    Channel::from_shared(format!("http://127.0.0.1:{port}"))
+        .unwrap()
+        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+            let connector = connector.clone();
+            async move {
+                let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+                let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+                let tls = connector.connect(name, tcp).await?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
+            }
+        }))
+        .await
+}
+
+#[tokio::test]
+async fn with_tls_cert_the_grpc_port_speaks_tls_and_not_h2c() {
+    let folder = tempfile::tempdir().unwrap();
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let (cert, key) = (
+        folder.path().join("cert.pem"),
+        folder.path().join("key.pem"),
+    );
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+    let (cert_text, key_text) = (cert.display().to_string(), key.display().to_string());
+    let (_server, port) = server(&["--tls-cert", &cert_text, "--tls-key", &key_text]);
+    let mut channel = None;
+    for _ in 0..100 {
+        if let Ok(connected) = tls_channel(port, &cert).await {
+            channel = Some(connected);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let channel = channel.expect("a TLS connection to the gRPC port");
+    let data = content(2 * 1024 * 1024, 9);
+    let digest = sha256(&data);
+    let mut client = ByteStreamClient::new(channel.clone());
+    let resource = format!("uploads/t/blobs/{}/{}", digest.hash, digest.size_bytes);
+    client
+        .write(requests(
+            write_requests(&resource, &data, 0, 512 * 1024, true),
+            None,
+        ))
+        .await
+        .unwrap();
+    let read = format!("blobs/{}/{}", digest.hash, digest.size_bytes);
+    assert!(read_all(&mut client, &read, 0, 0).await.unwrap() == data);
+    // A client that does not speak TLS gets no service, and the port goes
+    // on serving TLS clients.
+    let plain = Channel::from_shared(format!("http://127.0.0.1:{port}"))
+        .unwrap()
+        .connect()
+        .await;
+    if let Ok(plain) = plain {
+        let refused = CapabilitiesClient::new(plain)
+            .get_capabilities(reapi::GetCapabilitiesRequest::default())
+            .await;
+        assert!(refused.is_err());
+    }
+    let capabilities = CapabilitiesClient::new(channel)
+        .get_capabilities(reapi::GetCapabilitiesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(capabilities.cache_capabilities.is_some());
+}
+
+#[tokio::test]
+async fn a_write_past_its_deadline_ends_and_can_be_resumed() {
+    let (_server, port) = server(&[]);
+    let channel = channel(port).await;
+    let mut client = ByteStreamClient::new(channel);
+    let data = content(3 * 1024 * 1024, 13);
+    let digest = sha256(&data);
+    let resource = format!("uploads/d/blobs/{}/{}", digest.hash, digest.size_bytes);
+    let one = 1024 * 1024;
+    // 1 MiB, then the client stalls with its stream open.
+    let (_hold, held) = tokio::sync::oneshot::channel::<()>();
+    let mut request = tonic::Request::new(requests(
+        write_requests(&resource, &data[..one], 0, one, false),
+        Some(held),
+    ));
+    request.set_timeout(std::time::Duration::from_millis(700));
+    let started = std::time::Instant::now();
+    let ended = client.write(request).await.unwrap_err();
+    assert!(
+        matches!(ended.code(), Code::DeadlineExceeded | Code::Cancelled),
+        "{ended:?}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    // The server let go of it: it is resumable, not busy.
+    let mut committed = -1;
+    for _ in 0..100 {
+        let query = client
+            .query_write_status(bs::QueryWriteStatusRequest {
+                resource_name: resource.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        committed = query.committed_size;
+        if committed == one as i64 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(committed, one as i64);
+    let done = client
+        .write(requests(
+            write_requests(&resource, &data, one, one, true),
+            None,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(done.committed_size, digest.size_bytes);
 }

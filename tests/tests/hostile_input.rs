@@ -462,3 +462,161 @@ async fn slow_and_idle_clients_are_cut_off_while_others_are_served() {
     assert!(closed_within(&mut silent, Duration::from_secs(10)));
     assert_serving(&server).await;
 }
+
+/// A message above the gRPC limit was refused as such.
+fn assert_too_large(status: &tonic::Status) {
+    assert!(
+        matches!(
+            status.code(),
+            tonic::Code::OutOfRange | tonic::Code::ResourceExhausted
+        ),
+        "{status:?}"
+    );
+}
+
+/// The resident memory of process `pid`, in bytes.
+fn resident_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status
+        .lines()
+        .find(|line| line.starts_with("VmRSS:"))
+        .unwrap();
+    let kib: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    kib * 1024
+}
+
+#[tokio::test]
+async fn grpc_oversized_messages_junk_and_silent_connections_are_refused_and_nothing_lands() {
+    use bazel_remote_apis::build::bazel::remote::execution::v2 as reapi;
+    use bazel_remote_apis::google::bytestream as bs;
+    use cachectl_e2e::grpc;
+    use reapi::content_addressable_storage_client::ContentAddressableStorageClient;
+    use std::io::Read;
+
+    let (server, port) = grpc::server(&[]);
+    let channel = grpc::channel(port).await;
+    let mut cas = ContentAddressableStorageClient::new(channel.clone());
+    // A message above the server's limit (4 MiB and room around it).
+    let big = grpc::content(6 * 1024 * 1024, 11);
+    let digest = grpc::sha256(&big);
+    let refused = cas
+        .batch_update_blobs(grpc::update(&[(&digest, &big)], 0))
+        .await
+        .unwrap_err();
+    assert_too_large(&refused);
+    // The same bytes as one ByteStream message.
+    let mut bytestream = bs::byte_stream_client::ByteStreamClient::new(channel.clone());
+    let resource = format!("uploads/big/blobs/{}/{}", digest.hash, digest.size_bytes);
+    let refused = bytestream
+        .write(grpc::requests(
+            grpc::write_requests(&resource, &big, 0, big.len(), true),
+            None,
+        ))
+        .await
+        .unwrap_err();
+    assert_too_large(&refused);
+    assert_eq!(grpc::missing(&mut cas, &[&digest]).await.len(), 1);
+
+    // HTTP/1.1 and junk on the gRPC port: the connection is closed.
+    let address: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    for junk in [
+        b"GET /v1/cas/x HTTP/1.1\r\nhost: x\r\n\r\n".as_slice(),
+        &[0xffu8; 4096],
+    ] {
+        let mut stream = connect(address, WAIT);
+        let _ = stream.write_all(junk);
+        assert!(closed_within(&mut stream, WAIT));
+    }
+    // A connection that sends nothing is closed (after 10 s).
+    let mut silent = connect(address, WAIT);
+    let started = Instant::now();
+    let mut byte = [0u8; 1];
+    silent
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let read = silent.read(&mut byte);
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    assert!(started.elapsed() < Duration::from_secs(25));
+
+    // Still serving, nothing stored by any of it.
+    assert_eq!(grpc::missing(&mut cas, &[&digest]).await.len(), 1);
+    assert_serving(&server).await;
+}
+
+#[tokio::test]
+async fn a_grpc_reader_that_stops_reading_holds_up_no_one_and_no_memory() {
+    use bazel_remote_apis::build::bazel::remote::execution::v2 as reapi;
+    use bazel_remote_apis::google::bytestream as bs;
+    use cachectl_e2e::grpc;
+    use reapi::content_addressable_storage_client::ContentAddressableStorageClient;
+
+    let (server, port) = grpc::server(&[]);
+    let channel = grpc::channel(port).await;
+    let mut bytestream = bs::byte_stream_client::ByteStreamClient::new(channel.clone());
+    let size = 96 * 1024 * 1024;
+    let blob = random_bytes(size, 12);
+    let digest = grpc::sha256(&blob);
+    let resource = format!("uploads/s/blobs/{}/{}", digest.hash, digest.size_bytes);
+    bytestream
+        .write(grpc::requests(
+            grpc::write_requests(&resource, &blob, 0, 1024 * 1024, true),
+            None,
+        ))
+        .await
+        .unwrap();
+    drop(blob);
+    let pid = server.pid().unwrap();
+    let before = resident_bytes(pid);
+
+    // A reader on its own connection takes one message, then stops reading.
+    let mut stalled = bs::byte_stream_client::ByteStreamClient::new(grpc::channel(port).await);
+    let mut stream = stalled
+        .read(bs::ReadRequest {
+            resource_name: format!("blobs/{}/{}", digest.hash, digest.size_bytes),
+            read_offset: 0,
+            read_limit: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = stream.message().await.unwrap().unwrap();
+    assert!(!first.data.is_empty());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // Everyone else is served meanwhile.
+    let mut cas = ContentAddressableStorageClient::new(channel.clone());
+    let small = b"served while another reader stalls".as_slice();
+    let dsmall = grpc::sha256(small);
+    for round in 0..20 {
+        let started = Instant::now();
+        let response = cas
+            .batch_update_blobs(grpc::update(&[(&dsmall, small)], 0))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(response.responses[0].status.as_ref().unwrap().code, 0);
+        let read = grpc::read_all(
+            &mut bytestream,
+            &format!("blobs/{}/{}", digest.hash, digest.size_bytes),
+            round * 1024 * 1024,
+            64 * 1024,
+        )
+        .await
+        .unwrap();
+        assert_eq!(read.len(), 64 * 1024);
+        assert!(started.elapsed() < Duration::from_millis(1500));
+    }
+    // The stalled read is not buffered in the server.
+    let during = resident_bytes(pid);
+    assert!(
+        during < before + 32 * 1024 * 1024,
+        "the server grew from {before} to {during} bytes while a reader stalled"
+    );
+    drop(stream);
+    drop(stalled);
+    assert_serving(&server).await;
+}

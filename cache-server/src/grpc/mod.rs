@@ -11,6 +11,7 @@ mod action_cache;
 mod bytestream;
 mod capabilities;
 mod cas;
+mod incoming;
 mod objects;
 pub mod resource;
 mod uploads;
@@ -71,15 +72,20 @@ pub fn routes(state: AppState) -> tonic::service::Routes {
     )
 }
 
-/// Serves the gRPC API on `listener` until `shutdown` completes.
+/// Serves the gRPC API on `listener` (over TLS with `tls`, which must
+/// offer ALPN `h2`) until `shutdown` completes.
 pub async fn serve(
     state: AppState,
     listener: tokio::net::TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
-    let incoming = tonic::transport::server::TcpIncoming::from(listener);
+    let incoming = incoming::accept(listener, tls);
     let metrics = state.metrics.clone();
     tonic::transport::Server::builder()
+        // A peer that vanished without closing is found and dropped.
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(60)))
+        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(20)))
         .layer(tower::util::MapRequestLayer::new(
             move |request: axum::http::Request<tonic::body::Body>| {
                 metrics.grpc_call(request.uri().path());
