@@ -331,13 +331,9 @@ async fn main() -> anyhow::Result<()> {
         redirects.requests_per_second, followed, served_by_replicas
     );
 
-    let machine = json!({
-        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-        "memory_gib": std::fs::read_to_string("/proc/meminfo").ok()
-            .and_then(|m| m.lines().next().and_then(|l| l.split_whitespace().nth(1)).and_then(|kb| kb.parse::<f64>().ok()))
-            .map(|kb| (kb / 1024.0 / 1024.0).round()),
-        "note": "Garage (3 nodes), the replicas, nginx and wrk share the cores",
-    });
+    let machine = cachectl_e2e::machine::facts(
+        "Garage (3 nodes), the replicas, nginx and wrk share the cores",
+    );
     let first = &balanced[0];
     let results = json!({
         "machine": machine,

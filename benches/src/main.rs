@@ -175,12 +175,7 @@ async fn main() -> anyhow::Result<()> {
         );
         results.push(result);
     }
-    let machine = json!({
-        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-        "memory_gib": std::fs::read_to_string("/proc/meminfo").ok()
-            .and_then(|m| m.lines().next().and_then(|l| l.split_whitespace().nth(1)).and_then(|k| k.parse::<f64>().ok()))
-            .map(|kib| (kib / 1048576.0).round()),
-    });
+    let machine = cachectl_e2e::machine::facts("the server and the client share the cores");
     println!(
         "{}",
         serde_json::to_string_pretty(&json!({ "machine": machine, "results": results }))?

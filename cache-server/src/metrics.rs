@@ -121,6 +121,9 @@ struct MethodLabels {
     method: String,
 }
 
+/// The HTTP methods counted by name, the last for any other.
+const HTTP_METHODS: [&str; 5] = ["GET", "HEAD", "PUT", "POST", "other"];
+
 /// The gRPC methods counted by name; any other path counts as `other`.
 const GRPC_METHODS: [&str; 11] = [
     "Capabilities/GetCapabilities",
@@ -157,6 +160,8 @@ pub struct Metrics {
     served: Family<ProtocolLabels, Counter>,
     redirected: Family<ProtocolLabels, Counter>,
     grpc_calls: Family<MethodLabels, Counter>,
+    /// GET, HEAD, PUT, POST, other: members of one family, kept at hand.
+    http_requests: [Counter; 5],
     stored_objects: Family<ProtocolLabels, Gauge>,
     stored_bytes: Gauge,
     stored_compressed_bytes: Gauge,
@@ -170,6 +175,15 @@ pub struct Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("cache");
+        let http_requests: Family<MethodLabels, Counter> = Family::default();
+        // Handles on the family's members (a counter's clones share its
+        // value): a request counts without a label lookup.
+        let http_counters = HTTP_METHODS.map(|method| {
+            (*http_requests.get_or_create(&MethodLabels {
+                method: method.to_owned(),
+            }))
+            .clone()
+        });
         let metrics = Self {
             reads: Family::default(),
             writes: Family::default(),
@@ -177,6 +191,7 @@ impl Default for Metrics {
             served: Family::default(),
             redirected: Family::default(),
             grpc_calls: Family::default(),
+            http_requests: http_counters,
             stored_objects: Family::default(),
             stored_bytes: Gauge::default(),
             stored_compressed_bytes: Gauge::default(),
@@ -221,6 +236,11 @@ impl Default for Metrics {
             "redirected_bytes",
             "Bytes of reads redirected to the object store (presigned URLs)",
             metrics.redirected.clone(),
+        );
+        registry.register(
+            "http_requests",
+            "HTTP requests received, by method",
+            http_requests,
         );
         registry.register(
             "grpc_calls",
@@ -298,6 +318,19 @@ impl Metrics {
         self.redirected
             .get_or_create(&ProtocolLabels { protocol })
             .inc_by(bytes);
+    }
+
+    /// Counts an HTTP request.
+    pub fn http_request(&self, method: &axum::http::Method) {
+        use axum::http::Method;
+        let index = match *method {
+            Method::GET => 0,
+            Method::HEAD => 1,
+            Method::PUT => 2,
+            Method::POST => 3,
+            _ => 4,
+        };
+        self.http_requests[index].inc();
     }
 
     /// Counts a gRPC call to `path` (`/package.Service/Method`).
@@ -410,6 +443,26 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn requests_and_calls_are_counted_by_method() {
+        let metrics = Metrics::default();
+        metrics.http_request(&axum::http::Method::GET);
+        metrics.http_request(&axum::http::Method::GET);
+        metrics.http_request(&axum::http::Method::PATCH);
+        metrics.grpc_call("/google.bytestream.ByteStream/Write");
+        metrics.grpc_call("/not.a.Service/Method");
+        let text = metrics.render(&StoredStats::default(), &[]);
+        for line in [
+            "cache_http_requests_total{method=\"GET\"} 2",
+            "cache_http_requests_total{method=\"PUT\"} 0",
+            "cache_http_requests_total{method=\"other\"} 1",
+            "cache_grpc_calls_total{method=\"ByteStream/Write\"} 1",
+            "cache_grpc_calls_total{method=\"other\"} 1",
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
+    }
 
     #[test]
     fn counters_show_in_both_views() {

@@ -8,43 +8,16 @@ use std::sync::OnceLock;
 
 use axum::body::Body;
 use axum::http::{Method, Request};
-use cache_server::blob::upload::UploadSettings;
-use cache_server::http::{AppState, app};
-use cache_server::index::Index;
-use cache_server::storage::{Storage, StorageLocation, StorageOptions};
+use cache_server::http::app;
 use libfuzzer_sys::fuzz_target;
 use tower::ServiceExt;
 
-struct Fixture {
-    runtime: tokio::runtime::Runtime,
-    router: cache_server::http::App,
-    _folder: tempfile::TempDir,
-}
+#[path = "shared/fixture.rs"]
+mod shared;
 
-fn fixture() -> &'static Fixture {
-    static FIXTURE: OnceLock<Fixture> = OnceLock::new();
-    FIXTURE.get_or_init(|| {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let folder = tempfile::tempdir().expect("folder");
-        let router = runtime.block_on(async {
-            let storage = Storage::open(&StorageLocation::Memory, StorageOptions::default())
-                .expect("memory storage");
-            let index = Index::open(&folder.path().join("index.sqlite")).expect("index");
-            let upload = UploadSettings {
-                max_size: 64 * 1024,
-                zstd_level: 1,
-            };
-            app(AppState::new(storage, index, upload))
-        });
-        Fixture {
-            runtime,
-            router,
-            _folder: folder,
-        }
-    })
+fn fixture() -> &'static shared::Fixture<cache_server::http::App> {
+    static FIXTURE: OnceLock<shared::Fixture<cache_server::http::App>> = OnceLock::new();
+    shared::fixture(&FIXTURE, app)
 }
 
 const METHODS: [&str; 6] = ["GET", "HEAD", "PUT", "POST", "DELETE", "OPTIONS"];
@@ -100,7 +73,7 @@ fuzz_target!(|data: &[u8]| {
     let fixture = fixture();
     let response = fixture
         .runtime
-        .block_on(fixture.router.clone().oneshot(request))
+        .block_on(fixture.service.clone().oneshot(request))
         .expect("the router is infallible");
     assert_ne!(
         response.status().as_u16(),

@@ -261,6 +261,40 @@ pub fn bazel_cc_workspace(workspace: &Path) -> Vec<String> {
     ]
 }
 
+/// Adds `count` more libraries to a [`bazel_cc_workspace`] and a binary
+/// `//:many` on all of them (`count` + 1 more actions): a workspace of a
+/// size whose cache traffic can be measured.
+pub fn bazel_cc_libraries(workspace: &Path, count: usize) {
+    let mut build = std::fs::read_to_string(workspace.join("BUILD")).expect("BUILD");
+    let mut main = String::from("#include <iostream>\n");
+    let mut calls = String::new();
+    for index in 0..count {
+        let name = format!("part{index}");
+        std::fs::write(
+            workspace.join(format!("{name}.cc")),
+            format!(
+                "#include <string>\nstd::string {name}() {{ return \"{name}: \" + std::to_string({index} * 7); }}\n"
+            ),
+        )
+        .expect("a library source");
+        build.push_str(&format!(
+            "cc_library(name = \"{name}\", srcs = [\"{name}.cc\"])\n"
+        ));
+        main.push_str(&format!("std::string {name}();\n"));
+        calls.push_str(&format!("  std::cout << {name}() << std::endl;\n"));
+    }
+    main.push_str(&format!("int main() {{\n{calls}}}\n"));
+    std::fs::write(workspace.join("many.cc"), main).expect("many.cc");
+    let deps: Vec<String> = (0..count)
+        .map(|index| format!("\":part{index}\""))
+        .collect();
+    build.push_str(&format!(
+        "cc_binary(name = \"many\", srcs = [\"many.cc\"], deps = [{}])\n",
+        deps.join(", ")
+    ));
+    std::fs::write(workspace.join("BUILD"), build).expect("BUILD");
+}
+
 /// Rewrites the workspace's `main.cc` to print `word` too: the binary and
 /// the genrule change, the library does not.
 pub fn bazel_main(workspace: &Path, word: &str) {
@@ -274,24 +308,54 @@ pub fn bazel_main(workspace: &Path, word: &str) {
     .expect("main.cc");
 }
 
+/// How Bazel runs: a new JVM per command (`--batch`, as the suites run it)
+/// or a Bazel server kept between commands (a developer's machine, a
+/// persistent CI worker).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BazelMode {
+    /// `--batch`.
+    Batch,
+    /// A Bazel server per output base, stopped by [`bazel_shutdown`].
+    Server,
+}
+
+fn bazel_command(workspace: &Path, output_root: &Path, mode: BazelMode) -> Command {
+    let mut command = Command::new("bazel");
+    if mode == BazelMode::Batch {
+        command.arg("--batch");
+    }
+    command
+        .arg(format!("--output_user_root={}", output_root.display()))
+        .current_dir(workspace)
+        .env("HOME", output_root);
+    command
+}
+
 /// Runs `bazel build {targets}` with `flags` in `workspace`, its output
 /// base under `output_root` (a fresh one is a fresh CI machine), actions
-/// unsandboxed. Returns success and the combined output.
+/// unsandboxed, in batch mode. Returns success and the combined output.
 pub fn bazel_build(
     workspace: &Path,
     output_root: &Path,
     targets: &[&str],
     flags: &[String],
 ) -> (bool, String) {
-    let output = Command::new("bazel")
-        .arg("--batch")
-        .arg(format!("--output_user_root={}", output_root.display()))
+    bazel_build_in(BazelMode::Batch, workspace, output_root, targets, flags)
+}
+
+/// [`bazel_build`] in `mode`.
+pub fn bazel_build_in(
+    mode: BazelMode,
+    workspace: &Path,
+    output_root: &Path,
+    targets: &[&str],
+    flags: &[String],
+) -> (bool, String) {
+    let output = bazel_command(workspace, output_root, mode)
         .arg("build")
         .args(targets)
         .args(["--spawn_strategy=standalone", "--noshow_progress"])
         .args(flags)
-        .current_dir(workspace)
-        .env("HOME", output_root)
         .output()
         .expect("bazel runs (bazel-bootstrap, scripts/install-test-deps)");
     let text = format!(
@@ -302,17 +366,21 @@ pub fn bazel_build(
     (output.status.success(), text)
 }
 
-/// Runs `bazel clean` in `workspace` with the output base under `output_root`.
-pub fn bazel_clean(workspace: &Path, output_root: &Path) {
-    let status = Command::new("bazel")
-        .arg("--batch")
-        .arg(format!("--output_user_root={}", output_root.display()))
+/// Runs `bazel clean` in `workspace` with the output base under
+/// `output_root`, in `mode`.
+pub fn bazel_clean(mode: BazelMode, workspace: &Path, output_root: &Path) {
+    let output = bazel_command(workspace, output_root, mode)
         .arg("clean")
-        .current_dir(workspace)
-        .env("HOME", output_root)
         .output()
         .expect("bazel runs");
-    assert!(status.status.success(), "bazel clean failed");
+    assert!(output.status.success(), "bazel clean failed");
+}
+
+/// Stops the Bazel server of the output base under `output_root`.
+pub fn bazel_shutdown(workspace: &Path, output_root: &Path) {
+    let _ = bazel_command(workspace, output_root, BazelMode::Server)
+        .arg("shutdown")
+        .output();
 }
 
 /// Runs Debian's Bazel (`bazel-bootstrap`, 4.2.3) in `workspace`: `bazel

@@ -15,6 +15,7 @@ pub mod data;
 pub mod fault_proxy;
 pub mod garage;
 pub mod grpc;
+pub mod machine;
 pub mod nginx;
 pub mod oidc;
 pub mod process;

@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use cachectl_e2e::clients::{bazel_build, bazel_cc_workspace, bazel_clean, bazel_main};
+use cachectl_e2e::clients::{BazelMode, bazel_build, bazel_cc_workspace, bazel_clean, bazel_main};
 use cachectl_e2e::process::free_port;
 use cachectl_e2e::server::{Backend, CacheServer, ServerOptions};
 
@@ -126,7 +126,7 @@ fn bazel_builds_from_the_grpc_cache_shares_it_with_http_and_a_reader_cannot_uplo
     assert_eq!(cold.local(), 4, "{}", cold.log);
     assert_eq!(setup.banner(), "hello from a cached build (hello)\n");
     // Cleaned, every action is a remote cache hit.
-    bazel_clean(&setup.workspace, &setup.machine("ci-1"));
+    bazel_clean(BazelMode::Batch, &setup.workspace, &setup.machine("ci-1"));
     let clean = setup.build("ci-1", &setup.grpc, &setup.writer);
     assert_all_hits(&clean, 4, "clean rebuild");
     assert_eq!(setup.banner(), "hello from a cached build (hello)\n");

@@ -59,6 +59,7 @@ pub async fn authorize(
     mut request: Request,
     next: Next,
 ) -> Response {
+    state.metrics.http_request(request.method());
     let named = namespace::named(&request);
     let needed = Endpoint::of(request.uri().path()).required_scope(request.method());
     let admitted = match named {
