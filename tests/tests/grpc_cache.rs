@@ -738,3 +738,137 @@ async fn a_write_past_its_deadline_ends_and_can_be_resumed() {
         .into_inner();
     assert_eq!(done.committed_size, digest.size_bytes);
 }
+
+#[tokio::test]
+async fn get_tree_pages_a_directory_tree_and_an_output_tree_must_be_whole() {
+    let (_server, port) = server(&[]);
+    let channel = channel(port).await;
+    let mut cas = ContentAddressableStorageClient::new(channel.clone());
+    let mut ac = ActionCacheClient::new(channel);
+    // root/{a.txt, sub/{b.txt, leaf/}} and a second child sharing `leaf`.
+    let (a, b) = (b"file a".as_slice(), b"file b".as_slice());
+    let (da, db) = (sha256(a), sha256(b));
+    let leaf = reapi::Directory::default().encode_to_vec();
+    let dleaf = sha256(&leaf);
+    let node = |name: &str, digest: &reapi::Digest| reapi::DirectoryNode {
+        name: name.into(),
+        digest: Some(digest.clone()),
+    };
+    let file = |name: &str, digest: &reapi::Digest| reapi::FileNode {
+        name: name.into(),
+        digest: Some(digest.clone()),
+        ..Default::default()
+    };
+    let sub = reapi::Directory {
+        files: vec![file("b.txt", &db)],
+        directories: vec![node("leaf", &dleaf)],
+        ..Default::default()
+    };
+    let sub_bytes = sub.encode_to_vec();
+    let dsub = sha256(&sub_bytes);
+    let other = reapi::Directory {
+        directories: vec![node("leaf", &dleaf)],
+        ..Default::default()
+    };
+    let other_bytes = other.encode_to_vec();
+    let dother = sha256(&other_bytes);
+    let root = reapi::Directory {
+        files: vec![file("a.txt", &da)],
+        directories: vec![node("other", &dother), node("sub", &dsub)],
+        ..Default::default()
+    };
+    let root_bytes = root.encode_to_vec();
+    let droot = sha256(&root_bytes);
+    cas.batch_update_blobs(update(
+        &[
+            (&droot, &root_bytes),
+            (&dsub, &sub_bytes),
+            (&dother, &other_bytes),
+            (&dleaf, &leaf),
+        ],
+        0,
+    ))
+    .await
+    .unwrap();
+    let tree = |page_size: i32, page_token: String| reapi::GetTreeRequest {
+        root_digest: Some(droot.clone()),
+        page_size,
+        page_token,
+        ..Default::default()
+    };
+    let pages = cas.clone();
+    let page = |request: reapi::GetTreeRequest| {
+        let mut cas = pages.clone();
+        async move {
+            let mut stream = cas.get_tree(request).await.unwrap().into_inner();
+            let mut all = Vec::new();
+            while let Some(page) = stream.message().await.unwrap() {
+                all.push(page);
+            }
+            all
+        }
+    };
+    let whole = page(tree(0, String::new())).await;
+    let directories: Vec<_> = whole.iter().flat_map(|p| p.directories.clone()).collect();
+    // Breadth first, each directory once (the shared leaf too).
+    assert_eq!(
+        directories,
+        [
+            root.clone(),
+            other.clone(),
+            sub.clone(),
+            reapi::Directory::default()
+        ]
+    );
+    assert!(whole.last().unwrap().next_page_token.is_empty());
+    // Two at a time: the pages join up to the same list.
+    let mut paged = Vec::new();
+    let mut token = String::new();
+    for _ in 0..5 {
+        let pages = page(tree(2, token.clone())).await;
+        let last = pages.last().unwrap().clone();
+        paged.extend(pages.into_iter().flat_map(|p| p.directories));
+        token = last.next_page_token;
+        if token.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(paged, directories);
+
+    // An action whose output directory is that tree: NOT_FOUND until every
+    // file in it is in the CAS.
+    let tree_message = reapi::Tree {
+        root: Some(root.clone()),
+        children: vec![other.clone(), sub.clone(), reapi::Directory::default()],
+    };
+    let tree_bytes = tree_message.encode_to_vec();
+    let dtree = sha256(&tree_bytes);
+    cas.batch_update_blobs(update(&[(&dtree, &tree_bytes), (&da, a)], 0))
+        .await
+        .unwrap();
+    let action = sha256(b"an action with an output directory");
+    ac.update_action_result(reapi::UpdateActionResultRequest {
+        action_digest: Some(action.clone()),
+        action_result: Some(reapi::ActionResult {
+            output_directories: vec![reapi::OutputDirectory {
+                path: "out".into(),
+                tree_digest: Some(dtree.clone()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let get = || reapi::GetActionResultRequest {
+        action_digest: Some(action.clone()),
+        ..Default::default()
+    };
+    let partial = ac.get_action_result(get()).await.unwrap_err();
+    assert_eq!(partial.code(), Code::NotFound, "b.txt is missing");
+    cas.batch_update_blobs(update(&[(&db, b)], 0))
+        .await
+        .unwrap();
+    ac.get_action_result(get()).await.unwrap();
+}
