@@ -20,12 +20,11 @@ mod wrk;
 
 use std::io::Write as _;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
 
 use anyhow::{Context, bail};
+use cachectl_e2e::Nginx;
 use cachectl_e2e::data::{digest, random_bytes};
-use cachectl_e2e::process::{free_port, wait_for_tcp};
 use cachectl_e2e::server::{Backend, CacheServer, ServerOptions};
 use serde_json::json;
 
@@ -33,57 +32,6 @@ const SMALL_BLOBS: usize = 1000;
 const SMALL_SIZE: usize = 4096;
 const LARGE_MIB: usize = 1024;
 const WRK_SECONDS: u64 = 10;
-
-/// nginx serving `root` on a free loopback port; stopped on drop.
-struct Nginx {
-    child: Child,
-    port: u16,
-}
-
-impl Nginx {
-    fn start(root: &Path, scratch: &Path) -> anyhow::Result<Self> {
-        let port = free_port();
-        let config = scratch.join("nginx.conf");
-        std::fs::create_dir_all(scratch.join("logs"))?;
-        std::fs::write(
-            &config,
-            format!(
-                "worker_processes 2;\nuser root;\npid {pid};\nerror_log {log} warn;\n\
-                 events {{ worker_connections 1024; }}\n\
-                 http {{ access_log off; sendfile on; tcp_nopush on; keepalive_requests 100000;\n\
-                 client_body_temp_path {tmp};\n\
-                 server {{ listen 127.0.0.1:{port}; root {root}; }} }}\n",
-                pid = scratch.join("nginx.pid").display(),
-                log = scratch.join("logs/error.log").display(),
-                tmp = scratch.join("body").display(),
-                root = root.display(),
-            ),
-        )?;
-        let child = Command::new("nginx")
-            .args(["-g", "daemon off;", "-p"])
-            .arg(scratch)
-            .arg("-c")
-            .arg(&config)
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting nginx (scripts/install-bench-deps)")?;
-        if !wait_for_tcp(([127, 0, 0, 1], port).into(), Duration::from_secs(10)) {
-            bail!("nginx did not start");
-        }
-        Ok(Self { child, port })
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Requests per second of `wrk` cycling over `paths` on `base`.
 fn wrk(base: &str, paths: &[String], scratch: &Path, name: &str) -> anyhow::Result<f64> {
@@ -198,8 +146,8 @@ async fn main() -> anyhow::Result<()> {
         Some(binary) => Some(secured_server(Some(binary.clone())).await?),
         None => None,
     };
-    let nginx = Nginx::start(&root, &scratch.path().join("nginx"))?;
-    let nginx_rps = wrk(&nginx.url(""), &nginx_paths, scratch.path(), "nginx")?;
+    let nginx = Nginx::serve_files(&root, 2);
+    let nginx_rps = wrk(&nginx.base_url(), &nginx_paths, scratch.path(), "nginx")?;
     let server_rps = wrk(&server.base_url(), &server_paths, scratch.path(), "server")?;
     let secured_rps = wrk_as(&secured, &secured_paths, &reader, scratch.path(), "secured")?;
     let baseline_rps = match &baseline {
@@ -242,7 +190,7 @@ async fn main() -> anyhow::Result<()> {
         ])?);
         nginx_get.push(curl_speed(&[
             "%{speed_download}",
-            &nginx.url(&format!("/cas/{hex}")),
+            &format!("{}/cas/{hex}", nginx.base_url()),
         ])?);
     }
     let (server_get, nginx_get) = (median(server_get), median(nginx_get));

@@ -1,8 +1,13 @@
-//! nginx as the load balancer in front of several cache-server replicas:
-//! round robin, a request that fails to connect (or gets a 502/503) retried
-//! on the next replica, bodies streamed both ways.
+//! nginx, the one way the suites and benchmarks start it: as the load
+//! balancer in front of several cache-server replicas (round robin, a
+//! request that fails to connect or gets a 502/503 retried on the next
+//! replica, bodies streamed both ways), or serving a folder of files (the
+//! reference of `http-bench`). Stopped on drop with SIGTERM to the master,
+//! which takes its workers down: a SIGKILL would leave them running and
+//! listening.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -46,38 +51,13 @@ fn running_as_root() -> bool {
 impl Nginx {
     /// Balances across `upstreams`.
     pub fn start(upstreams: &[SocketAddr]) -> Self {
-        // A port picked free may be taken before nginx binds it: retry.
-        let mut last_error = String::new();
-        for _ in 0..4 {
-            match Self::try_start(upstreams) {
-                Ok(nginx) => return nginx,
-                Err(error) => last_error = error,
-            }
-        }
-        panic!("nginx did not start: {last_error}");
-    }
-
-    fn try_start(upstreams: &[SocketAddr]) -> Result<Self, String> {
-        let root = tempfile::tempdir().expect("temporary folder");
-        let address = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let servers: String = upstreams
             .iter()
             .map(|upstream| format!("        server {upstream} max_fails=1 fail_timeout=5s;\n"))
             .collect();
-        let prefix = root.path().display().to_string();
-        let user = if running_as_root() {
-            "user root;\n"
-        } else {
-            ""
-        };
-        let config = format!(
-            r#"{user}worker_processes 1;
-pid {prefix}/nginx.pid;
-error_log {prefix}/error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    client_body_temp_path {prefix}/body;
+        Self::start_with(1, |prefix, address| {
+            format!(
+                r#"    client_body_temp_path {prefix}/body;
     proxy_temp_path {prefix}/proxy;
     client_max_body_size 0;
     upstream replicas {{
@@ -97,8 +77,59 @@ http {{
             proxy_read_timeout 120s;
         }}
     }}
-}}
 "#
+            )
+        })
+    }
+
+    /// Serves the files under `root` (sendfile, keep-alive), with
+    /// `workers` worker processes.
+    pub fn serve_files(root: &Path, workers: usize) -> Self {
+        let root = root.display().to_string();
+        Self::start_with(workers, |prefix, address| {
+            format!(
+                r#"    sendfile on;
+    tcp_nopush on;
+    keepalive_requests 100000;
+    client_body_temp_path {prefix}/body;
+    server {{ listen {address}; root {root}; }}
+"#
+            )
+        })
+    }
+
+    /// Starts nginx with `workers` workers and the `http` block that `site`
+    /// writes for a prefix folder and a listen address.
+    fn start_with(workers: usize, site: impl Fn(&str, SocketAddr) -> String) -> Self {
+        // A port picked free may be taken before nginx binds it: retry.
+        let mut last_error = String::new();
+        for _ in 0..4 {
+            match Self::try_start(workers, &site) {
+                Ok(nginx) => return nginx,
+                Err(error) => last_error = error,
+            }
+        }
+        panic!("nginx did not start: {last_error}");
+    }
+
+    fn try_start(
+        workers: usize,
+        site: &impl Fn(&str, SocketAddr) -> String,
+    ) -> Result<Self, String> {
+        let root = tempfile::tempdir().expect("temporary folder");
+        let address = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let prefix = root.path().display().to_string();
+        let user = if running_as_root() {
+            "user root;\n"
+        } else {
+            ""
+        };
+        let config = format!(
+            "{user}worker_processes {workers};\npid {prefix}/nginx.pid;\n\
+             error_log {prefix}/error.log warn;\n\
+             events {{ worker_connections 4096; }}\n\
+             http {{\n    access_log off;\n{}}}\n",
+            site(&prefix, address)
         );
         let path = root.path().join("nginx.conf");
         std::fs::write(&path, config).expect("writing nginx.conf");
@@ -133,6 +164,11 @@ http {{
     /// The base URL clients use.
     pub fn base_url(&self) -> String {
         format!("http://{}", self.address)
+    }
+
+    /// The address it listens on.
+    pub fn address(&self) -> SocketAddr {
+        self.address
     }
 
     /// Process ids of the master and its workers.
