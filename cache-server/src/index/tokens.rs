@@ -178,15 +178,20 @@ impl Index {
             .token_watch
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
+        // Asked on every authenticated request: the statements are
+        // prepared once and kept by the connection.
         let version: i64 = watch
             .connection
-            .pragma_query_value(None, "data_version", |row| row.get(0))?;
+            .prepare_cached("PRAGMA data_version")?
+            .query_row([], |row| row.get(0))?;
         if watch.data_version != Some(version) {
-            watch.fingerprint = watch.connection.query_row(
-                "SELECT COUNT(*), COALESCE(MAX(created), 0), COALESCE(MAX(revoked), 0) FROM tokens",
-                [],
-                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
-            )?;
+            let fingerprint = watch
+                .connection
+                .prepare_cached(
+                    "SELECT COUNT(*), COALESCE(MAX(created), 0), COALESCE(MAX(revoked), 0) FROM tokens",
+                )?
+                .query_row([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
+            watch.fingerprint = fingerprint;
             watch.data_version = Some(version);
         }
         Ok(watch.fingerprint)
