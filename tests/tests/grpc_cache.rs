@@ -315,6 +315,20 @@ async fn bytestream_reads_and_writes_large_blobs_verified_with_offsets_and_limit
         .await
         .unwrap_err();
     assert_eq!(past.code(), Code::OutOfRange, "{past:?}");
+    let at_end = read_all(&mut client, &read, digest.size_bytes, 0)
+        .await
+        .unwrap();
+    assert!(at_end.is_empty());
+    // The empty blob is always there; another hash with size 0 is not.
+    let empty = sha256(b"");
+    let got = read_all(&mut client, &format!("blobs/{}/0", empty.hash), 0, 0)
+        .await
+        .unwrap();
+    assert!(got.is_empty());
+    let absent = read_all(&mut client, &format!("blobs/{}/0", sha256(b"x").hash), 0, 0)
+        .await
+        .unwrap_err();
+    assert_eq!(absent.code(), Code::NotFound, "{absent:?}");
     // Stored where the Bazel HTTP protocol finds it.
     let over_http = server
         .client

@@ -82,7 +82,15 @@ impl bs::byte_stream_server::ByteStream for Cache {
                     resource.size
                 )));
             }
-            if start == resource.size {
+            if start == resource.size && start > 0 {
+                // Nothing left to send of a blob that is there (a size-0
+                // digest is looked up: only the empty blob has no bytes).
+                let present = objects::exists(&self.state, &namespaces, &target)
+                    .await
+                    .map_err(status)?;
+                if !present {
+                    return Err(Status::not_found("no such blob"));
+                }
                 return Ok(Response::new(futures::stream::empty().boxed()));
             }
             let range = match (start, limit) {
