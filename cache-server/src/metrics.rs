@@ -341,7 +341,7 @@ impl Metrics {
                 let service = service.rsplit('.').next()?;
                 GRPC_METHODS
                     .iter()
-                    .find(|known| **known == format!("{service}/{method}"))
+                    .find(|known| known.split_once('/') == Some((service, method)))
             })
             .unwrap_or(&"other");
         self.grpc_calls

@@ -5,6 +5,16 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// A client's success and its stdout and stderr as one text.
+fn outcome(output: &std::process::Output) -> (bool, String) {
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
 /// Runs Debian's `ccache` with `args` in `work`, its cache in `dir` and
 /// `remote` as its remote storage.
 pub fn ccache(dir: &Path, work: &Path, remote: &str, args: &[&str]) -> std::process::Output {
@@ -113,12 +123,7 @@ pub fn turbo_filtered(root: &Path, api: &str, token: &str, args: &[&str]) -> (bo
         .env("TURBO_CACHE_DIR", local_cache(root))
         .output()
         .expect("turbo runs");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output.status.success(), text)
+    outcome(&output)
 }
 
 /// Turborepo's local cache folder of the workspace `root`.
@@ -179,12 +184,7 @@ pub fn nx_target(
         .env("NX_SKIP_NX_CACHE", "false")
         .output()
         .expect("nx runs");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output.status.success(), text)
+    outcome(&output)
 }
 
 /// A C++ workspace for Debian's Bazel: a `cc_library`, a `cc_binary` on it
@@ -358,12 +358,7 @@ pub fn bazel_build_in(
         .args(flags)
         .output()
         .expect("bazel runs (bazel-bootstrap, scripts/install-test-deps)");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output.status.success(), text)
+    outcome(&output)
 }
 
 /// Runs `bazel clean` in `workspace` with the output base under
@@ -397,28 +392,12 @@ pub fn bazel(
     token: &str,
     targets: &[&str],
 ) -> (bool, String) {
-    let output = Command::new("bazel")
-        .arg("--batch")
-        .arg(format!("--output_user_root={}", output_root.display()))
-        .arg("build")
-        .args(targets)
-        .args([
-            "--nosandbox_debug",
-            "--spawn_strategy=standalone",
-            "--noshow_progress",
-        ])
-        .arg(format!("--remote_cache={remote}"))
-        .arg(format!("--remote_header=Authorization=Bearer {token}"))
-        .current_dir(workspace)
-        .env("HOME", output_root)
-        .output()
-        .expect("bazel runs (bazel-bootstrap, scripts/install-test-deps)");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output.status.success(), text)
+    let flags = [
+        "--nosandbox_debug".to_owned(),
+        format!("--remote_cache={remote}"),
+        format!("--remote_header=Authorization=Bearer {token}"),
+    ];
+    bazel_build(workspace, output_root, targets, &flags)
 }
 
 /// Runs Debian's Gradle (4.4.1) `tasks` in `project` with the HTTP build
@@ -443,12 +422,7 @@ pub fn gradle(
         .env("PAYLOAD", payload)
         .output()
         .expect("gradle runs (Debian's gradle, scripts/install-test-deps)");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output.status.success(), text)
+    outcome(&output)
 }
 
 /// A Gradle project with two cacheable tasks: `make` writes

@@ -10,7 +10,7 @@ use prost::Message;
 use tonic::{Request, Response, Status};
 
 use super::objects::{self, Target};
-use super::{Cache, admit, checked, status, uses_blake3};
+use super::{Cache, checked, status};
 use crate::index::Scope;
 use crate::namespaces::Namespaces;
 
@@ -112,14 +112,14 @@ impl reapi::action_cache_server::ActionCache for Cache {
         request: Request<reapi::GetActionResultRequest>,
     ) -> Result<Response<reapi::ActionResult>, Status> {
         let body = request.get_ref();
-        let namespaces = admit(
-            &self.state,
-            request.metadata(),
-            &body.instance_name,
-            Scope::Read,
-        )
-        .await?;
-        let blake3 = uses_blake3(body.digest_function)?;
+        let (namespaces, blake3) = self
+            .open_call(
+                request.metadata(),
+                &body.instance_name,
+                body.digest_function,
+                Scope::Read,
+            )
+            .await?;
         let (hex, _) = checked(body.action_digest.as_ref())?;
         let stored = objects::read(
             &self.state,
@@ -170,14 +170,14 @@ impl reapi::action_cache_server::ActionCache for Cache {
         request: Request<reapi::UpdateActionResultRequest>,
     ) -> Result<Response<reapi::ActionResult>, Status> {
         let body = request.get_ref();
-        let namespaces = admit(
-            &self.state,
-            request.metadata(),
-            &body.instance_name,
-            Scope::Write,
-        )
-        .await?;
-        let blake3 = uses_blake3(body.digest_function)?;
+        let (namespaces, blake3) = self
+            .open_call(
+                request.metadata(),
+                &body.instance_name,
+                body.digest_function,
+                Scope::Write,
+            )
+            .await?;
         let (hex, _) = checked(body.action_digest.as_ref())?;
         let result = body
             .action_result

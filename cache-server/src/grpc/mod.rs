@@ -97,6 +97,22 @@ pub async fn serve(
         .await
 }
 
+impl Cache {
+    /// What a call of the CAS or action cache may use: its namespaces, once
+    /// its credentials hold `needed` for `instance_name`, and whether its
+    /// digests are BLAKE3.
+    async fn open_call(
+        &self,
+        metadata: &tonic::metadata::MetadataMap,
+        instance_name: &str,
+        digest_function: i32,
+        needed: Scope,
+    ) -> Result<(Namespaces, bool), Status> {
+        let namespaces = admit(&self.state, metadata, instance_name, needed).await?;
+        Ok((namespaces, uses_blake3(digest_function)?))
+    }
+}
+
 /// The gRPC status of an API error.
 fn status(error: ApiError) -> Status {
     let message = error.to_string();
