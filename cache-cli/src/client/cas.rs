@@ -79,25 +79,7 @@ impl Cas {
             .timeout(TRANSFER_TIMEOUT);
         let (request, sent) = if size <= IN_MEMORY {
             let content = tokio::fs::read(path).await.map_err(local)?;
-            let compressed = tokio::task::spawn_blocking(move || {
-                let packed = zstd::bulk::compress(&content, 3).ok();
-                (content, packed)
-            })
-            .await
-            .map_err(|e| local(std::io::Error::other(e)))?;
-            match compressed {
-                (content, Some(packed)) if packed.len() * 10 < content.len() * 9 => {
-                    let sent = packed.len() as u64;
-                    (
-                        request.header("content-encoding", "zstd").body(packed),
-                        sent,
-                    )
-                }
-                (content, _) => {
-                    let sent = content.len() as u64;
-                    (request.body(content), sent)
-                }
-            }
+            self.in_memory(request, content).await?
         } else {
             let file = tokio::fs::File::open(path).await.map_err(local)?;
             let stream = tokio_util::io::ReaderStream::with_capacity(file, 1 << 20);
@@ -112,6 +94,113 @@ impl Cas {
             .send_ok(request, &format!("upload of {digest}"))
             .await?;
         Ok(sent)
+    }
+
+    /// Uploads `content` as `digest` (which the caller computed from it);
+    /// returns the bytes sent.
+    pub async fn upload_bytes(
+        &self,
+        digest: &Digest,
+        content: Vec<u8>,
+    ) -> Result<u64, ClientError> {
+        let request = self
+            .blob(reqwest::Method::PUT, digest)
+            .timeout(TRANSFER_TIMEOUT);
+        let (request, sent) = self.in_memory(request, content).await?;
+        self.client
+            .send_ok(request, &format!("upload of {digest}"))
+            .await?;
+        Ok(sent)
+    }
+
+    /// `request` with `content` as its body, zstd-compressed when that
+    /// saves a tenth or more; and the bytes it sends.
+    async fn in_memory(
+        &self,
+        request: reqwest::RequestBuilder,
+        content: Vec<u8>,
+    ) -> Result<(reqwest::RequestBuilder, u64), ClientError> {
+        let compressed = tokio::task::spawn_blocking(move || {
+            let packed = zstd::bulk::compress(&content, 3).ok();
+            (content, packed)
+        })
+        .await
+        .map_err(|e| self.client.unreachable(e))?;
+        Ok(match compressed {
+            (content, Some(packed)) if packed.len() * 10 < content.len() * 9 => {
+                let sent = packed.len() as u64;
+                (
+                    request.header("content-encoding", "zstd").body(packed),
+                    sent,
+                )
+            }
+            (content, _) => {
+                let sent = content.len() as u64;
+                (request.body(content), sent)
+            }
+        })
+    }
+
+    /// The bytes `range` of blob `digest` of `size` bytes (all of it when
+    /// `None`), NOT checked against the digest: the caller checks the
+    /// contents it takes from them. `None` when the server lacks the blob;
+    /// an answer of another length is an error.
+    pub async fn fetch(
+        &self,
+        digest: &Digest,
+        size: u64,
+        range: Option<std::ops::Range<u64>>,
+    ) -> Result<Option<(Vec<u8>, u64)>, ClientError> {
+        let mut request = self
+            .blob(reqwest::Method::GET, digest)
+            .timeout(TRANSFER_TIMEOUT);
+        let expected = match &range {
+            Some(range) if range.is_empty() => return Ok(Some((Vec::new(), 0))),
+            Some(range) => {
+                request = request.header(
+                    reqwest::header::RANGE,
+                    format!("bytes={}-{}", range.start, range.end - 1),
+                );
+                range.end - range.start
+            }
+            _ => {
+                request = request.header("accept-encoding", "zstd");
+                size
+            }
+        };
+        let what = format!("download of {digest}");
+        let Some(response) = self.client.send(request, &what, true).await? else {
+            return Ok(None);
+        };
+        let compressed = is_zstd(&response);
+        let wire = response
+            .bytes()
+            .await
+            .map_err(|e| self.client.unreachable(e.without_url()))?;
+        let received = wire.len() as u64;
+        let bytes = if compressed {
+            tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
+                let decoder = zstd::stream::read::Decoder::new(&wire[..])?;
+                let mut plain = Vec::with_capacity(expected as usize);
+                std::io::Read::read_to_end(
+                    &mut std::io::Read::take(decoder, expected + 1),
+                    &mut plain,
+                )?;
+                Ok(plain)
+            })
+            .await
+            .map_err(|e| self.client.unreachable(e))?
+            .map_err(|e| self.client.unreachable(format!("{what}: {e}")))?
+        } else {
+            wire.to_vec()
+        };
+        if bytes.len() as u64 != expected {
+            return Err(self.client.unreachable(format!(
+                "{what}: {} bytes came back, not {expected}",
+                bytes.len()
+            )));
+        }
+        Ok(Some((bytes, received)))
     }
 
     /// Downloads `digest` into `store`, verified; returns the bytes

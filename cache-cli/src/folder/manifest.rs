@@ -2,6 +2,11 @@
 //! mode, content digest and size, or link target), sorted by path bytes.
 //! Stored as JSON in the CAS; paths that are not UTF-8 are kept byte for
 //! byte as base64.
+//!
+//! Version 2 adds packs: small files are stored concatenated in a few CAS
+//! blobs (listed in `packs`), and each such file names its pack and the
+//! offset of its bytes there. A version 1 manifest (every file its own
+//! blob) is still read.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -9,7 +14,7 @@ use cache_proto::Digest;
 use serde::{Deserialize, Serialize};
 
 /// Format version written in every manifest.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 
 /// A path or link target as raw bytes: a JSON string when UTF-8, else
 /// `{"b64": "..."}`.
@@ -66,12 +71,43 @@ pub enum EntryKind {
         size: u64,
         /// Whether any execute bit is set (restored as 0755, else 0644).
         executable: bool,
+        /// Where its bytes are when it is stored in a pack; `None` when the
+        /// content is a blob of its own.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pack: Option<PackSlot>,
     },
     /// A symbolic link, stored as its target, never followed.
     Symlink {
         /// The target as written in the link.
         target: RawPath,
     },
+}
+
+/// A pack: small files' contents concatenated, stored as one CAS blob.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackInfo {
+    /// BLAKE3 of the whole pack.
+    pub digest: Digest,
+    /// Its size in bytes.
+    pub size: u64,
+}
+
+/// Where a packed file's bytes are: the index of its pack in
+/// [`TreeManifest::packs`] and the offset in it (the length is the file's
+/// size). Written as `[index, offset]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackSlot(pub u32, pub u64);
+
+impl PackSlot {
+    /// The pack's index in [`TreeManifest::packs`].
+    pub fn pack(self) -> usize {
+        self.0 as usize
+    }
+
+    /// The offset of the file's bytes in the pack.
+    pub fn offset(self) -> u64 {
+        self.1
+    }
 }
 
 /// One entry.
@@ -84,36 +120,68 @@ pub struct TreeEntry {
     pub kind: EntryKind,
 }
 
+/// One distinct file content of a manifest and where it is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Content {
+    /// BLAKE3 of the content.
+    pub digest: Digest,
+    /// Its size.
+    pub size: u64,
+    /// Its place in a pack, or `None` for a blob of its own.
+    pub pack: Option<PackSlot>,
+}
+
 /// A saved folder.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TreeManifest {
     /// [`VERSION`].
     pub version: u32,
+    /// The packs the entries' [`PackSlot`]s point into.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub packs: Vec<PackInfo>,
     /// The entries, sorted by path bytes.
     pub entries: Vec<TreeEntry>,
 }
 
 impl TreeManifest {
-    /// A manifest of `entries` (sorted here).
-    pub fn new(mut entries: Vec<TreeEntry>) -> Self {
+    /// A manifest of `entries` (sorted here) with no packs.
+    pub fn new(entries: Vec<TreeEntry>) -> Self {
+        Self::with_packs(Vec::new(), entries)
+    }
+
+    /// A manifest of `entries` (sorted here) whose slots point into `packs`.
+    pub fn with_packs(packs: Vec<PackInfo>, mut entries: Vec<TreeEntry>) -> Self {
         entries.sort_by(|a, b| a.path.cmp(&b.path));
         Self {
             version: VERSION,
+            packs,
             entries,
         }
     }
 
-    /// The distinct file digests with their sizes, in manifest order.
-    pub fn blobs(&self) -> Vec<(Digest, u64)> {
+    /// The distinct file contents, in manifest order.
+    pub fn contents(&self) -> Vec<Content> {
         let mut seen = std::collections::HashSet::new();
         self.entries
             .iter()
             .filter_map(|entry| match &entry.kind {
-                EntryKind::File { digest, size, .. } if seen.insert(*digest) => {
-                    Some((*digest, *size))
-                }
+                EntryKind::File {
+                    digest, size, pack, ..
+                } if seen.insert(*digest) => Some(Content {
+                    digest: *digest,
+                    size: *size,
+                    pack: *pack,
+                }),
                 _ => None,
             })
+            .collect()
+    }
+
+    /// The distinct file digests with their sizes, in manifest order.
+    pub fn blobs(&self) -> Vec<(Digest, u64)> {
+        self.contents()
+            .into_iter()
+            .map(|content| (content.digest, content.size))
             .collect()
     }
 
@@ -152,6 +220,7 @@ mod tests {
                     digest: Digest::of(b"x"),
                     size: 1,
                     executable: true,
+                    pack: None,
                 },
             },
             TreeEntry {

@@ -9,5 +9,6 @@
 //!   target folder whatever the manifest says.
 
 pub mod manifest;
+pub mod packs;
 pub mod restore;
 pub mod scan;

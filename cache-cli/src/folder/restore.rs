@@ -17,7 +17,8 @@ use std::path::{Path, PathBuf};
 
 use cache_proto::Digest;
 
-use super::manifest::{EntryKind, TreeManifest};
+use super::manifest::{self, EntryKind, TreeManifest};
+use super::packs::PACK_MAX;
 
 /// Longest entry path accepted, in bytes.
 const MAX_PATH: usize = 4096;
@@ -36,6 +37,17 @@ pub enum RestoreError {
     /// A file's content is not in the local content store.
     #[error("blob {0} is missing from the local content store")]
     Missing(Digest),
+    /// The manifest is of a form this version cannot restore.
+    #[error("{0}")]
+    Unsupported(String),
+    /// A packed file's bytes are not the content the manifest names.
+    #[error("the bytes of {digest} in pack {pack} are not that content")]
+    Corrupt {
+        /// The content named.
+        digest: Digest,
+        /// The pack they came from.
+        pack: Digest,
+    },
     /// Reading or writing failed.
     #[error("{path}: {source}")]
     Io {
@@ -60,12 +72,41 @@ fn unsafe_path(path: &[u8], reason: &'static str) -> RestoreError {
     }
 }
 
-/// Checks every path of `manifest` before anything is written.
+/// Checks every path of `manifest` before anything is written, and that
+/// every packed file lies inside its pack.
 pub fn validate(manifest: &TreeManifest) -> Result<(), RestoreError> {
+    if manifest.version > manifest::VERSION {
+        return Err(RestoreError::Unsupported(format!(
+            "the manifest is version {}; this cachectl reads up to {}",
+            manifest.version,
+            manifest::VERSION
+        )));
+    }
+    if let Some(pack) = manifest.packs.iter().find(|pack| pack.size > PACK_MAX) {
+        return Err(RestoreError::Unsupported(format!(
+            "pack {} is {} bytes, over the {PACK_MAX} a restore accepts",
+            pack.digest, pack.size
+        )));
+    }
     let mut links: HashSet<&[u8]> = HashSet::new();
     let mut seen: HashSet<&[u8]> = HashSet::new();
     for entry in &manifest.entries {
         let path = entry.path.0.as_slice();
+        if let EntryKind::File {
+            size,
+            pack: Some(slot),
+            ..
+        } = &entry.kind
+        {
+            let inside = manifest.packs.get(slot.pack()).is_some_and(|pack| {
+                slot.offset()
+                    .checked_add(*size)
+                    .is_some_and(|end| end <= pack.size)
+            });
+            if !inside {
+                return Err(unsafe_path(path, "points outside its pack"));
+            }
+        }
         if path.is_empty() || path.len() > MAX_PATH {
             return Err(unsafe_path(path, "empty or too long"));
         }
@@ -382,6 +423,39 @@ pub fn write_deferred(
     Ok(applied)
 }
 
+/// Writes the packed contents `files` (digest, offset in the pack, size)
+/// from `bytes`, the part of pack `pack` that starts at offset `start`, to
+/// every path in `targets` that holds them; each content is checked against
+/// its digest before it is written.
+pub fn write_packed(
+    root: &Path,
+    targets: &FilesByDigest,
+    pack: &Digest,
+    (start, bytes): (u64, &[u8]),
+    files: &[(Digest, u64, u64)],
+) -> Result<Applied, RestoreError> {
+    let mut applied = Applied::default();
+    for (digest, offset, size) in files {
+        let content = offset
+            .checked_sub(start)
+            .and_then(|from| bytes.get(from as usize..(from + size) as usize))
+            .filter(|content| Digest::of(content) == *digest)
+            .ok_or(RestoreError::Corrupt {
+                digest: *digest,
+                pack: *pack,
+            })?;
+        let written = write_deferred(
+            root,
+            targets.get(digest).map_or(&[], Vec::as_slice),
+            digest,
+            content,
+        )?;
+        applied.files += written.files;
+        applied.unchanged += written.unchanged;
+    }
+    Ok(applied)
+}
+
 /// Renames `staged` over `target`; a folder in the way is removed first
 /// (the manifest says a file or link belongs there).
 fn replace_with(staged: &Path, target: &Path) -> Result<(), RestoreError> {
@@ -419,6 +493,7 @@ mod tests {
                 digest: Digest::of(content),
                 size: content.len() as u64,
                 executable: false,
+                pack: None,
             },
         }
     }

@@ -58,6 +58,7 @@ pub fn scan(root: &Path, excludes: &Excludes) -> io::Result<Scanned> {
                 digest: *digest,
                 size,
                 executable: entry.meta.permissions().mode() & 0o111 != 0,
+                pack: None,
             }
         } else {
             tracing::warn!(path = %entry.path.display(), "not a file, folder or link: skipped");
@@ -177,7 +178,7 @@ mod tests {
         );
         assert!(matches!(
             scanned.manifest.entries[1].kind,
-            EntryKind::File { digest, size: 4, executable: false } if digest == Digest::of(b"same")
+            EntryKind::File { digest, size: 4, executable: false, pack: None } if digest == Digest::of(b"same")
         ));
     }
 }

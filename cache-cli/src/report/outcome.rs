@@ -90,6 +90,8 @@ pub struct SaveReport {
     pub uploaded_files: u64,
     /// Bytes sent for them (compressed where it paid), manifest included.
     pub uploaded_bytes: u64,
+    /// New packs they travelled in (small files are stored in packs).
+    pub uploaded_packs: u64,
     /// Distinct contents the server already had.
     pub skipped_files: u64,
     /// Wall time.
