@@ -4,13 +4,15 @@
 //! The tree: 10,000 files in nested folders, about 100 MB (half random,
 //! half text, like a dependency folder of code and binaries). Measured:
 //! the first save, the save after a one-file change, and a restore into a
-//! fresh folder with an empty local content store. The reference tars the
+//! fresh folder with an empty local content store; in several rounds (5
+//! unless `folder-bench ROUNDS`), each on a fresh server, the side that
+//! goes first alternating; the report gives the medians. The reference tars the
 //! whole folder, compresses it with zstd (level 3) and uploads it as one
 //! blob (`PUT /v1/cas/{digest}`), and restores by downloading it and
 //! unpacking; after a one-file change it uploads the whole archive again.
 //!
 //! ```text
-//! cargo run --release -p cachectl-benches --bin folder-bench
+//! cargo run --release -p cachectl-benches --bin folder-bench [ROUNDS]
 //! ```
 
 use std::path::Path;
@@ -140,46 +142,140 @@ async fn tar_restore(
     Ok((received, started.elapsed().as_secs_f64()))
 }
 
+/// One round's figures: `(bytes, seconds)` of each step.
+#[derive(Debug, Clone, Copy, Default)]
+struct Round {
+    first: (u64, f64),
+    change: (u64, f64),
+    restore: (u64, f64),
+}
+
+/// Ours on `tree`: first save, save after a one-file change, restore into
+/// a fresh folder with an empty local store.
+fn ours(project: &Project, url: &str, tree: &Path, round: usize) -> anyhow::Result<Round> {
+    let scratch = project.path().join(format!("round{round}"));
+    let cache_dir = scratch.join("cachectl");
+    let (first, first_s) = cachectl(project, url, "save", "deps", &cache_dir)?;
+    std::fs::write(
+        tree.join("pkg007/lib03/index607.js"),
+        format!("changed {round}\n"),
+    )?;
+    let (second, second_s) = cachectl(project, url, "save", "deps", &cache_dir)?;
+    let fresh_dir = scratch.join("fresh-cachectl");
+    let into = format!("round{round}/restored");
+    let (restored, restore_s) = cachectl(project, url, "restore", &into, &fresh_dir)?;
+    let bytes = |v: &serde_json::Value, field: &str| v[field].as_u64().unwrap_or(0);
+    Ok(Round {
+        first: (bytes(&first, "uploaded_bytes"), first_s),
+        change: (bytes(&second, "uploaded_bytes"), second_s),
+        restore: (bytes(&restored, "downloaded_bytes"), restore_s),
+    })
+}
+
+/// The reference on `tree`, the same three steps.
+async fn reference(
+    client: &reqwest::Client,
+    url: &str,
+    tree: &Path,
+    scratch: &Path,
+    round: usize,
+) -> anyhow::Result<Round> {
+    let (first, first_s, _) = tar_save(client, url, tree, scratch).await?;
+    std::fs::write(
+        tree.join("pkg007/lib03/index607.js"),
+        format!("changed again {round}\n"),
+    )?;
+    let (second, second_s, digest) = tar_save(client, url, tree, scratch).await?;
+    let into = scratch.join("untarred");
+    std::fs::create_dir_all(&into)?;
+    let (received, restore_s) = tar_restore(client, url, &digest, &into).await?;
+    Ok(Round {
+        first: (first, first_s),
+        change: (second, second_s),
+        restore: (received, restore_s),
+    })
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
+/// Rounds run (default 5); `folder-bench ROUNDS`.
+fn rounds() -> usize {
+    std::env::args()
+        .nth(1)
+        .and_then(|text| text.parse().ok())
+        .unwrap_or(5)
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let server = CacheServer::local();
-    let url = server.base_url();
     let client = reqwest::Client::builder().no_proxy().build()?;
     let project = Project::new();
     project.write("lock.txt", "v1\n");
     let tree = project.path().join("deps");
     generate(&tree)?;
-    let scratch = tempfile::tempdir()?;
-
-    // Ours.
-    let cache_dir = scratch.path().join("cachectl");
-    let (first, first_s) = cachectl(&project, &url, "save", "deps", &cache_dir)?;
-    std::fs::write(tree.join("pkg007/lib03/index607.js"), "changed\n")?;
-    let (second, second_s) = cachectl(&project, &url, "save", "deps", &cache_dir)?;
-    let fresh_dir = scratch.path().join("fresh-cachectl");
-    let (restored, restore_s) = cachectl(&project, &url, "restore", "restored", &fresh_dir)?;
-
-    // The reference, on the same (changed) tree, then after one more change.
-    std::fs::write(tree.join("pkg007/lib03/index607.js"), "changed again\n")?;
-    let (tar_first, tar_first_s, _) = tar_save(&client, &url, &tree, scratch.path()).await?;
-    std::fs::write(tree.join("pkg007/lib03/index607.js"), "changed once more\n")?;
-    let (tar_second, tar_second_s, digest) = tar_save(&client, &url, &tree, scratch.path()).await?;
-    let unpack_into = scratch.path().join("untarred");
-    std::fs::create_dir_all(&unpack_into)?;
-    let (tar_received, tar_restore_s) = tar_restore(&client, &url, &digest, &unpack_into).await?;
-
-    let ours_first = first["uploaded_bytes"].as_u64().unwrap_or(0);
-    let ours_second = second["uploaded_bytes"].as_u64().unwrap_or(0);
-    let ours_restore = restored["downloaded_bytes"].as_u64().unwrap_or(0);
-    let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
+    let original = std::fs::read(tree.join("pkg007/lib03/index607.js"))?;
+    let mut results: Vec<(Round, Round)> = Vec::new();
+    let mut kept = Vec::new();
+    // Each round has a fresh server and folders, and nothing is deleted
+    // until the end: on this machine's ext4 (no journal) creating a file
+    // scans past every inode deleted in the last seconds, which would
+    // charge one side for the other's clean-up. The order alternates.
+    for round in 0..rounds() {
+        let server = CacheServer::local();
+        let url = server.base_url();
+        let scratch = tempfile::tempdir_in(project.path())?;
+        std::fs::write(tree.join("pkg007/lib03/index607.js"), &original)?;
+        let (mine, theirs) = if round % 2 == 0 {
+            let mine = ours(&project, &url, &tree, round)?;
+            std::fs::write(tree.join("pkg007/lib03/index607.js"), &original)?;
+            let theirs = reference(&client, &url, &tree, scratch.path(), round).await?;
+            (mine, theirs)
+        } else {
+            let theirs = reference(&client, &url, &tree, scratch.path(), round).await?;
+            std::fs::write(tree.join("pkg007/lib03/index607.js"), &original)?;
+            let mine = ours(&project, &url, &tree, round)?;
+            (mine, theirs)
+        };
+        eprintln!(
+            "round {round}: first save {:.2} s / {:.2} s, one-file change {:.2} s / {:.2} s, restore {:.2} s / {:.2} s",
+            mine.first.1,
+            theirs.first.1,
+            mine.change.1,
+            theirs.change.1,
+            mine.restore.1,
+            theirs.restore.1
+        );
+        results.push((mine, theirs));
+        kept.push((server, scratch));
+    }
+    let step = |pick: fn(&Round) -> (u64, f64)| {
+        let ours_s = median(results.iter().map(|(m, _)| pick(m).1).collect());
+        let tar_s = median(results.iter().map(|(_, t)| pick(t).1).collect());
+        let ours_b = median(results.iter().map(|(m, _)| pick(m).0 as f64).collect());
+        let tar_b = median(results.iter().map(|(_, t)| pick(t).0 as f64).collect());
+        let ratios: Vec<f64> = results
+            .iter()
+            .map(|(m, t)| pick(m).1 / pick(t).1.max(1e-9))
+            .collect();
+        json!({
+            "cachectl_bytes": ours_b, "cachectl_s": ours_s, "tar_bytes": tar_b, "tar_s": tar_s,
+            "bytes_ratio": ours_b / tar_b.max(1.0), "time_ratio": ours_s / tar_s.max(1e-9),
+            "round_time_ratios": ratios,
+        })
+    };
     let report = json!({
-        "tree": {"files": FILES, "bytes": first["bytes"]},
-        "first_save": {"cachectl_bytes": ours_first, "cachectl_s": first_s, "tar_bytes": tar_first, "tar_s": tar_first_s,
-                        "bytes_ratio": ratio(ours_first as f64, tar_first as f64), "time_ratio": ratio(first_s, tar_first_s)},
-        "one_file_change": {"cachectl_bytes": ours_second, "cachectl_s": second_s, "tar_bytes": tar_second, "tar_s": tar_second_s,
-                        "bytes_ratio": ratio(ours_second as f64, tar_second as f64), "time_ratio": ratio(second_s, tar_second_s)},
-        "restore": {"cachectl_bytes": ours_restore, "cachectl_s": restore_s, "tar_bytes": tar_received, "tar_s": tar_restore_s,
-                        "bytes_ratio": ratio(ours_restore as f64, tar_received as f64), "time_ratio": ratio(restore_s, tar_restore_s)},
+        "tree": {"files": FILES, "bytes": TOTAL_BYTES},
+        "rounds": results.len(),
+        "first_save": step(|r| r.first),
+        "one_file_change": step(|r| r.change),
+        "restore": step(|r| r.restore),
     });
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())

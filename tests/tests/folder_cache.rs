@@ -313,6 +313,97 @@ async fn batches_store_only_verified_records_and_return_what_is_stored() {
     assert_eq!(records, vec![(digest(&good), &good[..])]);
 }
 
+/// Small files travel in packs (a few ordinary CAS blobs): the packs
+/// survive a lost index and `reindex`; a restore over a folder missing one
+/// file fetches only that file's range of its pack; and a save whose pack
+/// was evicted under the quota restores nothing (a warning and a miss)
+/// instead of half a folder.
+#[tokio::test(flavor = "multi_thread")]
+async fn packs_survive_reindex_fetch_ranges_and_an_evicted_pack_is_a_miss() {
+    let mut server =
+        CacheServer::start(Backend::Local, ServerOptions::args(&["--max-size", "8MiB"]));
+    let url = server.base_url();
+    let project = Project::new();
+    project.write("lock.txt", "v1\n");
+    let tree = project.path().join("deps");
+    for i in 0..300u64 {
+        let folder = tree.join(format!("pkg{}", i % 7));
+        std::fs::create_dir_all(&folder).unwrap();
+        std::fs::write(folder.join(format!("m{i}.bin")), random_bytes(8 * 1024, i)).unwrap();
+    }
+    let saved = cache(&project, &url, "save", "deps", &[]).success().json();
+    assert_eq!(
+        (saved["files"].as_u64(), saved["uploaded_packs"].as_u64()),
+        (Some(300), Some(1)),
+        "{saved}"
+    );
+    // Two blobs: the pack and the manifest.
+    assert_eq!(
+        server.get_json("/v1/stats", None).await["stored"]["blobs"],
+        2
+    );
+
+    // The index is lost and rebuilt from storage: the save restores.
+    assert!(server.stop());
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", server.index_path().display()));
+    }
+    let (ok, output) = server.run_subcommand("reindex");
+    assert!(ok && output.contains("reindexed 2 blobs"), "{output}");
+    server.start_again();
+    let url = server.base_url();
+    let restored = cache(&project, &url, "restore", "fresh", &[])
+        .success()
+        .json();
+    assert_eq!(restored["hit"], "exact", "{restored}");
+    assert_eq!(describe(&project.path().join("fresh")), describe(&tree));
+
+    // One file gone from the folder: only its bytes come back.
+    std::fs::remove_file(project.path().join("fresh/pkg3/m3.bin")).unwrap();
+    let again = cache(&project, &url, "restore", "fresh", &[])
+        .success()
+        .json();
+    assert_eq!(
+        (
+            again["downloaded_files"].as_u64(),
+            again["written_files"].as_u64()
+        ),
+        (Some(1), Some(1)),
+        "{again}"
+    );
+    assert!(
+        again["downloaded_bytes"].as_u64().unwrap() <= 8 * 1024,
+        "{again}"
+    );
+    assert_eq!(describe(&project.path().join("fresh")), describe(&tree));
+
+    // Other uploads push the pack out of the 8 MiB quota: the least
+    // recently used goes, and the record and manifest are read just before.
+    let record = server.url(&format!("/v1/ac/{}", saved["key"].as_str().unwrap()));
+    let manifest = server.url(&format!("/v1/cas/{}", saved["manifest"].as_str().unwrap()));
+    for url in [&record, &manifest] {
+        assert_eq!(server.client.get(url).send().await.unwrap().status(), 200);
+    }
+    for seed in 0..2 {
+        server.put_blob(&random_bytes(3 << 20, 900 + seed)).await;
+    }
+    for url in [&record, &manifest] {
+        assert_eq!(server.client.head(url).send().await.unwrap().status(), 200);
+    }
+    let evicted = cache(&project, &url, "restore", "after-eviction", &[]);
+    assert_eq!(evicted.code, 0, "{}", evicted.stderr);
+    assert_eq!(evicted.json()["hit"], "miss");
+    assert!(
+        evicted.stderr.contains("lost 1 of its objects to eviction"),
+        "{}",
+        evicted.stderr
+    );
+    assert!(
+        !project.path().join("after-eviction").exists(),
+        "half a folder was restored"
+    );
+}
+
 /// A real `node_modules`: the npm install of turbo that the test
 /// dependencies put in place, saved, restored into a fresh folder, and run.
 #[test]

@@ -577,7 +577,19 @@ async fn cachectl_restores_a_folder_through_redirecting_replicas_behind_nginx() 
     saved.write("lock.txt", "v1\n");
     saved.write("deps/small.txt", "small\n");
     std::fs::write(saved.path().join("deps/big.bin"), &big).unwrap();
-    run(&saved, "save").success();
+    // 200 small random files: one 1.6 MiB pack, stored as it is and so
+    // itself read through a redirect; and 100 text files.
+    for i in 0..300u64 {
+        let content = if i < 200 {
+            random_bytes(8 * 1024, 7000 + i)
+        } else {
+            format!("module.exports = {i};\n").repeat(50).into_bytes()
+        };
+        std::fs::create_dir_all(saved.path().join(format!("deps/p{}", i % 3))).unwrap();
+        std::fs::write(saved.path().join(format!("deps/p{}/f{i}", i % 3)), content).unwrap();
+    }
+    let first = run(&saved, "save").success().json();
+    assert_eq!(first["uploaded_packs"], 1, "{first}");
 
     let fresh = Project::new();
     fresh.write("lock.txt", "v1\n");
@@ -587,6 +599,47 @@ async fn cachectl_restores_a_folder_through_redirecting_replicas_behind_nginx() 
     assert_eq!(
         std::fs::read_to_string(fresh.path().join("deps/small.txt")).unwrap(),
         "small\n"
+    );
+    for i in [0u64, 199, 200, 299] {
+        assert_eq!(
+            std::fs::read(fresh.path().join(format!("deps/p{}/f{i}", i % 3))).unwrap(),
+            std::fs::read(saved.path().join(format!("deps/p{}/f{i}", i % 3))).unwrap(),
+        );
+    }
+    // A one-file change saved through one replica or the other keeps the
+    // pack: one new small pack. Restored over the first restore, only that
+    // file comes, and one file missing comes by a range of the old pack.
+    saved.write("deps/p1/f1", "changed\n");
+    let second = run(&saved, "save").success().json();
+    assert_eq!(
+        (
+            second["uploaded_files"].as_u64(),
+            second["uploaded_packs"].as_u64()
+        ),
+        (Some(1), Some(1)),
+        "{second}"
+    );
+    std::fs::remove_file(fresh.path().join("deps/p2/f2")).unwrap();
+    let updated = run(&fresh, "restore").success().json();
+    assert_eq!(
+        (
+            updated["downloaded_files"].as_u64(),
+            updated["written_files"].as_u64()
+        ),
+        (Some(2), Some(2)),
+        "{updated}"
+    );
+    assert!(
+        updated["downloaded_bytes"].as_u64().unwrap() < 64 * 1024,
+        "{updated}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(fresh.path().join("deps/p1/f1")).unwrap(),
+        "changed\n"
+    );
+    assert_eq!(
+        std::fs::read(fresh.path().join("deps/p2/f2")).unwrap(),
+        std::fs::read(saved.path().join("deps/p2/f2")).unwrap(),
     );
     // The large file came from Garage through a redirect, not through a replica.
     let http = client();
