@@ -10,7 +10,7 @@ use std::path::Path;
 
 use cache_cli::key::{KeySpec, Recipe, compute};
 use cache_cli::pack::layer::{Compression, PackOptions, pack_with};
-use cache_server::blob::upload::{ContentCheck, UploadSettings, store_verified};
+use cache_server::blob::upload::{Body, ContentCheck, UploadSettings, store_verified};
 use cache_server::storage::{Storage, StorageLocation, StorageOptions};
 use cachectl_e2e::data::{compressible_bytes, random_bytes};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -134,7 +134,7 @@ fn deploy_costs(c: &mut Criterion) {
                     &storage,
                     path,
                     ContentCheck::Blake3(digest),
-                    &blob[..],
+                    Body::Plain(&blob[..]),
                     settings,
                     false,
                 )

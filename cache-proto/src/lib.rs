@@ -20,6 +20,10 @@ pub use namespace::{Namespace, NamespaceError, NamespacePattern, glob_matches};
 pub mod headers {
     /// The `Content-Encoding` / `Accept-Encoding` token for zstd.
     pub const ZSTD: &str = "zstd";
+    /// Uncompressed bytes per zstd frame in storage. A zstd upload made of
+    /// independent frames of this size (the last one shorter), each
+    /// declaring its size, is stored as sent instead of compressed again.
+    pub const ZSTD_FRAME_BYTES: usize = 1024 * 1024;
     /// Largest action-cache value the server accepts, in bytes.
     pub const MAX_AC_VALUE_BYTES: u64 = 1024 * 1024;
     /// Request header of a client that cannot follow a redirect to the

@@ -282,6 +282,45 @@ async fn zstd_upload_and_download_are_byte_exact(server: &mut CacheServer) {
     assert!(response.headers().get(CONTENT_ENCODING).is_none());
     assert!(response.bytes().await.unwrap() == noise);
 
+    // Frames in the stored layout (1 MiB each, the last shorter; what
+    // cachectl sends) are stored as sent, not compressed again: the object
+    // is the 16-byte header, the client's frames, then the seek table.
+    let layered = compressible_bytes(2 * MIB + 5);
+    let layered_digest = digest(&layered);
+    let frames: Vec<u8> = layered
+        .chunks(MIB)
+        .flat_map(|chunk| zstd::bulk::compress(chunk, 1).unwrap())
+        .collect();
+    let response = server
+        .client
+        .put(server.url(&routes::cas(&layered_digest)))
+        .header(CONTENT_ENCODING, "zstd")
+        .body(frames.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let stored = std::fs::read(server.stored_blob_file(&layered_digest)).unwrap();
+    assert!(
+        stored.len() > 16 + frames.len() && stored[16..16 + frames.len()] == frames[..],
+        "the client's frames were not stored as sent"
+    );
+    let (status, plain) = get_bytes(server, &routes::cas(&layered_digest)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(plain == layered);
+    let part = server
+        .client
+        .get(server.url(&routes::cas(&layered_digest)))
+        .header(
+            reqwest::header::RANGE,
+            format!("bytes={}-{}", MIB - 10, MIB + 9),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(part.status(), StatusCode::PARTIAL_CONTENT);
+    assert!(part.bytes().await.unwrap()[..] == layered[MIB - 10..MIB + 10]);
+
     // Content that starts like the storage header itself is stored behind
     // a header, so it is never mistaken for one, and reads back exact.
     let mut lookalike = vec![

@@ -126,7 +126,7 @@ impl Cas {
         content: Vec<u8>,
     ) -> Result<(reqwest::RequestBuilder, u64), ClientError> {
         let compressed = tokio::task::spawn_blocking(move || {
-            let packed = zstd::bulk::compress(&content, WIRE_LEVEL).ok();
+            let packed = compress_in_frames(&content).ok();
             (content, packed)
         })
         .await
@@ -337,6 +337,17 @@ impl Cas {
         .map_err(|e| self.client.unreachable(e))?
         .map(|records| (records, received))
     }
+}
+
+/// `content` as independent zstd frames of the server's stored frame size,
+/// which the server stores as they are instead of compressing again.
+fn compress_in_frames(content: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut compressor = zstd::bulk::Compressor::new(WIRE_LEVEL)?;
+    let mut out = Vec::with_capacity(content.len() / 2 + 64);
+    for chunk in content.chunks(cache_proto::headers::ZSTD_FRAME_BYTES) {
+        out.extend_from_slice(&compressor.compress(chunk)?);
+    }
+    Ok(out)
 }
 
 /// Whether the response body is zstd-encoded.

@@ -28,7 +28,7 @@
 use std::ops::Range;
 
 /// Uncompressed bytes per zstd frame.
-pub const FRAME_SIZE: usize = 1024 * 1024;
+pub const FRAME_SIZE: usize = cache_proto::headers::ZSTD_FRAME_BYTES;
 /// Length of the header in front of every stored blob.
 pub const HEADER_LEN: u64 = 16;
 

@@ -4,6 +4,7 @@
 pub mod download;
 pub mod format;
 pub mod name;
+pub mod reframe;
 pub mod upload;
 
 pub use name::{EntryKey, Space};

@@ -14,6 +14,7 @@ use object_store::path::Path;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use super::format::{self, Encoding, FRAME_SIZE, FrameEntry};
+use super::reframe::{self, MAX_HELD_FRAME, PlainSink, ReframeError, Reframer};
 use crate::storage::{Storage, StorageError};
 
 /// A compressed first chunk must be at most this share of its size
@@ -98,6 +99,21 @@ impl Hashing {
     }
 }
 
+impl PlainSink for Hashing {
+    fn update(&mut self, plain: &[u8]) {
+        Hashing::update(self, plain);
+    }
+}
+
+/// An upload's body as it arrives.
+pub enum Body<R> {
+    /// The content itself.
+    Plain(R),
+    /// The content as zstd frames (`Content-Encoding: zstd`): frames in the
+    /// stored layout are stored as sent (see [`reframe`]).
+    Zstd(R),
+}
+
 /// Why an upload was not stored. In every case nothing became visible.
 #[derive(Debug, thiserror::Error)]
 pub enum UploadError {
@@ -123,26 +139,29 @@ pub enum UploadError {
     Storage(#[from] StorageError),
 }
 
-/// Streams `body` (uncompressed content) into storage under `path`, publishing
-/// only if it passes `check`. With `replace`, an existing object under `path`
+/// Streams `body` into storage under `path`, publishing only if its content
+/// passes `check`. With `replace`, an existing object under `path`
 /// is atomically replaced; without, it is kept (content addresses hold the
 /// same bytes).
 pub async fn store_verified<R>(
     storage: &Storage,
     path: Path,
     check: ContentCheck,
-    mut body: R,
+    body: Body<R>,
     settings: UploadSettings,
     replace: bool,
 ) -> Result<StoredBlob, UploadError>
 where
-    R: AsyncRead + Unpin,
+    R: AsyncRead + Unpin + Send,
 {
     let mut writer = storage.writer(path);
     if replace {
         writer.replace_existing();
     }
-    let result = stream_into(&mut writer, check, &mut body, settings).await;
+    let result = match body {
+        Body::Plain(mut body) => stream_into(&mut writer, check, &mut body, settings).await,
+        Body::Zstd(body) => stream_zstd_into(&mut writer, check, body, settings).await,
+    };
     match result {
         Ok((size, encoding)) => {
             let stored_size = writer.written();
@@ -232,6 +251,167 @@ where
         writer.write(&format::seek_table(&frames)).await?;
     }
     Ok((size, encoding))
+}
+
+/// Stores a zstd body in the stored zstd layout: whole frames are cut from
+/// the wire and handed to a [`Reframer`] (which keeps conforming frames as
+/// sent); input that cannot be cut into frames of at most
+/// [`MAX_HELD_FRAME`] bytes is decompressed as a stream instead.
+async fn stream_zstd_into<R>(
+    writer: &mut crate::storage::ObjectWriter,
+    check: ContentCheck,
+    mut body: R,
+    settings: UploadSettings,
+) -> Result<(u64, Encoding), UploadError>
+where
+    R: AsyncRead + Unpin + Send,
+{
+    let mut reframer = Reframer::new(
+        settings.zstd_level,
+        settings.max_size,
+        Hashing::for_check(check),
+    );
+    let mut written = Written::default();
+    let mut wire: Vec<u8> = Vec::with_capacity(2 * FRAME_SIZE);
+    let mut ended = false;
+    loop {
+        while let Some(length) = reframe::first_frame_len(&wire) {
+            let frame: Vec<u8> = wire.drain(..length).collect();
+            reframer = written
+                .step(writer, reframer, move |r| r.frame(frame))
+                .await?;
+        }
+        if ended || wire.len() > MAX_HELD_FRAME {
+            break;
+        }
+        let wanted = (2 * FRAME_SIZE).saturating_sub(wire.len()).max(64 * 1024) as u64;
+        if (&mut body)
+            .take(wanted)
+            .read_buf(&mut wire)
+            .await
+            .map_err(UploadError::Body)?
+            == 0
+        {
+            ended = true;
+        }
+    }
+    if !wire.is_empty() && !ended {
+        // A frame larger than a stored one: decode the rest as a stream.
+        let rest = tokio::io::AsyncReadExt::chain(std::io::Cursor::new(wire), body);
+        let mut decoder =
+            async_compression::tokio::bufread::ZstdDecoder::new(tokio::io::BufReader::new(rest));
+        decoder.multiple_members(true);
+        loop {
+            let chunk = read_chunk(&mut decoder, FRAME_SIZE)
+                .await
+                .map_err(UploadError::Body)?;
+            let last = chunk.len() < FRAME_SIZE;
+            reframer = written
+                .step(writer, reframer, move |r| r.plain(chunk))
+                .await?;
+            if last {
+                break;
+            }
+        }
+    } else if !wire.is_empty() {
+        return Err(UploadError::Body(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "the zstd body ends inside a frame",
+        )));
+    }
+    let finished = tokio::task::spawn_blocking(move || reframer.finish())
+        .await
+        .map_err(|e| UploadError::Body(io::Error::other(e)))?
+        .map_err(reframe_error)?;
+    let Some(encoding) = finished.encoding else {
+        // Nothing at all: an empty blob is stored raw, as a plain upload's.
+        finished
+            .sink
+            .verify(check)
+            .map_err(|(expected, actual)| UploadError::Mismatch { expected, actual })?;
+        writer.write(&format::header(Encoding::Raw)).await?;
+        return Ok((0, Encoding::Raw));
+    };
+    written.write(writer, encoding, finished.outputs).await?;
+    finished
+        .sink
+        .verify(check)
+        .map_err(|(expected, actual)| UploadError::Mismatch { expected, actual })?;
+    if encoding == Encoding::Zstd {
+        writer.write(&format::seek_table(&written.table)).await?;
+    }
+    Ok((finished.size, encoding))
+}
+
+/// What a zstd upload has written so far.
+#[derive(Default)]
+struct Written {
+    /// Whether the header (if any) is written.
+    started: bool,
+    /// The seek table of the frames written.
+    table: Vec<FrameEntry>,
+}
+
+impl Written {
+    /// Runs `step` on `reframer` off the async threads and writes what it
+    /// produced; hands the reframer back.
+    async fn step<F>(
+        &mut self,
+        writer: &mut crate::storage::ObjectWriter,
+        mut reframer: Reframer<Hashing>,
+        step: F,
+    ) -> Result<Reframer<Hashing>, UploadError>
+    where
+        F: FnOnce(&mut Reframer<Hashing>) -> Result<Vec<reframe::Output>, ReframeError>
+            + Send
+            + 'static,
+    {
+        let (reframer, outputs) = tokio::task::spawn_blocking(move || {
+            let outputs = step(&mut reframer);
+            (reframer, outputs)
+        })
+        .await
+        .map_err(|e| UploadError::Body(io::Error::other(e)))?;
+        let outputs = outputs.map_err(reframe_error)?;
+        if let Some(encoding) = reframer.encoding() {
+            self.write(writer, encoding, outputs).await?;
+        }
+        Ok(reframer)
+    }
+
+    /// Writes `outputs`, the header first.
+    async fn write(
+        &mut self,
+        writer: &mut crate::storage::ObjectWriter,
+        encoding: Encoding,
+        outputs: Vec<reframe::Output>,
+    ) -> Result<(), UploadError> {
+        for output in outputs {
+            if !self.started {
+                self.started = true;
+                if encoding != Encoding::Bare {
+                    writer.write(&format::header(encoding)).await?;
+                }
+            }
+            match output {
+                reframe::Output::Frame(frame, entry) => {
+                    writer.write(&frame).await?;
+                    self.table.push(entry);
+                }
+                reframe::Output::Plain(bytes) => writer.write(&bytes).await?,
+            }
+        }
+        Ok(())
+    }
+}
+
+fn reframe_error(error: ReframeError) -> UploadError {
+    match error {
+        ReframeError::TooLarge(limit) => UploadError::TooLarge { limit },
+        ReframeError::Invalid(message) => {
+            UploadError::Body(io::Error::new(io::ErrorKind::InvalidData, message))
+        }
+    }
 }
 
 /// Reads until `capacity` bytes or the end of the body.

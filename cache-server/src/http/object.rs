@@ -7,14 +7,12 @@ use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use async_compression::tokio::bufread::ZstdDecoder;
 use axum::body::Body;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use cache_proto::Namespace;
 use cache_proto::headers::ZSTD;
 use futures::{StreamExt, TryStreamExt};
-use tokio::io::AsyncRead;
 use tokio_util::io::StreamReader;
 
 use super::AppState;
@@ -365,13 +363,9 @@ pub async fn put(
             chunk.map_err(io::Error::other)
         });
         let reader = StreamReader::new(wire);
-        let content: Box<dyn AsyncRead + Send + Unpin> = match options.encoding {
-            BodyEncoding::Identity => Box::new(reader),
-            BodyEncoding::Zstd => {
-                let mut decoder = ZstdDecoder::new(reader);
-                decoder.multiple_members(true);
-                Box::new(decoder)
-            }
+        let content = match options.encoding {
+            BodyEncoding::Identity => upload::Body::Plain(reader),
+            BodyEncoding::Zstd => upload::Body::Zstd(reader),
         };
         let replace = options.if_exists == IfExists::Replace;
         if replace {
