@@ -65,7 +65,8 @@ pub struct Cli {
     )]
     pub storage_timeout: u64,
 
-    /// zstd level of blobs stored compressed.
+    /// zstd level of what the server compresses itself; zstd uploads
+    /// already in its 1 MiB frame layout are kept as sent.
     #[arg(
         long,
         env = "CACHE_SERVER_ZSTD_LEVEL",

@@ -8,6 +8,11 @@ use std::path::Path;
 /// then runs the real one with vfs storage and chroot isolation under
 /// `scratch`. Returns the variables to run cachectl with.
 pub fn counting_buildah(marker: &Path, scratch: &Path) -> Vec<(String, String)> {
+    counting_buildah_on(marker, scratch, "vfs")
+}
+
+/// [`counting_buildah`] with the storage `driver` (`vfs`, `overlay`).
+pub fn counting_buildah_on(marker: &Path, scratch: &Path, driver: &str) -> Vec<(String, String)> {
     let bin = scratch.join("bin");
     std::fs::create_dir_all(&bin).expect("creating the wrapper's folder");
     let wrapper = bin.join("buildah");
@@ -28,7 +33,7 @@ pub fn counting_buildah(marker: &Path, scratch: &Path) -> Vec<(String, String)> 
     std::fs::write(
         &storage,
         format!(
-            "[storage]\ndriver = \"vfs\"\ngraphroot = \"{0}/root\"\nrunroot = \"{0}/runroot\"\n",
+            "[storage]\ndriver = \"{driver}\"\ngraphroot = \"{0}/root\"\nrunroot = \"{0}/runroot\"\n",
             scratch.display()
         ),
     )

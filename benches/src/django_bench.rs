@@ -1,0 +1,375 @@
+//! `django-bench`: the deploy the product exists for, on a Django project
+//! with ten real packages from PyPI (Django, gunicorn, psycopg2-binary,
+//! djangorestframework, celery, redis, boto3, Pillow, whitenoise,
+//! django-environ and their dependencies, 31 wheels) and a `Dockerfile.base`
+//! built by buildah.
+//!
+//! Measured, in one run against one loopback registry:
+//!
+//! - **cachectl**: `cachectl build` after an app change, the base already
+//!   built (the deploy step of every commit that does not touch the
+//!   requirements): on the machine that built the base, and on a fresh
+//!   runner (an empty cachectl folder);
+//! - **warm `buildah bud --layers`** of the whole Dockerfile (the base's
+//!   steps, then the app) after the same app change, with the layer cache
+//!   of the previous build, then `buildah push`: what a team gets from a
+//!   well-cached Dockerfile on a runner that keeps its storage;
+//! - **`buildah bud --no-cache`** + push: the image rebuilt from its `FROM`,
+//!   what a Dockerfile costs on a runner whose cache is gone.
+//!
+//! The wheels are downloaded from PyPI once, into
+//! `$CACHECTL_BENCH_CACHE/django-wheels` (default `~/.cache/cachectl-bench`),
+//! outside the checkout; every build installs from them. The final image
+//! is unpacked and Django, DRF, Celery, Pillow, boto3 and psycopg2 are
+//! imported in it under `chroot`, so the images measured are real.
+//!
+//! ```text
+//! cargo run --release -p cachectl-benches --bin django-bench -- [RUNS]
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use cachectl_e2e::buildah::{borrowed, counting_buildah_on};
+use cachectl_e2e::cachectl::Project;
+use cachectl_e2e::python::push_python_image;
+use cachectl_e2e::registry::{RegistryServer, unpack};
+use serde_json::json;
+
+/// The project's requirements: ten packages, pinned.
+const REQUIREMENTS: &str = "\
+Django==5.1.4
+gunicorn==23.0.0
+psycopg2-binary==2.9.10
+djangorestframework==3.15.2
+celery==5.4.0
+redis==5.2.1
+boto3==1.35.90
+Pillow==11.0.0
+whitenoise==6.8.2
+django-environ==0.11.2
+";
+
+/// The base's steps, shared by `Dockerfile.base` and the whole Dockerfile.
+const BASE_STEPS: &str = "\
+COPY requirements.txt /tmp/requirements.txt
+COPY wheels /tmp/wheels
+RUN pip install --no-index --find-links /tmp/wheels --no-cache-dir \
+--disable-pip-version-check --target /opt/deps -r /tmp/requirements.txt
+";
+
+/// The app's steps of the whole Dockerfile (what `[app]` does).
+const APP_STEPS: &str = "\
+COPY app /app
+ENV PYTHONPATH=/opt/deps
+WORKDIR /app
+CMD [\"python3\", \"-m\", \"gunicorn\", \"--bind\", \"0.0.0.0:8000\", \"mysite.wsgi\"]
+";
+
+/// The Python of the Debian bookworm image (its markers decide some
+/// dependencies: redis needs async-timeout below 3.11.3).
+const PYTHON: &str = "3.11.2";
+
+/// Dependencies that only Python's full version brings in, which
+/// `pip download --python-version` does not evaluate.
+const MARKER_ONLY: &[&str] = &["async-timeout>=4.0.3"];
+
+/// The wheels of [`REQUIREMENTS`] for [`PYTHON`] on x86-64, downloaded once.
+fn wheels() -> anyhow::Result<PathBuf> {
+    let root = match std::env::var_os("CACHECTL_BENCH_CACHE") {
+        Some(folder) => PathBuf::from(folder),
+        None => PathBuf::from(std::env::var_os("HOME").context("HOME is not set")?)
+            .join(".cache/cachectl-bench"),
+    };
+    let folder = root.join("django-wheels");
+    let marker = folder.join(format!(
+        ".complete-{}",
+        &blake3::hash(format!("{PYTHON}\n{REQUIREMENTS}{MARKER_ONLY:?}").as_bytes()).to_hex()[..16]
+    ));
+    if marker.exists() {
+        return Ok(folder);
+    }
+    std::fs::create_dir_all(&folder)?;
+    let requirements = folder.join("requirements.txt");
+    std::fs::write(&requirements, REQUIREMENTS)?;
+    eprintln!("downloading the wheels into {}", folder.display());
+    let status = Command::new("python3")
+        .args(["-m", "pip", "download", "--quiet", "--only-binary=:all:"])
+        .args(["--platform", "manylinux2014_x86_64"])
+        .args(["--platform", "manylinux_2_17_x86_64"])
+        .args(["--platform", "manylinux_2_28_x86_64"])
+        .args(["--python-version", PYTHON, "--implementation", "cp"])
+        .args(["--abi", "cp311", "-d"])
+        .arg(&folder)
+        .arg("-r")
+        .arg(&requirements)
+        .args(MARKER_ONLY)
+        .status()
+        .context("running python3 -m pip download")?;
+    if !status.success() {
+        bail!("pip download failed: {status}");
+    }
+    std::fs::remove_file(&requirements)?;
+    std::fs::write(&marker, "")?;
+    Ok(folder)
+}
+
+/// The Django project: its app, requirements, wheels, `Dockerfile.base`, the
+/// whole `Dockerfile` and `cachectl.toml`.
+fn django_project(registry: &RegistryServer, from: &str, wheels: &Path) -> anyhow::Result<Project> {
+    let project = Project::new();
+    project.write("requirements.txt", REQUIREMENTS);
+    std::fs::create_dir_all(project.path().join("wheels"))?;
+    for entry in std::fs::read_dir(wheels)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        if name.to_string_lossy().ends_with(".whl") {
+            std::fs::copy(entry.path(), project.path().join("wheels").join(name))?;
+        }
+    }
+    project.write("Dockerfile.base", &format!("FROM {from}\n{BASE_STEPS}"));
+    project.write(
+        "Dockerfile",
+        &format!("FROM {from}\n{BASE_STEPS}{APP_STEPS}"),
+    );
+    project.write(".dockerignore", ".cachectl\n");
+    project.write(
+        "app/manage.py",
+        "import os, sys\nos.environ.setdefault('DJANGO_SETTINGS_MODULE', 'mysite.settings')\n\
+         from django.core.management import execute_from_command_line\n\
+         execute_from_command_line(sys.argv)\n",
+    );
+    project.write("app/mysite/__init__.py", "");
+    project.write(
+        "app/mysite/settings.py",
+        "SECRET_KEY = 'bench'\nDEBUG = False\nALLOWED_HOSTS = ['*']\nROOT_URLCONF = 'mysite.urls'\n\
+         INSTALLED_APPS = ['django.contrib.contenttypes', 'rest_framework']\n\
+         MIDDLEWARE = ['whitenoise.middleware.WhiteNoiseMiddleware']\n\
+         DATABASES = {'default': {'ENGINE': 'django.db.backends.sqlite3', 'NAME': '/tmp/db.sqlite3'}}\n",
+    );
+    project.write(
+        "app/mysite/urls.py",
+        "from django.urls import path\nfrom . import views\nurlpatterns = [path('', views.index)]\n",
+    );
+    project.write(
+        "app/mysite/wsgi.py",
+        "import os\nos.environ.setdefault('DJANGO_SETTINGS_MODULE', 'mysite.settings')\n\
+         from django.core.wsgi import get_wsgi_application\napplication = get_wsgi_application()\n",
+    );
+    write_view(&project, 0);
+    let host = registry.host();
+    project.write(
+        "cachectl.toml",
+        &format!(
+            r#"[base]
+image = "{host}/bench/django-base"
+manifests = ["requirements.txt", "Dockerfile.base"]
+builder = "buildah"
+dockerfile = "Dockerfile.base"
+from = "{from}"
+platform = "linux/amd64"
+
+[app]
+image = "{host}/bench/django:latest"
+context = "app"
+dest = "/app"
+workdir = "/app"
+cmd = ["python3", "-m", "gunicorn", "--bind", "0.0.0.0:8000", "mysite.wsgi"]
+env = {{ PYTHONPATH = "/opt/deps" }}
+"#
+        ),
+    );
+    Ok(project)
+}
+
+/// The app change of deploy `release`.
+fn write_view(project: &Project, release: usize) {
+    project.write(
+        "app/mysite/views.py",
+        &format!(
+            "from django.http import JsonResponse\n\ndef index(request):\n    \
+             return JsonResponse({{'release': {release}}})\n"
+        ),
+    );
+}
+
+/// `cachectl build --json`; its report and wall seconds.
+fn cachectl_build(
+    project: &Project,
+    env: &[(&str, &str)],
+) -> anyhow::Result<(serde_json::Value, f64)> {
+    let started = Instant::now();
+    let run = project.cachectl(&["build", "--json"], env);
+    let seconds = started.elapsed().as_secs_f64();
+    if run.code != 0 {
+        bail!("cachectl build failed:\n{}", run.stderr);
+    }
+    Ok((run.json(), seconds))
+}
+
+/// `buildah ARGS` in `project` with `env`; its wall seconds.
+fn buildah(project: &Project, env: &[(&str, &str)], args: &[&str]) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let output = Command::new("buildah")
+        .args(args)
+        .current_dir(project.path())
+        .envs(env.iter().copied())
+        .output()
+        .context("running buildah")?;
+    if !output.status.success() {
+        bail!(
+            "buildah {} failed:\n{}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(started.elapsed().as_secs_f64())
+}
+
+/// The whole Dockerfile built by buildah with `extra` flags, then pushed;
+/// (build, push) seconds.
+fn buildah_deploy(
+    project: &Project,
+    env: &[(&str, &str)],
+    extra: &str,
+    destination: &str,
+) -> anyhow::Result<(f64, f64)> {
+    let build = buildah(
+        project,
+        env,
+        &[
+            "bud",
+            extra,
+            "--tls-verify=false",
+            "-f",
+            "Dockerfile",
+            "-t",
+            "localhost/django-ref",
+            ".",
+        ],
+    )?;
+    let push = buildah(
+        project,
+        env,
+        &[
+            "push",
+            "--tls-verify=false",
+            "localhost/django-ref",
+            destination,
+        ],
+    )?;
+    Ok((build, push))
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// Imports the packages in the unpacked `image` under `chroot`; returns
+/// Django's version.
+fn check_image(image: &str) -> anyhow::Result<String> {
+    let scratch = tempfile::tempdir()?;
+    let bundle = unpack(&format!("docker://{image}"), scratch.path());
+    let output = Command::new("chroot")
+        .arg(bundle.join("rootfs"))
+        .args(["/usr/bin/env", "PYTHONPATH=/opt/deps", "python3", "-c"])
+        .arg(
+            "import django, rest_framework, celery, PIL, boto3, psycopg2, redis, gunicorn, \
+             whitenoise, environ; print(django.get_version())",
+        )
+        .output()
+        .context("running chroot")?;
+    if !output.status.success() {
+        bail!(
+            "the image does not import its packages:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+}
+
+fn main() -> anyhow::Result<()> {
+    let runs: usize = match std::env::args().nth(1) {
+        Some(arg) => arg.parse().context("RUNS must be a whole number")?,
+        None => 5,
+    };
+    let wheels = wheels()?;
+    let registry = RegistryServer::start();
+    let from = push_python_image(&registry);
+    let project = django_project(&registry, &from, &wheels)?;
+    let scratch = tempfile::tempdir()?;
+    // overlay when the machine allows it (buildah's fast path), else vfs.
+    let driver = std::env::var("DJANGO_BENCH_DRIVER").unwrap_or_else(|_| "overlay".into());
+    let env_owned = counting_buildah_on(&project.marker(), scratch.path(), &driver);
+    let env = borrowed(&env_owned);
+
+    // The first deploy builds and pushes the base (buildah), then the app.
+    let (first, cold_cachectl) = cachectl_build(&project, &env)?;
+    eprintln!("cachectl, first deploy (base built by buildah): {cold_cachectl:.2} s");
+
+    // The references: the whole Dockerfile, first warming the layer cache.
+    let destination = format!("docker://{}/bench/django-ref:latest", registry.host());
+    buildah_deploy(&project, &env, "--layers", &destination)?;
+    let (mut ours, mut fresh, mut warm, mut warm_build) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for run in 1..=runs {
+        write_view(&project, run);
+        let (report, seconds) = cachectl_build(&project, &env)?;
+        if report["base"]["source"] == "built" {
+            bail!("a deploy rebuilt the base: {report}");
+        }
+        ours.push(seconds);
+        // A fresh runner: no cachectl folder, the base only in the registry.
+        let runner = tempfile::tempdir()?;
+        let runner_dir = runner.path().display().to_string();
+        let mut fresh_env = env.clone();
+        fresh_env.push(("CACHECTL_CACHE_DIR", &runner_dir));
+        let (report, seconds) = cachectl_build(&project, &fresh_env)?;
+        if report["base"]["source"] == "built" {
+            bail!("a fresh runner rebuilt the base: {report}");
+        }
+        fresh.push(seconds);
+        let (build, push) = buildah_deploy(&project, &env, "--layers", &destination)?;
+        warm.push(build + push);
+        warm_build.push(build);
+        eprintln!(
+            "deploy {run}: cachectl {:.3} s, fresh runner {:.3} s, buildah --layers {build:.2} s + push {push:.2} s",
+            ours[run - 1],
+            fresh[run - 1]
+        );
+    }
+    let (no_cache_build, no_cache_push) =
+        buildah_deploy(&project, &env, "--no-cache", &destination)?;
+    let no_cache = no_cache_build + no_cache_push;
+    eprintln!("buildah --no-cache: {no_cache_build:.2} s + push {no_cache_push:.2} s");
+    let django = check_image(&format!("{}/bench/django:latest", registry.host()))?;
+
+    let (ours, fresh, warm, warm_build) = (
+        median(ours),
+        median(fresh),
+        median(warm),
+        median(warm_build),
+    );
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&json!({
+            "packages": REQUIREMENTS.lines().count(),
+            "django": django,
+            "runs": runs,
+            "first_deploy_s": cold_cachectl,
+            "first_deploy_base": first["base"]["source"],
+            "cachectl_deploy_s": ours,
+            "cachectl_fresh_runner_deploy_s": fresh,
+            "buildah_layers_deploy_s": warm,
+            "buildah_layers_build_s": warm_build,
+            "buildah_no_cache_deploy_s": no_cache,
+            "cachectl_over_buildah_layers": ours / warm.max(1e-9),
+            "cachectl_over_buildah_no_cache": ours / no_cache.max(1e-9),
+            "fresh_runner_over_buildah_no_cache": fresh / no_cache.max(1e-9),
+        }))?
+    );
+    Ok(())
+}
