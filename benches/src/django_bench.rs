@@ -341,6 +341,13 @@ fn main() -> anyhow::Result<()> {
             fresh[run - 1]
         );
     }
+    if let Some(seconds) = std::env::var_os("DJANGO_BENCH_HOLD") {
+        // For profiling: the project, its registry and buildah's variables
+        // stay up this long.
+        eprintln!("holding: cd {} with {env:?}", project.path().display());
+        let seconds: u64 = seconds.to_string_lossy().parse().unwrap_or(600);
+        std::thread::sleep(std::time::Duration::from_secs(seconds));
+    }
     let (no_cache_build, no_cache_push) =
         buildah_deploy(&project, &env, "--no-cache", &destination)?;
     let no_cache = no_cache_build + no_cache_push;

@@ -214,6 +214,7 @@ impl LayerReport {
                 .map_or(0.0, |push| push.elapsed().as_secs_f64()),
             seconds: timing.started.elapsed().as_secs_f64(),
             deploy_tag: None,
+            manifest: None,
         }
     }
 }
@@ -227,10 +228,14 @@ async fn copy_base_layers(
     layers: &[Value],
     moved: &mut Moved,
 ) -> Result<(), LayerError> {
-    for layer in layers {
+    let transfers = futures::future::try_join_all(layers.iter().map(|layer| {
         let digest = layer["digest"].as_str().unwrap_or_default();
         let size = layer["size"].as_u64().unwrap_or(0);
-        moved.add(target.receive_blob(registry, source, digest, size).await?);
+        target.receive_blob(registry, source, digest, size)
+    }))
+    .await?;
+    for transfer in transfers {
+        moved.add(transfer);
     }
     Ok(())
 }
@@ -522,17 +527,30 @@ pub async fn layer(
     let base_image = base.at_digest(&manifest.digest);
     let flavor = Flavor::of_manifest(&manifest.media_type);
     let layer_type = layer_type(app.compression, flavor, base)?;
-    let config = base_config(registry, &base_image, &manifest).await?;
-
     let layer_started = Instant::now();
-    let key = match tree_digest {
-        Some(task) => task
-            .await
-            .ok()
-            .flatten()
-            .map(|tree| app_key(&manifest.digest, app, &tree)),
-        None => None,
-    };
+    // The base's config comes, and its layers reach the target (usually
+    // already there), while the context is hashed.
+    let mut moved = Moved::default();
+    let (config, (), key) = futures::try_join!(
+        base_config(registry, &base_image, &manifest),
+        copy_base_layers(
+            registry,
+            &base_image,
+            target,
+            layers_of(&manifest),
+            &mut moved,
+        ),
+        async {
+            Ok(match tree_digest {
+                Some(task) => task
+                    .await
+                    .ok()
+                    .flatten()
+                    .map(|tree| app_key(&manifest.digest, app, &tree)),
+                None => None,
+            })
+        }
+    )?;
     if let (Some(records), Some(key)) = (records, key) {
         match records.get::<AppRecord>(&key).await {
             Ok(Some(record)) if reuse(registry, target, &record).await? => {
@@ -556,6 +574,7 @@ pub async fn layer(
                 );
                 return Ok(LayerReport {
                     reused: true,
+                    manifest: Some((record.manifest.into_bytes(), record.media_type)),
                     ..report
                 });
             }
@@ -565,6 +584,8 @@ pub async fn layer(
     }
     let (packed, _staging) = pack_app(app).await?;
     let layer_seconds = layer_started.elapsed().as_secs_f64();
+    // The app layer and the config go up together, then the manifest.
+    let push_started = Instant::now();
     let (config_bytes, manifest_bytes) = compose(
         &manifest,
         config,
@@ -573,23 +594,12 @@ pub async fn layer(
         app,
         &base.label_name(),
     );
-
-    let push_started = Instant::now();
-    let mut moved = Moved::default();
-    copy_base_layers(
-        registry,
-        &base_image,
-        target,
-        layers_of(&manifest),
-        &mut moved,
-    )
-    .await?;
-    moved.add_pushed(
-        target
-            .push_blob_file(registry, &packed.digest, packed.file.path())
-            .await?,
-    );
-    moved.add_pushed(target.push_blob_bytes(registry, &config_bytes).await?);
+    let (layer_sent, config_sent) = futures::try_join!(
+        target.push_blob_file(registry, &packed.digest, packed.file.path()),
+        target.push_blob_bytes(registry, &config_bytes),
+    )?;
+    moved.add_pushed(layer_sent);
+    moved.add_pushed(config_sent);
     target
         .push_manifest(registry, &manifest_bytes, flavor.manifest())
         .await?;
@@ -608,14 +618,18 @@ pub async fn layer(
         }
     }
     let timing = Timing::pushed(started, layer_seconds, push_started);
-    Ok(LayerReport::new(
+    let report = LayerReport::new(
         target,
         digest,
         base,
         (&packed.digest, packed.size),
         moved,
         timing,
-    ))
+    );
+    Ok(LayerReport {
+        manifest: Some((manifest_bytes, flavor.manifest().to_owned())),
+        ..report
+    })
 }
 
 /// Tags the pushed app image `TAG.deploy-TIME` too (unless `deploy_tags =
@@ -624,7 +638,11 @@ pub async fn tag_deploy(registry: &Registry, app: &AppSettings, report: &mut Lay
     if !app.deploy_tags {
         return;
     }
-    match deploys::tag_deploy(registry, &app.image, &report.digest).await {
+    let known = report
+        .manifest
+        .as_ref()
+        .map(|(bytes, media_type)| (bytes.as_slice(), media_type.as_str()));
+    match deploys::tag_deploy(registry, &app.image, &report.digest, known).await {
         Ok(tag) => report.deploy_tag = tag.map(|deploy| deploy.tag),
         Err(error) => eprintln!("warning: could not add the deploy tag: {error}"),
     }

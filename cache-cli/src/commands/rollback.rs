@@ -99,7 +99,8 @@ pub async fn rollback(
         .await
         .map_err(image_failure)?;
     let deploy_tag = if deploy_tags {
-        match deploys::tag_deploy(registry, app, &target.digest).await {
+        let known = (&manifest.bytes[..], manifest.media_type.as_str());
+        match deploys::tag_deploy(registry, app, &target.digest, Some(known)).await {
             Ok(tag) => tag.map(|deploy| deploy.tag),
             Err(error) => {
                 eprintln!("warning: could not add the deploy tag: {error}");

@@ -94,22 +94,29 @@ pub fn app_tag(target: &Location) -> Option<String> {
 }
 
 /// Tags manifest `digest`, just pushed to `target`, with a deploy tag of
-/// `target`'s tag (one manifest read and one write; no blob moves).
+/// `target`'s tag: one manifest write when the caller `known`s its bytes and
+/// media type, else a read first; no blob moves.
 /// `None` when `target` names a digest or a tag too long to extend.
 pub async fn tag_deploy(
     registry: &Registry,
     target: &Location,
     digest: &str,
+    known: Option<(&[u8], &str)>,
 ) -> Result<Option<DeployTag>, ImageError> {
     let Some(deploy) = app_tag(target).and_then(|tag| DeployTag::new(&tag, SystemTime::now()))
     else {
         return Ok(None);
     };
-    let manifest = target.at_digest(digest).manifest_as_is(registry).await?;
-    target
-        .at_tag(&deploy.tag)
-        .push_manifest(registry, &manifest.bytes, &manifest.media_type)
-        .await?;
+    let tagged = target.at_tag(&deploy.tag);
+    match known {
+        Some((bytes, media_type)) => tagged.push_manifest(registry, bytes, media_type).await?,
+        None => {
+            let manifest = target.at_digest(digest).manifest_as_is(registry).await?;
+            tagged
+                .push_manifest(registry, &manifest.bytes, &manifest.media_type)
+                .await?
+        }
+    }
     Ok(Some(deploy))
 }
 

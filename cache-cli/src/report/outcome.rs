@@ -71,6 +71,10 @@ pub struct LayerReport {
     /// The deploy tag the image also got (`TAG.deploy-TIME`), if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub deploy_tag: Option<String>,
+    /// The manifest pushed and its media type (to tag it again without
+    /// fetching it back).
+    #[serde(skip)]
+    pub manifest: Option<(Vec<u8>, String)>,
 }
 
 /// The result of a save.
