@@ -361,6 +361,7 @@ impl Cli {
             user: self.registry_user.clone(),
             password: self.registry_password.clone(),
             insecure: self.insecure_registry.clone(),
+            digest_cache: Some(self.cachectl_dir().join("digests")),
         }
     }
 

@@ -2,6 +2,7 @@
 //! image layout, behind one small set of operations.
 
 pub mod deploys;
+pub mod digest_cache;
 pub mod inventory;
 pub mod layout;
 pub mod location;

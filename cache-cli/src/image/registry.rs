@@ -4,7 +4,7 @@
 //! or the Docker config and its credential helpers.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use bytes::Bytes;
@@ -15,6 +15,7 @@ use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 use serde_json::Value;
 
+use super::digest_cache::DigestCache;
 use super::oci::{self, ACCEPTED_MANIFESTS, Platform};
 
 /// Connection settings.
@@ -27,6 +28,8 @@ pub struct RegistrySettings {
     /// Registries (host[:port]) spoken to over plain HTTP. `localhost` and
     /// `127.0.0.1` always are.
     pub insecure: Vec<String>,
+    /// Where manifests and configs pulled by digest are kept, if anywhere.
+    pub digest_cache: Option<PathBuf>,
 }
 
 /// A registry failure, classified for the exit code.
@@ -98,6 +101,7 @@ pub struct Registry {
     plain_http: Vec<String>,
     settings: RegistrySettings,
     auth: Mutex<HashMap<String, RegistryAuth>>,
+    digests: Option<DigestCache>,
 }
 
 fn is_loopback(host: &str) -> bool {
@@ -203,6 +207,7 @@ impl Registry {
         Self {
             client: Client::new(config),
             plain_http: plain,
+            digests: settings.digest_cache.clone().map(DigestCache::new),
             settings,
             auth: Mutex::new(HashMap::new()),
         }
@@ -394,17 +399,30 @@ impl Registry {
         &self,
         reference: &Reference,
     ) -> Result<Option<PulledManifest>, RegistryError> {
-        self.authenticate(reference).await;
-        let auth = self.auth_for(reference.resolve_registry());
-        let (bytes, digest) = match self
-            .client
-            .pull_manifest_raw(reference, &auth, ACCEPTED_MANIFESTS)
-            .await
-        {
-            Ok(pulled) => pulled,
-            Err(error) if Self::is_not_found(&error) => return Ok(None),
-            Err(error) => return Err(Self::classify(reference, error)),
+        // What a digest names never changes: kept from an earlier pull.
+        let kept = reference.digest().and_then(|digest| {
+            let bytes = self.digests.as_ref()?.get(digest)?;
+            Some((Bytes::from(bytes), digest.to_owned()))
+        });
+        let (bytes, digest) = match kept {
+            Some(kept) => kept,
+            None => {
+                self.authenticate(reference).await;
+                let auth = self.auth_for(reference.resolve_registry());
+                match self
+                    .client
+                    .pull_manifest_raw(reference, &auth, ACCEPTED_MANIFESTS)
+                    .await
+                {
+                    Ok(pulled) => pulled,
+                    Err(error) if Self::is_not_found(&error) => return Ok(None),
+                    Err(error) => return Err(Self::classify(reference, error)),
+                }
+            }
         };
+        if let Some(cache) = &self.digests {
+            cache.put(&digest, &bytes);
+        }
         let json: Value = serde_json::from_slice(&bytes).map_err(|e| RegistryError::Other {
             registry: reference.registry().to_owned(),
             message: format!("manifest of {reference} is not JSON: {e}"),
@@ -428,12 +446,18 @@ impl Registry {
         reference: &Reference,
         digest: &str,
     ) -> Result<Vec<u8>, RegistryError> {
+        if let Some(kept) = self.digests.as_ref().and_then(|cache| cache.get(digest)) {
+            return Ok(kept);
+        }
         self.authenticate(reference).await;
         let mut out = Vec::new();
         self.client
             .pull_blob(reference, digest, &mut out)
             .await
             .map_err(|e| Self::classify(reference, e))?;
+        if let Some(cache) = &self.digests {
+            cache.put(digest, &out);
+        }
         Ok(out)
     }
 
