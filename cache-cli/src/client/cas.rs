@@ -177,28 +177,7 @@ impl Cas {
         let Some(response) = self.client.send(request, &what, true).await? else {
             return Ok(None);
         };
-        let compressed = is_zstd(&response);
-        let wire = response
-            .bytes()
-            .await
-            .map_err(|e| self.client.unreachable(e.without_url()))?;
-        let received = wire.len() as u64;
-        let bytes = if compressed {
-            tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
-                let decoder = zstd::stream::read::Decoder::new(&wire[..])?;
-                let mut plain = Vec::with_capacity(expected as usize);
-                std::io::Read::read_to_end(
-                    &mut std::io::Read::take(decoder, expected + 1),
-                    &mut plain,
-                )?;
-                Ok(plain)
-            })
-            .await
-            .map_err(|e| self.client.unreachable(e))?
-            .map_err(|e| self.client.unreachable(format!("{what}: {e}")))?
-        } else {
-            wire.to_vec()
-        };
+        let (bytes, received) = self.body(response, expected, &what).await?;
         if bytes.len() as u64 != expected {
             return Err(self.client.unreachable(format!(
                 "{what}: {} bytes came back, not {expected}",
@@ -304,28 +283,11 @@ impl Cas {
                 digests: digests.to_vec(),
             })
             .timeout(TRANSFER_TIMEOUT);
-        let response = self.client.send_ok(request, "batch download").await?;
-        let compressed = is_zstd(&response);
-        let wire = response
-            .bytes()
-            .await
-            .map_err(|e| self.client.unreachable(e.without_url()))?;
-        let received = wire.len() as u64;
+        let what = "batch download";
+        let response = self.client.send_ok(request, what).await?;
+        let (plain, received) = self.body(response, batch::MAX_BODY, what).await?;
         let client = self.client.clone();
         tokio::task::spawn_blocking(move || -> Result<Vec<(Digest, Vec<u8>)>, ClientError> {
-            let plain = if compressed {
-                let decoder = zstd::stream::read::Decoder::new(&wire[..])
-                    .map_err(|e| client.unreachable(e))?;
-                let mut plain = Vec::new();
-                std::io::Read::read_to_end(
-                    &mut std::io::Read::take(decoder, batch::MAX_BODY + 1),
-                    &mut plain,
-                )
-                .map_err(|e| client.unreachable(e))?;
-                plain
-            } else {
-                wire.to_vec()
-            };
             let records = batch::parse(&plain).map_err(|e| client.unreachable(e))?;
             Ok(records
                 .into_iter()
@@ -336,6 +298,37 @@ impl Cas {
         .await
         .map_err(|e| self.client.unreachable(e))?
         .map(|records| (records, received))
+    }
+}
+
+impl Cas {
+    /// The body of `response`, decompressed (off the async threads) when
+    /// zstd, at most `limit` + 1 plain bytes; and the bytes on the wire.
+    async fn body(
+        &self,
+        response: reqwest::Response,
+        limit: u64,
+        what: &str,
+    ) -> Result<(Vec<u8>, u64), ClientError> {
+        let compressed = is_zstd(&response);
+        let wire = response
+            .bytes()
+            .await
+            .map_err(|e| self.client.unreachable(e.without_url()))?;
+        let received = wire.len() as u64;
+        if !compressed {
+            return Ok((wire.to_vec(), received));
+        }
+        let plain = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
+            let decoder = zstd::stream::read::Decoder::new(&wire[..])?;
+            let mut plain = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::Read::take(decoder, limit + 1), &mut plain)?;
+            Ok(plain)
+        })
+        .await
+        .map_err(|e| self.client.unreachable(e))?
+        .map_err(|e| self.client.unreachable(format!("{what}: {e}")))?;
+        Ok((plain, received))
     }
 }
 
