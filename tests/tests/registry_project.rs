@@ -170,3 +170,83 @@ fn bench_runs_on_a_project_whose_images_are_in_a_registry() {
     let tags = String::from_utf8_lossy(&tags.stdout);
     assert!(!tags.contains("cachectl-bench"), "{tags}");
 }
+
+/// The base's manifest and config, pulled by digest, are kept under
+/// `CACHECTL_CACHE_DIR`/`digests`, each file named by the sha256 of its
+/// content; a kept file changed on disk is never used: the next deploy
+/// fetches it again, pushes the right image and keeps it intact again.
+#[test]
+fn manifests_and_configs_are_kept_by_digest_and_a_changed_one_is_never_used() {
+    use sha2::Digest as _;
+    let registry = RegistryServer::start();
+    let from = push_busybox(&registry, "library/busybox", "1");
+    let project = registry_project(&registry, &from);
+    let cache_dir = project.path().join("runner-cache");
+    let env = [("CACHECTL_CACHE_DIR", cache_dir.to_str().unwrap())];
+    let app_image = format!("{}/acme/web:v1", registry.host());
+    let build = |project: &Project| {
+        project
+            .cachectl(
+                &[
+                    "build",
+                    "--json",
+                    "--app-image",
+                    &app_image,
+                    "--context",
+                    "app",
+                ],
+                &env,
+            )
+            .success()
+            .json()
+    };
+    let first = build(&project);
+    let base_digest = first["base"]["digest"].as_str().unwrap().to_owned();
+    let kept = || -> Vec<(String, Vec<u8>)> {
+        std::fs::read_dir(cache_dir.join("digests"))
+            .unwrap()
+            .map(|entry| {
+                let path = entry.unwrap().path();
+                let name = path.file_name().unwrap().to_string_lossy().into_owned();
+                (name, std::fs::read(&path).unwrap())
+            })
+            .collect()
+    };
+    let files = kept();
+    assert!(
+        files
+            .iter()
+            .any(|(name, _)| format!("sha256:{name}") == base_digest),
+        "the base manifest {base_digest} is not kept: {:?}",
+        files.iter().map(|(name, _)| name).collect::<Vec<_>>()
+    );
+    for (name, bytes) in &files {
+        assert_eq!(&format!("{:x}", sha2::Sha256::digest(bytes)), name);
+        std::fs::write(
+            cache_dir.join("digests").join(name),
+            b"{\"tampered\": true}",
+        )
+        .unwrap();
+    }
+    project.write("app/main.py", "print('second deploy')\n");
+    let second = build(&project);
+    let config = skopeo_inspect(&format!("docker://{app_image}"), true);
+    assert_eq!(
+        second["app"]["digest"].as_str().unwrap(),
+        skopeo_inspect(&format!("docker://{app_image}"), false)["Digest"]
+            .as_str()
+            .unwrap()
+    );
+    assert!(
+        config["rootfs"]["diff_ids"].as_array().unwrap().len() >= 2,
+        "{config}"
+    );
+    // The base manifest, needed again, was fetched again and kept intact;
+    // a file not needed again stays as it is, unused.
+    let base_hex = base_digest.trim_start_matches("sha256:");
+    let (_, bytes) = kept()
+        .into_iter()
+        .find(|(name, _)| name == base_hex)
+        .unwrap();
+    assert_eq!(format!("{:x}", sha2::Sha256::digest(&bytes)), base_hex);
+}

@@ -409,7 +409,7 @@ impl Registry {
             None => {
                 self.authenticate(reference).await;
                 let auth = self.auth_for(reference.resolve_registry());
-                match self
+                let pulled = match self
                     .client
                     .pull_manifest_raw(reference, &auth, ACCEPTED_MANIFESTS)
                     .await
@@ -417,12 +417,13 @@ impl Registry {
                     Ok(pulled) => pulled,
                     Err(error) if Self::is_not_found(&error) => return Ok(None),
                     Err(error) => return Err(Self::classify(reference, error)),
+                };
+                if let Some(cache) = &self.digests {
+                    cache.put(&pulled.1, &pulled.0);
                 }
+                pulled
             }
         };
-        if let Some(cache) = &self.digests {
-            cache.put(&digest, &bytes);
-        }
         let json: Value = serde_json::from_slice(&bytes).map_err(|e| RegistryError::Other {
             registry: reference.registry().to_owned(),
             message: format!("manifest of {reference} is not JSON: {e}"),

@@ -112,14 +112,7 @@ impl reapi::action_cache_server::ActionCache for Cache {
         request: Request<reapi::GetActionResultRequest>,
     ) -> Result<Response<reapi::ActionResult>, Status> {
         let body = request.get_ref();
-        let (namespaces, blake3) = self
-            .open_call(
-                request.metadata(),
-                &body.instance_name,
-                body.digest_function,
-                Scope::Read,
-            )
-            .await?;
+        let (namespaces, blake3) = self.open_call(&request, Scope::Read).await?;
         let (hex, _) = checked(body.action_digest.as_ref())?;
         let stored = objects::read(
             &self.state,
@@ -170,14 +163,7 @@ impl reapi::action_cache_server::ActionCache for Cache {
         request: Request<reapi::UpdateActionResultRequest>,
     ) -> Result<Response<reapi::ActionResult>, Status> {
         let body = request.get_ref();
-        let (namespaces, blake3) = self
-            .open_call(
-                request.metadata(),
-                &body.instance_name,
-                body.digest_function,
-                Scope::Write,
-            )
-            .await?;
+        let (namespaces, blake3) = self.open_call(&request, Scope::Write).await?;
         let (hex, _) = checked(body.action_digest.as_ref())?;
         let result = body
             .action_result

@@ -37,14 +37,7 @@ impl reapi::content_addressable_storage_server::ContentAddressableStorage for Ca
         request: Request<reapi::FindMissingBlobsRequest>,
     ) -> Result<Response<reapi::FindMissingBlobsResponse>, Status> {
         let body = request.get_ref();
-        let (namespaces, blake3) = self
-            .open_call(
-                request.metadata(),
-                &body.instance_name,
-                body.digest_function,
-                Scope::Read,
-            )
-            .await?;
+        let (namespaces, blake3) = self.open_call(&request, Scope::Read).await?;
         let mut missing = Vec::new();
         for digest in &body.blob_digests {
             let (hex, _) = checked(Some(digest))?;
@@ -65,14 +58,7 @@ impl reapi::content_addressable_storage_server::ContentAddressableStorage for Ca
         request: Request<reapi::BatchUpdateBlobsRequest>,
     ) -> Result<Response<reapi::BatchUpdateBlobsResponse>, Status> {
         let body = request.get_ref();
-        let (namespaces, blake3) = self
-            .open_call(
-                request.metadata(),
-                &body.instance_name,
-                body.digest_function,
-                Scope::Write,
-            )
-            .await?;
+        let (namespaces, blake3) = self.open_call(&request, Scope::Write).await?;
         let total: usize = body.requests.iter().map(|r| r.data.len()).sum();
         if total > MAX_BATCH_BYTES {
             return Err(Status::invalid_argument(format!(
@@ -135,14 +121,7 @@ impl reapi::content_addressable_storage_server::ContentAddressableStorage for Ca
         request: Request<reapi::BatchReadBlobsRequest>,
     ) -> Result<Response<reapi::BatchReadBlobsResponse>, Status> {
         let body = request.get_ref();
-        let (namespaces, blake3) = self
-            .open_call(
-                request.metadata(),
-                &body.instance_name,
-                body.digest_function,
-                Scope::Read,
-            )
-            .await?;
+        let (namespaces, blake3) = self.open_call(&request, Scope::Read).await?;
         let mut total: u64 = 0;
         for digest in &body.digests {
             total += checked(Some(digest))?.1;
@@ -191,14 +170,7 @@ impl reapi::content_addressable_storage_server::ContentAddressableStorage for Ca
         request: Request<reapi::GetTreeRequest>,
     ) -> Result<Response<Self::GetTreeStream>, Status> {
         let body = request.get_ref();
-        let (namespaces, blake3) = self
-            .open_call(
-                request.metadata(),
-                &body.instance_name,
-                body.digest_function,
-                Scope::Read,
-            )
-            .await?;
+        let (namespaces, blake3) = self.open_call(&request, Scope::Read).await?;
         let (root, _) = checked(body.root_digest.as_ref())?;
         let page_size = match usize::try_from(body.page_size) {
             Ok(0) => TREE_PAGE,

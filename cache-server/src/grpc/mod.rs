@@ -19,7 +19,7 @@ mod uploads;
 use bazel_remote_apis::build::bazel::remote::execution::v2 as reapi;
 use bazel_remote_apis::google::bytestream::byte_stream_server as bytestream_server;
 use cache_proto::Namespace;
-use tonic::Status;
+use tonic::{Request, Status};
 
 use crate::http::error::ApiError;
 use crate::http::{AppState, auth};
@@ -97,19 +97,52 @@ pub async fn serve(
         .await
 }
 
+/// A CAS or action-cache request: the instance it names and its digest
+/// function.
+trait CacheCall {
+    fn instance_name(&self) -> &str;
+    fn digest_function(&self) -> i32;
+}
+
+macro_rules! cache_call {
+    ($($request:ty),*) => {$(
+        impl CacheCall for $request {
+            fn instance_name(&self) -> &str {
+                &self.instance_name
+            }
+            fn digest_function(&self) -> i32 {
+                self.digest_function
+            }
+        }
+    )*};
+}
+
+cache_call!(
+    reapi::GetActionResultRequest,
+    reapi::UpdateActionResultRequest,
+    reapi::FindMissingBlobsRequest,
+    reapi::BatchUpdateBlobsRequest,
+    reapi::BatchReadBlobsRequest,
+    reapi::GetTreeRequest
+);
+
 impl Cache {
-    /// What a call of the CAS or action cache may use: its namespaces, once
-    /// its credentials hold `needed` for `instance_name`, and whether its
-    /// digests are BLAKE3.
-    async fn open_call(
+    /// What `request` may use: its namespaces, once its credentials hold
+    /// `needed` for its instance, and whether its digests are BLAKE3.
+    async fn open_call<B: CacheCall>(
         &self,
-        metadata: &tonic::metadata::MetadataMap,
-        instance_name: &str,
-        digest_function: i32,
+        request: &Request<B>,
         needed: Scope,
     ) -> Result<(Namespaces, bool), Status> {
-        let namespaces = admit(&self.state, metadata, instance_name, needed).await?;
-        Ok((namespaces, uses_blake3(digest_function)?))
+        let body = request.get_ref();
+        let namespaces = admit(
+            &self.state,
+            request.metadata(),
+            body.instance_name(),
+            needed,
+        )
+        .await?;
+        Ok((namespaces, uses_blake3(body.digest_function())?))
     }
 }
 

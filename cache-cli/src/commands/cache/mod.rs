@@ -20,6 +20,7 @@ use crate::cli::config::ConfigFile;
 use crate::cli::{CacheCommand, Cli};
 use crate::client::ClientError;
 use crate::client::cas::Cas;
+use crate::client::records::RecordStore;
 use crate::folder::restore::{ContentStore, RestoreError};
 use crate::image::oci::Platform;
 use crate::report::outcome::{Hit, RestoreReport};
@@ -128,6 +129,39 @@ fn read_error(path: &Path, source: std::io::Error) -> FolderError {
         path: path.display().to_string(),
         source,
     }
+}
+
+/// The save to start from: the exact `key`'s (a [`Hit::Exact`]), else the
+/// newest save of the name ([`Hit::Partial`]); `None` when there is none.
+async fn find_save(
+    settings: &FolderSettings,
+    records: &RecordStore,
+    key: &Key,
+) -> Result<Option<(FolderRecord, Hit)>, FolderError> {
+    if let Some(record) = records.get::<FolderRecord>(key).await? {
+        return Ok(Some((record, Hit::Exact)));
+    }
+    Ok(records
+        .get::<FolderRecord>(&latest_key(&settings.name, &settings.platform))
+        .await?
+        .filter(|record| record.name == settings.name)
+        .map(|record| (record, Hit::Partial)))
+}
+
+/// The bytes of the manifest `digest`, from the local `store` or downloaded
+/// (verified) into it; `None` when the server no longer has it.
+async fn manifest_bytes(
+    remote: &Cas,
+    store: &ContentStore,
+    digest: &Digest,
+) -> Result<Option<Vec<u8>>, FolderError> {
+    if !store.contains(digest) && remote.download(digest, store).await?.is_none() {
+        return Ok(None);
+    }
+    let path = store.path(digest);
+    std::fs::read(&path)
+        .map(Some)
+        .map_err(|e| read_error(&path, e))
 }
 
 /// The report of a restore that found nothing (also when the cache could

@@ -15,13 +15,13 @@ use cache_proto::{Digest, batch};
 use futures::StreamExt;
 
 use super::{
-    FolderError, FolderRecord, FolderSettings, folder_key, latest_key, miss_report, read_error,
+    FolderError, FolderSettings, find_save, folder_key, manifest_bytes, miss_report, read_error,
 };
 use crate::client::cas::Cas;
 use crate::client::records::RecordStore;
 use crate::folder::manifest::{Content, TreeManifest};
 use crate::folder::restore::{self, ContentStore, RestoreError};
-use crate::report::outcome::{Hit, RestoreReport};
+use crate::report::outcome::RestoreReport;
 use crate::report::progress::Progress;
 
 /// A content's digest and size.
@@ -127,28 +127,15 @@ pub async fn restore_folder(
     let key = folder_key(settings)?;
     let mut report = miss_report(settings);
     progress.quick(format!("looking up {}", settings.name));
-    let (record, hit) = match records.get::<FolderRecord>(&key).await? {
-        Some(record) => (record, Hit::Exact),
-        None => match records
-            .get::<FolderRecord>(&latest_key(&settings.name, &settings.platform))
-            .await?
-        {
-            Some(record) if record.name == settings.name => (record, Hit::Partial),
-            _ => {
-                report.seconds = started.elapsed().as_secs_f64();
-                return Ok(report);
-            }
-        },
+    let Some((record, hit)) = find_save(settings, records, &key).await? else {
+        report.seconds = started.elapsed().as_secs_f64();
+        return Ok(report);
     };
-    if !store.contains(&record.manifest)
-        && remote.download(&record.manifest, store).await?.is_none()
-    {
+    let Some(manifest_bytes) = manifest_bytes(remote, store, &record.manifest).await? else {
         // The record outlived its manifest (evicted): a miss.
         report.seconds = started.elapsed().as_secs_f64();
         return Ok(report);
-    }
-    let manifest_bytes = std::fs::read(store.path(&record.manifest))
-        .map_err(|e| read_error(&store.path(&record.manifest), e))?;
+    };
     let manifest = TreeManifest::from_json(&manifest_bytes)
         .map_err(|e| FolderError::Usage(format!("the saved manifest is not valid: {e}")))?;
     restore::validate(&manifest)?;
@@ -161,11 +148,9 @@ pub async fn restore_folder(
             .map_err(|e| read_error(&settings.path, std::io::Error::other(e)))?
     };
     let needed: HashSet<Digest> = plan.needed.iter().map(|(digest, _)| *digest).collect();
-    let contents: Vec<Content> = manifest
-        .contents()
-        .into_iter()
-        .filter(|content| needed.contains(&content.digest))
-        .collect();
+    let mut contents: Vec<Content> = manifest.contents();
+    let distinct = contents.len();
+    contents.retain(|content| needed.contains(&content.digest));
     let fetches = pack_fetches(&manifest, &contents);
     let (small, large): (Vec<Sized>, Vec<Sized>) = contents
         .iter()
@@ -198,7 +183,7 @@ pub async fn restore_folder(
         progress.slow(format!(
             "downloading {} contents of {}",
             contents.len(),
-            manifest.contents().len()
+            distinct
         ));
     }
 

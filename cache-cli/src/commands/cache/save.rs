@@ -7,10 +7,13 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::time::Instant;
 
-use cache_proto::Digest;
+use cache_proto::{Digest, Key};
 use futures::StreamExt;
 
-use super::{FolderError, FolderRecord, FolderSettings, folder_key, latest_key, read_error};
+use super::{
+    FolderError, FolderRecord, FolderSettings, find_save, folder_key, latest_key, manifest_bytes,
+    read_error,
+};
 use crate::client::cas::Cas;
 use crate::client::records::RecordStore;
 use crate::folder::manifest::{EntryKind, PackInfo, TreeManifest};
@@ -60,7 +63,7 @@ pub async fn save(
 
     // What can stay where it is: the previous save's packs still mostly
     // used, and large contents the server has.
-    let candidates = match previous_manifest(settings, records, remote, store).await? {
+    let candidates = match previous_manifest(settings, records, (remote, store), &key).await? {
         Some(base) => packs::keepable(&base, &small),
         None => Vec::new(),
     };
@@ -178,31 +181,17 @@ pub async fn save(
 }
 
 /// The manifest of the save this one follows (the exact key's, else the
-/// name's newest), read from `store` or downloaded into it; `None` when
-/// there is none or it is gone or unreadable.
+/// name's newest); `None` when there is none or it is gone or unreadable.
 async fn previous_manifest(
     settings: &FolderSettings,
     records: &RecordStore,
-    remote: &Cas,
-    store: &ContentStore,
+    (remote, store): (&Cas, &ContentStore),
+    key: &Key,
 ) -> Result<Option<TreeManifest>, FolderError> {
-    let key = folder_key(settings)?;
-    let record = match records.get::<FolderRecord>(&key).await? {
-        Some(record) => record,
-        None => match records
-            .get::<FolderRecord>(&latest_key(&settings.name, &settings.platform))
-            .await?
-        {
-            Some(record) if record.name == settings.name => record,
-            _ => return Ok(None),
-        },
-    };
-    if !store.contains(&record.manifest)
-        && remote.download(&record.manifest, store).await?.is_none()
-    {
+    let Some((record, _)) = find_save(settings, records, key).await? else {
         return Ok(None);
-    }
-    Ok(std::fs::read(store.path(&record.manifest))
-        .ok()
+    };
+    Ok(manifest_bytes(remote, store, &record.manifest)
+        .await?
         .and_then(|bytes| TreeManifest::from_json(&bytes).ok()))
 }
