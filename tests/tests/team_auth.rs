@@ -343,3 +343,60 @@ fn a_refused_upload_leaves_the_kept_alive_connection_usable() {
     );
     assert!(closed_within(&mut stream, wait));
 }
+
+/// Tokens are checked from memory, not SQLite, on the hot path: a token
+/// created or revoked by `cache-server token` beside a busy server still
+/// works, or stops working, with the very next request, round after round,
+/// while other requests with the same token keep its cache entry warm.
+#[tokio::test]
+async fn cli_token_changes_reach_a_busy_server_with_the_next_request() {
+    let server = CacheServer::start(Backend::Local, ServerOptions::args(&["--auth", "required"]));
+    let writer = server.create_token("write", "writer", &[]);
+    let blob = b"read me while tokens come and go".to_vec();
+    let path = format!("/v1/cas/{}", cachectl_e2e::data::digest(&blob));
+    let put = server
+        .client
+        .put(server.url(&path))
+        .bearer_auth(&writer)
+        .body(blob)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), StatusCode::CREATED);
+
+    for round in 0..8 {
+        let name = format!("reader-{round}");
+        let reader = server.create_token("read", &name, &[]);
+        assert_eq!(
+            status_of(&server, &Method::GET, &path, Some(&reader)).await,
+            StatusCode::OK,
+            "round {round}: a token just created is refused"
+        );
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let busy = {
+            let (client, url, reader, stop) = (
+                server.client.clone(),
+                server.url(&path),
+                reader.clone(),
+                stop.clone(),
+            );
+            tokio::spawn(async move {
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    let _ = client.get(&url).bearer_auth(&reader).send().await;
+                }
+            })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+        let revoke = server.run_args(&["token", "revoke", &name]);
+        assert!(revoke.status.success(), "round {round}: revoke failed");
+        for attempt in 0..20 {
+            assert_eq!(
+                status_of(&server, &Method::GET, &path, Some(&reader)).await,
+                StatusCode::UNAUTHORIZED,
+                "round {round}, request {attempt} after the revocation: the revoked token still reads"
+            );
+        }
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        busy.await.unwrap();
+    }
+}

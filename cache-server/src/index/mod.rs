@@ -20,9 +20,12 @@ use cache_proto::{Digest, Namespace};
 use rusqlite::{Connection, OptionalExtension, params};
 
 mod events;
+mod file_watch;
 mod leases;
 mod tokens;
 
+use file_watch::FileWatch;
+pub use file_watch::SETTLE as FILES_SETTLE;
 pub use leases::LeaseOutcome;
 use tokens::TokenWatch;
 pub use tokens::{NewTokenRecord, Scope, TokenRecord, token_hash};
@@ -186,6 +189,9 @@ struct Inner {
     readers: Vec<Mutex<Connection>>,
     next_reader: AtomicUsize,
     pending_access: Mutex<HashMap<StoredName, (u64, i64)>>,
+    /// Changes to the index files by any process; `None` where they cannot
+    /// be watched.
+    files: Option<FileWatch>,
 }
 
 /// Handle to the index. Cheap to clone.
@@ -325,6 +331,13 @@ impl Index {
             data_version: None,
             fingerprint: (0, 0, 0),
         };
+        let files = match FileWatch::start(path) {
+            Ok(watch) => Some(watch),
+            Err(error) => {
+                tracing::warn!(%error, "cannot watch the index files; tokens are checked in SQLite on every request");
+                None
+            }
+        };
         Ok(Self {
             inner: Arc::new(Inner {
                 writer: Mutex::new(writer),
@@ -332,6 +345,7 @@ impl Index {
                 readers,
                 next_reader: AtomicUsize::new(0),
                 pending_access: Mutex::new(HashMap::new()),
+                files,
             }),
         })
     }

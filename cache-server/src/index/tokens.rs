@@ -4,6 +4,7 @@
 
 use rusqlite::{OptionalExtension, params};
 
+use super::file_watch::FileWatch;
 use super::{Index, IndexError, now_ms};
 use crate::namespaces::NamespacePolicy;
 
@@ -167,6 +168,14 @@ pub(super) struct TokenWatch {
 }
 
 impl Index {
+    /// How many changes to the index files (by any process) were seen so
+    /// far, or `None` when they are not watched: while the count stands
+    /// still (and [`super::FILES_SETTLE`] has passed since it moved), no
+    /// commit can have changed the tokens.
+    pub fn file_changes(&self) -> Option<u64> {
+        self.inner.files.as_ref().map(FileWatch::changes)
+    }
+
     /// A value that changes whenever a token is created or revoked, by this
     /// server or by `cache-server token` beside it. Cheap enough to call on
     /// every request, on the calling thread: one `PRAGMA data_version` (no

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -11,15 +12,16 @@ use object_store::path::Path;
 use super::lock;
 use crate::auth::NewToken;
 use crate::error::CacheError;
-use crate::index::{Index, NewTokenRecord, Scope, TokenRecord, now_ms, token_hash};
+use crate::index::{FILES_SETTLE, Index, NewTokenRecord, Scope, TokenRecord, now_ms, token_hash};
 use crate::namespaces::NamespacePolicy;
 use crate::storage::Storage;
 
 /// How long a replica trusts what it read of a token from the bucket: a
 /// revocation made through another replica takes effect within this delay;
-/// one made through this replica at once. (Tokens in the index are checked
-/// for changes on every request, so a revocation there, by this server or
-/// by `cache-server token revoke` beside it, is immediate.)
+/// one made through this replica at once. (Tokens in the index are looked
+/// at again after every change of the index files, so a revocation there,
+/// by this server or by `cache-server token revoke` beside it, is
+/// immediate.)
 pub const TOKEN_CACHE_FOR: Duration = Duration::from_secs(5);
 const TOKEN_PREFIX: &str = "tokens";
 /// Most secrets remembered; the cache is emptied when it is full.
@@ -42,8 +44,43 @@ pub struct TokenStore {
     backend: TokenBackend,
     /// Hash → what the backend said, and when.
     cache: Mutex<HashMap<String, (Option<TokenRecord>, Instant)>>,
+    /// Moves whenever entries are dropped from the cache: a record read
+    /// before a drop may be older than the drop and is not kept.
+    epoch: AtomicU64,
+    /// When the cache of index tokens was last checked against the index.
+    freshness: Mutex<Freshness>,
+}
+
+/// What the cache of index tokens was last checked against.
+#[derive(Debug)]
+struct Freshness {
     /// The index's tokens fingerprint the cache was filled under.
-    filled_under: Mutex<Option<(i64, i64, i64)>>,
+    fingerprint: Option<(i64, i64, i64)>,
+    /// The index files' change count at the last check, when it moved, and
+    /// whether the check made [`FILES_SETTLE`] after that move was done.
+    changes: Option<u64>,
+    moved_at: Instant,
+    settled: bool,
+}
+
+impl Freshness {
+    /// Whether the tokens table must be looked at now, given the files'
+    /// `changes` count: always when the files are not watched; once at
+    /// once when they moved, and once more when they have stood still for
+    /// [`FILES_SETTLE`] (a commit is published shortly after its write).
+    fn needs_check(&mut self, changes: Option<u64>) -> bool {
+        if changes.is_none() || changes != self.changes {
+            self.changes = changes;
+            self.moved_at = Instant::now();
+            self.settled = false;
+            return true;
+        }
+        if !self.settled && self.moved_at.elapsed() >= FILES_SETTLE {
+            self.settled = true;
+            return true;
+        }
+        false
+    }
 }
 
 /// What a new token may do.
@@ -125,7 +162,13 @@ impl TokenStore {
         Self {
             backend,
             cache: Mutex::new(HashMap::new()),
-            filled_under: Mutex::new(None),
+            epoch: AtomicU64::new(0),
+            freshness: Mutex::new(Freshness {
+                fingerprint: None,
+                changes: None,
+                moved_at: Instant::now(),
+                settled: false,
+            }),
         }
     }
 
@@ -139,7 +182,7 @@ impl TokenStore {
                 record
             }
         };
-        lock(&self.cache).remove(&token.secret_hash);
+        self.forget(Some(&token.secret_hash));
         Ok(record)
     }
 
@@ -166,16 +209,22 @@ impl TokenStore {
     pub async fn by_hash(&self, secret_hash: String) -> Result<Option<TokenRecord>, CacheError> {
         let fresh_for = match &self.backend {
             TokenBackend::Index(index) => {
-                let now = index.tokens_fingerprint()?;
-                let mut filled_under = lock(&self.filled_under);
-                if *filled_under != Some(now) {
-                    lock(&self.cache).clear();
-                    *filled_under = Some(now);
+                // Read before the look, so a change during it is looked at
+                // again by the next request.
+                let changes = index.file_changes();
+                let mut freshness = lock(&self.freshness);
+                if freshness.needs_check(changes) {
+                    let now = index.tokens_fingerprint()?;
+                    if freshness.fingerprint != Some(now) {
+                        self.forget(None);
+                        freshness.fingerprint = Some(now);
+                    }
                 }
                 Duration::MAX
             }
             TokenBackend::Bucket(_) => TOKEN_CACHE_FOR,
         };
+        let epoch = self.epoch.load(Ordering::SeqCst);
         let cached = lock(&self.cache).get(&secret_hash).cloned();
         if let Some((record, read_at)) = cached
             && read_at.elapsed() < fresh_for
@@ -191,11 +240,25 @@ impl TokenStore {
                 .and_then(TokenObject::record),
         };
         let mut cache = lock(&self.cache);
-        if cache.len() >= TOKEN_CACHE_ENTRIES {
-            cache.clear();
+        if self.epoch.load(Ordering::SeqCst) == epoch {
+            if cache.len() >= TOKEN_CACHE_ENTRIES {
+                cache.clear();
+            }
+            cache.insert(secret_hash, (record.clone(), Instant::now()));
         }
-        cache.insert(secret_hash, (record.clone(), Instant::now()));
         Ok(record)
+    }
+
+    /// Drops the cached record of `hash`, or every cached record.
+    fn forget(&self, hash: Option<&str>) {
+        let mut cache = lock(&self.cache);
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        match hash {
+            Some(hash) => {
+                cache.remove(hash);
+            }
+            None => cache.clear(),
+        }
     }
 
     /// Every token with its hash, oldest first (bucket only).
@@ -254,7 +317,7 @@ impl TokenStore {
             }
         };
         if revoked > 0 {
-            lock(&self.cache).clear();
+            self.forget(None);
         }
         Ok(revoked)
     }
@@ -269,6 +332,32 @@ impl TokenStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn freshness() -> Freshness {
+        Freshness {
+            fingerprint: None,
+            changes: None,
+            moved_at: Instant::now(),
+            settled: false,
+        }
+    }
+
+    #[test]
+    fn unwatched_files_are_checked_every_time_and_watched_ones_after_each_move() {
+        let mut unwatched = freshness();
+        assert!(unwatched.needs_check(None));
+        assert!(unwatched.needs_check(None));
+
+        let mut watched = freshness();
+        assert!(watched.needs_check(Some(0)), "the first look");
+        assert!(!watched.needs_check(Some(0)), "nothing moved");
+        assert!(watched.needs_check(Some(1)), "the files moved");
+        assert!(!watched.needs_check(Some(1)));
+        std::thread::sleep(FILES_SETTLE);
+        assert!(watched.needs_check(Some(1)), "once more after they settled");
+        assert!(!watched.needs_check(Some(1)));
+        assert!(watched.needs_check(Some(2)));
+    }
     use crate::index::token_hash;
     use crate::storage::StorageLocation;
 
