@@ -39,16 +39,21 @@ fn parse_hex64(text: &str) -> Result<[u8; 32], HexError> {
     Ok(out)
 }
 
-fn write_hex(bytes: &[u8; 32], f: &mut fmt::Formatter<'_>) -> fmt::Result {
-    // One write of 64 characters: this runs for every ETag and path.
+/// The 64 lowercase hex characters of `bytes`, without allocating: this
+/// runs for every ETag and path.
+fn encode_hex(bytes: &[u8; 32]) -> [u8; 64] {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = [0u8; 64];
     for (i, byte) in bytes.iter().enumerate() {
         out[2 * i] = DIGITS[usize::from(byte >> 4)];
         out[2 * i + 1] = DIGITS[usize::from(byte & 0x0f)];
     }
+    out
+}
+
+fn write_hex(bytes: &[u8; 32], f: &mut fmt::Formatter<'_>) -> fmt::Result {
     // Only ASCII hex digits were written.
-    f.write_str(std::str::from_utf8(&out).map_err(|_| fmt::Error)?)
+    f.write_str(std::str::from_utf8(&encode_hex(bytes)).map_err(|_| fmt::Error)?)
 }
 
 macro_rules! hex64_type {
@@ -66,6 +71,12 @@ macro_rules! hex64_type {
             /// The raw 32 bytes.
             pub fn as_bytes(&self) -> &[u8; 32] {
                 &self.0
+            }
+
+            /// The 64 lowercase hex characters, as ASCII bytes (no
+            /// allocation, unlike `to_string`).
+            pub fn hex_bytes(&self) -> [u8; 64] {
+                encode_hex(&self.0)
             }
 
             /// Builds the value from raw bytes.

@@ -146,7 +146,10 @@ async fn credential_policy(
     if token.scope == Scope::Admin {
         // Admin tokens manage the whole server.
         return Ok(NamespacePolicy {
-            default: token.namespaces.and_then(|policy| policy.default),
+            default: token
+                .namespaces
+                .as_ref()
+                .and_then(|policy| policy.default.clone()),
             ..NamespacePolicy::unrestricted()
         });
     }

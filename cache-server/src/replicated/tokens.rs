@@ -1,8 +1,8 @@
 //! Access tokens, in the index or in the shared bucket.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -36,6 +36,9 @@ pub enum TokenBackend {
     Bucket(Storage),
 }
 
+/// What the backend said of a secret hash, and when.
+type CachedToken = (Option<Arc<TokenRecord>>, Instant);
+
 /// Access tokens, read through an in-memory cache so that checking a
 /// request's token costs no SQLite query on the blocking pool or bucket
 /// read on the hot path.
@@ -43,7 +46,7 @@ pub enum TokenBackend {
 pub struct TokenStore {
     backend: TokenBackend,
     /// Hash → what the backend said, and when.
-    cache: Mutex<HashMap<String, (Option<TokenRecord>, Instant)>>,
+    cache: Mutex<HashMap<String, CachedToken>>,
     /// Moves whenever entries are dropped from the cache: a record read
     /// before a drop may be older than the drop and is not kept.
     epoch: AtomicU64,
@@ -206,7 +209,10 @@ impl TokenStore {
     /// The token whose secret hashes to `secret_hash`, active or not: as
     /// the index holds it now, or as the bucket held it at most
     /// [`TOKEN_CACHE_FOR`] ago.
-    pub async fn by_hash(&self, secret_hash: String) -> Result<Option<TokenRecord>, CacheError> {
+    pub async fn by_hash(
+        &self,
+        secret_hash: String,
+    ) -> Result<Option<Arc<TokenRecord>>, CacheError> {
         let fresh_for = match &self.backend {
             TokenBackend::Index(index) => {
                 // Read before the look, so a change during it is looked at
@@ -238,7 +244,8 @@ impl TokenStore {
                 .await?
                 .and_then(|bytes| serde_json::from_slice::<TokenObject>(&bytes).ok())
                 .and_then(TokenObject::record),
-        };
+        }
+        .map(Arc::new);
         let mut cache = lock(&self.cache);
         if self.epoch.load(Ordering::SeqCst) == epoch {
             if cache.len() >= TOKEN_CACHE_ENTRIES {
