@@ -90,13 +90,24 @@ impl RegistryServer {
     /// has logged, mounts included, once its log has been quiet for 300 ms
     /// (access lines are written after the response).
     pub fn blob_upload_requests(&self) -> usize {
+        self.logged_requests(|line| {
+            line.contains("\"POST /v2/") && line.contains("/blobs/uploads/")
+        })
+    }
+
+    /// How many `GET /v2/` version checks (the probe for an authentication
+    /// challenge) the registry has logged, once its log has been quiet.
+    pub fn version_probes(&self) -> usize {
+        self.logged_requests(|line| line.contains("\"GET /v2/ HTTP"))
+    }
+
+    /// How many access lines matching `request` the registry has logged,
+    /// once its log has been quiet for 300 ms.
+    fn logged_requests(&self, request: impl Fn(&str) -> bool) -> usize {
         let count = || {
             let text = self.service.output().text();
-            let uploads = text
-                .lines()
-                .filter(|line| line.contains("\"POST /v2/") && line.contains("/blobs/uploads/"))
-                .count();
-            (text.len(), uploads)
+            let matching = text.lines().filter(|line| request(line)).count();
+            (text.len(), matching)
         };
         let mut last = count();
         loop {

@@ -542,3 +542,38 @@ fn a_one_gib_app_streams_through_bounded_memory() {
         "{sizes:?}"
     );
 }
+
+/// A registry that needs no credentials is asked `GET /v2/` once per run,
+/// not before every request (oci-client probes before each operation once
+/// it holds credentials for a registry, which doubled a deploy's round
+/// trips), and the layer it pushes is the same either way.
+#[test]
+fn an_open_registry_is_probed_once_per_run() {
+    let registry = RegistryServer::start();
+    let base = push_busybox(&registry, "acme/base", "1");
+    let image = format!("{}/acme/base:app", registry.host());
+    let project = app_project();
+    let first = layer(&project, &base, &image);
+    assert!(first["uploaded_bytes"].as_u64().unwrap() > 0, "{first}");
+
+    project.write("app/main.py", "print('hello again')\n");
+    let probes = registry.version_probes();
+    let uploads = registry.blob_upload_requests();
+    let changed = layer(&project, &base, &image);
+    assert_ne!(changed["digest"], first["digest"]);
+    assert!(
+        registry.blob_upload_requests() > uploads,
+        "the changed app uploaded nothing"
+    );
+    assert_eq!(
+        registry.version_probes() - probes,
+        1,
+        "a run that read manifests, checked blobs, uploaded and tagged probed /v2/ more than once"
+    );
+    let scratch = tempfile::tempdir().unwrap();
+    let rootfs = unpack(&format!("docker://{image}"), scratch.path()).join("rootfs");
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("app/main.py")).unwrap(),
+        "print('hello again')\n"
+    );
+}

@@ -7,6 +7,7 @@ pub mod inventory;
 pub mod layout;
 pub mod location;
 pub mod oci;
+pub mod open_access;
 pub mod publish;
 pub mod registry;
 pub mod retention;

@@ -1,7 +1,9 @@
 //! Registry access through `oci-client`: manifests by tag or digest, blobs
 //! with a HEAD before every upload (its `push()` re-uploads everything),
 //! cross-repository mounts with a fallback to copying, credentials from flags
-//! or the Docker config and its credential helpers.
+//! or the Docker config and its credential helpers. A registry that needs no
+//! credentials is spoken to without `oci-client`'s probe before every
+//! request (see [`super::open_access`]).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -17,6 +19,7 @@ use serde_json::Value;
 
 use super::digest_cache::DigestCache;
 use super::oci::{self, ACCEPTED_MANIFESTS, Platform};
+use super::open_access::OpenAccess;
 
 /// Connection settings.
 #[derive(Debug, Clone, Default)]
@@ -102,6 +105,7 @@ pub struct Registry {
     settings: RegistrySettings,
     auth: Mutex<HashMap<String, RegistryAuth>>,
     digests: Option<DigestCache>,
+    open: OpenAccess,
 }
 
 fn is_loopback(host: &str) -> bool {
@@ -210,6 +214,7 @@ impl Registry {
             digests: settings.digest_cache.clone().map(DigestCache::new),
             settings,
             auth: Mutex::new(HashMap::new()),
+            open: OpenAccess::new(),
         }
     }
 
@@ -246,7 +251,38 @@ impl Registry {
             .clone()
     }
 
+    fn scheme(&self, host: &str) -> &'static str {
+        if self.speaks_plain_http(host) {
+            "http"
+        } else {
+            "https"
+        }
+    }
+
+    /// Whether `reference`'s registry needs no credentials (probed once).
+    async fn is_open(&self, reference: &Reference) -> bool {
+        let host = reference.resolve_registry();
+        self.open.is_open(self.scheme(host), host).await
+    }
+
+    /// The URL of `reference`'s manifest (by digest when it names one).
+    fn manifest_url(&self, reference: &Reference) -> String {
+        let host = reference.resolve_registry();
+        format!(
+            "{}://{host}/v2/{}/manifests/{}",
+            self.scheme(host),
+            reference.repository(),
+            reference.digest().or(reference.tag()).unwrap_or("latest")
+        )
+    }
+
+    /// Gives `oci-client` the credentials for `reference`'s registry,
+    /// unless it needs none: then `oci-client` holds nothing for it and
+    /// sends its requests without probing `/v2/` first.
     async fn authenticate(&self, reference: &Reference) {
+        if self.is_open(reference).await {
+            return;
+        }
         let registry = reference.resolve_registry();
         let auth = self.auth_for(registry);
         self.client.store_auth_if_needed(registry, &auth).await;
@@ -319,9 +355,16 @@ impl Registry {
 
     /// The manifest digest `reference` (a tag) points at, or `None`.
     pub async fn resolve(&self, reference: &Reference) -> Result<Option<String>, RegistryError> {
-        self.authenticate(reference).await;
-        let auth = self.auth_for(reference.resolve_registry());
-        match self.client.fetch_manifest_digest(reference, &auth).await {
+        let fetched = if self.is_open(reference).await {
+            self.open
+                .manifest_digest(&self.manifest_url(reference))
+                .await
+        } else {
+            self.authenticate(reference).await;
+            let auth = self.auth_for(reference.resolve_registry());
+            self.client.fetch_manifest_digest(reference, &auth).await
+        };
+        match fetched {
             Ok(digest) => Ok(Some(digest)),
             Err(error) if Self::is_not_found(&error) => Ok(None),
             Err(error) => Err(Self::classify(reference, error)),
@@ -407,13 +450,18 @@ impl Registry {
         let (bytes, digest) = match kept {
             Some(kept) => kept,
             None => {
-                self.authenticate(reference).await;
-                let auth = self.auth_for(reference.resolve_registry());
-                let pulled = match self
-                    .client
-                    .pull_manifest_raw(reference, &auth, ACCEPTED_MANIFESTS)
-                    .await
-                {
+                let pulled = if self.is_open(reference).await {
+                    self.open
+                        .pull_manifest(&self.manifest_url(reference), reference.digest())
+                        .await
+                } else {
+                    self.authenticate(reference).await;
+                    let auth = self.auth_for(reference.resolve_registry());
+                    self.client
+                        .pull_manifest_raw(reference, &auth, ACCEPTED_MANIFESTS)
+                        .await
+                };
+                let pulled = match pulled {
                     Ok(pulled) => pulled,
                     Err(error) if Self::is_not_found(&error) => return Ok(None),
                     Err(error) => return Err(Self::classify(reference, error)),
@@ -624,13 +672,9 @@ impl Registry {
         digest: &str,
     ) -> Result<(), RegistryError> {
         let host = reference.resolve_registry();
-        let scheme = if self.speaks_plain_http(host) {
-            "http"
-        } else {
-            "https"
-        };
         let url = format!(
-            "{scheme}://{host}/v2/{}/manifests/{digest}",
+            "{}://{host}/v2/{}/manifests/{digest}",
+            self.scheme(host),
             reference.repository()
         );
         let other = |message: String| RegistryError::Other {

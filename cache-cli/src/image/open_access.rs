@@ -1,0 +1,157 @@
+//! Registries that need no credentials, spoken to without a probe per
+//! request.
+//!
+//! Once `oci-client` holds credentials for a registry (even anonymous ones)
+//! it sends `GET /v2/` before every operation to learn whether a token is
+//! needed, and it remembers only tokens: a registry that needs none is
+//! probed again and again, which doubled a deploy's round trips. Here a
+//! registry is probed once per process: when `/v2/` answers 200 without an
+//! authentication challenge it needs no credentials, and then
+//! [`super::registry::Registry`] gives `oci-client` none for it (so it never
+//! probes) and pulls manifests itself (the two `oci-client` calls that
+//! would store credentials). A registry that challenges, or does not
+//! answer the probe, goes through `oci-client` as before.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use oci_client::errors::{OciDistributionError, OciEnvelope};
+use reqwest::StatusCode;
+use reqwest::header::{ACCEPT, WWW_AUTHENTICATE};
+use tokio::sync::Mutex;
+
+use super::oci;
+
+/// The header that carries a manifest's digest.
+const DIGEST_HEADER: &str = "docker-content-digest";
+
+/// What this process learnt about which registries need no credentials.
+#[derive(Debug)]
+pub struct OpenAccess {
+    http: reqwest::Client,
+    /// host[:port] → whether it needs no credentials.
+    known: Mutex<HashMap<String, bool>>,
+}
+
+impl OpenAccess {
+    /// Nothing known yet.
+    pub fn new() -> Self {
+        Self {
+            http: reqwest::Client::new(),
+            known: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Whether `host` (spoken to over `scheme`) answers `/v2/` without an
+    /// authentication challenge; asked once per process. A failed probe
+    /// counts as "needs credentials", which is the general path.
+    pub async fn is_open(&self, scheme: &str, host: &str) -> bool {
+        let mut known = self.known.lock().await;
+        if let Some(open) = known.get(host) {
+            return *open;
+        }
+        let open = match self.http.get(format!("{scheme}://{host}/v2/")).send().await {
+            Ok(response) => {
+                response.status() == StatusCode::OK
+                    && !response.headers().contains_key(WWW_AUTHENTICATE)
+            }
+            Err(error) => {
+                tracing::debug!(%host, error = %error.without_url(), "registry probe failed");
+                false
+            }
+        };
+        tracing::debug!(%host, open, "registry probed");
+        known.insert(host.to_owned(), open);
+        open
+    }
+
+    /// Pulls the manifest at `url` (`…/manifests/{tag or digest}`), checked
+    /// against `digest` when the reference names one and against the
+    /// registry's digest header: its bytes and digest. Errors are
+    /// `oci-client`'s, so callers classify both paths alike.
+    pub async fn pull_manifest(
+        &self,
+        url: &str,
+        digest: Option<&str>,
+    ) -> Result<(Bytes, String), OciDistributionError> {
+        let response = self
+            .http
+            .get(url)
+            .header(ACCEPT, oci::ACCEPTED_MANIFESTS.join(", "))
+            .send()
+            .await?;
+        let status = response.status();
+        let header = digest_header(response.headers());
+        let body = response.bytes().await?;
+        check_status(status, &body, url)?;
+        let computed = oci::sha256_digest(&body);
+        for expected in [digest, header.as_deref()].into_iter().flatten() {
+            if expected.starts_with("sha256:") && expected != computed {
+                return Err(OciDistributionError::SpecViolationError(format!(
+                    "the manifest at {url} has digest {computed}, not {expected}"
+                )));
+            }
+        }
+        Ok((body, computed))
+    }
+
+    /// The digest of the manifest at `url`: from a HEAD's digest header,
+    /// else from pulling it.
+    pub async fn manifest_digest(&self, url: &str) -> Result<String, OciDistributionError> {
+        let response = self
+            .http
+            .head(url)
+            .header(ACCEPT, oci::ACCEPTED_MANIFESTS.join(", "))
+            .send()
+            .await?;
+        let status = response.status();
+        if let Some(digest) = digest_header(response.headers())
+            && status == StatusCode::OK
+        {
+            return Ok(digest);
+        }
+        check_status(status, &[], url)?;
+        Ok(self.pull_manifest(url, None).await?.1)
+    }
+}
+
+impl Default for OpenAccess {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn digest_header(headers: &reqwest::header::HeaderMap) -> Option<String> {
+    headers
+        .get(DIGEST_HEADER)
+        .and_then(|value| value.to_str().ok())
+        .filter(|value| !value.is_empty())
+        .map(str::to_owned)
+}
+
+/// `oci-client`'s reading of a status: 200 is an answer, anything else an
+/// error of the same kind it would give (an envelope for client errors).
+fn check_status(status: StatusCode, body: &[u8], url: &str) -> Result<(), OciDistributionError> {
+    match status {
+        StatusCode::OK => Ok(()),
+        StatusCode::UNAUTHORIZED => Err(OciDistributionError::UnauthorizedError {
+            url: url.to_owned(),
+        }),
+        status if status.is_client_error() => match serde_json::from_slice::<OciEnvelope>(body) {
+            Ok(envelope) => Err(OciDistributionError::RegistryError {
+                envelope,
+                url: url.to_owned(),
+            }),
+            Err(_) => Err(server_error(status, body, url)),
+        },
+        status => Err(server_error(status, body, url)),
+    }
+}
+
+fn server_error(status: StatusCode, body: &[u8], url: &str) -> OciDistributionError {
+    OciDistributionError::ServerError {
+        code: status.as_u16(),
+        url: url.to_owned(),
+        message: String::from_utf8_lossy(body).into_owned(),
+    }
+}
