@@ -74,12 +74,7 @@ impl OpenAccess {
         url: &str,
         digest: Option<&str>,
     ) -> Result<(Bytes, String), OciDistributionError> {
-        let response = self
-            .http
-            .get(url)
-            .header(ACCEPT, oci::ACCEPTED_MANIFESTS.join(", "))
-            .send()
-            .await?;
+        let response = self.manifest_request(reqwest::Method::GET, url).await?;
         let status = response.status();
         let header = digest_header(response.headers());
         let body = response.bytes().await?;
@@ -98,12 +93,7 @@ impl OpenAccess {
     /// The digest of the manifest at `url`: from a HEAD's digest header,
     /// else from pulling it.
     pub async fn manifest_digest(&self, url: &str) -> Result<String, OciDistributionError> {
-        let response = self
-            .http
-            .head(url)
-            .header(ACCEPT, oci::ACCEPTED_MANIFESTS.join(", "))
-            .send()
-            .await?;
+        let response = self.manifest_request(reqwest::Method::HEAD, url).await?;
         let status = response.status();
         if let Some(digest) = digest_header(response.headers())
             && status == StatusCode::OK
@@ -112,6 +102,20 @@ impl OpenAccess {
         }
         check_status(status, &[], url)?;
         Ok(self.pull_manifest(url, None).await?.1)
+    }
+
+    /// A `method` request for the manifest at `url`, accepting every
+    /// manifest and index type.
+    async fn manifest_request(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+    ) -> Result<reqwest::Response, reqwest::Error> {
+        self.http
+            .request(method, url)
+            .header(ACCEPT, oci::ACCEPTED_MANIFESTS.join(", "))
+            .send()
+            .await
     }
 }
 
