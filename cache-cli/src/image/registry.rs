@@ -100,12 +100,69 @@ pub struct PulledManifest {
 
 /// A registry client for one process run.
 pub struct Registry {
-    client: Client,
+    client: OciClient,
     plain_http: Vec<String>,
     settings: RegistrySettings,
     auth: Mutex<HashMap<String, RegistryAuth>>,
     digests: Option<DigestCache>,
     open: OpenAccess,
+}
+
+/// The `oci-client` client, built on a thread of its own: building one
+/// loads the system's TLS roots twice (2 to 4 ms each here, where
+/// `SSL_CERT_DIR` makes rustls read every file of `/etc/ssl/certs`), which
+/// the first requests of a run (the registry probe, manifests by tag) do
+/// not need and so overlap.
+struct OciClient {
+    plain: Vec<String>,
+    building: Mutex<Option<tokio::sync::oneshot::Receiver<Client>>>,
+    built: tokio::sync::OnceCell<Client>,
+}
+
+impl OciClient {
+    /// Starts building a client that speaks plain HTTP to `plain`.
+    fn start(plain: Vec<String>) -> Self {
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let config = Self::config(&plain);
+        std::thread::spawn(move || {
+            // The receiver may be gone: a run that never needed it.
+            let _ = sender.send(Client::new(config));
+        });
+        Self {
+            plain,
+            building: Mutex::new(Some(receiver)),
+            built: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    fn config(plain: &[String]) -> ClientConfig {
+        ClientConfig {
+            protocol: ClientProtocol::HttpsExcept(plain.to_vec()),
+            use_monolithic_push: true,
+            ..ClientConfig::default()
+        }
+    }
+
+    /// The client, waiting for it to be built.
+    async fn get(&self) -> &Client {
+        self.built
+            .get_or_init(|| async {
+                let building = self
+                    .building
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .take();
+                match building {
+                    Some(receiver) => match receiver.await {
+                        Ok(client) => client,
+                        // The building thread died: build it here.
+                        Err(_) => Client::new(Self::config(&self.plain)),
+                    },
+                    None => Client::new(Self::config(&self.plain)),
+                }
+            })
+            .await
+    }
 }
 
 fn is_loopback(host: &str) -> bool {
@@ -203,19 +260,19 @@ impl Registry {
                 .filter(|h| is_loopback(h))
                 .map(|h| (*h).to_owned()),
         );
-        let config = ClientConfig {
-            protocol: ClientProtocol::HttpsExcept(plain.clone()),
-            use_monolithic_push: true,
-            ..ClientConfig::default()
-        };
         Self {
-            client: Client::new(config),
+            client: OciClient::start(plain.clone()),
             plain_http: plain,
             digests: settings.digest_cache.clone().map(DigestCache::new),
             settings,
             auth: Mutex::new(HashMap::new()),
             open: OpenAccess::new(),
         }
+    }
+
+    /// The `oci-client` client, once built.
+    async fn client(&self) -> &Client {
+        self.client.get().await
     }
 
     /// Whether `host` is spoken to over plain HTTP.
@@ -285,7 +342,10 @@ impl Registry {
         }
         let registry = reference.resolve_registry();
         let auth = self.auth_for(registry);
-        self.client.store_auth_if_needed(registry, &auth).await;
+        self.client()
+            .await
+            .store_auth_if_needed(registry, &auth)
+            .await;
     }
 
     fn classify(reference: &Reference, error: OciDistributionError) -> RegistryError {
@@ -362,7 +422,10 @@ impl Registry {
         } else {
             self.authenticate(reference).await;
             let auth = self.auth_for(reference.resolve_registry());
-            self.client.fetch_manifest_digest(reference, &auth).await
+            self.client()
+                .await
+                .fetch_manifest_digest(reference, &auth)
+                .await
         };
         match fetched {
             Ok(digest) => Ok(Some(digest)),
@@ -457,7 +520,8 @@ impl Registry {
                 } else {
                     self.authenticate(reference).await;
                     let auth = self.auth_for(reference.resolve_registry());
-                    self.client
+                    self.client()
+                        .await
                         .pull_manifest_raw(reference, &auth, ACCEPTED_MANIFESTS)
                         .await
                 };
@@ -500,7 +564,8 @@ impl Registry {
         }
         self.authenticate(reference).await;
         let mut out = Vec::new();
-        self.client
+        self.client()
+            .await
             .pull_blob(reference, digest, &mut out)
             .await
             .map_err(|e| Self::classify(reference, e))?;
@@ -524,7 +589,8 @@ impl Registry {
                 registry: source.registry().to_owned(),
                 message: format!("cannot write {}: {e}", file.display()),
             })?;
-        self.client
+        self.client()
+            .await
             .pull_blob(source, digest, out)
             .await
             .map_err(|e| Self::classify(source, e))
@@ -533,7 +599,8 @@ impl Registry {
     /// Whether `repository` (as a reference in it) holds blob `digest`.
     pub async fn has_blob(&self, target: &Reference, digest: &str) -> Result<bool, RegistryError> {
         self.authenticate(target).await;
-        self.client
+        self.client()
+            .await
             .blob_exists(target, digest)
             .await
             .map_err(|e| Self::classify(target, e))
@@ -553,7 +620,7 @@ impl Registry {
             return Ok(Transfer::Present);
         }
         if source.resolve_registry() == target.resolve_registry() {
-            match self.client.mount_blob(target, source, digest).await {
+            match self.client().await.mount_blob(target, source, digest).await {
                 Ok(()) if self.has_blob(target, digest).await? => return Ok(Transfer::Mounted),
                 Ok(()) => {}
                 Err(error) => tracing::debug!(%error, "mount refused; copying"),
@@ -561,12 +628,14 @@ impl Registry {
         }
         self.authenticate(source).await;
         let stream = self
-            .client
+            .client()
+            .await
             .pull_blob_stream(source, digest)
             .await
             .map_err(|e| Self::classify(source, e))?;
         let body = stream.stream.map_err(OciDistributionError::from);
-        self.client
+        self.client()
+            .await
             .push_blob_stream(target, body, digest, Some(size))
             .await
             .map_err(|e| Self::classify(target, e))?;
@@ -591,7 +660,8 @@ impl Registry {
         let size = tokio::fs::metadata(file).await.map_err(io)?.len();
         let reader = tokio::fs::File::open(file).await.map_err(io)?;
         let body = tokio_util_stream(reader);
-        self.client
+        self.client()
+            .await
             .push_blob_stream(target, body, digest, Some(size))
             .await
             .map_err(|e| Self::classify(target, e))?;
@@ -608,7 +678,8 @@ impl Registry {
         if self.has_blob(target, &digest).await? {
             return Ok(0);
         }
-        self.client
+        self.client()
+            .await
             .push_blob(target, bytes.to_vec(), &digest)
             .await
             .map_err(|e| Self::classify(target, e))?;
@@ -624,7 +695,8 @@ impl Registry {
         let mut tags: Vec<String> = Vec::new();
         loop {
             let page = match self
-                .client
+                .client()
+                .await
                 .list_tags(
                     reference,
                     &auth,
@@ -748,7 +820,8 @@ impl Registry {
             registry: target.registry().to_owned(),
             message: format!("invalid media type {media_type}"),
         })?;
-        self.client
+        self.client()
+            .await
             .push_manifest_raw(target, bytes.to_vec(), content_type)
             .await
             .map_err(|e| Self::classify(target, e))?;
