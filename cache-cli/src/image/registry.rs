@@ -348,6 +348,13 @@ impl Registry {
             .await;
     }
 
+    /// The credentials for `reference`'s registry, given to `oci-client`
+    /// too (see [`Self::authenticate`]), for the calls that take them.
+    async fn authenticated(&self, reference: &Reference) -> RegistryAuth {
+        self.authenticate(reference).await;
+        self.auth_for(reference.resolve_registry())
+    }
+
     fn classify(reference: &Reference, error: OciDistributionError) -> RegistryError {
         let registry = reference.registry().to_owned();
         match error {
@@ -420,8 +427,7 @@ impl Registry {
                 .manifest_digest(&self.manifest_url(reference))
                 .await
         } else {
-            self.authenticate(reference).await;
-            let auth = self.auth_for(reference.resolve_registry());
+            let auth = self.authenticated(reference).await;
             self.client()
                 .await
                 .fetch_manifest_digest(reference, &auth)
@@ -518,8 +524,7 @@ impl Registry {
                         .pull_manifest(&self.manifest_url(reference), reference.digest())
                         .await
                 } else {
-                    self.authenticate(reference).await;
-                    let auth = self.auth_for(reference.resolve_registry());
+                    let auth = self.authenticated(reference).await;
                     self.client()
                         .await
                         .pull_manifest_raw(reference, &auth, ACCEPTED_MANIFESTS)
@@ -690,8 +695,7 @@ impl Registry {
     /// pages.
     pub async fn list_tags(&self, reference: &Reference) -> Result<Vec<String>, RegistryError> {
         const PAGE: usize = 1000;
-        self.authenticate(reference).await;
-        let auth = self.auth_for(reference.resolve_registry());
+        let auth = self.authenticated(reference).await;
         let mut tags: Vec<String> = Vec::new();
         loop {
             let page = match self
