@@ -182,6 +182,10 @@ pub fn nx_target(
         .env("NX_NO_CLOUD", "true")
         .env("NX_TUI", "false")
         .env("NX_SKIP_NX_CACHE", "false")
+        // Nx copies its 17 MB native module to `$TMPDIR/nx-native-file-cache-*`
+        // and never removes it: keep it beside the workspace, which the
+        // test's temporary folder removes.
+        .env("NX_NATIVE_FILE_CACHE_DIRECTORY", root.with_extension("nx-native"))
         .output()
         .expect("nx runs");
     outcome(&output)
