@@ -185,7 +185,10 @@ pub fn nx_target(
         // Nx copies its 17 MB native module to `$TMPDIR/nx-native-file-cache-*`
         // and never removes it: keep it beside the workspace, which the
         // test's temporary folder removes.
-        .env("NX_NATIVE_FILE_CACHE_DIRECTORY", root.with_extension("nx-native"))
+        .env(
+            "NX_NATIVE_FILE_CACHE_DIRECTORY",
+            root.with_extension("nx-native"),
+        )
         .output()
         .expect("nx runs");
     outcome(&output)
