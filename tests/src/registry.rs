@@ -101,6 +101,29 @@ impl RegistryServer {
         self.logged_requests(|line| line.contains("\"GET /v2/ HTTP"))
     }
 
+    /// How many blob existence checks (`HEAD /v2/.../blobs/...`) the
+    /// registry has logged, once its log has been quiet.
+    pub fn blob_checks(&self) -> usize {
+        self.logged_requests(|line| line.contains("\"HEAD /v2/") && line.contains("/blobs/"))
+    }
+
+    /// Removes blob `digest` from `repository` (`DELETE /v2/.../blobs/`:
+    /// the repository's link to it; other repositories keep theirs), as a
+    /// registry's retention or an operator may. Panics unless accepted.
+    pub fn delete_blob(&self, repository: &str, digest: &str) {
+        let request = format!(
+            "DELETE /v2/{repository}/blobs/{digest} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            self.host()
+        );
+        let outcome =
+            crate::raw_http::exchange(self.address, request.as_bytes(), Duration::from_secs(10));
+        assert_eq!(
+            outcome.status(),
+            Some(202),
+            "deleting {digest} from {repository}"
+        );
+    }
+
     /// How many access lines matching `request` the registry has logged,
     /// once its log has been quiet for 300 ms.
     fn logged_requests(&self, request: impl Fn(&str) -> bool) -> usize {

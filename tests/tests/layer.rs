@@ -577,3 +577,100 @@ fn an_open_registry_is_probed_once_per_run() {
         "print('hello again')\n"
     );
 }
+
+/// Once an app has been pushed onto a base from this machine, the next
+/// changed app asks the registry for no blob: the base's layers are known
+/// to be there (the registry took a manifest naming them) and the new layer
+/// and config are small and new, so they are uploaded at once. A fresh
+/// runner (no cachectl folder) still asks first.
+#[test]
+fn a_changed_app_on_a_base_pushed_from_here_before_asks_for_no_blob() {
+    let registry = RegistryServer::start();
+    let base = push_busybox(&registry, "acme/base", "1");
+    let image = format!("{}/acme/app:live", registry.host());
+    let project = app_project();
+    layer(&project, &base, &image);
+
+    project.write("app/main.py", "print('changed')\n");
+    let (checks, uploads) = (registry.blob_checks(), registry.blob_upload_requests());
+    let changed = layer(&project, &base, &image);
+    assert_eq!(
+        registry.blob_checks() - checks,
+        0,
+        "a changed app on a known base asked for blobs: {changed}"
+    );
+    assert_eq!(
+        registry.blob_upload_requests() - uploads,
+        2,
+        "the layer and the config: {changed}"
+    );
+    let scratch = tempfile::tempdir().unwrap();
+    let rootfs = unpack(&format!("docker://{image}"), scratch.path()).join("rootfs");
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("app/main.py")).unwrap(),
+        "print('changed')\n"
+    );
+    assert!(
+        rootfs.join("bin/busybox").is_file(),
+        "the base's layer is missing"
+    );
+
+    project.write("app/main.py", "print('on a fresh runner')\n");
+    let fresh = tempfile::tempdir().unwrap();
+    let checks = registry.blob_checks();
+    project
+        .layer(
+            &base,
+            &image,
+            APP_FLAGS,
+            &[("CACHECTL_CACHE_DIR", fresh.path().to_str().unwrap())],
+        )
+        .success();
+    assert!(
+        registry.blob_checks() > checks,
+        "a fresh runner uploaded without asking what the registry has"
+    );
+}
+
+/// A base layer the target repository no longer holds (deleted after the
+/// last push from here) does not break the next deploy: the manifest pushed
+/// on the mark's word is refused, the layers are checked and copied, and
+/// the push goes through with a complete image.
+#[test]
+fn base_layers_deleted_from_the_target_are_copied_again() {
+    let registry = RegistryServer::start();
+    let base = push_busybox(&registry, "acme/base", "1");
+    let image = format!("{}/acme/app:live", registry.host());
+    let project = app_project();
+    layer(&project, &base, &image);
+    let base_layers = skopeo_inspect(&format!("docker://{base}"), false)["Layers"].clone();
+    let base_layers: Vec<&str> = base_layers
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|digest| digest.as_str().unwrap())
+        .collect();
+    assert!(!base_layers.is_empty());
+    for digest in &base_layers {
+        registry.delete_blob("acme/app", digest);
+    }
+
+    project.write("app/main.py", "print('after the cleanup')\n");
+    let changed = layer(&project, &base, &image);
+    let scratch = tempfile::tempdir().unwrap();
+    let rootfs = unpack(&format!("docker://{image}"), scratch.path()).join("rootfs");
+    assert!(
+        rootfs.join("bin/busybox").is_file(),
+        "the base's layer is missing: {changed}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("app/main.py")).unwrap(),
+        "print('after the cleanup')\n"
+    );
+
+    // Known again: the next deploy asks for nothing.
+    project.write("app/main.py", "print('and after')\n");
+    let checks = registry.blob_checks();
+    layer(&project, &base, &image);
+    assert_eq!(registry.blob_checks() - checks, 0);
+}

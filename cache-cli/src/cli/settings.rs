@@ -362,6 +362,7 @@ impl Cli {
             password: self.registry_password.clone(),
             insecure: self.insecure_registry.clone(),
             digest_cache: Some(self.cachectl_dir().join("digests")),
+            known_layers: Some(self.cachectl_dir().join("layers")),
         }
     }
 

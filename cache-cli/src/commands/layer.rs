@@ -17,7 +17,7 @@ use crate::cli::settings::AppSettings;
 use crate::cli::{AppFlags, Cli};
 use crate::client::records::RecordStore;
 use crate::image::oci::{self, Flavor};
-use crate::image::registry::{PulledManifest, Registry, Transfer};
+use crate::image::registry::{Presence, PulledManifest, Registry, RegistryError, Transfer};
 use crate::image::{ImageError, Location, deploys};
 use crate::pack::exclude::Excludes;
 use crate::pack::layer::{self, Compression, PackOptions};
@@ -340,7 +340,12 @@ async fn layer_index(
     let mut moved = Moved::default();
     moved.add_pushed(
         target
-            .push_blob_file(registry, &packed.digest, packed.file.path())
+            .push_blob_file(
+                registry,
+                &packed.digest,
+                packed.file.path(),
+                Presence::Unknown,
+            )
             .await?,
     );
     let mut entries = Vec::new();
@@ -368,7 +373,11 @@ async fn layer_index(
             app,
             &base.label_name(),
         );
-        moved.add_pushed(target.push_blob_bytes(registry, &config_bytes).await?);
+        moved.add_pushed(
+            target
+                .push_blob_bytes(registry, &config_bytes, Presence::Unknown)
+                .await?,
+        );
         let manifest_digest = oci::sha256_digest(&manifest_bytes);
         target
             .at_digest(&manifest_digest)
@@ -529,17 +538,26 @@ pub async fn layer(
     let layer_type = layer_type(app.compression, flavor, base)?;
     let layer_started = Instant::now();
     // The base's config comes, and its layers reach the target (usually
-    // already there), while the context is hashed.
+    // already there; not even asked for when an earlier push of an image on
+    // this base showed they are), while the context is hashed.
     let mut moved = Moved::default();
+    let layers_known = target.layers_known(registry, &manifest.digest);
     let (config, (), key) = futures::try_join!(
         base_config(registry, &base_image, &manifest),
-        copy_base_layers(
-            registry,
-            &base_image,
-            target,
-            layers_of(&manifest),
-            &mut moved,
-        ),
+        async {
+            if layers_known {
+                moved.skipped += layers_of(&manifest).len();
+                return Ok(());
+            }
+            copy_base_layers(
+                registry,
+                &base_image,
+                target,
+                layers_of(&manifest),
+                &mut moved,
+            )
+            .await
+        },
         async {
             Ok(match tree_digest {
                 Some(task) => task
@@ -594,15 +612,47 @@ pub async fn layer(
         app,
         &base.label_name(),
     );
+    // An app pushed onto this base from here before (the mark), whose tree
+    // the records do not know, has changed: its layer and config are new,
+    // and small ones are uploaded without asking. Elsewhere (a fresh
+    // runner, no records) they may be there already: asked for first.
+    let presence = match (layers_known, &key) {
+        (true, Some(_)) => Presence::ProbablyAbsent,
+        _ => Presence::Unknown,
+    };
     let (layer_sent, config_sent) = futures::try_join!(
-        target.push_blob_file(registry, &packed.digest, packed.file.path()),
-        target.push_blob_bytes(registry, &config_bytes),
+        target.push_blob_file(registry, &packed.digest, packed.file.path(), presence),
+        target.push_blob_bytes(registry, &config_bytes, presence),
     )?;
     moved.add_pushed(layer_sent);
     moved.add_pushed(config_sent);
-    target
+    match target
         .push_manifest(registry, &manifest_bytes, flavor.manifest())
-        .await?;
+        .await
+    {
+        Ok(()) => {}
+        // Pushed without asking for the base's layers, and refused: they
+        // may have gone since. Check and copy them, then push once more.
+        Err(ImageError::Registry(RegistryError::Other { message, .. })) if layers_known => {
+            tracing::debug!(%message, "manifest refused; checking the base's layers");
+            target.set_layers_known(registry, &manifest.digest, false);
+            moved.skipped = moved.skipped.saturating_sub(layers_of(&manifest).len());
+            copy_base_layers(
+                registry,
+                &base_image,
+                target,
+                layers_of(&manifest),
+                &mut moved,
+            )
+            .await?;
+            target
+                .push_manifest(registry, &manifest_bytes, flavor.manifest())
+                .await?;
+        }
+        Err(error) => return Err(error.into()),
+    }
+    // The registry took a manifest naming the base's layers: it has them.
+    target.set_layers_known(registry, &manifest.digest, true);
     let digest = oci::sha256_digest(&manifest_bytes);
     if let (Some(records), Some(key)) = (records, key) {
         let record = AppRecord {

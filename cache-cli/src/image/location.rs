@@ -12,7 +12,9 @@ use oci_client::Reference;
 use serde_json::Value;
 
 use super::oci::{self, Platform};
-use super::registry::{PulledManifest, Registry, RegistryError, Transfer, parse_reference};
+use super::registry::{
+    Presence, PulledManifest, Registry, RegistryError, Transfer, parse_reference,
+};
 use super::{ImageError, Layout, layout::LayoutError};
 
 /// What a layout location points at: a name in `index.json` or a manifest
@@ -160,6 +162,25 @@ impl Location {
         }
     }
 
+    /// Whether this registry repository is known to hold every layer of
+    /// the image whose manifest is `manifest_digest` (see
+    /// [`super::known_layers`]); never for a layout, whose blobs are local
+    /// files to look at.
+    pub fn layers_known(&self, registry: &Registry, manifest_digest: &str) -> bool {
+        match self {
+            Self::Registry(reference) => registry.layers_known(reference, manifest_digest),
+            Self::Layout { .. } => false,
+        }
+    }
+
+    /// Marks (`true`) or unmarks this registry repository as holding every
+    /// layer of `manifest_digest`; nothing for a layout.
+    pub fn set_layers_known(&self, registry: &Registry, manifest_digest: &str, known: bool) {
+        if let Self::Registry(reference) = self {
+            registry.set_layers_known(reference, manifest_digest, known);
+        }
+    }
+
     /// Whether the repository or layout holds manifest `digest`.
     pub async fn has_manifest(
         &self,
@@ -257,7 +278,12 @@ impl Location {
             }
             (Self::Registry(_), Self::Layout { layout, .. }) => {
                 let pushed = self
-                    .push_blob_file(registry, digest, &layout.blob_path(digest)?)
+                    .push_blob_file(
+                        registry,
+                        digest,
+                        &layout.blob_path(digest)?,
+                        Presence::Unknown,
+                    )
                     .await?;
                 Ok(if pushed == 0 {
                     Transfer::Present
@@ -281,15 +307,19 @@ impl Location {
         }
     }
 
-    /// Stores `file` as blob `digest` unless it is here; returns the bytes written.
+    /// Stores `file` as blob `digest` unless it is here (a registry is
+    /// asked first as `presence` says); returns the bytes written.
     pub async fn push_blob_file(
         &self,
         registry: &Registry,
         digest: &str,
         file: &Path,
+        presence: Presence,
     ) -> Result<u64, ImageError> {
         match self {
-            Self::Registry(target) => Ok(registry.push_blob_file(target, digest, file).await?),
+            Self::Registry(target) => Ok(registry
+                .push_blob_file(target, digest, file, presence)
+                .await?),
             Self::Layout { layout, .. } if layout.has_blob(digest) => Ok(0),
             Self::Layout { layout, .. } => {
                 layout.put_blob_file(digest, file)?;
@@ -298,14 +328,16 @@ impl Location {
         }
     }
 
-    /// Stores small `bytes` as a blob unless they are here; returns the bytes written.
+    /// Stores small `bytes` as a blob unless they are here (a registry is
+    /// asked first as `presence` says); returns the bytes written.
     pub async fn push_blob_bytes(
         &self,
         registry: &Registry,
         bytes: &[u8],
+        presence: Presence,
     ) -> Result<u64, ImageError> {
         match self {
-            Self::Registry(target) => Ok(registry.push_blob_bytes(target, bytes).await?),
+            Self::Registry(target) => Ok(registry.push_blob_bytes(target, bytes, presence).await?),
             Self::Layout { layout, .. } if layout.has_blob(&oci::sha256_digest(bytes)) => Ok(0),
             Self::Layout { layout, .. } => {
                 layout.put_blob(bytes)?;

@@ -4,6 +4,7 @@
 pub mod deploys;
 pub mod digest_cache;
 pub mod inventory;
+pub mod known_layers;
 pub mod layout;
 pub mod location;
 pub mod oci;

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use oci_client::Reference;
 use serde_json::Value;
 
-use super::registry::Registry;
+use super::registry::{Presence, Registry};
 use super::{ImageError, ImageTarget, Location, oci};
 
 /// The image the new one starts from.
@@ -113,9 +113,16 @@ pub async fn publish(
         }
     }
     pushed += destination
-        .push_blob_file(registry, &image.layer_digest, &image.layer_file)
+        .push_blob_file(
+            registry,
+            &image.layer_digest,
+            &image.layer_file,
+            Presence::Unknown,
+        )
         .await?;
-    pushed += destination.push_blob_bytes(registry, &image.config).await?;
+    pushed += destination
+        .push_blob_bytes(registry, &image.config, Presence::Unknown)
+        .await?;
     for tag in tags {
         target
             .at(tag)?
