@@ -107,6 +107,13 @@ impl RegistryServer {
         self.logged_requests(|line| line.contains("\"HEAD /v2/") && line.contains("/blobs/"))
     }
 
+    /// How many manifest reads the registry refused with 401 (anonymous
+    /// reads of a registry that needs credentials), once its log has been
+    /// quiet.
+    pub fn refused_manifest_reads(&self) -> usize {
+        self.logged_requests(|line| line.contains("/manifests/") && line.contains("\" 401 "))
+    }
+
     /// Removes blob `digest` from `repository` (`DELETE /v2/.../blobs/`:
     /// the repository's link to it; other repositories keep theirs), as a
     /// registry's retention or an operator may. Panics unless accepted.

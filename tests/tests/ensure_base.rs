@@ -532,11 +532,19 @@ fn credentials_come_from_the_docker_config_and_a_wrong_password_exits_3() {
     );
 
     project.write(".docker/config.json", &docker_config("s3cret-pass"));
+    let refused_reads = registry.refused_manifest_reads();
     let built = project
         .cachectl(&["ensure-base", "--json"], &[])
         .success()
         .json();
     assert_eq!(built["source"], "built");
+    // The run's first read goes out with the probe, before the registry is
+    // known to need credentials: one refused anonymous read at most, then
+    // every request with the credentials.
+    assert!(
+        registry.refused_manifest_reads() - refused_reads <= 1,
+        "more than one anonymous manifest read in a run"
+    );
 
     project.write(".docker/config.json", "{\"auths\": {}}");
     let flags = project

@@ -10,7 +10,9 @@
 //! [`super::registry::Registry`] gives `oci-client` none for it (so it never
 //! probes) and pulls manifests itself (the two `oci-client` calls that
 //! would store credentials). A registry that challenges, or does not
-//! answer the probe, goes through `oci-client` as before.
+//! answer the probe, goes through `oci-client` as before. The probe goes
+//! out together with the run's first manifest read, sent anonymously; its
+//! answer is used only if the probe finds the registry open.
 
 use std::collections::HashMap;
 
@@ -59,6 +61,12 @@ impl OpenAccess {
         } else {
             self.tls.get_or_init(reqwest::Client::new)
         }
+    }
+
+    /// What the probe of `host` found, if it has answered already (`None`
+    /// while it is not sent or not answered).
+    pub fn known(&self, host: &str) -> Option<bool> {
+        self.known.try_lock().ok()?.get(host).copied()
     }
 
     /// Whether `host` (spoken to over `scheme`) answers `/v2/` without an
