@@ -1,7 +1,7 @@
 //! A TCP proxy on a loopback port that injects faults between a client and
 //! a real service (the S3 server): passes bytes through, delays them,
-//! swallows them, cuts connections, or answers every request with an HTTP
-//! 500 of its own. The mode can change at any time; it applies to new
+//! swallows them, cuts connections, answers every request with an HTTP
+//! 500 of its own, or makes the service distant (a fixed delay each way). The mode can change at any time; it applies to new
 //! connections and to the bytes still to come on open ones.
 
 use std::net::SocketAddr;
@@ -26,7 +26,13 @@ pub enum Fault {
     Reset = 3,
     /// Answer every request with `500 Internal Server Error`.
     ServerError = 4,
+    /// Forward each chunk [`LATENCY`] late in each direction: a distant
+    /// service, one round trip costing twice that.
+    Distant = 5,
 }
+
+/// The one-way delay of [`Fault::Distant`].
+pub const LATENCY: Duration = Duration::from_millis(400);
 
 impl Fault {
     fn from_u8(value: u8) -> Self {
@@ -35,6 +41,7 @@ impl Fault {
             2 => Self::Silent,
             3 => Self::Reset,
             4 => Self::ServerError,
+            5 => Self::Distant,
             _ => Self::None,
         }
     }
@@ -111,7 +118,7 @@ async fn relay(
         Fault::Reset => return Ok(()),
         Fault::ServerError => return answer_500(client).await,
         Fault::Silent => return swallow(client).await,
-        Fault::None | Fault::Slow => {}
+        Fault::None | Fault::Slow | Fault::Distant => {}
     }
     let server = TcpStream::connect(upstream).await?;
     let _ = client.set_nodelay(true);
@@ -140,6 +147,11 @@ async fn pump(
         loop {
             match Fault::from_u8(mode.load(Ordering::SeqCst)) {
                 Fault::None => {
+                    to.write_all(chunk).await?;
+                    break;
+                }
+                Fault::Distant => {
+                    tokio::time::sleep(LATENCY).await;
                     to.write_all(chunk).await?;
                     break;
                 }

@@ -81,6 +81,11 @@ impl RegistryServer {
         panic!("docker-registry did not start on any of 5 free ports");
     }
 
+    /// Where it listens.
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
     /// `127.0.0.1:PORT`.
     pub fn host(&self) -> String {
         self.address.to_string()

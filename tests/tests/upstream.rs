@@ -8,6 +8,7 @@
 use cachectl_e2e::buildah::{borrowed, counting_buildah};
 use cachectl_e2e::cachectl::Project;
 use cachectl_e2e::data::files_under;
+use cachectl_e2e::fault_proxy::{Fault, FaultProxy, LATENCY};
 use cachectl_e2e::registry::{RegistryServer, push_busybox_release, skopeo_inspect, unpack};
 
 fn digest_of(reference: &str) -> String {
@@ -317,4 +318,41 @@ fn the_first_run_after_a_key_format_change_says_so_instead_of_nothing_changed() 
     );
     assert_eq!(rebuilt.json()["key"], key.as_str());
     assert_eq!(project.builds(), 2);
+}
+
+/// A warm `ensure-base` against a distant registry costs one round trip:
+/// the registry's probe, the `from` tag and the base's key (the one the
+/// `from` digest gave last time) are asked together, not one after the
+/// other (three round trips before).
+#[test]
+fn a_warm_ensure_base_on_a_distant_registry_takes_one_round_trip() {
+    let registry = RegistryServer::start();
+    let proxy = FaultProxy::start(registry.address());
+    let distant = proxy.address().to_string();
+    let from = push_busybox_release(&registry, "library/python", "3.11-slim", None)
+        .replace(&registry.host(), &distant);
+    let image = format!("{distant}/acme/web-base");
+    let project = Project::native(&image, Some(&from));
+    let built = project
+        .cachectl(&["ensure-base", "--json"], &[])
+        .success()
+        .json();
+    assert_eq!(built["source"], "built");
+
+    proxy.set(Fault::Distant);
+    let round_trip = LATENCY * 2;
+    let started = std::time::Instant::now();
+    let hit = project
+        .cachectl(&["ensure-base", "--json"], &[])
+        .success()
+        .json();
+    let took = started.elapsed();
+    assert_eq!(
+        (hit["hit"].as_bool(), &hit["key"]),
+        (Some(true), &built["key"])
+    );
+    assert!(
+        took < round_trip * 3 / 2,
+        "a warm ensure-base took {took:?} with {round_trip:?} round trips: more than one"
+    );
 }

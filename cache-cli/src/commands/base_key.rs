@@ -11,8 +11,8 @@ use crate::cli::settings::BaseSettings;
 use crate::client::ClientError;
 use crate::client::records::{BaseRecord, RecordStore, latest_key};
 use crate::image::Registry;
-use crate::key::BaseKey;
-use crate::upstream::{self, Policy, Resolved, Upstream};
+use crate::key::{BaseKey, InputKind};
+use crate::upstream::{self, Policy, Resolved, Source, Upstream};
 
 /// The key of this run and what was learnt computing it.
 #[derive(Debug)]
@@ -65,19 +65,61 @@ pub async fn current(
     registry: &Registry,
     require_cache: bool,
 ) -> Result<Current, EnsureError> {
+    let no_guess: Option<fn(BaseKey) -> std::future::Ready<()>> = None;
+    let (current, _) = current_with(
+        settings,
+        upstreams,
+        records,
+        registry,
+        require_cache,
+        no_guess,
+    )
+    .await?;
+    Ok(current)
+}
+
+/// [`current`], and meanwhile `speculate` on the key the upstreams would
+/// give if they had not moved since the image's last record: while their
+/// registries are asked, `speculate` (a lookup of that key) runs, so that
+/// on a warm deploy the key's lookup costs no round trip of its own. Its
+/// answer comes back with the key it was for; the caller uses it only when
+/// that is the current key.
+pub async fn current_with<T, F>(
+    settings: &BaseSettings,
+    upstreams: &[Upstream],
+    records: &RecordStore,
+    registry: &Registry,
+    require_cache: bool,
+    speculate: Option<impl FnOnce(BaseKey) -> F>,
+) -> Result<(Current, Option<(BaseKey, T)>), EnsureError>
+where
+    F: Future<Output = T>,
+{
     let mut warnings = Vec::new();
     let tracked = match settings.upstream {
         Policy::Track => upstreams,
         Policy::Pin => &[],
     };
-    let (previous, answers) = if tracked.is_empty() {
-        (None, Vec::new())
+    let (previous, answers, guessed) = if tracked.is_empty() {
+        (None, Vec::new(), None)
     } else {
-        let (previous, answers) = tokio::join!(
-            previous_record(settings, records, require_cache, &mut warnings),
-            upstream::ask(registry, tracked)
-        );
-        (Some(previous?), answers?)
+        let previous_and_guess = async {
+            let previous = previous_record(settings, records, require_cache, &mut warnings).await;
+            let guessed = match (&previous, speculate) {
+                (Ok(Some(record)), Some(speculate)) => match guess(settings, tracked, record) {
+                    Some(base) => {
+                        let answer = speculate(base.clone()).await;
+                        Some((base, answer))
+                    }
+                    None => None,
+                },
+                _ => None,
+            };
+            (previous, guessed)
+        };
+        let ((previous, guessed), answers) =
+            tokio::join!(previous_and_guess, upstream::ask(registry, tracked));
+        (Some(previous?), answers?, guessed)
     };
     let known = previous
         .as_ref()
@@ -86,12 +128,41 @@ pub async fn current(
         .unwrap_or_default();
     let upstreams = upstream::settle(answers, known, &mut warnings)?;
     let base = settings.key(&upstreams)?;
-    Ok(Current {
-        base,
-        upstreams,
-        previous,
-        warnings,
-    })
+    Ok((
+        Current {
+            base,
+            upstreams,
+            previous,
+            warnings,
+        },
+        guessed,
+    ))
+}
+
+/// The key the `tracked` upstreams would give with the digests `previous`
+/// (the image's last base) holds for them; `None` when it holds none for
+/// one of them or the key cannot be computed.
+fn guess(settings: &BaseSettings, tracked: &[Upstream], previous: &BaseRecord) -> Option<BaseKey> {
+    let resolved = tracked
+        .iter()
+        .map(|upstream| {
+            let digest = match upstream.reference.digest() {
+                Some(digest) => digest.to_owned(),
+                None => previous
+                    .inputs
+                    .iter()
+                    .find(|input| input.kind == InputKind::Upstream && input.name == upstream.name)?
+                    .value
+                    .clone()?,
+            };
+            Some(Resolved {
+                name: upstream.name.clone(),
+                digest,
+                source: Source::LastKnown,
+            })
+        })
+        .collect::<Option<Vec<_>>>()?;
+    settings.key(&resolved).ok()
 }
 
 /// The reference the native builder pulls for `from`: the digest the key

@@ -150,18 +150,20 @@ impl Run<'_> {
         &mut self,
         base: &BaseKey,
     ) -> Result<Option<(BaseRecord, &'static str)>, EnsureError> {
-        let target = &self.settings.image;
         let tag = self.settings.base_tag(&base.key);
         self.progress.quick(format!("looking up {tag}"));
-        // The record only says where to look: the target's own tag decides.
-        // A record naming another digest (a stale or poisoned action-cache
-        // entry) is never used, and what is printed is built from our own
-        // settings and the digest the target holds, never copied from it.
-        // Both at once: a warm hit is these two round trips.
-        let (recorded, tagged) = tokio::join!(
-            self.records.get::<BaseRecord>(&base.key),
-            publish::resolve_tag(target, self.registry, &tag)
-        );
+        let answers = lookup_answers(self.settings, self.records, self.registry, base).await;
+        self.settle_lookup(base, answers).await
+    }
+
+    /// What the lookup of `base` found, from its [`lookup_answers`].
+    async fn settle_lookup(
+        &mut self,
+        base: &BaseKey,
+        (recorded, tagged): LookupAnswers,
+    ) -> Result<Option<(BaseRecord, &'static str)>, EnsureError> {
+        let target = &self.settings.image;
+        let tag = self.settings.base_tag(&base.key);
         let recorded = self.unless_required(recorded)?;
         let tagged = tagged?;
         match (recorded, tagged) {
@@ -415,6 +417,31 @@ impl Run<'_> {
     }
 }
 
+/// The record and the tag of a base key, as asked.
+type LookupAnswers = (
+    Result<Option<BaseRecord>, ClientError>,
+    Result<Option<String>, ImageError>,
+);
+
+/// Asks for `base`'s record and tag at once: a warm hit is these two
+/// round trips (one, when they go while the upstreams are asked). The
+/// record only says where to look: the target's own tag decides. A record
+/// naming another digest (a stale or poisoned action-cache entry) is never
+/// used, and what is printed is built from our own settings and the digest
+/// the target holds, never copied from it.
+async fn lookup_answers(
+    settings: &BaseSettings,
+    records: &RecordStore,
+    registry: &Registry,
+    base: &BaseKey,
+) -> LookupAnswers {
+    let tag = settings.base_tag(&base.key);
+    tokio::join!(
+        records.get::<BaseRecord>(&base.key),
+        publish::resolve_tag(&settings.image, registry, &tag)
+    )
+}
+
 /// Runs `ensure-base`; `all_upstreams` are `settings.upstreams()`.
 pub async fn ensure_base(
     settings: &BaseSettings,
@@ -424,17 +451,26 @@ pub async fn ensure_base(
     options: EnsureOptions,
 ) -> Result<EnsureReport, EnsureError> {
     let started = Instant::now();
-    let Current {
-        base,
-        upstreams,
-        previous,
-        warnings,
-    } = base_key::current(
+    // The key the upstreams gave last time is looked up while they are
+    // asked (not with --force, which looks nothing up).
+    let speculate = (!options.force).then_some(|guess: BaseKey| async move {
+        lookup_answers(settings, records, registry, &guess).await
+    });
+    let (
+        Current {
+            base,
+            upstreams,
+            previous,
+            warnings,
+        },
+        guessed,
+    ) = base_key::current_with(
         settings,
         all_upstreams,
         records,
         registry,
         options.require_cache,
+        speculate,
     )
     .await?;
     let hash_seconds = started.elapsed().as_secs_f64();
@@ -452,10 +488,12 @@ pub async fn ensure_base(
         run.warn(warning);
     }
     let lookup_started = Instant::now();
-    let found = if options.force {
-        None
-    } else {
-        run.lookup(&base).await?
+    let found = match guessed {
+        _ if options.force => None,
+        Some((guess, answers)) if guess.key == base.key => {
+            run.settle_lookup(&base, answers).await?
+        }
+        _ => run.lookup(&base).await?,
     };
     let lookup_seconds = lookup_started.elapsed().as_secs_f64();
     if let Some((record, source)) = found {
