@@ -35,6 +35,7 @@ use anyhow::{Context, bail};
 use cachectl_e2e::buildah::{borrowed, counting_buildah_on};
 use cachectl_e2e::cachectl::Project;
 use cachectl_e2e::python::push_python_image;
+use cachectl_e2e::raw_http::{Outcome, exchange};
 use cachectl_e2e::registry::{RegistryServer, unpack};
 use serde_json::json;
 
@@ -273,6 +274,129 @@ fn buildah_deploy(
     Ok((build, push))
 }
 
+/// One request on a new connection (as a new process makes them); its
+/// status and the text read back.
+fn request(registry: &RegistryServer, head: &str, body: &[u8]) -> anyhow::Result<(u16, String)> {
+    let mut bytes = format!(
+        "{head}\r\nHost: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        registry.host(),
+        body.len()
+    )
+    .into_bytes();
+    bytes.extend_from_slice(body);
+    match exchange(
+        registry.address(),
+        &bytes,
+        std::time::Duration::from_secs(30),
+    ) {
+        Outcome::Answered(response) => Ok((response.status, response.text)),
+        other => bail!("{head}: {other:?}"),
+    }
+}
+
+/// Uploads `bytes` as a blob of `repository`: a POST, then a PUT with the
+/// digest (what the registry API requires of a new blob).
+fn upload(registry: &RegistryServer, repository: &str, bytes: &[u8]) -> anyhow::Result<String> {
+    let (status, text) = request(
+        registry,
+        &format!("POST /v2/{repository}/blobs/uploads/ HTTP/1.1"),
+        b"",
+    )?;
+    let location = text
+        .lines()
+        .find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.eq_ignore_ascii_case("location")
+                .then(|| value.trim().to_owned())
+        })
+        .with_context(|| format!("POST answered {status} without a Location"))?;
+    let path = location
+        .strip_prefix(&format!("http://{}", registry.host()))
+        .unwrap_or(&location);
+    let digest = cache_cli::image::oci::sha256_digest(bytes);
+    let separator = if path.contains('?') { '&' } else { '?' };
+    let (status, _) = request(
+        registry,
+        &format!("PUT {path}{separator}digest={digest} HTTP/1.1"),
+        bytes,
+    )?;
+    if status != 201 {
+        bail!("blob PUT answered {status}");
+    }
+    Ok(digest)
+}
+
+/// The least any client must ask of this registry for the same deploy,
+/// timed from the same pause as the deploys: the base's manifest, a new
+/// layer and a new config (each a POST then a PUT, the two at once), the
+/// manifest under a tag, then under a deploy tag; every request on a new
+/// connection. No process start, no packing, no checks: the floor the
+/// registry's API and storage set on this machine.
+fn registry_floor(registry: &RegistryServer, base: &str, round: usize) -> anyhow::Result<f64> {
+    let (repository, digest) = base
+        .split_once('/')
+        .and_then(|(_, rest)| rest.split_once('@'))
+        .context("the base reference names a digest")?;
+    let accept = "Accept: application/vnd.oci.image.manifest.v1+json, \
+                  application/vnd.docker.distribution.manifest.v2+json";
+    let (_, text) = request(
+        registry,
+        &format!("GET /v2/{repository}/manifests/{digest} HTTP/1.1\r\n{accept}"),
+        b"",
+    )?;
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+    let manifest: serde_json::Value = serde_json::from_str(body).context("the base manifest")?;
+    let media_type = manifest["mediaType"]
+        .as_str()
+        .unwrap_or("application/vnd.oci.image.manifest.v1+json")
+        .to_owned();
+    let layer_type = if media_type.contains("docker") {
+        "application/vnd.docker.image.rootfs.diff.tar.gzip"
+    } else {
+        "application/vnd.oci.image.layer.v1.tar+gzip"
+    };
+    // New content each round, of a deploy's sizes (an 850-byte layer, a
+    // 2 KB config).
+    let stamp = format!("{round}-{:?}", std::time::SystemTime::now());
+    let layer = format!("{stamp}{}", "l".repeat(850)).into_bytes();
+    let config = format!("{{\"floor\": \"{stamp}{}\"}}", "c".repeat(1900)).into_bytes();
+    let app = "bench/django";
+
+    settle();
+    let started = Instant::now();
+    request(
+        registry,
+        &format!("HEAD /v2/{repository}/manifests/{digest} HTTP/1.1\r\n{accept}"),
+        b"",
+    )?;
+    let (layer_digest, config_digest) = std::thread::scope(|scope| {
+        let config = scope.spawn(|| upload(registry, app, &config));
+        let layer = upload(registry, app, &layer);
+        (layer, config.join().expect("the config upload"))
+    });
+    let (layer_digest, config_digest) = (layer_digest?, config_digest?);
+    let mut layers = manifest["layers"].as_array().cloned().unwrap_or_default();
+    layers.push(json!({"mediaType": layer_type, "digest": layer_digest, "size": layer.len()}));
+    let config_type = manifest["config"]["mediaType"].clone();
+    let pushed = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": media_type,
+        "config": {"mediaType": config_type, "digest": config_digest, "size": config.len()},
+        "layers": layers,
+    }))?;
+    for tag in ["floor".to_owned(), format!("floor.deploy-{round}")] {
+        let (status, text) = request(
+            registry,
+            &format!("PUT /v2/{app}/manifests/{tag} HTTP/1.1\r\nContent-Type: {media_type}"),
+            &pushed,
+        )?;
+        if status != 201 {
+            bail!("manifest PUT answered {status}: {text}");
+        }
+    }
+    Ok(started.elapsed().as_secs_f64())
+}
+
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     values.get(values.len() / 2).copied().unwrap_or(0.0)
@@ -323,8 +447,8 @@ fn main() -> anyhow::Result<()> {
     // The references: the whole Dockerfile, first warming the layer cache.
     let destination = format!("docker://{}/bench/django-ref:latest", registry.host());
     buildah_deploy(&project, &env, "--layers", &destination)?;
-    let (mut ours, mut fresh, mut warm, mut warm_build) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut ours, mut fresh, mut warm, mut warm_build, mut floor) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for run in 1..=runs {
         write_view(&project, run);
         let (report, seconds) = cachectl_build(&project, &env)?;
@@ -344,13 +468,19 @@ fn main() -> anyhow::Result<()> {
             bail!("a fresh runner rebuilt the base: {report}");
         }
         fresh.push(seconds);
+        floor.push(registry_floor(
+            &registry,
+            report["base"]["reference"].as_str().unwrap_or_default(),
+            run,
+        )?);
         let (build, push) = buildah_deploy(&project, &env, "--layers", &destination)?;
         warm.push(build + push);
         warm_build.push(build);
         eprintln!(
-            "deploy {run}: cachectl {:.3} s, fresh runner {:.3} s, buildah --layers {build:.2} s + push {push:.2} s",
+            "deploy {run}: cachectl {:.3} s, fresh runner {:.3} s, registry floor {:.3} s, buildah --layers {build:.2} s + push {push:.2} s",
             ours[run - 1],
-            fresh[run - 1]
+            fresh[run - 1],
+            floor[run - 1]
         );
     }
     if let Some(seconds) = std::env::var_os("DJANGO_BENCH_HOLD") {
@@ -366,11 +496,12 @@ fn main() -> anyhow::Result<()> {
     eprintln!("buildah --no-cache: {no_cache_build:.2} s + push {no_cache_push:.2} s");
     let django = check_image(&format!("{}/bench/django:latest", registry.host()))?;
 
-    let (ours, fresh, warm, warm_build) = (
+    let (ours, fresh, warm, warm_build, floor) = (
         median(ours),
         median(fresh),
         median(warm),
         median(warm_build),
+        median(floor),
     );
     println!(
         "{}",
@@ -385,6 +516,9 @@ fn main() -> anyhow::Result<()> {
             "buildah_layers_deploy_s": warm,
             "buildah_layers_build_s": warm_build,
             "buildah_no_cache_deploy_s": no_cache,
+            "registry_floor_deploy_s": floor,
+            "registry_floor_over_buildah_layers": floor / warm.max(1e-9),
+            "cachectl_over_registry_floor": ours / floor.max(1e-9),
             "cachectl_over_buildah_layers": ours / warm.max(1e-9),
             "cachectl_over_buildah_no_cache": ours / no_cache.max(1e-9),
             "fresh_runner_over_buildah_no_cache": fresh / no_cache.max(1e-9),

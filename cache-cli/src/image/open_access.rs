@@ -9,7 +9,10 @@
 //! authentication challenge it needs no credentials, and then
 //! [`super::registry::Registry`] gives `oci-client` none for it (so it never
 //! probes) and pulls manifests itself (the two `oci-client` calls that
-//! would store credentials). A registry that challenges, or does not
+//! would store credentials); it also checks blobs, uploads small ones and
+//! pushes manifests itself, so that a deploy to such a registry over plain
+//! HTTP never builds `oci-client`'s client, which loads the system's TLS
+//! roots. A registry that challenges, or does not
 //! answer the probe, goes through `oci-client` as before. The probe goes
 //! out together with the run's first manifest read, sent anonymously; its
 //! answer is used only if the probe finds the registry open.
@@ -19,7 +22,7 @@ use std::collections::HashMap;
 use bytes::Bytes;
 use oci_client::errors::{OciDistributionError, OciEnvelope};
 use reqwest::StatusCode;
-use reqwest::header::{ACCEPT, WWW_AUTHENTICATE};
+use reqwest::header::{ACCEPT, CONTENT_TYPE, LOCATION, WWW_AUTHENTICATE};
 use tokio::sync::Mutex;
 
 use super::oci;
@@ -132,6 +135,69 @@ impl OpenAccess {
         Ok(self.pull_manifest(url, None).await?.1)
     }
 
+    /// Whether the blob at `url` (`…/blobs/{digest}`) exists: 200 yes, 404
+    /// no, anything else an error.
+    pub async fn blob_exists(&self, url: &str) -> Result<bool, OciDistributionError> {
+        let response = self.http(url).head(url).send().await?;
+        match response.status() {
+            StatusCode::OK => Ok(true),
+            StatusCode::NOT_FOUND => Ok(false),
+            status => Err(server_error(status, &[], url)),
+        }
+    }
+
+    /// Uploads `bytes` as blob `digest` through the upload session opened
+    /// at `uploads` (`…/blobs/uploads/`): a POST, then one PUT with the
+    /// bytes and the digest, as the distribution API requires.
+    pub async fn push_blob(
+        &self,
+        uploads: &str,
+        bytes: Bytes,
+        digest: &str,
+    ) -> Result<(), OciDistributionError> {
+        let response = self.http(uploads).post(uploads).send().await?;
+        let status = response.status();
+        let location = response
+            .headers()
+            .get(LOCATION)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned);
+        let body = response.bytes().await?;
+        expect_status(status, StatusCode::ACCEPTED, &body, uploads)?;
+        let location = location.ok_or(OciDistributionError::RegistryNoLocationError)?;
+        let session = session_url(uploads, &location, digest)?;
+        let response = self
+            .http(&session)
+            .put(&session)
+            .header(CONTENT_TYPE, "application/octet-stream")
+            .body(bytes)
+            .send()
+            .await?;
+        let status = response.status();
+        let body = response.bytes().await?;
+        expect_status(status, StatusCode::CREATED, &body, &session)
+    }
+
+    /// Puts the manifest `bytes` of type `media_type` at `url`
+    /// (`…/manifests/{tag or digest}`).
+    pub async fn push_manifest(
+        &self,
+        url: &str,
+        bytes: Bytes,
+        media_type: &str,
+    ) -> Result<(), OciDistributionError> {
+        let response = self
+            .http(url)
+            .put(url)
+            .header(CONTENT_TYPE, media_type)
+            .body(bytes)
+            .send()
+            .await?;
+        let status = response.status();
+        let body = response.bytes().await?;
+        expect_status(status, StatusCode::CREATED, &body, url)
+    }
+
     /// A `method` request for the manifest at `url`, accepting every
     /// manifest and index type.
     async fn manifest_request(
@@ -153,6 +219,22 @@ impl Default for OpenAccess {
     }
 }
 
+/// Where the PUT that closes an upload session goes: the session's
+/// `location` (absolute, or relative to the registry, resolved against the
+/// `uploads` URL the POST went to) with the blob's `digest` added to its
+/// query (which may carry the registry's own state already).
+fn session_url(
+    uploads: &str,
+    location: &str,
+    digest: &str,
+) -> Result<String, OciDistributionError> {
+    let mut session = reqwest::Url::parse(uploads)
+        .and_then(|base| base.join(location))
+        .map_err(|error| OciDistributionError::UrlParseError(error.to_string()))?;
+    session.query_pairs_mut().append_pair("digest", digest);
+    Ok(session.to_string())
+}
+
 fn digest_header(headers: &reqwest::header::HeaderMap) -> Option<String> {
     headers
         .get(DIGEST_HEADER)
@@ -164,8 +246,18 @@ fn digest_header(headers: &reqwest::header::HeaderMap) -> Option<String> {
 /// `oci-client`'s reading of a status: 200 is an answer, anything else an
 /// error of the same kind it would give (an envelope for client errors).
 fn check_status(status: StatusCode, body: &[u8], url: &str) -> Result<(), OciDistributionError> {
+    expect_status(status, StatusCode::OK, body, url)
+}
+
+/// Like [`check_status`], with `expected` as the answer.
+fn expect_status(
+    status: StatusCode,
+    expected: StatusCode,
+    body: &[u8],
+    url: &str,
+) -> Result<(), OciDistributionError> {
     match status {
-        StatusCode::OK => Ok(()),
+        status if status == expected => Ok(()),
         StatusCode::UNAUTHORIZED => Err(OciDistributionError::UnauthorizedError {
             url: url.to_owned(),
         }),
@@ -185,5 +277,36 @@ fn server_error(status: StatusCode, body: &[u8], url: &str) -> OciDistributionEr
         code: status.as_u16(),
         url: url.to_owned(),
         message: String::from_utf8_lossy(body).into_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_upload_session_is_closed_where_the_registry_said() {
+        let uploads = "http://127.0.0.1:5000/v2/acme/app/blobs/uploads/";
+        let digest = "sha256:0123";
+        // Debian's registry: absolute, with its own state in the query.
+        assert_eq!(
+            session_url(
+                uploads,
+                "http://127.0.0.1:5000/v2/acme/app/blobs/uploads/u1?_state=abc",
+                digest
+            )
+            .unwrap(),
+            "http://127.0.0.1:5000/v2/acme/app/blobs/uploads/u1?_state=abc&digest=sha256%3A0123"
+        );
+        // Relative to the registry, no query.
+        assert_eq!(
+            session_url(uploads, "/v2/acme/app/blobs/uploads/u2", digest).unwrap(),
+            "http://127.0.0.1:5000/v2/acme/app/blobs/uploads/u2?digest=sha256%3A0123"
+        );
+        // Another host (a registry behind a front): kept as given.
+        assert_eq!(
+            session_url(uploads, "https://uploads.example/s/u3", digest).unwrap(),
+            "https://uploads.example/s/u3?digest=sha256%3A0123"
+        );
     }
 }

@@ -1,6 +1,8 @@
 //! Registry access through `oci-client`: manifests by tag or digest, blobs
 //! with a HEAD before every upload (its `push()` re-uploads everything)
-//! except small ones the caller has just made (see [`Presence`]),
+//! except small ones the caller has just made (see [`Presence`]); a
+//! registry that needs no credentials gets its manifest reads, blob checks,
+//! small uploads and manifest pushes from cachectl's own client,
 //! cross-repository mounts with a fallback to copying, credentials from flags
 //! or the Docker config and its credential helpers. A registry that needs no
 //! credentials is spoken to without `oci-client`'s probe before every
@@ -137,11 +139,12 @@ pub struct Registry {
     open: OpenAccess,
 }
 
-/// The `oci-client` client, built on a thread of its own: building one
-/// loads the system's TLS roots twice (2 to 4 ms each here, where
-/// `SSL_CERT_DIR` makes rustls read every file of `/etc/ssl/certs`), which
-/// the first requests of a run (the registry probe, manifests by tag) do
-/// not need and so overlap.
+/// The `oci-client` client, built on a thread of its own or on first use:
+/// building one loads the system's TLS roots twice (2 to 4 ms each here,
+/// where `SSL_CERT_DIR` makes rustls read every file of `/etc/ssl/certs`;
+/// a third of a warm deploy's CPU), which the first requests of a run (the
+/// registry probe, manifests by tag) do not need and so overlap, and which
+/// a run against open plain-HTTP registries does not need at all.
 struct OciClient {
     plain: Vec<String>,
     building: Mutex<Option<tokio::sync::oneshot::Receiver<Client>>>,
@@ -149,17 +152,24 @@ struct OciClient {
 }
 
 impl OciClient {
-    /// Starts building a client that speaks plain HTTP to `plain`.
-    fn start(plain: Vec<String>) -> Self {
-        let (sender, receiver) = tokio::sync::oneshot::channel();
-        let config = Self::config(&plain);
-        std::thread::spawn(move || {
-            // The receiver may be gone: a run that never needed it.
-            let _ = sender.send(Client::new(config));
+    /// A client that speaks plain HTTP to `plain`: started now when `early`
+    /// (the run talks to an HTTPS registry, which goes through
+    /// `oci-client`), else built on first use, which a run against open
+    /// plain-HTTP registries may never make (cachectl speaks to those
+    /// itself, see [`super::open_access`]).
+    fn start(plain: Vec<String>, early: bool) -> Self {
+        let building = early.then(|| {
+            let (sender, receiver) = tokio::sync::oneshot::channel();
+            let config = Self::config(&plain);
+            std::thread::spawn(move || {
+                // The receiver may be gone: a run that never needed it.
+                let _ = sender.send(Client::new(config));
+            });
+            receiver
         });
         Self {
             plain,
-            building: Mutex::new(Some(receiver)),
+            building: Mutex::new(building),
             built: tokio::sync::OnceCell::new(),
         }
     }
@@ -290,7 +300,10 @@ impl Registry {
                 .map(|h| (*h).to_owned()),
         );
         Self {
-            client: OciClient::start(plain.clone()),
+            client: OciClient::start(
+                plain.clone(),
+                hosts.is_empty() || hosts.iter().any(|host| !plain.iter().any(|p| p == host)),
+            ),
             plain_http: plain,
             digests: settings.digest_cache.clone().map(DigestCache::new),
             known_layers: settings.known_layers.clone().map(KnownLayers::new),
@@ -677,12 +690,23 @@ impl Registry {
 
     /// Whether `repository` (as a reference in it) holds blob `digest`.
     pub async fn has_blob(&self, target: &Reference, digest: &str) -> Result<bool, RegistryError> {
-        self.authenticate(target).await;
-        self.client()
-            .await
-            .blob_exists(target, digest)
-            .await
-            .map_err(|e| Self::classify(target, e))
+        let exists = if self.is_open(target).await {
+            self.open.blob_exists(&self.blob_url(target, digest)).await
+        } else {
+            self.authenticate(target).await;
+            self.client().await.blob_exists(target, digest).await
+        };
+        exists.map_err(|e| Self::classify(target, e))
+    }
+
+    /// The URL of blob `digest` in `reference`'s repository.
+    fn blob_url(&self, reference: &Reference, digest: &str) -> String {
+        let host = reference.resolve_registry();
+        format!(
+            "{}://{host}/v2/{}/blobs/{digest}",
+            self.scheme(host),
+            reference.repository()
+        )
     }
 
     /// Makes blob `digest` of `source` present in `target`'s repository:
@@ -766,12 +790,19 @@ impl Registry {
         if presence.ask_first(bytes.len() as u64) && self.has_blob(target, &digest).await? {
             return Ok(0);
         }
-        self.authenticate(target).await;
-        self.client()
-            .await
-            .push_blob(target, bytes.to_vec(), &digest)
-            .await
-            .map_err(|e| Self::classify(target, e))?;
+        let pushed = if self.is_open(target).await {
+            let uploads = self.blob_url(target, "uploads/");
+            let body = Bytes::copy_from_slice(bytes);
+            self.open.push_blob(&uploads, body, &digest).await
+        } else {
+            self.authenticate(target).await;
+            self.client()
+                .await
+                .push_blob(target, bytes.to_vec(), &digest)
+                .await
+                .map(|_| ())
+        };
+        pushed.map_err(|e| Self::classify(target, e))?;
         Ok(bytes.len() as u64)
     }
 
@@ -903,17 +934,23 @@ impl Registry {
         bytes: &[u8],
         media_type: &str,
     ) -> Result<(), RegistryError> {
-        self.authenticate(target).await;
         let content_type = media_type.parse().map_err(|_| RegistryError::Other {
             registry: target.registry().to_owned(),
             message: format!("invalid media type {media_type}"),
         })?;
-        self.client()
-            .await
-            .push_manifest_raw(target, bytes.to_vec(), content_type)
-            .await
-            .map_err(|e| Self::classify(target, e))?;
-        Ok(())
+        let pushed = if self.is_open(target).await {
+            let body = Bytes::copy_from_slice(bytes);
+            let url = self.manifest_url(target);
+            self.open.push_manifest(&url, body, media_type).await
+        } else {
+            self.authenticate(target).await;
+            self.client()
+                .await
+                .push_manifest_raw(target, bytes.to_vec(), content_type)
+                .await
+                .map(|_| ())
+        };
+        pushed.map_err(|e| Self::classify(target, e))
     }
 }
 
