@@ -17,6 +17,13 @@
 //! - **`buildah bud --no-cache`** + push: the image rebuilt from its `FROM`,
 //!   what a Dockerfile costs on a runner whose cache is gone.
 //!
+//! Also measured, as the floor of any client: the requests the registry
+//! API requires for the same deploy (the base's manifest, a new layer and
+//! config, the manifest under the tag and a deploy tag) sent by hand, after
+//! the same pause. With `DJANGO_BENCH_BASELINE=PATH` another cachectl
+//! binary (an earlier commit's) deploys the same project in turn with this
+//! one, for a before/after ratio in one run.
+//!
 //! The wheels are downloaded from PyPI once, into
 //! `$CACHECTL_BENCH_CACHE/django-wheels` (default `~/.cache/cachectl-bench`),
 //! outside the checkout; every build installs from them. The final image
@@ -196,14 +203,19 @@ fn write_view(project: &Project, release: usize) {
     );
 }
 
-/// `cachectl build --json`; its report and wall seconds.
+/// `cachectl build --json` (of `binary`, else this build); its report and
+/// wall seconds.
 fn cachectl_build(
     project: &Project,
     env: &[(&str, &str)],
+    binary: Option<&Path>,
 ) -> anyhow::Result<(serde_json::Value, f64)> {
     settle();
     let started = Instant::now();
-    let run = project.cachectl(&["build", "--json"], env);
+    let run = match binary {
+        Some(binary) => project.cachectl_from(binary, &["build", "--json"], env),
+        None => project.cachectl(&["build", "--json"], env),
+    };
     let seconds = started.elapsed().as_secs_f64();
     if run.code != 0 {
         bail!("cachectl build failed:\n{}", run.stderr);
@@ -441,7 +453,7 @@ fn main() -> anyhow::Result<()> {
     let env = borrowed(&env_owned);
 
     // The first deploy builds and pushes the base (buildah), then the app.
-    let (first, cold_cachectl) = cachectl_build(&project, &env)?;
+    let (first, cold_cachectl) = cachectl_build(&project, &env, None)?;
     eprintln!("cachectl, first deploy (base built by buildah): {cold_cachectl:.2} s");
 
     // The references: the whole Dockerfile, first warming the layer cache.
@@ -449,13 +461,22 @@ fn main() -> anyhow::Result<()> {
     buildah_deploy(&project, &env, "--layers", &destination)?;
     let (mut ours, mut fresh, mut warm, mut warm_build, mut floor) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    // Another cachectl (an earlier commit's) deploying the same project in
+    // turn with this one: a before/after figure free of the machine's drift.
+    let baseline_binary = std::env::var_os("DJANGO_BENCH_BASELINE").map(PathBuf::from);
+    let mut baseline = Vec::new();
     for run in 1..=runs {
         write_view(&project, run);
-        let (report, seconds) = cachectl_build(&project, &env)?;
+        let (report, seconds) = cachectl_build(&project, &env, None)?;
         if report["base"]["source"] == "built" {
             bail!("a deploy rebuilt the base: {report}");
         }
         ours.push(seconds);
+        if let Some(binary) = &baseline_binary {
+            // The same deploy by the other build, in turn with ours.
+            write_view(&project, 3 * runs + run);
+            baseline.push(cachectl_build(&project, &env, Some(binary))?.1);
+        }
         // A fresh runner: no cachectl folder, the base only in the registry;
         // its own app change, so that its layer is new to the registry too.
         write_view(&project, runs + run);
@@ -463,7 +484,7 @@ fn main() -> anyhow::Result<()> {
         let runner_dir = runner.path().display().to_string();
         let mut fresh_env = env.clone();
         fresh_env.push(("CACHECTL_CACHE_DIR", &runner_dir));
-        let (report, seconds) = cachectl_build(&project, &fresh_env)?;
+        let (report, seconds) = cachectl_build(&project, &fresh_env, None)?;
         if report["base"]["source"] == "built" {
             bail!("a fresh runner rebuilt the base: {report}");
         }
@@ -503,9 +524,18 @@ fn main() -> anyhow::Result<()> {
         median(warm_build),
         median(floor),
     );
+    let baseline = baseline_binary.map(|binary| {
+        let seconds = median(baseline);
+        json!({
+            "binary": binary.display().to_string(),
+            "deploy_s": seconds,
+            "cachectl_over_baseline": ours / seconds.max(1e-9),
+        })
+    });
     println!(
         "{}",
         serde_json::to_string_pretty(&json!({
+            "baseline": baseline,
             "packages": REQUIREMENTS.lines().count(),
             "django": django,
             "runs": runs,

@@ -195,8 +195,22 @@ platform = "linux/amd64"
         (Run::from(output), peak)
     }
 
+    /// Runs another build of cachectl (`binary`, an earlier commit's, for
+    /// a comparison in the same run) like [`Project::cachectl`].
+    pub fn cachectl_from(&self, binary: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let output = self
+            .command_of(binary, args, env)
+            .output()
+            .expect("cachectl runs");
+        Run::from(output)
+    }
+
     fn command(&self, args: &[&str], env: &[(&str, &str)]) -> Command {
-        let mut command = Command::new(workspace_binary("cachectl"));
+        self.command_of(&workspace_binary("cachectl"), args, env)
+    }
+
+    fn command_of(&self, binary: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
+        let mut command = Command::new(binary);
         command
             .current_dir(self.dir.path())
             .env("CACHECTL_CACHE_DIR", self.dir.path().join(".cachectl"))
