@@ -32,7 +32,7 @@ pub enum Fault {
 }
 
 /// The one-way delay of [`Fault::Distant`].
-pub const LATENCY: Duration = Duration::from_millis(400);
+pub const LATENCY: Duration = Duration::from_millis(1000);
 
 impl Fault {
     fn from_u8(value: u8) -> Self {
