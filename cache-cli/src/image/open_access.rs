@@ -22,10 +22,13 @@ use std::collections::HashMap;
 use bytes::Bytes;
 use oci_client::errors::{OciDistributionError, OciEnvelope};
 use reqwest::StatusCode;
-use reqwest::header::{ACCEPT, CONTENT_TYPE, LOCATION, WWW_AUTHENTICATE};
+use reqwest::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, LOCATION, WWW_AUTHENTICATE};
 use tokio::sync::Mutex;
 
 use super::oci;
+
+/// How cachectl names itself to registries.
+const USER_AGENT: &str = concat!("cachectl/", env!("CARGO_PKG_VERSION"));
 
 /// The header that carries a manifest's digest.
 const DIGEST_HEADER: &str = "docker-content-digest";
@@ -57,12 +60,18 @@ impl OpenAccess {
         if url.starts_with("http://") {
             self.plain.get_or_init(|| {
                 reqwest::Client::builder()
+                    .user_agent(USER_AGENT)
                     .tls_certs_only(Vec::new())
                     .build()
                     .unwrap_or_default()
             })
         } else {
-            self.tls.get_or_init(reqwest::Client::new)
+            self.tls.get_or_init(|| {
+                reqwest::Client::builder()
+                    .user_agent(USER_AGENT)
+                    .build()
+                    .unwrap_or_default()
+            })
         }
     }
 
@@ -155,7 +164,14 @@ impl OpenAccess {
         bytes: Bytes,
         digest: &str,
     ) -> Result<(), OciDistributionError> {
-        let response = self.http(uploads).post(uploads).send().await?;
+        // An explicit empty body: some fronts answer 411 to a POST without
+        // a length.
+        let response = self
+            .http(uploads)
+            .post(uploads)
+            .header(CONTENT_LENGTH, "0")
+            .send()
+            .await?;
         let status = response.status();
         let location = response
             .headers()
