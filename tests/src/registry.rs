@@ -106,6 +106,13 @@ impl RegistryServer {
         self.logged_requests(|line| line.contains("\"GET /v2/ HTTP"))
     }
 
+    /// How many requests whose access line contains `text` (say
+    /// `"GET /v2/acme/base/manifests/sha256:`) the registry has logged, once
+    /// its log has been quiet.
+    pub fn requests_containing(&self, text: &str) -> usize {
+        self.logged_requests(|line| line.contains(text))
+    }
+
     /// How many blob existence checks (`HEAD /v2/.../blobs/...`) the
     /// registry has logged, once its log has been quiet.
     pub fn blob_checks(&self) -> usize {

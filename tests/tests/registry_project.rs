@@ -250,3 +250,56 @@ fn manifests_and_configs_are_kept_by_digest_and_a_changed_one_is_never_used() {
         .unwrap();
     assert_eq!(format!("{:x}", sha2::Sha256::digest(&bytes)), base_hex);
 }
+
+/// A fresh runner (no cachectl folder) deploying an app onto a base that
+/// exists reads the base's manifest once: the GET that resolves the base's
+/// tag keeps it by digest, and the deploy does not ask for it again by
+/// digest. The pushed image is complete.
+#[test]
+fn a_fresh_runner_reads_the_bases_manifest_once() {
+    let registry = RegistryServer::start();
+    let from = push_busybox(&registry, "library/busybox", "1");
+    let project = registry_project(&registry, &from);
+    let app_image = format!("{}/acme/web:v1", registry.host());
+    let build = |cache_dir: Option<&str>| {
+        let mut env = Vec::new();
+        if let Some(dir) = cache_dir {
+            env.push(("CACHECTL_CACHE_DIR", dir));
+        }
+        project
+            .cachectl(
+                &[
+                    "build",
+                    "--json",
+                    "--app-image",
+                    &app_image,
+                    "--context",
+                    "app",
+                ],
+                &env,
+            )
+            .success()
+            .json()
+    };
+    assert_eq!(build(None)["base"]["source"], "built");
+
+    project.write("app/main.py", "print('from a fresh runner')\n");
+    let fresh = tempfile::tempdir().unwrap();
+    let by_digest = "\"GET /v2/acme/base/manifests/sha256:";
+    let before = registry.requests_containing(by_digest);
+    let report = build(Some(fresh.path().to_str().unwrap()));
+    assert_eq!(report["base"]["hit"], true, "{report}");
+    assert_eq!(
+        registry.requests_containing(by_digest) - before,
+        0,
+        "the base's manifest was read again by digest: {report}"
+    );
+    let scratch = tempfile::tempdir().unwrap();
+    let rootfs = cachectl_e2e::registry::unpack(&format!("docker://{app_image}"), scratch.path())
+        .join("rootfs");
+    assert!(rootfs.join("bin/busybox").is_file());
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("app/main.py")).unwrap(),
+        "print('from a fresh runner')\n"
+    );
+}

@@ -130,20 +130,6 @@ impl OpenAccess {
         Ok((body, computed))
     }
 
-    /// The digest of the manifest at `url`: from a HEAD's digest header,
-    /// else from pulling it.
-    pub async fn manifest_digest(&self, url: &str) -> Result<String, OciDistributionError> {
-        let response = self.manifest_request(reqwest::Method::HEAD, url).await?;
-        let status = response.status();
-        if let Some(digest) = digest_header(response.headers())
-            && status == StatusCode::OK
-        {
-            return Ok(digest);
-        }
-        check_status(status, &[], url)?;
-        Ok(self.pull_manifest(url, None).await?.1)
-    }
-
     /// Whether the blob at `url` (`…/blobs/{digest}`) exists: 200 yes, 404
     /// no, anything else an error.
     pub async fn blob_exists(&self, url: &str) -> Result<bool, OciDistributionError> {

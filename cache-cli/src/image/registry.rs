@@ -487,10 +487,19 @@ impl Registry {
     /// The manifest digest `reference` (a tag) points at, or `None`.
     pub async fn resolve(&self, reference: &Reference) -> Result<Option<String>, RegistryError> {
         let url = self.manifest_url(reference);
-        let fetched = match self
-            .read_if_open(reference, self.open.manifest_digest(&url))
-            .await
-        {
+        // An open registry is asked with a GET rather than a HEAD: the
+        // manifest comes with its digest and is kept by it, so a run that
+        // reads it next (a deploy reads its base's manifest) asks no more,
+        // for a few kilobytes. Registries that count manifest GETs as pulls
+        // (Docker Hub) challenge for credentials: never open.
+        let read = async {
+            let (bytes, digest) = self.open.pull_manifest(&url, reference.digest()).await?;
+            if let Some(cache) = &self.digests {
+                cache.put(&digest, &bytes);
+            }
+            Ok(digest)
+        };
+        let fetched = match self.read_if_open(reference, read).await {
             Some(fetched) => fetched,
             None => {
                 let auth = self.authenticated(reference).await;
