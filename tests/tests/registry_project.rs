@@ -18,6 +18,25 @@ fn registry_project(registry: &RegistryServer, from: &str) -> Project {
     project
 }
 
+/// `cachectl build --json --app-image APP_IMAGE --context app` with `env`;
+/// its report.
+fn build_app(project: &Project, app_image: &str, env: &[(&str, &str)]) -> serde_json::Value {
+    project
+        .cachectl(
+            &[
+                "build",
+                "--json",
+                "--app-image",
+                app_image,
+                "--context",
+                "app",
+            ],
+            env,
+        )
+        .success()
+        .json()
+}
+
 #[test]
 fn build_with_app_image_flags_pushes_the_app_where_they_say() {
     let registry = RegistryServer::start();
@@ -184,22 +203,7 @@ fn manifests_and_configs_are_kept_by_digest_and_a_changed_one_is_never_used() {
     let cache_dir = project.path().join("runner-cache");
     let env = [("CACHECTL_CACHE_DIR", cache_dir.to_str().unwrap())];
     let app_image = format!("{}/acme/web:v1", registry.host());
-    let build = |project: &Project| {
-        project
-            .cachectl(
-                &[
-                    "build",
-                    "--json",
-                    "--app-image",
-                    &app_image,
-                    "--context",
-                    "app",
-                ],
-                &env,
-            )
-            .success()
-            .json()
-    };
+    let build = |project: &Project| build_app(project, &app_image, &env);
     let first = build(&project);
     let base_digest = first["base"]["digest"].as_str().unwrap().to_owned();
     let kept = || -> Vec<(String, Vec<u8>)> {
@@ -261,33 +265,18 @@ fn a_fresh_runner_reads_the_bases_manifest_once() {
     let from = push_busybox(&registry, "library/busybox", "1");
     let project = registry_project(&registry, &from);
     let app_image = format!("{}/acme/web:v1", registry.host());
-    let build = |cache_dir: Option<&str>| {
-        let mut env = Vec::new();
-        if let Some(dir) = cache_dir {
-            env.push(("CACHECTL_CACHE_DIR", dir));
-        }
-        project
-            .cachectl(
-                &[
-                    "build",
-                    "--json",
-                    "--app-image",
-                    &app_image,
-                    "--context",
-                    "app",
-                ],
-                &env,
-            )
-            .success()
-            .json()
-    };
-    assert_eq!(build(None)["base"]["source"], "built");
+    let built = build_app(&project, &app_image, &[]);
+    assert_eq!(built["base"]["source"], "built");
 
     project.write("app/main.py", "print('from a fresh runner')\n");
     let fresh = tempfile::tempdir().unwrap();
     let by_digest = "\"GET /v2/acme/base/manifests/sha256:";
     let before = registry.requests_containing(by_digest);
-    let report = build(Some(fresh.path().to_str().unwrap()));
+    let report = build_app(
+        &project,
+        &app_image,
+        &[("CACHECTL_CACHE_DIR", fresh.path().to_str().unwrap())],
+    );
     assert_eq!(report["base"]["hit"], true, "{report}");
     assert_eq!(
         registry.requests_containing(by_digest) - before,

@@ -168,16 +168,7 @@ impl OpenAccess {
         expect_status(status, StatusCode::ACCEPTED, &body, uploads)?;
         let location = location.ok_or(OciDistributionError::RegistryNoLocationError)?;
         let session = session_url(uploads, &location, digest)?;
-        let response = self
-            .http(&session)
-            .put(&session)
-            .header(CONTENT_TYPE, "application/octet-stream")
-            .body(bytes)
-            .send()
-            .await?;
-        let status = response.status();
-        let body = response.bytes().await?;
-        expect_status(status, StatusCode::CREATED, &body, &session)
+        self.put(&session, "application/octet-stream", bytes).await
     }
 
     /// Puts the manifest `bytes` of type `media_type` at `url`
@@ -188,10 +179,20 @@ impl OpenAccess {
         bytes: Bytes,
         media_type: &str,
     ) -> Result<(), OciDistributionError> {
+        self.put(url, media_type, bytes).await
+    }
+
+    /// A PUT of `bytes` (of `content_type`) to `url`, answered 201.
+    async fn put(
+        &self,
+        url: &str,
+        content_type: &str,
+        bytes: Bytes,
+    ) -> Result<(), OciDistributionError> {
         let response = self
             .http(url)
             .put(url)
-            .header(CONTENT_TYPE, media_type)
+            .header(CONTENT_TYPE, content_type)
             .body(bytes)
             .send()
             .await?;

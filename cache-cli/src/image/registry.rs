@@ -369,8 +369,9 @@ impl Registry {
     /// registry needs no credentials; `None` when it needs them. A registry
     /// not probed yet in this run is probed while `read` goes, not before
     /// it: the run's first read takes one round trip instead of two, and a
-    /// registry that turns out to need credentials only sees one refused
-    /// anonymous read, whose answer is dropped.
+    /// registry that turns out to need credentials only sees the anonymous
+    /// reads sent before the probe answered (one, or the few a run sends at
+    /// once at its start), whose answers are dropped.
     async fn read_if_open<T>(
         &self,
         reference: &Reference,
