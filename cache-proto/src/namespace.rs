@@ -10,6 +10,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::{Arc, LazyLock};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -23,9 +24,15 @@ pub const PATH_PREFIX: &str = "/ns/";
 pub const MAX_LEN: usize = 64;
 
 /// A namespace: 1 to [`MAX_LEN`] characters of `[A-Za-z0-9._-]`, starting
-/// with a letter or digit (so never `.`, `..` or a flag).
+/// with a letter or digit (so never `.`, `..` or a flag). Its text is
+/// shared: every request carries its namespaces, and a clone is a
+/// reference count.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Namespace(String);
+pub struct Namespace(Arc<str>);
+
+/// [`Namespace::DEFAULT`], allocated once.
+static DEFAULT_NAMESPACE: LazyLock<Namespace> =
+    LazyLock::new(|| Namespace(Arc::from(Namespace::DEFAULT)));
 
 /// Why a namespace or pattern was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -57,17 +64,17 @@ impl Namespace {
         if !first_ok || !text.chars().all(allowed) {
             return Err(NamespaceError::Characters(text.to_owned()));
         }
-        Ok(Self(text.to_owned()))
+        Ok(Self(Arc::from(text)))
     }
 
     /// [`Namespace::DEFAULT`].
     pub fn default_namespace() -> Self {
-        Self(Self::DEFAULT.to_owned())
+        DEFAULT_NAMESPACE.clone()
     }
 
     /// Whether this is [`Namespace::DEFAULT`].
     pub fn is_default(&self) -> bool {
-        self.0 == Self::DEFAULT
+        &*self.0 == Self::DEFAULT
     }
 
     /// The name.
@@ -110,9 +117,9 @@ impl<'de> Deserialize<'de> for Namespace {
 }
 
 /// Namespaces selected by name, with `*` standing for any run of characters
-/// (`pr-*`, `*`, `main`).
+/// (`pr-*`, `*`, `main`). Its text is shared, like a [`Namespace`]'s.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct NamespacePattern(String);
+pub struct NamespacePattern(Arc<str>);
 
 impl NamespacePattern {
     /// Validates `text`: a namespace in which `*` may also appear.
@@ -124,12 +131,13 @@ impl NamespacePattern {
         if !first_ok || !text.chars().all(|c| allowed(c) || c == '*') {
             return Err(NamespaceError::Characters(text.to_owned()));
         }
-        Ok(Self(text.to_owned()))
+        Ok(Self(Arc::from(text)))
     }
 
     /// The pattern matching every namespace.
     pub fn any() -> Self {
-        Self("*".to_owned())
+        static ANY: LazyLock<NamespacePattern> = LazyLock::new(|| NamespacePattern(Arc::from("*")));
+        ANY.clone()
     }
 
     /// The namespace this pattern names when it has no `*`.

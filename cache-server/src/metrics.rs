@@ -43,6 +43,20 @@ impl Protocol {
         Protocol::Reapi,
     ];
 
+    /// Its place in [`Protocol::ALL`].
+    fn index(self) -> usize {
+        match self {
+            Self::Cas => 0,
+            Self::Ac => 1,
+            Self::Bazel => 2,
+            Self::Turbo => 3,
+            Self::Ccache => 4,
+            Self::Gradle => 5,
+            Self::Nx => 6,
+            Self::Reapi => 7,
+        }
+    }
+
     fn name(self) -> &'static str {
         match self {
             Self::Cas => "cas",
@@ -162,6 +176,11 @@ pub struct Metrics {
     grpc_calls: Family<MethodLabels, Counter>,
     /// GET, HEAD, PUT, POST, other: members of one family, kept at hand.
     http_requests: [Counter; 5],
+    /// Members of `reads` by protocol (in [`Protocol::ALL`]'s order), hit
+    /// then miss, kept at hand: a read counts without a label lookup.
+    reads_by_protocol: [[Counter; 2]; 8],
+    /// Members of `served` by protocol, kept at hand.
+    served_by_protocol: [Counter; 8],
     stored_objects: Family<ProtocolLabels, Gauge>,
     stored_bytes: Gauge,
     stored_compressed_bytes: Gauge,
@@ -184,11 +203,21 @@ impl Default for Metrics {
             }))
             .clone()
         });
+        let reads: Family<ReadLabels, Counter> = Family::default();
+        let served: Family<ProtocolLabels, Counter> = Family::default();
+        let reads_by_protocol = Protocol::ALL.map(|protocol| {
+            [ReadResult::Hit, ReadResult::Miss]
+                .map(|result| (*reads.get_or_create(&ReadLabels { protocol, result })).clone())
+        });
+        let served_by_protocol = Protocol::ALL
+            .map(|protocol| (*served.get_or_create(&ProtocolLabels { protocol })).clone());
         let metrics = Self {
-            reads: Family::default(),
+            reads,
+            reads_by_protocol,
+            served_by_protocol,
             writes: Family::default(),
             received: Family::default(),
-            served: Family::default(),
+            served,
             redirected: Family::default(),
             grpc_calls: Family::default(),
             http_requests: http_counters,
@@ -287,9 +316,11 @@ impl Default for Metrics {
 impl Metrics {
     /// Counts a read.
     pub fn read(&self, protocol: Protocol, result: ReadResult) {
-        self.reads
-            .get_or_create(&ReadLabels { protocol, result })
-            .inc();
+        let result = match result {
+            ReadResult::Hit => 0,
+            ReadResult::Miss => 1,
+        };
+        self.reads_by_protocol[protocol.index()][result].inc();
     }
 
     /// Counts a write.
@@ -308,9 +339,7 @@ impl Metrics {
 
     /// Counts response body bytes.
     pub fn served(&self, protocol: Protocol, bytes: u64) {
-        self.served
-            .get_or_create(&ProtocolLabels { protocol })
-            .inc_by(bytes);
+        self.served_by_protocol[protocol.index()].inc_by(bytes);
     }
 
     /// Counts a read of `bytes` redirected to the object store.
@@ -461,6 +490,29 @@ mod tests {
             "cache_grpc_calls_total{method=\"other\"} 1",
         ] {
             assert!(text.contains(line), "{line} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn every_protocol_counts_in_its_own_series() {
+        let metrics = Metrics::default();
+        for (n, protocol) in Protocol::ALL.into_iter().enumerate() {
+            assert_eq!(protocol.index(), n);
+            metrics.read(protocol, ReadResult::Hit);
+            metrics.served(protocol, n as u64 + 1);
+        }
+        metrics.read(Protocol::Nx, ReadResult::Miss);
+        let text = metrics.render(&StoredStats::default(), &[]);
+        for (n, protocol) in Protocol::ALL.into_iter().enumerate() {
+            let name = protocol.name();
+            let misses = u64::from(protocol == Protocol::Nx);
+            for line in [
+                format!("cache_reads_total{{protocol=\"{name}\",result=\"hit\"}} 1"),
+                format!("cache_reads_total{{protocol=\"{name}\",result=\"miss\"}} {misses}"),
+                format!("cache_served_bytes_total{{protocol=\"{name}\"}} {}", n + 1),
+            ] {
+                assert!(text.contains(&line), "{line} in\n{text}");
+            }
         }
     }
 

@@ -5,6 +5,9 @@
 //! (ccache and Gradle send Basic; the user name is ignored). The token is
 //! hashed and looked up in the index; it is never logged or echoed.
 
+use std::borrow::Cow;
+use std::sync::{Arc, LazyLock};
+
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
@@ -22,19 +25,20 @@ use super::error::ApiError;
 use super::namespace;
 use super::object::{DRAIN_REFUSED_UP_TO, discard};
 use crate::auth::{AuthMode, expiry, new_token};
-use crate::index::{Scope, token_hash};
+use crate::index::{Scope, TokenRecord};
 use crate::namespaces::{NamespacePolicy, Namespaces};
 use crate::oidc::{Oidc, looks_like_jwt};
 use crate::replicated::TokenGrant;
 
-/// The secret a request presents, if any: `Bearer X`, or Basic with X as
-/// the password (or as the user when the password is empty).
-pub(crate) fn presented_secret(headers: &HeaderMap) -> Option<String> {
+/// The secret a request presents, if any: `Bearer X` (borrowed from the
+/// header), or Basic with X as the password (or as the user when the
+/// password is empty).
+pub(crate) fn presented_secret(headers: &HeaderMap) -> Option<Cow<'_, str>> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
     let (scheme, rest) = value.split_once(' ')?;
     let rest = rest.trim();
     if scheme.eq_ignore_ascii_case("bearer") {
-        return Some(rest.to_owned());
+        return Some(Cow::Borrowed(rest));
     }
     if scheme.eq_ignore_ascii_case("basic") {
         let decoded = base64::engine::general_purpose::STANDARD
@@ -43,7 +47,7 @@ pub(crate) fn presented_secret(headers: &HeaderMap) -> Option<String> {
         let text = String::from_utf8(decoded).ok()?;
         let (user, password) = text.split_once(':').unwrap_or((&text, ""));
         let secret = if password.is_empty() { user } else { password };
-        return Some(secret.to_owned());
+        return Some(Cow::Owned(secret.to_owned()));
     }
     None
 }
@@ -75,16 +79,42 @@ pub async fn authorize(
     }
 }
 
+/// The namespace policy a request is admitted under: borrowed from the
+/// token's cached record where it can be, so that admitting a request
+/// copies nothing.
+enum Policy {
+    /// Every namespace.
+    Unrestricted,
+    /// The token's own.
+    Token(Arc<TokenRecord>),
+    /// Made for this request (admin tokens, ID tokens).
+    Made(NamespacePolicy),
+}
+
+impl std::ops::Deref for Policy {
+    type Target = NamespacePolicy;
+
+    fn deref(&self) -> &NamespacePolicy {
+        static UNRESTRICTED: LazyLock<NamespacePolicy> =
+            LazyLock::new(NamespacePolicy::unrestricted);
+        match self {
+            Self::Token(token) => token.namespaces.as_ref().unwrap_or(&UNRESTRICTED),
+            Self::Made(policy) => policy,
+            Self::Unrestricted => &UNRESTRICTED,
+        }
+    }
+}
+
 /// The namespaces of an admissible request, or why it is refused.
 pub(crate) async fn admit(
     state: &AppState,
     named: Option<Namespace>,
     needed: Option<Scope>,
-    secret: Option<String>,
+    secret: Option<Cow<'_, str>>,
 ) -> Result<Namespaces, ApiError> {
     let policy = match needed {
         Some(needed) => credential_policy(state, secret, needed).await?,
-        None => NamespacePolicy::unrestricted(),
+        None => Policy::Unrestricted,
     };
     let own = named.unwrap_or_else(|| policy.default_namespace());
     match needed {
@@ -109,15 +139,15 @@ pub(crate) async fn admit(
 /// hold `needed`: every namespace when auth is off or for anonymous reads.
 async fn credential_policy(
     state: &AppState,
-    secret: Option<String>,
+    secret: Option<Cow<'_, str>>,
     needed: Scope,
-) -> Result<NamespacePolicy, ApiError> {
+) -> Result<Policy, ApiError> {
     if state.auth == AuthMode::Off {
-        return Ok(NamespacePolicy::unrestricted());
+        return Ok(Policy::Unrestricted);
     }
     let Some(secret) = secret else {
         if state.auth == AuthMode::AnonymousRead && needed == Scope::Read {
-            return Ok(NamespacePolicy::unrestricted());
+            return Ok(Policy::Unrestricted);
         }
         return Err(ApiError::Unauthorized(
             "this server needs a token (Authorization: Bearer TOKEN, or Basic with the token as password)".into(),
@@ -126,9 +156,11 @@ async fn credential_policy(
     if let Some(oidc) = &state.oidc
         && looks_like_jwt(&secret)
     {
-        return id_token_policy(oidc, &secret, needed).await;
+        return id_token_policy(oidc, &secret, needed)
+            .await
+            .map(Policy::Made);
     }
-    let token = state.tokens.by_hash(token_hash(&secret)).await?;
+    let token = state.tokens.by_secret(&secret).await?;
     let now = crate::index::now_ms();
     let Some(token) = token.filter(|token| token.active_at(now)) else {
         return Err(ApiError::Unauthorized(
@@ -145,15 +177,15 @@ async fn credential_policy(
     }
     if token.scope == Scope::Admin {
         // Admin tokens manage the whole server.
-        return Ok(NamespacePolicy {
+        return Ok(Policy::Made(NamespacePolicy {
             default: token
                 .namespaces
                 .as_ref()
                 .and_then(|policy| policy.default.clone()),
             ..NamespacePolicy::unrestricted()
-        });
+        }));
     }
-    Ok(token.policy())
+    Ok(Policy::Token(token))
 }
 
 /// The namespace policy of a CI job's ID token, once verified and known to
@@ -278,16 +310,19 @@ mod tests {
 
     #[test]
     fn bearer_and_basic_credentials_are_read() {
-        assert_eq!(presented_secret(&headers("Bearer abc")), Some("abc".into()));
+        assert_eq!(
+            presented_secret(&headers("Bearer abc")).as_deref(),
+            Some("abc")
+        );
         let basic = base64::engine::general_purpose::STANDARD.encode("ci:abc");
         assert_eq!(
-            presented_secret(&headers(&format!("Basic {basic}"))),
-            Some("abc".into())
+            presented_secret(&headers(&format!("Basic {basic}"))).as_deref(),
+            Some("abc")
         );
         let user_only = base64::engine::general_purpose::STANDARD.encode("abc:");
         assert_eq!(
-            presented_secret(&headers(&format!("basic {user_only}"))),
-            Some("abc".into())
+            presented_secret(&headers(&format!("basic {user_only}"))).as_deref(),
+            Some("abc")
         );
         assert_eq!(presented_secret(&headers("Digest x")), None);
         assert_eq!(presented_secret(&HeaderMap::new()), None);

@@ -270,9 +270,11 @@ pub async fn get(
     Ok(Some(response))
 }
 
-/// Counts the bytes a response body actually sends.
+/// Counts the bytes a response body actually sends, and logs a failure
+/// mid-stream (the client sees its connection cut short).
 fn counted(body: BodyStream, metrics: Arc<Metrics>, protocol: Protocol) -> BodyStream {
-    body.inspect_ok(move |chunk| metrics.served(protocol, chunk.len() as u64))
+    body.inspect_err(|error| tracing::error!(%error, "a response body failed mid-stream"))
+        .inspect_ok(move |chunk| metrics.served(protocol, chunk.len() as u64))
         .boxed()
 }
 

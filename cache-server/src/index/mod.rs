@@ -28,7 +28,7 @@ use file_watch::FileWatch;
 pub use file_watch::SETTLE as FILES_SETTLE;
 pub use leases::LeaseOutcome;
 use tokens::TokenWatch;
-pub use tokens::{NewTokenRecord, Scope, TokenRecord, token_hash};
+pub use tokens::{NewTokenRecord, Scope, TokenRecord, secret_hash, token_hash};
 
 use crate::blob::StoredName;
 use crate::blob::format::Encoding;

@@ -78,9 +78,14 @@ impl TokenRecord {
     }
 }
 
-/// The stored form of a secret.
+/// The stored form of a secret: [`secret_hash`] in hex.
 pub fn token_hash(secret: &str) -> String {
-    blake3::hash(secret.as_bytes()).to_hex().to_string()
+    secret_hash(secret).to_hex().to_string()
+}
+
+/// The BLAKE3 hash of a secret, the key tokens are looked up by.
+pub fn secret_hash(secret: &str) -> blake3::Hash {
+    blake3::hash(secret.as_bytes())
 }
 
 /// A row, with its scope and policy as stored (checked by the caller).

@@ -12,7 +12,9 @@ use object_store::path::Path;
 use super::lock;
 use crate::auth::NewToken;
 use crate::error::CacheError;
-use crate::index::{FILES_SETTLE, Index, NewTokenRecord, Scope, TokenRecord, now_ms, token_hash};
+use crate::index::{
+    FILES_SETTLE, Index, NewTokenRecord, Scope, TokenRecord, now_ms, secret_hash, token_hash,
+};
 use crate::namespaces::NamespacePolicy;
 use crate::storage::Storage;
 
@@ -45,8 +47,8 @@ type CachedToken = (Option<Arc<TokenRecord>>, Instant);
 #[derive(Debug)]
 pub struct TokenStore {
     backend: TokenBackend,
-    /// Hash → what the backend said, and when.
-    cache: Mutex<HashMap<String, CachedToken>>,
+    /// Hash of the secret → what the backend said, and when.
+    cache: Mutex<HashMap<blake3::Hash, CachedToken>>,
     /// Moves whenever entries are dropped from the cache: a record read
     /// before a drop may be older than the drop and is not kept.
     epoch: AtomicU64,
@@ -206,13 +208,11 @@ impl TokenStore {
         .await
     }
 
-    /// The token whose secret hashes to `secret_hash`, active or not: as
-    /// the index holds it now, or as the bucket held it at most
-    /// [`TOKEN_CACHE_FOR`] ago.
-    pub async fn by_hash(
-        &self,
-        secret_hash: String,
-    ) -> Result<Option<Arc<TokenRecord>>, CacheError> {
+    /// The token of `secret`, active or not: as the index holds it now, or
+    /// as the bucket held it at most [`TOKEN_CACHE_FOR`] ago. A token seen
+    /// before costs a hash and a map lookup.
+    pub async fn by_secret(&self, secret: &str) -> Result<Option<Arc<TokenRecord>>, CacheError> {
+        let hash = secret_hash(secret);
         let fresh_for = match &self.backend {
             TokenBackend::Index(index) => {
                 // Read before the look, so a change during it is looked at
@@ -231,12 +231,13 @@ impl TokenStore {
             TokenBackend::Bucket(_) => TOKEN_CACHE_FOR,
         };
         let epoch = self.epoch.load(Ordering::SeqCst);
-        let cached = lock(&self.cache).get(&secret_hash).cloned();
+        let cached = lock(&self.cache).get(&hash).cloned();
         if let Some((record, read_at)) = cached
             && read_at.elapsed() < fresh_for
         {
             return Ok(record);
         }
+        let secret_hash = hash.to_hex().to_string();
         let record = match &self.backend {
             TokenBackend::Index(index) => index.token_by_hash(secret_hash.clone()).await?,
             TokenBackend::Bucket(storage) => storage
@@ -251,20 +252,22 @@ impl TokenStore {
             if cache.len() >= TOKEN_CACHE_ENTRIES {
                 cache.clear();
             }
-            cache.insert(secret_hash, (record.clone(), Instant::now()));
+            cache.insert(hash, (record.clone(), Instant::now()));
         }
         Ok(record)
     }
 
-    /// Drops the cached record of `hash`, or every cached record.
+    /// Drops the cached record of the secret hashing to `hash` (hex), or
+    /// every cached record.
     fn forget(&self, hash: Option<&str>) {
         let mut cache = lock(&self.cache);
         self.epoch.fetch_add(1, Ordering::SeqCst);
-        match hash {
-            Some(hash) => {
-                cache.remove(hash);
+        match hash.map(blake3::Hash::from_hex) {
+            Some(Ok(hash)) => {
+                cache.remove(&hash);
             }
-            None => cache.clear(),
+            // Not a hash this store could have cached under: drop all.
+            Some(Err(_)) | None => cache.clear(),
         }
     }
 
@@ -383,12 +386,12 @@ mod tests {
         })
         .await
         .unwrap();
-        let seen = b.by_hash(token_hash("s")).await.unwrap().unwrap();
+        let seen = b.by_secret("s").await.unwrap().unwrap();
         assert_eq!((seen.name.as_str(), seen.scope), ("ci", Scope::Write));
-        assert!(b.by_hash(token_hash("other")).await.unwrap().is_none());
+        assert!(b.by_secret("other").await.unwrap().is_none());
         assert_eq!(b.revoke("ci".into()).await.unwrap(), 1);
         // Replica b revoked it; a sees it at once (it never cached it).
-        let on_a = a.by_hash(token_hash("s")).await.unwrap().unwrap();
+        let on_a = a.by_secret("s").await.unwrap().unwrap();
         assert!(on_a.revoked_ms.is_some());
         assert!(!a.has_active().await.unwrap());
     }
@@ -406,13 +409,12 @@ mod tests {
         };
         let token = crate::auth::new_token().unwrap();
         tokens.issue(&token, grant).await.unwrap();
-        let hash = token_hash(&token.secret);
-        assert!(tokens.by_hash(hash.clone()).await.unwrap().is_some());
+        assert!(tokens.by_secret(&token.secret).await.unwrap().is_some());
         // Revoked behind the store's back (as `cache-server token revoke`
         // does beside a running server): seen at once.
         let other = Index::open(&folder.path().join("i.sqlite")).unwrap();
         other.revoke_token("ci".into()).await.unwrap();
-        let seen = tokens.by_hash(hash.clone()).await.unwrap().unwrap();
+        let seen = tokens.by_secret(&token.secret).await.unwrap().unwrap();
         assert!(seen.revoked_ms.is_some());
         // Through the store: at once.
         let again = crate::auth::new_token().unwrap();
@@ -423,10 +425,9 @@ mod tests {
             namespaces: None,
         };
         tokens.issue(&again, grant).await.unwrap();
-        let hash2 = token_hash(&again.secret);
-        assert!(tokens.by_hash(hash2.clone()).await.unwrap().is_some());
+        assert!(tokens.by_secret(&again.secret).await.unwrap().is_some());
         assert_eq!(tokens.revoke("ci2".into()).await.unwrap(), 1);
-        let revoked = tokens.by_hash(hash2).await.unwrap().unwrap();
+        let revoked = tokens.by_secret(&again.secret).await.unwrap().unwrap();
         assert!(revoked.revoked_ms.is_some());
     }
 }
