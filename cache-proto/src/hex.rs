@@ -16,25 +16,38 @@ pub enum HexError {
     Character(char, usize),
 }
 
+/// The value of each lowercase hex digit, [`NOT_HEX`] for every other byte.
+const NIBBLES: [u8; 256] = {
+    let mut table = [NOT_HEX; 256];
+    let mut digit = 0;
+    while digit < 16 {
+        table[b"0123456789abcdef"[digit] as usize] = digit as u8;
+        digit += 1;
+    }
+    table
+};
+const NOT_HEX: u8 = 0xff;
+
+/// Parses 64 lowercase hex characters, a table lookup per character (this
+/// runs for every blob request).
 fn parse_hex64(text: &str) -> Result<[u8; 32], HexError> {
-    if text.len() != 64 {
+    let bytes = text.as_bytes();
+    if bytes.len() != 64 {
         return Err(HexError::Length(text.chars().count()));
     }
     let mut out = [0u8; 32];
-    for (position, byte) in text.bytes().enumerate() {
-        let nibble = match byte {
-            b'0'..=b'9' => byte - b'0',
-            b'a'..=b'f' => byte - b'a' + 10,
-            _ => {
-                let bad = text[position..].chars().next().unwrap_or('?');
-                return Err(HexError::Character(bad, position));
-            }
-        };
-        out[position / 2] |= if position % 2 == 0 {
-            nibble << 4
-        } else {
-            nibble
-        };
+    let mut invalid = 0u8;
+    for (byte, pair) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+        let (high, low) = (NIBBLES[usize::from(pair[0])], NIBBLES[usize::from(pair[1])]);
+        invalid |= (high | low) & 0xf0;
+        *byte = (high << 4) | (low & 0x0f);
+    }
+    if invalid != 0 {
+        let (position, bad) = text
+            .char_indices()
+            .find(|(_, c)| !matches!(c, '0'..='9' | 'a'..='f'))
+            .unwrap_or((0, '?'));
+        return Err(HexError::Character(bad, position));
     }
     Ok(out)
 }
@@ -162,6 +175,18 @@ mod tests {
         assert_eq!(digest.to_string(), EMPTY);
         assert_eq!(digest, Digest::of(b""));
         assert_eq!(digest.short(16), &EMPTY[..16]);
+    }
+
+    #[test]
+    fn every_digit_parses_in_both_halves_of_a_byte_and_a_late_bad_one_is_found() {
+        let text = "0123456789abcdef".repeat(4);
+        let digest = Digest::parse(&text).unwrap();
+        assert_eq!(digest.to_string(), text);
+        assert_eq!(&digest.hex_bytes()[..], text.as_bytes());
+        let late = format!("{}g", &text[..63]);
+        assert_eq!(Digest::parse(&late), Err(HexError::Character('g', 63)));
+        let high = format!("{}\u{7f}", &text[..63]);
+        assert_eq!(Digest::parse(&high), Err(HexError::Character('\u{7f}', 63)));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::sync::{Arc, LazyLock};
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, Request, State};
+use axum::extract::{MatchedPath, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -65,7 +65,14 @@ pub async fn authorize(
 ) -> Response {
     state.metrics.http_request(request.method());
     let named = namespace::named(&request);
-    let needed = Endpoint::of(request.uri().path()).required_scope(request.method());
+    // The router has matched the route already: its template names the
+    // endpoint. A request no route matched is matched here (the fallback).
+    let endpoint = request
+        .extensions()
+        .get::<MatchedPath>()
+        .and_then(|matched| Endpoint::of_template(matched.as_str()))
+        .unwrap_or_else(|| Endpoint::of(request.uri().path()));
+    let needed = endpoint.required_scope(request.method());
     let admitted = match named {
         Ok(named) => admit(&state, named, needed, presented_secret(request.headers())).await,
         Err(refusal) => Err(refusal),

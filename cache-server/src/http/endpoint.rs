@@ -5,6 +5,7 @@
 //! [`Endpoint::required_scope`] decides who may call it in one exhaustive
 //! `match`: a route cannot be added without deciding its scope.
 
+use std::collections::HashMap;
 use std::sync::LazyLock;
 
 use axum::http::Method;
@@ -165,6 +166,18 @@ impl Endpoint {
         });
         TABLE.at(path).map_or(Self::Fallback, |found| *found.value)
     }
+
+    /// The endpoint whose route template is `template` (as the router's
+    /// `MatchedPath` gives it), without matching the path again.
+    pub fn of_template(template: &str) -> Option<Self> {
+        static TABLE: LazyLock<HashMap<&'static str, Endpoint>> = LazyLock::new(|| {
+            Endpoint::ROUTED
+                .into_iter()
+                .filter_map(|endpoint| Some((endpoint.template()?, endpoint)))
+                .collect()
+        });
+        TABLE.get(template).copied()
+    }
 }
 
 /// Reads are `GET`, `HEAD`, `OPTIONS` and WebDAV's `PROPFIND`.
@@ -224,6 +237,15 @@ mod tests {
                 .expect("templates do not clash");
         }
         assert_eq!(Endpoint::Fallback.template(), None);
+    }
+
+    #[test]
+    fn every_template_names_its_endpoint() {
+        for endpoint in Endpoint::ROUTED {
+            let template = endpoint.template().expect("routed");
+            assert_eq!(Endpoint::of_template(template), Some(endpoint));
+        }
+        assert_eq!(Endpoint::of_template("/v1/cas/abc"), None);
     }
 
     #[test]
