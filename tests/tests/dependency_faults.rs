@@ -117,6 +117,55 @@ async fn a_slow_silent_failing_or_stopped_s3_gives_prompt_503s_and_service_recov
     }
 }
 
+/// A read whose storage fails after the answer began: the client's body is
+/// cut short (never a wrong body), and the server says so in its log at the
+/// default level, where requests are not logged one by one.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_read_that_storage_cuts_short_is_logged_at_the_default_level() {
+    let s3 = S3Server::start();
+    let proxy = FaultProxy::start(s3.address());
+    let server = CacheServer::start(
+        Backend::s3_via(&s3, "cut", proxy.address()),
+        ServerOptions::args(&["--storage-timeout", "30"]),
+    );
+    // Larger than the in-memory hot cache: it is streamed from S3.
+    let stored = random_bytes(8 << 20, 7);
+    assert_eq!(put(&server, &stored).await.0, 201);
+
+    // S3 answers slowly, so the answer has begun long before its end...
+    proxy.set(Fault::Slow);
+    let response = server
+        .client
+        .get(server.url(&format!("/v1/cas/{}", digest(&stored))))
+        .timeout(REQUEST_TIMEOUT)
+        .send()
+        .await
+        .expect("the answer begins");
+    assert_eq!(response.status().as_u16(), 200);
+    // ...then S3's connections break under it.
+    proxy.set(Fault::Reset);
+    // An error is the body cut short, as the client should see it.
+    if let Ok(body) = response.bytes().await {
+        assert!(
+            body.len() < stored.len(),
+            "the whole body arrived although S3 broke mid-read"
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !server.logs().contains("a response body failed mid-stream") {
+        assert!(
+            Instant::now() < deadline,
+            "no log line for the read cut short:\n{}",
+            server.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        !server.logs().contains("finished processing request"),
+        "requests are logged one by one at the default level"
+    );
+}
+
 /// A small tmpfs, unmounted on drop.
 struct SmallDisk {
     folder: tempfile::TempDir,
