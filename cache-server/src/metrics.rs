@@ -43,18 +43,10 @@ impl Protocol {
         Protocol::Reapi,
     ];
 
-    /// Its place in [`Protocol::ALL`].
+    /// Its place in [`Protocol::ALL`], which lists them in declaration
+    /// order.
     fn index(self) -> usize {
-        match self {
-            Self::Cas => 0,
-            Self::Ac => 1,
-            Self::Bazel => 2,
-            Self::Turbo => 3,
-            Self::Ccache => 4,
-            Self::Gradle => 5,
-            Self::Nx => 6,
-            Self::Reapi => 7,
-        }
+        self as usize
     }
 
     fn name(self) -> &'static str {
@@ -316,11 +308,8 @@ impl Default for Metrics {
 impl Metrics {
     /// Counts a read.
     pub fn read(&self, protocol: Protocol, result: ReadResult) {
-        let result = match result {
-            ReadResult::Hit => 0,
-            ReadResult::Miss => 1,
-        };
-        self.reads_by_protocol[protocol.index()][result].inc();
+        // Hit, then miss: declaration order, as the table was built.
+        self.reads_by_protocol[protocol.index()][result as usize].inc();
     }
 
     /// Counts a write.

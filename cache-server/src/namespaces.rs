@@ -5,6 +5,8 @@
 //! credentials' [`NamespacePolicy`] allows. Namespaces need no
 //! configuration; only chains, policies and quotas are configured.
 
+use std::sync::LazyLock;
+
 use cache_proto::{Namespace, NamespaceError, NamespacePattern};
 use serde::{Deserialize, Serialize};
 
@@ -79,6 +81,14 @@ pub struct NamespacePolicy {
 }
 
 impl NamespacePolicy {
+    /// [`NamespacePolicy::unrestricted`], made once: admitting a request
+    /// borrows it rather than building it.
+    pub fn unrestricted_ref() -> &'static Self {
+        static UNRESTRICTED: LazyLock<NamespacePolicy> =
+            LazyLock::new(NamespacePolicy::unrestricted);
+        &UNRESTRICTED
+    }
+
     /// Every namespace, read and write.
     pub fn unrestricted() -> Self {
         Self {

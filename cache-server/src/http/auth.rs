@@ -6,7 +6,7 @@
 //! hashed and looked up in the index; it is never logged or echoed.
 
 use std::borrow::Cow;
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Body;
@@ -102,12 +102,10 @@ impl std::ops::Deref for Policy {
     type Target = NamespacePolicy;
 
     fn deref(&self) -> &NamespacePolicy {
-        static UNRESTRICTED: LazyLock<NamespacePolicy> =
-            LazyLock::new(NamespacePolicy::unrestricted);
         match self {
-            Self::Token(token) => token.namespaces.as_ref().unwrap_or(&UNRESTRICTED),
+            Self::Token(token) => token.policy(),
             Self::Made(policy) => policy,
-            Self::Unrestricted => &UNRESTRICTED,
+            Self::Unrestricted => NamespacePolicy::unrestricted_ref(),
         }
     }
 }

@@ -318,7 +318,7 @@ pub fn app<B>(state: AppState) -> App<B> {
 /// `debug`): only then does the app carry a tracing layer, whose span, clock
 /// reads and body wrapper cost a small read about a tenth of its CPU. A
 /// server error is logged where it is answered either way (`ApiError`, and
-/// a body that fails mid-stream in `object::get`).
+/// a body that fails mid-stream in `object::counted`).
 fn request_log_enabled() -> bool {
     tracing::enabled!(target: "tower_http::trace::on_response", tracing::Level::DEBUG)
         || tracing::enabled!(target: "tower_http::trace::on_request", tracing::Level::DEBUG)

@@ -66,10 +66,10 @@ fn scope_name<S: serde::Serializer>(scope: &Scope, serializer: S) -> Result<S::O
 
 impl TokenRecord {
     /// What it may do in namespaces: its policy, or every namespace.
-    pub fn policy(&self) -> NamespacePolicy {
+    pub fn policy(&self) -> &NamespacePolicy {
         self.namespaces
-            .clone()
-            .unwrap_or_else(NamespacePolicy::unrestricted)
+            .as_ref()
+            .unwrap_or_else(|| NamespacePolicy::unrestricted_ref())
     }
 
     /// Whether it is neither revoked nor expired at `now_ms`.

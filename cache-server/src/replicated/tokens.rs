@@ -239,7 +239,7 @@ impl TokenStore {
         }
         let secret_hash = hash.to_hex().to_string();
         let record = match &self.backend {
-            TokenBackend::Index(index) => index.token_by_hash(secret_hash.clone()).await?,
+            TokenBackend::Index(index) => index.token_by_hash(secret_hash).await?,
             TokenBackend::Bucket(storage) => storage
                 .read_small(&token_path(&secret_hash))
                 .await?
