@@ -363,6 +363,7 @@ impl Cli {
             insecure: self.insecure_registry.clone(),
             digest_cache: Some(self.cachectl_dir().join("digests")),
             known_layers: Some(self.cachectl_dir().join("layers")),
+            pushed_trees: Some(self.cachectl_dir().join("pushed")),
         }
     }
 

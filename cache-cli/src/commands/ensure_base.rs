@@ -620,6 +620,19 @@ pub async fn ensure(
     flags: Flags,
     app_host: Option<&str>,
 ) -> Result<(EnsureReport, Registry), Failure> {
+    ensure_alongside(cli, file, records, flags, app_host, async |_| {}).await
+}
+
+/// [`ensure`], with `alongside` (given the registry session) run at the
+/// same time: `build` opens its app's upload sessions there.
+pub async fn ensure_alongside(
+    cli: &Cli,
+    file: &ConfigFile,
+    records: &RecordStore,
+    flags: Flags,
+    app_host: Option<&str>,
+    alongside: impl AsyncFnOnce(&Registry),
+) -> Result<(EnsureReport, Registry), Failure> {
     let settings = cli.base_settings(file).map_err(Failure::usage)?;
     let upstreams = settings.upstreams().map_err(EnsureError::from)?;
     let hosts = base_hosts(&settings, &upstreams)
@@ -631,8 +644,11 @@ pub async fn ensure(
         require_cache: cli.require_cache,
         wait: flags.wait,
     };
-    let report = ensure_base(&settings, &upstreams, records, &registry, options).await?;
-    Ok((report, registry))
+    let (report, ()) = tokio::join!(
+        ensure_base(&settings, &upstreams, records, &registry, options),
+        alongside(&registry)
+    );
+    Ok((report?, registry))
 }
 
 /// `cachectl ensure-base`: prints the base's reference (or its report).

@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 
 use cache_proto::Key;
 
+use super::app_tree::AppTree;
 use super::{Failure, image_code, records_for, registry_for};
 use crate::cli::config::ConfigFile;
 use crate::cli::settings::AppSettings;
@@ -21,7 +22,6 @@ use crate::image::registry::{Presence, PulledManifest, Registry, RegistryError, 
 use crate::image::{ImageError, Location, deploys};
 use crate::pack::exclude::Excludes;
 use crate::pack::layer::{self, Compression, PackOptions};
-use crate::pack::tree;
 use crate::report::outcome::LayerReport;
 use crate::report::{events, output};
 
@@ -464,23 +464,6 @@ fn app_key(base_digest: &str, app: &AppSettings, tree_digest: &[u8; 32]) -> Key 
     Key::from_bytes(*hasher.finalize().as_bytes())
 }
 
-/// The digest of the context as the layer would hold it, using (and
-/// refreshing) the stat cache when there is one.
-fn context_digest(app: &AppSettings, excludes: &Excludes) -> std::io::Result<[u8; 32]> {
-    let mut hasher = blake3::Hasher::new();
-    match &app.tree_cache {
-        Some(dir) => {
-            let mut cache = tree::StatCache::load(dir, &app.context);
-            tree::hash_tree(&app.context, excludes, &mut hasher, Some(&mut cache))?;
-            if let Err(error) = cache.save() {
-                tracing::debug!(%error, "could not save the stat cache");
-            }
-        }
-        None => tree::hash_tree(&app.context, excludes, &mut hasher, None)?,
-    }
-    Ok(*hasher.finalize().as_bytes())
-}
-
 /// Tags an identical earlier push again if the target still has it.
 async fn reuse(
     registry: &Registry,
@@ -501,27 +484,15 @@ async fn reuse(
     Ok(true)
 }
 
-/// Starts hashing the context on the blocking pool, so that it overlaps
-/// the registry round trips for the base; `None` from the task when the
-/// context cannot be read (packing then reports why).
-fn start_context_digest(
-    app: &AppSettings,
-) -> Result<tokio::task::JoinHandle<Option<[u8; 32]>>, LayerError> {
-    let excludes = Excludes::for_context(&app.context, &app.exclude).map_err(LayerError::Usage)?;
-    let settings = app.clone();
-    Ok(tokio::task::spawn_blocking(move || {
-        context_digest(&settings, &excludes).ok()
-    }))
-}
-
-/// Puts the app on `base` and pushes it to `app.image`. With `records`, an
-/// app identical to an earlier push (same base, settings and tree) is only
-/// checked and tagged, without packing.
+/// Puts the app on `base` and pushes it to `app.image`. With `records` and
+/// the context's `tree`, an app identical to an earlier push (same base,
+/// settings and tree) is only checked and tagged, without packing.
 pub async fn layer(
     registry: &Registry,
     records: Option<&RecordStore>,
     base: &Location,
     app: &AppSettings,
+    tree: Option<&AppTree>,
 ) -> Result<LayerReport, LayerError> {
     let started = Instant::now();
     let target = &app.image;
@@ -531,8 +502,14 @@ pub async fn layer(
             return layer_index(registry, base, top, app, started).await;
         }
     }
-    let tree_digest = records.map(|_| start_context_digest(app)).transpose()?;
-    let manifest = base.manifest(registry, &app.platform).await?;
+    let tree = tree.filter(|_| records.is_some());
+    // Sessions for a changed app's blobs open while the base is read.
+    let (manifest, ()) = tokio::join!(base.manifest(registry, &app.platform), async {
+        if let Some(tree) = tree {
+            tree.open_uploads_ahead(registry, app).await;
+        }
+    });
+    let manifest = manifest?;
     let base_image = base.at_digest(&manifest.digest);
     let flavor = Flavor::of_manifest(&manifest.media_type);
     let layer_type = layer_type(app.compression, flavor, base)?;
@@ -542,7 +519,7 @@ pub async fn layer(
     // this base showed they are), while the context is hashed.
     let mut moved = Moved::default();
     let layers_known = target.layers_known(registry, &manifest.digest);
-    let (config, (), key) = futures::try_join!(
+    let (config, (), tree_digest) = futures::try_join!(
         base_config(registry, &base_image, &manifest),
         async {
             if layers_known {
@@ -559,19 +536,19 @@ pub async fn layer(
             .await
         },
         async {
-            Ok(match tree_digest {
-                Some(task) => task
-                    .await
-                    .ok()
-                    .flatten()
-                    .map(|tree| app_key(&manifest.digest, app, &tree)),
+            Ok(match tree {
+                Some(tree) => tree.digest().await,
                 None => None,
             })
         }
     )?;
+    let key = tree_digest.map(|tree| app_key(&manifest.digest, app, &tree));
     if let (Some(records), Some(key)) = (records, key) {
         match records.get::<AppRecord>(&key).await {
             Ok(Some(record)) if reuse(registry, target, &record).await? => {
+                if let Some(tree) = &tree_digest {
+                    target.note_pushed_tree(registry, tree, record.layer_bytes);
+                }
                 let moved = Moved {
                     skipped: layers_of(&manifest).len() + 2,
                     ..Moved::default()
@@ -653,6 +630,9 @@ pub async fn layer(
     }
     // The registry took a manifest naming the base's layers: it has them.
     target.set_layers_known(registry, &manifest.digest, true);
+    if let Some(tree) = &tree_digest {
+        target.note_pushed_tree(registry, tree, packed.size);
+    }
     let digest = oci::sha256_digest(&manifest_bytes);
     if let (Some(records), Some(key)) = (records, key) {
         let record = AppRecord {
@@ -721,8 +701,19 @@ pub async fn run(cli: &Cli, file: &ConfigFile, base: &str, app: &AppFlags) -> Re
         .map(str::to_owned);
     let registry = registry_for(cli, hosts);
     let records = records_for(cli, file)?;
-    let mut report = layer(&registry, Some(&records), &base, &settings).await?;
-    tag_deploy(&registry, &settings, &mut report).await;
+    let tree = AppTree::start(&settings)?;
+    let layered = layer(&registry, Some(&records), &base, &settings, Some(&tree)).await;
+    let mut report = match layered {
+        Ok(report) => report,
+        Err(error) => {
+            registry.cancel_uploads_ahead().await;
+            return Err(error.into());
+        }
+    };
+    tokio::join!(
+        tag_deploy(&registry, &settings, &mut report),
+        registry.cancel_uploads_ahead()
+    );
     // The result first: the history is best effort, after it.
     output::report_layer(&report, cli.json).map_err(Failure::failed)?;
     records.report_event(&events::from_layer(&report)).await;

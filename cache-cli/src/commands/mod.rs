@@ -4,6 +4,7 @@
 //! error, 3 cache or registry unreachable (or refusing our credentials)
 //! when it is needed.
 
+pub mod app_tree;
 pub mod base_key;
 pub mod bench;
 pub mod build;

@@ -181,6 +181,22 @@ impl Location {
         }
     }
 
+    /// Opens upload sessions ahead for an app of `tree` (see
+    /// [`Registry::open_uploads_ahead`]); nothing for a layout.
+    pub async fn open_uploads_ahead(&self, registry: &Registry, tree: &[u8; 32]) {
+        if let Self::Registry(reference) = self {
+            registry.open_uploads_ahead(reference, tree).await;
+        }
+    }
+
+    /// Remembers that the app of `tree` (its layer `layer_bytes`) is here
+    /// now (see [`Registry::note_pushed_tree`]); nothing for a layout.
+    pub fn note_pushed_tree(&self, registry: &Registry, tree: &[u8; 32], layer_bytes: u64) {
+        if let Self::Registry(reference) = self {
+            registry.note_pushed_tree(reference, tree, layer_bytes);
+        }
+    }
+
     /// Whether the repository or layout holds manifest `digest`.
     pub async fn has_manifest(
         &self,

@@ -10,6 +10,7 @@ pub mod location;
 pub mod oci;
 pub mod open_access;
 pub mod publish;
+pub mod pushed_trees;
 pub mod registry;
 pub mod retention;
 pub mod unpack;

@@ -16,6 +16,13 @@
 //! answer the probe, goes through `oci-client` as before. The probe goes
 //! out together with the run's first manifest read, sent anonymously; its
 //! answer is used only if the probe finds the registry open.
+//!
+//! Upload sessions can be opened ahead of their blobs
+//! ([`OpenAccess::open_sessions_ahead`]): a deploy that knows it will
+//! upload a new layer and config opens their sessions while the base is
+//! still being resolved and packed, so that the upload is one round trip
+//! (the PUT) instead of two. A session opened ahead that goes unused is
+//! cancelled ([`OpenAccess::cancel_sessions_ahead`]).
 
 use std::collections::HashMap;
 
@@ -24,6 +31,7 @@ use oci_client::errors::{OciDistributionError, OciEnvelope};
 use reqwest::StatusCode;
 use reqwest::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, LOCATION, WWW_AUTHENTICATE};
 use tokio::sync::Mutex;
+use tokio::task::JoinHandle;
 
 use super::oci;
 
@@ -43,7 +51,13 @@ pub struct OpenAccess {
     tls: std::sync::OnceLock<reqwest::Client>,
     /// host[:port] → whether it needs no credentials.
     known: Mutex<HashMap<String, bool>>,
+    /// Upload sessions opened ahead, by the URL they were opened at
+    /// (`…/blobs/uploads/`): each resolves to the session's URL.
+    ahead: std::sync::Mutex<HashMap<String, Vec<SessionAhead>>>,
 }
+
+/// An upload session being opened, or opened, ahead of its blob.
+type SessionAhead = JoinHandle<Result<reqwest::Url, OciDistributionError>>;
 
 impl OpenAccess {
     /// Nothing known yet.
@@ -52,6 +66,7 @@ impl OpenAccess {
             plain: std::sync::OnceLock::new(),
             tls: std::sync::OnceLock::new(),
             known: Mutex::new(HashMap::new()),
+            ahead: std::sync::Mutex::new(HashMap::new()),
         }
     }
 
@@ -141,34 +156,99 @@ impl OpenAccess {
         }
     }
 
-    /// Uploads `bytes` as blob `digest` through the upload session opened
-    /// at `uploads` (`…/blobs/uploads/`): a POST, then one PUT with the
-    /// bytes and the digest, as the distribution API requires.
+    /// Uploads `bytes` as blob `digest` through an upload session of
+    /// `uploads` (`…/blobs/uploads/`): one opened ahead when there is one,
+    /// else a POST; then one PUT with the bytes and the digest, as the
+    /// distribution API requires. A session opened ahead that fails is
+    /// replaced by a new one, once.
     pub async fn push_blob(
         &self,
         uploads: &str,
         bytes: Bytes,
         digest: &str,
     ) -> Result<(), OciDistributionError> {
-        // An explicit empty body: some fronts answer 411 to a POST without
-        // a length.
-        let response = self
-            .http(uploads)
-            .post(uploads)
-            .header(CONTENT_LENGTH, "0")
-            .send()
-            .await?;
-        let status = response.status();
-        let location = response
-            .headers()
-            .get(LOCATION)
-            .and_then(|value| value.to_str().ok())
-            .map(str::to_owned);
-        let body = response.bytes().await?;
-        expect_status(status, StatusCode::ACCEPTED, &body, uploads)?;
-        let location = location.ok_or(OciDistributionError::RegistryNoLocationError)?;
-        let session = session_url(uploads, &location, digest)?;
-        self.put(&session, "application/octet-stream", bytes).await
+        if let Some(session) = self.take_session_ahead(uploads).await {
+            let closed = self
+                .put(&with_digest(session, digest), BLOB_TYPE, bytes.clone())
+                .await;
+            match closed {
+                Ok(()) => {
+                    tracing::debug!(%digest, "uploaded through a session opened ahead");
+                    return Ok(());
+                }
+                Err(error) => tracing::debug!(%error, "an upload session opened ahead failed"),
+            }
+        }
+        let session = open_session(self.http(uploads), uploads).await?;
+        self.put(&with_digest(session, digest), BLOB_TYPE, bytes)
+            .await
+    }
+
+    /// Opens `count` upload sessions at `uploads` (`…/blobs/uploads/`) now,
+    /// for [`Self::push_blob`] to use; each on a task of its own, so that
+    /// they go while the caller goes on.
+    pub fn open_sessions_ahead(&self, uploads: &str, count: usize) {
+        tracing::debug!(%uploads, count, "opening upload sessions ahead");
+        let client = self.http(uploads);
+        let opening = (0..count).map(|_| {
+            let (client, uploads) = (client.clone(), uploads.to_owned());
+            tokio::spawn(async move { open_session(&client, &uploads).await })
+        });
+        self.ahead
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .entry(uploads.to_owned())
+            .or_default()
+            .extend(opening);
+    }
+
+    /// A session of `uploads` opened ahead, once it is open; `None` when
+    /// there is none, or it could not be opened.
+    async fn take_session_ahead(&self, uploads: &str) -> Option<reqwest::Url> {
+        let opening = self
+            .ahead
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get_mut(uploads)?
+            .pop()?;
+        match opening.await {
+            Ok(Ok(session)) => Some(session),
+            Ok(Err(error)) => {
+                tracing::debug!(%error, "an upload session could not be opened ahead");
+                None
+            }
+            Err(_) => None,
+        }
+    }
+
+    /// Cancels the sessions opened ahead that no blob used (a `DELETE` of
+    /// each, as the distribution API provides), so that the registry does
+    /// not keep them until it purges stale uploads. Best effort: a failure
+    /// is only logged.
+    pub async fn cancel_sessions_ahead(&self) {
+        let unused: Vec<SessionAhead> = self
+            .ahead
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .drain()
+            .flat_map(|(_, sessions)| sessions)
+            .collect();
+        let cancels = unused.into_iter().map(|opening| async move {
+            let Ok(Ok(session)) = opening.await else {
+                return;
+            };
+            let cancelled = self.http(session.as_str()).delete(session.clone()).send().await;
+            match cancelled.map(|response| response.status()) {
+                Ok(status) if status.is_success() => {
+                    tracing::debug!("cancelled an upload session opened ahead and not used");
+                }
+                Ok(status) => tracing::debug!(%status, "an unused upload session was not cancelled"),
+                Err(error) => {
+                    tracing::debug!(error = %error.without_url(), "an unused upload session was not cancelled");
+                }
+            }
+        });
+        futures::future::join_all(cancels).await;
     }
 
     /// Puts the manifest `bytes` of type `media_type` at `url`
@@ -222,20 +302,49 @@ impl Default for OpenAccess {
     }
 }
 
-/// Where the PUT that closes an upload session goes: the session's
-/// `location` (absolute, or relative to the registry, resolved against the
-/// `uploads` URL the POST went to) with the blob's `digest` added to its
-/// query (which may carry the registry's own state already).
-fn session_url(
+/// The media type of a blob's bytes.
+const BLOB_TYPE: &str = "application/octet-stream";
+
+/// Opens an upload session at `uploads` (a POST): the session's URL, the
+/// `Location` the registry answered (absolute, or relative to the
+/// registry, resolved against `uploads`; its query may carry the
+/// registry's own state).
+async fn open_session(
+    client: &reqwest::Client,
     uploads: &str,
-    location: &str,
-    digest: &str,
-) -> Result<String, OciDistributionError> {
-    let mut session = reqwest::Url::parse(uploads)
+) -> Result<reqwest::Url, OciDistributionError> {
+    // An explicit empty body: some fronts answer 411 to a POST without a
+    // length.
+    let response = client
+        .post(uploads)
+        .header(CONTENT_LENGTH, "0")
+        .send()
+        .await?;
+    let status = response.status();
+    let location = response
+        .headers()
+        .get(LOCATION)
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned);
+    let body = response.bytes().await?;
+    expect_status(status, StatusCode::ACCEPTED, &body, uploads)?;
+    let location = location.ok_or(OciDistributionError::RegistryNoLocationError)?;
+    resolve_session(uploads, &location)
+}
+
+/// The URL of the session at `location`, as answered to a POST to
+/// `uploads`.
+fn resolve_session(uploads: &str, location: &str) -> Result<reqwest::Url, OciDistributionError> {
+    reqwest::Url::parse(uploads)
         .and_then(|base| base.join(location))
-        .map_err(|error| OciDistributionError::UrlParseError(error.to_string()))?;
+        .map_err(|error| OciDistributionError::UrlParseError(error.to_string()))
+}
+
+/// Where the PUT that closes `session` with blob `digest` goes: the
+/// digest added to the session's query.
+fn with_digest(mut session: reqwest::Url, digest: &str) -> String {
     session.query_pairs_mut().append_pair("digest", digest);
-    Ok(session.to_string())
+    session.to_string()
 }
 
 fn digest_header(headers: &reqwest::header::HeaderMap) -> Option<String> {
@@ -286,6 +395,14 @@ fn server_error(status: StatusCode, body: &[u8], url: &str) -> OciDistributionEr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn session_url(
+        uploads: &str,
+        location: &str,
+        digest: &str,
+    ) -> Result<String, OciDistributionError> {
+        Ok(with_digest(resolve_session(uploads, location)?, digest))
+    }
 
     #[test]
     fn an_upload_session_is_closed_where_the_registry_said() {

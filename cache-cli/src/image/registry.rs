@@ -24,6 +24,7 @@ use super::digest_cache::DigestCache;
 use super::known_layers::KnownLayers;
 use super::oci::{self, ACCEPTED_MANIFESTS, Platform};
 use super::open_access::OpenAccess;
+use super::pushed_trees::{PushedTree, PushedTrees};
 
 /// Connection settings.
 #[derive(Debug, Clone, Default)]
@@ -39,6 +40,8 @@ pub struct RegistrySettings {
     pub digest_cache: Option<PathBuf>,
     /// Where the marks of [`KnownLayers`] are kept, if anywhere.
     pub known_layers: Option<PathBuf>,
+    /// Where the entries of [`PushedTrees`] are kept, if anywhere.
+    pub pushed_trees: Option<PathBuf>,
 }
 
 /// A registry failure, classified for the exit code.
@@ -136,6 +139,7 @@ pub struct Registry {
     auth: Mutex<HashMap<String, RegistryAuth>>,
     digests: Option<DigestCache>,
     known_layers: Option<KnownLayers>,
+    pushed_trees: Option<PushedTrees>,
     open: OpenAccess,
 }
 
@@ -307,6 +311,7 @@ impl Registry {
             plain_http: plain,
             digests: settings.digest_cache.clone().map(DigestCache::new),
             known_layers: settings.known_layers.clone().map(KnownLayers::new),
+            pushed_trees: settings.pushed_trees.clone().map(PushedTrees::new),
             settings,
             auth: Mutex::new(HashMap::new()),
             open: OpenAccess::new(),
@@ -696,6 +701,57 @@ impl Registry {
                 false => marks.remove(&repository_of(target), manifest_digest),
             }
         }
+    }
+
+    /// Opens upload sessions in `target`'s repository for an app whose
+    /// tree is `tree`, ahead of its blobs (see [`super::pushed_trees`]):
+    /// when the registry needs no credentials and the last app this
+    /// machine pushed there had another tree, the new layer and config
+    /// will go up; two sessions, or one (the config's) when the last layer
+    /// was too large to go up without asking. Returns at once; the
+    /// sessions open while the caller goes on.
+    pub async fn open_uploads_ahead(&self, target: &Reference, tree: &[u8; 32]) {
+        let Some(last) = self
+            .pushed_trees
+            .as_ref()
+            .and_then(|trees| trees.get(&repository_of(target)))
+        else {
+            return;
+        };
+        // An entry is only written for a registry found open, so the
+        // sessions go now, without waiting for this run's probe; should
+        // the registry need credentials now, they are refused and unused.
+        let open = self.open.known(target.resolve_registry());
+        if last.tree == *tree || open == Some(false) {
+            return;
+        }
+        let count = if last.layer_bytes <= UPLOAD_WITHOUT_ASKING {
+            2
+        } else {
+            1
+        };
+        self.open
+            .open_sessions_ahead(&self.blob_url(target, "uploads/"), count);
+    }
+
+    /// Remembers that the app of `tree`, whose layer is `layer_bytes`, is
+    /// in `target`'s repository now; only for a registry that needs no
+    /// credentials, the only kind sessions are opened ahead for.
+    pub fn note_pushed_tree(&self, target: &Reference, tree: &[u8; 32], layer_bytes: u64) {
+        if let Some(trees) = &self.pushed_trees
+            && self.open.known(target.resolve_registry()) == Some(true)
+        {
+            let pushed = PushedTree {
+                tree: *tree,
+                layer_bytes,
+            };
+            trees.insert(&repository_of(target), pushed);
+        }
+    }
+
+    /// Cancels the upload sessions opened ahead that no blob used.
+    pub async fn cancel_uploads_ahead(&self) {
+        self.open.cancel_sessions_ahead().await;
     }
 
     /// Whether `repository` (as a reference in it) holds blob `digest`.
