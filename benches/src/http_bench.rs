@@ -7,7 +7,8 @@
 //!   `HTTP_BENCH_BASELINE_SERVER=PATH` also another `cache-server` binary
 //!   (an earlier commit, see `scripts/bench-baseline`) with tokens required.
 //!   The servers take turns, 4 s each, for 5 rounds (`HTTP_BENCH_ROUNDS`),
-//!   and each figure is the median of its rounds: on this 2-core machine
+//!   each leading a round in turn, and each figure is the median of its
+//!   rounds: on this 2-core machine
 //!   one 10 s run of the same server moved by ±10 % from one run to the
 //!   next, more than the differences measured;
 //! - a 1 GiB blob: GET throughput with `curl` (median of 3);
@@ -161,29 +162,44 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or(DEFAULT_ROUNDS);
     let (mut nginx_runs, mut server_runs, mut secured_runs, mut baseline_runs) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let contenders = if baseline.is_some() { 4 } else { 3 };
     for round in 0..rounds {
         eprintln!("4 KiB GETs, round {} of {rounds}", round + 1);
-        nginx_runs.push(wrk(
-            &nginx.base_url(),
-            &nginx_paths,
-            scratch.path(),
-            "nginx",
-        )?);
-        server_runs.push(wrk(
-            &server.base_url(),
-            &server_paths,
-            scratch.path(),
-            "server",
-        )?);
-        secured_runs.push(wrk_as(
-            &secured,
-            &secured_paths,
-            &reader,
-            scratch.path(),
-            "secured",
-        )?);
-        if let Some((server, reader, paths)) = &baseline {
-            baseline_runs.push(wrk_as(server, paths, reader, scratch.path(), "baseline")?);
+        // Each server leads a round in turn, so that none always runs
+        // right after the same neighbour.
+        for turn in 0..contenders {
+            match (round + turn) % contenders {
+                0 => nginx_runs.push(wrk(
+                    &nginx.base_url(),
+                    &nginx_paths,
+                    scratch.path(),
+                    "nginx",
+                )?),
+                1 => server_runs.push(wrk(
+                    &server.base_url(),
+                    &server_paths,
+                    scratch.path(),
+                    "server",
+                )?),
+                2 => secured_runs.push(wrk_as(
+                    &secured,
+                    &secured_paths,
+                    &reader,
+                    scratch.path(),
+                    "secured",
+                )?),
+                _ => {
+                    if let Some((server, reader, paths)) = &baseline {
+                        baseline_runs.push(wrk_as(
+                            server,
+                            paths,
+                            reader,
+                            scratch.path(),
+                            "baseline",
+                        )?);
+                    }
+                }
+            }
         }
     }
     let runs = json!({
