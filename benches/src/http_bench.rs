@@ -6,7 +6,7 @@
 //!   tokens required (a read token on every request); with
 //!   `HTTP_BENCH_BASELINE_SERVER=PATH` also another `cache-server` binary
 //!   (an earlier commit, see `scripts/bench-baseline`) with tokens required.
-//!   The servers take turns, 4 s each, for 5 rounds (`HTTP_BENCH_ROUNDS`),
+//!   The servers take turns, 4 s each, for 9 rounds (`HTTP_BENCH_ROUNDS`),
 //!   each leading a round in turn, and each figure is the median of its
 //!   rounds: on this 2-core machine
 //!   one 10 s run of the same server moved by ±10 % from one run to the
@@ -39,7 +39,7 @@ const LARGE_MIB: usize = 1024;
 /// Length of one server's turn in a round.
 const WRK_SECONDS: u64 = 4;
 /// Rounds of turns, unless `HTTP_BENCH_ROUNDS` says otherwise.
-const DEFAULT_ROUNDS: usize = 5;
+const DEFAULT_ROUNDS: usize = 9;
 
 /// Requests per second of `wrk` cycling over `paths` on `base`.
 fn wrk(base: &str, paths: &[String], scratch: &Path, name: &str) -> anyhow::Result<f64> {
