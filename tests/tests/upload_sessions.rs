@@ -7,7 +7,10 @@
 //! (the registry keeps no upload), and a registry that needs credentials
 //! never sees an anonymous upload.
 
+use std::time::Instant;
+
 use cachectl_e2e::cachectl::{Project, Run};
+use cachectl_e2e::fault_proxy::{Fault, FaultProxy, LATENCY};
 use cachectl_e2e::registry::{RegistryServer, push_busybox, unpack};
 
 /// The flags of a deploy with a debug log of the registry client.
@@ -47,7 +50,12 @@ fn sessions_cancelled(registry: &RegistryServer, repository: &str) -> usize {
 
 /// A native-builder project on `from`, its base in `REG/acme/base`.
 fn build_project(registry: &RegistryServer, from: &str) -> Project {
-    let project = Project::native(&format!("{}/acme/base", registry.host()), Some(from));
+    build_project_at(&registry.host(), from)
+}
+
+/// A native-builder project on `from`, its base in `HOST/acme/base`.
+fn build_project_at(host: &str, from: &str) -> Project {
+    let project = Project::native(&format!("{host}/acme/base"), Some(from));
     project.write("app/main.py", "print('hello')\n");
     project
 }
@@ -119,6 +127,36 @@ fn a_changed_app_uploads_through_sessions_opened_ahead_and_an_unchanged_one_open
     assert_eq!(again.json()["app"]["reused"], true, "{}", again.stdout);
     assert_eq!(sessions_opened(&registry, "acme/web") - opened, 0);
     assert!(!again.stderr.contains("opening upload sessions ahead"));
+}
+
+/// What the sessions opened ahead are for: on a distant registry (1 s each
+/// way, through a proxy), a changed app's deploy from a warm machine takes
+/// four round trips: the base's tags with the upload sessions, the two
+/// uploads, the manifest, the deploy tag. Without them the sessions would
+/// be a fifth.
+#[test]
+fn a_changed_app_on_a_distant_registry_deploys_in_four_round_trips() {
+    let registry = RegistryServer::start();
+    let proxy = FaultProxy::start(registry.address());
+    let distant = proxy.address().to_string();
+    let from = push_busybox(&registry, "library/busybox", "1").replace(&registry.host(), &distant);
+    let project = build_project_at(&distant, &from);
+    let image = format!("{distant}/acme/web:live");
+    build(&project, &image);
+
+    project.write("app/main.py", "print('from afar')\n");
+    proxy.set(Fault::Distant);
+    let started = Instant::now();
+    let changed = build(&project, &image);
+    let took = started.elapsed();
+    proxy.set(Fault::None);
+    let round_trip = LATENCY * 2;
+    assert!(
+        took < round_trip * 9 / 2,
+        "a changed app's deploy took {took:?} with {round_trip:?} round trips: more than four\n{}",
+        changed.stderr
+    );
+    assert_eq!(app_file(&image), "print('from afar')\n");
 }
 
 #[test]
