@@ -235,3 +235,52 @@ fn a_registry_that_needs_credentials_sees_no_anonymous_upload() {
         "the log shows no upload at all"
     );
 }
+
+/// A deploy that fails after its sessions were opened ahead (here its base
+/// fails to build) leaves no upload open in the registry.
+#[test]
+fn a_deploy_that_fails_leaves_no_upload_open() {
+    let registry = RegistryServer::start();
+    let from = push_busybox(&registry, "library/busybox", "1");
+    let project = build_project(&registry, &from);
+    let image = format!("{}/acme/web:live", registry.host());
+    build(&project, &image);
+
+    project.write("app/main.py", "print('never deployed')\n");
+    let config = std::fs::read_to_string(project.path().join("cachectl.toml")).unwrap();
+    let broken = config
+        .lines()
+        .map(|line| match line.starts_with("install = ") {
+            true => "install = \"echo the install fails >&2; exit 7\"",
+            false => line,
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    project.write("cachectl.toml", &broken);
+    let (opened, cancelled) = (
+        sessions_opened(&registry, "acme/web"),
+        sessions_cancelled(&registry, "acme/web"),
+    );
+    let failed = project.cachectl(
+        &["build", "--json", "--app-image", &image, "--context", "app"],
+        &[DEBUG],
+    );
+    assert_ne!(failed.code, 0, "the broken install went through");
+    assert_eq!(
+        sessions_opened(&registry, "acme/web") - opened,
+        2,
+        "{}",
+        failed.stderr
+    );
+    assert_eq!(
+        sessions_cancelled(&registry, "acme/web") - cancelled,
+        2,
+        "{}",
+        failed.stderr
+    );
+    assert_eq!(
+        open_uploads(&registry, "acme/web"),
+        0,
+        "an upload was left open"
+    );
+}

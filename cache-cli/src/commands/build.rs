@@ -4,13 +4,12 @@
 use std::path::Path;
 
 use super::app_tree::AppTree;
-use super::ensure_base::{self, Flags};
-use super::layer::{BASE_KEY_LABEL, layer, tag_deploy};
+use super::ensure_base::{BaseSession, Flags};
+use super::layer::{BASE_KEY_LABEL, layer_and_tag};
 use super::{Failure, records_for};
 use crate::cli::config::ConfigFile;
 use crate::cli::{AppFlags, Cli};
 use crate::image::Location;
-use crate::image::registry::Registry;
 use crate::report::{events, output};
 
 /// Runs `build`: prints the app image's reference (or both reports).
@@ -25,39 +24,31 @@ pub async fn run(
     // One registry session (and its tokens) for both halves. The app's tree
     // is hashed, and a changed app's upload sessions opened, while the base
     // is ensured.
-    let app_host = settings.image.registry_host();
+    let session = BaseSession::new(cli, file, settings.image.registry_host())?;
+    let registry = session.registry();
     let tree = AppTree::start(&settings)?;
-    let ahead = async |registry: &Registry| tree.open_uploads_ahead(registry, &settings).await;
-    let (base, registry) =
-        ensure_base::ensure_alongside(cli, file, &records, flags, app_host, ahead).await?;
-    let layered = async {
+    let (base, ()) = tokio::join!(
+        session.ensure(&records, flags),
+        tree.open_uploads_ahead(registry, &settings)
+    );
+    let pushed = async {
+        let base = base?;
         settings
             .labels
             .insert(BASE_KEY_LABEL.to_owned(), base.key.clone());
         let base_location =
             Location::parse(&base.reference, Path::new("")).map_err(Failure::failed)?;
-        Ok::<_, Failure>(
-            layer(
-                &registry,
-                Some(&records),
-                &base_location,
-                &settings,
-                Some(&tree),
-            )
-            .await?,
-        )
+        let report = layer_and_tag(registry, &records, &base_location, &settings, &tree).await?;
+        Ok::<_, Failure>((base, report))
     };
-    let mut report = match layered.await {
-        Ok(report) => report,
-        Err(error) => {
+    // Sessions opened ahead and not used go, whatever failed.
+    let (base, report) = match pushed.await {
+        Ok(pushed) => pushed,
+        Err(failure) => {
             registry.cancel_uploads_ahead().await;
-            return Err(error);
+            return Err(failure);
         }
     };
-    tokio::join!(
-        tag_deploy(&registry, &settings, &mut report),
-        registry.cancel_uploads_ahead()
-    );
     output::report_build(&base, &report, cli.json).map_err(Failure::failed)?;
     records
         .report_event(&events::from_build(&base, &report))

@@ -610,51 +610,66 @@ pub fn base_hosts(settings: &BaseSettings, upstreams: &[Upstream]) -> Vec<String
     hosts
 }
 
-/// `ensure-base` for `cli`: the base for the current inputs, and the
-/// registry session it used, which also knows `app_host` (the app image's
-/// registry) so that `build` pushes the app in the same session.
-pub async fn ensure(
-    cli: &Cli,
-    file: &ConfigFile,
-    records: &RecordStore,
-    flags: Flags,
-    app_host: Option<&str>,
-) -> Result<(EnsureReport, Registry), Failure> {
-    ensure_alongside(cli, file, records, flags, app_host, async |_| {}).await
+/// What `ensure-base` works with: the base's settings, its upstream images
+/// and one registry session, which `build` also pushes the app in.
+pub struct BaseSession {
+    settings: BaseSettings,
+    upstreams: Vec<Upstream>,
+    registry: Registry,
+    require_cache: bool,
 }
 
-/// [`ensure`], with `alongside` (given the registry session) run at the
-/// same time: `build` opens its app's upload sessions there.
-pub async fn ensure_alongside(
-    cli: &Cli,
-    file: &ConfigFile,
-    records: &RecordStore,
-    flags: Flags,
-    app_host: Option<&str>,
-    alongside: impl AsyncFnOnce(&Registry),
-) -> Result<(EnsureReport, Registry), Failure> {
-    let settings = cli.base_settings(file).map_err(Failure::usage)?;
-    let upstreams = settings.upstreams().map_err(EnsureError::from)?;
-    let hosts = base_hosts(&settings, &upstreams)
-        .into_iter()
-        .chain(app_host.map(str::to_owned));
-    let registry = registry_for(cli, hosts);
-    let options = EnsureOptions {
-        force: flags.force,
-        require_cache: cli.require_cache,
-        wait: flags.wait,
-    };
-    let (report, ()) = tokio::join!(
-        ensure_base(&settings, &upstreams, records, &registry, options),
-        alongside(&registry)
-    );
-    Ok((report?, registry))
+impl BaseSession {
+    /// The session for `cli`'s base; its registry client also knows
+    /// `app_host` (the app image's registry).
+    pub fn new(cli: &Cli, file: &ConfigFile, app_host: Option<&str>) -> Result<Self, Failure> {
+        let settings = cli.base_settings(file).map_err(Failure::usage)?;
+        let upstreams = settings.upstreams().map_err(EnsureError::from)?;
+        let hosts = base_hosts(&settings, &upstreams)
+            .into_iter()
+            .chain(app_host.map(str::to_owned));
+        let registry = registry_for(cli, hosts);
+        Ok(Self {
+            settings,
+            upstreams,
+            registry,
+            require_cache: cli.require_cache,
+        })
+    }
+
+    /// The registry client of the session.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The base for the current inputs: found, or built and pushed.
+    pub async fn ensure(
+        &self,
+        records: &RecordStore,
+        flags: Flags,
+    ) -> Result<EnsureReport, Failure> {
+        let options = EnsureOptions {
+            force: flags.force,
+            require_cache: self.require_cache,
+            wait: flags.wait,
+        };
+        Ok(ensure_base(
+            &self.settings,
+            &self.upstreams,
+            records,
+            &self.registry,
+            options,
+        )
+        .await?)
+    }
 }
 
 /// `cachectl ensure-base`: prints the base's reference (or its report).
 pub async fn run(cli: &Cli, file: &ConfigFile, flags: Flags) -> Result<(), Failure> {
     let records = records_for(cli, file)?;
-    let (report, _) = ensure(cli, file, &records, flags, None).await?;
+    let report = BaseSession::new(cli, file, None)?
+        .ensure(&records, flags)
+        .await?;
     output::report_ensure(&report, cli.json).map_err(Failure::failed)?;
     records.report_event(&events::from_ensure(&report)).await;
     Ok(())

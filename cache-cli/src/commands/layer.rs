@@ -662,6 +662,29 @@ pub async fn layer(
     })
 }
 
+/// [`layer`], then [`tag_deploy`]; the upload sessions opened ahead and
+/// not used are cancelled either way.
+pub async fn layer_and_tag(
+    registry: &Registry,
+    records: &RecordStore,
+    base: &Location,
+    app: &AppSettings,
+    tree: &AppTree,
+) -> Result<LayerReport, LayerError> {
+    let mut report = match layer(registry, Some(records), base, app, Some(tree)).await {
+        Ok(report) => report,
+        Err(error) => {
+            registry.cancel_uploads_ahead().await;
+            return Err(error);
+        }
+    };
+    tokio::join!(
+        tag_deploy(registry, app, &mut report),
+        registry.cancel_uploads_ahead()
+    );
+    Ok(report)
+}
+
 /// Tags the pushed app image `TAG.deploy-TIME` too (unless `deploy_tags =
 /// false`). The deploy has happened: a failure here is a warning.
 pub async fn tag_deploy(registry: &Registry, app: &AppSettings, report: &mut LayerReport) {
@@ -702,18 +725,7 @@ pub async fn run(cli: &Cli, file: &ConfigFile, base: &str, app: &AppFlags) -> Re
     let registry = registry_for(cli, hosts);
     let records = records_for(cli, file)?;
     let tree = AppTree::start(&settings)?;
-    let layered = layer(&registry, Some(&records), &base, &settings, Some(&tree)).await;
-    let mut report = match layered {
-        Ok(report) => report,
-        Err(error) => {
-            registry.cancel_uploads_ahead().await;
-            return Err(error.into());
-        }
-    };
-    tokio::join!(
-        tag_deploy(&registry, &settings, &mut report),
-        registry.cancel_uploads_ahead()
-    );
+    let report = layer_and_tag(&registry, &records, &base, &settings, &tree).await?;
     // The result first: the history is best effort, after it.
     output::report_layer(&report, cli.json).map_err(Failure::failed)?;
     records.report_event(&events::from_layer(&report)).await;
