@@ -42,16 +42,15 @@ impl AppTree {
     }
 
     /// Opens the upload sessions of `app`'s new layer and config once the
-    /// digest is known (see [`Registry::open_uploads_ahead`]): nothing
-    /// when the context cannot be read, or when they were asked for
-    /// already (by `build` while the base was ensured).
+    /// digest is known, if this machine pushed there before (see
+    /// [`Registry::open_uploads_ahead`]): nothing when the context cannot
+    /// be read, or when they were asked for already (by `build` while the
+    /// base was ensured).
     pub async fn open_uploads_ahead(&self, registry: &Registry, app: &AppSettings) {
         if self.ahead.swap(true, Ordering::Relaxed) {
             return;
         }
-        if let Some(tree) = self.digest().await {
-            app.image.open_uploads_ahead(registry, &tree).await;
-        }
+        app.image.open_uploads_ahead(registry, self.digest()).await;
     }
 }
 

@@ -183,7 +183,11 @@ impl Location {
 
     /// Opens upload sessions ahead for an app of `tree` (see
     /// [`Registry::open_uploads_ahead`]); nothing for a layout.
-    pub async fn open_uploads_ahead(&self, registry: &Registry, tree: &[u8; 32]) {
+    pub async fn open_uploads_ahead(
+        &self,
+        registry: &Registry,
+        tree: impl Future<Output = Option<[u8; 32]>>,
+    ) {
         if let Self::Registry(reference) = self {
             registry.open_uploads_ahead(reference, tree).await;
         }

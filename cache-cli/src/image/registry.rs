@@ -704,13 +704,19 @@ impl Registry {
     }
 
     /// Opens upload sessions in `target`'s repository for an app whose
-    /// tree is `tree`, ahead of its blobs (see [`super::pushed_trees`]):
-    /// when the registry needs no credentials and the last app this
-    /// machine pushed there had another tree, the new layer and config
-    /// will go up; two sessions, or one (the config's) when the last layer
-    /// was too large to go up without asking. Returns at once; the
-    /// sessions open while the caller goes on.
-    pub async fn open_uploads_ahead(&self, target: &Reference, tree: &[u8; 32]) {
+    /// tree is `tree` (awaited only when this machine pushed there before,
+    /// so that a fresh runner never waits for it here), ahead of its blobs
+    /// (see [`super::pushed_trees`]): when the registry needs no
+    /// credentials and the last app this machine pushed there had another
+    /// tree, the new layer and config will go up; two sessions, or one
+    /// (the config's) when the last layer was too large to go up without
+    /// asking. Returns once they are asked for; they open while the caller
+    /// goes on.
+    pub async fn open_uploads_ahead(
+        &self,
+        target: &Reference,
+        tree: impl Future<Output = Option<[u8; 32]>>,
+    ) {
         let Some(last) = self
             .pushed_trees
             .as_ref()
@@ -721,9 +727,12 @@ impl Registry {
         // An entry is only written for a registry found open, so the
         // sessions go now, without waiting for this run's probe; should
         // the registry need credentials now, they are refused and unused.
-        let open = self.open.known(target.resolve_registry());
-        if last.tree == *tree || open == Some(false) {
+        if self.open.known(target.resolve_registry()) == Some(false) {
             return;
+        }
+        match tree.await {
+            Some(tree) if tree != last.tree => {}
+            _ => return,
         }
         let count = if last.layer_bytes <= UPLOAD_WITHOUT_ASKING {
             2
