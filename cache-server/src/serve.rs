@@ -261,17 +261,22 @@ impl<S> IdleTimeout<S> {
 
 impl<S> IdleTimeout<S> {
     /// What a poll of the inner stream means for the idle clock: progress
-    /// when it is ready, an error once it has kept us waiting too long.
+    /// when `moved` says bytes moved with the peer, an error once it has
+    /// kept us waiting too long.
     fn track<T>(
         &mut self,
         cx: &mut Context<'_>,
         polled: Poll<io::Result<T>>,
+        moved: impl FnOnce(&T) -> bool,
     ) -> Poll<io::Result<T>> {
         match polled {
-            Poll::Ready(result) => {
-                self.progressed();
-                Poll::Ready(result)
+            Poll::Ready(Ok(done)) => {
+                if moved(&done) {
+                    self.progressed();
+                }
+                Poll::Ready(Ok(done))
             }
+            Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
             Poll::Pending => self.poll_idle(cx).map(Err),
         }
     }
@@ -285,7 +290,8 @@ impl<S: AsyncRead + Unpin> AsyncRead for IdleTimeout<S> {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
-        this.track(cx, polled)
+        // Bytes or the end of the stream: either way the peer acted.
+        this.track(cx, polled, |()| true)
     }
 }
 
@@ -297,7 +303,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for IdleTimeout<S> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.inner).poll_write(cx, data);
-        this.track(cx, polled)
+        this.track(cx, polled, |written| *written > 0)
     }
 
     fn poll_write_vectored(
@@ -307,17 +313,21 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for IdleTimeout<S> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
-        this.track(cx, polled)
+        this.track(cx, polled, |written| *written > 0)
     }
 
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
     }
 
+    /// A flush that completes moved nothing the writes did not count
+    /// already: hyper flushes on every turn of a connection, so counting
+    /// it would let a peer that sends nothing keep the connection forever
+    /// (every wake-up of the idle timer was followed by a flush).
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.inner).poll_flush(cx);
-        this.track(cx, polled)
+        this.track(cx, polled, |()| false)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -352,6 +362,44 @@ mod tests {
         let error = server.read_exact(&mut byte).await.unwrap_err();
         assert_eq!(error.kind(), io::ErrorKind::TimedOut);
         assert!(started.elapsed() <= Duration::from_secs(6));
+        talker.abort();
+    }
+
+    /// hyper flushes on every turn of a connection, including the turns
+    /// the idle timer itself wakes: a flush that moved nothing must not
+    /// count as the peer's progress, or a silent peer is never cut off
+    /// (seen as an upload stalled mid-body that held its connection).
+    #[tokio::test(start_paused = true)]
+    async fn flushes_on_every_turn_do_not_keep_a_silent_peer() {
+        let (mut client, server) = tokio::io::duplex(64);
+        let mut server = IdleTimeout::new(server, Duration::from_secs(5));
+        // One byte a second after the start (after the timer was set),
+        // then silence with the connection held open.
+        let talker = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            client.write_all(b"x").await.unwrap();
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            drop(client);
+        });
+        let started = Instant::now();
+        let turns = std::future::poll_fn(|cx| {
+            loop {
+                let mut byte = [0u8; 1];
+                let mut buf = ReadBuf::new(&mut byte);
+                let read = Pin::new(&mut server).poll_read(cx, &mut buf);
+                let _ = Pin::new(&mut server).poll_flush(cx);
+                match read {
+                    Poll::Ready(Err(error)) => return Poll::Ready(error),
+                    Poll::Ready(Ok(())) => continue,
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+        });
+        let error = tokio::time::timeout(Duration::from_secs(60), turns)
+            .await
+            .expect("the silent peer was never cut off");
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+        assert!(started.elapsed() <= Duration::from_secs(7));
         talker.abort();
     }
 
