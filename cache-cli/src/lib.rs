@@ -25,5 +25,6 @@ pub mod image;
 pub mod key;
 pub mod pack;
 pub mod project;
+pub mod replace_file;
 pub mod report;
 pub mod upstream;

@@ -17,6 +17,7 @@ use super::ClientError;
 use super::leases::Leases;
 use crate::client::CacheClient;
 use crate::key::Input;
+use crate::replace_file::replace_file;
 
 /// What is recorded for a built base.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -163,14 +164,8 @@ impl RecordStore {
                     path: folder.display().to_string(),
                     source,
                 };
-                std::fs::create_dir_all(folder).map_err(local)?;
                 // Write then rename, so a crash never leaves half a record.
-                let mut staged = tempfile::NamedTempFile::new_in(folder).map_err(local)?;
-                std::io::Write::write_all(&mut staged, &body).map_err(local)?;
-                staged
-                    .persist(folder.join(format!("{key}.json")))
-                    .map_err(|e| local(e.error))?;
-                Ok(())
+                replace_file(&folder.join(format!("{key}.json")), &body).map_err(local)
             }
         }
     }

@@ -9,6 +9,7 @@
 use std::path::PathBuf;
 
 use super::oci;
+use crate::replace_file::replace_file;
 
 /// Largest object kept (manifests and configs are kilobytes).
 const MAX_BYTES: usize = 4 * 1024 * 1024;
@@ -46,14 +47,7 @@ impl DigestCache {
         {
             return;
         }
-        let written = std::fs::create_dir_all(&self.dir)
-            .and_then(|()| tempfile::NamedTempFile::new_in(&self.dir))
-            .and_then(|mut staged| {
-                std::io::Write::write_all(&mut staged, bytes)?;
-                staged.persist(&path).map_err(|e| e.error)?;
-                Ok(())
-            });
-        if let Err(error) = written {
+        if let Err(error) = replace_file(&path, bytes) {
             tracing::debug!(%error, "could not keep {digest}");
         }
     }

@@ -8,6 +8,8 @@
 
 use std::path::PathBuf;
 
+use crate::replace_file::replace_file;
+
 /// Bytes of an entry: the tree's digest, then the layer's size (LE).
 const ENTRY_BYTES: usize = 32 + 8;
 
@@ -56,20 +58,13 @@ impl PushedTrees {
     /// written beside its place and renamed there, so that a reader never
     /// sees half of one.
     pub fn insert(&self, repository: &str, pushed: PushedTree) {
-        let path = self.path(repository);
         if self.get(repository) == Some(pushed) {
             return;
         }
         let mut entry = Vec::with_capacity(ENTRY_BYTES);
         entry.extend_from_slice(&pushed.tree);
         entry.extend_from_slice(&pushed.layer_bytes.to_le_bytes());
-        let written = std::fs::create_dir_all(&self.dir)
-            .and_then(|()| tempfile::NamedTempFile::new_in(&self.dir))
-            .and_then(|mut file| {
-                std::io::Write::write_all(&mut file, &entry)?;
-                file.persist(&path).map_err(|error| error.error)
-            });
-        if let Err(error) = written {
+        if let Err(error) = replace_file(&self.path(repository), &entry) {
             tracing::debug!(%error, "could not remember the pushed tree");
         }
     }

@@ -11,13 +11,14 @@
 //! unchanged: git's "racily clean" case).
 
 use std::collections::HashMap;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::pack::exclude::Excludes;
 use crate::pack::layer::{Entry, sorted_entries};
+use crate::replace_file::replace_file;
 
 /// Format tag of the cache file.
 const MAGIC: &[u8; 16] = b"cachectl-tree/1\n";
@@ -117,12 +118,7 @@ impl StatCache {
             bytes.extend_from_slice(&stamp.device.to_le_bytes());
             bytes.extend_from_slice(hash);
         }
-        let folder = self.file.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(folder)?;
-        let mut staged = tempfile::NamedTempFile::new_in(folder)?;
-        staged.write_all(&bytes)?;
-        staged.persist(&self.file).map_err(|e| e.error)?;
-        Ok(())
+        replace_file(&self.file, &bytes)
     }
 }
 
