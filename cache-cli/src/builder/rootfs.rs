@@ -115,8 +115,8 @@ pub async fn unpacked(
                     "layer {expected} arrived as {actual}: refusing to unpack it"
                 )));
             }
-            unpack::apply_file(&root, download.path(), compression)
-                .map_err(BuildError::io("unpacking a layer of the base image"))
+            let what = format!("unpacking layer {expected} of the base image");
+            unpack::apply_file(&root, download.path(), compression).map_err(BuildError::io(&what))
         })
         .await
         .map_err(|e| BuildError::Io {

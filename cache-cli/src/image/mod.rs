@@ -5,6 +5,7 @@ pub mod deploys;
 pub mod digest_cache;
 pub mod inventory;
 pub mod known_layers;
+pub mod layer_stream;
 pub mod layout;
 pub mod location;
 pub mod oci;

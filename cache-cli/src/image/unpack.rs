@@ -4,12 +4,16 @@
 //! its path held, links kept as links, and no entry written outside the
 //! folder (the `tar` crate's `unpack_in` refuses `..`, absolute paths and
 //! paths through symlinks that leave it). Ownership is kept when running as
-//! root; device nodes are skipped.
+//! root; device nodes are skipped. Layers are read as Go's `archive/tar`
+//! reads them (multi-member gzip, several zstd frames, no end-of-archive
+//! marker; see [`super::layer_stream`]).
 
 use std::collections::HashSet;
 use std::fs::File;
 use std::io::{self, BufReader, Read};
 use std::path::{Component, Path, PathBuf};
+
+use super::layer_stream::{CurrentEntry, EntryBoundedReader, EntrySpan};
 
 /// How a layer blob is compressed, from its media type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,11 +86,13 @@ fn inside_without_links(root: &Path, relative: &Path) -> bool {
 pub fn apply(root: &Path, reader: impl Read, compression: Compression) -> io::Result<()> {
     let reader: Box<dyn Read> = match compression {
         Compression::None => Box::new(reader),
-        Compression::Gzip => Box::new(flate2::read::GzDecoder::new(reader)),
+        // pigz, pgzip and concatenated `gzip` runs write several members.
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(reader)),
         Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(reader)?),
     };
     let as_root = rustix::process::geteuid().is_root();
-    let mut archive = tar::Archive::new(reader);
+    let current = CurrentEntry::default();
+    let mut archive = tar::Archive::new(EntryBoundedReader::new(reader, current.clone()));
     archive.set_preserve_permissions(true);
     archive.set_preserve_ownerships(as_root);
     archive.set_preserve_mtime(true);
@@ -97,6 +103,12 @@ pub fn apply(root: &Path, reader: impl Read, compression: Compression) -> io::Re
     let mut written: HashSet<PathBuf> = HashSet::new();
     for entry in archive.entries()? {
         let mut entry = entry?;
+        let kind = entry.header().entry_type();
+        current.set((!kind.is_gnu_sparse()).then(|| EntrySpan {
+            path: entry.path().map(|p| p.into_owned()).unwrap_or_default(),
+            data_start: entry.raw_file_position(),
+            data_len: entry.size(),
+        }));
         let Some(path) = relative(&entry.path()?) else {
             continue;
         };
@@ -124,7 +136,6 @@ pub fn apply(root: &Path, reader: impl Read, compression: Compression) -> io::Re
             }
             continue;
         }
-        let kind = entry.header().entry_type();
         if kind.is_character_special() || kind.is_block_special() || kind.is_fifo() {
             continue;
         }
