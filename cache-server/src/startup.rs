@@ -68,7 +68,11 @@ pub async fn app_state(cli: &Cli, storage: Storage, index: Index) -> anyhow::Res
         state = state.with_namespace_quotas(cli.namespace_quota.clone());
     }
     if let Some(path) = &cli.oidc_config {
-        let oidc = Oidc::new(OidcConfig::load(path)?);
+        let config = OidcConfig::load(path)?;
+        for warning in config.warnings() {
+            tracing::warn!("{}: {warning}", path.display());
+        }
+        let oidc = Oidc::new(config);
         if auth == AuthMode::Off {
             tracing::warn!(
                 "--oidc-config has no effect with --auth off: every request is admitted anyway"

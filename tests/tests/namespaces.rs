@@ -527,6 +527,117 @@ tag = "latest"
     team.check_logs();
 }
 
+/// The tags of an OCI layout's images, sorted.
+fn layout_tags(layout: &Path) -> Vec<String> {
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let mut tags: Vec<String> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["annotations"]["org.opencontainers.image.ref.name"].as_str())
+        .map(str::to_owned)
+        .collect();
+    tags.sort();
+    tags
+}
+
+/// `pull_request_target`, `workflow_run` and `issue_comment` jobs run on
+/// the default branch (`GITHUB_REF=refs/heads/main`) for a pull request's
+/// input: `ensure-base` publishes their bases under their own names, says
+/// why, and never moves the moving tag; main's push then builds its own.
+/// On a registry and on an OCI layout, with no cache server.
+#[test]
+fn cachectl_jobs_of_events_on_main_for_a_pull_request_never_publish_as_main() {
+    use cachectl_e2e::cachectl::Project;
+    use cachectl_e2e::registry::RegistryServer;
+    let registry = RegistryServer::start();
+    let layout = tempfile::tempdir().unwrap();
+    let targets = [
+        (format!("{}/acme/api-base", registry.host()), None),
+        (
+            format!("oci:{}:latest", layout.path().display()),
+            Some(layout.path()),
+        ),
+    ];
+    for (image, layout) in targets {
+        let project = Project::native(&image, None);
+        if layout.is_none() {
+            project.append("cachectl.toml", "tag = \"latest\"\n");
+        }
+        let tags = || match layout {
+            Some(layout) => layout_tags(layout),
+            None => tags(&image),
+        };
+        let event = |name: &str, payload: &str| {
+            let path = project.path().join(format!("{name}.json"));
+            std::fs::write(
+                &path,
+                format!(r#"{{"repository": {{"default_branch": "main"}}, {payload}}}"#),
+            )
+            .unwrap();
+            let path = path.display().to_string();
+            let env = [
+                ("GITHUB_ACTIONS", "true"),
+                ("GITHUB_EVENT_NAME", name),
+                ("GITHUB_REF", "refs/heads/main"),
+                ("GITHUB_EVENT_PATH", path.as_str()),
+            ];
+            project.cachectl(&["ensure-base", "--json"], &env).success()
+        };
+
+        let target = event("pull_request_target", r#""pull_request": {"number": 42}"#);
+        let built = target.json();
+        assert_eq!(built["source"], "built", "{image}");
+        let key16 = built["key"].as_str().unwrap()[..16].to_owned();
+        assert_eq!(tags(), vec![format!("base-{key16}-pr-42")], "{image}");
+        for said in [
+            "GitHub Actions pull_request_target event on refs/heads/main",
+            "cache namespace pr-42, not trusted",
+            "not moving the tag latest",
+        ] {
+            assert!(target.stderr.contains(said), "{image}: {}", target.stderr);
+        }
+
+        let run = event(
+            "workflow_run",
+            r#""workflow_run": {"event": "pull_request", "head_branch": "main", "pull_requests": []}"#,
+        );
+        assert_eq!(run.json()["source"], "built", "{image}");
+        let comment = event(
+            "issue_comment",
+            r#""issue": {"number": 42, "pull_request": {"url": "x"}}"#,
+        );
+        assert_eq!(
+            comment.json()["digest"],
+            built["digest"],
+            "{image}: an issue_comment on pull request 42 is its namespace"
+        );
+        assert_eq!(
+            tags(),
+            vec![
+                format!("base-{key16}-pr-42"),
+                format!("base-{key16}-untrusted-workflow_run"),
+            ],
+            "{image}"
+        );
+
+        // Main's own push builds main's base and moves the tag.
+        let push = event("push", r#""ref": "refs/heads/main""#).json();
+        assert_eq!(push["source"], "built", "{image}");
+        assert_eq!(push["key"], built["key"]);
+        let mut expected = vec![
+            format!("base-{key16}"),
+            format!("base-{key16}-pr-42"),
+            format!("base-{key16}-untrusted-workflow_run"),
+            "latest".to_owned(),
+        ];
+        expected.sort();
+        assert_eq!(tags(), expected, "{image}");
+        assert_eq!(project.builds(), 3, "{image}");
+    }
+}
+
 #[test]
 fn cachectl_folder_caches_of_a_pull_request_never_reach_main() {
     use cachectl_e2e::cachectl::Project;

@@ -125,6 +125,69 @@ async fn id_tokens_of_main_and_of_a_pull_request_get_the_namespaces_their_claims
     }
 }
 
+/// GitHub runs `pull_request_target`, `workflow_run` and `issue_comment`
+/// jobs on the default branch: their ID tokens say `ref =
+/// refs/heads/main` while the job acts on a pull request's input. Under the
+/// documented rules (`event_name` in main's `when`) they only read main; a
+/// rule that leaves `event_name` out would let them write it, and the
+/// server says so when it starts.
+#[tokio::test]
+async fn id_tokens_of_events_on_main_acting_for_a_pull_request_never_write_main() {
+    let issuer = Issuer::start();
+    let folder = tempfile::tempdir().unwrap();
+    let server = server_trusting(&issuer.config(AUDIENCE), folder.path());
+    let job = |event: &str| {
+        issuer.mint(&issuer.github_claims(AUDIENCE, "acme/web", event, "refs/heads/main"))
+    };
+    assert_eq!(
+        put(&server, "/cache/0a1b2c", &job("push"), "honest").await,
+        201
+    );
+    for event in ["pull_request_target", "workflow_run", "issue_comment"] {
+        let token = job(event);
+        for path in ["/cache/0a1b2c", "/ns/main/cache/0a1b2c"] {
+            assert_eq!(
+                put(&server, path, &token, "poisoned").await,
+                StatusCode::FORBIDDEN,
+                "{event} wrote {path}"
+            );
+        }
+        let read = get(&server, "/cache/0a1b2c", &token).await;
+        assert_eq!(read, (StatusCode::OK, "honest".to_owned()), "{event}");
+    }
+    assert!(
+        !server.logs().contains("without event_name"),
+        "the documented rules were warned about"
+    );
+
+    // The same rules without event_name in main's `when`: the server warns
+    // at start, and the warning is right.
+    let risky_folder = tempfile::tempdir().unwrap();
+    let config = risky_folder.path().join("oidc.toml");
+    let rules = rules().replacen(r#", event_name = "push""#, "", 1);
+    assert_ne!(rules, self::rules());
+    std::fs::write(&config, format!("{}{rules}", issuer.config(AUDIENCE))).unwrap();
+    let risky = CacheServer::start(
+        Backend::Local,
+        ServerOptions::args(&[
+            "--auth",
+            "required",
+            "--oidc-config",
+            config.to_str().unwrap(),
+        ]),
+    );
+    let logs = risky.logs();
+    assert!(
+        logs.contains(r#"rule 1: grants write on ref = "refs/heads/main" without event_name"#),
+        "{logs}"
+    );
+    let target = job("pull_request_target");
+    assert_eq!(
+        put(&risky, "/cache/0a1b2c", &target, "poisoned").await,
+        StatusCode::CREATED
+    );
+}
+
 /// Each way a token can be wrong, with the reason the server must give.
 fn forgeries(issuer: &Issuer) -> Vec<(&'static str, String, &'static str)> {
     let valid = || issuer.github_claims(AUDIENCE, "acme/web", "push", "refs/heads/main");

@@ -313,7 +313,15 @@ impl Cli {
                 .map_err(|e| self::field(&path, "namespace", e.to_string()))?;
             return Ok(Some((namespace, source)));
         }
-        Ok(super::namespace::detect(&|name| std::env::var(name).ok()))
+        let Some(detected) = super::namespace::detect(&|name| std::env::var(name).ok()) else {
+            return Ok(None);
+        };
+        if let Some(line) = &detected.distrusted {
+            // Said once per run, however many parts of it ask.
+            static SAID: std::sync::Once = std::sync::Once::new();
+            SAID.call_once(|| tracing::warn!("{line}"));
+        }
+        Ok(Some((detected.namespace, detected.why)))
     }
 
     /// The certificates of `--cacert`, none without it.

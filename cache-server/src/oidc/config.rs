@@ -182,6 +182,58 @@ impl OidcConfig {
     }
 }
 
+/// Claims that name the ref a job runs on.
+const REF_CLAIMS: [&str; 2] = ["ref", "ref_path"];
+/// Claims that name what started a job: GitHub's and GitLab's.
+const EVENT_CLAIMS: [&str; 2] = ["event_name", "pipeline_source"];
+/// Ref patterns only pull and merge request jobs (or tags) carry.
+const NOT_BRANCH_REFS: [&str; 3] = ["refs/pull/", "refs/merge-requests/", "refs/tags/"];
+
+impl OidcConfig {
+    /// What in the rules is accepted but likely unsafe, one line each: a
+    /// rule that grants write on a branch's `ref` without naming the event.
+    /// GitHub's `pull_request_target`, `workflow_run` and `issue_comment`
+    /// jobs carry the default branch's `ref` (`refs/heads/main`) while they
+    /// act on a pull request's input, and GitLab's `api`, `trigger` and
+    /// `pipeline` pipelines carry the branch they were started on; only
+    /// `event_name` (GitHub) or `pipeline_source` (GitLab) tells them from
+    /// a push.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        for issuer in &self.issuers {
+            for (at, rule) in issuer.rules.iter().enumerate() {
+                if rule.scope != Scope::Write
+                    || EVENT_CLAIMS
+                        .iter()
+                        .any(|claim| rule.when.contains_key(*claim))
+                {
+                    continue;
+                }
+                let branch_ref = REF_CLAIMS.iter().find_map(|claim| {
+                    let pattern = rule.when.get(*claim)?;
+                    let only_pulls = NOT_BRANCH_REFS
+                        .iter()
+                        .any(|prefix| pattern.starts_with(prefix));
+                    (!only_pulls).then_some((claim, pattern))
+                });
+                if let Some((claim, pattern)) = branch_ref {
+                    warnings.push(format!(
+                        "issuer {} rule {}: grants write on {claim} = {pattern:?} without \
+                         event_name (GitHub) or pipeline_source (GitLab) in its `when`: \
+                         GitHub's pull_request_target, workflow_run and issue_comment jobs \
+                         carry the default branch's ref while acting for a pull request, so \
+                         they would write there; add event_name = \"push\" (GitLab: \
+                         pipeline_source = \"push\")",
+                        issuer.issuer,
+                        at + 1
+                    ));
+                }
+            }
+        }
+        warnings
+    }
+}
+
 fn issuer_config(file: IssuerFile, folder: &Path) -> Result<IssuerConfig, String> {
     let url = secure_url(&file.url, "url")?;
     let audience = file.audience.into_vec();
@@ -307,6 +359,62 @@ mod tests {
         scope = "read"
         read = ["main"]
     "#;
+
+    #[test]
+    fn a_write_rule_on_a_branch_ref_without_the_event_is_warned_about() {
+        assert_eq!(parse(GOOD).unwrap().warnings(), Vec::<String>::new());
+        let risky = parse(
+            r#"
+            [[issuer]]
+            url = "https://token.actions.githubusercontent.com"
+            audience = "https://cache.example.com"
+
+            [[issuer.rule]]
+            when = { repository = "acme/web", ref = "refs/heads/main" }
+            scope = "write"
+            write = ["main"]
+
+            [[issuer.rule]]
+            when = { repository = "acme/web", ref = "refs/pull/*" }
+            scope = "write"
+            write = ["pr-{pr}"]
+
+            [[issuer.rule]]
+            when = { repository = "acme/*", ref = "refs/heads/*" }
+            scope = "read"
+            read = ["main"]
+
+            [[issuer]]
+            url = "https://gitlab.example.com"
+            audience = "a"
+
+            [[issuer.rule]]
+            when = { project_path = "acme/web", ref = "main", ref_protected = "true" }
+            scope = "write"
+            write = ["main"]
+
+            [[issuer.rule]]
+            when = { project_path = "acme/web", ref = "main", pipeline_source = "push" }
+            scope = "write"
+            write = ["main"]
+            "#,
+        )
+        .unwrap()
+        .warnings();
+        assert_eq!(risky.len(), 2, "{risky:#?}");
+        assert!(
+            risky[0].starts_with("issuer https://token.actions.githubusercontent.com rule 1:")
+                && risky[0].contains(r#"ref = "refs/heads/main""#)
+                && risky[0].contains("pull_request_target"),
+            "{}",
+            risky[0]
+        );
+        assert!(
+            risky[1].starts_with("issuer https://gitlab.example.com rule 1:"),
+            "{}",
+            risky[1]
+        );
+    }
 
     #[test]
     fn a_configuration_with_two_issuers_loads() {
