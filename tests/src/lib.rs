@@ -11,6 +11,7 @@ pub mod bins;
 pub mod buildah;
 pub mod cachectl;
 pub mod clients;
+pub mod cpu_load;
 pub mod data;
 pub mod fault_proxy;
 pub mod garage;

@@ -347,9 +347,12 @@ fn a_refused_upload_leaves_the_kept_alive_connection_usable() {
 /// Tokens are checked from memory, not SQLite, on the hot path: a token
 /// created or revoked by `cache-server token` beside a busy server still
 /// works, or stops working, with the very next request, round after round,
-/// while other requests with the same token keep its cache entry warm.
-#[tokio::test]
+/// while other requests with the same token keep its cache entry warm, and
+/// while busy threads (two per core) load the machine: the promise holds
+/// whether or not the server's file-watch thread has run since.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_token_changes_reach_a_busy_server_with_the_next_request() {
+    let _load = cachectl_e2e::cpu_load::CpuLoad::start(2);
     let server = CacheServer::start(Backend::Local, ServerOptions::args(&["--auth", "required"]));
     let writer = server.create_token("write", "writer", &[]);
     let blob = b"read me while tokens come and go".to_vec();
@@ -364,7 +367,7 @@ async fn cli_token_changes_reach_a_busy_server_with_the_next_request() {
         .unwrap();
     assert_eq!(put.status(), StatusCode::CREATED);
 
-    for round in 0..8 {
+    for round in 0..12 {
         let name = format!("reader-{round}");
         let reader = server.create_token("read", &name, &[]);
         assert_eq!(

@@ -2,8 +2,10 @@
 //! SQLite: an inotify watch (through `notify`) on the index's folder counts
 //! every change to the index, its WAL or its journal.
 //!
-//! This is what lets a token check skip SQLite on most requests: the token
-//! cache only needs a look at the tokens table after the files moved. A
+//! This catches changes to the tokens table by writers that do not move
+//! the token epoch (see `token_epoch`): an older `cache-server`, a change
+//! made by hand. Its events arrive asynchronously (a watcher thread reads
+//! them), so it is prompt but not exact; the epoch is the exact path. A
 //! commit writes the WAL before it publishes the commit in the shared
 //! memory index, so a look made right after the event could still see the
 //! state before it: callers look once more when [`SETTLE`] has passed since

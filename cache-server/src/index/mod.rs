@@ -22,11 +22,13 @@ use rusqlite::{Connection, OptionalExtension, params};
 mod events;
 mod file_watch;
 mod leases;
+mod token_epoch;
 mod tokens;
 
 use file_watch::FileWatch;
 pub use file_watch::SETTLE as FILES_SETTLE;
 pub use leases::LeaseOutcome;
+use token_epoch::TokenEpoch;
 use tokens::TokenWatch;
 pub use tokens::{NewTokenRecord, Scope, TokenRecord, secret_hash, token_hash};
 
@@ -192,6 +194,9 @@ struct Inner {
     /// Changes to the index files by any process; `None` where they cannot
     /// be watched.
     files: Option<FileWatch>,
+    /// Moves after every change to the tokens table by any process that
+    /// opened this index; `None` where it cannot be mapped.
+    token_epoch: Option<TokenEpoch>,
 }
 
 /// Handle to the index. Cheap to clone.
@@ -338,6 +343,13 @@ impl Index {
                 None
             }
         };
+        let token_epoch = match TokenEpoch::open(path) {
+            Ok(epoch) => Some(epoch),
+            Err(error) => {
+                tracing::warn!(%error, path = %token_epoch::path_for(path).display(), "cannot map the tokens' change counter; tokens are checked in SQLite on every request");
+                None
+            }
+        };
         Ok(Self {
             inner: Arc::new(Inner {
                 writer: Mutex::new(writer),
@@ -346,6 +358,7 @@ impl Index {
                 next_reader: AtomicUsize::new(0),
                 pending_access: Mutex::new(HashMap::new()),
                 files,
+                token_epoch,
             }),
         })
     }

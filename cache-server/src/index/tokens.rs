@@ -5,6 +5,7 @@
 use rusqlite::{OptionalExtension, params};
 
 use super::file_watch::FileWatch;
+use super::token_epoch::TokenEpoch;
 use super::{Index, IndexError, now_ms};
 use crate::namespaces::NamespacePolicy;
 
@@ -181,6 +182,21 @@ impl Index {
         self.inner.files.as_ref().map(FileWatch::changes)
     }
 
+    /// A counter that every process moves (through this type) after it
+    /// committed a change to the tokens table, read without a system call:
+    /// while it stands still, no token was created or revoked through
+    /// cachectl's code. `None` where it cannot be mapped.
+    pub fn token_epoch(&self) -> Option<u64> {
+        self.inner.token_epoch.as_ref().map(TokenEpoch::value)
+    }
+
+    /// Says to every process on this index that the tokens changed.
+    fn tokens_changed(&self) {
+        if let Some(epoch) = &self.inner.token_epoch {
+            epoch.bump();
+        }
+    }
+
     /// A value that changes whenever a token is created or revoked, by this
     /// server or by `cache-server token` beside it. Cheap enough to call on
     /// every request, on the calling thread: one `PRAGMA data_version` (no
@@ -213,30 +229,33 @@ impl Index {
 
     /// Stores `token`.
     pub async fn create_token(&self, token: NewTokenRecord) -> Result<TokenRecord, IndexError> {
-        self.write(move |connection| {
-            let record = token.record(now_ms());
-            let policy = record
-                .namespaces
-                .as_ref()
-                .map(serde_json::to_string)
-                .transpose()
-                .map_err(|e| IndexError::Corrupt(e.to_string()))?;
-            connection.execute(
-                "INSERT INTO tokens (id, name, scope, hash, created, expires, namespaces)
+        let record = self
+            .write(move |connection| {
+                let record = token.record(now_ms());
+                let policy = record
+                    .namespaces
+                    .as_ref()
+                    .map(serde_json::to_string)
+                    .transpose()
+                    .map_err(|e| IndexError::Corrupt(e.to_string()))?;
+                connection.execute(
+                    "INSERT INTO tokens (id, name, scope, hash, created, expires, namespaces)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![
-                    record.id,
-                    record.name,
-                    record.scope.as_str(),
-                    token.secret_hash,
-                    record.created_ms,
-                    record.expires_ms,
-                    policy
-                ],
-            )?;
-            Ok(record)
-        })
-        .await
+                    params![
+                        record.id,
+                        record.name,
+                        record.scope.as_str(),
+                        token.secret_hash,
+                        record.created_ms,
+                        record.expires_ms,
+                        policy
+                    ],
+                )?;
+                Ok(record)
+            })
+            .await?;
+        self.tokens_changed();
+        Ok(record)
     }
 
     /// The token whose secret hashes to `secret_hash`, active or not.
@@ -268,13 +287,17 @@ impl Index {
 
     /// Revokes the token with this id or name; returns how many were revoked.
     pub async fn revoke_token(&self, id_or_name: String) -> Result<usize, IndexError> {
-        self.write(move |connection| {
-            Ok(connection.execute(
-                "UPDATE tokens SET revoked = ?2 WHERE (id = ?1 OR name = ?1) AND revoked IS NULL",
-                params![id_or_name, now_ms()],
-            )?)
-        })
-        .await
+        let revoked = self
+            .write(move |connection| {
+                Ok(connection.execute(
+                    "UPDATE tokens SET revoked = ?2 WHERE (id = ?1 OR name = ?1) AND revoked IS NULL",
+                    params![id_or_name, now_ms()],
+                )?)
+            })
+            .await?;
+        // Committed and published: a server's next request sees it.
+        self.tokens_changed();
+        Ok(revoked)
     }
 
     /// Whether any token is still active.

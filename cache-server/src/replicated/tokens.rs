@@ -21,9 +21,9 @@ use crate::storage::Storage;
 /// How long a replica trusts what it read of a token from the bucket: a
 /// revocation made through another replica takes effect within this delay;
 /// one made through this replica at once. (Tokens in the index are looked
-/// at again after every change of the index files, so a revocation there,
-/// by this server or by `cache-server token revoke` beside it, is
-/// immediate.)
+/// at again whenever the index's token epoch moved, so a revocation there,
+/// by this server or by `cache-server token revoke` beside it, takes effect
+/// with the next request.)
 pub const TOKEN_CACHE_FOR: Duration = Duration::from_secs(5);
 const TOKEN_PREFIX: &str = "tokens";
 /// Most secrets remembered; the cache is emptied when it is full.
@@ -61,6 +61,8 @@ pub struct TokenStore {
 struct Freshness {
     /// The index's tokens fingerprint the cache was filled under.
     fingerprint: Option<(i64, i64, i64)>,
+    /// The index's token epoch at the last check.
+    epoch: Option<u64>,
     /// The index files' change count at the last check, when it moved, and
     /// whether the check made [`FILES_SETTLE`] after that move was done.
     changes: Option<u64>,
@@ -69,22 +71,43 @@ struct Freshness {
 }
 
 impl Freshness {
-    /// Whether the tokens table must be looked at now, given the files'
-    /// `changes` count: always when the files are not watched; once at
-    /// once when they moved, and once more when they have stood still for
-    /// [`FILES_SETTLE`] (a commit is published shortly after its write).
-    fn needs_check(&mut self, changes: Option<u64>) -> bool {
-        if changes.is_none() || changes != self.changes {
+    fn new() -> Self {
+        Self {
+            fingerprint: None,
+            epoch: None,
+            changes: None,
+            moved_at: Instant::now(),
+            settled: false,
+        }
+    }
+
+    /// Whether the tokens table must be looked at now, given the index's
+    /// token `epoch` and its files' `changes` count.
+    ///
+    /// The epoch is exact: every process that changes the tokens through
+    /// this server's code (`cache-server token revoke` beside it included)
+    /// moves it after its commit, so a request that starts after that
+    /// process returned looks. The file watch catches other writers (an
+    /// older `cache-server`, a hand-made SQL change), as well as an
+    /// asynchronous event allows: once when the files moved, and once more
+    /// when they have stood still for [`FILES_SETTLE`] (a commit is
+    /// published shortly after its write). Where either cannot be had, the
+    /// table is looked at on every request.
+    fn needs_check(&mut self, changes: Option<u64>, epoch: Option<u64>) -> bool {
+        let epoch_moved = epoch.is_none() || epoch != self.epoch;
+        self.epoch = epoch;
+        let files_moved = if changes.is_none() || changes != self.changes {
             self.changes = changes;
             self.moved_at = Instant::now();
             self.settled = false;
-            return true;
-        }
-        if !self.settled && self.moved_at.elapsed() >= FILES_SETTLE {
+            true
+        } else if !self.settled && self.moved_at.elapsed() >= FILES_SETTLE {
             self.settled = true;
-            return true;
-        }
-        false
+            true
+        } else {
+            false
+        };
+        epoch_moved || files_moved
     }
 }
 
@@ -168,12 +191,7 @@ impl TokenStore {
             backend,
             cache: Mutex::new(HashMap::new()),
             epoch: AtomicU64::new(0),
-            freshness: Mutex::new(Freshness {
-                fingerprint: None,
-                changes: None,
-                moved_at: Instant::now(),
-                settled: false,
-            }),
+            freshness: Mutex::new(Freshness::new()),
         }
     }
 
@@ -217,9 +235,9 @@ impl TokenStore {
             TokenBackend::Index(index) => {
                 // Read before the look, so a change during it is looked at
                 // again by the next request.
-                let changes = index.file_changes();
+                let (changes, epoch) = (index.file_changes(), index.token_epoch());
                 let mut freshness = lock(&self.freshness);
-                if freshness.needs_check(changes) {
+                if freshness.needs_check(changes, epoch) {
                     let now = index.tokens_fingerprint()?;
                     if freshness.fingerprint != Some(now) {
                         self.forget(None);
@@ -343,31 +361,40 @@ impl TokenStore {
 mod tests {
     use super::*;
 
-    fn freshness() -> Freshness {
-        Freshness {
-            fingerprint: None,
-            changes: None,
-            moved_at: Instant::now(),
-            settled: false,
-        }
+    #[test]
+    fn unwatched_files_are_checked_every_time_and_watched_ones_after_each_move() {
+        let mut unwatched = Freshness::new();
+        assert!(unwatched.needs_check(None, Some(0)));
+        assert!(unwatched.needs_check(None, Some(0)));
+
+        let mut watched = Freshness::new();
+        assert!(watched.needs_check(Some(0), Some(0)), "the first look");
+        assert!(!watched.needs_check(Some(0), Some(0)), "nothing moved");
+        assert!(watched.needs_check(Some(1), Some(0)), "the files moved");
+        assert!(!watched.needs_check(Some(1), Some(0)));
+        std::thread::sleep(FILES_SETTLE);
+        assert!(
+            watched.needs_check(Some(1), Some(0)),
+            "once more after they settled"
+        );
+        assert!(!watched.needs_check(Some(1), Some(0)));
+        assert!(watched.needs_check(Some(2), Some(0)));
     }
 
     #[test]
-    fn unwatched_files_are_checked_every_time_and_watched_ones_after_each_move() {
-        let mut unwatched = freshness();
-        assert!(unwatched.needs_check(None));
-        assert!(unwatched.needs_check(None));
-
-        let mut watched = freshness();
-        assert!(watched.needs_check(Some(0)), "the first look");
-        assert!(!watched.needs_check(Some(0)), "nothing moved");
-        assert!(watched.needs_check(Some(1)), "the files moved");
-        assert!(!watched.needs_check(Some(1)));
-        std::thread::sleep(FILES_SETTLE);
-        assert!(watched.needs_check(Some(1)), "once more after they settled");
-        assert!(!watched.needs_check(Some(1)));
-        assert!(watched.needs_check(Some(2)));
+    fn a_moved_epoch_is_looked_at_at_once_and_an_unmapped_one_always() {
+        let mut fresh = Freshness::new();
+        assert!(fresh.needs_check(Some(0), Some(0)));
+        assert!(!fresh.needs_check(Some(0), Some(0)));
+        // The files have not moved (their event is not read yet): the
+        // epoch alone makes the look.
+        assert!(fresh.needs_check(Some(0), Some(1)), "the epoch moved");
+        assert!(!fresh.needs_check(Some(0), Some(1)));
+        let mut unmapped = Freshness::new();
+        assert!(unmapped.needs_check(Some(0), None));
+        assert!(unmapped.needs_check(Some(0), None));
     }
+
     use crate::index::token_hash;
     use crate::storage::StorageLocation;
 
