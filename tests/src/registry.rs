@@ -211,16 +211,7 @@ impl RegistryServer {
 }
 
 fn run(program: &str, args: &[&str]) {
-    let output = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("running {program}: {e} (run scripts/install-test-deps)"));
-    assert!(
-        output.status.success(),
-        "{program} {args:?} failed:\n{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    crate::process::run_tool(program, args, &[]);
 }
 
 /// Builds a busybox image (a real shell and coreutils in one static binary)

@@ -15,26 +15,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use cachectl_e2e::cachectl::Project;
+use cachectl_e2e::process::run_tool as run;
 use cachectl_e2e::registry::RegistryServer;
 use sha2::{Digest as _, Sha256};
 
 const RELEASE: &str = "release from a hand-made userland\n";
 const APPLETS: [&str; 6] = ["sh", "cat", "echo", "mkdir", "cp", "true"];
-
-fn run(program: &str, args: &[&str], env: &[(&str, &str)]) -> String {
-    let output = Command::new(program)
-        .args(args)
-        .envs(env.iter().copied())
-        .output()
-        .unwrap_or_else(|e| panic!("running {program}: {e} (run scripts/install-test-deps)"));
-    assert!(
-        output.status.success(),
-        "{program} {args:?} failed:\n{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
 
 fn sha256(bytes: &[u8]) -> String {
     format!("sha256:{:x}", Sha256::digest(bytes))
