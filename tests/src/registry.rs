@@ -167,13 +167,13 @@ impl RegistryServer {
         self.dir.path().join("storage")
     }
 
-    /// Runs the registry's own garbage collection (`docker-registry
-    /// garbage-collect --delete-untagged`) on its storage, which reclaims
-    /// the blobs of deleted manifests. Nothing may push meanwhile.
+    /// Runs the registry's own garbage collection as `cachectl gc` tells
+    /// users to (`docker-registry garbage-collect CONFIG`, without
+    /// `--delete-untagged`) on its storage, which reclaims the blobs of
+    /// deleted manifests. Nothing may push meanwhile.
     pub fn garbage_collect(&self) -> String {
         let output = Command::new(service_binary("docker-registry", "docker-registry"))
             .arg("garbage-collect")
-            .arg("--delete-untagged")
             .arg(self.dir.path().join("config.yml"))
             .output()
             .expect("docker-registry runs");

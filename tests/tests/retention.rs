@@ -144,7 +144,7 @@ fn gc_keeps_exactly_the_last_deploys_and_the_bases_they_use_in_a_registry() {
         .success();
     assert!(deleted.stdout.contains("deleted"), "{}", deleted.stdout);
     assert!(
-        deleted.stderr.contains("garbage-collect"),
+        deleted.stderr.contains("`registry garbage-collect CONFIG`"),
         "{}",
         deleted.stderr
     );

@@ -190,7 +190,9 @@ pub async fn run(
         if registries {
             eprintln!(
                 "the registry reclaims them in its own garbage collection (docker-registry: \
-                 `registry garbage-collect --delete-untagged CONFIG`, with pushes stopped)"
+                 `registry garbage-collect CONFIG`, with pushes stopped; never \
+                 `--delete-untagged`, which deletes the untagged platform images of \
+                 multi-platform images and the signatures and SBOMs attached to kept ones)"
             );
         }
     } else {
