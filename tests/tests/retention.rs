@@ -355,3 +355,148 @@ fn a_registry_that_refuses_deletes_is_explained_and_nothing_is_half_done() {
     );
     assert_eq!(registry.tags("acme/web"), tags);
 }
+
+/// Pushes `bytes` as a blob of `repository` (POST, then PUT with its
+/// digest); returns the digest.
+async fn push_blob(
+    client: &reqwest::Client,
+    registry: &str,
+    repository: &str,
+    bytes: &[u8],
+) -> String {
+    let digest = format!("sha256:{:x}", <sha2::Sha256 as sha2::Digest>::digest(bytes));
+    let started = client
+        .post(format!("http://{registry}/v2/{repository}/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(started.status(), 202);
+    let location = started.headers()["location"].to_str().unwrap().to_owned();
+    let location = if location.starts_with("http") {
+        location
+    } else {
+        format!("http://{registry}{location}")
+    };
+    let separator = if location.contains('?') { '&' } else { '?' };
+    let put = client
+        .put(format!("{location}{separator}digest={digest}"))
+        .body(bytes.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 201, "{:?}", put.text().await);
+    digest
+}
+
+/// `cachectl gc --delete` and then the clean-up it recommends (the
+/// registry's plain `garbage-collect`) keep whole every image gc keeps: a
+/// multi-platform image under another tag, with its untagged platform
+/// images, and an untagged OCI 1.1 referrer (an SBOM) of a kept deploy.
+#[tokio::test]
+async fn the_recommended_registry_clean_up_after_gc_keeps_multi_platform_images_and_referrers() {
+    let registry = RegistryServer::start();
+    let host = registry.host();
+    let base_image = format!("{host}/acme/base");
+    let prod = format!("{host}/acme/web:prod");
+    let project = project(&base_image, &prod, None);
+    let mut deploys = Vec::new();
+    for n in 0..4 {
+        project.write("requirements.txt", &format!("pkg=={n}\n"));
+        project.write("app/main.py", &format!("print('v{n}')\n"));
+        deploys.push(build(&project, &[]));
+    }
+    let release = cachectl_e2e::registry::push_multi_platform(&registry, "acme/web", "release-1");
+
+    // An SBOM of the last deploy, attached as a referrer, untagged.
+    let client = reqwest::Client::new();
+    let subject = &deploys[3].1;
+    let subject_bytes = client
+        .get(format!("http://{host}/v2/acme/web/manifests/{subject}"))
+        .header("accept", "application/vnd.oci.image.manifest.v1+json")
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let empty = push_blob(&client, &host, "acme/web", b"{}").await;
+    let sbom_bytes = br#"{"spdxVersion": "SPDX-2.3"}"#;
+    let sbom = push_blob(&client, &host, "acme/web", sbom_bytes).await;
+    let referrer = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "artifactType": "application/spdx+json",
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty, "size": 2},
+        "layers": [{"mediaType": "application/spdx+json", "digest": sbom, "size": sbom_bytes.len()}],
+        "subject": {
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": subject,
+            "size": subject_bytes.len(),
+        },
+    }))
+    .unwrap();
+    let referrer_digest = format!(
+        "sha256:{:x}",
+        <sha2::Sha256 as sha2::Digest>::digest(&referrer)
+    );
+    let pushed = client
+        .put(format!(
+            "http://{host}/v2/acme/web/manifests/{referrer_digest}"
+        ))
+        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+        .body(referrer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pushed.status(), 201, "{:?}", pushed.text().await);
+
+    project
+        .cachectl(
+            &["gc", "--delete", "--keep-deploys", "2", "--keep-days", "0"],
+            &[],
+        )
+        .success();
+    let mut expected: Vec<String> = deploys[2..].iter().map(|d| d.2.clone()).collect();
+    expected.extend(["prod".to_owned(), "release-1".to_owned()]);
+    expected.sort();
+    assert_eq!(registry.tags("acme/web"), expected);
+    registry.garbage_collect();
+
+    // Every kept image pulls whole: the deploys, every platform of the
+    // multi-platform image, and the referrer with its blobs.
+    let scratch = tempfile::tempdir().unwrap();
+    for (n, deploy) in deploys[2..].iter().enumerate() {
+        copy_out(
+            &format!("docker://{host}/acme/web:{}", deploy.2),
+            &scratch.path().join(format!("deploy{n}")),
+        );
+    }
+    let all = Command::new("skopeo")
+        .args(["copy", "--all", "--src-tls-verify=false"])
+        .arg(format!("docker://{release}"))
+        .arg(format!(
+            "oci:{}:release",
+            scratch.path().join("release").display()
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        all.status.success(),
+        "the multi-platform image lost a platform: {}",
+        String::from_utf8_lossy(&all.stderr)
+    );
+    for path in [
+        format!("manifests/{referrer_digest}"),
+        format!("blobs/{sbom}"),
+        format!("blobs/{empty}"),
+    ] {
+        let status = client
+            .get(format!("http://{host}/v2/acme/web/{path}"))
+            .header("accept", "application/vnd.oci.image.manifest.v1+json")
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, 200, "the referrer's {path} is gone");
+    }
+}
