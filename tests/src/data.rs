@@ -35,6 +35,13 @@ pub fn digest(content: &[u8]) -> Digest {
     Digest::of(content)
 }
 
+/// The OCI digest (`sha256:hex`) of `content`, as registries name blobs
+/// and manifests.
+pub fn oci_digest(content: &[u8]) -> String {
+    use sha2::Digest as _;
+    format!("sha256:{:x}", sha2::Sha256::digest(content))
+}
+
 /// Every file below `folder`, recursively (none when it does not exist).
 pub fn files_under(folder: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut found = Vec::new();

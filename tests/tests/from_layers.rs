@@ -15,16 +15,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use cachectl_e2e::cachectl::Project;
+use cachectl_e2e::data::oci_digest as sha256;
 use cachectl_e2e::process::run_tool as run;
 use cachectl_e2e::registry::RegistryServer;
-use sha2::{Digest as _, Sha256};
 
 const RELEASE: &str = "release from a hand-made userland\n";
 const APPLETS: [&str; 6] = ["sh", "cat", "echo", "mkdir", "cp", "true"];
-
-fn sha256(bytes: &[u8]) -> String {
-    format!("sha256:{:x}", Sha256::digest(bytes))
-}
 
 /// A folder with `bin/busybox`, its applets as links, and `etc/release`.
 fn userland(into: &Path) -> PathBuf {

@@ -364,7 +364,7 @@ async fn push_blob(
     repository: &str,
     bytes: &[u8],
 ) -> String {
-    let digest = format!("sha256:{:x}", <sha2::Sha256 as sha2::Digest>::digest(bytes));
+    let digest = cachectl_e2e::data::oci_digest(bytes);
     let started = client
         .post(format!("http://{registry}/v2/{repository}/blobs/uploads/"))
         .send()
@@ -435,10 +435,7 @@ async fn the_recommended_registry_clean_up_after_gc_keeps_multi_platform_images_
         },
     }))
     .unwrap();
-    let referrer_digest = format!(
-        "sha256:{:x}",
-        <sha2::Sha256 as sha2::Digest>::digest(&referrer)
-    );
+    let referrer_digest = cachectl_e2e::data::oci_digest(&referrer);
     let pushed = client
         .put(format!(
             "http://{host}/v2/acme/web/manifests/{referrer_digest}"

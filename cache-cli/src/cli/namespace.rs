@@ -182,27 +182,25 @@ fn github(env: &dyn Fn(&str) -> Option<String>) -> Option<Detected> {
         .map(|path| Payload::read(Path::new(&path)))
         .unwrap_or_default();
     let why = format!("GitHub Actions {event} event on {reference}");
+    let pull_request_number = || {
+        payload
+            .pull_request
+            .as_ref()
+            .map(|pr| pr.number)
+            .or_else(|| pull_number_of_ref(&reference))
+    };
     let number = match event.as_str() {
         // Code already on the ref: trusted on the default branch.
         "push" | "schedule" | "workflow_dispatch" => {
             return github_ref(&reference, &payload, why, None);
         }
         "pull_request" | "pull_request_review" | "pull_request_review_comment" => {
-            let number = payload
-                .pull_request
-                .as_ref()
-                .map(|pr| pr.number)
-                .or_else(|| pull_number_of_ref(&reference));
-            if let Some(number) = number {
+            if let Some(number) = pull_request_number() {
                 return pull_request(number, why);
             }
             None
         }
-        "pull_request_target" => payload
-            .pull_request
-            .as_ref()
-            .map(|pr| pr.number)
-            .or_else(|| pull_number_of_ref(&reference)),
+        "pull_request_target" => pull_request_number(),
         "merge_group" => payload
             .merge_group
             .as_ref()

@@ -104,12 +104,13 @@ pub fn apply(root: &Path, reader: impl Read, compression: Compression) -> io::Re
     for entry in archive.entries()? {
         let mut entry = entry?;
         let kind = entry.header().entry_type();
+        let entry_path = entry.path()?.into_owned();
         current.set((!kind.is_gnu_sparse()).then(|| EntrySpan {
-            path: entry.path().map(|p| p.into_owned()).unwrap_or_default(),
+            path: entry_path.clone(),
             data_start: entry.raw_file_position(),
             data_len: entry.size(),
         }));
-        let Some(path) = relative(&entry.path()?) else {
+        let Some(path) = relative(&entry_path) else {
             continue;
         };
         let name = path
