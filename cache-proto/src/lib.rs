@@ -10,6 +10,8 @@ mod hex;
 
 pub mod batch;
 pub mod body;
+pub mod credential;
+pub mod fold;
 pub mod namespace;
 pub mod routes;
 

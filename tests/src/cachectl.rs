@@ -244,6 +244,21 @@ impl Default for Project {
     }
 }
 
+/// The arguments of the folder cache the tests save and restore:
+/// `deps/`, named `deps`, keyed by `lock.txt`, on the cache at `url`.
+pub fn deps_cache_args(url: &str) -> [&str; 8] {
+    [
+        "--cache",
+        url,
+        "--name",
+        "deps",
+        "--key-files",
+        "lock.txt",
+        "--path",
+        "deps",
+    ]
+}
+
 /// The `NAME=VALUE` lines of a file (`$GITHUB_OUTPUT`, `$GITHUB_ENV`, a
 /// dotenv report); the last value of a name wins, as CI systems read them.
 pub fn key_values(path: &Path) -> std::collections::BTreeMap<String, String> {

@@ -191,6 +191,47 @@ impl Issuer {
         })
     }
 
+    /// The claims of a GitLab CI job, valid for five minutes, in GitLab's
+    /// shapes: every value a string (ids, `ref_protected` "true"/"false"),
+    /// `ref` the bare branch name (a merge request's source branch), and no
+    /// merge-request number anywhere. `source` is `CI_PIPELINE_SOURCE`:
+    /// `push`, `merge_request_event`, `api`, ...
+    pub fn gitlab_claims(
+        &self,
+        audience: &str,
+        project_path: &str,
+        source: &str,
+        branch: &str,
+        protected: bool,
+    ) -> Value {
+        let now = now();
+        let namespace_path = project_path
+            .rsplit_once('/')
+            .map_or(project_path, |(group, _)| group);
+        json!({
+            "iss": self.url,
+            "aud": audience,
+            "sub": format!("project_path:{project_path}:ref_type:branch:ref:{branch}"),
+            "namespace_id": "72",
+            "namespace_path": namespace_path,
+            "project_id": "20",
+            "project_path": project_path,
+            "user_id": "1",
+            "user_login": "dev",
+            "pipeline_id": "574",
+            "pipeline_source": source,
+            "job_id": "302",
+            "ref": branch,
+            "ref_type": "branch",
+            "ref_path": format!("refs/heads/{branch}"),
+            "ref_protected": protected.to_string(),
+            "runner_environment": "self-hosted",
+            "iat": now,
+            "nbf": now,
+            "exp": now + 300,
+        })
+    }
+
     /// A valid token for `claims`.
     pub fn mint(&self, claims: &Value) -> String {
         self.key.sign(claims)

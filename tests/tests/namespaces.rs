@@ -640,23 +640,15 @@ fn cachectl_jobs_of_events_on_main_for_a_pull_request_never_publish_as_main() {
 
 #[test]
 fn cachectl_folder_caches_of_a_pull_request_never_reach_main() {
-    use cachectl_e2e::cachectl::Project;
+    use cachectl_e2e::cachectl::{Project, deps_cache_args};
     let team = Team::start();
     let other_pr = team.pull_request_token(7);
     let project = Project::new();
     project.write("lock.txt", "left-pad==1.3.0\n");
     let cache = |verb: &str, token: &str, namespace: &str| {
-        let mut args = vec!["cache", verb, "--json", "--cache"];
         let url = team.server.base_url();
-        args.push(&url);
-        args.extend([
-            "--name",
-            "deps",
-            "--key-files",
-            "lock.txt",
-            "--path",
-            "deps",
-        ]);
+        let mut args = vec!["cache", verb, "--json"];
+        args.extend(deps_cache_args(&url));
         project
             .cachectl(
                 &args,
@@ -695,19 +687,10 @@ fn cachectl_folder_caches_of_a_pull_request_never_reach_main() {
     fill(POISON);
     let refused = project.cachectl(
         &[
-            "cache",
-            "save",
-            "--json",
-            "--require-cache",
-            "--cache",
-            &team.server.base_url(),
-            "--name",
-            "deps",
-            "--key-files",
-            "lock.txt",
-            "--path",
-            "deps",
-        ],
+            &["cache", "save", "--json", "--require-cache"][..],
+            &deps_cache_args(&team.server.base_url()),
+        ]
+        .concat(),
         &[
             ("CACHECTL_CACHE_TOKEN", &team.pr),
             ("CACHECTL_NAMESPACE", "main"),

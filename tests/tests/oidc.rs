@@ -357,16 +357,7 @@ fn cachectl_in_github_actions_jobs_uses_their_id_tokens() {
     let url = server.base_url();
     let request_url = issuer.request_url();
     // The folder cache of every run below.
-    let folder = [
-        "--cache",
-        &url,
-        "--name",
-        "deps",
-        "--key-files",
-        "lock.txt",
-        "--path",
-        "deps",
-    ];
+    let folder = cachectl_e2e::cachectl::deps_cache_args(&url);
     let job = |event: &str, reference: &str, extra: &[&str]| {
         issuer.set_job_claims(issuer.github_claims("", "acme/web", event, reference));
         let mut args = vec!["cache"];
@@ -448,4 +439,256 @@ fn cachectl_in_github_actions_jobs_uses_their_id_tokens() {
         without.stderr
     );
     assert!(!server.logs().contains(&issuer.request_token));
+}
+
+/// The rules of a GitLab team: protected main's push pipelines write main;
+/// a merge request's pipeline writes the namespace of its source branch,
+/// folded one to one (`{ref|slug}`), and reads main.
+const GITLAB_RULES: &str = r#"
+[[issuer.rule]]
+when = { project_path = "acme/web", ref = "main", ref_protected = "true", pipeline_source = "push" }
+scope = "write"
+write = ["main"]
+
+[[issuer.rule]]
+when = { project_path = "acme/web", pipeline_source = "merge_request_event" }
+scope = "write"
+write = ["branch-{ref|slug}"]
+read = ["main"]
+"#;
+
+/// A server trusting `issuer` for GitLab jobs by [`GITLAB_RULES`], with
+/// branch namespaces falling back to main.
+fn gitlab_server(issuer: &Issuer, folder: &std::path::Path) -> CacheServer {
+    let config = folder.join("oidc.toml");
+    std::fs::write(
+        &config,
+        format!("{}{GITLAB_RULES}", issuer.config(AUDIENCE)),
+    )
+    .unwrap();
+    CacheServer::start(
+        Backend::Local,
+        ServerOptions::args(&[
+            "--auth",
+            "required",
+            "--namespace-fallback",
+            "branch-*=main",
+            "--oidc-config",
+            config.to_str().unwrap(),
+        ]),
+    )
+}
+
+/// The namespace the docs promise a branch: `branch-` and the name as it
+/// is when plain, else folded and marked with 16 hex digits of its BLAKE3
+/// hash. Computed here from the documented rule, not by the code under test.
+fn branch_namespace(branch: &str, folded: &str) -> String {
+    let hash = blake3::hash(branch.as_bytes()).to_hex();
+    format!("branch-{folded}-{}", &hash[..16])
+}
+
+/// GitLab's ID tokens name a merge request's source branch, `/` and all,
+/// and no merge-request number: each branch gets its own namespace, reads
+/// main, and cannot write (or read) another's, even one whose name folds
+/// alike.
+#[tokio::test]
+async fn gitlab_merge_requests_from_any_branch_get_their_own_namespace_and_read_main() {
+    let issuer = Issuer::start();
+    let folder = tempfile::tempdir().unwrap();
+    let server = gitlab_server(&issuer, folder.path());
+    let job = |source: &str, branch: &str, protected: bool| {
+        issuer.mint(&issuer.gitlab_claims(AUDIENCE, "acme/web", source, branch, protected))
+    };
+    let merge_request = |branch: &str| job("merge_request_event", branch, false);
+    let main = job("push", "main", true);
+    assert_eq!(put(&server, "/cache/0a1b2c", &main, "honest").await, 201);
+    assert_eq!(put(&server, "/cache/0d0e0f", &main, "second").await, 201);
+    // Unprotected main, or main through the API, is not main.
+    for (source, protected) in [("push", false), ("api", true)] {
+        let (status, body) = get(&server, "/cache/0a1b2c", &job(source, "main", protected)).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{source}");
+        assert!(body.contains("no rule"), "{body}");
+    }
+
+    let login = merge_request("feature/login");
+    assert_eq!(put(&server, "/cache/0a1b2c", &login, "login").await, 201);
+    let login_ns = branch_namespace("feature/login", "feature-login");
+    let aimed = format!("/ns/{login_ns}/cache/0a1b2c");
+    assert_eq!(
+        get(&server, &aimed, &login).await,
+        (StatusCode::OK, "login".to_owned()),
+        "feature/login writes {login_ns}"
+    );
+    assert_eq!(
+        get(&server, "/cache/0d0e0f", &login).await,
+        (StatusCode::OK, "second".to_owned()),
+        "feature/login reads main"
+    );
+    assert_eq!(
+        put(&server, "/ns/main/cache/0a1b2c", &login, "poisoned").await,
+        StatusCode::FORBIDDEN
+    );
+
+    let plain = "Feature-Login_2.0";
+    let long = format!("feature/{}", "x".repeat(92));
+    for branch in [
+        "feature-login",
+        "feature.login",
+        "feature_login",
+        "Feature/Login",
+        "feature//login",
+        plain,
+        long.as_str(),
+    ] {
+        let token = merge_request(branch);
+        // Its own namespace is empty: it reads main's bytes, not login's.
+        assert_eq!(
+            get(&server, "/cache/0a1b2c", &token).await,
+            (StatusCode::OK, "honest".to_owned()),
+            "{branch}"
+        );
+        assert_eq!(
+            put(&server, &aimed, &token, "poisoned").await,
+            StatusCode::FORBIDDEN,
+            "{branch} wrote {login_ns}"
+        );
+        assert_eq!(get(&server, &aimed, &token).await.0, 403, "{branch}");
+        assert_eq!(put(&server, "/cache/0a1b2c", &token, branch).await, 201);
+    }
+    // A plain branch name is its namespace as it is.
+    let own = format!("/ns/branch-{plain}/cache/0a1b2c");
+    assert_eq!(
+        get(&server, &own, &merge_request(plain)).await,
+        (StatusCode::OK, plain.to_owned())
+    );
+    // A long one is folded to fit.
+    let long_ns = branch_namespace(&long, &format!("feature-{}", "x".repeat(32)));
+    assert_eq!(long_ns.len(), 64);
+    let own = format!("/ns/{long_ns}/cache/0a1b2c");
+    assert_eq!(
+        get(&server, &own, &merge_request(&long)).await,
+        (StatusCode::OK, long.clone())
+    );
+    // Nothing any of them did reached main or feature/login.
+    assert_eq!(
+        get(&server, "/cache/0a1b2c", &main).await,
+        (StatusCode::OK, "honest".to_owned())
+    );
+    assert_eq!(
+        get(&server, "/cache/0a1b2c", &login).await,
+        (StatusCode::OK, "login".to_owned())
+    );
+}
+
+/// `cachectl cache save|restore` in GitLab merge request pipelines whose
+/// cache token is the job's ID token (`id_tokens: CACHECTL_CACHE_TOKEN`):
+/// cachectl detects `pr-<iid>`, but the token's rule decides the
+/// namespace, so the job reads main and writes its branch's own.
+#[test]
+fn cachectl_in_gitlab_merge_request_pipelines_uses_their_id_tokens() {
+    use cachectl_e2e::cachectl::Project;
+    let issuer = Issuer::start();
+    let folder = tempfile::tempdir().unwrap();
+    let server = gitlab_server(&issuer, folder.path());
+    let project = Project::new();
+    let url = server.base_url();
+    let folder = cachectl_e2e::cachectl::deps_cache_args(&url);
+    let pipeline = |token: &str, vars: &[(&str, &str)], action: &str| {
+        let mut env = vec![
+            ("GITLAB_CI", "true"),
+            ("CI_DEFAULT_BRANCH", "main"),
+            ("CACHECTL_CACHE_TOKEN", token),
+        ];
+        env.extend_from_slice(vars);
+        project.cachectl(&[&["cache", action, "--json"][..], &folder].concat(), &env)
+    };
+    let main_token = issuer.mint(&issuer.gitlab_claims(AUDIENCE, "acme/web", "push", "main", true));
+    let main = |action: &str| {
+        pipeline(
+            &main_token,
+            &[("CI_PIPELINE_SOURCE", "push"), ("CI_COMMIT_BRANCH", "main")],
+            action,
+        )
+    };
+    let merge_request = |branch: &str, iid: &str, action: &str| {
+        let claims =
+            issuer.gitlab_claims(AUDIENCE, "acme/web", "merge_request_event", branch, false);
+        pipeline(
+            &issuer.mint(&claims),
+            &[
+                ("CI_PIPELINE_SOURCE", "merge_request_event"),
+                ("CI_MERGE_REQUEST_IID", iid),
+                ("CI_MERGE_REQUEST_SOURCE_BRANCH_NAME", branch),
+            ],
+            action,
+        )
+    };
+    let deps = project.path().join("deps/lib.txt");
+    let fill = |content: &str| {
+        let _ = std::fs::remove_dir_all(project.path().join("deps"));
+        project.write("deps/lib.txt", content);
+    };
+    // What a restore found, and the folder it left.
+    let restored = |restore: &dyn Fn() -> cachectl_e2e::cachectl::Run| {
+        let _ = std::fs::remove_dir_all(project.path().join("deps"));
+        let hit = restore().success().json()["hit"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let content = std::fs::read_to_string(&deps).unwrap_or_default();
+        let _ = std::fs::remove_dir_all(project.path().join("deps"));
+        (hit, content)
+    };
+    let found = |hit: &str, content: &str| (hit.to_owned(), content.to_owned());
+
+    project.write("lock.txt", "left-pad==1.3.0\n");
+    fill("main's");
+    main("save").success();
+    // The merge request reads main's folder.
+    assert_eq!(
+        restored(&|| merge_request("feature/login", "7", "restore")),
+        found("exact", "main's")
+    );
+
+    // It bumps a dependency and saves into its own namespace ...
+    project.write("lock.txt", "left-pad==1.3.1\n");
+    fill("login's");
+    let saved = merge_request("feature/login", "7", "save").success().json();
+    assert!(saved["uploaded_bytes"].as_u64().unwrap() > 0, "{saved}");
+    assert_eq!(
+        restored(&|| merge_request("feature/login", "7", "restore")),
+        found("exact", "login's")
+    );
+    // ... which neither main nor a branch that folds alike reads: they get
+    // main's older folder.
+    assert_eq!(restored(&|| main("restore")), found("partial", "main's"));
+    assert_eq!(
+        restored(&|| merge_request("feature-login", "8", "restore")),
+        found("partial", "main's")
+    );
+    // Naming main on purpose is refused for the merge request.
+    fill("poisoned");
+    let aimed = project.cachectl(
+        &[
+            &["--namespace", "main", "--require-cache", "cache", "save"][..],
+            &folder,
+        ]
+        .concat(),
+        &[
+            ("GITLAB_CI", "true"),
+            (
+                "CACHECTL_CACHE_TOKEN",
+                &issuer.mint(&issuer.gitlab_claims(
+                    AUDIENCE,
+                    "acme/web",
+                    "merge_request_event",
+                    "feature/login",
+                    false,
+                )),
+            ),
+        ],
+    );
+    assert_eq!(aimed.code, 3, "{}", aimed.stderr);
+    assert!(aimed.stderr.contains("403"), "{}", aimed.stderr);
+    assert_eq!(restored(&|| main("restore")), found("partial", "main's"));
 }

@@ -546,7 +546,7 @@ async fn tokens_and_deploy_events_are_shared_by_every_replica() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cachectl_restores_a_folder_through_redirecting_replicas_behind_nginx() {
-    use cachectl_e2e::cachectl::Project;
+    use cachectl_e2e::cachectl::{Project, deps_cache_args};
     let cluster = GarageCluster::start();
     let servers: Vec<CacheServer> = (0..2)
         .map(|n| replica(&cluster, n, "folders", &["--redirect-reads-over", "1MiB"]))
@@ -556,19 +556,7 @@ async fn cachectl_restores_a_folder_through_redirecting_replicas_behind_nginx() 
     let url = nginx.base_url();
     let run = |project: &Project, verb: &str| {
         project.cachectl(
-            &[
-                "cache",
-                verb,
-                "--json",
-                "--cache",
-                &url,
-                "--name",
-                "deps",
-                "--key-files",
-                "lock.txt",
-                "--path",
-                "deps",
-            ],
+            &[&["cache", verb, "--json"][..], &deps_cache_args(&url)].concat(),
             &[],
         )
     };

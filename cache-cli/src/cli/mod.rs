@@ -58,7 +58,8 @@ pub struct Cli {
 
     /// Cache namespace of this run's entries and records (e.g. main, pr-42)
     /// [default: from the CI system (GitHub Actions, GitLab CI), else the
-    /// server's]. Outside main, bases are tagged base-{key16}-{namespace}.
+    /// server's; with an ID token as cache token, the server's rules
+    /// choose]. Outside main, bases are tagged base-{key16}-{namespace}.
     #[arg(long, env = "CACHECTL_NAMESPACE", global = true)]
     pub namespace: Option<String>,
 

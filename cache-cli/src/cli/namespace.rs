@@ -24,8 +24,11 @@
 //! A merge queue's group runs code that is not merged yet (the group may
 //! still fail or be dequeued, and never land): it is the pull request's.
 //! The number comes from the event payload (`GITHUB_EVENT_PATH`) first,
-//! then from `GITHUB_REF`. Branch and tag names are folded into the
-//! namespace alphabet (`feature/x` → `branch-feature-x`), cut to fit.
+//! then from `GITHUB_REF`. Branch and tag names are folded one to one into
+//! the namespace alphabet: `dev` stays `branch-dev`, `feature/x` becomes
+//! `branch-feature-x-` and 16 hex digits of its hash, so `feature-x` and
+//! `feature/x` never share a namespace (the server's `{ref|slug}` folds
+//! alike).
 
 use std::path::Path;
 
@@ -40,6 +43,24 @@ pub const MAIN: &str = "main";
 /// or [`MAIN`].
 pub fn is_trusted(namespace: Option<&Namespace>) -> bool {
     namespace.is_none_or(|namespace| namespace.is_default() || namespace.as_str() == MAIN)
+}
+
+/// The cache namespace of a run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunNamespace {
+    /// The namespace.
+    pub namespace: Namespace,
+    /// Where it came from.
+    pub origin: NamespaceOrigin,
+}
+
+/// Where a run's namespace came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NamespaceOrigin {
+    /// Named on purpose: the flag, its variable or the file (which one).
+    Named(String),
+    /// Detected from the CI job (its system, event and ref).
+    Detected(String),
 }
 
 /// The namespace a CI job implies.
@@ -301,23 +322,16 @@ fn gitlab(env: &dyn Fn(&str) -> Option<String>) -> Option<Detected> {
     Some(Detected::new(folded("untrusted", &source)?, why).distrusted(reason))
 }
 
-/// `{kind}-{name}` in the namespace alphabet: every other character becomes
-/// `-`, runs of `-` collapse, and the result is cut to the longest namespace.
+/// `{kind}-{name}` with the name folded one to one into the namespace
+/// alphabet ([`cache_proto::fold`], as the server's `{ref|slug}`): a plain
+/// name stays, any other gets a hash of itself, so two branches never share
+/// a namespace. An empty name leaves `{kind}` alone.
 fn folded(kind: &str, name: &str) -> Option<Namespace> {
-    let mut text = format!("{kind}-");
-    for c in name.chars() {
-        let c = if c.is_ascii_alphanumeric() || c == '.' || c == '_' {
-            c
-        } else {
-            '-'
-        };
-        if !(c == '-' && text.ends_with('-')) {
-            text.push(c);
-        }
+    if name.is_empty() {
+        return Namespace::parse(kind).ok();
     }
-    text.truncate(cache_proto::namespace::MAX_LEN);
-    let text = text.trim_end_matches(['-', '.']);
-    Namespace::parse(text).ok()
+    let room = cache_proto::namespace::MAX_LEN.saturating_sub(kind.len() + 1);
+    Namespace::parse(&format!("{kind}-{}", cache_proto::fold::fold(name, room))).ok()
 }
 
 #[cfg(test)]
@@ -525,10 +539,9 @@ mod tests {
         assert_eq!(push("trunk").as_deref(), Some("main"));
         // With the payload saying trunk, a branch named main is not trusted.
         assert_eq!(push("main").as_deref(), Some("branch-main"));
-        assert_eq!(
-            push("feature/Login+x").as_deref(),
-            Some("branch-feature-Login-x")
-        );
+        let folded = push("feature/Login+x").unwrap();
+        assert!(folded.starts_with("branch-feature-Login-x-"), "{folded}");
+        assert_ne!(push("feature-Login-x").unwrap(), folded);
         assert_eq!(
             github_ns("push", "refs/tags/v1.2", None),
             ("tag-v1.2".to_owned(), false)

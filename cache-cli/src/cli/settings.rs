@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use cache_proto::Namespace;
 
 use super::config::{self, ConfigError, ConfigFile};
+use super::namespace::{NamespaceOrigin, RunNamespace};
 use super::{AppFlags, Cli};
 use crate::builder::BuilderKind;
 use crate::builder::native::{Capture, InstallIn};
@@ -301,7 +302,7 @@ impl Cli {
     /// The cache namespace of this run and where it came from: `--namespace`
     /// / `CACHECTL_NAMESPACE`, the file's `namespace`, else the CI system's
     /// job (see [`super::namespace`]); `None` leaves it to the server.
-    pub fn namespace(&self, file: &ConfigFile) -> Result<Option<(Namespace, String)>, ConfigError> {
+    pub fn namespace(&self, file: &ConfigFile) -> Result<Option<RunNamespace>, ConfigError> {
         let path = self.config.display().to_string();
         let named = match (&self.namespace, &file.namespace) {
             (Some(flag), _) => Some((flag, "--namespace / CACHECTL_NAMESPACE".to_owned())),
@@ -311,7 +312,10 @@ impl Cli {
         if let Some((text, source)) = named {
             let namespace = Namespace::parse(text)
                 .map_err(|e| self::field(&path, "namespace", e.to_string()))?;
-            return Ok(Some((namespace, source)));
+            return Ok(Some(RunNamespace {
+                namespace,
+                origin: NamespaceOrigin::Named(source),
+            }));
         }
         let Some(detected) = super::namespace::detect(&|name| std::env::var(name).ok()) else {
             return Ok(None);
@@ -321,7 +325,40 @@ impl Cli {
             static SAID: std::sync::Once = std::sync::Once::new();
             SAID.call_once(|| tracing::warn!("{line}"));
         }
-        Ok(Some((detected.namespace, detected.why)))
+        Ok(Some(RunNamespace {
+            namespace: detected.namespace,
+            origin: NamespaceOrigin::Detected(detected.why),
+        }))
+    }
+
+    /// The namespace cachectl names to the cache server: the run's, except
+    /// that a namespace detected from the CI job is not sent with an ID
+    /// token. The server turns the token's verified claims into the job's
+    /// namespace by its rules (a GitLab merge request's token carries its
+    /// branch, not its number), and a rule's own namespace is the one the
+    /// job may write; a namespace named on purpose is always sent.
+    pub fn cache_namespace(&self, file: &ConfigFile) -> Result<Option<Namespace>, ConfigError> {
+        let Some(run) = self.namespace(file)? else {
+            return Ok(None);
+        };
+        let id_token = self
+            .cache_token
+            .as_deref()
+            .is_some_and(cache_proto::credential::is_id_token);
+        match run.origin {
+            NamespaceOrigin::Detected(why) if id_token => {
+                static SAID: std::sync::Once = std::sync::Once::new();
+                SAID.call_once(|| {
+                    tracing::info!(
+                        "{why}: the cache server's rules choose the namespace of this job's ID token \
+                         (detected {}; --namespace names one)",
+                        run.namespace
+                    )
+                });
+                Ok(None)
+            }
+            _ => Ok(Some(run.namespace)),
+        }
     }
 
     /// The certificates of `--cacert`, none without it.
@@ -549,7 +586,7 @@ impl Cli {
             args: args.into_iter().collect::<BTreeMap<_, _>>(),
             platform,
             tag: flags.tag.clone().or_else(|| base.tag.clone()),
-            namespace: self.namespace(file)?.map(|(namespace, _)| namespace),
+            namespace: self.namespace(file)?.map(|run| run.namespace),
         })
     }
 }

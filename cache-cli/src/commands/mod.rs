@@ -184,9 +184,9 @@ pub fn records_for(cli: &Cli, file: &ConfigFile) -> Result<RecordStore, Failure>
     Ok(match cli.cache_url(file) {
         Some(url) => {
             let roots = cli.extra_roots().map_err(Failure::usage)?;
-            let namespace = cli.namespace(file).map_err(Failure::usage)?;
-            let client = CacheClient::new(&url, cli.cache_token.as_deref(), roots)
-                .in_namespace(namespace.map(|(namespace, _)| namespace));
+            let namespace = cli.cache_namespace(file).map_err(Failure::usage)?;
+            let client =
+                CacheClient::new(&url, cli.cache_token.as_deref(), roots).in_namespace(namespace);
             RecordStore::server(client)
         }
         None => RecordStore::local(cli.records_dir()),

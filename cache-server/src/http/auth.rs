@@ -27,7 +27,7 @@ use super::object::{DRAIN_REFUSED_UP_TO, discard};
 use crate::auth::{AuthMode, expiry, new_token};
 use crate::index::{Scope, TokenRecord};
 use crate::namespaces::{NamespacePolicy, Namespaces};
-use crate::oidc::{Oidc, looks_like_jwt};
+use crate::oidc::Oidc;
 use crate::replicated::TokenGrant;
 
 /// The secret a request presents, if any: `Bearer X` (borrowed from the
@@ -125,13 +125,13 @@ pub(crate) async fn admit(
     match needed {
         Some(Scope::Write) if !policy.may_write(&own) => {
             return Err(ApiError::Forbidden(format!(
-                "this token may not write namespace {own:?} (it may {})",
+                "this token may not write namespace {own} (it may {})",
                 policy.describe()
             )));
         }
         Some(Scope::Read) if !policy.may_read(&own) => {
             return Err(ApiError::Forbidden(format!(
-                "this token may not read namespace {own:?} (it may {})",
+                "this token may not read namespace {own} (it may {})",
                 policy.describe()
             )));
         }
@@ -159,7 +159,7 @@ async fn credential_policy(
         ));
     };
     if let Some(oidc) = &state.oidc
-        && looks_like_jwt(&secret)
+        && cache_proto::credential::is_id_token(&secret)
     {
         return id_token_policy(oidc, &secret, needed)
             .await

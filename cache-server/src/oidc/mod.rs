@@ -11,6 +11,7 @@
 pub mod config;
 pub mod keys;
 pub mod rules;
+pub mod template;
 
 use std::sync::Arc;
 
@@ -131,12 +132,6 @@ struct Issuer {
 #[derive(Debug)]
 pub struct Oidc {
     issuers: Vec<Issuer>,
-}
-
-/// Whether `secret` has the shape of a JWT (three dot-separated parts),
-/// rather than one of this server's `cct_` tokens.
-pub fn looks_like_jwt(secret: &str) -> bool {
-    secret.starts_with("eyJ") && secret.bytes().filter(|&b| b == b'.').count() == 2
 }
 
 impl Oidc {

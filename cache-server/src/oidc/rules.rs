@@ -1,13 +1,14 @@
 //! Claims to rights: the first rule whose `when` matches a verified ID
-//! token's claims gives its scope and namespace policy, with `{claim}`
-//! placeholders filled from the token (`pr-{pr}`).
+//! token's claims gives its scope and namespace policy, with placeholders
+//! filled from the token (`pr-{pr}`, `branch-{ref|slug}`: see
+//! [`super::template`]).
 
 use std::collections::BTreeMap;
-use std::fmt;
 
-use cache_proto::{Namespace, NamespacePattern, glob_matches};
+use cache_proto::glob_matches;
 use serde_json::{Map, Value};
 
+pub use super::template::{Template, TemplateError, Unfilled};
 use crate::index::Scope;
 use crate::namespaces::NamespacePolicy;
 
@@ -38,6 +39,17 @@ impl Claims {
     }
 }
 
+#[cfg(test)]
+impl Claims {
+    /// The claims of a JSON object, for tests.
+    pub(crate) fn of(value: Value) -> Self {
+        match value {
+            Value::Object(map) => Self(map),
+            other => panic!("claims are an object, not {other}"),
+        }
+    }
+}
+
 /// `42` for `refs/pull/42/merge` or `refs/merge-requests/42/head`.
 fn pull_request_number(reference: &str) -> Option<String> {
     let rest = reference
@@ -45,144 +57,6 @@ fn pull_request_number(reference: &str) -> Option<String> {
         .or_else(|| reference.strip_prefix("refs/merge-requests/"))?;
     let (number, _) = rest.split_once('/')?;
     (!number.is_empty() && number.bytes().all(|b| b.is_ascii_digit())).then(|| number.to_owned())
-}
-
-/// A namespace or pattern with `{claim}` placeholders.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Template {
-    text: String,
-    parts: Vec<Part>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Part {
-    Literal(String),
-    Claim(String),
-}
-
-/// A template that cannot be used.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum TemplateError {
-    /// `{` without `}`, or a name that is not a claim name.
-    #[error("{0:?}: a placeholder is {{claim}} with a claim name of a-z, 0-9 and _")]
-    Placeholder(String),
-    /// Not a namespace pattern even with placeholders filled.
-    #[error("{text:?} does not make a namespace: {problem}")]
-    Namespace {
-        /// The template.
-        text: String,
-        /// Why.
-        problem: String,
-    },
-}
-
-/// Why a matching rule could not fill its templates.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Unfilled(String);
-
-impl fmt::Display for Unfilled {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl Template {
-    /// Parses `pr-{pr}`, `main`, `branch-*`.
-    pub fn parse(text: &str) -> Result<Self, TemplateError> {
-        let mut parts = Vec::new();
-        let mut rest = text;
-        while let Some(open) = rest.find('{') {
-            if open > 0 {
-                parts.push(Part::Literal(rest[..open].to_owned()));
-            }
-            let after = &rest[open + 1..];
-            let close = after
-                .find('}')
-                .ok_or_else(|| TemplateError::Placeholder(text.to_owned()))?;
-            let name = &after[..close];
-            let valid = !name.is_empty()
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
-            if !valid {
-                return Err(TemplateError::Placeholder(text.to_owned()));
-            }
-            parts.push(Part::Claim(name.to_owned()));
-            rest = &after[close + 1..];
-        }
-        if rest.contains('}') {
-            return Err(TemplateError::Placeholder(text.to_owned()));
-        }
-        if !rest.is_empty() {
-            parts.push(Part::Literal(rest.to_owned()));
-        }
-        let template = Self {
-            text: text.to_owned(),
-            parts,
-        };
-        let sample = template.fill_with(|_| Some("1".to_owned()));
-        NamespacePattern::parse(&sample).map_err(|e| TemplateError::Namespace {
-            text: text.to_owned(),
-            problem: e.to_string(),
-        })?;
-        Ok(template)
-    }
-
-    fn fill_with(&self, mut value: impl FnMut(&str) -> Option<String>) -> String {
-        self.parts
-            .iter()
-            .map(|part| match part {
-                Part::Literal(text) => text.clone(),
-                Part::Claim(name) => value(name).unwrap_or_default(),
-            })
-            .collect()
-    }
-
-    /// The text with every placeholder filled from `claims`. A value must
-    /// be 1 to 64 characters of `A-Z a-z 0-9 . _ -`: a claim can never
-    /// widen a pattern (`*`) or reach another namespace's path.
-    fn fill(&self, claims: &Claims) -> Result<String, Unfilled> {
-        let mut problem = None;
-        let text = self.fill_with(|name| match claims.get(name) {
-            Some(value) if is_plain(&value) => Some(value),
-            Some(value) => {
-                problem.get_or_insert_with(|| {
-                    Unfilled(format!(
-                        "claim {name} = {value:?} cannot be part of a namespace"
-                    ))
-                });
-                None
-            }
-            None => {
-                problem.get_or_insert_with(|| {
-                    Unfilled(format!("the token has no value for {{{name}}}"))
-                });
-                None
-            }
-        });
-        match problem {
-            Some(problem) => Err(problem),
-            None => Ok(text),
-        }
-    }
-
-    fn pattern(&self, claims: &Claims) -> Result<NamespacePattern, Unfilled> {
-        let text = self.fill(claims)?;
-        NamespacePattern::parse(&text).map_err(|e| Unfilled(format!("{text:?}: {e}")))
-    }
-
-    fn namespace(&self, claims: &Claims) -> Result<Namespace, Unfilled> {
-        let text = self.fill(claims)?;
-        Namespace::parse(&text).map_err(|e| Unfilled(format!("{text:?}: {e}")))
-    }
-}
-
-/// Whether a claim value may stand in a namespace.
-fn is_plain(value: &str) -> bool {
-    (1..=64).contains(&value.len())
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 /// One rule of an issuer.
@@ -266,10 +140,7 @@ mod tests {
     use serde_json::json;
 
     fn claims(value: Value) -> Claims {
-        match value {
-            Value::Object(map) => Claims::new(map),
-            _ => unreachable!(),
-        }
+        Claims::of(value)
     }
 
     fn rule(when: &[(&str, &str)], write: &[&str], read: &[&str]) -> Rule {
@@ -340,12 +211,81 @@ mod tests {
         );
     }
 
+    /// An ID token of a GitLab CI job, with GitLab's claim shapes: every
+    /// value a string (`ref_protected` "true"/"false", ids as text), `ref`
+    /// the bare branch name, no merge-request number anywhere.
+    fn gitlab_job(source: &str, branch: &str, protected: bool) -> Claims {
+        claims(json!({
+            "namespace_id": "72", "namespace_path": "acme",
+            "project_id": "20", "project_path": "acme/web",
+            "user_login": "dev", "pipeline_id": "574", "job_id": "302",
+            "pipeline_source": source,
+            "ref": branch, "ref_type": "branch",
+            "ref_path": format!("refs/heads/{branch}"),
+            "ref_protected": protected.to_string(),
+            "sub": format!("project_path:acme/web:ref_type:branch:ref:{branch}"),
+        }))
+    }
+
     #[test]
-    fn templates_are_checked_when_loaded() {
-        assert!(Template::parse("pr-{pr}").is_ok());
-        assert!(Template::parse("release-*").is_ok());
-        for bad in ["pr-{pr", "pr-}", "pr-{PR}", "pr-{}", "a/b", ""] {
-            assert!(Template::parse(bad).is_err(), "{bad}");
+    fn gitlab_merge_requests_from_any_branch_get_their_own_namespace() {
+        let main = rule(
+            &[
+                ("project_path", "acme/web"),
+                ("ref", "main"),
+                ("ref_protected", "true"),
+                ("pipeline_source", "push"),
+            ],
+            &["main"],
+            &[],
+        );
+        let merge_request = rule(
+            &[
+                ("project_path", "acme/web"),
+                ("pipeline_source", "merge_request_event"),
+            ],
+            &["branch-{ref|slug}"],
+            &["main"],
+        );
+        let rules = [main, merge_request];
+        let grant = |claims: &Claims| {
+            let rule = rules.iter().find(|rule| rule.matches(claims)).unwrap();
+            rule.grant(claims).unwrap().policy
+        };
+        let pushed = grant(&gitlab_job("push", "main", true));
+        assert_eq!(pushed.describe(), "write main");
+        // Unprotected main, or main from the API, is not main's rule.
+        assert!(!rules[0].matches(&gitlab_job("push", "main", false)));
+        assert!(!rules[0].matches(&gitlab_job("api", "main", true)));
+
+        let login = grant(&gitlab_job("merge_request_event", "feature/login", false));
+        let own = login.default_namespace();
+        assert!(own.as_str().starts_with("branch-feature-login-"), "{own}");
+        assert!(login.may_write(&own));
+        let main = cache_proto::Namespace::parse("main").unwrap();
+        assert!(login.may_read(&main) && !login.may_write(&main));
+
+        // Branches whose names fold alike never write each other's.
+        let look_alikes = [
+            "feature-login",
+            "feature.login",
+            "feature_login",
+            "Feature/Login",
+            "feature//login",
+        ];
+        for branch in look_alikes {
+            let other = grant(&gitlab_job("merge_request_event", branch, false));
+            let theirs = other.default_namespace();
+            assert_ne!(theirs, own, "{branch}");
+            assert!(!other.may_write(&own), "{branch} may write {own}");
+            assert!(!other.may_read(&own), "{branch} may read {own}");
+            assert!(
+                !login.may_write(&theirs),
+                "feature/login may write {theirs}"
+            );
         }
+        let long = "x/".repeat(50);
+        let long = grant(&gitlab_job("merge_request_event", &long, false));
+        assert!(long.default_namespace().as_str().len() <= 64);
     }
 }
