@@ -192,7 +192,8 @@ pub async fn run(
                 "the registry reclaims them in its own garbage collection (docker-registry: \
                  `registry garbage-collect CONFIG`, with pushes stopped; never \
                  `--delete-untagged`, which deletes the untagged platform images of \
-                 multi-platform images and the signatures and SBOMs attached to kept ones)"
+                 multi-platform images and the signatures and SBOMs attached to kept ones; \
+                 GHCR, Docker Hub, ECR, Harbor: docs/cachectl.md, \"After gc\")"
             );
         }
     } else {
