@@ -81,7 +81,7 @@ pub struct Cli {
     pub max_size: Option<u64>,
 
     /// How many deploy events (`POST /v1/events`) are kept; the oldest go first.
-    #[arg(long, env = "CACHE_SERVER_EVENTS_RETENTION", default_value_t = crate::http::DEFAULT_EVENTS_RETENTION, global = true)]
+    #[arg(long, env = "CACHE_SERVER_EVENTS_RETENTION", default_value_t = crate::state::DEFAULT_EVENTS_RETENTION, global = true)]
     pub events_retention: u64,
 
     /// Who may do what: required (a token on every request), anonymous-read

@@ -12,6 +12,7 @@
 //!   `token` and `reindex` subcommands;
 //! - [`http`]: every route of every protocol ([`http::endpoint`]: one type,
 //!   with the scope each needs), one file per operation group;
+//! - [`state`]: what every request of every protocol uses;
 //! - [`cache`]: catalog, hot objects, upload budget, eviction;
 //! - [`error`]: their one error type, also that of `replicated` and `reindex`;
 //! - [`namespaces`], [`oidc`]: who reads and writes which namespace, and
@@ -38,4 +39,5 @@ pub mod reindex;
 pub mod replicated;
 pub mod serve;
 pub mod startup;
+pub mod state;
 pub mod storage;

@@ -13,13 +13,14 @@ use crate::blob::upload::UploadSettings;
 use crate::cache::catalog::IndexTrust;
 use crate::cache::eviction::SharedEviction;
 use crate::config::Cli;
-use crate::http::{AppState, app};
+use crate::http::app;
 use crate::index::Index;
 use crate::oidc::Oidc;
 use crate::oidc::config::OidcConfig;
 use crate::replicated::leases::{LeaseBook, probe_guarantee};
 use crate::replicated::{EventLog, TokenStore};
 use crate::serve::{ServeSettings, load_tls, load_tls_for};
+use crate::state::AppState;
 use crate::storage::Storage;
 
 /// The state a server over `storage` and `index` serves, as `cli` says.

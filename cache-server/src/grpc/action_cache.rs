@@ -10,7 +10,7 @@ use prost::Message;
 use tonic::{Request, Response, Status};
 
 use super::objects::{self, Target};
-use super::{Cache, checked, status};
+use super::{Cache, checked};
 use crate::index::Scope;
 use crate::namespaces::Namespaces;
 
@@ -48,10 +48,7 @@ impl Cache {
         digests.extend(result.stderr_digest.clone());
         for digest in &digests {
             let (hex, _) = checked(Some(digest))?;
-            if !objects::exists(&self.state, namespaces, &Target::blob(&hex, blake3))
-                .await
-                .map_err(status)?
-            {
+            if !objects::exists(&self.state, namespaces, &Target::blob(&hex, blake3)).await? {
                 return Ok(false);
             }
         }
@@ -72,8 +69,7 @@ impl Cache {
             &Target::blob(&hex, blake3),
             MAX_RESULT_BYTES,
         )
-        .await
-        .map_err(status)?
+        .await?
         else {
             return Ok(None);
         };
@@ -101,7 +97,7 @@ impl Cache {
             MAX_INLINE_BYTES as usize,
         )
         .await
-        .map_err(status)
+        .map_err(Status::from)
     }
 }
 
@@ -120,8 +116,7 @@ impl reapi::action_cache_server::ActionCache for Cache {
             &Target::action(&hex, blake3),
             MAX_RESULT_BYTES,
         )
-        .await
-        .map_err(status)?
+        .await?
         .ok_or_else(|| Status::not_found("no action result"))?;
         let mut result = reapi::ActionResult::decode(stored).map_err(|e| {
             Status::not_found(format!("the stored action result is unreadable: {e}"))
@@ -175,8 +170,7 @@ impl reapi::action_cache_server::ActionCache for Cache {
             &Target::action(&hex, blake3),
             result.encode_to_vec().into(),
         )
-        .await
-        .map_err(status)?;
+        .await?;
         Ok(Response::new(result))
     }
 }

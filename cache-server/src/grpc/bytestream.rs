@@ -17,7 +17,7 @@ use tonic::{Request, Response, Status};
 use super::objects::{self, Target};
 use super::resource::{Kind, ResourceName};
 use super::uploads::{BeginError, UploadKey};
-use super::{Cache, admit, status};
+use super::{Cache, admit};
 use crate::http::object::ReadOptions;
 use crate::http::request::RangeSpec;
 use crate::index::Scope;
@@ -61,8 +61,7 @@ impl bs::byte_stream_server::ByteStream for Cache {
                 range: None,
             };
             let response = objects::open(&self.state, &namespaces, &target, options)
-                .await
-                .map_err(status)?
+                .await?
                 .ok_or_else(|| Status::not_found("no such blob"))?;
             let framed = response.headers().contains_key(header::CONTENT_ENCODING);
             let stored = response
@@ -85,9 +84,7 @@ impl bs::byte_stream_server::ByteStream for Cache {
             if start == resource.size && start > 0 {
                 // Nothing left to send of a blob that is there (a size-0
                 // digest is looked up: only the empty blob has no bytes).
-                let present = objects::exists(&self.state, &namespaces, &target)
-                    .await
-                    .map_err(status)?;
+                let present = objects::exists(&self.state, &namespaces, &target).await?;
                 if !present {
                     return Err(Status::not_found("no such blob"));
                 }
@@ -106,8 +103,7 @@ impl bs::byte_stream_server::ByteStream for Cache {
                 range,
             };
             let response = objects::open(&self.state, &namespaces, &target, options)
-                .await
-                .map_err(status)?
+                .await?
                 .ok_or_else(|| Status::not_found("no such blob"))?;
             if response.status() == StatusCode::RANGE_NOT_SATISFIABLE {
                 return Err(Status::out_of_range(format!(
@@ -153,9 +149,7 @@ impl bs::byte_stream_server::ByteStream for Cache {
         if wanted == 0 || wanted != upload.committed() || !upload.is_started() {
             if wanted != 0 {
                 // Not a resume of what is here: done already, or start over.
-                let exists = objects::exists(&self.state, &namespaces, &target)
-                    .await
-                    .map_err(status)?;
+                let exists = objects::exists(&self.state, &namespaces, &target).await?;
                 // A parked upload stays parked for a resume at its offset.
                 return if exists {
                     upload.abort();
@@ -170,18 +164,16 @@ impl bs::byte_stream_server::ByteStream for Cache {
                 };
             }
             let state = &self.state;
-            upload
-                .start(|body| {
-                    objects::write_streamed(
-                        state,
-                        &namespaces,
-                        &target,
-                        resource.zstd,
-                        resource.size,
-                        body,
-                    )
-                })
-                .map_err(status)?;
+            upload.start(|body| {
+                objects::write_streamed(
+                    state,
+                    &namespaces,
+                    &target,
+                    resource.zstd,
+                    resource.size,
+                    body,
+                )
+            })?;
         }
         let mut next = Some(first);
         loop {
@@ -220,7 +212,7 @@ impl bs::byte_stream_server::ByteStream for Cache {
             }
             if let Err(outcome) = upload.send(Bytes::from(message.data)).await {
                 return Err(match outcome {
-                    Err(error) => status(error),
+                    Err(error) => Status::from(error),
                     Ok(_) => Status::internal("the object write ended before its body"),
                 });
             }
@@ -233,7 +225,7 @@ impl bs::byte_stream_server::ByteStream for Cache {
                         resource.size
                     )));
                 }
-                let written = upload.finish().await.map_err(status)?;
+                let written = upload.finish().await?;
                 if written.size() != resource.size {
                     return Err(Status::invalid_argument(format!(
                         "the blob has {} bytes; the digest's size is {}",
@@ -272,10 +264,7 @@ impl bs::byte_stream_server::ByteStream for Cache {
             }));
         }
         let target = Target::blob(&resource.hex, resource.blake3);
-        if objects::exists(&self.state, &namespaces, &target)
-            .await
-            .map_err(status)?
-        {
+        if objects::exists(&self.state, &namespaces, &target).await? {
             return Ok(Response::new(bs::QueryWriteStatusResponse {
                 committed_size: done_size(&resource),
                 complete: true,

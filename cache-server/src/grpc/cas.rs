@@ -8,7 +8,7 @@ use prost::Message;
 use tonic::{Request, Response, Status};
 
 use super::objects::{self, Target};
-use super::{Cache, MAX_BATCH_BYTES, checked, status};
+use super::{Cache, MAX_BATCH_BYTES, checked};
 use crate::index::Scope;
 
 /// The most directories a `GetTree` page holds.
@@ -41,9 +41,8 @@ impl reapi::content_addressable_storage_server::ContentAddressableStorage for Ca
         let mut missing = Vec::new();
         for digest in &body.blob_digests {
             let (hex, _) = checked(Some(digest))?;
-            let present = objects::exists(&self.state, &namespaces, &Target::blob(&hex, blake3))
-                .await
-                .map_err(status)?;
+            let present =
+                objects::exists(&self.state, &namespaces, &Target::blob(&hex, blake3)).await?;
             if !present {
                 missing.push(digest.clone());
             }
@@ -105,7 +104,7 @@ impl reapi::content_addressable_storage_server::ContentAddressableStorage for Ca
                     bytes::Bytes::from(data),
                 )
                 .await
-                .map_err(status)
+                .map_err(Status::from)
             }
             .await;
             responses.push(reapi::batch_update_blobs_response::Response {
@@ -141,7 +140,7 @@ impl reapi::content_addressable_storage_server::ContentAddressableStorage for Ca
                 MAX_BATCH_BYTES,
             )
             .await
-            .map_err(status);
+            .map_err(Status::from);
             let (data, result) = match read {
                 Ok(Some(data)) if data.len() as u64 == size => (data.to_vec(), Ok(())),
                 Ok(Some(_)) => (
@@ -200,8 +199,7 @@ impl reapi::content_addressable_storage_server::ContentAddressableStorage for Ca
                 &Target::blob(&hex, blake3),
                 MAX_BATCH_BYTES,
             )
-            .await
-            .map_err(status)?
+            .await?
             else {
                 continue;
             };

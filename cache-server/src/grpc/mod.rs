@@ -21,10 +21,11 @@ use bazel_remote_apis::google::bytestream::byte_stream_server as bytestream_serv
 use cache_proto::Namespace;
 use tonic::{Request, Status};
 
+use crate::http::auth;
 use crate::http::error::ApiError;
-use crate::http::{AppState, auth};
 use crate::index::Scope;
 use crate::namespaces::Namespaces;
+use crate::state::AppState;
 
 /// The largest batch (`BatchUpdateBlobs`, `BatchReadBlobs`) the server
 /// takes, advertised in its capabilities; larger blobs go through
@@ -146,24 +147,29 @@ impl Cache {
     }
 }
 
-/// The gRPC status of an API error.
-fn status(error: ApiError) -> Status {
-    let message = error.to_string();
-    match error {
-        ApiError::Unauthorized(_) => Status::unauthenticated(message),
-        ApiError::Forbidden(_) => Status::permission_denied(message),
-        ApiError::NotFound(_) => Status::not_found(message),
-        ApiError::TooLarge { .. } | ApiError::InsufficientStorage(_) => {
-            Status::resource_exhausted(message)
+/// The gRPC status of an API error, the one mapping of every service. A
+/// server-side failure is logged with its detail here; the client sees the
+/// generic message.
+impl From<ApiError> for Status {
+    fn from(error: ApiError) -> Self {
+        error.log();
+        let message = error.to_string();
+        match error {
+            ApiError::Unauthorized(_) => Status::unauthenticated(message),
+            ApiError::Forbidden(_) => Status::permission_denied(message),
+            ApiError::NotFound(_) => Status::not_found(message),
+            ApiError::TooLarge { .. } | ApiError::InsufficientStorage(_) => {
+                Status::resource_exhausted(message)
+            }
+            ApiError::Conflict(_) => Status::already_exists(message),
+            ApiError::BadRequest { .. }
+            | ApiError::DigestMismatch { .. }
+            | ApiError::UnsupportedEncoding(_)
+            | ApiError::MethodNotAllowed(_) => Status::invalid_argument(message),
+            ApiError::PreconditionFailed(_) => Status::failed_precondition(message),
+            ApiError::StorageUnavailable(_) => Status::unavailable(message),
+            ApiError::Internal(_) => Status::internal(message),
         }
-        ApiError::Conflict(_) => Status::already_exists(message),
-        ApiError::BadRequest { .. }
-        | ApiError::DigestMismatch { .. }
-        | ApiError::UnsupportedEncoding(_)
-        | ApiError::MethodNotAllowed(_) => Status::invalid_argument(message),
-        ApiError::PreconditionFailed(_) => Status::failed_precondition(message),
-        ApiError::StorageUnavailable(_) => Status::unavailable(message),
-        ApiError::Internal(_) => Status::internal(message),
     }
 }
 
@@ -187,7 +193,7 @@ async fn admit(
     let secret = auth::presented_secret(&headers);
     auth::admit(state, named, Some(needed), secret)
         .await
-        .map_err(status)
+        .map_err(Status::from)
 }
 
 /// Which CAS a digest names: SHA-256 (Bazel's default, and an unset

@@ -7,13 +7,13 @@ use bytes::Bytes;
 
 use crate::blob::StoredName;
 use crate::blob::upload::ContentCheck;
-use crate::http::AppState;
 use crate::http::compat::bazel::BazelPath;
 use crate::http::error::ApiError;
 use crate::http::object::{self, IfExists, ReadOptions, WriteOptions};
 use crate::http::request::BodyEncoding;
 use crate::metrics::Protocol;
 use crate::namespaces::Namespaces;
+use crate::state::AppState;
 
 /// A CAS blob or an action result, by hash.
 pub struct Target {

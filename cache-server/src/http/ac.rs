@@ -8,39 +8,14 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use cache_proto::headers::MAX_AC_VALUE_BYTES;
 use cache_proto::{Key, Namespace};
-use tokio::sync::{Mutex, MutexGuard};
 
-use super::AppState;
 use super::error::ApiError;
 use super::request::{self, Preconditions};
 use crate::blob::{StoredName, ac_path};
 use crate::index::{NewObject, action_etag};
 use crate::metrics::{Protocol, ReadResult, WriteResult};
 use crate::namespaces::Namespaces;
-
-const LOCK_STRIPES: usize = 64;
-
-/// Striped locks so that a compare-and-set on one key is atomic within this
-/// process. Replicas sharing a bucket check preconditions against storage
-/// itself and, where the store honours conditional puts, write with one;
-/// over a store that ignores them, two replicas' checks and writes can
-/// interleave within one storage round trip (see docs/team.md, "Running several replicas").
-#[derive(Debug)]
-pub struct KeyLocks([Mutex<()>; LOCK_STRIPES]);
-
-impl Default for KeyLocks {
-    fn default() -> Self {
-        Self(std::array::from_fn(|_| Mutex::new(())))
-    }
-}
-
-impl KeyLocks {
-    async fn lock(&self, key: &Key) -> MutexGuard<'_, ()> {
-        self.0[key.as_bytes()[0] as usize % LOCK_STRIPES]
-            .lock()
-            .await
-    }
-}
+use crate::state::AppState;
 
 fn not_found(key: &Key) -> ApiError {
     ApiError::NotFound(format!("action-cache entry {key} not found"))

@@ -19,7 +19,6 @@ use cache_proto::Namespace;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::AppState;
 use super::endpoint::Endpoint;
 use super::error::ApiError;
 use super::namespace;
@@ -29,6 +28,7 @@ use crate::index::{Scope, TokenRecord};
 use crate::namespaces::{NamespacePolicy, Namespaces};
 use crate::oidc::Oidc;
 use crate::replicated::TokenGrant;
+use crate::state::AppState;
 
 /// The secret a request presents, if any: `Bearer X` (borrowed from the
 /// header), or Basic with X as the password (or as the user when the

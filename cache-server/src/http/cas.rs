@@ -11,7 +11,6 @@ use cache_proto::{Digest, batch};
 use futures::{StreamExt, TryStreamExt};
 use serde_json::json;
 
-use super::AppState;
 use super::error::ApiError;
 use super::object::{self, IfExists, ReadOptions, WriteOptions};
 use super::request::{self, BodyEncoding, RangeSpec};
@@ -21,6 +20,7 @@ use crate::blob::format::Encoding;
 use crate::blob::upload::ContentCheck;
 use crate::metrics::Protocol;
 use crate::namespaces::Namespaces;
+use crate::state::AppState;
 
 /// Largest `missing` request body.
 const MAX_MISSING_BODY: usize = 4 * 1024 * 1024;

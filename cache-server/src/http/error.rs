@@ -1,4 +1,4 @@
-//! The one place where failures become status codes.
+//! The one place where failures become HTTP status codes.
 //!
 //! Client errors carry a message meant for the client. Server-side failures
 //! (storage, index) answer a generic message and are logged here with their
@@ -9,111 +9,35 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use cache_proto::body::{ErrorBody, ErrorDetail};
 
-use crate::blob::download::ReadError;
-use crate::blob::upload::UploadError;
-use crate::error::CacheError;
-use crate::index::IndexError;
-use crate::storage::StorageError;
+pub use crate::error::ApiError;
 
-/// Every way a request can fail.
-#[derive(Debug, thiserror::Error)]
-pub enum ApiError {
-    /// The request is malformed (bad digest, key, header or body).
-    #[error("{message}")]
-    BadRequest {
-        /// Stable code.
-        code: &'static str,
-        /// Explanation.
-        message: String,
-    },
-    /// The uploaded content does not hash to the digest in the path.
-    #[error("content digest {actual} does not match {expected}")]
-    DigestMismatch {
-        /// From the path, hex.
-        expected: String,
-        /// Of the body, hex.
-        actual: String,
-    },
-    /// Nothing there.
-    #[error("{0}")]
-    NotFound(String),
-    /// The route exists but not with this method.
-    #[error("{0}")]
-    MethodNotAllowed(String),
-    /// The body is over a size limit.
-    #[error("body exceeds the limit of {limit} bytes")]
-    TooLarge {
-        /// The limit.
-        limit: u64,
-    },
-    /// `Content-Encoding` other than identity or zstd.
-    #[error("unsupported content encoding {0:?} (use zstd or none)")]
-    UnsupportedEncoding(String),
-    /// A conditional request's precondition is false.
-    #[error("{0}")]
-    PreconditionFailed(String),
-    /// No valid credentials (missing, unknown, expired or revoked token).
-    #[error("{0}")]
-    Unauthorized(String),
-    /// Valid credentials whose scope does not cover the request.
-    #[error("{0}")]
-    Forbidden(String),
-    /// The entry exists and this protocol does not overwrite.
-    #[error("{0}")]
-    Conflict(String),
-    /// The store cannot make room for the object.
-    #[error("{0}")]
-    InsufficientStorage(String),
-    /// The storage did not answer or failed.
-    #[error("storage is unavailable")]
-    StorageUnavailable(#[source] StorageError),
-    /// Anything else on our side.
-    #[error("internal error")]
-    Internal(String),
-}
-
-impl ApiError {
-    /// A [`ApiError::BadRequest`].
-    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
-        Self::BadRequest {
-            code,
-            message: message.into(),
+/// The status and stable code of `error`.
+fn status_and_code(error: &ApiError) -> (StatusCode, &'static str) {
+    match error {
+        ApiError::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
+        ApiError::DigestMismatch { .. } => (StatusCode::BAD_REQUEST, "digest_mismatch"),
+        ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+        ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+        ApiError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+        ApiError::UnsupportedEncoding(_) => {
+            (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_encoding")
         }
-    }
-
-    fn status_and_code(&self) -> (StatusCode, &'static str) {
-        match self {
-            Self::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
-            Self::DigestMismatch { .. } => (StatusCode::BAD_REQUEST, "digest_mismatch"),
-            Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
-            Self::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
-            Self::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
-            Self::UnsupportedEncoding(_) => {
-                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_encoding")
-            }
-            Self::PreconditionFailed(_) => (StatusCode::PRECONDITION_FAILED, "precondition_failed"),
-            Self::StorageUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable"),
-            Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
-            Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
-            Self::Conflict(_) => (StatusCode::CONFLICT, "exists"),
-            Self::InsufficientStorage(_) => {
-                (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage")
-            }
-            Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        ApiError::PreconditionFailed(_) => (StatusCode::PRECONDITION_FAILED, "precondition_failed"),
+        ApiError::StorageUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable"),
+        ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+        ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+        ApiError::Conflict(_) => (StatusCode::CONFLICT, "exists"),
+        ApiError::InsufficientStorage(_) => {
+            (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage")
         }
+        ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let (status, code) = self.status_and_code();
-        match &self {
-            Self::StorageUnavailable(source) => {
-                tracing::warn!(error = %source, "storage unavailable")
-            }
-            Self::Internal(detail) => tracing::error!(%detail, "internal error"),
-            _ => {}
-        }
+        let (status, code) = status_and_code(&self);
+        self.log();
         let (expected, actual) = match &self {
             Self::DigestMismatch { expected, actual } => {
                 (Some(expected.clone()), Some(actual.clone()))
@@ -142,57 +66,5 @@ impl IntoResponse for ApiError {
             }
         }
         response
-    }
-}
-
-impl From<StorageError> for ApiError {
-    fn from(error: StorageError) -> Self {
-        match error {
-            StorageError::NotFound => Self::NotFound("object not found".into()),
-            StorageError::Full(source) => {
-                tracing::error!(error = %source, "storage is full");
-                Self::InsufficientStorage("the cache's storage is full".into())
-            }
-            other => Self::StorageUnavailable(other),
-        }
-    }
-}
-
-impl From<CacheError> for ApiError {
-    fn from(error: CacheError) -> Self {
-        match error {
-            CacheError::Storage(error) => error.into(),
-            CacheError::Index(error) => error.into(),
-            contended @ CacheError::Contended => Self::Conflict(contended.to_string()),
-        }
-    }
-}
-
-impl From<IndexError> for ApiError {
-    fn from(error: IndexError) -> Self {
-        Self::Internal(error.to_string())
-    }
-}
-
-impl From<ReadError> for ApiError {
-    fn from(error: ReadError) -> Self {
-        match error {
-            ReadError::Storage(error) => error.into(),
-            ReadError::Format(error) => Self::Internal(error.to_string()),
-        }
-    }
-}
-
-impl From<UploadError> for ApiError {
-    fn from(error: UploadError) -> Self {
-        match error {
-            UploadError::Mismatch { expected, actual } => Self::DigestMismatch { expected, actual },
-            UploadError::TooLarge { limit } => Self::TooLarge { limit },
-            UploadError::Body(error) => Self::bad_request(
-                "bad_body",
-                format!("could not read the request body: {error}"),
-            ),
-            UploadError::Storage(error) => error.into(),
-        }
     }
 }

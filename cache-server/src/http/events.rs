@@ -9,8 +9,8 @@ use axum::response::{IntoResponse, Response};
 use cache_proto::body::{DeployEvent, EventList};
 use serde::Deserialize;
 
-use super::AppState;
 use super::error::ApiError;
+use crate::state::AppState;
 
 /// Largest event body.
 const MAX_EVENT_BODY: usize = 64 * 1024;

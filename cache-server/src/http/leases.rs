@@ -9,11 +9,11 @@ use axum::{Extension, Json};
 use cache_proto::Key;
 use cache_proto::body::LeaseRequest;
 
-use super::AppState;
 use super::error::ApiError;
 use super::request;
 use crate::index::LeaseOutcome;
 use crate::namespaces::Namespaces;
+use crate::state::AppState;
 
 /// Longest lease, in seconds; a builder renews before it lapses.
 const MAX_TTL_SECONDS: u64 = 3600;

@@ -15,7 +15,6 @@ use cache_proto::headers::ZSTD;
 use futures::{StreamExt, TryStreamExt};
 use tokio_util::io::StreamReader;
 
-use super::AppState;
 use super::error::ApiError;
 use super::request::{BodyEncoding, RangeSpec};
 use crate::blob::StoredName;
@@ -24,6 +23,7 @@ use crate::blob::format::Encoding;
 use crate::blob::upload::{self, ContentCheck};
 use crate::index::{NewObject, ObjectRecord};
 use crate::metrics::{Metrics, Protocol, ReadResult, WriteResult};
+use crate::state::AppState;
 
 /// Largest refused body that is still read (and dropped) before answering.
 pub const DRAIN_REFUSED_UP_TO: u64 = 16 * 1024 * 1024;

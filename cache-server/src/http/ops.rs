@@ -7,8 +7,8 @@ use axum::response::{IntoResponse, Response};
 use cache_proto::Namespace;
 use cache_proto::body::{NamespaceStats, Stats};
 
-use super::AppState;
 use super::error::ApiError;
+use crate::state::AppState;
 
 /// `GET /v1/stats`.
 pub async fn stats(State(state): State<AppState>) -> Result<Json<Stats>, ApiError> {

@@ -23,7 +23,6 @@ use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use cache_proto::Namespace;
 
-use super::AppState;
 use super::error::ApiError;
 use super::object::{self, IfExists, ReadOptions, WriteOptions, Written};
 use super::request;
@@ -32,6 +31,7 @@ use crate::blob::{EntryKey, Space, StoredName};
 use crate::index::ObjectRecord;
 use crate::metrics::{Protocol, ReadResult};
 use crate::namespaces::Namespaces;
+use crate::state::AppState;
 
 /// Parses an opaque key from a path segment (400 before any I/O).
 fn opaque_key(raw: &str) -> Result<EntryKey, ApiError> {

@@ -9,7 +9,10 @@ use http_body_util::BodyExt;
 use tower::ServiceExt;
 
 use super::*;
-use crate::storage::{StorageLocation, StorageOptions};
+use crate::auth::AuthMode;
+use crate::blob::upload::UploadSettings;
+use crate::index::Index;
+use crate::storage::{Storage, StorageLocation, StorageOptions};
 
 struct Fixture {
     router: App,
