@@ -15,13 +15,14 @@
 //! - [`state`]: what every request of every protocol uses;
 //! - [`cache`]: catalog, hot objects, upload budget, eviction;
 //! - [`error`]: their one error type, also that of `replicated` and `reindex`;
-//! - [`namespaces`], [`oidc`]: who reads and writes which namespace, and
-//!   CI jobs' ID tokens as credentials;
+//! - [`admission`], [`namespaces`], [`oidc`]: which namespaces a request
+//!   may read and write, and CI jobs' ID tokens as credentials;
 //! - [`replicated`]: tokens, deploy events and leases shared through the bucket;
 //! - [`blob`], [`index`], [`storage`]: stored format, SQLite, object stores.
 #![deny(missing_docs)]
 
 pub mod admin;
+pub mod admission;
 pub mod auth;
 pub mod blob;
 pub mod cache;
@@ -38,6 +39,7 @@ pub mod oidc;
 pub mod reindex;
 pub mod replicated;
 pub mod serve;
+pub mod serve_grpc;
 pub mod startup;
 pub mod state;
 pub mod storage;

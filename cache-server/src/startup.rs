@@ -191,7 +191,7 @@ pub async fn serve(cli: &Cli) -> anyhow::Result<()> {
             let grpc_state = state.clone();
             Some(tokio::spawn(async move {
                 if let Err(error) =
-                    crate::grpc::serve(grpc_state, listener, tls, shutdown_signal()).await
+                    crate::serve_grpc::serve(grpc_state, listener, tls, shutdown_signal()).await
                 {
                     tracing::error!(%error, "the gRPC server stopped");
                 }

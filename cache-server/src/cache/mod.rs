@@ -1,4 +1,5 @@
-//! What every protocol shares below HTTP: what is stored ([`catalog`]: the
+//! What every protocol shares below HTTP and gRPC: one object read or
+//! written ([`object`]), what is stored ([`catalog`]: the
 //! index, trusted as far as the deployment allows), small hot objects in
 //! memory ([`hot`]), the memory all uploads may buffer ([`budget`]), the
 //! action cache's compare-and-set locks ([`key_locks`]) and the
@@ -12,3 +13,4 @@ pub mod eviction;
 pub mod hot;
 pub mod key_locks;
 pub mod namespace_quota;
+pub mod object;

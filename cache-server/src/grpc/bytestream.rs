@@ -7,7 +7,6 @@
 use std::io;
 
 use async_compression::tokio::bufread::ZstdEncoder;
-use axum::http::{StatusCode, header};
 use bazel_remote_apis::google::bytestream as bs;
 use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt, TryStreamExt};
@@ -18,14 +17,31 @@ use super::objects::{self, Target};
 use super::resource::{Kind, ResourceName};
 use super::uploads::{BeginError, UploadKey};
 use super::{Cache, admit};
-use crate::http::object::ReadOptions;
-use crate::http::request::RangeSpec;
+use crate::blob::download::BodyStream;
+use crate::cache::object::{Content, Opened, RangeSpec, Read, ReadOptions};
 use crate::index::Scope;
 
 /// The largest `data` of a `ReadResponse` sent (clients take 4 MiB).
 const READ_CHUNK: usize = 1024 * 1024;
 
 type ReadStream = std::pin::Pin<Box<dyn Stream<Item = Result<bs::ReadResponse, Status>> + Send>>;
+
+/// The bytes of a read that found the blob whole; `NOT_FOUND` when absent.
+fn opened(read: Option<Read>) -> Result<Opened, Status> {
+    match read {
+        Some(Read::Opened(opened)) => Ok(opened),
+        Some(Read::Unsatisfiable(_)) => Err(Status::out_of_range("the range is past the blob")),
+        None => Err(Status::not_found("no such blob")),
+    }
+}
+
+/// The bytes of an opened object as one stream.
+fn stream(content: Content) -> BodyStream {
+    match content {
+        Content::Whole(bytes) => futures::stream::iter([Ok(bytes)]).boxed(),
+        Content::Stream(stream) => stream,
+    }
+}
 
 fn parse(text: &str, kind: Kind) -> Result<ResourceName, Status> {
     ResourceName::parse(text, kind).map_err(|e| Status::invalid_argument(e.to_string()))
@@ -60,16 +76,11 @@ impl bs::byte_stream_server::ByteStream for Cache {
                 accept_zstd: true,
                 range: None,
             };
-            let response = objects::open(&self.state, &namespaces, &target, options)
-                .await?
-                .ok_or_else(|| Status::not_found("no such blob"))?;
-            let framed = response.headers().contains_key(header::CONTENT_ENCODING);
-            let stored = response
-                .into_body()
-                .into_data_stream()
-                .map_err(io::Error::other);
+            let opened = opened(objects::open(&self.state, &namespaces, &target, options).await?)?;
+            let framed = opened.zstd;
+            let stored = stream(opened.content);
             let frames: BodyStream = if framed {
-                stored.boxed()
+                stored
             } else {
                 ReaderStream::new(ZstdEncoder::new(StreamReader::new(stored))).boxed()
             };
@@ -102,19 +113,14 @@ impl bs::byte_stream_server::ByteStream for Cache {
                 accept_zstd: false,
                 range,
             };
-            let response = objects::open(&self.state, &namespaces, &target, options)
-                .await?
-                .ok_or_else(|| Status::not_found("no such blob"))?;
-            if response.status() == StatusCode::RANGE_NOT_SATISFIABLE {
-                return Err(Status::out_of_range(format!(
-                    "read_offset {start} is past the stored blob"
-                )));
+            match objects::open(&self.state, &namespaces, &target, options).await? {
+                Some(Read::Unsatisfiable(_)) => {
+                    return Err(Status::out_of_range(format!(
+                        "read_offset {start} is past the stored blob"
+                    )));
+                }
+                read => stream(opened(read)?.content),
             }
-            response
-                .into_body()
-                .into_data_stream()
-                .map_err(io::Error::other)
-                .boxed()
         };
         let messages = chunked(bytes).map(|chunk| match chunk {
             Ok(data) => Ok(bs::ReadResponse {
@@ -275,8 +281,6 @@ impl bs::byte_stream_server::ByteStream for Cache {
         ))
     }
 }
-
-type BodyStream = futures::stream::BoxStream<'static, io::Result<Bytes>>;
 
 /// The `committed_size` of an upload the CAS holds already: its size, or
 /// -1 for a compressed one (whose compressed size is not known).

@@ -11,7 +11,6 @@ mod action_cache;
 mod bytestream;
 mod capabilities;
 mod cas;
-mod incoming;
 mod objects;
 pub mod resource;
 mod uploads;
@@ -21,8 +20,8 @@ use bazel_remote_apis::google::bytestream::byte_stream_server as bytestream_serv
 use cache_proto::Namespace;
 use tonic::{Request, Status};
 
-use crate::http::auth;
-use crate::http::error::ApiError;
+use crate::admission;
+use crate::error::ApiError;
 use crate::index::Scope;
 use crate::namespaces::Namespaces;
 use crate::state::AppState;
@@ -71,31 +70,6 @@ pub fn routes(state: AppState) -> tonic::service::Routes {
             .max_decoding_message_size(limit)
             .max_encoding_message_size(limit),
     )
-}
-
-/// Serves the gRPC API on `listener` (over TLS with `tls`, which must
-/// offer ALPN `h2`) until `shutdown` completes.
-pub async fn serve(
-    state: AppState,
-    listener: tokio::net::TcpListener,
-    tls: Option<tokio_rustls::TlsAcceptor>,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> Result<(), tonic::transport::Error> {
-    let incoming = incoming::accept(listener, tls);
-    let metrics = state.metrics.clone();
-    tonic::transport::Server::builder()
-        // A peer that vanished without closing is found and dropped.
-        .http2_keepalive_interval(Some(std::time::Duration::from_secs(60)))
-        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(20)))
-        .layer(tower::util::MapRequestLayer::new(
-            move |request: axum::http::Request<tonic::body::Body>| {
-                metrics.grpc_call(request.uri().path());
-                request
-            },
-        ))
-        .add_routes(routes(state))
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await
 }
 
 /// A CAS or action-cache request: the instance it names and its digest
@@ -189,11 +163,11 @@ async fn admit(
         ),
         None => None,
     };
-    let headers = metadata.clone().into_headers();
-    let secret = auth::presented_secret(&headers);
-    auth::admit(state, named, Some(needed), secret)
-        .await
-        .map_err(Status::from)
+    let secret = metadata
+        .get("authorization")
+        .and_then(|value| value.to_str().ok())
+        .and_then(admission::secret_of_authorization);
+    Ok(admission::admit(state, named, Some(needed), secret).await?)
 }
 
 /// Which CAS a digest names: SHA-256 (Bazel's default, and an unset

@@ -2,15 +2,17 @@
 //! by REAPI digest, read and written through the same functions as the
 //! HTTP protocols (verification, quota, eviction, metrics).
 
-use axum::body::Body;
 use bytes::Bytes;
+use futures::TryStreamExt;
 
 use crate::blob::StoredName;
+use crate::blob::download::BodyStream;
 use crate::blob::upload::ContentCheck;
+use crate::cache::object::{
+    self, BodyEncoding, Content, IfExists, Opened, Read, ReadOptions, WriteOptions, Written,
+};
+use crate::error::ApiError;
 use crate::http::compat::bazel::BazelPath;
-use crate::http::error::ApiError;
-use crate::http::object::{self, IfExists, ReadOptions, WriteOptions};
-use crate::http::request::BodyEncoding;
 use crate::metrics::Protocol;
 use crate::namespaces::Namespaces;
 use crate::state::AppState;
@@ -80,17 +82,22 @@ pub async fn open(
     namespaces: &Namespaces,
     target: &Target,
     options: ReadOptions,
-) -> Result<Option<axum::response::Response>, ApiError> {
+) -> Result<Option<Read>, ApiError> {
     if target.is_empty_blob() {
-        return Ok(Some(axum::response::Response::new(Body::empty())));
+        return Ok(Some(Read::Opened(Opened {
+            content: Content::Whole(Bytes::new()),
+            length: 0,
+            zstd: false,
+            range: None,
+        })));
     }
     let (reads, _, _) = target.names(namespaces)?;
     for name in &reads {
         let Some(record) = object::lookup(state, name, Protocol::Reapi).await? else {
             continue;
         };
-        if let Some(response) = object::get(state, name, &record, Protocol::Reapi, options).await? {
-            return Ok(Some(response));
+        if let Some(read) = object::get(state, name, &record, Protocol::Reapi, options).await? {
+            return Ok(Some(read));
         }
     }
     Ok(None)
@@ -103,31 +110,30 @@ pub async fn read(
     target: &Target,
     limit: usize,
 ) -> Result<Option<Bytes>, ApiError> {
-    if target.is_empty_blob() {
-        return Ok(Some(Bytes::new()));
+    let Some(Read::Opened(opened)) =
+        open(state, namespaces, target, ReadOptions::default()).await?
+    else {
+        return Ok(None);
+    };
+    if opened.length > limit as u64 {
+        return Err(ApiError::Internal(format!(
+            "a stored object of {} bytes is over the {limit} this call reads",
+            opened.length
+        )));
     }
-    let (reads, _, _) = target.names(namespaces)?;
-    for name in &reads {
-        let Some(record) = object::lookup(state, name, Protocol::Reapi).await? else {
-            continue;
-        };
-        let Some(response) = object::get(
-            state,
-            name,
-            &record,
-            Protocol::Reapi,
-            ReadOptions::default(),
-        )
-        .await?
-        else {
-            continue;
-        };
-        let bytes = axum::body::to_bytes(response.into_body(), limit)
-            .await
-            .map_err(|e| ApiError::Internal(format!("reading a stored object: {e}")))?;
-        return Ok(Some(bytes));
+    match opened.content {
+        Content::Whole(bytes) => Ok(Some(bytes)),
+        Content::Stream(stream) => {
+            let bytes: Vec<u8> = stream
+                .try_fold(Vec::new(), |mut all, chunk| async move {
+                    all.extend_from_slice(&chunk);
+                    Ok(all)
+                })
+                .await
+                .map_err(|e| ApiError::Internal(format!("reading a stored object: {e}")))?;
+            Ok(Some(Bytes::from(bytes)))
+        }
     }
-    Ok(None)
 }
 
 /// Stores `bytes` as `target`, verified against its digest for a blob
@@ -154,7 +160,8 @@ pub async fn write(
         meta: None,
         owner: namespaces.own.clone(),
     };
-    object::put(state, &name, Protocol::Reapi, options, Body::from(bytes)).await?;
+    let body = futures::stream::iter([Ok(bytes)]);
+    object::put(state, &name, Protocol::Reapi, options, body).await?;
     Ok(())
 }
 
@@ -167,8 +174,8 @@ pub fn write_streamed(
     target: &Target,
     zstd: bool,
     size: u64,
-    body: Body,
-) -> Result<tokio::task::JoinHandle<Result<object::Written, ApiError>>, ApiError> {
+    body: BodyStream,
+) -> Result<tokio::task::JoinHandle<Result<Written, ApiError>>, ApiError> {
     let (_, name, check) = target.names(namespaces)?;
     let options = WriteOptions {
         encoding: if zstd {
@@ -184,6 +191,6 @@ pub fn write_streamed(
     };
     let state = state.clone();
     Ok(tokio::spawn(async move {
-        object::put(&state, &name, Protocol::Reapi, options, body).await
+        Ok(object::put(&state, &name, Protocol::Reapi, options, body).await?)
     }))
 }

@@ -16,8 +16,9 @@ use cache_proto::Namespace;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::http::error::ApiError;
-use crate::http::object::Written;
+use crate::blob::download::BodyStream;
+use crate::cache::object::Written;
+use crate::error::ApiError;
 
 /// How long an interrupted write waits to be resumed.
 pub const PARK_FOR: Duration = Duration::from_secs(120);
@@ -194,13 +195,13 @@ impl Active {
     /// Starts the object write: `start` gets the body to write from.
     pub fn start<E>(
         &mut self,
-        start: impl FnOnce(axum::body::Body) -> Result<JoinHandle<Result<Written, ApiError>>, E>,
+        start: impl FnOnce(BodyStream) -> Result<JoinHandle<Result<Written, ApiError>>, E>,
     ) -> Result<(), E> {
         let (sender, receiver) = mpsc::channel(CHANNEL_CHUNKS);
         let body = futures::stream::unfold(receiver, |mut receiver| async move {
             receiver.recv().await.map(|item| (item, receiver))
         });
-        let task = start(axum::body::Body::from_stream(body))?;
+        let task = start(Box::pin(body))?;
         self.restart(Sink { sender, task });
         Ok(())
     }

@@ -2,12 +2,11 @@
 //! and preconditions. A value that does not parse is a 400 here, so handlers
 //! never touch storage with it.
 
-use std::ops::Range;
-
 use axum::http::{HeaderMap, header};
 use cache_proto::{Digest, Key};
 
 use super::error::ApiError;
+pub use crate::cache::object::{BodyEncoding, RangeSpec};
 
 /// Parses a digest from a path segment.
 pub fn digest(raw: &str) -> Result<Digest, ApiError> {
@@ -20,15 +19,6 @@ pub fn digest(raw: &str) -> Result<Digest, ApiError> {
 pub fn key(raw: &str) -> Result<Key, ApiError> {
     Key::parse(raw)
         .map_err(|error| ApiError::bad_request("invalid_key", format!("invalid key: {error}")))
-}
-
-/// The encoding of a request body.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BodyEncoding {
-    /// As is.
-    Identity,
-    /// zstd-compressed.
-    Zstd,
 }
 
 /// Reads `Content-Encoding`: absent, `identity` or `zstd`.
@@ -80,17 +70,6 @@ pub fn accepts_zstd(headers: &HeaderMap) -> bool {
         })
 }
 
-/// One byte range as written in a `Range` header.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RangeSpec {
-    /// `bytes=a-b` (inclusive).
-    Bounded(u64, u64),
-    /// `bytes=a-`.
-    From(u64),
-    /// `bytes=-n`: the last n bytes.
-    Suffix(u64),
-}
-
 /// Reads a `Range` header. Absent, malformed and multi-range headers give
 /// `None`, which serves the whole representation (RFC 9110 allows ignoring
 /// them).
@@ -115,19 +94,6 @@ pub fn range(headers: &HeaderMap) -> Option<RangeSpec> {
             (a <= b).then_some(RangeSpec::Bounded(a, b))
         }
         (true, true) => None,
-    }
-}
-
-impl RangeSpec {
-    /// The byte range within a representation of `size` bytes, or `None` when
-    /// it is unsatisfiable (416).
-    pub fn resolve(self, size: u64) -> Option<Range<u64>> {
-        let range = match self {
-            Self::Bounded(a, b) => a..b.saturating_add(1).min(size),
-            Self::From(a) => a..size,
-            Self::Suffix(n) => size.saturating_sub(n)..size,
-        };
-        (range.start < range.end).then_some(range)
     }
 }
 
