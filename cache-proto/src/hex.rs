@@ -150,6 +150,12 @@ hex64_type!(
     Key
 );
 
+hex64_type!(
+    /// The SHA-256 of a blob's content, as Bazel and the Remote Execution
+    /// API name blobs by default.
+    Sha256
+);
+
 impl Digest {
     /// The digest of `content`.
     pub fn of(content: &[u8]) -> Self {

@@ -15,7 +15,7 @@ pub mod fold;
 pub mod namespace;
 pub mod routes;
 
-pub use hex::{Digest, HexError, Key};
+pub use hex::{Digest, HexError, Key, Sha256};
 pub use namespace::{Namespace, NamespaceError, NamespacePattern, glob_matches};
 
 /// Header values and limits of the native API.

@@ -36,6 +36,7 @@ pub mod index;
 pub mod metrics;
 pub mod namespaces;
 pub mod oidc;
+pub mod protocol_names;
 pub mod reindex;
 pub mod replicated;
 pub mod serve;

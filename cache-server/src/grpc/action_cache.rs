@@ -9,10 +9,11 @@ use bazel_remote_apis::build::bazel::remote::execution::v2 as reapi;
 use prost::Message;
 use tonic::{Request, Response, Status};
 
-use super::objects::{self, Target};
+use super::objects;
 use super::{Cache, checked};
 use crate::index::Scope;
 use crate::namespaces::Namespaces;
+use crate::protocol_names::BazelObject;
 
 /// Largest stored action result read.
 const MAX_RESULT_BYTES: usize = 16 * 1024 * 1024;
@@ -47,8 +48,8 @@ impl Cache {
         digests.extend(result.stdout_digest.clone());
         digests.extend(result.stderr_digest.clone());
         for digest in &digests {
-            let (hex, _) = checked(Some(digest))?;
-            if !objects::exists(&self.state, namespaces, &Target::blob(&hex, blake3)).await? {
+            let (hash, _) = checked(Some(digest), blake3)?;
+            if !objects::exists(&self.state, namespaces, &BazelObject::blob(hash)).await? {
                 return Ok(false);
             }
         }
@@ -62,11 +63,11 @@ impl Cache {
         digest: Option<&reapi::Digest>,
         blake3: bool,
     ) -> Result<Option<reapi::Tree>, Status> {
-        let (hex, _) = checked(digest)?;
+        let (hash, _) = checked(digest, blake3)?;
         let Some(bytes) = objects::read(
             &self.state,
             namespaces,
-            &Target::blob(&hex, blake3),
+            &BazelObject::blob(hash),
             MAX_RESULT_BYTES,
         )
         .await?
@@ -86,14 +87,14 @@ impl Cache {
         let Some(digest) = digest else {
             return Ok(None);
         };
-        let (hex, size) = checked(Some(digest))?;
+        let (hash, size) = checked(Some(digest), blake3)?;
         if size > MAX_INLINE_BYTES {
             return Ok(None);
         }
         objects::read(
             &self.state,
             namespaces,
-            &Target::blob(&hex, blake3),
+            &BazelObject::blob(hash),
             MAX_INLINE_BYTES as usize,
         )
         .await
@@ -109,11 +110,11 @@ impl reapi::action_cache_server::ActionCache for Cache {
     ) -> Result<Response<reapi::ActionResult>, Status> {
         let body = request.get_ref();
         let (namespaces, blake3) = self.open_call(&request, Scope::Read).await?;
-        let (hex, _) = checked(body.action_digest.as_ref())?;
+        let (hash, _) = checked(body.action_digest.as_ref(), blake3)?;
         let stored = objects::read(
             &self.state,
             &namespaces,
-            &Target::action(&hex, blake3),
+            &BazelObject::action(hash),
             MAX_RESULT_BYTES,
         )
         .await?
@@ -159,7 +160,7 @@ impl reapi::action_cache_server::ActionCache for Cache {
     ) -> Result<Response<reapi::ActionResult>, Status> {
         let body = request.get_ref();
         let (namespaces, blake3) = self.open_call(&request, Scope::Write).await?;
-        let (hex, _) = checked(body.action_digest.as_ref())?;
+        let (hash, _) = checked(body.action_digest.as_ref(), blake3)?;
         let result = body
             .action_result
             .clone()
@@ -167,7 +168,7 @@ impl reapi::action_cache_server::ActionCache for Cache {
         objects::write(
             &self.state,
             &namespaces,
-            &Target::action(&hex, blake3),
+            &BazelObject::action(hash),
             result.encode_to_vec().into(),
         )
         .await?;

@@ -13,13 +13,14 @@ use futures::{Stream, StreamExt, TryStreamExt};
 use tokio_util::io::{ReaderStream, StreamReader};
 use tonic::{Request, Response, Status};
 
-use super::objects::{self, Target};
+use super::objects;
 use super::resource::{Kind, ResourceName};
 use super::uploads::{BeginError, UploadKey};
 use super::{Cache, admit};
 use crate::blob::download::BodyStream;
 use crate::cache::object::{Content, Opened, RangeSpec, Read, ReadOptions};
 use crate::index::Scope;
+use crate::protocol_names::BazelObject;
 
 /// The largest `data` of a `ReadResponse` sent (clients take 4 MiB).
 const READ_CHUNK: usize = 1024 * 1024;
@@ -70,7 +71,7 @@ impl bs::byte_stream_server::ByteStream for Cache {
         .await?;
         let start = offset(body.read_offset, "read_offset")?;
         let limit = offset(body.read_limit, "read_limit")?;
-        let target = Target::blob(&resource.hex, resource.blake3);
+        let target = BazelObject::blob(resource.hash);
         let bytes: BodyStream = if resource.zstd {
             let options = ReadOptions {
                 accept_zstd: true,
@@ -142,7 +143,7 @@ impl bs::byte_stream_server::ByteStream for Cache {
             .ok_or_else(|| Status::invalid_argument("a Write without a request"))?;
         let resource = parse(&first.resource_name, Kind::Write)?;
         let namespaces = admit(&self.state, &metadata, &resource.instance, Scope::Write).await?;
-        let target = Target::blob(&resource.hex, resource.blake3);
+        let target = BazelObject::blob(resource.hash);
         let name = first.resource_name.clone();
         let key = UploadKey {
             owner: namespaces.own.clone(),
@@ -269,7 +270,7 @@ impl bs::byte_stream_server::ByteStream for Cache {
                 complete: false,
             }));
         }
-        let target = Target::blob(&resource.hex, resource.blake3);
+        let target = BazelObject::blob(resource.hash);
         if objects::exists(&self.state, &namespaces, &target).await? {
             return Ok(Response::new(bs::QueryWriteStatusResponse {
                 committed_size: done_size(&resource),

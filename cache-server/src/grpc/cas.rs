@@ -7,9 +7,10 @@ use bazel_remote_apis::google::rpc;
 use prost::Message;
 use tonic::{Request, Response, Status};
 
-use super::objects::{self, Target};
+use super::objects;
 use super::{Cache, MAX_BATCH_BYTES, checked};
 use crate::index::Scope;
+use crate::protocol_names::BazelObject;
 
 /// The most directories a `GetTree` page holds.
 const TREE_PAGE: usize = 1024;
@@ -40,9 +41,9 @@ impl reapi::content_addressable_storage_server::ContentAddressableStorage for Ca
         let (namespaces, blake3) = self.open_call(&request, Scope::Read).await?;
         let mut missing = Vec::new();
         for digest in &body.blob_digests {
-            let (hex, _) = checked(Some(digest))?;
+            let (hash, _) = checked(Some(digest), blake3)?;
             let present =
-                objects::exists(&self.state, &namespaces, &Target::blob(&hex, blake3)).await?;
+                objects::exists(&self.state, &namespaces, &BazelObject::blob(hash)).await?;
             if !present {
                 missing.push(digest.clone());
             }
@@ -68,7 +69,7 @@ impl reapi::content_addressable_storage_server::ContentAddressableStorage for Ca
         let mut responses = Vec::with_capacity(body.requests.len());
         for blob in &body.requests {
             let result = async {
-                let (hex, size) = checked(blob.digest.as_ref())?;
+                let (hash, size) = checked(blob.digest.as_ref(), blake3)?;
                 let data = match reapi::compressor::Value::try_from(blob.compressor) {
                     Ok(reapi::compressor::Value::Identity) => blob.data.clone(),
                     Ok(reapi::compressor::Value::Zstd) if size <= MAX_BATCH_BYTES as u64 => {
@@ -100,7 +101,7 @@ impl reapi::content_addressable_storage_server::ContentAddressableStorage for Ca
                 objects::write(
                     &self.state,
                     &namespaces,
-                    &Target::blob(&hex, blake3),
+                    &BazelObject::blob(hash),
                     bytes::Bytes::from(data),
                 )
                 .await
@@ -123,7 +124,7 @@ impl reapi::content_addressable_storage_server::ContentAddressableStorage for Ca
         let (namespaces, blake3) = self.open_call(&request, Scope::Read).await?;
         let mut total: u64 = 0;
         for digest in &body.digests {
-            total += checked(Some(digest))?.1;
+            total += checked(Some(digest), blake3)?.1;
         }
         if total > MAX_BATCH_BYTES as u64 {
             return Err(Status::invalid_argument(format!(
@@ -132,11 +133,11 @@ impl reapi::content_addressable_storage_server::ContentAddressableStorage for Ca
         }
         let mut responses = Vec::with_capacity(body.digests.len());
         for digest in &body.digests {
-            let (hex, size) = checked(Some(digest))?;
+            let (hash, size) = checked(Some(digest), blake3)?;
             let read = objects::read(
                 &self.state,
                 &namespaces,
-                &Target::blob(&hex, blake3),
+                &BazelObject::blob(hash),
                 MAX_BATCH_BYTES,
             )
             .await
@@ -170,7 +171,7 @@ impl reapi::content_addressable_storage_server::ContentAddressableStorage for Ca
     ) -> Result<Response<Self::GetTreeStream>, Status> {
         let body = request.get_ref();
         let (namespaces, blake3) = self.open_call(&request, Scope::Read).await?;
-        let (root, _) = checked(body.root_digest.as_ref())?;
+        let (root, _) = checked(body.root_digest.as_ref(), blake3)?;
         let page_size = match usize::try_from(body.page_size) {
             Ok(0) => TREE_PAGE,
             Ok(size) => size.min(TREE_PAGE),
@@ -189,14 +190,14 @@ impl reapi::content_addressable_storage_server::ContentAddressableStorage for Ca
         let mut seen = std::collections::HashSet::new();
         let mut found = Vec::new();
         let mut walked = 0usize;
-        while let Some(hex) = queue.pop_front() {
-            if !seen.insert(hex.clone()) {
+        while let Some(hash) = queue.pop_front() {
+            if !seen.insert(hash) {
                 continue;
             }
             let Some(bytes) = objects::read(
                 &self.state,
                 &namespaces,
-                &Target::blob(&hex, blake3),
+                &BazelObject::blob(hash),
                 MAX_BATCH_BYTES,
             )
             .await?
@@ -204,10 +205,10 @@ impl reapi::content_addressable_storage_server::ContentAddressableStorage for Ca
                 continue;
             };
             let directory = reapi::Directory::decode(bytes).map_err(|e| {
-                Status::invalid_argument(format!("directory {hex} is not a Directory: {e}"))
+                Status::invalid_argument(format!("directory {hash} is not a Directory: {e}"))
             })?;
             for child in &directory.directories {
-                queue.push_back(checked(child.digest.as_ref())?.0);
+                queue.push_back(checked(child.digest.as_ref(), blake3)?.0);
             }
             walked += 1;
             if walked > skip {
@@ -217,7 +218,7 @@ impl reapi::content_addressable_storage_server::ContentAddressableStorage for Ca
                 }
             }
         }
-        let next_page_token = if queue.iter().any(|hex| !seen.contains(hex)) {
+        let next_page_token = if queue.iter().any(|hash| !seen.contains(hash)) {
             walked.to_string()
         } else {
             String::new()

@@ -24,6 +24,7 @@ use crate::admission;
 use crate::error::ApiError;
 use crate::index::Scope;
 use crate::namespaces::Namespaces;
+use crate::protocol_names::BazelHash;
 use crate::state::AppState;
 
 /// The largest batch (`BatchUpdateBlobs`, `BatchReadBlobs`) the server
@@ -183,21 +184,13 @@ fn uses_blake3(digest_function: i32) -> Result<bool, Status> {
     }
 }
 
-/// The 64-lowercase-hex hash and size of a REAPI digest.
-fn checked(digest: Option<&reapi::Digest>) -> Result<(String, u64), Status> {
+/// The hash (of the call's function: BLAKE3 when `blake3`, else SHA-256)
+/// and size of a REAPI digest.
+fn checked(digest: Option<&reapi::Digest>, blake3: bool) -> Result<(BazelHash, u64), Status> {
     let digest = digest.ok_or_else(|| Status::invalid_argument("a digest is missing"))?;
-    let is_hex = digest.hash.len() == 64
-        && digest
-            .hash
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-    if !is_hex {
-        return Err(Status::invalid_argument(format!(
-            "digest {:?}: 64 lowercase hex expected",
-            digest.hash
-        )));
-    }
+    let hash = BazelHash::parse(&digest.hash, blake3)
+        .map_err(|e| Status::invalid_argument(format!("digest {:?}: {e}", digest.hash)))?;
     let size = u64::try_from(digest.size_bytes)
         .map_err(|_| Status::invalid_argument("a digest's size is negative"))?;
-    Ok((digest.hash.clone(), size))
+    Ok((hash, size))
 }

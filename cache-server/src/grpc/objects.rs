@@ -5,68 +5,26 @@
 use bytes::Bytes;
 use futures::TryStreamExt;
 
-use crate::blob::StoredName;
 use crate::blob::download::BodyStream;
-use crate::blob::upload::ContentCheck;
 use crate::cache::object::{
     self, BodyEncoding, Content, IfExists, Opened, Read, ReadOptions, WriteOptions, Written,
 };
 use crate::error::ApiError;
-use crate::http::compat::bazel::BazelPath;
 use crate::metrics::Protocol;
 use crate::namespaces::Namespaces;
+use crate::protocol_names::BazelObject;
 use crate::state::AppState;
-
-/// A CAS blob or an action result, by hash.
-pub struct Target {
-    path: BazelPath,
-}
-
-impl Target {
-    /// The CAS blob `hex` (BLAKE3 or SHA-256).
-    pub fn blob(hex: &str, blake3: bool) -> Self {
-        Self {
-            path: BazelPath {
-                action: false,
-                blake3,
-                hex: hex.to_owned(),
-            },
-        }
-    }
-
-    /// The action result of action `hex`.
-    pub fn action(hex: &str, blake3: bool) -> Self {
-        Self {
-            path: BazelPath {
-                action: true,
-                blake3,
-                hex: hex.to_owned(),
-            },
-        }
-    }
-
-    fn is_empty_blob(&self) -> bool {
-        self.path.is_empty_blob()
-    }
-
-    fn names(
-        &self,
-        namespaces: &Namespaces,
-    ) -> Result<(Vec<StoredName>, StoredName, ContentCheck), ApiError> {
-        self.path.names(namespaces)
-    }
-}
 
 /// Whether `target` is stored (readable in `namespaces`).
 pub async fn exists(
     state: &AppState,
     namespaces: &Namespaces,
-    target: &Target,
+    target: &BazelObject,
 ) -> Result<bool, ApiError> {
     if target.is_empty_blob() {
         return Ok(true);
     }
-    let (reads, _, _) = target.names(namespaces)?;
+    let reads = target.names(namespaces)?.reads;
     for name in &reads {
         if state.catalog.find(name).await?.is_some() {
             return Ok(true);
@@ -80,7 +38,7 @@ pub async fn exists(
 pub async fn open(
     state: &AppState,
     namespaces: &Namespaces,
-    target: &Target,
+    target: &BazelObject,
     options: ReadOptions,
 ) -> Result<Option<Read>, ApiError> {
     if target.is_empty_blob() {
@@ -91,7 +49,7 @@ pub async fn open(
             range: None,
         })));
     }
-    let (reads, _, _) = target.names(namespaces)?;
+    let reads = target.names(namespaces)?.reads;
     for name in &reads {
         let Some(record) = object::lookup(state, name, Protocol::Reapi).await? else {
             continue;
@@ -107,7 +65,7 @@ pub async fn open(
 pub async fn read(
     state: &AppState,
     namespaces: &Namespaces,
-    target: &Target,
+    target: &BazelObject,
     limit: usize,
 ) -> Result<Option<Bytes>, ApiError> {
     let Some(Read::Opened(opened)) =
@@ -141,18 +99,19 @@ pub async fn read(
 pub async fn write(
     state: &AppState,
     namespaces: &Namespaces,
-    target: &Target,
+    target: &BazelObject,
     bytes: Bytes,
 ) -> Result<(), ApiError> {
     if target.is_empty_blob() && bytes.is_empty() {
         return Ok(());
     }
-    let (_, name, check) = target.names(namespaces)?;
+    let names = target.names(namespaces)?;
+    let (name, check) = (names.write, names.check);
     let options = WriteOptions {
         encoding: BodyEncoding::Identity,
         declared_length: Some(bytes.len() as u64),
         check,
-        if_exists: if target.path.action {
+        if_exists: if target.action {
             IfExists::Replace
         } else {
             IfExists::Keep
@@ -171,12 +130,13 @@ pub async fn write(
 pub fn write_streamed(
     state: &AppState,
     namespaces: &Namespaces,
-    target: &Target,
+    target: &BazelObject,
     zstd: bool,
     size: u64,
     body: BodyStream,
 ) -> Result<tokio::task::JoinHandle<Result<Written, ApiError>>, ApiError> {
-    let (_, name, check) = target.names(namespaces)?;
+    let names = target.names(namespaces)?;
+    let (name, check) = (names.write, names.check);
     let options = WriteOptions {
         encoding: if zstd {
             BodyEncoding::Zstd

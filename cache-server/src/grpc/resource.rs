@@ -10,6 +10,8 @@
 
 use std::fmt;
 
+use crate::protocol_names::BazelHash;
+
 /// A parsed resource name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResourceName {
@@ -19,10 +21,8 @@ pub struct ResourceName {
     pub upload: Option<String>,
     /// The bytes on the wire are zstd frames.
     pub zstd: bool,
-    /// The digest is BLAKE3 (else SHA-256).
-    pub blake3: bool,
-    /// 64 lowercase hex.
-    pub hex: String,
+    /// The digest's hash: BLAKE3 with a `blake3/` segment, else SHA-256.
+    pub hash: BazelHash,
     /// The uncompressed size.
     pub size: u64,
 }
@@ -126,13 +126,8 @@ impl ResourceName {
         if kind == Kind::Read && !metadata.is_empty() {
             return Err(bad("unexpected segments after the size"));
         }
-        let is_hex = hex.len() == 64
-            && hex
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-        if !is_hex {
-            return Err(bad("the hash is not 64 lowercase hex digits"));
-        }
+        let hash = BazelHash::parse(hex, blake3)
+            .map_err(|_| bad("the hash is not 64 lowercase hex digits"))?;
         let size = size
             .parse::<u64>()
             .ok()
@@ -142,8 +137,7 @@ impl ResourceName {
             instance,
             upload,
             zstd,
-            blake3,
-            hex: hex.to_owned(),
+            hash,
             size,
         })
     }
@@ -159,14 +153,14 @@ mod tests {
     fn read_names_with_and_without_instance_compressor_and_function() {
         let plain = ResourceName::parse(&format!("blobs/{HEX}/0"), Kind::Read).unwrap();
         assert_eq!(plain.instance, "");
-        assert!(!plain.zstd && !plain.blake3);
+        assert!(!plain.zstd && !plain.hash.is_blake3());
         let named = ResourceName::parse(
             &format!("ns/team/compressed-blobs/zstd/blake3/{HEX}/42"),
             Kind::Read,
         )
         .unwrap();
         assert_eq!(named.instance, "ns/team");
-        assert!(named.zstd && named.blake3);
+        assert!(named.zstd && named.hash.is_blake3());
         assert_eq!(named.size, 42);
     }
 

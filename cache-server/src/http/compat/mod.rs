@@ -27,32 +27,12 @@ use super::error::ApiError;
 use super::object::{self, IfExists, ReadOptions, WriteOptions, Written};
 use super::request;
 use crate::blob::upload::ContentCheck;
-use crate::blob::{EntryKey, Space, StoredName};
+use crate::blob::{Space, StoredName};
 use crate::index::ObjectRecord;
 use crate::metrics::{Protocol, ReadResult};
 use crate::namespaces::Namespaces;
+use crate::protocol_names::{opaque_key, read_names, write_name};
 use crate::state::AppState;
-
-/// Parses an opaque key from a path segment (400 before any I/O).
-fn opaque_key(raw: &str) -> Result<EntryKey, ApiError> {
-    EntryKey::parse(raw)
-        .map_err(|error| ApiError::bad_request("invalid_key", format!("invalid key: {error}")))
-}
-
-/// The names an entry is read under, in order: in each namespace the
-/// request reads (its own first, then its fallbacks).
-fn read_names(namespaces: &Namespaces, space: &Space, key: &EntryKey) -> Vec<StoredName> {
-    namespaces
-        .reads
-        .iter()
-        .map(|namespace| StoredName::Entry(namespace.clone(), space.clone(), key.clone()))
-        .collect()
-}
-
-/// The name an entry is written under: in the request's own namespace.
-fn write_name(namespaces: &Namespaces, space: Space, key: EntryKey) -> StoredName {
-    StoredName::Entry(namespaces.own.clone(), space, key)
-}
 
 /// `GET` or `HEAD` of the first of `names` that exists (one hit or miss
 /// counted): the answer and the found object's row. 404 on a miss.
