@@ -886,3 +886,46 @@ async fn get_tree_pages_a_directory_tree_and_an_output_tree_must_be_whole() {
         .unwrap();
     ac.get_action_result(get()).await.unwrap();
 }
+
+/// A failure on the server's side reaches a gRPC client as `INTERNAL` with
+/// a generic message, and the server's log with its detail: the same as
+/// over HTTP, so an operator can find what broke and a client learns
+/// nothing of the server's insides.
+#[tokio::test]
+async fn an_internal_error_is_logged_with_its_detail_and_the_client_sees_a_generic_message() {
+    let (server, port) = server(&[]);
+    let mut client = ByteStreamClient::new(channel(port).await);
+    // Compressible, so it is stored as zstd frames with a seek table.
+    let data: Vec<u8> = (0..3 * 1024 * 1024u32)
+        .map(|i| b"cache"[(i % 5) as usize])
+        .collect();
+    let digest = cache_proto::Digest::of(&data);
+    let size = data.len();
+    let upload = format!("uploads/u-1/blobs/blake3/{digest}/{size}");
+    client
+        .write(requests(
+            write_requests(&upload, &data, 0, 1024 * 1024, true),
+            None,
+        ))
+        .await
+        .unwrap();
+    let read = format!("blobs/blake3/{digest}/{size}");
+    assert!(read_all(&mut client, &read, 100, 10).await.unwrap() == data[100..110]);
+
+    // The stored object's seek table is damaged behind the server's back.
+    let stored = server.stored_blob_file(&digest);
+    let mut bytes = std::fs::read(&stored).unwrap();
+    let length = bytes.len();
+    bytes[length - 16..].fill(0);
+    std::fs::write(&stored, bytes).unwrap();
+
+    let failed = read_all(&mut client, &read, 100, 10).await.unwrap_err();
+    assert_eq!(failed.code(), Code::Internal, "{failed:?}");
+    assert_eq!(failed.message(), "internal error");
+    let logs = server.logs();
+    let logged = logs
+        .lines()
+        .find(|line| line.contains("internal error"))
+        .unwrap_or_else(|| panic!("no internal error in the log:\n{logs}"));
+    assert!(logged.contains("seek table"), "{logged}");
+}
