@@ -25,6 +25,15 @@ pub enum CacheError {
     /// Rivals kept replacing a shared object (a lease); try again.
     #[error("the lease kept changing under concurrent askers; try again")]
     Contended,
+    /// Shared state (a token, an event, a lease) could not be written as
+    /// JSON: nothing is stored rather than an empty object.
+    #[error("encoding shared state as JSON: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+/// `value` as the JSON bytes of a shared object.
+pub fn json_bytes<T: serde::Serialize>(value: &T) -> Result<bytes::Bytes, CacheError> {
+    Ok(bytes::Bytes::from(serde_json::to_vec(value)?))
 }
 
 /// Every way a request can fail.
@@ -125,6 +134,7 @@ impl From<CacheError> for ApiError {
             CacheError::Storage(error) => error.into(),
             CacheError::Index(error) => error.into(),
             contended @ CacheError::Contended => Self::Conflict(contended.to_string()),
+            encode @ CacheError::Encode(_) => Self::Internal(encode.to_string()),
         }
     }
 }

@@ -22,7 +22,7 @@ use futures::TryStreamExt;
 
 use crate::blob::{OBJECT_PREFIXES, StoredName};
 use crate::error::CacheError;
-use crate::index::{Index, LeaseOutcome};
+use crate::index::{Index, IndexError, LeaseOutcome};
 use crate::metrics::Metrics;
 use crate::replicated::leases::LeaseBook;
 use crate::storage::{Storage, StorageError};
@@ -152,6 +152,40 @@ impl Remover {
         &self.storage
     }
 
+    /// Evicts objects until `held` bytes (what the quota counts) are at
+    /// most `target`, taking candidates least recently used first from
+    /// `page(skip)` (`skip`: candidates in use so far, which stay) until it
+    /// gives none; the bytes held afterwards.
+    pub async fn evict_down<P, F>(
+        &self,
+        mut held: u64,
+        target: u64,
+        mut page: P,
+    ) -> Result<u64, CacheError>
+    where
+        P: FnMut(usize) -> F,
+        F: std::future::Future<Output = Result<Vec<(StoredName, u64)>, IndexError>>,
+    {
+        let mut skip = 0;
+        while held > target {
+            let candidates = page(skip).await?;
+            if candidates.is_empty() {
+                break;
+            }
+            for (name, size) in candidates {
+                if held <= target {
+                    break;
+                }
+                if self.evict_one(&name, size).await? {
+                    held = held.saturating_sub(size);
+                } else {
+                    skip += 1;
+                }
+            }
+        }
+        Ok(held)
+    }
+
     /// Deletes `name` (`size` bytes as stored) from storage, index and hot
     /// cache unless someone uses it; whether it was evicted. An object
     /// already gone (another replica evicted it) counts as evicted.
@@ -236,29 +270,13 @@ impl Evictor {
         let _pass = self.pass.lock().await;
         // Recent reads count: write them to the index first.
         self.remover.index().flush_access().await?;
-        let mut stored = self.remover.index().totals().await?.stored_bytes;
-        let mut skip = 0;
-        while stored > target {
-            let candidates = self
-                .remover
-                .index()
-                .least_recently_used(skip, BATCH)
-                .await?;
-            if candidates.is_empty() {
-                break;
-            }
-            for (name, size) in candidates {
-                if stored <= target {
-                    break;
-                }
-                if self.remover.evict_one(&name, size).await? {
-                    stored = stored.saturating_sub(size);
-                } else {
-                    skip += 1;
-                }
-            }
-        }
-        Ok(stored)
+        let stored = self.remover.index().totals().await?.stored_bytes;
+        let index = self.remover.index();
+        self.remover
+            .evict_down(stored, target, |skip| {
+                index.least_recently_used(skip, BATCH)
+            })
+            .await
     }
 
     /// Makes room for `incoming` more bytes; `false` when objects in use

@@ -59,26 +59,13 @@ impl NamespaceQuotas {
         let _pass = self.pass.lock().await;
         let index = self.remover.index();
         index.flush_access().await?;
-        let mut charged = index.owned_bytes(namespace).await?;
-        let mut skip = 0;
-        while charged > target {
-            let candidates = index
-                .owned_least_recently_used(namespace, skip, BATCH)
-                .await?;
-            if candidates.is_empty() {
-                break;
-            }
-            for (name, size) in candidates {
-                if charged <= target {
-                    break;
-                }
-                if self.remover.evict_one(&name, size).await? {
-                    charged = charged.saturating_sub(size);
-                } else {
-                    skip += 1;
-                }
-            }
-        }
+        let charged = index.owned_bytes(namespace).await?;
+        let charged = self
+            .remover
+            .evict_down(charged, target, |skip| {
+                index.owned_least_recently_used(namespace, skip, BATCH)
+            })
+            .await?;
         if charged > target {
             tracing::debug!(%namespace, charged, target, "namespace over its quota: objects in use");
         }

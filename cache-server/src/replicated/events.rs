@@ -5,13 +5,12 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use bytes::Bytes;
 use cache_proto::body::{DeployEvent, StoredEvent};
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 
 use super::lock;
-use crate::error::CacheError;
+use crate::error::{CacheError, json_bytes};
 use crate::index::{Index, now_ms};
 use crate::storage::Storage;
 
@@ -68,9 +67,9 @@ impl EventLog {
                 let id = at_ms * 1000 + ((count as i64 * 256 + salt) % 1000);
                 let stored = StoredEvent { id, at_ms, event };
                 let name = format!("{at_ms:013}-{id}-{replica}");
-                let body = serde_json::to_vec(&stored).unwrap_or_default();
+                let body = json_bytes(&stored)?;
                 storage
-                    .put_small(&Path::from_iter([EVENT_PREFIX, &name]), Bytes::from(body))
+                    .put_small(&Path::from_iter([EVENT_PREFIX, &name]), body)
                     .await?;
                 if count % TRIM_EVERY == TRIM_EVERY - 1 {
                     self.trim(retention).await?;

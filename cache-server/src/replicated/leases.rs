@@ -27,7 +27,7 @@ use object_store::UpdateVersion;
 use object_store::path::Path;
 use serde::{Deserialize, Serialize};
 
-use crate::error::CacheError;
+use crate::error::{CacheError, json_bytes};
 use crate::index::{Index, LeaseOutcome, now_ms};
 use crate::storage::{Storage, StorageError};
 
@@ -197,7 +197,7 @@ async fn acquire_in_bucket(
             expires_at_ms: now + ttl_ms,
             nonce: nonce(),
         };
-        let bytes = Bytes::from(serde_json::to_vec(&mine).unwrap_or_default());
+        let bytes = json_bytes(&mine)?;
         match guarantee {
             LeaseGuarantee::Conditional => {
                 let won = match current {

@@ -5,13 +5,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::path::Path;
 
 use super::lock;
 use crate::auth::NewToken;
-use crate::error::CacheError;
+use crate::error::{CacheError, json_bytes};
 use crate::index::{
     FILES_SETTLE, Index, NewTokenRecord, Scope, TokenRecord, now_ms, secret_hash, token_hash,
 };
@@ -168,10 +167,8 @@ fn token_path(secret_hash: &str) -> Path {
 }
 
 async fn write(storage: &Storage, hash: &str, record: &TokenRecord) -> Result<(), CacheError> {
-    let body = serde_json::to_vec(&TokenObject::of(record)).unwrap_or_default();
-    storage
-        .put_small(&token_path(hash), Bytes::from(body))
-        .await?;
+    let body = json_bytes(&TokenObject::of(record))?;
+    storage.put_small(&token_path(hash), body).await?;
     Ok(())
 }
 

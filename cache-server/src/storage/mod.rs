@@ -484,7 +484,9 @@ where
     .boxed()
 }
 
-#[doc(hidden)]
+/// The conformance suite every store must pass: in the unit tests, and
+/// for the end-to-end suite's real S3 servers (feature `conformance`).
+#[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 
 #[cfg(test)]
