@@ -398,23 +398,11 @@ where
             IfExists::Replace => {}
         }
     }
-    if let (Some(evictor), Some(length)) = (&state.evictor, options.declared_length)
-        && !evictor.make_room(length).await?
+    if let Some(length) = options.declared_length
+        && let Some(refusal) = no_room_for(state, &options.owner, length).await?
     {
         discard(body, limit).await;
-        return Err(ObjectError::NoRoom(format!(
-            "the store cannot make room for {length} bytes under its quota of {} bytes",
-            evictor.quota()
-        )));
-    }
-    if let (Some(quotas), Some(length)) = (&state.namespace_quotas, options.declared_length)
-        && !quotas.make_room(&options.owner, length).await?
-    {
-        discard(body, limit).await;
-        return Err(ObjectError::NoRoom(format!(
-            "namespace {} cannot make room for {length} bytes under its quota",
-            options.owner
-        )));
+        return Err(ObjectError::NoRoom(refusal));
     }
     // Waits while other uploads hold the memory budget; the client is held
     // back by flow control meanwhile.
@@ -480,6 +468,31 @@ where
     } else {
         Written::Created(stored.size)
     })
+}
+
+/// Makes room for `length` more bytes under the store's quota and then
+/// `owner`'s; why there is none, if so.
+async fn no_room_for(
+    state: &AppState,
+    owner: &Namespace,
+    length: u64,
+) -> Result<Option<String>, ObjectError> {
+    if let Some(evictor) = &state.evictor
+        && !evictor.make_room(length).await?
+    {
+        return Ok(Some(format!(
+            "the store cannot make room for {length} bytes under its quota of {} bytes",
+            evictor.quota()
+        )));
+    }
+    if let Some(quotas) = &state.namespace_quotas
+        && !quotas.make_room(owner, length).await?
+    {
+        return Ok(Some(format!(
+            "namespace {owner} cannot make room for {length} bytes under its quota"
+        )));
+    }
+    Ok(None)
 }
 
 /// Charges `names` (objects a request in `namespace` stored again or found
