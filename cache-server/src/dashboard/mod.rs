@@ -8,9 +8,10 @@ use std::fmt::Write as _;
 
 use cache_proto::body::{Stats, StoredEvent};
 
+use saved::{DAY_MS, median};
+
 pub mod saved;
 
-const DAY_MS: i64 = 86_400_000;
 /// Days of history the trend chart shows.
 pub const TREND_DAYS: i64 = 30;
 
@@ -69,19 +70,6 @@ fn time_label(ms: i64) -> String {
     let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
     let text = humantime::format_rfc3339_seconds(time).to_string();
     format!("{} {}", &text[..10], &text[11..16])
-}
-
-fn median(values: &mut [f64]) -> Option<f64> {
-    if values.is_empty() {
-        return None;
-    }
-    values.sort_by(f64::total_cmp);
-    let middle = values.len() / 2;
-    Some(if values.len().is_multiple_of(2) {
-        (values[middle - 1] + values[middle]) / 2.0
-    } else {
-        values[middle]
-    })
 }
 
 /// Median deploy seconds per day, for hits and for misses.

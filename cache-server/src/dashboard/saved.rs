@@ -7,7 +7,22 @@ use std::collections::BTreeMap;
 
 use cache_proto::body::StoredEvent;
 
-use super::{DAY_MS, median};
+/// A day, in milliseconds.
+pub const DAY_MS: i64 = 86_400_000;
+
+/// The median of `values` (sorted in place); `None` for none.
+pub fn median(values: &mut [f64]) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(f64::total_cmp);
+    let middle = values.len() / 2;
+    Some(if values.len().is_multiple_of(2) {
+        (values[middle - 1] + values[middle]) / 2.0
+    } else {
+        values[middle]
+    })
+}
 
 /// Saved seconds of one image.
 #[derive(Debug, Clone, PartialEq)]

@@ -29,7 +29,6 @@ use file_watch::FileWatch;
 pub use file_watch::SETTLE as FILES_SETTLE;
 pub use leases::LeaseOutcome;
 use token_epoch::TokenEpoch;
-use tokens::TokenWatch;
 pub use tokens::{NewTokenRecord, Scope, TokenRecord, secret_hash, token_hash};
 
 use crate::blob::StoredName;
@@ -736,6 +735,16 @@ impl Index {
         })
         .await
     }
+}
+
+/// The connection that watches the tokens table, and what it last saw.
+struct TokenWatch {
+    connection: rusqlite::Connection,
+    /// SQLite's `data_version` at the last look: it changes when any other
+    /// connection commits.
+    data_version: Option<i64>,
+    /// Row count, newest creation and newest revocation at the last look.
+    fingerprint: (i64, i64, i64),
 }
 
 #[cfg(test)]

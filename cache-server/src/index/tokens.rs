@@ -163,16 +163,6 @@ impl NewTokenRecord {
     }
 }
 
-/// The connection that watches the tokens table, and what it last saw.
-pub(super) struct TokenWatch {
-    pub(super) connection: rusqlite::Connection,
-    /// SQLite's `data_version` at the last look: it changes when any other
-    /// connection commits.
-    pub(super) data_version: Option<i64>,
-    /// Row count, newest creation and newest revocation at the last look.
-    pub(super) fingerprint: (i64, i64, i64),
-}
-
 impl Index {
     /// How many changes to the index files (by any process) were seen so
     /// far, or `None` when they are not watched: while the count stands

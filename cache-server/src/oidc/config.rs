@@ -25,7 +25,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use url::Url;
 
-use super::rules::{Rule, Template, TemplateError};
+use super::rules::Rule;
+use super::template::{Template, TemplateError};
 use crate::index::Scope;
 
 /// Why the OIDC configuration cannot be used.

@@ -8,6 +8,7 @@
 //! A refusal names its reason ([`Refusal`]) to the client and in the log;
 //! the token itself is never logged.
 
+pub mod claims;
 pub mod config;
 pub mod keys;
 pub mod rules;
@@ -19,9 +20,10 @@ use jsonwebtoken::{Algorithm, Validation, decode, decode_header, errors::ErrorKi
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use self::claims::Claims;
 use self::config::{IssuerConfig, OidcConfig};
 use self::keys::{KeyError, KeyStore};
-use self::rules::{Claims, Grant, Rule};
+use self::rules::{Grant, Rule};
 
 /// The signature algorithms accepted: asymmetric only, so a token can never
 /// be signed with a key the server holds (`none` and `HS*` are refused).

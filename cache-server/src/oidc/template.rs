@@ -19,7 +19,7 @@ use cache_proto::fold::{MIN_ROOM, fold};
 use cache_proto::namespace::MAX_LEN;
 use cache_proto::{Namespace, NamespacePattern};
 
-use super::rules::Claims;
+use super::claims::Claims;
 
 /// A namespace or pattern with placeholders.
 #[derive(Debug, Clone, PartialEq, Eq)]
