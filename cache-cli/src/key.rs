@@ -31,7 +31,6 @@ use cache_proto::Key;
 use serde::{Deserialize, Serialize};
 
 use crate::builder::native::{Capture, InstallIn};
-use crate::upstream::Resolved;
 
 const VERSION_LINE: &str = "cachectl-base-key/v2\n";
 
@@ -134,8 +133,9 @@ pub struct KeySpec<'a> {
     pub args: &'a BTreeMap<String, String>,
     /// Target platform.
     pub platform: &'a str,
-    /// The upstream images and their digests (empty when not tracked).
-    pub upstreams: &'a [Resolved],
+    /// The upstream images' inputs: each name and its digest (empty when
+    /// not tracked).
+    pub upstreams: &'a [Input],
 }
 
 /// Why the key could not be computed.
@@ -291,7 +291,7 @@ pub fn compute(spec: &KeySpec<'_>) -> Result<BaseKey, KeyError> {
         spec.platform,
         spec.platform.as_bytes(),
     ));
-    inputs.extend(spec.upstreams.iter().map(Resolved::input));
+    inputs.extend(spec.upstreams.iter().cloned());
     inputs.sort();
     Ok(BaseKey {
         key: key_of(&inputs),
@@ -391,6 +391,7 @@ pub fn diff(old: &[Input], new: &[Input]) -> Vec<Change> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::upstream::Resolved;
 
     #[test]
     fn manifest_names_are_relative_to_a_root_written_with_a_dot() {
@@ -570,7 +571,7 @@ mod tests {
                 recipe: &recipe,
                 args: &BTreeMap::new(),
                 platform: "linux/amd64",
-                upstreams: &upstreams,
+                upstreams: &upstreams.iter().map(Resolved::input).collect::<Vec<_>>(),
             })
             .unwrap()
         };

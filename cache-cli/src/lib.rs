@@ -5,6 +5,7 @@
 //! - [`cli`]: the flags, their `CACHECTL_*` variables and `cachectl.toml`,
 //!   merged (flag > variable > file) into each command's settings;
 //! - [`commands`]: one module per subcommand, named after it;
+//! - [`exit`]: how a run ends (its exit code), a leaf every error uses;
 //! - [`client`]: the one cache-server client (records, leases, CAS);
 //! - [`builder`]: the base builders (native, buildah, podman, docker);
 //! - [`image`]: registries, OCI layouts, references and descriptors;
@@ -20,6 +21,7 @@ pub mod builder;
 pub mod cli;
 pub mod client;
 pub mod commands;
+pub mod exit;
 pub mod folder;
 pub mod image;
 pub mod key;

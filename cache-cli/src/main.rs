@@ -55,7 +55,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
             eprintln!("error: {:#}", failure.error);
-            ExitCode::from(failure.code)
+            ExitCode::from(failure.exit.code())
         }
     }
 }

@@ -13,6 +13,7 @@ use std::process::Stdio;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
+use crate::exit::Exit;
 use crate::image::registry::RegistryError;
 
 /// The builders `base.builder` names.
@@ -92,6 +93,18 @@ pub enum BuildError {
         /// Why it failed.
         source: std::io::Error,
     },
+}
+
+impl BuildError {
+    /// A registry's (see [`RegistryError::exit`]) or 3 for one that could
+    /// not be reached; any other build failure is 1.
+    pub fn exit(&self) -> Exit {
+        match self {
+            Self::Registry(error) => error.exit(),
+            Self::RegistryUnreachable { .. } => Exit::Unreachable,
+            _ => Exit::Failed,
+        }
+    }
 }
 
 impl BuildError {

@@ -87,13 +87,14 @@ impl BaseSettings {
     /// Computes the key of the current inputs, `upstreams` resolved.
     pub fn key(&self, upstreams: &[Resolved]) -> Result<BaseKey, KeyError> {
         let platform = self.platform.to_string();
+        let upstreams: Vec<key::Input> = upstreams.iter().map(Resolved::input).collect();
         key::compute(&KeySpec {
             root: &self.root,
             manifests: &self.manifests,
             recipe: &self.recipe,
             args: &self.args,
             platform: &platform,
-            upstreams,
+            upstreams: &upstreams,
         })
     }
 }

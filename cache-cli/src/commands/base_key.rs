@@ -6,7 +6,7 @@
 //! digests to keep when an upstream registry cannot be asked), so tracking
 //! upstreams costs one round trip, not one per image.
 
-use super::ensure_base::EnsureError;
+use super::errors::EnsureError;
 use crate::cli::settings::BaseSettings;
 use crate::client::ClientError;
 use crate::client::records::{BaseRecord, RecordStore, latest_key};

@@ -14,9 +14,10 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{Failure, registry_for};
+use super::context::registry_for;
 use crate::cli::config::ConfigFile;
 use crate::cli::{AppFlags, Cli};
+use crate::exit::{Exit, Failure};
 use crate::image::Location;
 use crate::report::bench::{BenchReport, RunTimes};
 
@@ -114,7 +115,7 @@ fn bench_run(
     let wall = started.elapsed().as_secs_f64();
     if !output.status.success() {
         return Err(Failure::new(
-            output.status.code().unwrap_or(1).clamp(1, 3) as u8,
+            Exit::of_code(output.status.code().unwrap_or(1)),
             anyhow::anyhow!(
                 "a bench run failed:\n{}",
                 String::from_utf8_lossy(&output.stderr)

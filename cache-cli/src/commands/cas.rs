@@ -6,17 +6,18 @@ use std::path::Path;
 
 use cache_proto::Digest;
 
-use super::{Failure, records_for};
+use super::context::records_for;
 use crate::cli::config::ConfigFile;
 use crate::cli::{CasCommand, Cli};
 use crate::client::ClientError;
 use crate::client::cas::Cas;
+use crate::exit::Failure;
 
 /// A cache failure: exit 3 (the server is needed for this command).
 fn unreachable(error: ClientError) -> Failure {
     match error {
         ClientError::Local { .. } => Failure::failed(error),
-        ClientError::Unreachable { .. } => Failure::new(3, error),
+        ClientError::Unreachable { .. } => Failure::unreachable(error),
     }
 }
 

@@ -3,8 +3,8 @@
 
 use clap::CommandFactory;
 
-use super::Failure;
 use crate::cli::Cli;
+use crate::exit::Failure;
 
 /// Prints the completion script for `shell` on stdout.
 pub fn run(shell: clap_complete::Shell) -> Result<(), Failure> {

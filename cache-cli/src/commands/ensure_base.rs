@@ -11,7 +11,8 @@
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::base_key::{self, Current};
-use super::{Failure, build_code, host_of, image_code, records_for, registry_for};
+use super::context::{host_of, records_for, registry_for};
+use super::errors::EnsureError;
 use crate::builder::external::{self, ExternalSpec};
 use crate::builder::native::{self, NativeSpec};
 use crate::builder::{BuildError, BuilderKind, registries};
@@ -21,14 +22,15 @@ use crate::cli::settings::BaseSettings;
 use crate::client::ClientError;
 use crate::client::leases::Acquired;
 use crate::client::records::{BaseRecord, RecordStore, latest_key};
+use crate::exit::Failure;
 use crate::image::ImageError;
 use crate::image::publish;
 use crate::image::{ImageTarget, Location, Registry};
-use crate::key::{self, BaseKey, KeyError, Recipe};
+use crate::key::{self, BaseKey, Recipe};
 use crate::report::outcome::EnsureReport;
 use crate::report::progress::Progress;
 use crate::report::{events, output};
-use crate::upstream::{self, Policy, Upstream, UpstreamError};
+use crate::upstream::{self, Policy, Upstream};
 
 /// How a run behaves.
 #[derive(Debug, Clone, Copy)]
@@ -39,29 +41,6 @@ pub struct EnsureOptions {
     pub require_cache: bool,
     /// How long to wait for another job that holds the build lease.
     pub wait: Duration,
-}
-
-/// Why `ensure-base` failed; the variant decides the exit code.
-#[derive(Debug, thiserror::Error)]
-pub enum EnsureError {
-    /// Inputs or settings are wrong (exit 2).
-    #[error(transparent)]
-    Key(#[from] KeyError),
-    /// Settings the run cannot work with (exit 2).
-    #[error("{0}")]
-    Usage(String),
-    /// The build failed (exit 1).
-    #[error(transparent)]
-    Build(#[from] BuildError),
-    /// The cache was required and is unreachable (exit 3).
-    #[error("cache required but unavailable: {0}")]
-    CacheRequired(ClientError),
-    /// Publishing or registry lookups failed.
-    #[error(transparent)]
-    Publish(#[from] ImageError),
-    /// An upstream image could not be told or resolved.
-    #[error(transparent)]
-    Upstream(#[from] UpstreamError),
 }
 
 fn now_seconds() -> u64 {
@@ -580,19 +559,6 @@ impl Flags {
     /// `--force` and `--wait`.
     pub fn new(force: bool, wait: Duration) -> Self {
         Self { force, wait }
-    }
-}
-
-impl From<EnsureError> for Failure {
-    fn from(error: EnsureError) -> Self {
-        let code = match &error {
-            EnsureError::Key(_) | EnsureError::Usage(_) => 2,
-            EnsureError::CacheRequired(_) => 3,
-            EnsureError::Build(error) => build_code(error),
-            EnsureError::Publish(error) => image_code(error),
-            EnsureError::Upstream(error) => error.exit_code(),
-        };
-        Self::new(code, error)
     }
 }
 

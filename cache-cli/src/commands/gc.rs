@@ -10,10 +10,12 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::base_key;
-use super::ensure_base::{EnsureError, base_hosts};
-use super::{Failure, image_code, records_for, registry_for};
+use super::context::{records_for, registry_for};
+use super::ensure_base::base_hosts;
+use super::errors::EnsureError;
 use crate::cli::config::ConfigFile;
 use crate::cli::{AppFlags, Cli};
+use crate::exit::Failure;
 use crate::image::retention::{self, Plan, Policy, Repo};
 use crate::image::{ImageError, Location, Registry, inventory};
 
@@ -118,9 +120,9 @@ pub async fn run(
     let base_location = base_settings
         .image
         .at("latest")
-        .map_err(|e| Failure::new(image_code(&e), e))?;
+        .map_err(|e| Failure::new(e.exit(), e))?;
     let app_location = app_settings.image.clone();
-    let image_failure = |e: ImageError| Failure::new(image_code(&e), e);
+    let image_failure = |e: ImageError| Failure::new(e.exit(), e);
     let mut repos = vec![
         inventory(&registry, &base_location)
             .await

@@ -3,10 +3,12 @@
 //! resolve to), and what changed since the last recorded base of the image.
 
 use super::base_key::{self, Current};
-use super::ensure_base::{EnsureError, base_hosts};
-use super::{Failure, records_for, registry_for};
+use super::context::{records_for, registry_for};
+use super::ensure_base::base_hosts;
+use super::errors::EnsureError;
 use crate::cli::Cli;
 use crate::cli::config::ConfigFile;
+use crate::exit::Failure;
 use crate::key::diff;
 
 /// Prints the key on stdout (the inputs and changes on stderr), or all of

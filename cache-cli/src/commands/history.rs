@@ -6,10 +6,11 @@
 
 use serde::Serialize;
 
-use super::{Failure, image_code, records_for, registry_for};
+use super::context::{records_for, registry_for};
 use crate::cli::config::ConfigFile;
 use crate::cli::{AppFlags, Cli};
 use crate::client::records::RecordStore;
+use crate::exit::Failure;
 use crate::image::deploys::{self, DeployTag};
 use crate::image::inventory::{self, BASE_DIGEST_LABEL, ManifestInfo};
 use crate::image::{ImageError, Location, Registry};
@@ -156,7 +157,7 @@ pub async fn run(
     let records = records_for(cli, file)?;
     let mut history = history(&registry, &settings.image, limit)
         .await
-        .map_err(|e| Failure::new(image_code(&e), e))?;
+        .map_err(|e| Failure::new(e.exit(), e))?;
     add_events(&records, &mut history).await;
     if cli.json {
         println!(

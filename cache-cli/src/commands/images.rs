@@ -10,9 +10,9 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 
-use super::Failure;
 use crate::cli::config::ConfigFile;
 use crate::cli::{Cli, Command};
+use crate::exit::{Exit, Failure};
 use crate::report::output::{self, append};
 
 /// What a run works on.
@@ -145,7 +145,7 @@ pub async fn run_each(cli: &Cli, names: &[String]) -> Result<(), Failure> {
     match failed.iter().map(|(_, (code, _))| *code).max() {
         None => Ok(()),
         Some(code) => Err(Failure::new(
-            code,
+            Exit::of_code(code.into()),
             anyhow::anyhow!(
                 "{} of {} images failed: {}",
                 failed.len(),

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::Failure;
 use crate::cli::{AppFlags, Cli, config};
+use crate::exit::Failure;
 use crate::project::recipe::{Recipe, recipe};
 use crate::project::{Found, detect};
 use crate::upstream::dockerfile;

@@ -12,11 +12,13 @@ use serde_json::{Value, json};
 use cache_proto::Key;
 
 use super::app_tree::AppTree;
-use super::{Failure, image_code, records_for, registry_for};
+use super::context::{records_for, registry_for};
+use super::errors::LayerError;
 use crate::cli::config::ConfigFile;
 use crate::cli::settings::AppSettings;
 use crate::cli::{AppFlags, Cli};
 use crate::client::records::RecordStore;
+use crate::exit::Failure;
 use crate::image::oci::{self, Flavor};
 use crate::image::registry::{Presence, PulledManifest, Registry, RegistryError, Transfer};
 use crate::image::{ImageError, Location, deploys};
@@ -45,25 +47,6 @@ pub struct AppRecord {
     pub layer_digest: String,
     /// Size of the app layer.
     pub layer_bytes: u64,
-}
-
-/// Why `layer` failed.
-#[derive(Debug, thiserror::Error)]
-pub enum LayerError {
-    /// Settings or inputs the command cannot use (exit 2).
-    #[error("{0}")]
-    Usage(String),
-    /// The registry or layout failed.
-    #[error(transparent)]
-    Image(#[from] ImageError),
-    /// Packing the layer failed.
-    #[error("packing {path}: {source}")]
-    Pack {
-        /// The context.
-        path: String,
-        /// Why.
-        source: std::io::Error,
-    },
 }
 
 fn created() -> String {
@@ -698,17 +681,6 @@ pub async fn tag_deploy(registry: &Registry, app: &AppSettings, report: &mut Lay
     match deploys::tag_deploy(registry, &app.image, &report.digest, known).await {
         Ok(tag) => report.deploy_tag = tag.map(|deploy| deploy.tag),
         Err(error) => eprintln!("warning: could not add the deploy tag: {error}"),
-    }
-}
-
-impl From<LayerError> for Failure {
-    fn from(error: LayerError) -> Self {
-        let code = match &error {
-            LayerError::Usage(_) => 2,
-            LayerError::Image(error) => image_code(error),
-            LayerError::Pack { .. } => 1,
-        };
-        Self::new(code, error)
     }
 }
 

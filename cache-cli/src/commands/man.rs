@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use clap::CommandFactory;
 
-use super::Failure;
 use crate::cli::Cli;
+use crate::exit::Failure;
 
 /// Writes the pages into `dir` (created if needed) and prints their paths.
 pub fn run(dir: &Path) -> Result<(), Failure> {

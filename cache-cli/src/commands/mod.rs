@@ -1,8 +1,8 @@
 //! The subcommands, one module each, named after the command: what runs
-//! when a user types `cachectl NAME`. [`run`] dispatches; a [`Failure`]
-//! carries the exit code: 0 ok, 1 build failed, 2 usage or configuration
-//! error, 3 cache or registry unreachable (or refusing our credentials)
-//! when it is needed.
+//! when a user types `cachectl NAME`. [`run`] dispatches; a command returns
+//! a [`Failure`](crate::exit::Failure) with its exit code. What every
+//! command is given (the records store, a registry session) is in
+//! [`context`], which no command's module imports back.
 
 pub mod app_tree;
 pub mod base_key;
@@ -11,7 +11,9 @@ pub mod build;
 pub mod cache;
 pub mod cas;
 pub mod completions;
+pub mod context;
 pub mod ensure_base;
+pub mod errors;
 pub mod gc;
 pub mod hash;
 pub mod history;
@@ -21,68 +23,9 @@ pub mod layer;
 pub mod man;
 pub mod rollback;
 
-use crate::builder::BuildError;
-use crate::cli::config::ConfigFile;
 use crate::cli::{Cli, Command};
-use crate::client::records::RecordStore;
-use crate::client::{CacheClient, identity};
-use crate::image::registry::parse_reference;
-use crate::image::{ImageError, Registry, RegistryError};
-
-/// A failure with its exit code.
-#[derive(Debug)]
-pub struct Failure {
-    /// The exit code: 1, 2 or 3.
-    pub code: u8,
-    /// What went wrong.
-    pub error: anyhow::Error,
-}
-
-impl Failure {
-    /// `error`, exiting with `code`.
-    pub fn new(code: u8, error: impl Into<anyhow::Error>) -> Self {
-        Self {
-            code,
-            error: error.into(),
-        }
-    }
-
-    /// A usage or configuration error (exit 2).
-    pub fn usage(error: impl Into<anyhow::Error>) -> Self {
-        Self::new(2, error)
-    }
-
-    /// Any other failure (exit 1).
-    pub fn failed(error: impl Into<anyhow::Error>) -> Self {
-        Self::new(1, error)
-    }
-}
-
-/// The exit code of a registry failure: 3 when it could not be reached or
-/// refused our credentials, else 1.
-pub fn registry_code(error: &RegistryError) -> u8 {
-    match error {
-        RegistryError::Unreachable { .. } | RegistryError::Auth { .. } => 3,
-        RegistryError::Other { .. } => 1,
-    }
-}
-
-/// The exit code of an image (registry or layout) failure.
-pub fn image_code(error: &ImageError) -> u8 {
-    match error {
-        ImageError::Registry(error) => registry_code(error),
-        ImageError::Layout(_) => 1,
-    }
-}
-
-/// The exit code of a build failure.
-pub fn build_code(error: &BuildError) -> u8 {
-    match error {
-        BuildError::Registry(error) => registry_code(error),
-        BuildError::RegistryUnreachable { .. } => 3,
-        _ => 1,
-    }
-}
+use crate::client::identity;
+use crate::exit::Failure;
 
 /// Runs the command `cli` names.
 pub async fn run(mut cli: Cli) -> Result<(), Failure> {
@@ -157,54 +100,21 @@ pub async fn run(mut cli: Cli) -> Result<(), Failure> {
 async fn ci_id_token(audience: &str, required: bool) -> Result<Option<String>, Failure> {
     match identity::github_id_token(audience).await {
         Ok(Some(token)) => Ok(Some(token)),
-        Ok(None) if required => Err(Failure::new(
-            3,
-            anyhow::anyhow!(
-                "--oidc-audience is set but this job offers no ID token \
+        Ok(None) if required => Err(Failure::unreachable(anyhow::anyhow!(
+            "--oidc-audience is set but this job offers no ID token \
                  (on GitHub Actions, grant `permissions: id-token: write`; on GitLab CI, \
                  declare `id_tokens: CACHECTL_CACHE_TOKEN: aud: ...` instead)"
-            ),
-        )),
+        ))),
         Ok(None) => {
             tracing::warn!(
                 "--oidc-audience is set but this job offers no ID token; going on without a cache token"
             );
             Ok(None)
         }
-        Err(error) if required => Err(Failure::new(3, error)),
+        Err(error) if required => Err(Failure::unreachable(error)),
         Err(error) => {
             tracing::warn!("{error}; going on without a cache token");
             Ok(None)
         }
     }
-}
-
-/// Where records live for this run: the cache server, else local files.
-pub fn records_for(cli: &Cli, file: &ConfigFile) -> Result<RecordStore, Failure> {
-    Ok(match cli.cache_url(file) {
-        Some(url) => {
-            let roots = cli.extra_roots().map_err(Failure::usage)?;
-            let namespace = cli.cache_namespace(file).map_err(Failure::usage)?;
-            let client =
-                CacheClient::new(&url, cli.cache_token.as_deref(), roots).in_namespace(namespace);
-            RecordStore::server(client)
-        }
-        None => RecordStore::local(cli.records_dir()),
-    })
-}
-
-/// A registry session for `cli` that knows `hosts` (registry hosts such
-/// as `registry.example.com:5000`).
-pub fn registry_for(cli: &Cli, hosts: impl IntoIterator<Item = String>) -> Registry {
-    let hosts: Vec<String> = hosts.into_iter().collect();
-    let hosts: Vec<&str> = hosts.iter().map(String::as_str).collect();
-    Registry::new(cli.registry_settings(), &hosts)
-}
-
-/// The registry host of a repository or reference (`docker.io` when it
-/// names none), by the one reference parser; `None` if it does not parse.
-pub fn host_of(reference: &str) -> Option<String> {
-    parse_reference(reference)
-        .ok()
-        .map(|reference| reference.registry().to_owned())
 }

@@ -3,35 +3,14 @@
 //! under the tag again (one manifest read and one write) and tagged as a
 //! new deploy, so the history shows the rollback and `gc` keeps it.
 
-use serde::Serialize;
-
+use super::context::registry_for;
 use super::history::{Deploy, history};
-use super::{Failure, image_code, registry_for};
 use crate::cli::config::ConfigFile;
 use crate::cli::{AppFlags, Cli};
+use crate::exit::Failure;
 use crate::image::{Location, Registry, deploys};
+use crate::report::outcome::RollbackReport;
 use crate::report::output;
-
-/// What a rollback did.
-#[derive(Debug, Clone, Serialize)]
-pub struct RollbackReport {
-    /// The app image and tag.
-    pub image: String,
-    /// The digest it pointed at before.
-    pub previous: Option<String>,
-    /// The digest it points at now.
-    pub digest: String,
-    /// Pullable reference of it.
-    pub reference: String,
-    /// The deploy it went back to.
-    pub deploy: String,
-    /// Blob bytes uploaded: always 0.
-    pub uploaded_bytes: u64,
-    /// The deploy tag of the rollback itself.
-    pub deploy_tag: Option<String>,
-    /// Wall time.
-    pub seconds: f64,
-}
 
 /// The deploy `to` names (a digest, a deploy tag, or a number of deploys
 /// back among those with another image), else the newest deploy of
@@ -84,7 +63,7 @@ pub async fn rollback(
     deploy_tags: bool,
 ) -> Result<RollbackReport, Failure> {
     let started = std::time::Instant::now();
-    let image_failure = |e: crate::image::ImageError| Failure::new(image_code(&e), e);
+    let image_failure = |e: crate::image::ImageError| Failure::new(e.exit(), e);
     let history = history(registry, app, usize::MAX)
         .await
         .map_err(image_failure)?;

@@ -11,11 +11,12 @@ use bytes::Bytes;
 use oci_client::Reference;
 use serde_json::Value;
 
+use super::error::ImageError;
+use super::layout::{Layout, LayoutError};
 use super::oci::{self, Platform};
 use super::registry::{
     Presence, PulledManifest, Registry, RegistryError, Transfer, parse_reference,
 };
-use super::{ImageError, Layout, layout::LayoutError};
 
 /// What a layout location points at: a name in `index.json` or a manifest
 /// by digest.

@@ -26,6 +26,8 @@ use super::oci::{self, ACCEPTED_MANIFESTS, Platform};
 use super::open_access::OpenAccess;
 use super::pushed_trees::{PushedTree, PushedTrees};
 
+use crate::exit::Exit;
+
 /// Connection settings.
 #[derive(Debug, Clone, Default)]
 pub struct RegistrySettings {
@@ -71,6 +73,16 @@ pub enum RegistryError {
         /// What.
         message: String,
     },
+}
+
+impl RegistryError {
+    /// Unreachable or refusing our credentials: exit 3; anything else: 1.
+    pub fn exit(&self) -> Exit {
+        match self {
+            Self::Unreachable { .. } | Self::Auth { .. } => Exit::Unreachable,
+            Self::Other { .. } => Exit::Failed,
+        }
+    }
 }
 
 /// What the caller knows of whether the registry has a blob it uploads.

@@ -140,3 +140,24 @@ pub struct RestoreReport {
     /// Wall time.
     pub seconds: f64,
 }
+
+/// What a rollback did.
+#[derive(Debug, Clone, Serialize)]
+pub struct RollbackReport {
+    /// The app image and tag.
+    pub image: String,
+    /// The digest it pointed at before.
+    pub previous: Option<String>,
+    /// The digest it points at now.
+    pub digest: String,
+    /// Pullable reference of it.
+    pub reference: String,
+    /// The deploy it went back to.
+    pub deploy: String,
+    /// Blob bytes uploaded: always 0.
+    pub uploaded_bytes: u64,
+    /// The deploy tag of the rollback itself.
+    pub deploy_tag: Option<String>,
+    /// Wall time.
+    pub seconds: f64,
+}

@@ -151,10 +151,7 @@ pub fn report_layer(report: &LayerReport, json: bool) -> std::io::Result<()> {
 }
 
 /// Prints the result of `rollback` and writes the CI outputs.
-pub fn report_rollback(
-    report: &crate::commands::rollback::RollbackReport,
-    json: bool,
-) -> std::io::Result<()> {
+pub fn report_rollback(report: &super::outcome::RollbackReport, json: bool) -> std::io::Result<()> {
     print_result(report, &report.reference, json)?;
     eprintln!(
         "  ({} now points at {} (deploy {}); 0 bytes uploaded, {:.0} ms)",

@@ -19,6 +19,7 @@ use std::path::Path;
 use futures::future::join_all;
 use oci_client::Reference;
 
+use crate::exit::Exit;
 use crate::image::oci::Platform;
 use crate::image::registry::{Registry, RegistryError, parse_reference};
 use crate::key::{Input, InputKind, Recipe};
@@ -136,13 +137,13 @@ pub enum UpstreamError {
 }
 
 impl UpstreamError {
-    /// The exit code: 2 for a recipe problem, 3 for a registry that could
-    /// not be asked, 1 for an image that does not exist.
-    pub fn exit_code(&self) -> u8 {
+    /// 2 for a recipe problem, the registry's exit for one that could not
+    /// be asked, 1 for an image that does not exist.
+    pub fn exit(&self) -> Exit {
         match self {
-            Self::Read { .. } | Self::Dockerfile { .. } | Self::Reference { .. } => 2,
-            Self::NotFound { .. } => 1,
-            Self::Unresolved { source, .. } => crate::commands::registry_code(source),
+            Self::Read { .. } | Self::Dockerfile { .. } | Self::Reference { .. } => Exit::Usage,
+            Self::NotFound { .. } => Exit::Failed,
+            Self::Unresolved { source, .. } => source.exit(),
         }
     }
 }
@@ -316,7 +317,7 @@ mod tests {
         )
         .unwrap_err();
         assert!(unknown.to_string().contains("--upstream pin"), "{unknown}");
-        assert_eq!(unknown.exit_code(), 3);
+        assert_eq!(unknown.exit(), Exit::Unreachable);
     }
 
     #[test]

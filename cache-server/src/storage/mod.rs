@@ -348,12 +348,6 @@ impl Storage {
         }
     }
 
-    /// Starts writing an object that becomes visible only on
-    /// [`ObjectWriter::publish`].
-    pub fn writer(&self, path: Path) -> ObjectWriter {
-        ObjectWriter::new(self.clone(), path)
-    }
-
     /// Reads a small object with its version, or `None` when it does not exist.
     pub async fn read_versioned(&self, path: &Path) -> Result<Option<Versioned>, StorageError> {
         let read = async {

@@ -28,6 +28,14 @@ pub struct ObjectWriter {
     replace: bool,
 }
 
+impl Storage {
+    /// Starts writing an object that becomes visible only on
+    /// [`ObjectWriter::publish`].
+    pub fn writer(&self, path: Path) -> ObjectWriter {
+        ObjectWriter::new(self.clone(), path)
+    }
+}
+
 impl ObjectWriter {
     pub(super) fn new(storage: Storage, path: Path) -> Self {
         Self {

@@ -14,7 +14,7 @@ use std::time::Instant;
 use cache_proto::{Digest, batch};
 use futures::StreamExt;
 
-use super::{
+use super::folder::{
     FolderError, FolderSettings, find_save, folder_key, manifest_bytes, miss_report, read_error,
 };
 use crate::client::cas::Cas;

@@ -10,7 +10,7 @@ use std::time::Instant;
 use cache_proto::{Digest, Key};
 use futures::StreamExt;
 
-use super::{
+use super::folder::{
     FolderError, FolderRecord, FolderSettings, find_save, folder_key, latest_key, manifest_bytes,
     read_error,
 };
