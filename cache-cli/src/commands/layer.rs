@@ -593,7 +593,7 @@ pub async fn layer(
         Ok(()) => {}
         // Pushed without asking for the base's layers, and refused: they
         // may have gone since. Check and copy them, then push once more.
-        Err(ImageError::Registry(RegistryError::Other { message, .. })) if layers_known => {
+        Err(ImageError::Registry(RegistryError::Refused { message, .. })) if layers_known => {
             tracing::debug!(%message, "manifest refused; checking the base's layers");
             target.set_layers_known(registry, &manifest.digest, false);
             moved.skipped = moved.skipped.saturating_sub(layers_of(&manifest).len());

@@ -265,7 +265,7 @@ impl Location {
             .find(|entry| platform.matches(&entry["platform"]))
             .and_then(|entry| entry["digest"].as_str())
             .ok_or_else(|| {
-                ImageError::Registry(RegistryError::Other {
+                ImageError::Registry(RegistryError::NotFound {
                     registry: self.name(),
                     message: format!("{} has no image for platform {platform}", self.tagged()),
                 })

@@ -65,9 +65,36 @@ pub enum RegistryError {
         /// Why.
         message: String,
     },
-    /// Anything else the registry answered.
+    /// What was asked for is not there (a manifest, a tag, a platform).
     #[error("registry {registry}: {message}")]
-    Other {
+    NotFound {
+        /// host[:port].
+        registry: String,
+        /// What.
+        message: String,
+    },
+    /// The registry answered and refused the request (a manifest naming
+    /// blobs it lacks, deletes disabled, a server error).
+    #[error("registry {registry}: {message}")]
+    Refused {
+        /// host[:port].
+        registry: String,
+        /// The HTTP status, when the answer had one.
+        status: Option<u16>,
+        /// What it said.
+        message: String,
+    },
+    /// A reference, media type or answer cachectl cannot use.
+    #[error("registry {registry}: {message}")]
+    Invalid {
+        /// host[:port].
+        registry: String,
+        /// What.
+        message: String,
+    },
+    /// A local file of the transfer could not be read or written.
+    #[error("registry {registry}: {message}")]
+    Local {
         /// host[:port].
         registry: String,
         /// What.
@@ -80,7 +107,10 @@ impl RegistryError {
     pub fn exit(&self) -> Exit {
         match self {
             Self::Unreachable { .. } | Self::Auth { .. } => Exit::Unreachable,
-            Self::Other { .. } => Exit::Failed,
+            Self::NotFound { .. }
+            | Self::Refused { .. }
+            | Self::Invalid { .. }
+            | Self::Local { .. } => Exit::Failed,
         }
     }
 }
@@ -232,7 +262,7 @@ fn is_loopback(host: &str) -> bool {
 /// regex takes ~40 ms to compile on every start: most of a warm
 /// `ensure-base`.
 pub fn parse_reference(text: &str) -> Result<Reference, RegistryError> {
-    let invalid = |why: &str| RegistryError::Other {
+    let invalid = |why: &str| RegistryError::Invalid {
         registry: text.to_owned(),
         message: format!("invalid image reference: {why}"),
     };
@@ -482,7 +512,28 @@ impl Registry {
                 registry,
                 message: "401 Unauthorized".into(),
             },
-            other => RegistryError::Other {
+            ref error if Self::is_not_found(error) => RegistryError::NotFound {
+                registry,
+                message: error.to_string(),
+            },
+            OciDistributionError::ServerError { code, .. } => RegistryError::Refused {
+                registry,
+                status: Some(code),
+                message: error.to_string(),
+            },
+            OciDistributionError::RequestError(ref request) if request.status().is_some() => {
+                RegistryError::Refused {
+                    registry,
+                    status: request.status().map(|status| status.as_u16()),
+                    message: error.to_string(),
+                }
+            }
+            OciDistributionError::RegistryError { .. } => RegistryError::Refused {
+                registry,
+                status: None,
+                message: error.to_string(),
+            },
+            other => RegistryError::Invalid {
                 registry,
                 message: other.to_string(),
             },
@@ -566,7 +617,7 @@ impl Registry {
             .find(|entry| platform.matches(&entry["platform"]))
             .and_then(|entry| entry["digest"].as_str())
             .map(str::to_owned)
-            .ok_or_else(|| RegistryError::Other {
+            .ok_or_else(|| RegistryError::NotFound {
                 registry: reference.registry().to_owned(),
                 message: format!("{reference} has no image for platform {platform}"),
             })
@@ -594,7 +645,7 @@ impl Registry {
     ) -> Result<PulledManifest, RegistryError> {
         self.pull_if_present(reference)
             .await?
-            .ok_or_else(|| RegistryError::Other {
+            .ok_or_else(|| RegistryError::NotFound {
                 registry: reference.registry().to_owned(),
                 message: format!("{reference}: manifest unknown"),
             })
@@ -636,7 +687,7 @@ impl Registry {
                 pulled
             }
         };
-        let json: Value = serde_json::from_slice(&bytes).map_err(|e| RegistryError::Other {
+        let json: Value = serde_json::from_slice(&bytes).map_err(|e| RegistryError::Invalid {
             registry: reference.registry().to_owned(),
             message: format!("manifest of {reference} is not JSON: {e}"),
         })?;
@@ -685,7 +736,7 @@ impl Registry {
         self.authenticate(source).await;
         let out = tokio::fs::File::create(file)
             .await
-            .map_err(|e| RegistryError::Other {
+            .map_err(|e| RegistryError::Local {
                 registry: source.registry().to_owned(),
                 message: format!("cannot write {}: {e}", file.display()),
             })?;
@@ -841,7 +892,7 @@ impl Registry {
         file: &Path,
         presence: Presence,
     ) -> Result<u64, RegistryError> {
-        let io = |e: std::io::Error| RegistryError::Other {
+        let io = |e: std::io::Error| RegistryError::Local {
             registry: target.registry().to_owned(),
             message: format!("cannot read {}: {e}", file.display()),
         };
@@ -955,8 +1006,9 @@ impl Registry {
             self.scheme(host),
             reference.repository()
         );
-        let other = |message: String| RegistryError::Other {
+        let refused = |status: reqwest::StatusCode, message: String| RegistryError::Refused {
             registry: host.to_owned(),
+            status: Some(status.as_u16()),
             message,
         };
         let unreachable = |e: reqwest::Error| RegistryError::Unreachable {
@@ -1004,13 +1056,19 @@ impl Registry {
                     message: format!("DELETE of {digest} answered {}", response.status()),
                 })
             }
-            reqwest::StatusCode::METHOD_NOT_ALLOWED => Err(other(format!(
-                "the registry refuses deletes (DELETE of {digest} answered 405): enable them \
+            status @ reqwest::StatusCode::METHOD_NOT_ALLOWED => Err(refused(
+                status,
+                format!(
+                    "the registry refuses deletes (DELETE of {digest} answered 405): enable them \
                  (distribution / docker-registry: storage.delete.enabled: true; Harbor and \
                  Artifactory: a token or user allowed to delete; GHCR and Docker Hub do not \
                  delete through the registry API: use their package settings or API)"
-            ))),
-            status => Err(other(format!("DELETE of {digest} answered {status}"))),
+                ),
+            )),
+            status => Err(refused(
+                status,
+                format!("DELETE of {digest} answered {status}"),
+            )),
         }
     }
 
@@ -1021,7 +1079,7 @@ impl Registry {
         bytes: &[u8],
         media_type: &str,
     ) -> Result<(), RegistryError> {
-        let content_type = media_type.parse().map_err(|_| RegistryError::Other {
+        let content_type = media_type.parse().map_err(|_| RegistryError::Invalid {
             registry: target.registry().to_owned(),
             message: format!("invalid media type {media_type}"),
         })?;
@@ -1132,6 +1190,70 @@ fn tokio_util_stream(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use oci_client::errors::{OciEnvelope, OciError};
+
+    fn envelope(codes: Vec<OciErrorCode>) -> OciDistributionError {
+        OciDistributionError::RegistryError {
+            envelope: OciEnvelope {
+                errors: codes
+                    .into_iter()
+                    .map(|code| OciError {
+                        code,
+                        message: String::new(),
+                        detail: Value::Null,
+                    })
+                    .collect(),
+            },
+            url: "http://r.io/v2/acme/web/manifests/x".into(),
+        }
+    }
+
+    #[test]
+    fn registry_answers_are_told_apart_by_kind_not_by_text() {
+        let reference = parse_reference("r.io/acme/web:main").unwrap();
+        let classify = |error| Registry::classify(&reference, error);
+        let server = |code| OciDistributionError::ServerError {
+            code,
+            url: "u".into(),
+            message: "m".into(),
+        };
+        assert!(matches!(
+            classify(server(404)),
+            RegistryError::NotFound { .. }
+        ));
+        assert!(matches!(
+            classify(server(400)),
+            RegistryError::Refused {
+                status: Some(400),
+                ..
+            }
+        ));
+        assert!(matches!(classify(server(401)), RegistryError::Auth { .. }));
+        assert!(matches!(
+            classify(envelope(vec![OciErrorCode::ManifestUnknown])),
+            RegistryError::NotFound { .. }
+        ));
+        // A manifest naming a blob the registry lacks: refused, the case
+        // `layer` answers by copying the base's layers and pushing again.
+        assert!(matches!(
+            classify(envelope(vec![OciErrorCode::ManifestBlobUnknown])),
+            RegistryError::Refused { .. }
+        ));
+        assert!(matches!(
+            classify(envelope(vec![OciErrorCode::Denied])),
+            RegistryError::Auth { .. }
+        ));
+        for (error, exit) in [
+            (classify(server(404)), Exit::Failed),
+            (classify(server(500)), Exit::Failed),
+            (
+                classify(envelope(vec![OciErrorCode::Unauthorized])),
+                Exit::Unreachable,
+            ),
+        ] {
+            assert_eq!(error.exit(), exit, "{error}");
+        }
+    }
 
     #[test]
     fn references_parse_like_docker() {
