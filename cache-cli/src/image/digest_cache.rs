@@ -8,8 +8,8 @@
 
 use std::path::PathBuf;
 
+use super::hint_folder::HintFolder;
 use super::oci;
-use crate::replace_file::replace_file;
 
 /// Largest object kept (manifests and configs are kilobytes).
 const MAX_BYTES: usize = 4 * 1024 * 1024;
@@ -17,28 +17,26 @@ const MAX_BYTES: usize = 4 * 1024 * 1024;
 /// A folder of objects named by their sha256.
 #[derive(Debug, Clone)]
 pub struct DigestCache {
-    dir: PathBuf,
+    folder: HintFolder,
 }
 
 impl DigestCache {
     /// The cache in `dir` (created on the first write).
     pub fn new(dir: PathBuf) -> Self {
-        Self { dir }
-    }
-
-    fn path(&self, digest: &str) -> Option<PathBuf> {
-        oci::sha256_hex(digest).map(|hex| self.dir.join(hex.to_ascii_lowercase()))
+        Self {
+            folder: HintFolder::new(dir),
+        }
     }
 
     /// The bytes of `digest`, if kept and intact.
     pub fn get(&self, digest: &str) -> Option<Vec<u8>> {
-        let bytes = std::fs::read(self.path(digest)?).ok()?;
+        let bytes = self.folder.read(oci::sha256_hex(digest)?)?;
         (oci::sha256_digest(&bytes) == digest.to_ascii_lowercase()).then_some(bytes)
     }
 
     /// Keeps `bytes` as `digest` if they are its content.
     pub fn put(&self, digest: &str, bytes: &[u8]) {
-        let Some(path) = self.path(digest) else {
+        let Some(hex) = oci::sha256_hex(digest) else {
             return;
         };
         if bytes.len() > MAX_BYTES
@@ -47,9 +45,7 @@ impl DigestCache {
         {
             return;
         }
-        if let Err(error) = replace_file(&path, bytes) {
-            tracing::debug!(%error, "could not keep {digest}");
-        }
+        self.folder.write(hex, bytes);
     }
 }
 

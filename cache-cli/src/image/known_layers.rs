@@ -10,46 +10,44 @@
 
 use std::path::PathBuf;
 
+use super::hint_folder::HintFolder;
+
 /// A folder of empty files, one per (repository, base manifest) pair.
 #[derive(Debug, Clone)]
 pub struct KnownLayers {
-    dir: PathBuf,
+    folder: HintFolder,
 }
 
 impl KnownLayers {
     /// The marks in `dir` (created on the first write).
     pub fn new(dir: PathBuf) -> Self {
-        Self { dir }
+        Self {
+            folder: HintFolder::new(dir),
+        }
     }
 
-    /// The mark's file: a hash, so that no name reaches outside the folder.
-    fn path(&self, repository: &str, manifest_digest: &str) -> PathBuf {
-        let mut hasher = blake3::Hasher::new();
-        hasher.update(b"cachectl-known-layers/v1\0");
-        hasher.update(repository.as_bytes());
-        hasher.update(b"\0");
-        hasher.update(manifest_digest.as_bytes());
-        self.dir.join(hasher.finalize().to_hex().as_str())
+    fn name(repository: &str, manifest_digest: &str) -> String {
+        HintFolder::hashed_name("cachectl-known-layers/v1", &[repository, manifest_digest])
     }
 
     /// Whether `repository` (`host/path`) is known to hold every layer of
     /// the image whose manifest is `manifest_digest`.
     pub fn contains(&self, repository: &str, manifest_digest: &str) -> bool {
-        self.path(repository, manifest_digest).is_file()
+        self.folder
+            .contains(&Self::name(repository, manifest_digest))
     }
 
     /// Marks `repository` as holding every layer of `manifest_digest`.
     pub fn insert(&self, repository: &str, manifest_digest: &str) {
-        let path = self.path(repository, manifest_digest);
-        if path.is_file() {
-            return;
+        if !self.contains(repository, manifest_digest) {
+            self.folder
+                .write(&Self::name(repository, manifest_digest), b"");
         }
-        let _ = std::fs::create_dir_all(&self.dir).and_then(|()| std::fs::write(&path, b""));
     }
 
     /// Forgets the mark (a manifest pushed on its word was refused).
     pub fn remove(&self, repository: &str, manifest_digest: &str) {
-        let _ = std::fs::remove_file(self.path(repository, manifest_digest));
+        self.folder.remove(&Self::name(repository, manifest_digest));
     }
 }
 

@@ -4,6 +4,7 @@
 pub mod deploys;
 pub mod digest_cache;
 pub mod error;
+pub mod hint_folder;
 pub mod inventory;
 pub mod known_layers;
 pub mod layer_stream;

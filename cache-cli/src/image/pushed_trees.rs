@@ -8,7 +8,7 @@
 
 use std::path::PathBuf;
 
-use crate::replace_file::replace_file;
+use super::hint_folder::HintFolder;
 
 /// Bytes of an entry: the tree's digest, then the layer's size (LE).
 const ENTRY_BYTES: usize = 32 + 8;
@@ -25,27 +25,25 @@ pub struct PushedTree {
 /// A folder of small files, one per repository.
 #[derive(Debug, Clone)]
 pub struct PushedTrees {
-    dir: PathBuf,
+    folder: HintFolder,
 }
 
 impl PushedTrees {
     /// The entries in `dir` (created on the first write).
     pub fn new(dir: PathBuf) -> Self {
-        Self { dir }
+        Self {
+            folder: HintFolder::new(dir),
+        }
     }
 
-    /// The entry's file: a hash, so that no name reaches outside the folder.
-    fn path(&self, repository: &str) -> PathBuf {
-        let mut hasher = blake3::Hasher::new();
-        hasher.update(b"cachectl-pushed-tree/v1\0");
-        hasher.update(repository.as_bytes());
-        self.dir.join(hasher.finalize().to_hex().as_str())
+    fn name(repository: &str) -> String {
+        HintFolder::hashed_name("cachectl-pushed-tree/v1", &[repository])
     }
 
     /// What this machine last pushed to `repository` (`host/path`), if
     /// anything.
     pub fn get(&self, repository: &str) -> Option<PushedTree> {
-        let bytes = std::fs::read(self.path(repository)).ok()?;
+        let bytes = self.folder.read(&Self::name(repository))?;
         let entry: &[u8; ENTRY_BYTES] = bytes.as_slice().try_into().ok()?;
         let (tree, size) = entry.split_at(32);
         Some(PushedTree {
@@ -54,9 +52,8 @@ impl PushedTrees {
         })
     }
 
-    /// Remembers `pushed` as the last push to `repository`. The entry is
-    /// written beside its place and renamed there, so that a reader never
-    /// sees half of one.
+    /// Remembers `pushed` as the last push to `repository`, replacing the
+    /// entry whole.
     pub fn insert(&self, repository: &str, pushed: PushedTree) {
         if self.get(repository) == Some(pushed) {
             return;
@@ -64,9 +61,7 @@ impl PushedTrees {
         let mut entry = Vec::with_capacity(ENTRY_BYTES);
         entry.extend_from_slice(&pushed.tree);
         entry.extend_from_slice(&pushed.layer_bytes.to_le_bytes());
-        if let Err(error) = replace_file(&self.path(repository), &entry) {
-            tracing::debug!(%error, "could not remember the pushed tree");
-        }
+        self.folder.write(&Self::name(repository), &entry);
     }
 }
 
@@ -110,7 +105,7 @@ mod tests {
             layer_bytes: 1,
         };
         trees.insert("r/a", pushed);
-        let path = trees.path("r/a");
+        let path = trees.folder.path(&PushedTrees::name("r/a")).unwrap();
         std::fs::write(&path, [7u8; 20]).unwrap();
         assert_eq!(trees.get("r/a"), None);
         std::fs::write(&path, [7u8; 41]).unwrap();
