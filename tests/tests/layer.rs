@@ -674,3 +674,43 @@ fn base_layers_deleted_from_the_target_are_copied_again() {
     layer(&project, &base, &image);
     assert_eq!(registry.blob_checks() - checks, 0);
 }
+
+/// A cache server that cannot be reached does not fail a deploy: the app
+/// is layered and pushed, and what could not be done comes back in the
+/// report's `warnings` (and on stderr), for CI to read.
+#[test]
+fn an_unreachable_cache_is_a_warning_in_the_report_not_a_failure() {
+    let registry = RegistryServer::start();
+    let base = push_busybox(&registry, "acme/base", "1");
+    let image = format!("{}/acme/base:app", registry.host());
+    let project = app_project();
+    // Nothing listens on port 9 of the loopback address.
+    let run = project.layer(
+        &base,
+        &image,
+        APP_FLAGS,
+        &[("CACHECTL_CACHE", "http://127.0.0.1:9")],
+    );
+    let report = run.success().json();
+    assert!(report["uploaded_bytes"].as_u64().unwrap() > 0, "{report}");
+    let warnings: Vec<&str> = report["warnings"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no warnings in {report}"))
+        .iter()
+        .filter_map(|warning| warning.as_str())
+        .collect();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("packing the app without the cache")),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("could not record the app image")),
+        "{warnings:?}"
+    );
+    let quiet = layer(&project, &base, &image);
+    assert_eq!(quiet["warnings"], serde_json::json!([]), "{quiet}");
+}

@@ -197,6 +197,7 @@ impl LayerReport {
                 .map_or(0.0, |push| push.elapsed().as_secs_f64()),
             seconds: timing.started.elapsed().as_secs_f64(),
             deploy_tag: None,
+            warnings: Vec::new(),
             manifest: None,
         }
     }
@@ -526,6 +527,7 @@ pub async fn layer(
         }
     )?;
     let key = tree_digest.map(|tree| app_key(&manifest.digest, app, &tree));
+    let mut warnings = Vec::new();
     if let (Some(records), Some(key)) = (records, key) {
         match records.get::<AppRecord>(&key).await {
             Ok(Some(record)) if reuse(registry, target, &record).await? => {
@@ -557,7 +559,7 @@ pub async fn layer(
                 });
             }
             Ok(_) => {}
-            Err(error) => eprintln!("warning: {error}; packing the app without the cache"),
+            Err(error) => warnings.push(format!("{error}; packing the app without the cache")),
         }
     }
     let (packed, _staging) = pack_app(app).await?;
@@ -627,7 +629,7 @@ pub async fn layer(
             layer_bytes: packed.size,
         };
         if let Err(error) = records.put(&key, &record).await {
-            eprintln!("warning: could not record the app image: {error}");
+            warnings.push(format!("could not record the app image: {error}"));
         }
     }
     let timing = Timing::pushed(started, layer_seconds, push_started);
@@ -641,6 +643,7 @@ pub async fn layer(
     );
     Ok(LayerReport {
         manifest: Some((manifest_bytes, flavor.manifest().to_owned())),
+        warnings,
         ..report
     })
 }
@@ -680,7 +683,9 @@ pub async fn tag_deploy(registry: &Registry, app: &AppSettings, report: &mut Lay
         .map(|(bytes, media_type)| (bytes.as_slice(), media_type.as_str()));
     match deploys::tag_deploy(registry, &app.image, &report.digest, known).await {
         Ok(tag) => report.deploy_tag = tag.map(|deploy| deploy.tag),
-        Err(error) => eprintln!("warning: could not add the deploy tag: {error}"),
+        Err(error) => report
+            .warnings
+            .push(format!("could not add the deploy tag: {error}")),
     }
 }
 

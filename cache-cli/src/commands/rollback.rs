@@ -77,12 +77,13 @@ pub async fn rollback(
     app.push_manifest(registry, &manifest.bytes, &manifest.media_type)
         .await
         .map_err(image_failure)?;
+    let mut warnings = Vec::new();
     let deploy_tag = if deploy_tags {
         let known = (&manifest.bytes[..], manifest.media_type.as_str());
         match deploys::tag_deploy(registry, app, &target.digest, Some(known)).await {
             Ok(tag) => tag.map(|deploy| deploy.tag),
             Err(error) => {
-                eprintln!("warning: could not add the deploy tag: {error}");
+                warnings.push(format!("could not add the deploy tag: {error}"));
                 None
             }
         }
@@ -90,6 +91,7 @@ pub async fn rollback(
         None
     };
     Ok(RollbackReport {
+        warnings,
         image: history.image,
         previous: history.current,
         digest: target.digest.clone(),

@@ -71,6 +71,10 @@ pub struct LayerReport {
     /// The deploy tag the image also got (`TAG.deploy-TIME`), if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub deploy_tag: Option<String>,
+    /// What went wrong without failing the deploy (an app record or a
+    /// deploy tag that could not be written, a cache that could not be
+    /// asked); printed on stderr too.
+    pub warnings: Vec<String>,
     /// The manifest pushed and its media type (to tag it again without
     /// fetching it back).
     #[serde(skip)]
@@ -158,6 +162,8 @@ pub struct RollbackReport {
     pub uploaded_bytes: u64,
     /// The deploy tag of the rollback itself.
     pub deploy_tag: Option<String>,
+    /// What went wrong without failing the rollback; printed on stderr too.
+    pub warnings: Vec<String>,
     /// Wall time.
     pub seconds: f64,
 }

@@ -138,6 +138,9 @@ fn github_outputs(report: &EnsureReport) -> std::io::Result<()> {
 /// Prints the result of `layer`.
 pub fn report_layer(report: &LayerReport, json: bool) -> std::io::Result<()> {
     print_result(report, &report.reference, json)?;
+    for warning in &report.warnings {
+        eprintln!("warning: {warning}");
+    }
     eprintln!(
         "  (app layer {} bytes packed in {:.1} s; {} bytes uploaded, {} mounted, {} skipped, push {:.1} s)",
         report.layer_bytes,
@@ -153,6 +156,9 @@ pub fn report_layer(report: &LayerReport, json: bool) -> std::io::Result<()> {
 /// Prints the result of `rollback` and writes the CI outputs.
 pub fn report_rollback(report: &super::outcome::RollbackReport, json: bool) -> std::io::Result<()> {
     print_result(report, &report.reference, json)?;
+    for warning in &report.warnings {
+        eprintln!("warning: {warning}");
+    }
     eprintln!(
         "  ({} now points at {} (deploy {}); 0 bytes uploaded, {:.0} ms)",
         report.image,
@@ -180,6 +186,9 @@ previous-image={}
 pub fn report_build(base: &EnsureReport, app: &LayerReport, json: bool) -> std::io::Result<()> {
     let combined = serde_json::json!({ "base": base, "app": app });
     print_result(&combined, &app.reference, json)?;
+    for warning in &app.warnings {
+        eprintln!("warning: {warning}");
+    }
     let outcome = if base.hit {
         format!("base hit {:.0} ms", base.seconds * 1000.0)
     } else {
