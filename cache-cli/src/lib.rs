@@ -11,6 +11,7 @@
 //! - [`image`]: registries, OCI layouts, references and descriptors;
 //! - [`pack`]: the app layer's tar, its entries, tree identity, exclusions;
 //! - [`folder`]: the folder cache's manifest, scan and restore;
+//! - [`invalid`]: a user-written value that cannot be used (a leaf);
 //! - [`key`]: the base key;
 //! - [`project`]: what kind of project a folder is (`cachectl init`);
 //! - [`upstream`]: the images a base is built on and their digests;
@@ -24,6 +25,7 @@ pub mod commands;
 pub mod exit;
 pub mod folder;
 pub mod image;
+pub mod invalid;
 pub mod key;
 pub mod pack;
 pub mod project;

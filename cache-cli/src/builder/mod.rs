@@ -15,6 +15,7 @@ use tokio::process::Command;
 
 use crate::exit::Exit;
 use crate::image::registry::RegistryError;
+use crate::invalid::Invalid;
 
 /// The builders `base.builder` names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,15 +32,15 @@ pub enum BuilderKind {
 
 impl BuilderKind {
     /// Parses the configured name.
-    pub fn parse(name: &str) -> Result<Self, String> {
+    pub fn parse(name: &str) -> Result<Self, Invalid> {
         match name {
             "native" => Ok(Self::Native),
             "docker" => Ok(Self::Docker),
             "buildah" => Ok(Self::Buildah),
             "podman" => Ok(Self::Podman),
-            other => Err(format!(
+            other => Err(Invalid(format!(
                 "unknown builder {other:?} (use native, docker, buildah or podman)"
-            )),
+            ))),
         }
     }
 

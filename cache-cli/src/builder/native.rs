@@ -15,6 +15,7 @@ use super::{BuildError, rootfs, run_streaming, sandbox};
 use crate::image::oci::{self, Flavor, Platform};
 use crate::image::publish::{BaseImage, BaseLayer, NewImage};
 use crate::image::registry::{Registry, parse_reference};
+use crate::invalid::Invalid;
 use crate::pack::layer;
 
 /// Label holding the base key in the image config.
@@ -54,11 +55,11 @@ pub enum InstallIn {
 
 impl InstallIn {
     /// Parses `image` or `host`.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, Invalid> {
         match text {
             "image" => Ok(Self::Image),
             "host" => Ok(Self::Host),
-            other => Err(format!("{other:?} is not image or host")),
+            other => Err(Invalid(format!("{other:?} is not image or host"))),
         }
     }
 
@@ -86,11 +87,11 @@ pub enum Capture {
 
 impl Capture {
     /// Parses `out` or `changes`.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, Invalid> {
         match text {
             "out" => Ok(Self::Out),
             "changes" => Ok(Self::Changes),
-            other => Err(format!("{other:?} is not out or changes")),
+            other => Err(Invalid(format!("{other:?} is not out or changes"))),
         }
     }
 }

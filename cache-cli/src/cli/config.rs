@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::invalid::Invalid;
+
 /// The file as written. Unknown fields are errors, so a typo is caught.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -79,10 +81,10 @@ impl ConfigFile {
         })?;
         let merge_error = |field: &'static str| {
             let path_text = path_text.clone();
-            move |message: String| ConfigError::Field {
+            move |message: Invalid| ConfigError::Field {
                 path: path_text,
                 field,
-                message,
+                message: message.to_string(),
             }
         };
         let dir = image.dir.as_deref().map(PathBuf::from);
@@ -118,12 +120,14 @@ impl ConfigFile {
 
 /// `own`'s fields over `defaults`' (a field `own` sets replaces the same
 /// field of `defaults`, maps included).
-fn over<T: Serialize + DeserializeOwned>(defaults: &T, own: &T) -> Result<T, String> {
+fn over<T: Serialize + DeserializeOwned>(defaults: &T, own: &T) -> Result<T, Invalid> {
     let mut table = toml::Table::try_from(defaults).map_err(|e| e.to_string())?;
     for (field, value) in toml::Table::try_from(own).map_err(|e| e.to_string())? {
         table.insert(field, value);
     }
-    table.try_into().map_err(|e: toml::de::Error| e.to_string())
+    table
+        .try_into()
+        .map_err(|e: toml::de::Error| Invalid(e.to_string()))
 }
 
 /// `[base]`.

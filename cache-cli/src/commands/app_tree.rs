@@ -24,8 +24,8 @@ pub struct AppTree {
 impl AppTree {
     /// Starts hashing `app`'s context.
     pub fn start(app: &AppSettings) -> Result<Self, LayerError> {
-        let excludes =
-            Excludes::for_context(&app.context, &app.exclude).map_err(LayerError::Usage)?;
+        let excludes = Excludes::for_context(&app.context, &app.exclude)
+            .map_err(|e| LayerError::Usage(e.into()))?;
         let settings = app.clone();
         let hashing =
             tokio::task::spawn_blocking(move || context_digest(&settings, &excludes).ok());

@@ -182,7 +182,7 @@ impl Run<'_> {
         }
     }
 
-    async fn build(&mut self, base: &BaseKey) -> Result<(BaseRecord, f64, f64, u64), EnsureError> {
+    async fn build(&mut self, base: &BaseKey) -> Result<(BaseRecord, Pushed), EnsureError> {
         let settings = self.settings;
         let tag = settings.base_tag(&base.key);
         let mut tags = vec![tag.as_str()];
@@ -195,7 +195,7 @@ impl Run<'_> {
                 ));
             }
         }
-        let (digest, build_seconds, push_seconds, pushed) = match &settings.recipe {
+        let pushed = match &settings.recipe {
             Recipe::Native {
                 from,
                 install,
@@ -226,33 +226,31 @@ impl Run<'_> {
                 let started = Instant::now();
                 self.progress
                     .slow(format!("pushing to {}", settings.image.describe()));
-                let pushed =
-                    publish::publish(&settings.image, self.registry, &image, &tags).await?;
-                (
-                    image.digest(),
+                let bytes = publish::publish(&settings.image, self.registry, &image, &tags).await?;
+                Pushed {
+                    digest: image.digest(),
                     build_seconds,
-                    started.elapsed().as_secs_f64(),
-                    pushed,
-                )
+                    push_seconds: started.elapsed().as_secs_f64(),
+                    bytes,
+                }
             }
             Recipe::Dockerfile(dockerfile) => self.build_external(dockerfile, base, &tags).await?,
         };
-        let record = self.record_for(base, &tag, &digest);
+        let record = self.record_for(base, &tag, &pushed.digest);
         self.remember(&record).await?;
-        Ok((record, build_seconds, push_seconds, pushed))
+        Ok((record, pushed))
     }
 }
 
 impl Run<'_> {
     /// Builds with docker, buildah or podman. Buildah and podman export to
     /// a staging layout that cachectl pushes; docker pushes itself.
-    /// Returns the digest, build and push seconds, and bytes pushed.
     async fn build_external(
         &mut self,
         dockerfile: &std::path::Path,
         base: &BaseKey,
         tags: &[&str],
-    ) -> Result<(String, f64, f64, u64), EnsureError> {
+    ) -> Result<Pushed, EnsureError> {
         let settings = self.settings;
         let staging = tempfile::tempdir().map_err(BuildError::io("creating a staging folder"))?;
         let layout = staging.path().join("oci");
@@ -301,7 +299,12 @@ impl Run<'_> {
                         settings.image.describe()
                     ))
                 })?;
-            return Ok((digest, build_seconds, export_seconds, 0));
+            return Ok(Pushed {
+                digest,
+                build_seconds,
+                push_seconds: export_seconds,
+                bytes: 0,
+            });
         }
         let started = Instant::now();
         self.progress
@@ -313,14 +316,31 @@ impl Run<'_> {
         let (digest, pushed) =
             publish::copy_image(&staged, &settings.image, self.registry, tags).await?;
         let push_seconds = export_seconds + started.elapsed().as_secs_f64();
-        Ok((digest, build_seconds, push_seconds, pushed))
+        Ok(Pushed {
+            digest,
+            build_seconds,
+            push_seconds,
+            bytes: pushed,
+        })
     }
+}
+
+/// A base this run built and pushed.
+struct Pushed {
+    /// Its manifest digest.
+    digest: String,
+    /// Seconds building.
+    build_seconds: f64,
+    /// Seconds pushing (for docker, exporting).
+    push_seconds: f64,
+    /// Bytes pushed.
+    bytes: u64,
 }
 
 /// How a miss ended.
 enum Settled {
-    /// We built it: record, build and push seconds, bytes pushed.
-    Built(BaseRecord, f64, f64, u64),
+    /// We built it.
+    Built(BaseRecord, Pushed),
     /// Another job built it while we waited (or just before we started).
     Found(BaseRecord, &'static str),
 }
@@ -391,8 +411,8 @@ impl Run<'_> {
     }
 
     async fn build_now(&mut self, base: &BaseKey) -> Result<Settled, EnsureError> {
-        let (record, build, push, pushed) = self.build(base).await?;
-        Ok(Settled::Built(record, build, push, pushed))
+        let (record, pushed) = self.build(base).await?;
+        Ok(Settled::Built(record, pushed))
     }
 }
 
@@ -521,13 +541,14 @@ pub async fn ensure_base(
             eprintln!("  {change}");
         }
     }
-    let (record, hit, source, build_seconds, push_seconds, pushed_bytes) =
-        match run.build_or_wait(&base).await? {
-            Settled::Built(record, build, push, pushed) => {
-                (record, false, "built", build, push, pushed)
-            }
-            Settled::Found(record, source) => (record, true, source, 0.0, 0.0, 0),
-        };
+    let (record, source, pushed) = match run.build_or_wait(&base).await? {
+        Settled::Built(record, pushed) => (record, "built", Some(pushed)),
+        Settled::Found(record, source) => (record, source, None),
+    };
+    let hit = pushed.is_none();
+    let (build_seconds, push_seconds, pushed_bytes) = pushed.map_or((0.0, 0.0, 0), |pushed| {
+        (pushed.build_seconds, pushed.push_seconds, pushed.bytes)
+    });
     Ok(EnsureReport {
         key: base.key.to_string(),
         image: record.image,

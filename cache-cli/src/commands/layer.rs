@@ -246,7 +246,8 @@ async fn pack_app(app: &AppSettings) -> Result<(layer::Layer, tempfile::TempDir)
         path: app.context.display().to_string(),
         source,
     };
-    let excludes = Excludes::for_context(&app.context, &app.exclude).map_err(LayerError::Usage)?;
+    let excludes = Excludes::for_context(&app.context, &app.exclude)
+        .map_err(|e| LayerError::Usage(e.into()))?;
     let staging = tempfile::tempdir().map_err(pack_error)?;
     let (context, staging_path, dest, compression) = (
         app.context.clone(),

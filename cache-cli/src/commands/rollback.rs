@@ -9,6 +9,7 @@ use crate::cli::config::ConfigFile;
 use crate::cli::{AppFlags, Cli};
 use crate::exit::Failure;
 use crate::image::{Location, Registry, deploys};
+use crate::invalid::Invalid;
 use crate::report::outcome::RollbackReport;
 use crate::report::output;
 
@@ -19,7 +20,7 @@ fn choose<'a>(
     deploys: &'a [Deploy],
     current: Option<&str>,
     to: Option<&str>,
-) -> Result<&'a Deploy, String> {
+) -> Result<&'a Deploy, Invalid> {
     if let Some(to) = to {
         if let Ok(steps) = to.parse::<usize>() {
             let mut distinct: Vec<&Deploy> = Vec::new();
@@ -34,10 +35,10 @@ fn choose<'a>(
                 .checked_sub(1)
                 .and_then(|index| distinct.get(index).copied())
                 .ok_or_else(|| {
-                    format!(
+                    Invalid(format!(
                         "there are only {} earlier images to go back to",
                         distinct.len()
-                    )
+                    ))
                 });
         }
         return deploys
@@ -47,12 +48,16 @@ fn choose<'a>(
                     || deploy.tag == to
                     || deploy.digest.starts_with(to) && to.len() >= 12
             })
-            .ok_or_else(|| format!("no deploy of this tag is {to:?} (see `cachectl history`)"));
+            .ok_or_else(|| {
+                Invalid(format!(
+                    "no deploy of this tag is {to:?} (see `cachectl history`)"
+                ))
+            });
     }
     deploys
         .iter()
         .find(|deploy| Some(deploy.digest.as_str()) != current)
-        .ok_or_else(|| "no earlier deploy of another image to go back to".to_owned())
+        .ok_or_else(|| Invalid::new("no earlier deploy of another image to go back to"))
 }
 
 /// Points `app`'s tag at the deploy `to` names (see [`choose`]).

@@ -3,6 +3,8 @@
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 
+use crate::invalid::Invalid;
+
 /// OCI image manifest.
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 /// OCI image index.
@@ -104,7 +106,7 @@ pub struct Platform {
 
 impl Platform {
     /// Parses `os/arch[/variant]`.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, Invalid> {
         let parts: Vec<_> = text.split('/').collect();
         match parts.as_slice() {
             [os, architecture] | [os, architecture, _]
@@ -116,7 +118,9 @@ impl Platform {
                     variant: parts.get(2).map(|v| (*v).to_owned()),
                 })
             }
-            _ => Err(format!("platform {text:?} is not os/arch[/variant]")),
+            _ => Err(Invalid(format!(
+                "platform {text:?} is not os/arch[/variant]"
+            ))),
         }
     }
 

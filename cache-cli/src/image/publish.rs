@@ -10,6 +10,8 @@ use serde_json::Value;
 use super::registry::{Presence, Registry};
 use super::{ImageError, ImageTarget, Location, oci};
 
+use crate::invalid::Invalid;
+
 /// The image the new one starts from.
 #[derive(Debug, Clone)]
 pub struct BaseImage {
@@ -35,7 +37,7 @@ pub struct BaseLayer {
 impl BaseLayer {
     /// Reads a layer descriptor; a missing or malformed digest or size is
     /// an error, never an empty digest pushed later.
-    pub fn parse(descriptor: Value) -> Result<Self, String> {
+    pub fn parse(descriptor: Value) -> Result<Self, Invalid> {
         let digest = descriptor["digest"]
             .as_str()
             .filter(|digest| oci::sha256_hex(digest).is_some())
@@ -142,10 +144,10 @@ pub async fn copy_image(
     tags: &[&str],
 ) -> Result<(String, u64), ImageError> {
     let manifest = source.manifest_as_is(registry).await?;
-    let invalid = |message: String| {
+    let invalid = |message: Invalid| {
         ImageError::Layout(super::layout::LayoutError::Invalid {
             path: source.tagged(),
-            message,
+            message: message.to_string(),
         })
     };
     if oci::is_index(&manifest.media_type) {

@@ -1037,9 +1037,9 @@ impl Registry {
             let token = challenge
                 .token(&client, &auth, &scope)
                 .await
-                .map_err(|message| RegistryError::Auth {
+                .map_err(|refused| RegistryError::Auth {
                     registry: host.to_owned(),
-                    message,
+                    message: refused.to_string(),
                 })?;
             response = client
                 .delete(&url)
@@ -1140,7 +1140,7 @@ impl BearerChallenge {
         client: &reqwest::Client,
         auth: &RegistryAuth,
         scope: &str,
-    ) -> Result<String, String> {
+    ) -> Result<String, TokenRefused> {
         let mut query = vec![("scope", scope.to_owned())];
         if let Some(service) = &self.service {
             query.push(("service", service.clone()));
@@ -1154,7 +1154,10 @@ impl BearerChallenge {
             .await
             .map_err(|e| e.without_url().to_string())?;
         if !response.status().is_success() {
-            return Err(format!("the token service answered {}", response.status()));
+            return Err(TokenRefused(format!(
+                "the token service answered {}",
+                response.status()
+            )));
         }
         let body: Value = response
             .json()
@@ -1164,7 +1167,18 @@ impl BearerChallenge {
             .as_str()
             .or_else(|| body["access_token"].as_str())
             .map(str::to_owned)
-            .ok_or_else(|| "the token service answered no token".to_owned())
+            .ok_or_else(|| TokenRefused("the token service answered no token".to_owned()))
+    }
+}
+
+/// Why the token service gave no token.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct TokenRefused(String);
+
+impl From<String> for TokenRefused {
+    fn from(message: String) -> Self {
+        Self(message)
     }
 }
 

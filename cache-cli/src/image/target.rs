@@ -8,6 +8,8 @@ use super::layout::Layout;
 use super::location::{LayoutRef, Location};
 use super::registry;
 
+use crate::invalid::Invalid;
+
 /// An image destination as configured in `base.image`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ImageTarget {
@@ -24,7 +26,7 @@ pub enum ImageTarget {
 
 impl ImageTarget {
     /// Parses `oci:DIR[:NAME]` or a repository without tag or digest.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, Invalid> {
         if let Some(rest) = text.strip_prefix("oci:") {
             let (dir, name) = match rest.rsplit_once(':') {
                 Some((dir, name)) if !name.contains('/') => (dir, Some(name.to_owned())),
@@ -40,9 +42,9 @@ impl ImageTarget {
         }
         let last = text.rsplit('/').next().unwrap_or(text);
         if text.contains('@') || last.contains(':') || text.is_empty() {
-            return Err(format!(
+            return Err(Invalid(format!(
                 "{text:?} must be a repository without tag or digest (cachectl picks the tags)"
-            ));
+            )));
         }
         Ok(Self::Registry(text.to_owned()))
     }

@@ -8,6 +8,8 @@ use std::path::Path;
 
 use glob::{MatchOptions, Pattern};
 
+use crate::invalid::Invalid;
+
 const OPTIONS: MatchOptions = MatchOptions {
     case_sensitive: true,
     require_literal_separator: true,
@@ -22,7 +24,7 @@ pub struct Excludes {
 
 impl Excludes {
     /// Compiles `patterns` (lines of a `.dockerignore`, or `exclude` entries).
-    pub fn new<'a>(patterns: impl IntoIterator<Item = &'a str>) -> Result<Self, String> {
+    pub fn new<'a>(patterns: impl IntoIterator<Item = &'a str>) -> Result<Self, Invalid> {
         let mut rules = Vec::new();
         for line in patterns {
             let line = line.trim();
@@ -46,12 +48,17 @@ impl Excludes {
     }
 
     /// The patterns of `context/.dockerignore` (if any) followed by `extra`.
-    pub fn for_context(context: &Path, extra: &[String]) -> Result<Self, String> {
+    pub fn for_context(context: &Path, extra: &[String]) -> Result<Self, Invalid> {
         let ignore_file = context.join(".dockerignore");
         let text = match std::fs::read_to_string(&ignore_file) {
             Ok(text) => text,
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => String::new(),
-            Err(error) => return Err(format!("cannot read {}: {error}", ignore_file.display())),
+            Err(error) => {
+                return Err(Invalid(format!(
+                    "cannot read {}: {error}",
+                    ignore_file.display()
+                )));
+            }
         };
         Self::new(text.lines().chain(extra.iter().map(String::as_str)))
     }

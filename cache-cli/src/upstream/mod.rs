@@ -22,6 +22,7 @@ use oci_client::Reference;
 use crate::exit::Exit;
 use crate::image::oci::Platform;
 use crate::image::registry::{Registry, RegistryError, parse_reference};
+use crate::invalid::Invalid;
 use crate::key::{Input, InputKind, Recipe};
 
 /// Whether the key follows the upstream images' digests.
@@ -38,11 +39,11 @@ pub enum Policy {
 
 impl Policy {
     /// Parses `track` or `pin`.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, Invalid> {
         match text {
             "track" => Ok(Self::Track),
             "pin" => Ok(Self::Pin),
-            other => Err(format!("{other:?} is not track or pin")),
+            other => Err(Invalid(format!("{other:?} is not track or pin"))),
         }
     }
 }

@@ -333,7 +333,7 @@ impl Index {
         let token_watch = TokenWatch {
             connection: connect(path)?,
             data_version: None,
-            fingerprint: (0, 0, 0),
+            fingerprint: TokensFingerprint::default(),
         };
         let files = match FileWatch::start(path) {
             Ok(watch) => Some(watch),
@@ -737,6 +737,18 @@ impl Index {
     }
 }
 
+/// What the tokens table looked like: its rows, its newest creation and its
+/// newest revocation. Any create or revoke changes it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TokensFingerprint {
+    /// Rows.
+    pub rows: i64,
+    /// Newest `created`, Unix milliseconds (0 for none).
+    pub newest_created: i64,
+    /// Newest `revoked`, Unix milliseconds (0 for none).
+    pub newest_revoked: i64,
+}
+
 /// The connection that watches the tokens table, and what it last saw.
 struct TokenWatch {
     connection: rusqlite::Connection,
@@ -744,7 +756,7 @@ struct TokenWatch {
     /// connection commits.
     data_version: Option<i64>,
     /// Row count, newest creation and newest revocation at the last look.
-    fingerprint: (i64, i64, i64),
+    fingerprint: TokensFingerprint,
 }
 
 #[cfg(test)]

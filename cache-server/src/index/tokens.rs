@@ -6,7 +6,7 @@ use rusqlite::{OptionalExtension, params};
 
 use super::file_watch::FileWatch;
 use super::token_epoch::TokenEpoch;
-use super::{Index, IndexError, now_ms};
+use super::{Index, IndexError, TokensFingerprint, now_ms};
 use crate::namespaces::NamespacePolicy;
 
 /// What a token may do; each scope includes the ones before it.
@@ -192,7 +192,7 @@ impl Index {
     /// every request, on the calling thread: one `PRAGMA data_version` (no
     /// I/O), and a one-row query over the small tokens table only after
     /// some commit.
-    pub fn tokens_fingerprint(&self) -> Result<(i64, i64, i64), IndexError> {
+    pub fn tokens_fingerprint(&self) -> Result<TokensFingerprint, IndexError> {
         let mut watch = self
             .inner
             .token_watch
@@ -210,7 +210,13 @@ impl Index {
                 .prepare_cached(
                     "SELECT COUNT(*), COALESCE(MAX(created), 0), COALESCE(MAX(revoked), 0) FROM tokens",
                 )?
-                .query_row([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
+                .query_row([], |row| {
+                    Ok(TokensFingerprint {
+                        rows: row.get(0)?,
+                        newest_created: row.get(1)?,
+                        newest_revoked: row.get(2)?,
+                    })
+                })?;
             watch.fingerprint = fingerprint;
             watch.data_version = Some(version);
         }

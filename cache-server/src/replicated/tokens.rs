@@ -12,7 +12,8 @@ use super::lock;
 use crate::auth::NewToken;
 use crate::error::{CacheError, json_bytes};
 use crate::index::{
-    FILES_SETTLE, Index, NewTokenRecord, Scope, TokenRecord, now_ms, secret_hash, token_hash,
+    FILES_SETTLE, Index, NewTokenRecord, Scope, TokenRecord, TokensFingerprint, now_ms,
+    secret_hash, token_hash,
 };
 use crate::namespaces::NamespacePolicy;
 use crate::storage::Storage;
@@ -59,7 +60,7 @@ pub struct TokenStore {
 #[derive(Debug)]
 struct Freshness {
     /// The index's tokens fingerprint the cache was filled under.
-    fingerprint: Option<(i64, i64, i64)>,
+    fingerprint: Option<TokensFingerprint>,
     /// The index's token epoch at the last check.
     epoch: Option<u64>,
     /// The index files' change count at the last check, when it moved, and

@@ -43,8 +43,8 @@ pub async fn save(
     let key = folder_key(settings)?;
     let root = settings.path.clone();
     progress.quick(format!("hashing {}", root.display()));
-    let excludes =
-        Excludes::new(settings.excludes.iter().map(String::as_str)).map_err(FolderError::Usage)?;
+    let excludes = Excludes::new(settings.excludes.iter().map(String::as_str))
+        .map_err(|e| FolderError::Usage(e.into()))?;
     if !root.is_dir() {
         return Err(FolderError::Usage(format!(
             "--path {} is not a folder",
