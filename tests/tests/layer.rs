@@ -714,3 +714,49 @@ fn an_unreachable_cache_is_a_warning_in_the_report_not_a_failure() {
     let quiet = layer(&project, &base, &image);
     assert_eq!(quiet["warnings"], serde_json::json!([]), "{quiet}");
 }
+
+/// A base whose manifest lists a layer without a digest is refused with
+/// the image named, before anything is copied or pushed: never an empty
+/// digest asked of the store.
+#[test]
+fn a_base_layer_without_a_digest_is_refused_naming_the_image() {
+    use cachectl_e2e::data::oci_digest;
+    let project = app_project();
+    let layout = project.path().join("base-oci");
+    let blobs = layout.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let put = |bytes: &[u8]| {
+        let digest = oci_digest(bytes);
+        std::fs::write(blobs.join(&digest["sha256:".len()..]), bytes).unwrap();
+        (digest, bytes.len())
+    };
+    let (config, config_size) = put(
+        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]},"config":{}}"#,
+    );
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config}","size":{config_size}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","size":32}}]}}"#
+    );
+    let (manifest, manifest_size) = put(manifest.as_bytes());
+    std::fs::write(
+        layout.join("oci-layout"),
+        r#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        layout.join("index.json"),
+        format!(
+            r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{manifest}","size":{manifest_size},"annotations":{{"org.opencontainers.image.ref.name":"base"}}}}]}}"#
+        ),
+    )
+    .unwrap();
+    let base = format!("oci:{}:base", layout.display());
+    let target = format!("oci:{}:app", project.path().join("out").display());
+    let refused = project.layer(&base, &target, APP_FLAGS, &[]);
+    assert_eq!(refused.code, 2, "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("base-oci") && refused.stderr.contains("not a descriptor"),
+        "{}",
+        refused.stderr
+    );
+    assert!(refused.stderr.contains("digest"), "{}", refused.stderr);
+}

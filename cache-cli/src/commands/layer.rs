@@ -19,6 +19,7 @@ use crate::cli::settings::AppSettings;
 use crate::cli::{AppFlags, Cli};
 use crate::client::records::RecordStore;
 use crate::exit::Failure;
+use crate::image::manifest::Descriptor;
 use crate::image::oci::{self, Flavor};
 use crate::image::registry::{Presence, PulledManifest, Registry, RegistryError, Transfer};
 use crate::image::{ImageError, Location, deploys};
@@ -212,11 +213,24 @@ async fn copy_base_layers(
     layers: &[Value],
     moved: &mut Moved,
 ) -> Result<(), LayerError> {
-    let transfers = futures::future::try_join_all(layers.iter().map(|layer| {
-        let digest = layer["digest"].as_str().unwrap_or_default();
-        let size = layer["size"].as_u64().unwrap_or(0);
-        target.receive_blob(registry, source, digest, size)
-    }))
+    // A layer without a digest or a size is an error naming the image,
+    // never an empty digest asked for.
+    let layers = layers
+        .iter()
+        .map(|layer| {
+            serde_json::from_value::<Descriptor>(layer.clone()).map_err(|e| {
+                LayerError::Usage(format!(
+                    "{}: a layer of its manifest is not a descriptor: {e}",
+                    source.tagged()
+                ))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let transfers = futures::future::try_join_all(
+        layers
+            .iter()
+            .map(|layer| target.receive_blob(registry, source, layer.digest.as_str(), layer.size)),
+    )
     .await?;
     for transfer in transfers {
         moved.add(transfer);

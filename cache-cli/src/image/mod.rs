@@ -10,6 +10,7 @@ pub mod known_layers;
 pub mod layer_stream;
 pub mod layout;
 pub mod location;
+pub mod manifest;
 pub mod oci;
 pub mod open_access;
 pub mod publish;
