@@ -8,14 +8,19 @@
 //! credentials is spoken to without `oci-client`'s probe before every
 //! request (see [`super::open_access`]).
 
+mod auth;
+mod error;
+mod reference;
+mod transfer;
+
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 
 use bytes::Bytes;
 use futures::TryStreamExt;
 use oci_client::client::{ClientConfig, ClientProtocol};
-use oci_client::errors::{OciDistributionError, OciErrorCode};
+use oci_client::errors::OciDistributionError;
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 use serde_json::Value;
@@ -26,152 +31,12 @@ use super::oci::{self, ACCEPTED_MANIFESTS, Platform};
 use super::open_access::OpenAccess;
 use super::pushed_trees::{PushedTree, PushedTrees};
 
-use crate::exit::Exit;
-
-/// Connection settings.
-#[derive(Debug, Clone, Default)]
-pub struct RegistrySettings {
-    /// Username for every registry (else the Docker config is asked).
-    pub user: Option<String>,
-    /// Password for every registry.
-    pub password: Option<String>,
-    /// Registries (host[:port]) spoken to over plain HTTP. `localhost` and
-    /// `127.0.0.1` always are.
-    pub insecure: Vec<String>,
-    /// Where manifests and configs pulled by digest are kept, if anywhere.
-    pub digest_cache: Option<PathBuf>,
-    /// Where the marks of [`KnownLayers`] are kept, if anywhere.
-    pub known_layers: Option<PathBuf>,
-    /// Where the entries of [`PushedTrees`] are kept, if anywhere.
-    pub pushed_trees: Option<PathBuf>,
-}
-
-/// A registry failure, classified for the exit code.
-#[derive(Debug, thiserror::Error)]
-pub enum RegistryError {
-    /// The registry could not be reached.
-    #[error("registry {registry} is unreachable: {message}")]
-    Unreachable {
-        /// host[:port].
-        registry: String,
-        /// Why.
-        message: String,
-    },
-    /// The registry refused our credentials.
-    #[error("registry {registry} refused the credentials: {message}")]
-    Auth {
-        /// host[:port].
-        registry: String,
-        /// Why.
-        message: String,
-    },
-    /// What was asked for is not there (a manifest, a tag, a platform).
-    #[error("registry {registry}: {message}")]
-    NotFound {
-        /// host[:port].
-        registry: String,
-        /// What.
-        message: String,
-    },
-    /// The registry answered and refused the request (a manifest naming
-    /// blobs it lacks, deletes disabled, a server error).
-    #[error("registry {registry}: {message}")]
-    Refused {
-        /// host[:port].
-        registry: String,
-        /// The HTTP status, when the answer had one.
-        status: Option<u16>,
-        /// What it said.
-        message: String,
-    },
-    /// A reference, media type or answer cachectl cannot use.
-    #[error("registry {registry}: {message}")]
-    Invalid {
-        /// host[:port].
-        registry: String,
-        /// What.
-        message: String,
-    },
-    /// A local file of the transfer could not be read or written.
-    #[error("registry {registry}: {message}")]
-    Local {
-        /// host[:port].
-        registry: String,
-        /// What.
-        message: String,
-    },
-}
-
-impl RegistryError {
-    /// Unreachable or refusing our credentials: exit 3; anything else: 1.
-    pub fn exit(&self) -> Exit {
-        match self {
-            Self::Unreachable { .. } | Self::Auth { .. } => Exit::Unreachable,
-            Self::NotFound { .. }
-            | Self::Refused { .. }
-            | Self::Invalid { .. }
-            | Self::Local { .. } => Exit::Failed,
-        }
-    }
-}
-
-/// What the caller knows of whether the registry has a blob it uploads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Presence {
-    /// Nothing: ask first (a HEAD), upload only when absent.
-    Unknown,
-    /// Just made from new content (a changed app's layer, its config): a
-    /// blob up to [`UPLOAD_WITHOUT_ASKING`] bytes is uploaded at once,
-    /// since asking costs a round trip and uploading so few bytes about one
-    /// more. A larger one is still asked for first.
-    ProbablyAbsent,
-}
-
-/// The largest blob uploaded without asking first (see [`Presence`]):
-/// 64 KiB take about 5 ms at 100 Mbit/s, less than a round trip to most
-/// registries that are not on the same machine.
-pub const UPLOAD_WITHOUT_ASKING: u64 = 64 * 1024;
-
-impl Presence {
-    /// Whether a blob of `size` bytes is asked for before it is uploaded.
-    fn ask_first(self, size: u64) -> bool {
-        self == Self::Unknown || size > UPLOAD_WITHOUT_ASKING
-    }
-}
-
-/// How a blob came to be in the target repository.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transfer {
-    /// It was there already.
-    Present,
-    /// Mounted from another repository of the same registry.
-    Mounted,
-    /// Copied, this many bytes.
-    Copied(u64),
-}
-
-impl Transfer {
-    /// Bytes uploaded.
-    pub fn bytes(self) -> u64 {
-        match self {
-            Self::Copied(bytes) => bytes,
-            _ => 0,
-        }
-    }
-}
-
-/// A manifest as pulled.
-#[derive(Debug, Clone)]
-pub struct PulledManifest {
-    /// Its bytes.
-    pub bytes: Bytes,
-    /// Its digest.
-    pub digest: String,
-    /// Parsed.
-    pub json: Value,
-    /// Its media type.
-    pub media_type: String,
-}
+use auth::BearerChallenge;
+pub use error::RegistryError;
+use error::{classify, is_name_unknown, is_not_found};
+use reference::is_loopback;
+pub use reference::parse_reference;
+pub use transfer::{Presence, PulledManifest, RegistrySettings, Transfer, UPLOAD_WITHOUT_ASKING};
 
 /// A registry client for one process run.
 pub struct Registry {
@@ -247,89 +112,6 @@ impl OciClient {
                 }
             })
             .await
-    }
-}
-
-fn is_loopback(host: &str) -> bool {
-    let name = host.rsplit_once(':').map(|(name, _)| name).unwrap_or(host);
-    matches!(name, "localhost" | "127.0.0.1" | "[::1]")
-}
-
-/// Parses `[registry/]repository[:tag][@digest]` the way Docker does
-/// (`busybox` is `docker.io/library/busybox:latest`).
-///
-/// Written here rather than through `Reference::from_str`, whose Unicode
-/// regex takes ~40 ms to compile on every start: most of a warm
-/// `ensure-base`.
-pub fn parse_reference(text: &str) -> Result<Reference, RegistryError> {
-    let invalid = |why: &str| RegistryError::Invalid {
-        registry: text.to_owned(),
-        message: format!("invalid image reference: {why}"),
-    };
-    let (rest, digest) = match text.split_once('@') {
-        Some((rest, digest)) => (rest, Some(digest)),
-        None => (text, None),
-    };
-    let last_slash = rest.rfind('/');
-    let (name, tag) = match rest.rfind(':') {
-        Some(colon) if last_slash.is_none_or(|slash| colon > slash) => {
-            (&rest[..colon], Some(&rest[colon + 1..]))
-        }
-        _ => (rest, None),
-    };
-    let (registry, repository) = match name.split_once('/') {
-        Some((first, remainder))
-            if first.contains('.') || first.contains(':') || first == "localhost" =>
-        {
-            (first.to_owned(), remainder.to_owned())
-        }
-        _ if name.contains('/') => ("docker.io".to_owned(), name.to_owned()),
-        _ => ("docker.io".to_owned(), format!("library/{name}")),
-    };
-    let repository_ok = !repository.is_empty()
-        && repository.split('/').all(|part| {
-            !part.is_empty()
-                && part
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
-        });
-    if !repository_ok {
-        return Err(invalid(
-            "the repository must be lowercase letters, digits, '.', '_', '-' and '/'",
-        ));
-    }
-    if let Some(tag) = tag
-        && (tag.is_empty()
-            || tag.len() > 128
-            || !tag
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)))
-    {
-        return Err(invalid(
-            "the tag must be 1 to 128 letters, digits, '.', '_' or '-'",
-        ));
-    }
-    match digest {
-        Some(digest) => {
-            let valid = digest.split_once(':').is_some_and(|(algorithm, hex)| {
-                !algorithm.is_empty()
-                    && hex.len() >= 32
-                    && hex.bytes().all(|b| b.is_ascii_hexdigit())
-            });
-            if !valid {
-                return Err(invalid("the digest must be algorithm:hex"));
-            }
-            Ok(Reference::with_digest(
-                registry,
-                repository,
-                digest.to_owned(),
-            ))
-        }
-        None => Ok(Reference::with_tag(
-            registry,
-            repository,
-            tag.unwrap_or("latest").to_owned(),
-        )),
     }
 }
 
@@ -467,92 +249,6 @@ impl Registry {
         self.auth_for(reference.resolve_registry())
     }
 
-    fn classify(reference: &Reference, error: OciDistributionError) -> RegistryError {
-        let registry = reference.registry().to_owned();
-        match error {
-            OciDistributionError::RequestError(error)
-                if error.is_connect() || error.is_timeout() =>
-            {
-                RegistryError::Unreachable {
-                    registry,
-                    message: error.without_url().to_string(),
-                }
-            }
-            // A 401/403 answered to a blob HEAD or upload arrives as a plain
-            // HTTP status error, not as oci-client's own auth variants.
-            OciDistributionError::RequestError(error)
-                if error.status().is_some_and(|status| {
-                    status == reqwest::StatusCode::UNAUTHORIZED
-                        || status == reqwest::StatusCode::FORBIDDEN
-                }) =>
-            {
-                RegistryError::Auth {
-                    registry,
-                    message: error.without_url().to_string(),
-                }
-            }
-            OciDistributionError::AuthenticationFailure(message) => {
-                RegistryError::Auth { registry, message }
-            }
-            OciDistributionError::UnauthorizedError { .. } => RegistryError::Auth {
-                registry,
-                message: "401 Unauthorized".into(),
-            },
-            OciDistributionError::RegistryError { envelope, .. }
-                if envelope.errors.iter().any(|e| {
-                    matches!(e.code, OciErrorCode::Unauthorized | OciErrorCode::Denied)
-                }) =>
-            {
-                RegistryError::Auth {
-                    registry,
-                    message: envelope.to_string(),
-                }
-            }
-            OciDistributionError::ServerError { code: 401, .. } => RegistryError::Auth {
-                registry,
-                message: "401 Unauthorized".into(),
-            },
-            ref error if Self::is_not_found(error) => RegistryError::NotFound {
-                registry,
-                message: error.to_string(),
-            },
-            OciDistributionError::ServerError { code, .. } => RegistryError::Refused {
-                registry,
-                status: Some(code),
-                message: error.to_string(),
-            },
-            OciDistributionError::RequestError(ref request) if request.status().is_some() => {
-                RegistryError::Refused {
-                    registry,
-                    status: request.status().map(|status| status.as_u16()),
-                    message: error.to_string(),
-                }
-            }
-            OciDistributionError::RegistryError { .. } => RegistryError::Refused {
-                registry,
-                status: None,
-                message: error.to_string(),
-            },
-            other => RegistryError::Invalid {
-                registry,
-                message: other.to_string(),
-            },
-        }
-    }
-
-    /// Whether `error` says the manifest does not exist.
-    fn is_not_found(error: &OciDistributionError) -> bool {
-        match error {
-            OciDistributionError::ImageManifestNotFoundError(_)
-            | OciDistributionError::ServerError { code: 404, .. } => true,
-            OciDistributionError::RegistryError { envelope, .. } => envelope
-                .errors
-                .iter()
-                .all(|e| e.code == OciErrorCode::ManifestUnknown),
-            _ => false,
-        }
-    }
-
     /// The manifest digest `reference` (a tag) points at, or `None`.
     pub async fn resolve(&self, reference: &Reference) -> Result<Option<String>, RegistryError> {
         let url = self.manifest_url(reference);
@@ -580,8 +276,8 @@ impl Registry {
         };
         match fetched {
             Ok(digest) => Ok(Some(digest)),
-            Err(error) if Self::is_not_found(&error) => Ok(None),
-            Err(error) => Err(Self::classify(reference, error)),
+            Err(error) if is_not_found(&error) => Ok(None),
+            Err(error) => Err(classify(reference, error)),
         }
     }
 
@@ -678,8 +374,8 @@ impl Registry {
                 };
                 let pulled = match pulled {
                     Ok(pulled) => pulled,
-                    Err(error) if Self::is_not_found(&error) => return Ok(None),
-                    Err(error) => return Err(Self::classify(reference, error)),
+                    Err(error) if is_not_found(&error) => return Ok(None),
+                    Err(error) => return Err(classify(reference, error)),
                 };
                 if let Some(cache) = &self.digests {
                     cache.put(&pulled.1, &pulled.0);
@@ -719,7 +415,7 @@ impl Registry {
             .await
             .pull_blob(reference, digest, &mut out)
             .await
-            .map_err(|e| Self::classify(reference, e))?;
+            .map_err(|e| classify(reference, e))?;
         if let Some(cache) = &self.digests {
             cache.put(digest, &out);
         }
@@ -744,7 +440,7 @@ impl Registry {
             .await
             .pull_blob(source, digest, out)
             .await
-            .map_err(|e| Self::classify(source, e))
+            .map_err(|e| classify(source, e))
     }
 
     /// Whether `target`'s repository is known to hold every layer of the
@@ -834,7 +530,7 @@ impl Registry {
             self.authenticate(target).await;
             self.client().await.blob_exists(target, digest).await
         };
-        exists.map_err(|e| Self::classify(target, e))
+        exists.map_err(|e| classify(target, e))
     }
 
     /// The URL of blob `digest` in `reference`'s repository.
@@ -873,13 +569,13 @@ impl Registry {
             .await
             .pull_blob_stream(source, digest)
             .await
-            .map_err(|e| Self::classify(source, e))?;
+            .map_err(|e| classify(source, e))?;
         let body = stream.stream.map_err(OciDistributionError::from);
         self.client()
             .await
             .push_blob_stream(target, body, digest, Some(size))
             .await
-            .map_err(|e| Self::classify(target, e))?;
+            .map_err(|e| classify(target, e))?;
         Ok(Transfer::Copied(size))
     }
 
@@ -912,7 +608,7 @@ impl Registry {
             .await
             .push_blob_stream(target, body, digest, Some(size))
             .await
-            .map_err(|e| Self::classify(target, e))?;
+            .map_err(|e| classify(target, e))?;
         Ok(size)
     }
 
@@ -940,7 +636,7 @@ impl Registry {
                 .await
                 .map(|_| ())
         };
-        pushed.map_err(|e| Self::classify(target, e))?;
+        pushed.map_err(|e| classify(target, e))?;
         Ok(bytes.len() as u64)
     }
 
@@ -964,8 +660,8 @@ impl Registry {
             {
                 Ok(page) => page.tags,
                 // A repository nothing was pushed to yet has no tags.
-                Err(error) if Self::is_name_unknown(&error) => Vec::new(),
-                Err(error) => return Err(Self::classify(reference, error)),
+                Err(error) if is_name_unknown(&error) => Vec::new(),
+                Err(error) => return Err(classify(reference, error)),
             };
             let full = page.len() >= PAGE;
             let before = tags.len();
@@ -977,18 +673,6 @@ impl Registry {
         tags.sort();
         tags.dedup();
         Ok(tags)
-    }
-
-    /// Whether `error` says the repository does not exist.
-    fn is_name_unknown(error: &OciDistributionError) -> bool {
-        match error {
-            OciDistributionError::ServerError { code: 404, .. } => true,
-            OciDistributionError::RegistryError { envelope, .. } => envelope
-                .errors
-                .iter()
-                .all(|e| e.code == OciErrorCode::NameUnknown),
-            _ => false,
-        }
     }
 
     /// Deletes manifest `digest` from `reference`'s repository (the
@@ -1095,7 +779,7 @@ impl Registry {
                 .await
                 .map(|_| ())
         };
-        pushed.map_err(|e| Self::classify(target, e))
+        pushed.map_err(|e| classify(target, e))
     }
 }
 
@@ -1106,80 +790,6 @@ fn repository_of(reference: &Reference) -> String {
         reference.resolve_registry(),
         reference.repository()
     )
-}
-
-/// A `WWW-Authenticate: Bearer realm=…,service=…` challenge.
-struct BearerChallenge {
-    realm: String,
-    service: Option<String>,
-}
-
-impl BearerChallenge {
-    fn parse(header: &str) -> Option<Self> {
-        let rest = header.strip_prefix("Bearer ")?;
-        let mut realm = None;
-        let mut service = None;
-        for part in rest.split(',') {
-            let (name, value) = part.trim().split_once('=')?;
-            let value = value.trim_matches('"').to_owned();
-            match name {
-                "realm" => realm = Some(value),
-                "service" => service = Some(value),
-                _ => {}
-            }
-        }
-        Some(Self {
-            realm: realm?,
-            service,
-        })
-    }
-
-    /// A token for `scope` from the realm, with `auth`'s credentials.
-    async fn token(
-        &self,
-        client: &reqwest::Client,
-        auth: &RegistryAuth,
-        scope: &str,
-    ) -> Result<String, TokenRefused> {
-        let mut query = vec![("scope", scope.to_owned())];
-        if let Some(service) = &self.service {
-            query.push(("service", service.clone()));
-        }
-        let mut request = client.get(&self.realm).query(&query);
-        if let RegistryAuth::Basic(user, password) = auth {
-            request = request.basic_auth(user, Some(password));
-        }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| e.without_url().to_string())?;
-        if !response.status().is_success() {
-            return Err(TokenRefused(format!(
-                "the token service answered {}",
-                response.status()
-            )));
-        }
-        let body: Value = response
-            .json()
-            .await
-            .map_err(|e| e.without_url().to_string())?;
-        body["token"]
-            .as_str()
-            .or_else(|| body["access_token"].as_str())
-            .map(str::to_owned)
-            .ok_or_else(|| TokenRefused("the token service answered no token".to_owned()))
-    }
-}
-
-/// Why the token service gave no token.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-struct TokenRefused(String);
-
-impl From<String> for TokenRefused {
-    fn from(message: String) -> Self {
-        Self(message)
-    }
 }
 
 /// A file as a stream of chunks for `push_blob_stream`.
@@ -1204,7 +814,8 @@ fn tokio_util_stream(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use oci_client::errors::{OciEnvelope, OciError};
+    use crate::exit::Exit;
+    use oci_client::errors::{OciEnvelope, OciError, OciErrorCode};
 
     fn envelope(codes: Vec<OciErrorCode>) -> OciDistributionError {
         OciDistributionError::RegistryError {
@@ -1225,7 +836,7 @@ mod tests {
     #[test]
     fn registry_answers_are_told_apart_by_kind_not_by_text() {
         let reference = parse_reference("r.io/acme/web:main").unwrap();
-        let classify = |error| Registry::classify(&reference, error);
+        let classify = |error| classify(&reference, error);
         let server = |code| OciDistributionError::ServerError {
             code,
             url: "u".into(),
