@@ -3,6 +3,8 @@
 //! key of a compatible protocol, the names an entry is read and written
 //! under in a request's namespaces, and a Bazel object by its digest.
 
+use std::sync::LazyLock;
+
 use cache_proto::{Digest, HexError, Namespace, Sha256};
 
 use crate::blob::upload::ContentCheck;
@@ -55,11 +57,17 @@ impl BazelHash {
         matches!(self, Self::Blake3(_))
     }
 
-    /// Whether it is the hash of no bytes at all.
+    /// Whether it is the hash of no bytes at all (asked on every Bazel
+    /// request: both hashes of nothing are computed once).
     pub fn is_of_nothing(&self) -> bool {
+        static EMPTY_SHA256: LazyLock<Sha256> = LazyLock::new(|| {
+            use sha2::Digest as _;
+            Sha256::from_bytes(sha2::Sha256::digest(b"").into())
+        });
+        static EMPTY_BLAKE3: LazyLock<Digest> = LazyLock::new(|| Digest::of(b""));
         match self {
-            Self::Sha256(hash) => *hash == empty_sha256(),
-            Self::Blake3(digest) => *digest == Digest::of(b""),
+            Self::Sha256(hash) => *hash == *EMPTY_SHA256,
+            Self::Blake3(digest) => *digest == *EMPTY_BLAKE3,
         }
     }
 }
@@ -71,12 +79,6 @@ impl std::fmt::Display for BazelHash {
             Self::Blake3(digest) => digest.fmt(f),
         }
     }
-}
-
-/// SHA-256 of nothing.
-fn empty_sha256() -> Sha256 {
-    use sha2::Digest as _;
-    Sha256::from_bytes(sha2::Sha256::digest(b"").into())
 }
 
 /// A Bazel object: a CAS blob or an action result, named by a hash.

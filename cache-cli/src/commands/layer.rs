@@ -19,8 +19,8 @@ use crate::cli::settings::AppSettings;
 use crate::cli::{AppFlags, Cli};
 use crate::client::records::RecordStore;
 use crate::exit::Failure;
-use crate::image::manifest::Descriptor;
 use crate::image::oci::{self, Flavor};
+use crate::image::publish::BaseLayer;
 use crate::image::registry::{Presence, PulledManifest, Registry, RegistryError, Transfer};
 use crate::image::{ImageError, Location, deploys};
 use crate::pack::exclude::Excludes;
@@ -218,7 +218,7 @@ async fn copy_base_layers(
     let layers = layers
         .iter()
         .map(|layer| {
-            serde_json::from_value::<Descriptor>(layer.clone()).map_err(|e| {
+            BaseLayer::parse(layer.clone()).map_err(|e| {
                 LayerError::Usage(format!(
                     "{}: a layer of its manifest is not a descriptor: {e}",
                     source.tagged()
@@ -229,7 +229,7 @@ async fn copy_base_layers(
     let transfers = futures::future::try_join_all(
         layers
             .iter()
-            .map(|layer| target.receive_blob(registry, source, layer.digest.as_str(), layer.size)),
+            .map(|layer| target.receive_blob(registry, source, &layer.digest, layer.size)),
     )
     .await?;
     for transfer in transfers {

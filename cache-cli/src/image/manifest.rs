@@ -10,7 +10,6 @@ use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
-use sha2::{Digest as _, Sha256};
 
 use crate::invalid::Invalid;
 
@@ -61,7 +60,7 @@ impl OciDigest {
 
     /// The `sha256:` digest of `bytes`.
     pub fn sha256_of(bytes: &[u8]) -> Self {
-        Self(format!("sha256:{:x}", Sha256::digest(bytes)))
+        Self(super::oci::sha256_digest(bytes))
     }
 
     /// The whole text.
