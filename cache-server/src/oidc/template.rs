@@ -26,6 +26,8 @@ use super::claims::Claims;
 pub struct Template {
     text: String,
     parts: Vec<Part>,
+    /// Characters each `{claim|slug}` may fill: what the rest leaves.
+    slug_room: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,11 +35,8 @@ enum Part {
     Literal(String),
     /// `{claim}`: the value as it is, refused unless plain.
     Claim(String),
-    /// `{claim|slug}`: the value folded into at most `room` characters.
-    Slug {
-        claim: String,
-        room: usize,
-    },
+    /// `{claim|slug}`: the value folded into the template's `slug_room`.
+    Slug(String),
 }
 
 /// The filter that folds a value: `{ref|slug}`.
@@ -110,7 +109,6 @@ impl Template {
     pub fn parse(text: &str) -> Result<Self, TemplateError> {
         let bad = || TemplateError::Placeholder(text.to_owned());
         let mut parts = Vec::new();
-        let mut slugs = Vec::new();
         let mut rest = text;
         while let Some(open) = rest.find('{') {
             if open > 0 {
@@ -120,13 +118,7 @@ impl Template {
             let close = after.find('}').ok_or_else(bad)?;
             match placeholder(&after[..close]).ok_or_else(bad)? {
                 Placeholder::Claim(name) => parts.push(Part::Claim(name.to_owned())),
-                Placeholder::Slug(name) => {
-                    slugs.push(parts.len());
-                    parts.push(Part::Slug {
-                        claim: name.to_owned(),
-                        room: 0,
-                    });
-                }
+                Placeholder::Slug(name) => parts.push(Part::Slug(name.to_owned())),
             }
             rest = &after[close + 1..];
         }
@@ -136,33 +128,31 @@ impl Template {
         if !rest.is_empty() {
             parts.push(Part::Literal(rest.to_owned()));
         }
-        if !slugs.is_empty() {
-            // What the literals and plain placeholders (one character at
-            // least) leave, shared by the folded ones.
-            let taken: usize = parts
-                .iter()
-                .map(|part| match part {
-                    Part::Literal(text) => text.len(),
-                    Part::Claim(_) => 1,
-                    Part::Slug { .. } => 0,
-                })
-                .sum();
-            let room = MAX_LEN.saturating_sub(taken) / slugs.len();
-            if room < MIN_ROOM {
-                return Err(TemplateError::Room {
-                    text: text.to_owned(),
-                    room,
-                });
-            }
-            for at in slugs {
-                if let Part::Slug { room: slot, .. } = &mut parts[at] {
-                    *slot = room;
-                }
-            }
+        // What the literals and plain placeholders (one character at least)
+        // leave, shared by the folded ones.
+        let slugs = parts
+            .iter()
+            .filter(|part| matches!(part, Part::Slug(_)))
+            .count();
+        let taken: usize = parts
+            .iter()
+            .map(|part| match part {
+                Part::Literal(text) => text.len(),
+                Part::Claim(_) => 1,
+                Part::Slug(_) => 0,
+            })
+            .sum();
+        let slug_room = MAX_LEN.saturating_sub(taken) / slugs.max(1);
+        if slugs > 0 && slug_room < MIN_ROOM {
+            return Err(TemplateError::Room {
+                text: text.to_owned(),
+                room: slug_room,
+            });
         }
         let template = Self {
             text: text.to_owned(),
             parts,
+            slug_room,
         };
         let sample = template.fill_with(|_| Ok("1".to_owned()));
         let sample = sample.unwrap_or_default();
@@ -196,7 +186,7 @@ impl Template {
                     }
                     text.push_str(&value);
                 }
-                Part::Slug { claim, room } => text.push_str(&fold(&value(claim)?, *room)),
+                Part::Slug(claim) => text.push_str(&fold(&value(claim)?, self.slug_room)),
             }
         }
         Ok(text)
