@@ -7,6 +7,7 @@
 //! - [`commands`]: one module per subcommand, named after it;
 //! - [`exit`]: how a run ends (its exit code), a leaf every error uses;
 //! - [`client`]: the one cache-server client (records, leases, CAS);
+//! - [`app_image`]: an app as one layer on its base (`layer`, `build`);
 //! - [`builder`]: the base builders (native, buildah, podman, docker);
 //! - [`image`]: registries, OCI layouts, references and descriptors;
 //! - [`pack`]: the app layer's tar, its entries, tree identity, exclusions;
@@ -18,6 +19,7 @@
 //! - [`report`]: what commands print, progress, deploy events, bench tables.
 #![deny(missing_docs)]
 
+pub mod app_image;
 pub mod builder;
 pub mod cli;
 pub mod client;

@@ -752,9 +752,9 @@ fn a_base_layer_without_a_digest_is_refused_naming_the_image() {
     let base = format!("oci:{}:base", layout.display());
     let target = format!("oci:{}:app", project.path().join("out").display());
     let refused = project.layer(&base, &target, APP_FLAGS, &[]);
-    assert_eq!(refused.code, 2, "{}", refused.stderr);
+    assert_eq!(refused.code, 1, "{}", refused.stderr);
     assert!(
-        refused.stderr.contains("base-oci") && refused.stderr.contains("not a descriptor"),
+        refused.stderr.contains("base-oci") && refused.stderr.contains("not a valid manifest"),
         "{}",
         refused.stderr
     );

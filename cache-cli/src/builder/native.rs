@@ -6,14 +6,14 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::{Duration, UNIX_EPOCH};
 
 use cache_proto::Key;
-use serde_json::{Value, json};
 
 use super::{BuildError, rootfs, run_streaming, sandbox};
-use crate::image::oci::{self, Flavor, Platform};
-use crate::image::publish::{BaseImage, BaseLayer, NewImage};
+use crate::image::compose::{self, TopLayer};
+use crate::image::config::{History, ImageConfig};
+use crate::image::oci::{Flavor, Platform};
+use crate::image::publish::{BaseImage, NewImage};
 use crate::image::registry::{Registry, parse_reference};
 use crate::invalid::Invalid;
 use crate::pack::layer;
@@ -100,56 +100,36 @@ impl Capture {
 /// family and manifest digest.
 struct Start {
     base: Option<BaseImage>,
-    config: Value,
+    config: ImageConfig,
     flavor: Flavor,
     digest: Option<String>,
 }
 
-/// The image creation time: `SOURCE_DATE_EPOCH` or the epoch, so that the
-/// same inputs give the same config.
-fn created() -> String {
-    let time = UNIX_EPOCH + Duration::from_secs(layer::source_date_epoch());
-    humantime::format_rfc3339_seconds(time).to_string()
-}
-
 async fn start_from(registry: &Registry, spec: &NativeSpec<'_>) -> Result<Start, BuildError> {
     let Some(from) = spec.from else {
-        let config = json!({
-            "architecture": spec.platform.architecture,
-            "os": spec.platform.os,
-            "config": {},
-            "rootfs": { "type": "layers", "diff_ids": [] },
-            "history": []
-        });
         return Ok(Start {
             base: None,
-            config,
+            config: ImageConfig::default(),
             flavor: Flavor::Oci,
             digest: None,
         });
     };
     let reference = parse_reference(from)?;
-    let manifest = registry.pull_manifest(&reference, spec.platform).await?;
-    let config_digest = manifest.json["config"]["digest"]
-        .as_str()
-        .ok_or_else(|| BuildError::Base(format!("{from}: manifest has no config")))?;
-    let config_bytes = registry.pull_small_blob(&reference, config_digest).await?;
-    let config: Value = serde_json::from_slice(&config_bytes)
-        .map_err(|e| BuildError::Base(format!("{from}: config is not JSON: {e}")))?;
-    let layers = manifest.json["layers"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .into_iter()
-        .map(BaseLayer::parse)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|message| BuildError::Base(format!("{from}: {message}")))?;
-    let flavor = Flavor::of_manifest(&manifest.media_type);
+    let pulled = registry.pull_manifest(&reference, spec.platform).await?;
+    let manifest = pulled
+        .image()
+        .ok_or_else(|| BuildError::Base(format!("{from}: an index where an image was expected")))?;
+    let config_bytes = registry
+        .pull_small_blob(&reference, manifest.config.digest.as_str())
+        .await?;
+    let config = ImageConfig::parse(&config_bytes, from)
+        .map_err(|invalid| BuildError::Base(invalid.to_string()))?;
+    let layers = manifest.layers.clone();
     Ok(Start {
         base: Some(BaseImage { reference, layers }),
         config,
-        flavor,
-        digest: Some(manifest.digest),
+        flavor: Flavor::of_manifest(&pulled.media_type),
+        digest: Some(pulled.digest),
     })
 }
 
@@ -174,12 +154,7 @@ async fn install(
         return run_streaming("sh", &["-c".to_owned(), command], spec.root, &env).await;
     };
     let rootfs = rootfs::unpacked(registry, base, digest, spec.rootfs_cache).await?;
-    let image_env: Vec<String> = start.config["config"]["Env"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|value| value.as_str().map(str::to_owned))
-        .collect();
+    let image_env = start.config.env().to_vec();
     let scratch = spec.rootfs_cache.join(".work");
     std::fs::create_dir_all(&scratch).map_err(BuildError::io("creating a work folder"))?;
     sandbox::run(&sandbox::Step {
@@ -244,53 +219,25 @@ pub async fn build(
     })?
     .map_err(BuildError::io("packing the layer"))?;
 
-    let created = created();
-    config["created"] = json!(created);
-    config["architecture"] = json!(spec.platform.architecture);
-    config["os"] = json!(spec.platform.os);
-    if !config["rootfs"]["diff_ids"].is_array() {
-        config["rootfs"] = json!({ "type": "layers", "diff_ids": [] });
-    }
-    if let Some(diff_ids) = config["rootfs"]["diff_ids"].as_array_mut() {
-        diff_ids.push(json!(layer.diff_id));
-    }
-    let history = json!({
-        "created": created,
-        "created_by": format!("cachectl native: {}", spec.install),
-        "comment": format!("cachectl base key {}", spec.key),
-    });
-    match config["history"].as_array_mut() {
-        Some(entries) => entries.push(history),
-        None => config["history"] = json!([history]),
-    }
-    if !config["config"].is_object() {
-        config["config"] = json!({});
-    }
-    if !config["config"]["Labels"].is_object() {
-        config["config"]["Labels"] = json!({});
-    }
-    config["config"]["Labels"][KEY_LABEL] = json!(spec.key.to_string());
-    let config_bytes = serde_json::to_vec(&config).unwrap_or_default();
-
-    let mut layers: Vec<Value> = base
-        .iter()
-        .flat_map(|base| base.layers.iter().map(|layer| layer.descriptor.clone()))
-        .collect();
-    layers.push(oci::descriptor(
-        flavor.gzip_layer(),
-        &layer.digest,
-        layer.size,
-    ));
-    let manifest = json!({
-        "schemaVersion": 2,
-        "mediaType": flavor.manifest(),
-        "config": oci::descriptor(
-            flavor.config(),
-            &oci::sha256_digest(&config_bytes),
-            config_bytes.len() as u64
-        ),
-        "layers": layers,
-    });
+    // The platform built for, whatever the `from` image's config said.
+    config.architecture = Some(spec.platform.architecture.clone());
+    config.os = Some(spec.platform.os.clone());
+    config
+        .run_config()
+        .set_label(KEY_LABEL, &spec.key.to_string());
+    let step = History {
+        created_by: Some(format!("cachectl native: {}", spec.install)),
+        comment: Some(format!("cachectl base key {}", spec.key)),
+        ..History::default()
+    };
+    let base_layers = base.as_ref().map_or(&[][..], |base| &base.layers);
+    let top = TopLayer {
+        digest: &layer.digest,
+        diff_id: &layer.diff_id,
+        size: layer.size,
+        media_type: flavor.gzip_layer(),
+    };
+    let composed = compose::compose(flavor, config, base_layers, top, step);
     let layer_file = layer
         .file
         .into_temp_path()
@@ -303,8 +250,8 @@ pub async fn build(
         base,
         layer_file,
         layer_digest: layer.digest,
-        config: config_bytes,
-        manifest: serde_json::to_vec(&manifest).unwrap_or_default(),
+        config: composed.config,
+        manifest: composed.manifest,
         media_type: flavor.manifest().to_owned(),
     })
 }

@@ -103,11 +103,10 @@ pub async fn unpacked(
         let download = tempfile::NamedTempFile::new_in(cache)
             .map_err(BuildError::io("creating a file to download a layer into"))?;
         registry
-            .pull_blob_to_file(&image.reference, &layer.digest, download.path())
+            .pull_blob_to_file(&image.reference, layer.digest.as_str(), download.path())
             .await?;
-        let compression =
-            Compression::of_media_type(layer.descriptor["mediaType"].as_str().unwrap_or_default());
-        let (root, expected) = (root.clone(), layer.digest.clone());
+        let compression = Compression::of_media_type(&layer.media_type);
+        let (root, expected) = (root.clone(), layer.digest.to_string());
         tokio::task::spawn_blocking(move || -> Result<(), BuildError> {
             let actual = file_digest(download.path()).map_err(BuildError::io("reading a layer"))?;
             if actual != expected {

@@ -3,10 +3,9 @@
 
 use std::path::Path;
 
-use super::app_tree::AppTree;
 use super::context::records_for;
 use super::ensure_base::{BaseSession, Flags};
-use super::layer::{BASE_KEY_LABEL, layer_and_tag};
+use crate::app_image::{AppTree, BASE_KEY_LABEL, layer_and_tag};
 use crate::cli::config::ConfigFile;
 use crate::cli::{AppFlags, Cli};
 use crate::exit::Failure;

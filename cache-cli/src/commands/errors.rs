@@ -1,7 +1,6 @@
-//! The errors of the commands that others build on (`ensure-base`, whose
-//! key `hash` and `gc` share, and `layer`, whose app tree `build` shares):
-//! apart, so that those commands import them without importing each other.
-//! Each variant decides its exit.
+//! The errors of `ensure-base`, whose key `hash` and `gc` share: apart, so
+//! that those commands import them without importing each other. Each
+//! variant decides its exit. (`layer`'s are in [`crate::app_image`].)
 
 use crate::builder::BuildError;
 use crate::client::ClientError;
@@ -41,36 +40,6 @@ impl From<EnsureError> for Failure {
             EnsureError::Build(error) => error.exit(),
             EnsureError::Publish(error) => error.exit(),
             EnsureError::Upstream(error) => error.exit(),
-        };
-        Self::new(code, error)
-    }
-}
-
-/// Why `layer` failed.
-#[derive(Debug, thiserror::Error)]
-pub enum LayerError {
-    /// Settings or inputs the command cannot use (exit 2).
-    #[error("{0}")]
-    Usage(String),
-    /// The registry or layout failed.
-    #[error(transparent)]
-    Image(#[from] ImageError),
-    /// Packing the layer failed.
-    #[error("packing {path}: {source}")]
-    Pack {
-        /// The context.
-        path: String,
-        /// Why.
-        source: std::io::Error,
-    },
-}
-
-impl From<LayerError> for Failure {
-    fn from(error: LayerError) -> Self {
-        let code = match &error {
-            LayerError::Usage(_) => Exit::Usage,
-            LayerError::Image(error) => error.exit(),
-            LayerError::Pack { .. } => Exit::Failed,
         };
         Self::new(code, error)
     }

@@ -4,7 +4,6 @@
 //! command is given (the records store, a registry session) is in
 //! [`context`], which no command's module imports back.
 
-pub mod app_tree;
 pub mod base_key;
 pub mod bench;
 pub mod build;

@@ -6,10 +6,11 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use super::config::ImageConfig;
+use super::manifest::Document;
 use futures::stream::{self, StreamExt, TryStreamExt};
-use serde_json::Value;
 
-use super::{ImageError, Location, Registry, oci};
+use super::{ImageError, Location, Registry};
 
 /// How many registry requests run at once.
 const CONCURRENCY: usize = 8;
@@ -69,32 +70,27 @@ pub async fn manifest(
         size: pulled.bytes.len() as u64,
         ..ManifestInfo::default()
     };
-    if oci::is_index(&pulled.media_type) {
-        info.children = pulled.json["manifests"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|entry| entry["digest"].as_str().map(str::to_owned))
-            .collect();
-        return Ok(info);
-    }
-    let descriptors = std::iter::once(&pulled.json["config"])
-        .chain(pulled.json["layers"].as_array().into_iter().flatten());
-    for descriptor in descriptors {
-        if let Some(blob) = descriptor["digest"].as_str() {
-            info.blobs
-                .push((blob.to_owned(), descriptor["size"].as_u64().unwrap_or(0)));
-        }
-    }
-    if let Some(config) = pulled.json["config"]["digest"].as_str() {
-        let bytes = at.small_blob(registry, config).await?;
-        let config: Value = serde_json::from_slice(&bytes).unwrap_or_default();
-        if let Some(labels) = config["config"]["Labels"].as_object() {
-            info.labels = labels
+    let image = match &pulled.document {
+        Document::Index(index) => {
+            info.children = index
+                .manifests
                 .iter()
-                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+                .map(|entry| entry.digest.to_string())
                 .collect();
+            return Ok(info);
         }
+        Document::Image(image) => image,
+    };
+    info.blobs = std::iter::once(&image.config)
+        .chain(&image.layers)
+        .map(|blob| (blob.digest.to_string(), blob.size))
+        .collect();
+    let bytes = at
+        .small_blob(registry, image.config.digest.as_str())
+        .await?;
+    // A signature's or an SBOM's config is no image config: no labels.
+    if let Ok(config) = ImageConfig::parse(&bytes, &at.tagged()) {
+        info.labels = config.labels();
         info.base = info.labels.get(BASE_DIGEST_LABEL).cloned();
     }
     Ok(info)

@@ -5,11 +5,21 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use serde_json::{Value, json};
+use std::collections::BTreeMap;
 
+use super::manifest::{Descriptor, Document, Index, OciDigest, PulledManifest};
 use super::oci::{self, sha256_hex};
 
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
+
+/// The name an `index.json` entry gives its manifest.
+fn ref_name(entry: &Descriptor) -> Option<&str> {
+    entry
+        .annotations
+        .as_ref()?
+        .get(REF_NAME)
+        .map(String::as_str)
+}
 
 /// A layout folder.
 #[derive(Debug, Clone)]
@@ -130,18 +140,16 @@ impl Layout {
         tempfile::NamedTempFile::new_in(&self.dir).map_err(Self::io(&self.dir))
     }
 
-    fn read_index(&self) -> Result<Value, LayoutError> {
+    fn read_index(&self) -> Result<Index, LayoutError> {
         let path = self.dir.join("index.json");
         match std::fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| LayoutError::Invalid {
                 path: path.display().to_string(),
                 message: e.to_string(),
             }),
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(json!({
-                "schemaVersion": 2,
-                "mediaType": oci::OCI_INDEX,
-                "manifests": []
-            })),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                Ok(Index::new(oci::OCI_INDEX, Vec::new()))
+            }
             Err(source) => Err(Self::io(&path)(source)),
         }
     }
@@ -149,28 +157,20 @@ impl Layout {
     /// The manifest digest tagged `tag`, if any.
     pub fn resolve(&self, tag: &str) -> Result<Option<String>, LayoutError> {
         let index = self.read_index()?;
-        Ok(index["manifests"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|entry| entry["annotations"][REF_NAME] == tag)
-            .and_then(|entry| entry["digest"].as_str())
-            .map(str::to_owned))
+        Ok(index
+            .manifests
+            .iter()
+            .find(|entry| ref_name(entry) == Some(tag))
+            .map(|entry| entry.digest.to_string()))
     }
 
     /// Every name in `index.json` and the manifest digest it points at.
     pub fn names(&self) -> Result<Vec<(String, String)>, LayoutError> {
         let index = self.read_index()?;
-        Ok(index["manifests"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|entry| {
-                Some((
-                    entry["annotations"][REF_NAME].as_str()?.to_owned(),
-                    entry["digest"].as_str()?.to_owned(),
-                ))
-            })
+        Ok(index
+            .manifests
+            .iter()
+            .filter_map(|entry| Some((ref_name(entry)?.to_owned(), entry.digest.to_string())))
             .collect())
     }
 
@@ -178,7 +178,7 @@ impl Layout {
     /// stay until [`Layout::collect_garbage`]).
     pub fn remove_digest(&self, digest: &str) -> Result<(), LayoutError> {
         self.update_index(|entries| {
-            entries.retain(|entry| entry["digest"] != digest);
+            entries.retain(|entry| entry.digest.as_str() != digest);
             true
         })?;
         Ok(())
@@ -190,19 +190,23 @@ impl Layout {
     /// one project, built in parallel) never lose each other's names.
     fn update_index(
         &self,
-        change: impl FnOnce(&mut Vec<Value>) -> bool,
+        change: impl FnOnce(&mut Vec<Descriptor>) -> bool,
     ) -> Result<bool, LayoutError> {
         std::fs::create_dir_all(&self.dir).map_err(Self::io(&self.dir))?;
         let folder = std::fs::File::open(&self.dir).map_err(Self::io(&self.dir))?;
         rustix::fs::flock(&folder, rustix::fs::FlockOperation::LockExclusive)
             .map_err(|e| Self::io(&self.dir)(e.into()))?;
         let mut index = self.read_index()?;
-        let mut entries: Vec<Value> = index["manifests"].as_array().cloned().unwrap_or_default();
-        if !change(&mut entries) {
+        if !change(&mut index.manifests) {
             return Ok(false);
         }
-        index["manifests"] = Value::Array(entries);
-        let text = serde_json::to_vec_pretty(&index).unwrap_or_default();
+        // Keys sorted, as ever; typed values, so this cannot fail.
+        let text = serde_json::to_value(&index)
+            .and_then(|value| serde_json::to_vec_pretty(&value))
+            .map_err(|e| LayoutError::Invalid {
+                path: self.dir.join("index.json").display().to_string(),
+                message: e.to_string(),
+            })?;
         self.write_atomically(&self.dir.join("index.json"), &text)?;
         // The lock goes with `folder`.
         Ok(true)
@@ -216,34 +220,36 @@ impl Layout {
     pub fn collect_garbage(&self) -> Result<u64, LayoutError> {
         let index = self.read_index()?;
         let mut reachable = std::collections::HashSet::new();
-        let mut pending: Vec<String> = index["manifests"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|entry| entry["digest"].as_str().map(str::to_owned))
+        let mut pending: Vec<String> = index
+            .manifests
+            .iter()
+            .map(|entry| entry.digest.to_string())
             .collect();
         while let Some(digest) = pending.pop() {
             if !reachable.insert(digest.clone()) {
                 continue;
             }
-            let json: Value = serde_json::from_slice(&self.read_blob(&digest)?).map_err(|e| {
-                LayoutError::Invalid {
-                    path: self
-                        .blob_path(&digest)
-                        .map(|p| p.display().to_string())
-                        .unwrap_or_default(),
-                    message: format!("manifest is not JSON: {e}"),
+            let path = self
+                .blob_path(&digest)
+                .map(|p| p.display().to_string())
+                .unwrap_or_default();
+            let bytes = self.read_blob(&digest)?;
+            let manifest =
+                PulledManifest::parse(bytes.into(), digest, &path).map_err(|invalid| {
+                    LayoutError::Invalid {
+                        path,
+                        message: invalid.to_string(),
+                    }
+                })?;
+            match manifest.document {
+                Document::Index(index) => {
+                    pending.extend(index.manifests.iter().map(|child| child.digest.to_string()))
                 }
-            })?;
-            for child in json["manifests"].as_array().into_iter().flatten() {
-                pending.extend(child["digest"].as_str().map(str::to_owned));
-            }
-            let blobs = std::iter::once(&json["config"])
-                .chain(json["layers"].as_array().into_iter().flatten());
-            for blob in blobs {
-                if let Some(digest) = blob["digest"].as_str() {
-                    reachable.insert(digest.to_owned());
-                }
+                Document::Image(image) => reachable.extend(
+                    std::iter::once(&image.config)
+                        .chain(&image.layers)
+                        .map(|blob| blob.digest.to_string()),
+                ),
             }
         }
         let folder = self.dir.join("blobs").join("sha256");
@@ -278,7 +284,7 @@ impl Layout {
     pub fn remove_tag(&self, tag: &str) -> Result<bool, LayoutError> {
         self.update_index(|entries| {
             let before = entries.len();
-            entries.retain(|entry| entry["annotations"][REF_NAME] != tag);
+            entries.retain(|entry| ref_name(entry) != Some(tag));
             entries.len() != before
         })
     }
@@ -291,19 +297,17 @@ impl Layout {
         tags: &[&str],
     ) -> Result<String, LayoutError> {
         let digest = self.put_blob(bytes)?;
+        let stored = OciDigest::sha256_of(bytes);
         self.write_atomically(
             &self.dir.join("oci-layout"),
             br#"{"imageLayoutVersion":"1.0.0"}"#,
         )?;
         self.update_index(|entries| {
-            entries.retain(|entry| {
-                !tags
-                    .iter()
-                    .any(|tag| entry["annotations"][REF_NAME] == *tag)
-            });
+            entries.retain(|entry| ref_name(entry).is_none_or(|name| !tags.contains(&name)));
             for tag in tags {
-                let mut entry = oci::descriptor(media_type, &digest, bytes.len() as u64);
-                entry["annotations"] = json!({ REF_NAME: tag });
+                let mut entry = Descriptor::new(media_type, stored.clone(), bytes.len() as u64);
+                entry.annotations =
+                    Some(BTreeMap::from([(REF_NAME.to_owned(), (*tag).to_owned())]));
                 entries.push(entry);
             }
             true

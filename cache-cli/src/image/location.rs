@@ -7,9 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-use bytes::Bytes;
 use oci_client::Reference;
-use serde_json::Value;
 
 use super::error::ImageError;
 use super::layout::{Layout, LayoutError};
@@ -229,22 +227,11 @@ impl Location {
             })?,
         };
         let bytes = layout.read_blob(&digest)?;
-        let json: Value = serde_json::from_slice(&bytes).map_err(|e| {
+        PulledManifest::parse(bytes.into(), digest, &self.tagged()).map_err(|invalid| {
             ImageError::Layout(LayoutError::Invalid {
                 path: self.tagged(),
-                message: format!("manifest is not JSON: {e}"),
+                message: invalid.to_string(),
             })
-        })?;
-        let media_type = match json["mediaType"].as_str() {
-            Some(media_type) => media_type.to_owned(),
-            None if json["manifests"].is_array() => oci::OCI_INDEX.to_owned(),
-            None => oci::OCI_MANIFEST.to_owned(),
-        };
-        Ok(PulledManifest {
-            bytes: Bytes::from(bytes),
-            digest,
-            json,
-            media_type,
         })
     }
 
@@ -255,15 +242,12 @@ impl Location {
         platform: &Platform,
     ) -> Result<PulledManifest, ImageError> {
         let pulled = self.manifest_as_is(registry).await?;
-        if !oci::is_index(&pulled.media_type) {
+        let Some(index) = pulled.index() else {
             return Ok(pulled);
-        }
-        let digest = pulled.json["manifests"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|entry| platform.matches(&entry["platform"]))
-            .and_then(|entry| entry["digest"].as_str())
+        };
+        let digest = index
+            .entry_for(platform)
+            .map(|entry| entry.digest.as_str())
             .ok_or_else(|| {
                 ImageError::Registry(RegistryError::NotFound {
                     registry: self.name(),
@@ -418,7 +402,7 @@ mod tests {
         let location = Location::parse("oci:oci:app", folder.path()).unwrap();
         let registry = Registry::new(Default::default(), &[]);
         assert_eq!(location.resolve(&registry).await.unwrap(), None);
-        let manifest = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","layers":[]}"#;
+        let manifest = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.empty.v1+json","digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","size":2},"layers":[]}"#;
         location
             .push_manifest(&registry, manifest, oci::OCI_MANIFEST)
             .await

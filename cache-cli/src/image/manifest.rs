@@ -8,9 +8,11 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use bytes::Bytes;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 
+use super::oci::{self, Platform};
 use crate::invalid::Invalid;
 
 /// A content digest, `algorithm:encoded`, as the OCI image spec defines
@@ -63,6 +65,13 @@ impl OciDigest {
         Self(super::oci::sha256_digest(bytes))
     }
 
+    /// The `sha256:` digest whose hash is `hash` (a SHA-256 computed here,
+    /// e.g. while packing a layer).
+    pub fn from_sha256(hash: [u8; 32]) -> Self {
+        let hex: String = hash.iter().map(|byte| format!("{byte:02x}")).collect();
+        Self(format!("sha256:{hex}"))
+    }
+
     /// The whole text.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -78,6 +87,11 @@ impl OciDigest {
     /// The encoded part (the hex of a `sha256:` digest).
     pub fn encoded(&self) -> &str {
         self.0.split_once(':').map_or("", |(_, encoded)| encoded)
+    }
+
+    /// The hex of a `sha256:` digest; other algorithms are `None`.
+    pub fn sha256_hex(&self) -> Option<&str> {
+        (self.algorithm() == "sha256").then(|| self.encoded())
     }
 }
 
@@ -180,6 +194,21 @@ pub struct Manifest {
     pub other: Map<String, Value>,
 }
 
+impl Manifest {
+    /// A new image manifest of `media_type`: `config` and `layers`.
+    pub fn new(media_type: &str, config: Descriptor, layers: Vec<Descriptor>) -> Self {
+        Self {
+            schema_version: 2,
+            media_type: Some(media_type.to_owned()),
+            config,
+            layers,
+            subject: None,
+            annotations: None,
+            other: Map::new(),
+        }
+    }
+}
+
 /// An image index (OCI, or a Docker manifest list).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -202,6 +231,113 @@ pub struct Index {
     pub other: Map<String, Value>,
 }
 
+impl Index {
+    /// A new index of `media_type` listing `manifests`.
+    pub fn new(media_type: &str, manifests: Vec<Descriptor>) -> Self {
+        Self {
+            schema_version: 2,
+            media_type: Some(media_type.to_owned()),
+            manifests,
+            subject: None,
+            annotations: None,
+            other: Map::new(),
+        }
+    }
+
+    /// The entry for `platform`, if the index has one.
+    pub fn entry_for(&self, platform: &Platform) -> Option<&Descriptor> {
+        self.manifests
+            .iter()
+            .find(|entry| platform.matches(entry.platform.as_ref()))
+    }
+}
+
+/// What a manifest body is.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Document {
+    /// One image.
+    Image(Box<Manifest>),
+    /// An index of images, one per platform.
+    Index(Box<Index>),
+}
+
+/// A manifest or an index as a registry or a layout holds it: the bytes
+/// (pushed again as they are, so its digest never moves), its digest and
+/// media type, and what it says.
+#[derive(Debug, Clone)]
+pub struct PulledManifest {
+    /// Its bytes.
+    pub bytes: Bytes,
+    /// Its digest.
+    pub digest: String,
+    /// Its media type (the one it names, else what its shape says).
+    pub media_type: String,
+    /// Parsed.
+    pub document: Document,
+}
+
+impl PulledManifest {
+    /// Parses `bytes` stored under `digest`; `what` names the image in the
+    /// error. A body without `mediaType` is an index when it lists
+    /// `manifests`, as the OCI spec lets a reader tell.
+    pub fn parse(bytes: Bytes, digest: String, what: &str) -> Result<Self, Invalid> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Shape {
+            media_type: Option<String>,
+            manifests: Option<serde::de::IgnoredAny>,
+        }
+        let shape: Shape = serde_json::from_slice(&bytes)
+            .map_err(|e| Invalid(format!("{what}: the manifest is not JSON: {e}")))?;
+        let is_index = match &shape.media_type {
+            Some(media_type) => oci::is_index(media_type),
+            None => shape.manifests.is_some(),
+        };
+        let media_type = shape.media_type.unwrap_or_else(|| {
+            if is_index {
+                oci::OCI_INDEX.to_owned()
+            } else {
+                oci::OCI_MANIFEST.to_owned()
+            }
+        });
+        let document = if is_index {
+            Document::Index(Box::new(read_value(&bytes, what)?))
+        } else {
+            Document::Image(Box::new(read_value(&bytes, what)?))
+        };
+        Ok(Self {
+            bytes,
+            digest,
+            media_type,
+            document,
+        })
+    }
+
+    /// The image manifest, unless this is an index.
+    pub fn image(&self) -> Option<&Manifest> {
+        match &self.document {
+            Document::Image(manifest) => Some(manifest),
+            Document::Index(_) => None,
+        }
+    }
+
+    /// The index, if this is one.
+    pub fn index(&self) -> Option<&Index> {
+        match &self.document {
+            Document::Index(index) => Some(index),
+            Document::Image(_) => None,
+        }
+    }
+}
+
+fn read_value<T: for<'de> Deserialize<'de>>(bytes: &[u8], what: &str) -> Result<T, Invalid> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        Invalid(format!(
+            "{what}: not a valid manifest, index or config: {e}"
+        ))
+    })
+}
+
 /// A value with the bytes it was read from: written back unchanged as
 /// those bytes, so its digest stays what it was.
 #[derive(Debug, Clone, PartialEq)]
@@ -215,11 +351,7 @@ pub struct Parsed<T> {
 impl<T: for<'de> Deserialize<'de>> Parsed<T> {
     /// Parses `bytes`; `what` names them in the error (e.g. the image).
     pub fn read(bytes: Vec<u8>, what: &str) -> Result<Self, Invalid> {
-        let value = serde_json::from_slice(&bytes).map_err(|e| {
-            Invalid(format!(
-                "{what}: not a valid manifest, index or config: {e}"
-            ))
-        })?;
+        let value = read_value(&bytes, what)?;
         Ok(Self { value, bytes })
     }
 
@@ -229,9 +361,11 @@ impl<T: for<'de> Deserialize<'de>> Parsed<T> {
     }
 }
 
-/// `value` as the JSON bytes of a new manifest or index.
+/// `value` as the JSON bytes of a new manifest, index or config: its keys
+/// in sorted order, as cachectl has always written them, so the same image
+/// keeps its digest across versions.
 pub fn to_bytes<T: Serialize>(value: &T) -> serde_json::Result<Vec<u8>> {
-    serde_json::to_vec(value)
+    serde_json::to_vec(&serde_json::to_value(value)?)
 }
 
 #[cfg(test)]

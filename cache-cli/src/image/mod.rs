@@ -1,6 +1,8 @@
 //! Where images go: an OCI registry (through `oci-client`) or a local OCI
 //! image layout, behind one small set of operations.
 
+pub mod compose;
+pub mod config;
 pub mod deploys;
 pub mod digest_cache;
 pub mod error;

@@ -1,8 +1,8 @@
 //! OCI and Docker schema-2 media types, digests and descriptors.
 
-use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 
+use super::manifest::PlatformSpec;
 use crate::invalid::Invalid;
 
 /// OCI image manifest.
@@ -42,11 +42,6 @@ pub fn sha256_hex(digest: &str) -> Option<&str> {
 /// Whether a manifest media type is a multi-platform index (OCI or Docker).
 pub fn is_index(media_type: &str) -> bool {
     media_type == OCI_INDEX || media_type == DOCKER_LIST
-}
-
-/// A content descriptor.
-pub fn descriptor(media_type: &str, digest: &str, size: u64) -> Value {
-    json!({ "mediaType": media_type, "digest": digest, "size": size })
 }
 
 /// Which family of media types an image uses; a new image follows its base.
@@ -139,14 +134,17 @@ impl Platform {
         }
     }
 
-    /// Whether an index entry's `platform` object is this platform.
-    pub fn matches(&self, platform: &Value) -> bool {
-        platform["os"] == self.os.as_str()
-            && platform["architecture"] == self.architecture.as_str()
-            && match &self.variant {
-                Some(variant) => platform["variant"] == variant.as_str(),
-                None => true,
-            }
+    /// Whether an index entry's `platform` is this platform (an entry
+    /// without one is no platform's).
+    pub fn matches(&self, platform: Option<&PlatformSpec>) -> bool {
+        platform.is_some_and(|platform| {
+            platform.os == self.os
+                && platform.architecture == self.architecture
+                && match &self.variant {
+                    Some(variant) => platform.variant.as_ref() == Some(variant),
+                    None => true,
+                }
+        })
     }
 }
 
@@ -166,9 +164,13 @@ mod tests {
 
     #[test]
     fn platforms_parse_and_match_index_entries() {
+        let spec = |text: &str| serde_json::from_str::<PlatformSpec>(text).unwrap();
         let arm = Platform::parse("linux/arm64/v8").unwrap();
-        assert!(arm.matches(&json!({"os": "linux", "architecture": "arm64", "variant": "v8"})));
-        assert!(!arm.matches(&json!({"os": "linux", "architecture": "amd64"})));
+        let arm_v8 = spec(r#"{"os": "linux", "architecture": "arm64", "variant": "v8"}"#);
+        assert!(arm.matches(Some(&arm_v8)));
+        let amd = spec(r#"{"os": "linux", "architecture": "amd64"}"#);
+        assert!(!arm.matches(Some(&amd)));
+        assert!(!arm.matches(None));
         assert!(Platform::parse("linux").is_err());
         assert_eq!(
             Platform::parse("linux/amd64").unwrap().to_string(),

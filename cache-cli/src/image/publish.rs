@@ -5,8 +5,8 @@
 use std::path::PathBuf;
 
 use oci_client::Reference;
-use serde_json::Value;
 
+use super::manifest::{Descriptor, OciDigest};
 use super::registry::{Presence, Registry};
 use super::{ImageError, ImageTarget, Location, oci};
 
@@ -17,41 +17,9 @@ use crate::invalid::Invalid;
 pub struct BaseImage {
     /// Where it lives.
     pub reference: Reference,
-    /// Its layers.
-    pub layers: Vec<BaseLayer>,
-}
-
-/// A layer of a base image: its descriptor as the base's manifest has it,
-/// checked to name a `sha256:` digest and a size.
-#[derive(Debug, Clone)]
-pub struct BaseLayer {
-    /// The layer's digest.
-    pub digest: String,
-    /// Its size in bytes.
-    pub size: u64,
-    /// The whole descriptor (media type, annotations, ...), copied into the
-    /// new manifest as it is.
-    pub descriptor: Value,
-}
-
-impl BaseLayer {
-    /// Reads a layer descriptor; a missing or malformed digest or size is
-    /// an error, never an empty digest pushed later.
-    pub fn parse(descriptor: Value) -> Result<Self, Invalid> {
-        let digest = descriptor["digest"]
-            .as_str()
-            .filter(|digest| oci::sha256_hex(digest).is_some())
-            .ok_or_else(|| format!("a layer has no sha256 digest: {descriptor}"))?
-            .to_owned();
-        let size = descriptor["size"]
-            .as_u64()
-            .ok_or_else(|| format!("layer {digest} has no size"))?;
-        Ok(Self {
-            digest,
-            size,
-            descriptor,
-        })
-    }
+    /// Its layers, as its manifest describes them (copied into the new
+    /// manifest as they are).
+    pub layers: Vec<Descriptor>,
 }
 
 /// A built image, ready to publish.
@@ -62,7 +30,7 @@ pub struct NewImage {
     /// The new layer: file, digest.
     pub layer_file: PathBuf,
     /// Digest of the new layer.
-    pub layer_digest: String,
+    pub layer_digest: OciDigest,
     /// Config JSON bytes.
     pub config: Vec<u8>,
     /// Manifest JSON bytes.
@@ -109,7 +77,7 @@ pub async fn publish(
         let source = Location::Registry(base.reference.clone());
         for layer in &base.layers {
             pushed += destination
-                .receive_blob(registry, &source, &layer.digest, layer.size)
+                .receive_blob(registry, &source, layer.digest.as_str(), layer.size)
                 .await?
                 .bytes();
         }
@@ -117,7 +85,7 @@ pub async fn publish(
     pushed += destination
         .push_blob_file(
             registry,
-            &image.layer_digest,
+            image.layer_digest.as_str(),
             &image.layer_file,
             Presence::Unknown,
         )
@@ -150,24 +118,15 @@ pub async fn copy_image(
             message: message.to_string(),
         })
     };
-    if oci::is_index(&manifest.media_type) {
+    let Some(image) = manifest.image() else {
         return Err(invalid("is an index, not an image".into()));
-    }
-    let blobs = std::iter::once(manifest.json["config"].clone())
-        .chain(
-            manifest.json["layers"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default(),
-        )
-        .map(BaseLayer::parse)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(invalid)?;
+    };
+    let blobs = std::iter::once(&image.config).chain(&image.layers);
     let destination = target.at(tags.first().copied().unwrap_or("latest"))?;
     let mut pushed = 0;
-    for blob in &blobs {
+    for blob in blobs {
         pushed += destination
-            .receive_blob(registry, source, &blob.digest, blob.size)
+            .receive_blob(registry, source, blob.digest.as_str(), blob.size)
             .await?
             .bytes();
     }
@@ -178,24 +137,4 @@ pub async fn copy_image(
             .await?;
     }
     Ok((manifest.digest, pushed + manifest.bytes.len() as u64))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn base_layers_without_a_digest_or_size_are_refused() {
-        let digest = format!("sha256:{}", "a".repeat(64));
-        let layer = BaseLayer::parse(serde_json::json!({ "digest": digest, "size": 3 })).unwrap();
-        assert_eq!((layer.digest.as_str(), layer.size), (digest.as_str(), 3));
-        for malformed in [
-            serde_json::json!({ "size": 3 }),
-            serde_json::json!({ "digest": "", "size": 3 }),
-            serde_json::json!({ "digest": "sha256:xyz", "size": 3 }),
-            serde_json::json!({ "digest": digest }),
-        ] {
-            assert!(BaseLayer::parse(malformed.clone()).is_err(), "{malformed}");
-        }
-    }
 }

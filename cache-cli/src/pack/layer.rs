@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use flate2::write::GzEncoder;
 use sha2::{Digest as _, Sha256};
 
+use crate::image::manifest::OciDigest;
 use crate::pack::exclude::Excludes;
 use crate::pack::tar_entry::{self, EntryKind};
 
@@ -25,7 +26,7 @@ pub struct Layer {
     /// The compressed layer.
     pub file: tempfile::NamedTempFile,
     /// SHA-256 of the compressed bytes: the blob digest.
-    pub digest: String,
+    pub digest: OciDigest,
     /// SHA-256 of the uncompressed tar: the diff_id.
     pub diff_id: String,
     /// Compressed size.
@@ -263,7 +264,7 @@ pub fn pack_with(root: &Path, staging_dir: &Path, options: PackOptions<'_>) -> i
     let diff_id = format!("sha256:{:x}", tar_out.hasher.finalize());
     let mut compressed = tar_out.inner.finish()?;
     compressed.flush()?;
-    let digest = format!("sha256:{:x}", compressed.hasher.finalize());
+    let digest = OciDigest::from_sha256(compressed.hasher.finalize().into());
     Ok(Layer {
         file,
         digest,

@@ -23,7 +23,6 @@ use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::errors::OciDistributionError;
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
-use serde_json::Value;
 
 use super::digest_cache::DigestCache;
 use super::known_layers::KnownLayers;
@@ -31,12 +30,13 @@ use super::oci::{self, ACCEPTED_MANIFESTS, Platform};
 use super::open_access::OpenAccess;
 use super::pushed_trees::{PushedTree, PushedTrees};
 
+pub use super::manifest::PulledManifest;
 use auth::BearerChallenge;
 pub use error::RegistryError;
 use error::{classify, is_name_unknown, is_not_found};
 use reference::is_loopback;
 pub use reference::parse_reference;
-pub use transfer::{Presence, PulledManifest, RegistrySettings, Transfer, UPLOAD_WITHOUT_ASKING};
+pub use transfer::{Presence, RegistrySettings, Transfer, UPLOAD_WITHOUT_ASKING};
 
 /// A registry client for one process run.
 pub struct Registry {
@@ -294,25 +294,22 @@ impl Registry {
         let Some(pulled) = self.pull_if_present(reference).await? else {
             return Ok(None);
         };
-        if !oci::is_index(&pulled.media_type) {
-            return Ok(Some(pulled.digest));
-        }
         Self::platform_entry(reference, &pulled, platform).map(Some)
     }
 
-    /// The digest of `index`'s entry for `platform`.
+    /// The digest of the image for `platform`: `pulled` itself, or its
+    /// entry for `platform` when it is an index.
     fn platform_entry(
         reference: &Reference,
-        index: &PulledManifest,
+        pulled: &PulledManifest,
         platform: &Platform,
     ) -> Result<String, RegistryError> {
-        index.json["manifests"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|entry| platform.matches(&entry["platform"]))
-            .and_then(|entry| entry["digest"].as_str())
-            .map(str::to_owned)
+        let Some(index) = pulled.index() else {
+            return Ok(pulled.digest.clone());
+        };
+        index
+            .entry_for(platform)
+            .map(|entry| entry.digest.to_string())
             .ok_or_else(|| RegistryError::NotFound {
                 registry: reference.registry().to_owned(),
                 message: format!("{reference} has no image for platform {platform}"),
@@ -326,7 +323,7 @@ impl Registry {
         platform: &Platform,
     ) -> Result<PulledManifest, RegistryError> {
         let pulled = self.pull_manifest_as_is(reference).await?;
-        if oci::is_index(&pulled.media_type) {
+        if pulled.index().is_some() {
             let entry = Self::platform_entry(reference, &pulled, platform)?;
             let by_digest = reference.clone_with_digest(entry);
             return self.pull_manifest_as_is(&by_digest).await;
@@ -383,21 +380,12 @@ impl Registry {
                 pulled
             }
         };
-        let json: Value = serde_json::from_slice(&bytes).map_err(|e| RegistryError::Invalid {
-            registry: reference.registry().to_owned(),
-            message: format!("manifest of {reference} is not JSON: {e}"),
-        })?;
-        let media_type = match json["mediaType"].as_str() {
-            Some(media_type) => media_type.to_owned(),
-            None if json["manifests"].is_array() => oci::OCI_INDEX.to_owned(),
-            None => oci::OCI_MANIFEST.to_owned(),
-        };
-        Ok(Some(PulledManifest {
-            bytes,
-            digest,
-            json,
-            media_type,
-        }))
+        PulledManifest::parse(bytes, digest, &reference.to_string())
+            .map(Some)
+            .map_err(|invalid| RegistryError::Invalid {
+                registry: reference.registry().to_owned(),
+                message: invalid.to_string(),
+            })
     }
 
     /// Reads a (small) blob into memory, e.g. an image config.
@@ -825,7 +813,7 @@ mod tests {
                     .map(|code| OciError {
                         code,
                         message: String::new(),
-                        detail: Value::Null,
+                        detail: serde_json::Value::Null,
                     })
                     .collect(),
             },

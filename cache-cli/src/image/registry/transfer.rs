@@ -4,9 +4,6 @@
 
 use std::path::PathBuf;
 
-use bytes::Bytes;
-use serde_json::Value;
-
 /// Connection settings.
 #[derive(Debug, Clone, Default)]
 pub struct RegistrySettings {
@@ -68,17 +65,4 @@ impl Transfer {
             _ => 0,
         }
     }
-}
-
-/// A manifest as pulled.
-#[derive(Debug, Clone)]
-pub struct PulledManifest {
-    /// Its bytes.
-    pub bytes: Bytes,
-    /// Its digest.
-    pub digest: String,
-    /// Parsed.
-    pub json: Value,
-    /// Its media type.
-    pub media_type: String,
 }

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 
-use super::errors::LayerError;
+use super::error::LayerError;
 use crate::cli::settings::AppSettings;
 use crate::image::registry::Registry;
 use crate::pack::exclude::Excludes;

@@ -1,0 +1,111 @@
+//! What an app image takes from its base: the image manifest (one
+//! platform's), its config, and its layers made present at the target;
+//! and the app layer packed in the media type the base's family allows.
+
+use crate::cli::settings::AppSettings;
+use crate::image::Location;
+use crate::image::config::ImageConfig;
+use crate::image::manifest::{Descriptor, Manifest, PulledManifest};
+use crate::image::oci::{self, Flavor};
+use crate::image::registry::Registry;
+use crate::pack::exclude::Excludes;
+use crate::pack::layer::{self, Compression, PackOptions};
+
+use super::error::LayerError;
+use super::moved::Moved;
+
+/// The image manifest `pulled` (from `image`), refused when it is an index.
+pub(super) fn image_manifest<'a>(
+    pulled: &'a PulledManifest,
+    image: &Location,
+) -> Result<&'a Manifest, LayerError> {
+    pulled.image().ok_or_else(|| {
+        LayerError::Usage(format!(
+            "{}: {} is an index where an image was expected",
+            image.tagged(),
+            pulled.digest
+        ))
+    })
+}
+
+/// The config of the image `manifest` at `image`.
+pub(super) async fn base_config(
+    registry: &Registry,
+    image: &Location,
+    manifest: &Manifest,
+) -> Result<ImageConfig, LayerError> {
+    let bytes = image
+        .small_blob(registry, manifest.config.digest.as_str())
+        .await?;
+    ImageConfig::parse(&bytes, &image.tagged())
+        .map_err(|invalid| LayerError::Usage(invalid.to_string()))
+}
+
+/// Makes the base `layers` present at `target` (skipped when there,
+/// mounted on the same registry, else copied).
+pub(super) async fn copy_base_layers(
+    registry: &Registry,
+    source: &Location,
+    target: &Location,
+    layers: &[Descriptor],
+    moved: &mut Moved,
+) -> Result<(), LayerError> {
+    let transfers = futures::future::try_join_all(
+        layers
+            .iter()
+            .map(|layer| target.receive_blob(registry, source, layer.digest.as_str(), layer.size)),
+    )
+    .await?;
+    for transfer in transfers {
+        moved.add(transfer);
+    }
+    Ok(())
+}
+
+/// The layer media type for `compression` on a base of `flavor`.
+pub(super) fn layer_type(
+    compression: Compression,
+    flavor: Flavor,
+    base: &Location,
+) -> Result<&'static str, LayerError> {
+    match (compression, flavor) {
+        (Compression::Gzip(_), _) => Ok(flavor.gzip_layer()),
+        (Compression::Zstd(_), Flavor::Oci) => Ok(oci::OCI_LAYER_ZSTD),
+        (Compression::Zstd(_), Flavor::Docker) => Err(LayerError::Usage(format!(
+            "{} is a Docker schema-2 image, which has no zstd layer type; use gzip or an OCI base",
+            base.tagged()
+        ))),
+    }
+}
+
+/// Packs the context once, in a staging folder that lives as long as the layer.
+pub(super) async fn pack_app(
+    app: &AppSettings,
+) -> Result<(layer::Layer, tempfile::TempDir), LayerError> {
+    let pack_error = |source| LayerError::Pack {
+        path: app.context.display().to_string(),
+        source,
+    };
+    let excludes = Excludes::for_context(&app.context, &app.exclude)
+        .map_err(|e| LayerError::Usage(e.into()))?;
+    let staging = tempfile::tempdir().map_err(pack_error)?;
+    let (context, staging_path, dest, compression) = (
+        app.context.clone(),
+        staging.path().to_owned(),
+        app.dest.clone(),
+        app.compression,
+    );
+    let packed = tokio::task::spawn_blocking(move || {
+        let options = PackOptions {
+            compression,
+            prefix: dest.trim_start_matches('/'),
+            excludes: Some(&excludes),
+            keep_owners: false,
+        };
+        layer::pack_with(&context, &staging_path, options)
+    })
+    .await
+    .map_err(|e| pack_error(std::io::Error::other(e)))?
+    .map_err(pack_error)?;
+    Ok((packed, staging))
+}
