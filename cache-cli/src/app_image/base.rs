@@ -1,9 +1,11 @@
 //! What an app image takes from its base: the image manifest (one
 //! platform's), its config, and its layers made present at the target;
-//! and the app layer packed in the media type the base's family allows.
+//! the app layer packed in the media type the base's family allows; and
+//! the app image composed on top.
 
 use crate::cli::settings::AppSettings;
 use crate::image::Location;
+use crate::image::compose::{self, Composed, TopLayer};
 use crate::image::config::ImageConfig;
 use crate::image::manifest::{Descriptor, Manifest, PulledManifest};
 use crate::image::oci::{self, Flavor};
@@ -13,6 +15,7 @@ use crate::pack::layer::{self, Compression, PackOptions};
 
 use super::error::LayerError;
 use super::moved::Moved;
+use super::settings;
 
 /// The image manifest `pulled` (from `image`), refused when it is an index.
 pub(super) fn image_manifest<'a>(
@@ -108,4 +111,25 @@ pub(super) async fn pack_app(
     .map_err(|e| pack_error(std::io::Error::other(e)))?
     .map_err(pack_error)?;
     Ok((packed, staging))
+}
+
+/// The config and manifest of the app image on one base image (manifest
+/// `base_digest`, named `base_name` in the labels).
+pub(super) fn compose_app(
+    base_digest: &str,
+    base_manifest: &Manifest,
+    mut config: ImageConfig,
+    (flavor, layer_type): (Flavor, &str),
+    packed: &layer::Layer,
+    app: &AppSettings,
+    base_name: &str,
+) -> Composed {
+    let step = settings::apply(&mut config, app, base_name, base_digest);
+    let top = TopLayer {
+        digest: &packed.digest,
+        diff_id: &packed.diff_id,
+        size: packed.size,
+        media_type: layer_type,
+    };
+    compose::compose(flavor, config, &base_manifest.layers, top, step)
 }

@@ -10,7 +10,9 @@ use crate::image::oci::{self, Flavor};
 use crate::image::registry::{Presence, Registry};
 use crate::report::outcome::LayerReport;
 
-use super::base::{base_config, copy_base_layers, image_manifest, layer_type, pack_app};
+use super::base::{
+    base_config, compose_app, copy_base_layers, image_manifest, layer_type, pack_app,
+};
 use super::error::LayerError;
 use super::moved::{Moved, Timing};
 
@@ -76,7 +78,7 @@ pub(super) async fn layer_index(
             &mut moved,
         )
         .await?;
-        let image = super::compose_app(
+        let image = compose_app(
             &pulled.digest,
             manifest,
             config,

@@ -17,16 +17,12 @@ use std::time::Instant;
 
 use crate::cli::settings::AppSettings;
 use crate::client::records::RecordStore;
-use crate::image::compose::{self, Composed, TopLayer};
-use crate::image::config::ImageConfig;
-use crate::image::manifest::Manifest;
 use crate::image::oci::Flavor;
 use crate::image::registry::{Presence, Registry, RegistryError};
 use crate::image::{ImageError, Location, deploys};
-use crate::pack::layer;
 use crate::report::outcome::LayerReport;
 
-use base::{base_config, copy_base_layers, image_manifest, layer_type, pack_app};
+use base::{base_config, compose_app, copy_base_layers, image_manifest, layer_type, pack_app};
 pub use error::LayerError;
 use moved::{Moved, Timing};
 use record::{AppRecord, app_key, reuse};
@@ -35,27 +31,6 @@ pub use tree::AppTree;
 /// The label naming the base key of an image made by `cachectl build`
 /// (the same label the native builder puts on the base).
 pub use crate::builder::native::KEY_LABEL as BASE_KEY_LABEL;
-
-/// The config and manifest of the app image on one base image (manifest
-/// `base_digest`, named `base_name` in the labels).
-fn compose_app(
-    base_digest: &str,
-    base_manifest: &Manifest,
-    mut config: ImageConfig,
-    (flavor, layer_type): (Flavor, &str),
-    packed: &layer::Layer,
-    app: &AppSettings,
-    base_name: &str,
-) -> Composed {
-    let step = settings::apply(&mut config, app, base_name, base_digest);
-    let top = TopLayer {
-        digest: &packed.digest,
-        diff_id: &packed.diff_id,
-        size: packed.size,
-        media_type: layer_type,
-    };
-    compose::compose(flavor, config, &base_manifest.layers, top, step)
-}
 
 /// Puts the app on `base` and pushes it to `app.image`. With `records` and
 /// the context's `tree`, an app identical to an earlier push (same base,

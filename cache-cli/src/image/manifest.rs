@@ -135,6 +135,18 @@ pub struct PlatformSpec {
     pub other: Map<String, Value>,
 }
 
+impl PlatformSpec {
+    /// Whether this is `platform` (any variant when it names none).
+    pub fn is(&self, platform: &Platform) -> bool {
+        self.os == platform.os
+            && self.architecture == platform.architecture
+            && match &platform.variant {
+                Some(variant) => self.variant.as_ref() == Some(variant),
+                None => true,
+            }
+    }
+}
+
 /// A content descriptor: what a manifest or an index says of another blob.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -246,9 +258,12 @@ impl Index {
 
     /// The entry for `platform`, if the index has one.
     pub fn entry_for(&self, platform: &Platform) -> Option<&Descriptor> {
-        self.manifests
-            .iter()
-            .find(|entry| platform.matches(entry.platform.as_ref()))
+        self.manifests.iter().find(|entry| {
+            entry
+                .platform
+                .as_ref()
+                .is_some_and(|spec| spec.is(platform))
+        })
     }
 }
 
@@ -437,6 +452,16 @@ mod tests {
             digest.encoded(),
             "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
         );
+    }
+
+    #[test]
+    fn index_entries_are_found_by_platform() {
+        let spec = |text: &str| serde_json::from_str::<PlatformSpec>(text).unwrap();
+        let arm = Platform::parse("linux/arm64/v8").unwrap();
+        assert!(spec(r#"{"os": "linux", "architecture": "arm64", "variant": "v8"}"#).is(&arm));
+        assert!(!spec(r#"{"os": "linux", "architecture": "amd64"}"#).is(&arm));
+        let any_arm = Platform::parse("linux/arm64").unwrap();
+        assert!(spec(r#"{"os": "linux", "architecture": "arm64", "variant": "v8"}"#).is(&any_arm));
     }
 
     #[test]

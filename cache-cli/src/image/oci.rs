@@ -2,7 +2,6 @@
 
 use sha2::{Digest as _, Sha256};
 
-use super::manifest::PlatformSpec;
 use crate::invalid::Invalid;
 
 /// OCI image manifest.
@@ -133,19 +132,6 @@ impl Platform {
             variant: None,
         }
     }
-
-    /// Whether an index entry's `platform` is this platform (an entry
-    /// without one is no platform's).
-    pub fn matches(&self, platform: Option<&PlatformSpec>) -> bool {
-        platform.is_some_and(|platform| {
-            platform.os == self.os
-                && platform.architecture == self.architecture
-                && match &self.variant {
-                    Some(variant) => platform.variant.as_ref() == Some(variant),
-                    None => true,
-                }
-        })
-    }
 }
 
 impl std::fmt::Display for Platform {
@@ -164,13 +150,6 @@ mod tests {
 
     #[test]
     fn platforms_parse_and_match_index_entries() {
-        let spec = |text: &str| serde_json::from_str::<PlatformSpec>(text).unwrap();
-        let arm = Platform::parse("linux/arm64/v8").unwrap();
-        let arm_v8 = spec(r#"{"os": "linux", "architecture": "arm64", "variant": "v8"}"#);
-        assert!(arm.matches(Some(&arm_v8)));
-        let amd = spec(r#"{"os": "linux", "architecture": "amd64"}"#);
-        assert!(!arm.matches(Some(&amd)));
-        assert!(!arm.matches(None));
         assert!(Platform::parse("linux").is_err());
         assert_eq!(
             Platform::parse("linux/amd64").unwrap().to_string(),
