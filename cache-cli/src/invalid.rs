@@ -1,34 +1,6 @@
 //! [`Invalid`]: a value a user wrote (a flag, a setting, an exclude
-//! pattern, a descriptor field) that cannot be used, and why. A leaf: the
-//! parsers of such values return it, and a command turns it into a usage
-//! error (exit 2) naming where the value came from.
+//! pattern, a descriptor field) that cannot be used, and why: the one type
+//! both binaries use (`cache_proto::Invalid`). A command turns it into a
+//! usage error (exit 2) naming where the value came from.
 
-/// A value that cannot be used; the message says what is wrong with it.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct Invalid(pub String);
-
-impl Invalid {
-    /// `message` as an [`Invalid`].
-    pub fn new(message: impl Into<String>) -> Self {
-        Self(message.into())
-    }
-}
-
-impl From<&str> for Invalid {
-    fn from(message: &str) -> Self {
-        Self(message.to_owned())
-    }
-}
-
-impl From<String> for Invalid {
-    fn from(message: String) -> Self {
-        Self(message)
-    }
-}
-
-impl From<Invalid> for String {
-    fn from(invalid: Invalid) -> Self {
-        invalid.0
-    }
-}
+pub use cache_proto::Invalid;

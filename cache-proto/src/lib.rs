@@ -12,10 +12,12 @@ pub mod batch;
 pub mod body;
 pub mod credential;
 pub mod fold;
+pub mod invalid;
 pub mod namespace;
 pub mod routes;
 
 pub use hex::{Digest, HexError, Key, Sha256};
+pub use invalid::Invalid;
 pub use namespace::{Namespace, NamespaceError, NamespacePattern, glob_matches};
 
 /// Header values and limits of the native API.

@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 
 use base64::Engine as _;
+use cache_proto::Invalid;
 
 /// How requests are authorised.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -73,7 +74,7 @@ pub fn new_token() -> Result<NewToken, getrandom::Error> {
 
 /// When a token that lives `lifetime` (`30d`, `12h`, ...) from now
 /// expires, in Unix ms; `None` (never) without a lifetime.
-pub fn expiry(lifetime: Option<&str>) -> Result<Option<i64>, String> {
+pub fn expiry(lifetime: Option<&str>) -> Result<Option<i64>, Invalid> {
     lifetime
         .map(parse_duration_ms)
         .transpose()
@@ -81,27 +82,33 @@ pub fn expiry(lifetime: Option<&str>) -> Result<Option<i64>, String> {
 }
 
 /// Parses `30d`, `12h`, `90m`, `3600s` or plain seconds into milliseconds.
-pub fn parse_duration_ms(text: &str) -> Result<i64, String> {
+pub fn parse_duration_ms(text: &str) -> Result<i64, Invalid> {
     let text = text.trim();
     let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
         Some(at) => text.split_at(at),
         None => (text, "s"),
     };
-    let value: i64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 30d, 12h, 90m or 3600s"))?;
+    let value: i64 = number.parse().map_err(|_| {
+        Invalid(format!(
+            "{text:?} is not a duration like 30d, 12h, 90m or 3600s"
+        ))
+    })?;
     let seconds = match unit {
         "s" => 1,
         "m" => 60,
         "h" => 3600,
         "d" => 86_400,
         "w" => 7 * 86_400,
-        _ => return Err(format!("{text:?}: the unit is one of s, m, h, d, w")),
+        _ => {
+            return Err(Invalid(format!(
+                "{text:?}: the unit is one of s, m, h, d, w"
+            )));
+        }
     };
     value
         .checked_mul(seconds * 1000)
         .filter(|ms| *ms > 0)
-        .ok_or_else(|| format!("{text:?} is out of range"))
+        .ok_or_else(|| Invalid(format!("{text:?} is out of range")))
 }
 
 #[cfg(test)]

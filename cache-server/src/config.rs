@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use cache_proto::{Namespace, NamespacePattern};
+use cache_proto::{Invalid, Namespace, NamespacePattern};
 
 use crate::auth::AuthMode;
 use crate::index::Index;
@@ -214,29 +214,31 @@ pub struct Cli {
 }
 
 /// Checks one `--namespace-fallback` rule.
-fn parse_fallback(text: &str) -> Result<String, String> {
+fn parse_fallback(text: &str) -> Result<String, Invalid> {
     FallbackChains::parse([text])
         .map(|_| text.to_owned())
-        .map_err(|e| e.to_string())
+        .map_err(|e| Invalid(e.to_string()))
 }
 
 /// Parses one `--namespace-quota` rule, `PATTERN=SIZE`.
-fn parse_namespace_quota(text: &str) -> Result<(NamespacePattern, u64), String> {
+fn parse_namespace_quota(text: &str) -> Result<(NamespacePattern, u64), Invalid> {
     let (pattern, size) = text.split_once('=').ok_or_else(|| {
-        format!("a namespace quota is PATTERN=SIZE (e.g. 'pr-*=2GiB'), not {text:?}")
+        Invalid(format!(
+            "a namespace quota is PATTERN=SIZE (e.g. 'pr-*=2GiB'), not {text:?}"
+        ))
     })?;
-    let pattern = NamespacePattern::parse(pattern.trim()).map_err(|e| e.to_string())?;
+    let pattern = NamespacePattern::parse(pattern.trim()).map_err(|e| Invalid(e.to_string()))?;
     if pattern.matches(&Namespace::default()) {
-        return Err(format!(
+        return Err(Invalid::new(format!(
             "{text:?} matches the default namespace, whose objects are charged to no namespace: \
              bound it with --max-size, and give namespace quotas narrower patterns (e.g. 'pr-*')"
-        ));
+        )));
     }
     let size = parse_size(size)?;
     if size == 0 {
-        return Err(format!(
+        return Err(Invalid(format!(
             "{text:?}: a quota of 0 bytes would refuse every write"
-        ));
+        )));
     }
     Ok((pattern, size))
 }
@@ -313,7 +315,7 @@ pub enum TokenCommand {
 }
 
 /// Parses a byte count with an optional KiB/MiB/GiB/TiB (or KB/MB/GB/TB) suffix.
-pub fn parse_size(text: &str) -> Result<u64, String> {
+pub fn parse_size(text: &str) -> Result<u64, Invalid> {
     let text = text.trim();
     let split = text
         .find(|c: char| !c.is_ascii_digit())
@@ -321,7 +323,7 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     let (number, unit) = text.split_at(split);
     let number: u64 = number
         .parse()
-        .map_err(|_| format!("{text:?} is not a size in bytes"))?;
+        .map_err(|_| Invalid(format!("{text:?} is not a size in bytes")))?;
     let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kib" => 1 << 10,
@@ -332,11 +334,11 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "mb" => 1_000_000,
         "gb" => 1_000_000_000,
         "tb" => 1_000_000_000_000,
-        other => return Err(format!("unknown size unit {other:?}")),
+        other => return Err(Invalid(format!("unknown size unit {other:?}"))),
     };
     number
         .checked_mul(factor)
-        .ok_or_else(|| format!("{text:?} is too large"))
+        .ok_or_else(|| Invalid(format!("{text:?} is too large")))
 }
 
 impl Cli {

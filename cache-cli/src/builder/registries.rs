@@ -11,6 +11,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::invalid::Invalid;
 use base64::Engine as _;
 use toml::{Table, Value};
 
@@ -30,10 +31,10 @@ fn users_registries_conf() -> Option<PathBuf> {
 /// `text` (a registries.conf, possibly empty) with every host of
 /// `insecure` declared insecure. `None` when the file is in the old v1
 /// format, which cannot be extended with `[[registry]]` tables.
-pub fn with_insecure(text: &str, insecure: &[String]) -> Result<Option<String>, String> {
+pub fn with_insecure(text: &str, insecure: &[String]) -> Result<Option<String>, Invalid> {
     let mut table: Table = text
         .parse()
-        .map_err(|e: toml::de::Error| format!("registries.conf is not TOML: {e}"))?;
+        .map_err(|e: toml::de::Error| Invalid(format!("registries.conf is not TOML: {e}")))?;
     if table.contains_key("registries") {
         return Ok(None);
     }
@@ -41,7 +42,9 @@ pub fn with_insecure(text: &str, insecure: &[String]) -> Result<Option<String>, 
         .entry("registry")
         .or_insert_with(|| Value::Array(Vec::new()));
     let Value::Array(entries) = entries else {
-        return Err("registries.conf: `registry` is not an array of tables".into());
+        return Err(Invalid::new(
+            "registries.conf: `registry` is not an array of tables",
+        ));
     };
     for host in insecure {
         let existing = entries.iter_mut().find(|entry| {
@@ -62,7 +65,7 @@ pub fn with_insecure(text: &str, insecure: &[String]) -> Result<Option<String>, 
     }
     toml::to_string(&table)
         .map(Some)
-        .map_err(|e| format!("writing registries.conf: {e}"))
+        .map_err(|e| Invalid(format!("writing registries.conf: {e}")))
 }
 
 /// An auth file (the `auth.json` / Docker config format) giving `user` and
@@ -113,7 +116,7 @@ pub fn builder_env(
                  for the builder; add them to it, or convert it to v2",
                 insecure.join(", ")
             )),
-            Err(message) => warnings.push(message),
+            Err(invalid) => warnings.push(invalid.to_string()),
         }
     }
     if let Some((user, password, hosts)) = credentials {

@@ -7,15 +7,15 @@
 use axum::extract::Request;
 use axum::http::Uri;
 use axum::http::uri::PathAndQuery;
-use cache_proto::Namespace;
 use cache_proto::namespace::{HEADER, split_path};
+use cache_proto::{Invalid, Namespace};
 
 use super::error::ApiError;
 
 /// The namespace a request's path prefix named, as parsed (an invalid one
 /// is refused with 400 by the auth middleware, which knows how to answer).
 #[derive(Debug, Clone)]
-pub struct PathNamespace(Result<Namespace, String>);
+pub struct PathNamespace(Result<Namespace, Invalid>);
 
 /// Takes a `/ns/{namespace}` prefix off the request's path (keeping the
 /// query) and notes the namespace in its extensions. It runs before the
@@ -24,7 +24,8 @@ pub fn strip_prefix<B>(mut request: axum::http::Request<B>) -> axum::http::Reque
     let Some((named, rest)) = split_path(request.uri().path()) else {
         return request;
     };
-    let parsed = Namespace::parse(named).map_err(|error| format!("namespace {named:?}: {error}"));
+    let parsed =
+        Namespace::parse(named).map_err(|error| Invalid(format!("namespace {named:?}: {error}")));
     let path_and_query = match request.uri().query() {
         Some(query) => format!("{rest}?{query}"),
         None => rest.to_owned(),
@@ -42,7 +43,7 @@ pub fn strip_prefix<B>(mut request: axum::http::Request<B>) -> axum::http::Reque
 /// The namespace a request names by its path prefix, else by the header;
 /// `None` when it names none. A malformed one is 400.
 pub fn named(request: &Request) -> Result<Option<Namespace>, ApiError> {
-    let invalid = |reason: String| ApiError::bad_request("invalid_namespace", reason);
+    let invalid = |reason: Invalid| ApiError::bad_request("invalid_namespace", reason);
     if let Some(PathNamespace(parsed)) = request.extensions().get::<PathNamespace>() {
         return parsed.clone().map(Some).map_err(invalid);
     }
@@ -51,10 +52,10 @@ pub fn named(request: &Request) -> Result<Option<Namespace>, ApiError> {
     };
     let text = value
         .to_str()
-        .map_err(|_| invalid(format!("{HEADER} is not text")))?;
+        .map_err(|_| invalid(Invalid(format!("{HEADER} is not text"))))?;
     Namespace::parse(text.trim())
         .map(Some)
-        .map_err(|error| invalid(format!("{HEADER}: {error}")))
+        .map_err(|error| invalid(Invalid(format!("{HEADER}: {error}"))))
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use cache_proto::Invalid;
 use serde::Deserialize;
 use url::Url;
 
@@ -56,7 +57,7 @@ pub enum ConfigError {
         /// The issuer it is about.
         issuer: String,
         /// What is wrong.
-        problem: String,
+        problem: Invalid,
     },
 }
 
@@ -235,26 +236,30 @@ impl OidcConfig {
     }
 }
 
-fn issuer_config(file: IssuerFile, folder: &Path) -> Result<IssuerConfig, String> {
+fn issuer_config(file: IssuerFile, folder: &Path) -> Result<IssuerConfig, Invalid> {
     let url = secure_url(&file.url, "url")?;
     let audience = file.audience.into_vec();
     if audience.is_empty() || audience.iter().any(String::is_empty) {
-        return Err("audience must name at least one non-empty value".into());
+        return Err(Invalid::new(
+            "audience must name at least one non-empty value",
+        ));
     }
     let keys = match (file.jwks_url, file.jwks_file) {
-        (Some(_), Some(_)) => return Err("give jwks_url or jwks_file, not both".into()),
+        (Some(_), Some(_)) => return Err(Invalid::new("give jwks_url or jwks_file, not both")),
         (Some(jwks), None) => KeySource::Url(secure_url(&jwks, "jwks_url")?),
         (None, Some(path)) => KeySource::File(folder.join(path)),
         (None, None) => KeySource::Discovery(url),
     };
     if file.rule.is_empty() {
-        return Err("no [[issuer.rule]]: every token would be refused".into());
+        return Err(Invalid::new(
+            "no [[issuer.rule]]: every token would be refused",
+        ));
     }
     let rules = file
         .rule
         .into_iter()
         .enumerate()
-        .map(|(at, rule)| rule_config(rule).map_err(|e| format!("rule {}: {e}", at + 1)))
+        .map(|(at, rule)| rule_config(rule).map_err(|e| Invalid(format!("rule {}: {e}", at + 1))))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(IssuerConfig {
         issuer: file.url,
@@ -265,14 +270,16 @@ fn issuer_config(file: IssuerFile, folder: &Path) -> Result<IssuerConfig, String
     })
 }
 
-fn rule_config(file: RuleFile) -> Result<Rule, String> {
+fn rule_config(file: RuleFile) -> Result<Rule, Invalid> {
     if file.when.is_empty() {
-        return Err("`when` names no claim: it would admit every token of the issuer".into());
+        return Err(Invalid::new(
+            "`when` names no claim: it would admit every token of the issuer",
+        ));
     }
     let scope = match Scope::parse(&file.scope) {
-        Some(Scope::Admin) => return Err("an ID token is never granted admin".into()),
+        Some(Scope::Admin) => return Err(Invalid::new("an ID token is never granted admin")),
         Some(scope) => scope,
-        None => return Err(format!("scope {:?} is read or write", file.scope)),
+        None => return Err(Invalid(format!("scope {:?} is read or write", file.scope))),
     };
     let templates = |texts: Vec<String>| {
         texts
@@ -280,20 +287,22 @@ fn rule_config(file: RuleFile) -> Result<Rule, String> {
             .map(|text| Template::parse(text))
             .collect::<Result<Vec<_>, TemplateError>>()
     };
-    let write = templates(file.write).map_err(|e| e.to_string())?;
-    let read = templates(file.read).map_err(|e| e.to_string())?;
+    let write = templates(file.write).map_err(|e| Invalid(e.to_string()))?;
+    let read = templates(file.read).map_err(|e| Invalid(e.to_string()))?;
     if write.is_empty() && read.is_empty() {
-        return Err("the rule grants no namespace: give write or read".into());
+        return Err(Invalid::new(
+            "the rule grants no namespace: give write or read",
+        ));
     }
     if scope == Scope::Read && !write.is_empty() {
-        return Err("a read rule cannot grant write namespaces".into());
+        return Err(Invalid::new("a read rule cannot grant write namespaces"));
     }
     let default = file
         .default
         .as_deref()
         .map(Template::parse)
         .transpose()
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| Invalid(e.to_string()))?;
     Ok(Rule {
         when: file.when,
         scope,
@@ -305,14 +314,14 @@ fn rule_config(file: RuleFile) -> Result<Rule, String> {
 
 /// `text` as a URL that is HTTPS, or HTTP on a loopback host (a test
 /// issuer); anything else could be read or changed on the way.
-fn secure_url(text: &str, field: &str) -> Result<Url, String> {
-    let url = Url::parse(text).map_err(|e| format!("{field} {text:?}: {e}"))?;
+fn secure_url(text: &str, field: &str) -> Result<Url, Invalid> {
+    let url = Url::parse(text).map_err(|e| Invalid(format!("{field} {text:?}: {e}")))?;
     match url.scheme() {
         "https" => Ok(url),
         "http" if is_loopback(&url) => Ok(url),
-        _ => Err(format!(
+        _ => Err(Invalid(format!(
             "{field} {text:?} must be https (http only on a loopback address)"
-        )),
+        ))),
     }
 }
 
