@@ -113,23 +113,48 @@ pub(super) async fn pack_app(
     Ok((packed, staging))
 }
 
-/// The config and manifest of the app image on one base image (manifest
-/// `base_digest`, named `base_name` in the labels).
-pub(super) fn compose_app(
-    base_digest: &str,
-    base_manifest: &Manifest,
-    mut config: ImageConfig,
-    (flavor, layer_type): (Flavor, &str),
-    packed: &layer::Layer,
-    app: &AppSettings,
-    base_name: &str,
-) -> Composed {
-    let step = settings::apply(&mut config, app, base_name, base_digest);
-    let top = TopLayer {
-        digest: &packed.digest,
-        diff_id: &packed.diff_id,
-        size: packed.size,
-        media_type: layer_type,
-    };
-    compose::compose(flavor, config, &base_manifest.layers, top, step)
+/// The app layer as it goes on top of a base image: packed once (the same
+/// on every platform's image), of one media type, with the app's settings
+/// and the base's name for its labels.
+pub(super) struct AppLayer<'a> {
+    packed: &'a layer::Layer,
+    media_type: &'a str,
+    app: &'a AppSettings,
+    base_name: String,
+}
+
+impl<'a> AppLayer<'a> {
+    /// `packed` (of `media_type`) with `app`'s settings, on images of `base`.
+    pub(super) fn new(
+        packed: &'a layer::Layer,
+        media_type: &'a str,
+        app: &'a AppSettings,
+        base: &Location,
+    ) -> Self {
+        Self {
+            packed,
+            media_type,
+            app,
+            base_name: base.label_name(),
+        }
+    }
+
+    /// The config and manifest of the app image on the base image
+    /// `manifest` (digest `base_digest`, config `config`, of `flavor`).
+    pub(super) fn on(
+        &self,
+        base_digest: &str,
+        manifest: &Manifest,
+        mut config: ImageConfig,
+        flavor: Flavor,
+    ) -> Composed {
+        let step = settings::apply(&mut config, self.app, &self.base_name, base_digest);
+        let top = TopLayer {
+            digest: &self.packed.digest,
+            diff_id: &self.packed.diff_id,
+            size: self.packed.size,
+            media_type: self.media_type,
+        };
+        compose::compose(flavor, config, &manifest.layers, top, step)
+    }
 }

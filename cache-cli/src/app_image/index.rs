@@ -10,9 +10,7 @@ use crate::image::oci::{self, Flavor};
 use crate::image::registry::{Presence, Registry};
 use crate::report::outcome::LayerReport;
 
-use super::base::{
-    base_config, compose_app, copy_base_layers, image_manifest, layer_type, pack_app,
-};
+use super::base::{AppLayer, base_config, copy_base_layers, image_manifest, layer_type, pack_app};
 use super::error::LayerError;
 use super::moved::{Moved, Timing};
 
@@ -59,6 +57,7 @@ pub(super) async fn layer_index(
             )
             .await?,
     );
+    let app_layer = AppLayer::new(&packed, layer_type, app, base);
     let mut entries = Vec::new();
     for entry in index
         .manifests
@@ -78,15 +77,7 @@ pub(super) async fn layer_index(
             &mut moved,
         )
         .await?;
-        let image = compose_app(
-            &pulled.digest,
-            manifest,
-            config,
-            (flavor, layer_type),
-            &packed,
-            app,
-            &base.label_name(),
-        );
+        let image = app_layer.on(&pulled.digest, manifest, config, flavor);
         moved.add_pushed(
             target
                 .push_blob_bytes(registry, &image.config, Presence::Unknown)

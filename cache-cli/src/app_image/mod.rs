@@ -22,7 +22,7 @@ use crate::image::registry::{Presence, Registry, RegistryError};
 use crate::image::{ImageError, Location, deploys};
 use crate::report::outcome::LayerReport;
 
-use base::{base_config, compose_app, copy_base_layers, image_manifest, layer_type, pack_app};
+use base::{AppLayer, base_config, copy_base_layers, image_manifest, layer_type, pack_app};
 pub use error::LayerError;
 use moved::{Moved, Timing};
 use record::{AppRecord, app_key, reuse};
@@ -124,15 +124,8 @@ pub async fn layer(
     let layer_seconds = layer_started.elapsed().as_secs_f64();
     // The app layer and the config go up together, then the manifest.
     let push_started = Instant::now();
-    let image = compose_app(
-        &pulled.digest,
-        manifest,
-        config,
-        (flavor, layer_type),
-        &packed,
-        app,
-        &base.label_name(),
-    );
+    let app_layer = AppLayer::new(&packed, layer_type, app, base);
+    let image = app_layer.on(&pulled.digest, manifest, config, flavor);
     // An app pushed onto this base from here before (the mark), whose tree
     // the records do not know, has changed: its layer and config are new,
     // and small ones are uploaded without asking. Elsewhere (a fresh

@@ -455,15 +455,7 @@ pub async fn ensure_base(
     let speculate = (!options.force).then_some(|guess: BaseKey| async move {
         lookup_answers(settings, records, registry, &guess).await
     });
-    let (
-        Current {
-            base,
-            upstreams,
-            previous,
-            warnings,
-        },
-        guessed,
-    ) = base_key::current_with(
+    let (current, guessed) = base_key::current_with(
         settings,
         all_upstreams,
         records,
@@ -472,6 +464,12 @@ pub async fn ensure_base(
         speculate,
     )
     .await?;
+    let Current {
+        base,
+        upstreams,
+        previous,
+        warnings,
+    } = current;
     let hash_seconds = started.elapsed().as_secs_f64();
     let mut run = Run {
         progress: Progress::for_stderr(),

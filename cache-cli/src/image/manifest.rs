@@ -182,19 +182,17 @@ impl Descriptor {
     }
 }
 
-/// An image manifest (OCI, or Docker schema 2, which has the same shape).
+/// What an image manifest and an index both carry around what they list:
+/// the schema version, the media type, a subject, annotations and every
+/// field no spec names (`artifactType`, a tool's own).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Manifest {
+pub struct Envelope {
     /// Always 2.
     pub schema_version: u32,
     /// Its media type, when it says it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub media_type: Option<String>,
-    /// The image config.
-    pub config: Descriptor,
-    /// The layers, bottom first.
-    pub layers: Vec<Descriptor>,
     /// The manifest this one refers to (a signature's, an SBOM's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subject: Option<Descriptor>,
@@ -206,14 +204,12 @@ pub struct Manifest {
     pub other: Map<String, Value>,
 }
 
-impl Manifest {
-    /// A new image manifest of `media_type`: `config` and `layers`.
-    pub fn new(media_type: &str, config: Descriptor, layers: Vec<Descriptor>) -> Self {
+impl Envelope {
+    /// The envelope of a new manifest or index of `media_type`.
+    pub fn new(media_type: &str) -> Self {
         Self {
             schema_version: 2,
             media_type: Some(media_type.to_owned()),
-            config,
-            layers,
             subject: None,
             annotations: None,
             other: Map::new(),
@@ -221,38 +217,45 @@ impl Manifest {
     }
 }
 
+/// An image manifest (OCI, or Docker schema 2, which has the same shape).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Version, media type, subject, annotations, other fields.
+    #[serde(flatten)]
+    pub envelope: Envelope,
+    /// The image config.
+    pub config: Descriptor,
+    /// The layers, bottom first.
+    pub layers: Vec<Descriptor>,
+}
+
+impl Manifest {
+    /// A new image manifest of `media_type`: `config` and `layers`.
+    pub fn new(media_type: &str, config: Descriptor, layers: Vec<Descriptor>) -> Self {
+        Self {
+            envelope: Envelope::new(media_type),
+            config,
+            layers,
+        }
+    }
+}
+
 /// An image index (OCI, or a Docker manifest list).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
 pub struct Index {
-    /// Always 2.
-    pub schema_version: u32,
-    /// Its media type, when it says it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub media_type: Option<String>,
+    /// Version, media type, subject, annotations, other fields.
+    #[serde(flatten)]
+    pub envelope: Envelope,
     /// The manifests it lists.
     pub manifests: Vec<Descriptor>,
-    /// The manifest this one refers to.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub subject: Option<Descriptor>,
-    /// Its annotations.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub annotations: Option<BTreeMap<String, String>>,
-    /// `artifactType` and any other field: kept.
-    #[serde(flatten)]
-    pub other: Map<String, Value>,
 }
 
 impl Index {
     /// A new index of `media_type` listing `manifests`.
     pub fn new(media_type: &str, manifests: Vec<Descriptor>) -> Self {
         Self {
-            schema_version: 2,
-            media_type: Some(media_type.to_owned()),
+            envelope: Envelope::new(media_type),
             manifests,
-            subject: None,
-            annotations: None,
-            other: Map::new(),
         }
     }
 
@@ -396,12 +399,12 @@ mod tests {
         let parsed = Parsed::<Manifest>::read(FOREIGN.as_bytes().to_vec(), "test").unwrap();
         let manifest = &parsed.value;
         assert_eq!(manifest.layers.len(), 1);
-        assert!(manifest.subject.is_some());
+        assert!(manifest.envelope.subject.is_some());
         assert_eq!(
-            manifest.other["artifactType"],
+            manifest.envelope.other["artifactType"],
             "application/vnd.dev.cosign.artifact.sig.v1+json"
         );
-        assert_eq!(manifest.other["io.example.tool"]["run"], 42);
+        assert_eq!(manifest.envelope.other["io.example.tool"]["run"], 42);
         assert_eq!(manifest.config.other["data"], "e30=");
         assert_eq!(
             manifest.layers[0].other["urls"][0],
@@ -472,7 +475,7 @@ mod tests {
         let platform = entry.platform.as_ref().unwrap();
         assert_eq!(platform.variant.as_deref(), Some("v8"));
         assert_eq!(platform.other["os.features"][0], "x");
-        assert_eq!(index.annotations.as_ref().unwrap().len(), 1);
+        assert_eq!(index.envelope.annotations.as_ref().unwrap().len(), 1);
         let again: Index = serde_json::from_slice(&to_bytes(&index).unwrap()).unwrap();
         assert_eq!(again, index);
     }

@@ -340,7 +340,12 @@ pub async fn put<S>(
 where
     S: Stream<Item = io::Result<Bytes>> + Send + Unpin,
 {
-    let result = store(state, name, protocol, options, body).await;
+    let to = Target {
+        state,
+        name,
+        protocol,
+    };
+    let result = store(to, options, body).await;
     let outcome = if result.is_ok() {
         WriteResult::Stored
     } else {
@@ -350,16 +355,22 @@ where
     result
 }
 
-async fn store<S>(
-    state: &AppState,
-    name: &StoredName,
+/// Where a write goes: the object `name`, for `protocol`.
+struct Target<'a> {
+    state: &'a AppState,
+    name: &'a StoredName,
     protocol: Protocol,
-    options: WriteOptions,
-    body: S,
-) -> Result<Written, ObjectError>
+}
+
+async fn store<S>(to: Target<'_>, options: WriteOptions, body: S) -> Result<Written, ObjectError>
 where
     S: Stream<Item = io::Result<Bytes>> + Send + Unpin,
 {
+    let Target {
+        state,
+        name,
+        protocol,
+    } = to;
     let namespace_quota = state
         .namespace_quotas
         .as_ref()

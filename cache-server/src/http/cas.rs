@@ -145,9 +145,10 @@ pub async fn get_blob(
     if let Some(response) = redirect(&state, &read, &record).await? {
         return Ok(response);
     }
-    let mut response = object::get(&state, &name, &record, Protocol::Cas, options)
+    let opened = object::open(&state, &name, &record, Protocol::Cas, options)
         .await?
         .ok_or_else(|| not_found(&read.digest))?;
+    let mut response = object::respond(opened);
     response
         .headers_mut()
         .insert(header::ETAG, etag(&read.digest));

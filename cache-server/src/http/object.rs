@@ -12,7 +12,8 @@ use super::error::ApiError;
 use crate::blob::StoredName;
 use crate::cache::object::{self as core, Content, Read};
 pub use crate::cache::object::{
-    DRAIN_REFUSED_UP_TO, IfExists, ReadOptions, WriteOptions, Written, claim, delete, lookup,
+    DRAIN_REFUSED_UP_TO, IfExists, ReadOptions, WriteOptions, Written, claim, delete, get as open,
+    lookup,
 };
 use crate::index::ObjectRecord;
 use crate::metrics::Protocol;
@@ -73,28 +74,20 @@ fn header_value(text: String) -> HeaderValue {
     HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
-/// Streams the object `name` described by `record`: the stored zstd frames
-/// as they are for a zstd-accepting client (`Content-Encoding: zstd`), a
-/// range (206, or 416), or the plain bytes. `None` when the object vanished
-/// from storage behind the index's back (the caller answers a miss).
-pub async fn get(
-    state: &AppState,
-    name: &StoredName,
-    record: &ObjectRecord,
-    protocol: Protocol,
-    options: ReadOptions,
-) -> Result<Option<Response>, ApiError> {
-    let opened = match core::get(state, name, record, protocol, options).await? {
-        None => return Ok(None),
-        Some(Read::Unsatisfiable(size)) => {
+/// The response of an object the core opened (see [`open`]): the stored
+/// zstd frames as they are for a zstd-accepting client
+/// (`Content-Encoding: zstd`), a range (206, or 416), or the plain bytes.
+pub fn respond(read: Read) -> Response {
+    let opened = match read {
+        Read::Unsatisfiable(size) => {
             let mut response = StatusCode::RANGE_NOT_SATISFIABLE.into_response();
             response.headers_mut().insert(
                 header::CONTENT_RANGE,
                 header_value(format!("bytes */{size}")),
             );
-            return Ok(Some(response));
+            return response;
         }
-        Some(Read::Opened(opened)) => opened,
+        Read::Opened(opened) => opened,
     };
     let mut response = match opened.content {
         Content::Whole(content) => Response::new(Body::from(content)),
@@ -113,7 +106,7 @@ pub async fn get(
             .headers_mut()
             .insert(header::CONTENT_ENCODING, HeaderValue::from_static(ZSTD));
     }
-    Ok(Some(response))
+    response
 }
 
 /// A request body as the byte stream the core reads.

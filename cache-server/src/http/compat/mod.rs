@@ -70,10 +70,10 @@ async fn read(
     if method == Method::HEAD {
         return Ok((object::head(&record), record));
     }
-    let response = object::get(state, name, &record, protocol, options)
+    let opened = object::open(state, name, &record, protocol, options)
         .await?
         .ok_or_else(miss)?;
-    Ok((response, record))
+    Ok((object::respond(opened), record))
 }
 
 /// `PUT` of an entry.
