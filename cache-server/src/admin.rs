@@ -22,7 +22,11 @@ fn namespaces_of(token: &TokenRecord) -> String {
 
 /// `cache-server reindex`: lists storage and rewrites the index from it.
 pub async fn reindex_command(cli: &Cli) -> anyhow::Result<()> {
-    let (storage, index, described) = cli.open()?;
+    let crate::config::Opened {
+        storage,
+        index,
+        described,
+    } = cli.open()?;
     tracing::info!("reindexing {described}");
     let report = reindex(&storage, &index).await.context("reindexing")?;
     tracing::info!(
@@ -42,7 +46,7 @@ pub async fn reindex_command(cli: &Cli) -> anyhow::Result<()> {
 /// `cache-server token …`: in the bucket when replicas share it, else in
 /// the index.
 pub async fn token_command(cli: &Cli, action: &TokenCommand) -> anyhow::Result<()> {
-    let (storage, index, _) = cli.open()?;
+    let crate::config::Opened { storage, index, .. } = cli.open()?;
     let tokens = if cli.shared()? {
         TokenStore::bucket(storage)
     } else {

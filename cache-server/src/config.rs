@@ -367,8 +367,8 @@ impl Cli {
         Ok(matches!(self.location()?, StorageLocation::S3 { .. }) && !self.index_authoritative)
     }
 
-    /// Opens storage and index; also returns a description for the log.
-    pub fn open(&self) -> anyhow::Result<(Storage, Index, String)> {
+    /// Opens storage and index, with a description for the log.
+    pub fn open(&self) -> anyhow::Result<Opened> {
         let location = self.location()?;
         let options = StorageOptions {
             timeout: Duration::from_secs(self.storage_timeout.max(1)),
@@ -378,12 +378,22 @@ impl Cli {
         let index_path = self.index_path(&location);
         let index = Index::open(&index_path)
             .with_context(|| format!("opening the index {}", index_path.display()))?;
-        Ok((
+        Ok(Opened {
             storage,
             index,
-            format!("storage {location}, index {}", index_path.display()),
-        ))
+            described: format!("storage {location}, index {}", index_path.display()),
+        })
     }
+}
+
+/// The store and the index the flags name, opened.
+pub struct Opened {
+    /// The blob store.
+    pub storage: Storage,
+    /// The index.
+    pub index: Index,
+    /// Both, as the log names them (`storage DIR, index FILE`).
+    pub described: String,
 }
 
 #[cfg(test)]

@@ -121,7 +121,11 @@ pub async fn app_state(cli: &Cli, storage: Storage, index: Index) -> anyhow::Res
 
 /// `cache-server serve` (the default): serves until SIGINT or SIGTERM.
 pub async fn serve(cli: &Cli) -> anyhow::Result<()> {
-    let (storage, index, described) = cli.open()?;
+    let crate::config::Opened {
+        storage,
+        index,
+        described,
+    } = cli.open()?;
     if let Some(folder) = cli.location()?.local_folder().cloned() {
         let started = std::time::SystemTime::now();
         tokio::task::spawn_blocking(move || {
