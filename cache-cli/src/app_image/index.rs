@@ -77,7 +77,7 @@ pub(super) async fn layer_index(
             &mut moved,
         )
         .await?;
-        let image = app_layer.on(&pulled.digest, manifest, config, flavor);
+        let image = app_layer.on(pulled.digest.as_str(), manifest, config, flavor);
         moved.add_pushed(
             target
                 .push_blob_bytes(registry, &image.config, Presence::Unknown)

@@ -58,7 +58,7 @@ pub async fn layer(
         }
     });
     let pulled = manifest?;
-    let base_image = base.at_digest(&pulled.digest);
+    let base_image = base.at_digest(pulled.digest.as_str());
     let manifest = image_manifest(&pulled, &base_image)?;
     let flavor = Flavor::of_manifest(&pulled.media_type);
     let layer_type = layer_type(app.compression, flavor, base)?;
@@ -67,7 +67,7 @@ pub async fn layer(
     // already there; not even asked for when an earlier push of an image on
     // this base showed they are), while the context is hashed.
     let mut moved = Moved::default();
-    let layers_known = target.layers_known(registry, &pulled.digest);
+    let layers_known = target.layers_known(registry, pulled.digest.as_str());
     let (config, (), tree_digest) = futures::try_join!(
         base_config(registry, &base_image, manifest),
         async {
@@ -84,7 +84,7 @@ pub async fn layer(
             })
         }
     )?;
-    let key = tree_digest.map(|tree| app_key(&pulled.digest, app, &tree));
+    let key = tree_digest.map(|tree| app_key(pulled.digest.as_str(), app, &tree));
     let mut warnings = Vec::new();
     if let (Some(records), Some(key)) = (records, key) {
         match records.get::<AppRecord>(&key).await {
@@ -125,7 +125,7 @@ pub async fn layer(
     // The app layer and the config go up together, then the manifest.
     let push_started = Instant::now();
     let app_layer = AppLayer::new(&packed, layer_type, app, base);
-    let image = app_layer.on(&pulled.digest, manifest, config, flavor);
+    let image = app_layer.on(pulled.digest.as_str(), manifest, config, flavor);
     // An app pushed onto this base from here before (the mark), whose tree
     // the records do not know, has changed: its layer and config are new,
     // and small ones are uploaded without asking. Elsewhere (a fresh
@@ -154,7 +154,7 @@ pub async fn layer(
         // may have gone since. Check and copy them, then push once more.
         Err(ImageError::Registry(RegistryError::Refused { message, .. })) if layers_known => {
             tracing::debug!(%message, "manifest refused; checking the base's layers");
-            target.set_layers_known(registry, &pulled.digest, false);
+            target.set_layers_known(registry, pulled.digest.as_str(), false);
             moved.skipped = moved.skipped.saturating_sub(manifest.layers.len());
             copy_base_layers(registry, &base_image, target, &manifest.layers, &mut moved).await?;
             target
@@ -164,7 +164,7 @@ pub async fn layer(
         Err(error) => return Err(error.into()),
     }
     // The registry took a manifest naming the base's layers: it has them.
-    target.set_layers_known(registry, &pulled.digest, true);
+    target.set_layers_known(registry, pulled.digest.as_str(), true);
     if let Some(tree) = &tree_digest {
         target.note_pushed_tree(registry, tree, packed.size);
     }

@@ -129,7 +129,7 @@ async fn start_from(registry: &Registry, spec: &NativeSpec<'_>) -> Result<Start,
         base: Some(BaseImage { reference, layers }),
         config,
         flavor: Flavor::of_manifest(&pulled.media_type),
-        digest: Some(pulled.digest),
+        digest: Some(pulled.digest.to_string()),
     })
 }
 

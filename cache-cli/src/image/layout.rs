@@ -235,7 +235,7 @@ impl Layout {
                 .unwrap_or_default();
             let bytes = self.read_blob(&digest)?;
             let manifest =
-                PulledManifest::parse(bytes.into(), digest, &path).map_err(|invalid| {
+                PulledManifest::parse(bytes.into(), &digest, &path).map_err(|invalid| {
                     LayoutError::Invalid {
                         path,
                         message: invalid.to_string(),

@@ -227,7 +227,7 @@ impl Location {
             })?,
         };
         let bytes = layout.read_blob(&digest)?;
-        PulledManifest::parse(bytes.into(), digest, &self.tagged()).map_err(|invalid| {
+        PulledManifest::parse(bytes.into(), &digest, &self.tagged()).map_err(|invalid| {
             ImageError::Layout(LayoutError::Invalid {
                 path: self.tagged(),
                 message: invalid.to_string(),
@@ -414,7 +414,7 @@ mod tests {
         );
         assert!(location.has_manifest(&registry, &digest).await.unwrap());
         let pulled = location.manifest_as_is(&registry).await.unwrap();
-        assert_eq!(pulled.digest, digest);
+        assert_eq!(pulled.digest.as_str(), digest);
         assert_eq!(pulled.media_type, oci::OCI_MANIFEST);
     }
 }

@@ -287,7 +287,7 @@ pub struct PulledManifest {
     /// Its bytes.
     pub bytes: Bytes,
     /// Its digest.
-    pub digest: String,
+    pub digest: OciDigest,
     /// Its media type (the one it names, else what its shape says).
     pub media_type: String,
     /// Parsed.
@@ -298,7 +298,8 @@ impl PulledManifest {
     /// Parses `bytes` stored under `digest`; `what` names the image in the
     /// error. A body without `mediaType` is an index when it lists
     /// `manifests`, as the OCI spec lets a reader tell.
-    pub fn parse(bytes: Bytes, digest: String, what: &str) -> Result<Self, Invalid> {
+    pub fn parse(bytes: Bytes, digest: &str, what: &str) -> Result<Self, Invalid> {
+        let digest = OciDigest::parse(digest).map_err(|e| Invalid(format!("{what}: {e}")))?;
         #[derive(Deserialize)]
         #[serde(rename_all = "camelCase")]
         struct Shape {

@@ -136,5 +136,8 @@ pub async fn copy_image(
             .push_manifest(registry, &manifest.bytes, &manifest.media_type)
             .await?;
     }
-    Ok((manifest.digest, pushed + manifest.bytes.len() as u64))
+    Ok((
+        manifest.digest.to_string(),
+        pushed + manifest.bytes.len() as u64,
+    ))
 }

@@ -305,7 +305,7 @@ impl Registry {
         platform: &Platform,
     ) -> Result<String, RegistryError> {
         let Some(index) = pulled.index() else {
-            return Ok(pulled.digest.clone());
+            return Ok(pulled.digest.to_string());
         };
         index
             .entry_for(platform)
@@ -380,7 +380,7 @@ impl Registry {
                 pulled
             }
         };
-        PulledManifest::parse(bytes, digest, &reference.to_string())
+        PulledManifest::parse(bytes, &digest, &reference.to_string())
             .map(Some)
             .map_err(|invalid| RegistryError::Invalid {
                 registry: reference.registry().to_owned(),
