@@ -10,6 +10,7 @@
 //! - [`app_image`]: an app as one layer on its base (`layer`, `build`);
 //! - [`builder`]: the base builders (native, buildah, podman, docker);
 //! - [`image`]: registries, OCI layouts, references and descriptors;
+//! - [`packages`]: package layers (a plan resolved in the image, a layer per package);
 //! - [`pack`]: the app layer's tar, its entries, tree identity, exclusions;
 //! - [`folder`]: the folder cache's manifest, scan and restore;
 //! - [`invalid`]: a user-written value that cannot be used (a leaf);
@@ -30,6 +31,7 @@ pub mod image;
 pub mod invalid;
 pub mod key;
 pub mod pack;
+pub mod packages;
 pub mod project;
 pub mod replace_file;
 pub mod report;

@@ -1,0 +1,193 @@
+//! The layer budget: which package goes in which dependency layer.
+//! Registries, containerd and overlayfs break near 125 layers and many
+//! tiny layers pull slowly, so the stack is bounded: while the budget
+//! allows, every package has a layer of its own; past it, the largest
+//! packages keep their own layers and the rest fall into a fixed number of
+//! groups by a hash of their name, so that adding or bumping one package
+//! changes one group, never the membership of the others.
+
+use super::plan::Package;
+
+/// The most layers an image of package layers has by default, the `from`
+/// image's own and the glue layer included.
+pub const DEFAULT_MAX_LAYERS: usize = 100;
+
+/// One dependency layer: the packages it holds (indexes into the plan, in
+/// install order) and what it is called in reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StackLayer {
+    /// Indexes into the plan's packages, ascending.
+    pub packages: Vec<usize>,
+    /// The package's name, or `group-N` for a group.
+    pub name: String,
+}
+
+/// A size class: packages within a factor of two of each other rank as
+/// one, so a bump that grows a package a little moves nothing.
+fn size_class(bytes: Option<u64>) -> u32 {
+    bytes.map_or(0, |bytes| u64::BITS - bytes.leading_zeros())
+}
+
+/// The group of a package that has no layer of its own.
+fn group_of(name: &str, groups: usize) -> usize {
+    let hash = blake3::hash(name.as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&hash.as_bytes()[..8]);
+    (u64::from_le_bytes(first) % groups as u64) as usize
+}
+
+/// The dependency layers of `packages` for an image whose `from` image has
+/// `from_layers` layers, at most `max_layers` layers in all (one of them
+/// the glue). `size` gives a package's layer size from an earlier build,
+/// when known. `None` when the `from` image alone leaves no room.
+pub fn plan_stack(
+    packages: &[Package],
+    size: impl Fn(&Package) -> Option<u64>,
+    from_layers: usize,
+    max_layers: usize,
+) -> Option<Vec<StackLayer>> {
+    let room = max_layers
+        .checked_sub(from_layers + 1)
+        .filter(|room| *room > 0)?;
+    if packages.len() <= room {
+        return Some(
+            packages
+                .iter()
+                .enumerate()
+                .map(|(at, package)| StackLayer {
+                    packages: vec![at],
+                    name: package.name.clone(),
+                })
+                .collect(),
+        );
+    }
+    // A quarter of the room for groups, the rest for the largest packages.
+    let groups = (room / 4).max(1);
+    let own = room - groups;
+    let mut ranked: Vec<usize> = (0..packages.len()).collect();
+    ranked.sort_by(|&a, &b| {
+        size_class(size(&packages[b]))
+            .cmp(&size_class(size(&packages[a])))
+            .then_with(|| packages[a].name.cmp(&packages[b].name))
+    });
+    let mut layers: Vec<StackLayer> = ranked[..own]
+        .iter()
+        .map(|&at| StackLayer {
+            packages: vec![at],
+            name: packages[at].name.clone(),
+        })
+        .collect();
+    let mut grouped: Vec<Vec<usize>> = vec![Vec::new(); groups];
+    for &at in &ranked[own..] {
+        grouped[group_of(&packages[at].name, groups)].push(at);
+    }
+    layers.extend(
+        grouped
+            .into_iter()
+            .enumerate()
+            .filter(|(_, members)| !members.is_empty())
+            .map(|(group, mut members)| {
+                members.sort_unstable();
+                StackLayer {
+                    packages: members,
+                    name: format!("group-{group}"),
+                }
+            }),
+    );
+    // In install order of each layer's first package.
+    layers.sort_by_key(|layer| layer.packages[0]);
+    Some(layers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packages::plan::Artifact;
+
+    fn packages(count: usize, bumped: Option<usize>) -> Vec<Package> {
+        (0..count)
+            .map(|n| Package {
+                name: format!("package-{n:03}"),
+                version: if Some(n) == bumped {
+                    "2.0".into()
+                } else {
+                    "1.0".into()
+                },
+                artifact: Artifact {
+                    url: format!("https://files.example/package_{n:03}-1.0-py3-none-any.whl"),
+                    sha256: Some(format!("{n:064x}")),
+                },
+                direct: false,
+            })
+            .collect()
+    }
+
+    /// Sizes spread over four orders of magnitude, as a real lock's are.
+    fn size(package: &Package) -> Option<u64> {
+        let n: u64 = package.name["package-".len()..].parse().ok()?;
+        let bump = u64::from(package.version == "2.0") * 1000;
+        Some(1000 * (1 + (n * 7919) % 10_000) + bump)
+    }
+
+    /// The layers (as member names and versions) of a stack.
+    fn contents(plan: &[Package], stack: &[StackLayer]) -> Vec<Vec<(String, String)>> {
+        stack
+            .iter()
+            .map(|layer| {
+                layer
+                    .packages
+                    .iter()
+                    .map(|&at| (plan[at].name.clone(), plan[at].version.clone()))
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_small_plan_gets_a_layer_per_package() {
+        let plan = packages(20, None);
+        let stack = plan_stack(&plan, size, 3, DEFAULT_MAX_LAYERS).unwrap();
+        assert_eq!(stack.len(), 20);
+        assert!(stack.iter().all(|layer| layer.packages.len() == 1));
+        assert_eq!(stack[0].name, "package-000");
+    }
+
+    #[test]
+    fn three_hundred_packages_fit_in_a_hundred_layers_and_a_bump_changes_at_most_two() {
+        let from_layers = 3;
+        let plan = packages(300, None);
+        let stack = plan_stack(&plan, size, from_layers, DEFAULT_MAX_LAYERS).unwrap();
+        assert!(
+            from_layers + stack.len() < DEFAULT_MAX_LAYERS,
+            "{}",
+            stack.len()
+        );
+        let covered: usize = stack.iter().map(|layer| layer.packages.len()).sum();
+        assert_eq!(covered, 300);
+        let before = contents(&plan, &stack);
+        for bumped in [0, 17, 150, 299] {
+            let plan = packages(300, Some(bumped));
+            let stack = plan_stack(&plan, size, from_layers, DEFAULT_MAX_LAYERS).unwrap();
+            let after = contents(&plan, &stack);
+            let changed = after.iter().filter(|layer| !before.contains(layer)).count();
+            assert!(changed <= 2, "bumping {bumped} changed {changed} layers");
+            assert!(changed >= 1);
+        }
+        // Adding a package changes one group or adds one layer.
+        let mut grown = packages(300, None);
+        grown.push(Package {
+            name: "newcomer".into(),
+            ..grown[0].clone()
+        });
+        let stack = plan_stack(&grown, size, from_layers, DEFAULT_MAX_LAYERS).unwrap();
+        let after = contents(&grown, &stack);
+        let changed = after.iter().filter(|layer| !before.contains(layer)).count();
+        assert!(changed <= 2, "adding one package changed {changed} layers");
+    }
+
+    #[test]
+    fn a_from_image_that_fills_the_budget_leaves_no_room() {
+        assert_eq!(plan_stack(&packages(5, None), size, 99, 100), None);
+        assert!(plan_stack(&packages(5, None), size, 98, 100).is_some());
+    }
+}
