@@ -13,7 +13,7 @@ use super::{BuildError, rootfs, run_streaming, sandbox};
 use crate::image::compose::{self, TopLayer};
 use crate::image::config::{History, ImageConfig};
 use crate::image::oci::{Flavor, Platform};
-use crate::image::publish::{BaseImage, NewImage};
+use crate::image::publish::{BaseImage, NewImage, NewLayer};
 use crate::image::registry::{Registry, parse_reference};
 use crate::invalid::Invalid;
 use crate::pack::layer;
@@ -248,8 +248,10 @@ pub async fn build(
         })?;
     Ok(NewImage {
         base,
-        layer_file,
-        layer_digest: layer.digest,
+        layers: vec![NewLayer {
+            digest: layer.digest,
+            file: Some(layer_file),
+        }],
         config: composed.config,
         manifest: composed.manifest,
         media_type: flavor.manifest().to_owned(),

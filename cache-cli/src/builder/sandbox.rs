@@ -7,8 +7,9 @@
 //! caller), so nothing is mounted on the host and every process of the step
 //! ends with it. The network is the host's.
 //!
-//! The step sees the image's environment (its config's `Env`), `HOME`, the
-//! build arguments, `CACHECTL_OUT` and the host's proxy variables, never
+//! The step sees the image's environment (its config's `Env`), `HOME`,
+//! `SOURCE_DATE_EPOCH` (cachectl's, 0 by default), the build arguments,
+//! `CACHECTL_OUT` and the host's proxy variables, never
 //! the runner's `PATH` or other variables: interpreters, shebangs and
 //! libraries are the image's.
 
@@ -101,6 +102,13 @@ fn step_env(
             env.push(((*name).into(), value));
         }
     }
+    // Reproducible output from the tools that honour it: Python writes
+    // hash-checked bytecode instead of bytecode stamped with the time the
+    // files were unpacked, so the same plan gives the same bytes.
+    env.push((
+        "SOURCE_DATE_EPOCH".into(),
+        crate::pack::layer::source_date_epoch().to_string().into(),
+    ));
     env.extend(args.iter().map(|(k, v)| (k.into(), v.into())));
     env.push(("CACHECTL_OUT".into(), out.into()));
     env

@@ -54,19 +54,29 @@ impl Composed {
 /// the base's layer descriptors as they are (annotations, `urls` and all).
 pub fn compose(
     flavor: Flavor,
-    mut config: ImageConfig,
+    config: ImageConfig,
     base_layers: &[Descriptor],
     top: TopLayer<'_>,
     step: History,
 ) -> Composed {
-    config.push_layer(top.diff_id, &created(), step);
-    let config_bytes = config.to_bytes();
+    compose_stack(flavor, config, base_layers, vec![(top, step)])
+}
+
+/// [`compose`] with several new layers, bottom first, each with the step
+/// that made it.
+pub fn compose_stack(
+    flavor: Flavor,
+    mut config: ImageConfig,
+    base_layers: &[Descriptor],
+    tops: Vec<(TopLayer<'_>, History)>,
+) -> Composed {
+    let created = created();
     let mut layers = base_layers.to_vec();
-    layers.push(Descriptor::new(
-        top.media_type,
-        top.digest.clone(),
-        top.size,
-    ));
+    for (top, step) in tops {
+        config.push_layer(top.diff_id, &created, step);
+        layers.push(Descriptor::new(top.media_type, top.digest.clone(), top.size));
+    }
+    let config_bytes = config.to_bytes();
     let manifest = Manifest::new(
         flavor.manifest(),
         Descriptor::new(

@@ -22,15 +22,23 @@ pub struct BaseImage {
     pub layers: Vec<Descriptor>,
 }
 
+/// A layer a build made (or found made before).
+#[derive(Debug)]
+pub struct NewLayer {
+    /// Its digest.
+    pub digest: OciDigest,
+    /// Its file; `None` when the target already holds the blob (a package
+    /// layer an earlier build pushed there).
+    pub file: Option<PathBuf>,
+}
+
 /// A built image, ready to publish.
 #[derive(Debug)]
 pub struct NewImage {
     /// The starting image, if any.
     pub base: Option<BaseImage>,
-    /// The new layer: file, digest.
-    pub layer_file: PathBuf,
-    /// Digest of the new layer.
-    pub layer_digest: OciDigest,
+    /// The new layers, bottom first.
+    pub layers: Vec<NewLayer>,
     /// Config JSON bytes.
     pub config: Vec<u8>,
     /// Manifest JSON bytes.
@@ -82,14 +90,13 @@ pub async fn publish(
                 .bytes();
         }
     }
-    pushed += destination
-        .push_blob_file(
-            registry,
-            image.layer_digest.as_str(),
-            &image.layer_file,
-            Presence::Unknown,
-        )
-        .await?;
+    for layer in &image.layers {
+        if let Some(file) = &layer.file {
+            pushed += destination
+                .push_blob_file(registry, layer.digest.as_str(), file, Presence::Unknown)
+                .await?;
+        }
+    }
     pushed += destination
         .push_blob_bytes(registry, &image.config, Presence::Unknown)
         .await?;
