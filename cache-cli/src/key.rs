@@ -31,6 +31,7 @@ use cache_proto::Key;
 use serde::{Deserialize, Serialize};
 
 use crate::builder::native::{Capture, InstallIn};
+use crate::packages::pip::PipInstall;
 
 const VERSION_LINE: &str = "cachectl-base-key/v2\n";
 
@@ -117,6 +118,8 @@ pub enum Recipe {
         install_in: InstallIn,
         /// What becomes the layer.
         capture: Capture,
+        /// The step's pip install, when it becomes package layers.
+        package_layers: Option<PipInstall>,
     },
 }
 
@@ -264,6 +267,7 @@ pub fn compute(spec: &KeySpec<'_>) -> Result<BaseKey, KeyError> {
             install,
             install_in,
             capture,
+            package_layers,
         } => {
             inputs.push(Input::new(
                 InputKind::Recipe,
@@ -280,6 +284,10 @@ pub fn compute(spec: &KeySpec<'_>) -> Result<BaseKey, KeyError> {
             // layers stay as they were.
             if *capture == Capture::Changes {
                 inputs.push(Input::new(InputKind::Recipe, "capture", b"changes"));
+            }
+            // A stack of package layers is another image than one layer.
+            if package_layers.is_some() {
+                inputs.push(Input::new(InputKind::Recipe, "package-layers", b"on"));
             }
         }
     }
@@ -479,6 +487,7 @@ mod tests {
             install: "cp -r deps {out}".into(),
             install_in: InstallIn::Host,
             capture: Capture::Out,
+            package_layers: None,
         };
         let args = BTreeMap::new();
         let original = key(root, &recipe, &args, "linux/amd64");
@@ -508,6 +517,7 @@ mod tests {
             install: "cp -r deps {out}".into(),
             install_in: InstallIn::Host,
             capture: Capture::Out,
+            package_layers: None,
         };
         assert_ne!(
             key(root, &other_recipe, &args, "linux/amd64").key,

@@ -26,6 +26,9 @@ builder = "native"
 from = "{from}"
 install = "pip install --no-index --no-cache-dir --disable-pip-version-check --target {{out}}/opt/deps {HELLO_WHEEL}"
 platform = "linux/amd64"
+# One layer for the install: what these tests are about (package layers
+# have their own suite).
+package_layers = "off"
 "#
         ),
     );

@@ -9,6 +9,7 @@ use std::path::Path;
 
 use cache_proto::Key;
 
+use super::package_layers::{self, InImage, PackageLayers};
 use super::{BuildError, rootfs, run_streaming, sandbox};
 use crate::image::compose::{self, TopLayer};
 use crate::image::config::{History, ImageConfig};
@@ -42,6 +43,9 @@ pub struct NativeSpec<'a> {
     pub capture: Capture,
     /// Folder of the unpacked `from` root filesystems.
     pub rootfs_cache: &'a Path,
+    /// Package layers, when the step is a pip install they can take
+    /// apart and they are not turned off.
+    pub package_layers: Option<PackageLayers<'a>>,
 }
 
 /// Where the native builder's install step runs.
@@ -153,26 +157,145 @@ async fn install(
         env.push(("CACHECTL_OUT".into(), out.display().to_string()));
         return run_streaming("sh", &["-c".to_owned(), command], spec.root, &env).await;
     };
-    let rootfs = rootfs::unpacked(registry, base, digest, spec.rootfs_cache).await?;
-    let image_env = start.config.env().to_vec();
-    let scratch = spec.rootfs_cache.join(".work");
-    std::fs::create_dir_all(&scratch).map_err(BuildError::io("creating a work folder"))?;
-    sandbox::run(&sandbox::Step {
-        rootfs: &rootfs,
-        scratch: &scratch,
-        project: spec.root,
-        out,
-        command: &command,
-        image_env: &image_env,
-        args: &args,
-        changes,
-    })
-    .await?;
+    let image = Sandboxed {
+        registry,
+        spec,
+        start,
+        base,
+        digest,
+    };
+    image.run_capturing(out, &command, changes).await?;
     if let Some(changes) = changes {
         super::changes::merge(out, changes)
             .map_err(BuildError::io("adding {out} to the changes"))?;
     }
     Ok(())
+}
+
+/// The `from` image's userland, where steps run.
+struct Sandboxed<'a> {
+    registry: &'a Registry,
+    spec: &'a NativeSpec<'a>,
+    start: &'a Start,
+    base: &'a BaseImage,
+    digest: &'a str,
+}
+
+impl Sandboxed<'_> {
+    /// Runs `command` in the image with `out` bound in; with `changes`,
+    /// what it changed in the image goes there.
+    async fn run_capturing(
+        &self,
+        out: &Path,
+        command: &str,
+        changes: Option<&Path>,
+    ) -> Result<(), BuildError> {
+        let spec = self.spec;
+        let rootfs =
+            rootfs::unpacked(self.registry, self.base, self.digest, spec.rootfs_cache).await?;
+        let image_env = self.start.config.env().to_vec();
+        let args: Vec<(String, String)> = spec.args.clone().into_iter().collect();
+        let scratch = spec.rootfs_cache.join(".work");
+        std::fs::create_dir_all(&scratch).map_err(BuildError::io("creating a work folder"))?;
+        sandbox::run(&sandbox::Step {
+            rootfs: &rootfs,
+            scratch: &scratch,
+            project: spec.root,
+            out,
+            command,
+            image_env: &image_env,
+            args: &args,
+            changes,
+        })
+        .await
+    }
+}
+
+impl InImage for Sandboxed<'_> {
+    async fn run(&self, out: &Path, command: &str) -> Result<(), BuildError> {
+        self.run_capturing(out, command, None).await
+    }
+}
+
+/// Builds the image with package layers: the `from` image's layers, one
+/// per package or group, and the glue.
+async fn build_package_layers(
+    registry: &Registry,
+    spec: &NativeSpec<'_>,
+    start: Start,
+    layers: PackageLayers<'_>,
+    staging: &Path,
+) -> Result<NewImage, BuildError> {
+    let (Some(base), Some(digest)) = (&start.base, &start.digest) else {
+        return Err(BuildError::Base("package layers need a from image".into()));
+    };
+    let in_image = Sandboxed {
+        registry,
+        spec,
+        start: &start,
+        base,
+        digest,
+    };
+    let built = package_layers::build(
+        registry,
+        &in_image,
+        layers,
+        digest,
+        base.layers.len(),
+        staging,
+    )
+    .await?;
+    let Start {
+        base,
+        mut config,
+        flavor,
+        ..
+    } = start;
+    config.architecture = Some(spec.platform.architecture.clone());
+    config.os = Some(spec.platform.os.clone());
+    config
+        .run_config()
+        .set_label(KEY_LABEL, &spec.key.to_string());
+    let results: Vec<&package_layers::StackResult> =
+        built.stack.iter().chain(built.glue.as_ref()).collect();
+    let tops = results
+        .iter()
+        .map(|result| {
+            let top = TopLayer {
+                digest: &result.digest,
+                diff_id: &result.diff_id,
+                size: result.size,
+                media_type: flavor.gzip_layer(),
+            };
+            let what = if result.packages.is_empty() {
+                "console scripts and shared files".to_owned()
+            } else {
+                result.packages.join(" ")
+            };
+            let step = History {
+                created_by: Some(format!("cachectl package layer {}: {what}", result.name)),
+                comment: Some(format!("cachectl base key {}", spec.key)),
+                ..History::default()
+            };
+            (top, step)
+        })
+        .collect();
+    let base_layers = base.as_ref().map_or(&[][..], |base| &base.layers);
+    let composed = compose::compose_stack(flavor, config, base_layers, tops);
+    let layers = results
+        .iter()
+        .map(|result| NewLayer {
+            digest: result.digest.clone(),
+            file: result.file.clone(),
+        })
+        .collect();
+    Ok(NewImage {
+        base,
+        layers,
+        config: composed.config,
+        manifest: composed.manifest,
+        media_type: flavor.manifest().to_owned(),
+    })
 }
 
 /// Builds the image. The layer file lives in `staging`.
@@ -182,6 +305,13 @@ pub async fn build(
     staging: &Path,
 ) -> Result<NewImage, BuildError> {
     let start = start_from(registry, spec).await?;
+    if let Some(layers) = spec.package_layers
+        && start.base.is_some()
+        && spec.install_in == InstallIn::Image
+        && spec.capture == Capture::Out
+    {
+        return build_package_layers(registry, spec, start, layers, staging).await;
+    }
     let out = tempfile::tempdir_in(staging).map_err(BuildError::io("creating {out}"))?;
     // With `capture = "changes"` the layer is the image's changes (with
     // `{out}` merged in), modes and owners kept.

@@ -157,6 +157,10 @@ pub struct BaseSection {
     /// changed in the `from` image, modes and owners kept; needs
     /// `install_in = "image"`).
     pub capture: Option<String>,
+    /// Package layers: `on` (the default: a native step whose last command
+    /// is `pip install ... --target {out}/PREFIX` becomes one layer per
+    /// package, and a glue layer) or `off` (one layer).
+    pub package_layers: Option<String>,
     /// Build arguments.
     pub args: Option<BTreeMap<String, String>>,
     /// Target platform, `os/arch[/variant]`.

@@ -186,6 +186,7 @@ impl Cli {
         option("install", text(&base.install));
         option("install-in", text(&base.install_in));
         option("capture", text(&base.capture));
+        option("package-layers", text(&base.package_layers));
         for pair in &base.build_args {
             option("build-arg", Some(pair.into()));
         }
@@ -293,6 +294,17 @@ pub struct BaseFlags {
         global = true
     )]
     pub capture: Option<String>,
+    /// Package layers for a pip install step: on (a layer per package and a
+    /// glue layer, so a bump rebuilds one package) or off (one layer)
+    /// [default: on].
+    #[arg(
+        id = "base.package_layers",
+        value_name = "ON|OFF",
+        long = "package-layers",
+        env = "CACHECTL_PACKAGE_LAYERS",
+        global = true
+    )]
+    pub package_layers: Option<String>,
     /// Build argument NAME=VALUE (repeatable; added to the file's).
     #[arg(
         id = "base.build_args",
@@ -753,6 +765,8 @@ mod tests {
             "host",
             "--capture",
             "out",
+            "--package-layers",
+            "off",
             "--build-arg",
             "A=1",
             "--platform",
@@ -794,7 +808,7 @@ mod tests {
         };
         // Every global flag is forwarded (or set by each run, like --json):
         // a new one must be added to forwarded_args and counted here.
-        assert_eq!(Cli::command().get_arguments().count(), 26);
+        assert_eq!(Cli::command().get_arguments().count(), 27);
         let forwarded = cli.forwarded_args();
         assert!(
             !forwarded

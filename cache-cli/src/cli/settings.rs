@@ -15,6 +15,7 @@ use crate::image::oci::Platform;
 use crate::image::{ImageTarget, Location, RegistrySettings, base_tag};
 use crate::key::{self, BaseKey, KeyError, KeySpec, Recipe};
 use crate::pack::layer::Compression;
+use crate::packages::pip::PipInstall;
 use crate::upstream::{self, Resolved, Upstream, UpstreamError};
 
 /// Everything `ensure-base` needs, resolved from config, flags and env.
@@ -533,11 +534,33 @@ impl Cli {
                         "\"image\" needs a `from` image to install in",
                     ));
                 }
+                let wanted = match flags
+                    .package_layers
+                    .as_deref()
+                    .or(base.package_layers.as_deref())
+                {
+                    None | Some("on") => true,
+                    Some("off") => false,
+                    Some(other) => {
+                        return Err(field(
+                            &path,
+                            "base.package_layers",
+                            format!("{other:?} is not on or off"),
+                        ));
+                    }
+                };
+                // Only a pip install into `{out}`, run in the image, whose
+                // layer is what it wrote, can be taken apart.
+                let package_layers =
+                    (wanted && install_in == InstallIn::Image && capture == Capture::Out)
+                        .then(|| PipInstall::recognise(&install))
+                        .flatten();
                 Recipe::Native {
                     from,
                     install,
                     install_in,
                     capture,
+                    package_layers,
                 }
             }
             _ => {

@@ -15,6 +15,7 @@ use super::context::{host_of, records_for, registry_for};
 use super::errors::EnsureError;
 use crate::builder::external::{self, ExternalSpec};
 use crate::builder::native::{self, NativeSpec};
+use crate::builder::package_layers::PackageLayers;
 use crate::builder::{BuildError, BuilderKind, registries};
 use crate::cli::Cli;
 use crate::cli::config::ConfigFile;
@@ -27,6 +28,7 @@ use crate::image::ImageError;
 use crate::image::publish;
 use crate::image::{ImageTarget, Location, Registry};
 use crate::key::{self, BaseKey, Recipe};
+use crate::packages::stack::DEFAULT_MAX_LAYERS;
 use crate::report::outcome::EnsureReport;
 use crate::report::progress::Progress;
 use crate::report::{events, output};
@@ -201,7 +203,15 @@ impl Run<'_> {
                 install,
                 install_in,
                 capture,
+                package_layers,
             } => {
+                let target = settings.image.at(&tag)?;
+                let package_layers = package_layers.as_ref().map(|pip| PackageLayers {
+                    pip,
+                    records: self.records,
+                    target: &target,
+                    max_layers: DEFAULT_MAX_LAYERS,
+                });
                 let staging =
                     tempfile::tempdir().map_err(BuildError::io("creating a staging folder"))?;
                 let started = Instant::now();
@@ -218,6 +228,7 @@ impl Run<'_> {
                     install_in: *install_in,
                     capture: *capture,
                     rootfs_cache: &settings.rootfs_cache,
+                    package_layers,
                 };
                 self.progress.pause();
                 let image = native::build(self.registry, &spec, staging.path()).await?;

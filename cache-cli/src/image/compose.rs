@@ -74,7 +74,11 @@ pub fn compose_stack(
     let mut layers = base_layers.to_vec();
     for (top, step) in tops {
         config.push_layer(top.diff_id, &created, step);
-        layers.push(Descriptor::new(top.media_type, top.digest.clone(), top.size));
+        layers.push(Descriptor::new(
+            top.media_type,
+            top.digest.clone(),
+            top.size,
+        ));
     }
     let config_bytes = config.to_bytes();
     let manifest = Manifest::new(

@@ -257,6 +257,14 @@ impl Location {
         self.at_digest(digest).manifest_as_is(registry).await
     }
 
+    /// Whether the repository or layout holds blob `digest`.
+    pub async fn has_blob(&self, registry: &Registry, digest: &str) -> Result<bool, ImageError> {
+        match self {
+            Self::Registry(reference) => Ok(registry.has_blob(reference, digest).await?),
+            Self::Layout { layout, .. } => Ok(layout.blob_path(digest)?.is_file()),
+        }
+    }
+
     /// A small blob (an image config) into memory.
     pub async fn small_blob(
         &self,

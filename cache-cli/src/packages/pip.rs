@@ -179,31 +179,36 @@ impl PipInstall {
         })
     }
 
-    /// The command that installs `package` alone into `target`, checked
-    /// against the planned artifact's hash when the plan has one.
-    pub fn install_command(&self, package: &Package, target: &str) -> Result<String, Invalid> {
-        let requirement = match (&package.artifact.sha256, package.direct) {
+    /// The requirements-file line of `package`: the planned artifact,
+    /// checked by its hash when the plan has one (a hash is only allowed
+    /// in a requirements file).
+    pub fn requirement_line(package: &Package) -> String {
+        match (&package.artifact.sha256, package.direct) {
             (Some(sha256), false) => format!(
                 "{}=={} --hash=sha256:{sha256}",
                 package.name, package.version
             ),
             (Some(sha256), true) => format!("{} --hash=sha256:{sha256}", package.artifact.url),
             (None, _) => package.artifact.url.clone(),
-        };
+        }
+    }
+
+    /// The command that installs the one package of `requirements` (a
+    /// file holding its [`PipInstall::requirement_line`]) alone into
+    /// `target`.
+    pub fn install_command(&self, requirements: &str, target: &str) -> Result<String, Invalid> {
         let mut words: Vec<String> = self.program.clone();
         words.push("install".into());
         words.extend(self.options.iter().cloned());
-        words.extend(["--no-deps".into(), "--target".into(), target.to_owned()]);
+        words.extend([
+            "--no-deps".into(),
+            "--target".into(),
+            target.to_owned(),
+            "-r".into(),
+            requirements.to_owned(),
+        ]);
         let quoted: Result<Vec<String>, Invalid> = words.iter().map(|word| quote(word)).collect();
-        let requirement_words = shlex::split(&requirement)
-            .ok_or_else(|| Invalid(format!("{requirement:?} is not one requirement")))?;
-        let requirement_quoted: Result<Vec<String>, Invalid> =
-            requirement_words.iter().map(|word| quote(word)).collect();
-        Ok(format!(
-            "{} {}",
-            quoted?.join(" "),
-            requirement_quoted?.join(" ")
-        ))
+        Ok(quoted?.join(" "))
     }
 }
 
@@ -226,6 +231,8 @@ struct ReportItem {
     download_info: DownloadInfo,
     #[serde(default)]
     is_direct: bool,
+    #[serde(default)]
+    requested: bool,
     metadata: Metadata,
 }
 
@@ -301,6 +308,7 @@ pub fn read_report(bytes: &[u8]) -> Result<Plan, Invalid> {
                 url: item.download_info.url,
             },
             direct: item.is_direct,
+            requested: item.requested,
         })
         .collect();
     let environment = report.environment;
@@ -378,13 +386,16 @@ mod tests {
                 sha256: Some(sha.clone()),
             },
             direct: false,
+            requested: true,
         };
-        let command = pip.install_command(&package, "/o/pkgs/1").unwrap();
+        let command = pip.install_command("/o/reqs/1", "/o/pkgs/1").unwrap();
         assert_eq!(
             shlex::split(&command).unwrap().join(" "),
-            format!(
-                "pip install --no-index --find-links=wheels --no-deps --target /o/pkgs/1 django==5.1.4 --hash=sha256:{sha}"
-            )
+            "pip install --no-index --find-links=wheels --no-deps --target /o/pkgs/1 -r /o/reqs/1"
+        );
+        assert_eq!(
+            PipInstall::requirement_line(&package),
+            format!("django==5.1.4 --hash=sha256:{sha}")
         );
         assert_eq!(
             pip.resolve_command("{out}/plan.json").unwrap(),

@@ -46,6 +46,9 @@ pub struct Package {
     pub artifact: Artifact,
     /// Whether the requirement named the artifact itself (a URL or path).
     pub direct: bool,
+    /// Whether the project asked for it (not only another package): pip
+    /// marks those `REQUESTED` in their metadata.
+    pub requested: bool,
 }
 
 /// Why a package's layer depends on the `from` image, when it does.
@@ -184,6 +187,7 @@ mod tests {
                 sha256: Some("00".repeat(32)),
             },
             direct: false,
+            requested: true,
         }
     }
 

@@ -118,6 +118,7 @@ mod tests {
                     sha256: Some(format!("{n:064x}")),
                 },
                 direct: false,
+                requested: true,
             })
             .collect()
     }

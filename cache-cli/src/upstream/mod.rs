@@ -346,6 +346,7 @@ mod tests {
             install: "true".into(),
             install_in: crate::builder::native::InstallIn::Host,
             capture: crate::builder::native::Capture::Out,
+            package_layers: None,
         };
         assert!(
             of_recipe(folder.path(), &native, &args, &target)

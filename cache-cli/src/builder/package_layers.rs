@@ -1,0 +1,785 @@
+//! The native builder's package layers: a pip install step taken apart
+//! into one layer per package (or small group, see
+//! [`crate::packages::stack`]) and a glue layer on top.
+//!
+//! 1. The plan is resolved inside the `from` image (pip's `--dry-run
+//!    --report`): its interpreter decides which wheel each package is.
+//! 2. Each stack layer has a key of its packages' keys. A layer whose
+//!    record is known and whose blob the target still holds is reused
+//!    as it is; the others are installed, each package alone (`--no-deps`,
+//!    checked by its hash) into a folder of its own, in parallel, inside
+//!    the image.
+//! 3. A layer holds what its packages wrote, later packages winning a
+//!    path within a group, minus what belongs to the glue: console
+//!    scripts (`bin/`, whose shebang is the image's interpreter) and
+//!    top-level `.pth` files. A layer's bytes depend on its key only, so a
+//!    forced rebuild makes the same digests.
+//! 4. The glue layer holds those files, and every path two layers both
+//!    write with the bytes of the package pip installs last (a namespace
+//!    package's `__init__.py`), so the image's files are exactly those of
+//!    one pip install of the whole plan.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Read as _;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+use cache_proto::Key;
+
+use super::BuildError;
+use crate::client::records::RecordStore;
+use crate::image::Location;
+use crate::image::manifest::OciDigest;
+use crate::image::registry::Registry;
+use crate::pack::layer::{self, PackOptions};
+use crate::packages::pip::{self, PipInstall};
+use crate::packages::plan::{LayerInputs, Package, Plan, layer_key};
+use crate::packages::stack::{StackLayer, plan_stack};
+
+/// What package layers need besides the native spec.
+#[derive(Debug, Clone, Copy)]
+pub struct PackageLayers<'a> {
+    /// The step's pip install.
+    pub pip: &'a PipInstall,
+    /// Where the layer records are kept.
+    pub records: &'a RecordStore,
+    /// Where the base goes: a reused layer's blob must be there.
+    pub target: &'a Location,
+    /// At most this many layers in the image.
+    pub max_layers: usize,
+}
+
+/// One file a layer's packages wrote.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerFile {
+    /// Relative to the prefix, `/`-separated.
+    pub path: String,
+    /// SHA-256 of its bytes (or of the link's target).
+    pub sha256: String,
+    /// Executable.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub executable: bool,
+    /// A symbolic link's target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
+    /// Which of the layer's packages wrote it (the last one, in a group).
+    pub package: usize,
+}
+
+/// A file of the glue layer, with its bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GlueFile {
+    /// Relative to the prefix.
+    pub path: String,
+    /// Executable.
+    #[serde(default)]
+    pub executable: bool,
+    /// Its bytes, base64.
+    pub content: String,
+}
+
+/// What is remembered of a built stack layer, under its key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LayerRecord {
+    /// Format version.
+    pub version: u32,
+    /// The blob's digest.
+    pub digest: String,
+    /// The uncompressed tar's digest.
+    pub diff_id: String,
+    /// The blob's size.
+    pub size: u64,
+    /// Its packages, `name==version`.
+    pub packages: Vec<String>,
+    /// Every file its packages wrote (those of the glue included).
+    pub files: Vec<LayerFile>,
+    /// The bytes of its files that always go to the glue.
+    pub glue: Vec<GlueFile>,
+}
+
+/// Whether `path` (relative to the prefix) always belongs to the glue.
+pub fn always_glue(path: &str) -> bool {
+    path.starts_with("bin/") || (!path.contains('/') && path.ends_with(".pth"))
+}
+
+/// The key of a stack layer: its packages' keys, in order.
+pub fn stack_key(keys: &[Key]) -> Key {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(b"cachectl-stack-layer/v1\0");
+    for key in keys {
+        hasher.update(key.as_bytes());
+    }
+    Key::from_bytes(*hasher.finalize().as_bytes())
+}
+
+/// Every file under `root`, relative and `/`-separated, sorted.
+fn scan(root: &Path) -> std::io::Result<Vec<(String, FileKind)>> {
+    let mut found = Vec::new();
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(folder) = pending.pop() {
+        for entry in std::fs::read_dir(&folder)? {
+            let entry = entry?;
+            let path = entry.path();
+            let meta = std::fs::symlink_metadata(&path)?;
+            let relative = path
+                .strip_prefix(root)
+                .map_err(std::io::Error::other)?
+                .to_string_lossy()
+                .into_owned();
+            if meta.is_dir() {
+                pending.push(path);
+            } else if meta.file_type().is_symlink() {
+                let target = std::fs::read_link(&path)?.to_string_lossy().into_owned();
+                found.push((relative, FileKind::Link(target)));
+            } else {
+                let executable = meta.permissions().mode() & 0o111 != 0;
+                found.push((relative, FileKind::File { executable }));
+            }
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum FileKind {
+    File { executable: bool },
+    Link(String),
+}
+
+fn sha256_file(path: &Path) -> std::io::Result<String> {
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; 1 << 16];
+    loop {
+        let read = file.read(&mut buffer)?;
+        if read == 0 {
+            break;
+        }
+        hasher.update(&buffer[..read]);
+    }
+    Ok(format!("{:x}", hasher.finalize()))
+}
+
+/// A package installed into its own folder this run.
+struct Installed {
+    /// The folder (its root is the prefix).
+    dir: PathBuf,
+    files: Vec<(String, FileKind, String)>,
+}
+
+/// Reads what the package in `dir` wrote; drops pip's `REQUESTED` mark of
+/// a package the project did not ask for (installed alone, every package
+/// looks requested; installed with the plan, only the project's are).
+fn installed(dir: &Path, package: &Package) -> std::io::Result<Installed> {
+    if !package.requested {
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            if entry.file_name().to_string_lossy().ends_with(".dist-info") {
+                let mark = entry.path().join("REQUESTED");
+                if mark.is_file() {
+                    std::fs::remove_file(mark)?;
+                }
+            }
+        }
+    }
+    let mut files = Vec::new();
+    for (path, kind) in scan(dir)? {
+        let sha256 = match &kind {
+            FileKind::File { .. } => sha256_file(&dir.join(&path))?,
+            FileKind::Link(target) => format!("{:x}", Sha256::digest(target.as_bytes())),
+        };
+        files.push((path, kind, sha256));
+    }
+    Ok(Installed {
+        dir: dir.to_owned(),
+        files,
+    })
+}
+
+/// One stack layer as this run has it.
+#[derive(Debug, Clone)]
+pub struct StackResult {
+    /// The layer's name (its package, or `group-N`).
+    pub name: String,
+    /// Its packages, `name==version`.
+    pub packages: Vec<String>,
+    /// Its blob digest.
+    pub digest: OciDigest,
+    /// Its diff id.
+    pub diff_id: String,
+    /// Its size.
+    pub size: u64,
+    /// Its file, when this run built it; `None` when reused.
+    pub file: Option<PathBuf>,
+}
+
+/// The layers package layers made: the stack, bottom first, then the glue
+/// (when it has files).
+#[derive(Debug)]
+pub struct Built {
+    /// The resolved plan.
+    pub plan: Plan,
+    /// Dependency layers, bottom first.
+    pub stack: Vec<StackResult>,
+    /// The glue layer.
+    pub glue: Option<StackResult>,
+    /// Where the packages are, relative to the image root.
+    pub prefix: String,
+}
+
+/// Runs `command` inside the image (the caller's sandbox).
+pub trait InImage {
+    /// Runs `command` (`{out}` already replaced) with `out` bound in.
+    fn run(
+        &self,
+        out: &Path,
+        command: &str,
+    ) -> impl std::future::Future<Output = Result<(), BuildError>>;
+}
+
+/// Resolves, installs what is not reused, and packs the stack and glue.
+pub async fn build(
+    registry: &Registry,
+    in_image: &impl InImage,
+    layers: PackageLayers<'_>,
+    from_digest: &str,
+    from_layers: usize,
+    staging: &Path,
+) -> Result<Built, BuildError> {
+    let io = BuildError::io;
+    // 1. The plan, resolved inside the image.
+    let resolve_out = tempfile::tempdir_in(staging).map_err(io("creating a folder"))?;
+    let report = resolve_out.path().join("plan.json");
+    let command = layers
+        .pip
+        .resolve_command(&report.display().to_string())
+        .map_err(|invalid| BuildError::Base(invalid.to_string()))?;
+    in_image.run(resolve_out.path(), &command).await?;
+    let bytes = std::fs::read(&report).map_err(io("reading pip's installation report"))?;
+    let plan = pip::read_report(&bytes).map_err(|invalid| BuildError::Base(invalid.to_string()))?;
+
+    // 2. The stack and each layer's key; what is reusable.
+    let inputs = LayerInputs {
+        interpreter: &plan.interpreter,
+        prefix: &layers.pip.prefix,
+        options: &layers.pip.options,
+        from_digest,
+    };
+    let stack =
+        plan_stack(&plan.packages, |_| None, from_layers, layers.max_layers).ok_or_else(|| {
+            BuildError::Base(format!(
+                "the from image has {from_layers} layers: no room for package layers under {}",
+                layers.max_layers
+            ))
+        })?;
+    let keys: Vec<Option<Key>> = stack
+        .iter()
+        .map(|layer| {
+            layer
+                .packages
+                .iter()
+                .map(|&at| {
+                    let package = &plan.packages[at];
+                    package.reusable().then(|| layer_key(package, inputs))
+                })
+                .collect::<Option<Vec<Key>>>()
+                .map(|keys| stack_key(&keys))
+        })
+        .collect();
+    let mut records: Vec<Option<LayerRecord>> = Vec::with_capacity(stack.len());
+    for key in &keys {
+        let record = match key {
+            Some(key) => match layers.records.get::<LayerRecord>(key).await {
+                Ok(Some(record)) if record.version == 1 => layers
+                    .target
+                    .has_blob(registry, &record.digest)
+                    .await
+                    .unwrap_or(false)
+                    .then_some(record),
+                Ok(_) => None,
+                Err(error) => {
+                    tracing::warn!(%error, "package layer records unreachable: building every layer");
+                    None
+                }
+            },
+            None => None,
+        };
+        records.push(record);
+    }
+
+    // 3. Install what is not reused, each package alone, in parallel.
+    let work = tempfile::tempdir_in(staging).map_err(io("creating a folder"))?;
+    let mut built_packages: HashMap<usize, Installed> = HashMap::new();
+    let mut to_build: Vec<usize> = (0..stack.len())
+        .filter(|&at| records[at].is_none())
+        .collect();
+    // A glue path whose winning bytes only a reused layer has is found by
+    // building that layer too (rare: the bytes usually match a built one).
+    for _round in 0..2 {
+        let packages: Vec<usize> = to_build
+            .iter()
+            .flat_map(|&at| stack[at].packages.iter().copied())
+            .filter(|at| !built_packages.contains_key(at))
+            .collect();
+        install(in_image, layers.pip, &plan, &packages, work.path()).await?;
+        for at in packages {
+            let dir = work.path().join(format!("pkgs/{at}"));
+            let found = installed(&dir, &plan.packages[at])
+                .map_err(io("reading what a package installed"))?;
+            built_packages.insert(at, found);
+        }
+        let missing = glue_sources(&stack, &records, &built_packages).1;
+        if missing.is_empty() {
+            break;
+        }
+        to_build.extend(missing);
+        to_build.sort_unstable();
+        to_build.dedup();
+        for &at in &to_build {
+            records[at] = None;
+        }
+    }
+
+    // 4. Pack the built layers (in parallel), then the glue.
+    let prefix = layers.pip.prefix.clone();
+    let mut results = Vec::with_capacity(stack.len());
+    let mut new_records = Vec::new();
+    let mut packs = Vec::new();
+    for (at, layer) in stack.iter().enumerate() {
+        if let Some(record) = &records[at] {
+            let digest = OciDigest::parse(&record.digest).map_err(|invalid| {
+                BuildError::Base(format!("a package layer record: {invalid}"))
+            })?;
+            results.push(Some(StackResult {
+                name: layer.name.clone(),
+                packages: record.packages.clone(),
+                digest,
+                diff_id: record.diff_id.clone(),
+                size: record.size,
+                file: None,
+            }));
+            continue;
+        }
+        results.push(None);
+        let tree = work.path().join(format!("layers/{at}"));
+        let record_files =
+            union_tree(layer, &built_packages, &tree).map_err(io("assembling a package layer"))?;
+        let glue = record_files
+            .iter()
+            .filter(|file| always_glue(&file.path))
+            .map(|file| glue_file(&tree.join(&file.path), file))
+            .collect::<std::io::Result<Vec<_>>>()
+            .map_err(io("reading a console script"))?;
+        for file in record_files.iter().filter(|file| always_glue(&file.path)) {
+            std::fs::remove_file(tree.join(&file.path)).map_err(io("moving a file to the glue"))?;
+        }
+        let packages: Vec<String> = layer
+            .packages
+            .iter()
+            .map(|&at| format!("{}=={}", plan.packages[at].name, plan.packages[at].version))
+            .collect();
+        new_records.push((at, packages, record_files, glue));
+        let (staging, prefix) = (staging.to_owned(), prefix.clone());
+        packs.push(tokio::task::spawn_blocking(move || {
+            layer::pack_with(
+                &tree,
+                &staging,
+                PackOptions {
+                    prefix: &prefix,
+                    ..PackOptions::default()
+                },
+            )
+        }));
+    }
+    let packed = futures::future::try_join_all(packs)
+        .await
+        .map_err(|e| io("packing a package layer")(std::io::Error::other(e)))?;
+    for ((at, packages, files, glue), packed) in new_records.into_iter().zip(packed) {
+        let packed = packed.map_err(io("packing a package layer"))?;
+        let record = LayerRecord {
+            version: 1,
+            digest: packed.digest.to_string(),
+            diff_id: packed.diff_id.clone(),
+            size: packed.size,
+            packages: packages.clone(),
+            files,
+            glue,
+        };
+        let file = keep(packed.file)?;
+        results[at] = Some(StackResult {
+            name: stack[at].name.clone(),
+            packages,
+            digest: packed.digest,
+            diff_id: packed.diff_id,
+            size: packed.size,
+            file: Some(file),
+        });
+        records[at] = Some(record);
+    }
+    let stack_results: Vec<StackResult> = results.into_iter().flatten().collect();
+
+    // The glue: always-glue files of every layer, and paths two layers write.
+    let (sources, missing) = glue_sources(&stack, &records, &built_packages);
+    if !missing.is_empty() {
+        return Err(BuildError::Base(
+            "the bytes of a file two package layers write could not be found".into(),
+        ));
+    }
+    let glue_tree = work.path().join("glue");
+    std::fs::create_dir_all(&glue_tree).map_err(io("creating the glue layer"))?;
+    for (path, source) in &sources {
+        let destination = glue_tree.join(path);
+        if let Some(parent) = destination.parent() {
+            std::fs::create_dir_all(parent).map_err(io("creating the glue layer"))?;
+        }
+        source
+            .write(&destination)
+            .map_err(io("writing the glue layer"))?;
+    }
+    let glue = if sources.is_empty() {
+        None
+    } else {
+        let (staging_path, prefix_text) = (staging.to_owned(), prefix.clone());
+        let packed = tokio::task::spawn_blocking(move || {
+            layer::pack_with(
+                &glue_tree,
+                &staging_path,
+                PackOptions {
+                    prefix: &prefix_text,
+                    ..PackOptions::default()
+                },
+            )
+        })
+        .await
+        .map_err(|e| io("packing the glue layer")(std::io::Error::other(e)))?
+        .map_err(io("packing the glue layer"))?;
+        Some(StackResult {
+            name: "glue".into(),
+            packages: Vec::new(),
+            digest: packed.digest.clone(),
+            diff_id: packed.diff_id.clone(),
+            size: packed.size,
+            file: Some(keep(packed.file)?),
+        })
+    };
+
+    // The records of the layers built (best effort: a build never fails
+    // for a cache that does not answer).
+    for (at, key) in keys.iter().enumerate() {
+        if let (Some(key), Some(record), Some(result)) = (key, &records[at], stack_results.get(at))
+            && result.file.is_some()
+            && let Err(error) = layers.records.put(key, record).await
+        {
+            tracing::warn!(%error, "could not record a package layer");
+        }
+    }
+    Ok(Built {
+        plan,
+        stack: stack_results,
+        glue,
+        prefix,
+    })
+}
+
+fn keep(file: tempfile::NamedTempFile) -> Result<PathBuf, BuildError> {
+    file.into_temp_path().keep().map_err(|e| BuildError::Io {
+        what: "keeping a layer file".into(),
+        source: e.error,
+    })
+}
+
+fn glue_file(path: &Path, file: &LayerFile) -> std::io::Result<GlueFile> {
+    let content = match &file.link {
+        Some(target) => target.clone().into_bytes(),
+        None => std::fs::read(path)?,
+    };
+    Ok(GlueFile {
+        path: file.path.clone(),
+        executable: file.executable,
+        content: base64::engine::general_purpose::STANDARD.encode(content),
+    })
+}
+
+/// Builds `layer`'s tree in `tree` from its packages' folders (later
+/// packages winning a path, as pip's own install order does); returns its
+/// files.
+fn union_tree(
+    layer: &StackLayer,
+    built: &HashMap<usize, Installed>,
+    tree: &Path,
+) -> std::io::Result<Vec<LayerFile>> {
+    std::fs::create_dir_all(tree)?;
+    let mut files: BTreeMap<String, LayerFile> = BTreeMap::new();
+    for (member, at) in layer.packages.iter().enumerate() {
+        let installed = built
+            .get(at)
+            .ok_or_else(|| std::io::Error::other("a package of the layer was not installed"))?;
+        // Empty folders a package made stay too.
+        copy_folders(&installed.dir, tree)?;
+        for (path, kind, sha256) in &installed.files {
+            let destination = tree.join(path);
+            if let Some(parent) = destination.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            if std::fs::symlink_metadata(&destination).is_ok() {
+                std::fs::remove_file(&destination)?;
+            }
+            let (executable, link) = match kind {
+                FileKind::File { executable } => {
+                    std::fs::hard_link(installed.dir.join(path), &destination)?;
+                    (*executable, None)
+                }
+                FileKind::Link(target) => {
+                    std::os::unix::fs::symlink(target, &destination)?;
+                    (false, Some(target.clone()))
+                }
+            };
+            files.insert(
+                path.clone(),
+                LayerFile {
+                    path: path.clone(),
+                    sha256: sha256.clone(),
+                    executable,
+                    link,
+                    package: member,
+                },
+            );
+        }
+    }
+    Ok(files.into_values().collect())
+}
+
+fn copy_folders(from: &Path, to: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            let inside = to.join(entry.file_name());
+            std::fs::create_dir_all(&inside)?;
+            copy_folders(&entry.path(), &inside)?;
+        }
+    }
+    Ok(())
+}
+
+/// Where a glue file's bytes come from.
+enum GlueSource {
+    /// A file a package installed this run.
+    Built(PathBuf, bool),
+    /// Bytes a record kept.
+    Kept(Vec<u8>, bool),
+    /// A link.
+    Link(String),
+}
+
+impl GlueSource {
+    fn write(&self, destination: &Path) -> std::io::Result<()> {
+        let set_mode = |executable: bool| {
+            let mode = if executable { 0o755 } else { 0o644 };
+            std::fs::set_permissions(destination, std::fs::Permissions::from_mode(mode))
+        };
+        match self {
+            Self::Built(path, executable) => {
+                std::fs::copy(path, destination)?;
+                set_mode(*executable)
+            }
+            Self::Kept(bytes, executable) => {
+                std::fs::write(destination, bytes)?;
+                set_mode(*executable)
+            }
+            Self::Link(target) => std::os::unix::fs::symlink(target, destination),
+        }
+    }
+}
+
+/// The glue's files and where each one's bytes come from; and the stack
+/// layers to build for the bytes of a path that no built package and no
+/// record has.
+fn glue_sources(
+    stack: &[StackLayer],
+    records: &[Option<LayerRecord>],
+    built: &HashMap<usize, Installed>,
+) -> (BTreeMap<String, GlueSource>, Vec<usize>) {
+    // Every path: the layers writing it, and the winner (the package
+    // latest in the plan) with its hash.
+    struct Claim {
+        layers: Vec<usize>,
+        winner: (usize, usize, String, bool, Option<String>),
+    }
+    let mut claims: BTreeMap<String, Claim> = BTreeMap::new();
+    let mut by_hash: HashMap<String, (PathBuf, bool)> = HashMap::new();
+    for (at, layer) in stack.iter().enumerate() {
+        let files: Vec<(String, usize, String, bool, Option<String>)> = match &records[at] {
+            Some(record) => record
+                .files
+                .iter()
+                .map(|file| {
+                    let package = layer.packages.get(file.package).copied().unwrap_or(0);
+                    (
+                        file.path.clone(),
+                        package,
+                        file.sha256.clone(),
+                        file.executable,
+                        file.link.clone(),
+                    )
+                })
+                .collect(),
+            None => layer
+                .packages
+                .iter()
+                .filter_map(|package| built.get(package).map(|found| (package, found)))
+                .flat_map(|(&package, found)| {
+                    found.files.iter().map(move |(path, kind, sha256)| {
+                        let (executable, link) = match kind {
+                            FileKind::File { executable } => (*executable, None),
+                            FileKind::Link(target) => (false, Some(target.clone())),
+                        };
+                        (path.clone(), package, sha256.clone(), executable, link)
+                    })
+                })
+                .collect(),
+        };
+        for (path, package, sha256, executable, link) in files {
+            let claim = claims.entry(path).or_insert_with(|| Claim {
+                layers: Vec::new(),
+                winner: (at, package, sha256.clone(), executable, link.clone()),
+            });
+            if !claim.layers.contains(&at) {
+                claim.layers.push(at);
+            }
+            if package >= claim.winner.1 {
+                claim.winner = (at, package, sha256, executable, link);
+            }
+        }
+    }
+    for found in built.values() {
+        for (path, kind, sha256) in &found.files {
+            if let FileKind::File { executable } = kind {
+                by_hash
+                    .entry(sha256.clone())
+                    .or_insert_with(|| (found.dir.join(path), *executable));
+            }
+        }
+    }
+    let mut sources = BTreeMap::new();
+    let mut missing = Vec::new();
+    for (path, claim) in claims {
+        if !(always_glue(&path) || claim.layers.len() > 1) {
+            continue;
+        }
+        let (layer, package, sha256, executable, link) = claim.winner;
+        if let Some(target) = link {
+            sources.insert(path, GlueSource::Link(target));
+            continue;
+        }
+        if let Some(found) = built.get(&package) {
+            sources.insert(
+                path.clone(),
+                GlueSource::Built(found.dir.join(&path), executable),
+            );
+            continue;
+        }
+        let kept = records[layer].as_ref().and_then(|record| {
+            record
+                .glue
+                .iter()
+                .find(|file| file.path == path)
+                .and_then(|file| {
+                    base64::engine::general_purpose::STANDARD
+                        .decode(&file.content)
+                        .ok()
+                })
+        });
+        match (kept, by_hash.get(&sha256)) {
+            (Some(bytes), _) => {
+                sources.insert(path, GlueSource::Kept(bytes, executable));
+            }
+            (None, Some((file, _))) => {
+                sources.insert(path, GlueSource::Built(file.clone(), executable));
+            }
+            (None, None) => missing.push(layer),
+        }
+    }
+    missing.sort_unstable();
+    missing.dedup();
+    (sources, missing)
+}
+
+/// Installs `packages` (indexes into the plan) each alone into
+/// `work/pkgs/N`, as many at once as there are cores, in one run inside
+/// the image; a failure names the package and shows pip's output.
+async fn install(
+    in_image: &impl InImage,
+    pip: &PipInstall,
+    plan: &Plan,
+    packages: &[usize],
+    work: &Path,
+) -> Result<(), BuildError> {
+    if packages.is_empty() {
+        return Ok(());
+    }
+    let io = BuildError::io;
+    let logs = work.join("logs");
+    std::fs::create_dir_all(&logs).map_err(io("creating a folder"))?;
+    let parallel = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let mut script = String::from("set -u\n");
+    for (n, &at) in packages.iter().enumerate() {
+        let target = work.join(format!("pkgs/{at}"));
+        let requirements = work.join(format!("reqs/{at}.txt"));
+        std::fs::create_dir_all(work.join("reqs")).map_err(io("creating a folder"))?;
+        std::fs::write(
+            &requirements,
+            format!("{}\n", PipInstall::requirement_line(&plan.packages[at])),
+        )
+        .map_err(io("writing a requirements file"))?;
+        let command = pip
+            .install_command(
+                &requirements.display().to_string(),
+                &target.display().to_string(),
+            )
+            .map_err(|invalid| BuildError::Base(invalid.to_string()))?;
+        let log = logs.join(at.to_string());
+        script.push_str(&format!(
+            "( {command} ) >'{log}' 2>&1 || touch '{log}.failed' &\n",
+            log = log.display()
+        ));
+        if (n + 1) % parallel == 0 {
+            script.push_str("wait\n");
+        }
+    }
+    script.push_str("wait\n");
+    let script_path = work.join("install.sh");
+    std::fs::write(&script_path, script).map_err(io("writing the install script"))?;
+    in_image
+        .run(work, &format!("sh '{}'", script_path.display()))
+        .await?;
+    for &at in packages {
+        let log = logs.join(at.to_string());
+        if Path::new(&format!("{}.failed", log.display())).exists() {
+            let output = std::fs::read_to_string(&log).unwrap_or_default();
+            let package = &plan.packages[at];
+            return Err(BuildError::Base(format!(
+                "installing {}=={} alone failed:\n{output}",
+                package.name, package.version
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn console_scripts_and_top_level_pth_files_are_glue() {
+        assert!(always_glue("bin/flask"));
+        assert!(always_glue("distutils-precedence.pth"));
+        assert!(!always_glue("flask/cli.py"));
+        assert!(!always_glue("pkg/extra.pth"));
+    }
+}
