@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 use cache_proto::Key;
 use serde::{Deserialize, Serialize};
 
-use crate::builder::native::{Capture, InstallIn};
+use crate::builder::step::{Capture, InstallIn};
 use crate::packages::pip::PipInstall;
 
 const VERSION_LINE: &str = "cachectl-base-key/v2\n";

@@ -7,6 +7,7 @@ pub mod package_layers;
 pub mod registries;
 pub mod rootfs;
 pub mod sandbox;
+pub mod step;
 
 use std::path::Path;
 use std::process::Stdio;

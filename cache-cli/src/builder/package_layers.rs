@@ -51,6 +51,8 @@ pub struct PackageLayers<'a> {
     pub target: &'a Location,
     /// At most this many layers in the image.
     pub max_layers: usize,
+    /// Whether recorded layers are reused (`--force` builds every one).
+    pub reuse: bool,
 }
 
 /// One file a layer's packages wrote.
@@ -293,8 +295,8 @@ pub async fn build(
         .collect();
     let mut records: Vec<Option<LayerRecord>> = Vec::with_capacity(stack.len());
     for key in &keys {
-        let record = match key {
-            Some(key) => match layers.records.get::<LayerRecord>(key).await {
+        let record = match key.filter(|_| layers.reuse) {
+            Some(key) => match layers.records.get::<LayerRecord>(&key).await {
                 Ok(Some(record)) if record.version == 1 => layers
                     .target
                     .has_blob(registry, &record.digest)
@@ -743,8 +745,17 @@ async fn install(
             )
             .map_err(|invalid| BuildError::Base(invalid.to_string()))?;
         let log = logs.join(at.to_string());
+        let prefix = format!("/{}", pip.prefix);
+        // A file that does not compile is left as pip leaves it.
+        let compile = match pip
+            .compile_command(&target.display().to_string(), &prefix)
+            .map_err(|invalid| BuildError::Base(invalid.to_string()))?
+        {
+            Some(compile) => format!(" && {{ {compile} >/dev/null 2>&1 || true; }}"),
+            None => String::new(),
+        };
         script.push_str(&format!(
-            "( {command} ) >'{log}' 2>&1 || touch '{log}.failed' &\n",
+            "( {command}{compile} ) >'{log}' 2>&1 || touch '{log}.failed' &\n",
             log = log.display()
         ));
         if (n + 1) % parallel == 0 {

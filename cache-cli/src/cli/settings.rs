@@ -10,7 +10,7 @@ use super::config::{self, ConfigError, ConfigFile};
 use super::namespace::{NamespaceOrigin, RunNamespace};
 use super::{AppFlags, Cli};
 use crate::builder::BuilderKind;
-use crate::builder::native::{Capture, InstallIn};
+use crate::builder::step::{Capture, InstallIn};
 use crate::image::oci::Platform;
 use crate::image::{ImageTarget, Location, RegistrySettings, base_tag};
 use crate::key::{self, BaseKey, KeyError, KeySpec, Recipe};

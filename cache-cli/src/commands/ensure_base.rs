@@ -211,6 +211,7 @@ impl Run<'_> {
                     records: self.records,
                     target: &target,
                     max_layers: DEFAULT_MAX_LAYERS,
+                    reuse: !self.options.force,
                 });
                 let staging =
                     tempfile::tempdir().map_err(BuildError::io("creating a staging folder"))?;

@@ -212,6 +212,38 @@ impl PipInstall {
     }
 }
 
+impl PipInstall {
+    /// The command that compiles the package in `folder` (installed there
+    /// for `prefix` in the image) again, reproducibly: pip compiles in a
+    /// temporary folder whose random name ends up in every `.pyc`; these
+    /// are hash-checked and name the files' final paths. pip's `RECORD`
+    /// lists bytecode without a hash, so it stays true. `None` when the
+    /// step says `--no-compile`.
+    pub fn compile_command(&self, folder: &str, prefix: &str) -> Result<Option<String>, Invalid> {
+        if self.options.iter().any(|option| option == "--no-compile") {
+            return Ok(None);
+        }
+        let python = match self.program.as_slice() {
+            [python, dash_m, _] if dash_m == "-m" => python.clone(),
+            _ => "python3".to_owned(),
+        };
+        let words = [
+            python.as_str(),
+            "-m",
+            "compileall",
+            "-q",
+            "-f",
+            "--invalidation-mode",
+            "checked-hash",
+            "-d",
+            prefix,
+            folder,
+        ];
+        let quoted: Result<Vec<String>, Invalid> = words.iter().map(|word| quote(word)).collect();
+        Ok(Some(quoted?.join(" ")))
+    }
+}
+
 fn quote(word: &str) -> Result<String, Invalid> {
     shlex::try_quote(word)
         .map(|quoted| quoted.into_owned())

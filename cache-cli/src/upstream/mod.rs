@@ -344,8 +344,8 @@ mod tests {
         let native = Recipe::Native {
             from: None,
             install: "true".into(),
-            install_in: crate::builder::native::InstallIn::Host,
-            capture: crate::builder::native::Capture::Out,
+            install_in: crate::builder::step::InstallIn::Host,
+            capture: crate::builder::step::Capture::Out,
             package_layers: None,
         };
         assert!(

@@ -1,0 +1,257 @@
+//! Package layers against real components: eighteen real PyPI wheels (a
+//! native Pillow, MarkupSafe and charset-normalizer, the `zope` namespace
+//! shared by zope.interface and zope.event, Flask's console script,
+//! setuptools' top-level `.pth`), installed by the Debian image's own pip
+//! inside the image by the native builder, pushed to Debian's
+//! docker-registry. The wheels come from `scripts/install-test-deps`
+//! (`tests/wheels.txt`), installed with `--no-index`.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+use cachectl_e2e::bins::deps_dir;
+use cachectl_e2e::cachectl::Project;
+use cachectl_e2e::python::push_python_image;
+use cachectl_e2e::registry::{RegistryServer, skopeo_inspect, unpack};
+
+/// The project's requirements, every one pinned: eighteen packages.
+const REQUIREMENTS: &str = "\
+flask==3.0.3
+werkzeug==3.0.6
+jinja2==3.1.4
+markupsafe==2.1.5
+itsdangerous==2.2.0
+click==8.1.7
+blinker==1.8.2
+pillow==11.0.0
+zope.interface==7.1.1
+zope.event==5.0
+setuptools==75.3.0
+requests==2.32.3
+urllib3==2.2.3
+idna==3.10
+certifi==2024.8.30
+charset-normalizer==3.4.0
+six==1.16.0
+packaging==24.1
+";
+
+/// A project of [`REQUIREMENTS`] whose native base starts from `from` and
+/// goes to `image`, the wheels in its `wheels/` folder.
+fn project(from: &str, image: &str) -> Project {
+    let project = Project::new();
+    let wheels = project.path().join("wheels");
+    std::fs::create_dir_all(&wheels).unwrap();
+    let source = deps_dir().join("pypi-wheels");
+    for entry in std::fs::read_dir(&source)
+        .unwrap_or_else(|e| panic!("{} (run scripts/install-test-deps): {e}", source.display()))
+    {
+        let entry = entry.unwrap();
+        if entry.file_name().to_string_lossy().ends_with(".whl") {
+            std::fs::copy(entry.path(), wheels.join(entry.file_name())).unwrap();
+        }
+    }
+    project.write("requirements.txt", REQUIREMENTS);
+    project.write(
+        "cachectl.toml",
+        &format!(
+            r#"[base]
+image = "{image}"
+manifests = ["requirements.txt"]
+builder = "native"
+from = "{from}"
+install = "pip install --no-index --no-cache-dir --disable-pip-version-check --find-links wheels --target {{out}}/opt/deps -r requirements.txt"
+platform = "linux/amd64"
+"#
+        ),
+    );
+    project
+}
+
+/// The layer digests of `reference`.
+fn layers(reference: &str) -> Vec<String> {
+    skopeo_inspect(&format!("docker://{reference}"), false)["Layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|layer| layer.as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Every file, link and folder under `root`: kind, mode and content.
+fn tree(root: &Path) -> BTreeMap<String, (String, u32, Vec<u8>)> {
+    let mut found = BTreeMap::new();
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(folder) = pending.pop() {
+        for entry in std::fs::read_dir(&folder).unwrap() {
+            let path = entry.unwrap().path();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            let name = path.strip_prefix(root).unwrap().display().to_string();
+            let mode = meta.permissions().mode() & 0o7777;
+            let entry = if meta.is_dir() {
+                pending.push(path.clone());
+                ("dir".to_owned(), mode, Vec::new())
+            } else if meta.file_type().is_symlink() {
+                let target = std::fs::read_link(&path).unwrap();
+                (
+                    "link".to_owned(),
+                    0,
+                    target.display().to_string().into_bytes(),
+                )
+            } else {
+                ("file".to_owned(), mode, std::fs::read(&path).unwrap())
+            };
+            found.insert(name, entry);
+        }
+    }
+    found
+}
+
+/// `ensure-base --json` with `args`; its report and how long it took.
+fn ensure(project: &Project, args: &[&str]) -> (serde_json::Value, f64) {
+    let started = Instant::now();
+    let mut all = vec!["ensure-base", "--json"];
+    all.extend_from_slice(args);
+    let report = project.cachectl(&all, &[]).success().json();
+    (report, started.elapsed().as_secs_f64())
+}
+
+#[test]
+fn a_bump_rebuilds_one_package_layer_and_the_image_equals_the_one_layer_build() {
+    let registry = RegistryServer::start();
+    let from = push_python_image(&registry);
+    let image = format!("{}/acme/web-base", registry.host());
+    let project = project(&from, &image);
+
+    // Cold: a layer per package on the image's, and the glue.
+    let (cold, cold_seconds) = ensure(&project, &[]);
+    assert_eq!(cold["source"], "built", "{cold}");
+    let cold_ref = cold["reference"].as_str().unwrap().to_owned();
+    let cold_layers = layers(&cold_ref);
+    let from_layers = layers(&from).len();
+    assert_eq!(cold_layers.len(), from_layers + 18 + 1, "{cold_layers:?}");
+
+    // It runs: every package imports (the native ones load), the console
+    // script runs with the image's interpreter.
+    let scratch = tempfile::tempdir().unwrap();
+    for folder in ["layered", "single"] {
+        std::fs::create_dir_all(scratch.path().join(folder)).unwrap();
+    }
+    let layered = unpack(
+        &format!("docker://{cold_ref}"),
+        &scratch.path().join("layered"),
+    )
+    .join("rootfs");
+    let imports = "import flask, werkzeug, jinja2, markupsafe, itsdangerous, click, blinker, \
+         zope.interface, zope.event, setuptools, requests, urllib3, idna, certifi, \
+         charset_normalizer, six, packaging; from PIL import Image; \
+         Image.new('RGB', (2, 2)).save('/tmp/x.png'); \
+         print(six.__version__, zope.interface.Interface.__name__, markupsafe.escape('<'))";
+    let run = Command::new("chroot")
+        .arg(&layered)
+        .args([
+            "/usr/bin/env",
+            "PYTHONPATH=/opt/deps",
+            "python3",
+            "-c",
+            imports,
+        ])
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{run:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&run.stdout).trim(),
+        "1.16.0 Interface &lt;"
+    );
+    let script = Command::new("chroot")
+        .arg(&layered)
+        .args([
+            "/usr/bin/env",
+            "PYTHONPATH=/opt/deps",
+            "/opt/deps/bin/flask",
+            "--version",
+        ])
+        .output()
+        .unwrap();
+    assert!(script.status.success(), "{script:?}");
+    assert!(
+        String::from_utf8_lossy(&script.stdout).contains("Flask 3.0.3"),
+        "{script:?}"
+    );
+
+    // The same plan as one layer (package layers off, by the flag): the
+    // same files, bytes and modes under /opt/deps.
+    let (one, _) = ensure(&project, &["--package-layers", "off"]);
+    assert_ne!(one["key"], cold["key"], "package layers are not in the key");
+    let one_ref = one["reference"].as_str().unwrap();
+    assert_eq!(layers(one_ref).len(), from_layers + 1);
+    let single = unpack(
+        &format!("docker://{one_ref}"),
+        &scratch.path().join("single"),
+    )
+    .join("rootfs");
+    let (layered_tree, single_tree) = (
+        tree(&layered.join("opt/deps")),
+        tree(&single.join("opt/deps")),
+    );
+    assert!(layered_tree.len() > 1000, "{}", layered_tree.len());
+    // Every file the same, byte for byte, but bytecode: pip compiles in a
+    // temporary folder whose random name is in each of its `.pyc` files (so
+    // the one-layer build is not reproducible); package layers compile with
+    // the final path. The same `.pyc` files exist in both.
+    let differ: Vec<&String> = layered_tree
+        .keys()
+        .chain(single_tree.keys())
+        .filter(|path| !path.ends_with(".pyc"))
+        .filter(|path| layered_tree.get(*path) != single_tree.get(*path))
+        .collect();
+    assert!(differ.is_empty(), "files that differ: {differ:?}");
+    let bytecode = |tree: &BTreeMap<String, (String, u32, Vec<u8>)>| -> Vec<String> {
+        tree.keys()
+            .filter(|path| path.ends_with(".pyc"))
+            .cloned()
+            .collect()
+    };
+    assert_eq!(bytecode(&layered_tree), bytecode(&single_tree));
+    let app_pyc = &layered_tree["flask/__pycache__/app.cpython-311.pyc"].2;
+    assert!(
+        app_pyc
+            .windows(24)
+            .any(|w| w == b"/opt/deps/flask/app.py\0\0"[..24].as_ref())
+            || String::from_utf8_lossy(app_pyc).contains("/opt/deps/flask/app.py"),
+        "the bytecode names another path"
+    );
+
+    // A bump of one small package rebuilds its layer only.
+    project.write(
+        "requirements.txt",
+        &REQUIREMENTS.replace("six==1.16.0", "six==1.17.0"),
+    );
+    let uploads = registry.blob_upload_requests();
+    let (bumped, bump_seconds) = ensure(&project, &[]);
+    assert_eq!(bumped["source"], "built");
+    let bumped_ref = bumped["reference"].as_str().unwrap().to_owned();
+    let bumped_layers = layers(&bumped_ref);
+    let new: Vec<&String> = bumped_layers
+        .iter()
+        .filter(|layer| !cold_layers.contains(layer))
+        .collect();
+    assert_eq!(new.len(), 1, "only six's layer is new: {new:?}");
+    // Its layer and the config: nothing else is uploaded.
+    assert!(
+        registry.blob_upload_requests() - uploads <= 2,
+        "{} blobs uploaded",
+        registry.blob_upload_requests() - uploads
+    );
+    eprintln!(
+        "package layers: cold {cold_seconds:.1} s, one-package bump {bump_seconds:.1} s ({:.0} %)",
+        bump_seconds / cold_seconds * 100.0
+    );
+
+    // --force builds every layer again: the same digests.
+    let (forced, _) = ensure(&project, &["--force"]);
+    assert_eq!(forced["reference"], bumped["reference"], "{forced}");
+}
