@@ -48,6 +48,8 @@ fn recipe(names: &[&str]) -> BTreeSet<(String, String)> {
 /// The native recipe's inputs: the image, the step, where it runs (and
 /// what it captures, for the compiled languages' runtime bases).
 const NATIVE: &[&str] = &["from", "install", "install-in"];
+/// A Python recipe's pip install into `{out}` becomes package layers.
+const NATIVE_PIP: &[&str] = &["from", "install", "install-in", "package-layers"];
 
 /// A project layout: the ecosystem `init` must name, the files, the
 /// manifests and recipe inputs expected, and a word of the command.
@@ -71,7 +73,7 @@ fn init_lists_the_lock_files_of_poetry_pnpm_pip_and_cargo_projects() {
                 ("main.py", "print('hi')\n"),
             ],
             &["pyproject.toml", "poetry.lock"],
-            NATIVE,
+            NATIVE_PIP,
             "python3",
         ),
         (
@@ -104,7 +106,7 @@ fn init_lists_the_lock_files_of_poetry_pnpm_pip_and_cargo_projects() {
                 "requirements/common.txt",
                 "constraints.txt",
             ],
-            NATIVE,
+            NATIVE_PIP,
             "manage.py",
         ),
         (
