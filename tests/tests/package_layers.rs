@@ -133,6 +133,17 @@ fn a_bump_rebuilds_one_package_layer_and_the_image_equals_the_one_layer_build() 
     let cold_layers = layers(&cold_ref);
     let from_layers = layers(&from).len();
     assert_eq!(cold_layers.len(), from_layers + 18 + 1, "{cold_layers:?}");
+    // The report names every layer, its packages and its bytes.
+    let reported = cold["package_layers"].as_array().unwrap();
+    assert_eq!(reported.len(), 19);
+    assert!(reported.iter().all(|layer| layer["source"] == "built"));
+    assert_eq!(reported[18]["name"], "glue");
+    assert!(
+        reported
+            .iter()
+            .any(|layer| layer["packages"] == serde_json::json!(["six==1.16.0"])),
+        "{reported:?}"
+    );
 
     // It runs: every package imports (the native ones load), the console
     // script runs with the image's interpreter.
@@ -240,6 +251,18 @@ fn a_bump_rebuilds_one_package_layer_and_the_image_equals_the_one_layer_build() 
         .filter(|layer| !cold_layers.contains(layer))
         .collect();
     assert_eq!(new.len(), 1, "only six's layer is new: {new:?}");
+    let reported = bumped["package_layers"].as_array().unwrap();
+    let built: Vec<&serde_json::Value> = reported
+        .iter()
+        .filter(|layer| layer["source"] == "built")
+        .map(|layer| &layer["packages"])
+        .collect();
+    // six, and the glue (made each build; its bytes did not change).
+    assert_eq!(
+        built,
+        [&serde_json::json!(["six==1.17.0"]), &serde_json::json!([])],
+        "{reported:?}"
+    );
     // Its layer and the config: nothing else is uploaded.
     assert!(
         registry.blob_upload_requests() - uploads <= 2,

@@ -18,6 +18,7 @@ use crate::image::oci::{Flavor, Platform};
 use crate::image::publish::{BaseImage, NewImage, NewLayer};
 use crate::image::registry::{Registry, parse_reference};
 use crate::pack::layer;
+use crate::report::outcome::PackageLayer;
 
 /// Label holding the base key in the image config.
 pub const KEY_LABEL: &str = "dev.cachectl.base-key";
@@ -237,9 +238,24 @@ async fn build_package_layers(
             file: result.file.clone(),
         })
         .collect();
+    let package_layers = results
+        .iter()
+        .map(|result| PackageLayer {
+            name: result.name.clone(),
+            packages: result.packages.clone(),
+            digest: result.digest.to_string(),
+            bytes: result.size,
+            source: if result.file.is_some() {
+                "built"
+            } else {
+                "reused"
+            },
+        })
+        .collect();
     Ok(NewImage {
         base,
         layers,
+        package_layers,
         config: composed.config,
         manifest: composed.manifest,
         media_type: flavor.manifest().to_owned(),
@@ -330,6 +346,7 @@ pub async fn build(
             digest: layer.digest,
             file: Some(layer_file),
         }],
+        package_layers: Vec::new(),
         config: composed.config,
         manifest: composed.manifest,
         media_type: flavor.manifest().to_owned(),

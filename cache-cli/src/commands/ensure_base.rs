@@ -29,7 +29,7 @@ use crate::image::publish;
 use crate::image::{ImageTarget, Location, Registry};
 use crate::key::{self, BaseKey, Recipe};
 use crate::packages::stack::DEFAULT_MAX_LAYERS;
-use crate::report::outcome::EnsureReport;
+use crate::report::outcome::{EnsureReport, PackageLayer};
 use crate::report::progress::Progress;
 use crate::report::{events, output};
 use crate::upstream::{self, Policy, Upstream};
@@ -244,6 +244,7 @@ impl Run<'_> {
                     build_seconds,
                     push_seconds: started.elapsed().as_secs_f64(),
                     bytes,
+                    package_layers: image.package_layers,
                 }
             }
             Recipe::Dockerfile(dockerfile) => self.build_external(dockerfile, base, &tags).await?,
@@ -316,6 +317,7 @@ impl Run<'_> {
                 build_seconds,
                 push_seconds: export_seconds,
                 bytes: 0,
+                package_layers: Vec::new(),
             });
         }
         let started = Instant::now();
@@ -333,6 +335,7 @@ impl Run<'_> {
             build_seconds,
             push_seconds,
             bytes: pushed,
+            package_layers: Vec::new(),
         })
     }
 }
@@ -347,6 +350,8 @@ struct Pushed {
     push_seconds: f64,
     /// Bytes pushed.
     bytes: u64,
+    /// With package layers: each layer, built or reused.
+    package_layers: Vec<PackageLayer>,
 }
 
 /// How a miss ended.
@@ -520,6 +525,7 @@ pub async fn ensure_base(
             push_seconds: 0.0,
             pushed_bytes: 0,
             changed: Vec::new(),
+            package_layers: Vec::new(),
             warnings: run.warnings,
         });
     }
@@ -556,9 +562,13 @@ pub async fn ensure_base(
         Settled::Found(record, source) => (record, source, None),
     };
     let hit = pushed.is_none();
-    let (build_seconds, push_seconds, pushed_bytes) = pushed.map_or((0.0, 0.0, 0), |pushed| {
-        (pushed.build_seconds, pushed.push_seconds, pushed.bytes)
-    });
+    let (build_seconds, push_seconds, pushed_bytes) =
+        pushed.as_ref().map_or((0.0, 0.0, 0), |pushed| {
+            (pushed.build_seconds, pushed.push_seconds, pushed.bytes)
+        });
+    let package_layers = pushed
+        .map(|pushed| pushed.package_layers)
+        .unwrap_or_default();
     Ok(EnsureReport {
         key: base.key.to_string(),
         image: record.image,
@@ -573,6 +583,7 @@ pub async fn ensure_base(
         push_seconds,
         pushed_bytes,
         changed,
+        package_layers,
         warnings: run.warnings,
     })
 }

@@ -9,6 +9,7 @@ use oci_client::Reference;
 use super::manifest::{Descriptor, OciDigest};
 use super::registry::{Presence, Registry};
 use super::{ImageError, ImageTarget, Location, oci};
+use crate::report::outcome::PackageLayer;
 
 use crate::invalid::Invalid;
 
@@ -39,6 +40,8 @@ pub struct NewImage {
     pub base: Option<BaseImage>,
     /// The new layers, bottom first.
     pub layers: Vec<NewLayer>,
+    /// With package layers: what each new layer holds.
+    pub package_layers: Vec<PackageLayer>,
     /// Config JSON bytes.
     pub config: Vec<u8>,
     /// Manifest JSON bytes.

@@ -35,8 +35,28 @@ pub struct EnsureReport {
     pub pushed_bytes: u64,
     /// On a miss: what changed since the last recorded base of this image.
     pub changed: Vec<Change>,
+    /// A base built with package layers: each dependency layer, then the
+    /// glue, and whether this run built it or reused it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub package_layers: Vec<PackageLayer>,
     /// Warnings (cache unreachable, stale record, ...).
     pub warnings: Vec<String>,
+}
+
+/// One layer of a base built with package layers.
+#[derive(Debug, Clone, Serialize)]
+pub struct PackageLayer {
+    /// Its package's name, `group-N`, or `glue`.
+    pub name: String,
+    /// Its packages, `name==version` (none for the glue).
+    pub packages: Vec<String>,
+    /// Its blob digest.
+    pub digest: String,
+    /// Its compressed size.
+    pub bytes: u64,
+    /// `built` (installed and packed by this run) or `reused` (recorded,
+    /// and still in the repository: neither built nor uploaded).
+    pub source: &'static str,
 }
 
 /// The outcome, as printed with `--json`.

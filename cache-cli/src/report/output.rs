@@ -7,7 +7,7 @@
 
 use std::io::Write;
 
-use super::outcome::{EnsureReport, Hit, LayerReport, RestoreReport, SaveReport};
+use super::outcome::{EnsureReport, Hit, LayerReport, PackageLayer, RestoreReport, SaveReport};
 
 /// The result on stdout: the JSON of `value` with `--json`, else `reference`.
 fn print_result(value: &impl serde::Serialize, reference: &str, json: bool) -> std::io::Result<()> {
@@ -36,6 +36,7 @@ pub fn report_ensure(report: &EnsureReport, json: bool) -> std::io::Result<()> {
             "  (built: key {key16}, build {:.1} s, push {:.1} s, {} bytes pushed)",
             report.build_seconds, report.push_seconds, report.pushed_bytes
         );
+        package_layers(&report.package_layers);
     }
     github_outputs(report)
 }
@@ -198,6 +199,7 @@ pub fn report_build(base: &EnsureReport, app: &LayerReport, json: bool) -> std::
         "  ({outcome}, app layer {} bytes in {:.1} s, {} bytes uploaded)",
         app.layer_bytes, app.seconds, app.uploaded_bytes
     );
+    package_layers(&base.package_layers);
     outputs(&format!(
         "image={}\nbase-image={}\ncache-hit={}\nbase-key={}\n",
         app.reference, base.reference, base.hit, base.key
@@ -212,4 +214,32 @@ pub fn report_build(base: &EnsureReport, app: &LayerReport, json: bool) -> std::
             if app.reused { " (unchanged)" } else { "" }
         ),
     )
+}
+
+/// The package layers of a built base, in a line or two: what was built
+/// (with its packages) and how many were reused.
+fn package_layers(layers: &[PackageLayer]) {
+    if layers.is_empty() {
+        return;
+    }
+    let built: Vec<&PackageLayer> = layers.iter().filter(|l| l.source == "built").collect();
+    let reused = layers.len() - built.len();
+    let names: Vec<String> = built
+        .iter()
+        .map(|layer| match layer.packages.as_slice() {
+            [] => layer.name.clone(),
+            [one] => one.clone(),
+            many => format!("{} ({})", layer.name, many.join(" ")),
+        })
+        .collect();
+    eprintln!(
+        "  (package layers: {} built, {} bytes: {}; {reused} reused)",
+        built.len(),
+        built.iter().map(|layer| layer.bytes).sum::<u64>(),
+        if names.is_empty() {
+            "none".to_owned()
+        } else {
+            names.join(", ")
+        }
+    );
 }
