@@ -14,8 +14,10 @@ use std::time::Instant;
 
 use cachectl_e2e::bins::deps_dir;
 use cachectl_e2e::cachectl::Project;
+use cachectl_e2e::process::run_tool;
 use cachectl_e2e::python::push_python_image;
 use cachectl_e2e::registry::{RegistryServer, skopeo_inspect, unpack};
+use cachectl_e2e::server::CacheServer;
 
 /// The project's requirements, every one pinned: eighteen packages.
 const REQUIREMENTS: &str = "\
@@ -42,6 +44,11 @@ packaging==24.1
 /// A project of [`REQUIREMENTS`] whose native base starts from `from` and
 /// goes to `image`, the wheels in its `wheels/` folder.
 fn project(from: &str, image: &str) -> Project {
+    project_with(from, image, None)
+}
+
+/// [`project`], keeping its records on the cache server at `cache`.
+fn project_with(from: &str, image: &str, cache: Option<&str>) -> Project {
     let project = Project::new();
     let wheels = project.path().join("wheels");
     std::fs::create_dir_all(&wheels).unwrap();
@@ -55,10 +62,13 @@ fn project(from: &str, image: &str) -> Project {
         }
     }
     project.write("requirements.txt", REQUIREMENTS);
+    let cache = cache
+        .map(|url| format!("cache = \"{url}\"\n"))
+        .unwrap_or_default();
     project.write(
         "cachectl.toml",
         &format!(
-            r#"[base]
+            r#"{cache}[base]
 image = "{image}"
 manifests = ["requirements.txt"]
 builder = "native"
@@ -277,4 +287,154 @@ fn a_bump_rebuilds_one_package_layer_and_the_image_equals_the_one_layer_build() 
     // --force builds every layer again: the same digests.
     let (forced, _) = ensure(&project, &["--force"]);
     assert_eq!(forced["reference"], bumped["reference"], "{forced}");
+}
+
+/// The packages of `report`'s package layers that this run built (the
+/// glue as `glue`).
+fn built(report: &serde_json::Value) -> Vec<String> {
+    report["package_layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|layer| layer["source"] == "built")
+        .flat_map(
+            |layer| match layer["packages"].as_array().unwrap().as_slice() {
+                [] => vec![layer["name"].as_str().unwrap().to_owned()],
+                packages => packages
+                    .iter()
+                    .map(|p| p.as_str().unwrap().to_owned())
+                    .collect(),
+            },
+        )
+        .collect()
+}
+
+/// Pushes the Debian python image with one more file under the tag of
+/// `reference`: the from image patched, as an upstream's rebuild is.
+fn push_patched_python_image(reference: &str) {
+    let work = tempfile::tempdir().unwrap();
+    let layout = work.path().join("layout");
+    run_tool(
+        "cp",
+        &[
+            "-r",
+            &deps_dir().join("python-image").display().to_string(),
+            &layout.display().to_string(),
+        ],
+        &[],
+    );
+    let patch = work.path().join("patch.tar");
+    let mut tar = tar::Builder::new(std::fs::File::create(&patch).unwrap());
+    let body = b"patched\n";
+    let mut header = tar::Header::new_ustar();
+    header.set_size(body.len() as u64);
+    header.set_mode(0o644);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_mtime(0);
+    header.set_cksum();
+    tar.append_data(&mut header, "etc/os-patch", &body[..])
+        .unwrap();
+    tar.finish().unwrap();
+    drop(tar);
+    let image = format!("{}:python", layout.display());
+    run_tool(
+        "umoci",
+        &[
+            "raw",
+            "add-layer",
+            "--image",
+            &image,
+            &patch.display().to_string(),
+        ],
+        &[],
+    );
+    run_tool(
+        "skopeo",
+        &[
+            "copy",
+            "--dest-tls-verify=false",
+            &format!("oci:{image}"),
+            &format!("docker://{reference}"),
+        ],
+        &[],
+    );
+}
+
+#[test]
+fn another_project_builds_only_what_it_does_not_share_and_an_os_patch_rebuilds_no_wheel() {
+    let registry = RegistryServer::start();
+    let server = CacheServer::local();
+    let from = push_python_image(&registry);
+    let web = project_with(
+        &from,
+        &format!("{}/acme/web-base", registry.host()),
+        Some(&server.base_url()),
+    );
+    let (cold, cold_seconds) = ensure(&web, &[]);
+    assert_eq!(built(&cold).len(), 18 + 1, "{cold}");
+
+    // Another project in another repository, sharing the team's records:
+    // of its packages only the one web does not have is built; the others
+    // are mounted from web's repository.
+    let api = project_with(
+        &from,
+        &format!("{}/acme/api-base", registry.host()),
+        Some(&server.base_url()),
+    );
+    api.write(
+        "requirements.txt",
+        &REQUIREMENTS
+            .replace("flask==3.0.3\n", "")
+            .replace("blinker==1.8.2\n", "")
+            .replace("six==1.16.0", "six==1.17.0"),
+    );
+    let uploaded = || registry.requests_containing("\"PUT /v2/acme/api-base/blobs/uploads/");
+    let (shared, _) = ensure(&api, &[]);
+    assert_eq!(built(&shared), ["six==1.17.0", "glue"], "{shared}");
+    assert_eq!(shared["package_layers"].as_array().unwrap().len(), 16 + 1);
+    // Uploaded: six, the glue and the config; every other blob is mounted.
+    assert_eq!(uploaded(), 3);
+    let scratch = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(scratch.path().join("api")).unwrap();
+    let rootfs = unpack(
+        &format!("docker://{}", shared["reference"].as_str().unwrap()),
+        &scratch.path().join("api"),
+    )
+    .join("rootfs");
+    let run = Command::new("chroot")
+        .arg(&rootfs)
+        .args([
+            "/usr/bin/env",
+            "PYTHONPATH=/opt/deps",
+            "python3",
+            "-c",
+            "import six, requests, zope.interface; from PIL import Image; print(six.__version__)",
+        ])
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{run:?}");
+    assert_eq!(String::from_utf8_lossy(&run.stdout).trim(), "1.17.0");
+
+    // The from image is patched under its tag: a new base, but every
+    // wheel here is pure Python or manylinux, so no package is installed
+    // again; only the glue (the image's interpreter writes its scripts).
+    push_patched_python_image(&from);
+    let (patched, patched_seconds) = ensure(&web, &[]);
+    assert_eq!(patched["source"], "built");
+    assert_ne!(patched["key"], cold["key"]);
+    assert_eq!(built(&patched), ["glue"], "{patched}");
+    let patched_layers = layers(patched["reference"].as_str().unwrap());
+    let cold_layers = layers(cold["reference"].as_str().unwrap());
+    let from_now = layers(&from);
+    assert!(from_now.iter().all(|layer| patched_layers.contains(layer)));
+    let reused = cold_layers
+        .iter()
+        .filter(|layer| patched_layers.contains(layer))
+        .count();
+    assert!(reused >= 18, "{reused} of the cold base's layers reused");
+    eprintln!(
+        "package layers: cold {cold_seconds:.1} s, after an OS patch {patched_seconds:.1} s ({:.0} %)",
+        patched_seconds / cold_seconds * 100.0
+    );
 }

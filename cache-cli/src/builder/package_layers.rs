@@ -101,6 +101,34 @@ pub struct LayerRecord {
     pub files: Vec<LayerFile>,
     /// The bytes of its files that always go to the glue.
     pub glue: Vec<GlueFile>,
+    /// The repository (or layout) it was pushed to, from which another
+    /// project's base mounts it (`registry/repository`, `oci:DIR`).
+    #[serde(default)]
+    pub at: Option<String>,
+}
+
+/// Whether `record`'s blob is at `target`, or could be made present there
+/// from where it was pushed (a mount on the same registry): then the
+/// layer is reused, neither built nor uploaded.
+async fn present(registry: &Registry, target: &Location, record: &LayerRecord) -> bool {
+    if target
+        .has_blob(registry, &record.digest)
+        .await
+        .unwrap_or(false)
+    {
+        return true;
+    }
+    let Some(source) = record
+        .at
+        .as_deref()
+        .and_then(|at| Location::parse(at, Path::new("")).ok())
+    else {
+        return false;
+    };
+    target
+        .receive_blob(registry, &source, &record.digest, record.size)
+        .await
+        .is_ok()
 }
 
 /// Whether `path` (relative to the prefix) always belongs to the glue.
@@ -297,12 +325,11 @@ pub async fn build(
     for key in &keys {
         let record = match key.filter(|_| layers.reuse) {
             Some(key) => match layers.records.get::<LayerRecord>(&key).await {
-                Ok(Some(record)) if record.version == 1 => layers
-                    .target
-                    .has_blob(registry, &record.digest)
-                    .await
-                    .unwrap_or(false)
-                    .then_some(record),
+                Ok(Some(record)) if record.version == 1 => {
+                    present(registry, layers.target, &record)
+                        .await
+                        .then_some(record)
+                }
                 Ok(_) => None,
                 Err(error) => {
                     tracing::warn!(%error, "package layer records unreachable: building every layer");
@@ -411,6 +438,7 @@ pub async fn build(
             packages: packages.clone(),
             files,
             glue,
+            at: Some(layers.target.name()),
         };
         let file = keep(packed.file)?;
         results[at] = Some(StackResult {
