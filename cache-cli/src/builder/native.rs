@@ -9,7 +9,8 @@ use std::path::Path;
 
 use cache_proto::Key;
 
-use super::package_layers::{self, InImage, PackageLayers};
+use super::package_install::InImage;
+use super::package_layers::{self, PackageLayers};
 pub use super::step::{Capture, InstallIn};
 use super::{BuildError, rootfs, run_streaming, sandbox};
 use crate::image::compose::{self, TopLayer};

@@ -31,6 +31,7 @@ use sha2::{Digest as _, Sha256};
 use cache_proto::Key;
 
 use super::BuildError;
+use super::package_install::{self, InImage};
 use crate::client::records::RecordStore;
 use crate::image::Location;
 use crate::image::manifest::OciDigest;
@@ -262,16 +263,6 @@ pub struct Built {
     pub prefix: String,
 }
 
-/// Runs `command` inside the image (the caller's sandbox).
-pub trait InImage {
-    /// Runs `command` (`{out}` already replaced) with `out` bound in.
-    fn run(
-        &self,
-        out: &Path,
-        command: &str,
-    ) -> impl std::future::Future<Output = Result<(), BuildError>>;
-}
-
 /// Resolves, installs what is not reused, and packs the stack and glue.
 pub async fn build(
     registry: &Registry,
@@ -282,6 +273,7 @@ pub async fn build(
     staging: &Path,
 ) -> Result<Built, BuildError> {
     let io = BuildError::io;
+    let started = std::time::Instant::now();
     // 1. The plan, resolved inside the image.
     let resolve_out = tempfile::tempdir_in(staging).map_err(io("creating a folder"))?;
     let report = resolve_out.path().join("plan.json");
@@ -292,6 +284,11 @@ pub async fn build(
     in_image.run(resolve_out.path(), &command).await?;
     let bytes = std::fs::read(&report).map_err(io("reading pip's installation report"))?;
     let plan = pip::read_report(&bytes).map_err(|invalid| BuildError::Base(invalid.to_string()))?;
+    tracing::debug!(
+        seconds = started.elapsed().as_secs_f64(),
+        packages = plan.packages.len(),
+        "plan resolved"
+    );
 
     // 2. The stack and each layer's key; what is reusable.
     let inputs = LayerInputs {
@@ -341,6 +338,10 @@ pub async fn build(
         records.push(record);
     }
 
+    tracing::debug!(
+        seconds = started.elapsed().as_secs_f64(),
+        "records looked up"
+    );
     // 3. Install what is not reused, each package alone, in parallel.
     let work = tempfile::tempdir_in(staging).map_err(io("creating a folder"))?;
     let mut built_packages: HashMap<usize, Installed> = HashMap::new();
@@ -355,7 +356,7 @@ pub async fn build(
             .flat_map(|&at| stack[at].packages.iter().copied())
             .filter(|at| !built_packages.contains_key(at))
             .collect();
-        install(in_image, layers.pip, &plan, &packages, work.path()).await?;
+        package_install::install(in_image, layers.pip, &plan, &packages, work.path()).await?;
         for at in packages {
             let dir = work.path().join(format!("pkgs/{at}"));
             let found = installed(&dir, &plan.packages[at])
@@ -374,6 +375,10 @@ pub async fn build(
         }
     }
 
+    tracing::debug!(
+        seconds = started.elapsed().as_secs_f64(),
+        "packages installed"
+    );
     // 4. Pack the built layers (in parallel), then the glue.
     let prefix = layers.pip.prefix.clone();
     let mut results = Vec::with_capacity(stack.len());
@@ -452,6 +457,7 @@ pub async fn build(
         records[at] = Some(record);
     }
     let stack_results: Vec<StackResult> = results.into_iter().flatten().collect();
+    tracing::debug!(seconds = started.elapsed().as_secs_f64(), "layers packed");
 
     // The glue: always-glue files of every layer, and paths two layers write.
     let (sources, missing) = glue_sources(&stack, &records, &built_packages);
@@ -549,8 +555,6 @@ fn union_tree(
         let installed = built
             .get(at)
             .ok_or_else(|| std::io::Error::other("a package of the layer was not installed"))?;
-        // Empty folders a package made stay too.
-        copy_folders(&installed.dir, tree)?;
         for (path, kind, sha256) in &installed.files {
             let destination = tree.join(path);
             if let Some(parent) = destination.parent() {
@@ -582,18 +586,6 @@ fn union_tree(
         }
     }
     Ok(files.into_values().collect())
-}
-
-fn copy_folders(from: &Path, to: &Path) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(from)? {
-        let entry = entry?;
-        if entry.file_type()?.is_dir() {
-            let inside = to.join(entry.file_name());
-            std::fs::create_dir_all(&inside)?;
-            copy_folders(&entry.path(), &inside)?;
-        }
-    }
-    Ok(())
 }
 
 /// Where a glue file's bytes come from.
@@ -737,77 +729,6 @@ fn glue_sources(
     missing.sort_unstable();
     missing.dedup();
     (sources, missing)
-}
-
-/// Installs `packages` (indexes into the plan) each alone into
-/// `work/pkgs/N`, as many at once as there are cores, in one run inside
-/// the image; a failure names the package and shows pip's output.
-async fn install(
-    in_image: &impl InImage,
-    pip: &PipInstall,
-    plan: &Plan,
-    packages: &[usize],
-    work: &Path,
-) -> Result<(), BuildError> {
-    if packages.is_empty() {
-        return Ok(());
-    }
-    let io = BuildError::io;
-    let logs = work.join("logs");
-    std::fs::create_dir_all(&logs).map_err(io("creating a folder"))?;
-    let parallel = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let mut script = String::from("set -u\n");
-    for (n, &at) in packages.iter().enumerate() {
-        let target = work.join(format!("pkgs/{at}"));
-        let requirements = work.join(format!("reqs/{at}.txt"));
-        std::fs::create_dir_all(work.join("reqs")).map_err(io("creating a folder"))?;
-        std::fs::write(
-            &requirements,
-            format!("{}\n", PipInstall::requirement_line(&plan.packages[at])),
-        )
-        .map_err(io("writing a requirements file"))?;
-        let command = pip
-            .install_command(
-                &requirements.display().to_string(),
-                &target.display().to_string(),
-            )
-            .map_err(|invalid| BuildError::Base(invalid.to_string()))?;
-        let log = logs.join(at.to_string());
-        let prefix = format!("/{}", pip.prefix);
-        // A file that does not compile is left as pip leaves it.
-        let compile = match pip
-            .compile_command(&target.display().to_string(), &prefix)
-            .map_err(|invalid| BuildError::Base(invalid.to_string()))?
-        {
-            Some(compile) => format!(" && {{ {compile} >/dev/null 2>&1 || true; }}"),
-            None => String::new(),
-        };
-        script.push_str(&format!(
-            "( {command}{compile} ) >'{log}' 2>&1 || touch '{log}.failed' &\n",
-            log = log.display()
-        ));
-        if (n + 1) % parallel == 0 {
-            script.push_str("wait\n");
-        }
-    }
-    script.push_str("wait\n");
-    let script_path = work.join("install.sh");
-    std::fs::write(&script_path, script).map_err(io("writing the install script"))?;
-    in_image
-        .run(work, &format!("sh '{}'", script_path.display()))
-        .await?;
-    for &at in packages {
-        let log = logs.join(at.to_string());
-        if Path::new(&format!("{}.failed", log.display())).exists() {
-            let output = std::fs::read_to_string(&log).unwrap_or_default();
-            let package = &plan.packages[at];
-            return Err(BuildError::Base(format!(
-                "installing {}=={} alone failed:\n{output}",
-                package.name, package.version
-            )));
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
