@@ -158,7 +158,7 @@ fn a_bump_rebuilds_one_package_layer_and_the_image_equals_the_one_layer_build() 
     // It runs: every package imports (the native ones load), the console
     // script runs with the image's interpreter.
     let scratch = tempfile::tempdir().unwrap();
-    for folder in ["layered", "single"] {
+    for folder in ["layered", "single", "bumped"] {
         std::fs::create_dir_all(scratch.path().join(folder)).unwrap();
     }
     let layered = unpack(
@@ -203,49 +203,6 @@ fn a_bump_rebuilds_one_package_layer_and_the_image_equals_the_one_layer_build() 
         "{script:?}"
     );
 
-    // The same plan as one layer (package layers off, by the flag): the
-    // same files, bytes and modes under /opt/deps.
-    let (one, _) = ensure(&project, &["--package-layers", "off"]);
-    assert_ne!(one["key"], cold["key"], "package layers are not in the key");
-    let one_ref = one["reference"].as_str().unwrap();
-    assert_eq!(layers(one_ref).len(), from_layers + 1);
-    let single = unpack(
-        &format!("docker://{one_ref}"),
-        &scratch.path().join("single"),
-    )
-    .join("rootfs");
-    let (layered_tree, single_tree) = (
-        tree(&layered.join("opt/deps")),
-        tree(&single.join("opt/deps")),
-    );
-    assert!(layered_tree.len() > 1000, "{}", layered_tree.len());
-    // Every file the same, byte for byte, but bytecode: pip compiles in a
-    // temporary folder whose random name is in each of its `.pyc` files (so
-    // the one-layer build is not reproducible); package layers compile with
-    // the final path. The same `.pyc` files exist in both.
-    let differ: Vec<&String> = layered_tree
-        .keys()
-        .chain(single_tree.keys())
-        .filter(|path| !path.ends_with(".pyc"))
-        .filter(|path| layered_tree.get(*path) != single_tree.get(*path))
-        .collect();
-    assert!(differ.is_empty(), "files that differ: {differ:?}");
-    let bytecode = |tree: &BTreeMap<String, (String, u32, Vec<u8>)>| -> Vec<String> {
-        tree.keys()
-            .filter(|path| path.ends_with(".pyc"))
-            .cloned()
-            .collect()
-    };
-    assert_eq!(bytecode(&layered_tree), bytecode(&single_tree));
-    let app_pyc = &layered_tree["flask/__pycache__/app.cpython-311.pyc"].2;
-    assert!(
-        app_pyc
-            .windows(24)
-            .any(|w| w == b"/opt/deps/flask/app.py\0\0"[..24].as_ref())
-            || String::from_utf8_lossy(app_pyc).contains("/opt/deps/flask/app.py"),
-        "the bytecode names another path"
-    );
-
     // A bump of one small package rebuilds its layer only.
     project.write(
         "requirements.txt",
@@ -261,6 +218,22 @@ fn a_bump_rebuilds_one_package_layer_and_the_image_equals_the_one_layer_build() 
         .filter(|layer| !cold_layers.contains(layer))
         .collect();
     assert_eq!(new.len(), 1, "only six's layer is new: {new:?}");
+    // What changed in the plan, and the plan `hash --explain` shows.
+    assert_eq!(
+        bumped["plan_changes"],
+        serde_json::json!(["six 1.16.0 -> 1.17.0"]),
+        "{bumped}"
+    );
+    let explained = project
+        .cachectl(&["hash", "--explain", "--json"], &[])
+        .success()
+        .json();
+    let plan = explained["plan"].as_array().unwrap();
+    assert_eq!(plan.len(), 18, "{explained}");
+    assert!(
+        plan.contains(&serde_json::json!("six==1.17.0")),
+        "{explained}"
+    );
     let reported = bumped["package_layers"].as_array().unwrap();
     let built: Vec<&serde_json::Value> = reported
         .iter()
@@ -287,6 +260,54 @@ fn a_bump_rebuilds_one_package_layer_and_the_image_equals_the_one_layer_build() 
     // --force builds every layer again: the same digests.
     let (forced, _) = ensure(&project, &["--force"]);
     assert_eq!(forced["reference"], bumped["reference"], "{forced}");
+
+    // The same plan as one layer (package layers off, by the flag): the
+    // same files, bytes and modes under /opt/deps as the bumped image.
+    let bumped_root = unpack(
+        &format!("docker://{bumped_ref}"),
+        &scratch.path().join("bumped"),
+    )
+    .join("rootfs");
+    let (one, _) = ensure(&project, &["--package-layers", "off"]);
+    assert_ne!(
+        one["key"], bumped["key"],
+        "package layers are not in the key"
+    );
+    let one_ref = one["reference"].as_str().unwrap();
+    assert_eq!(layers(one_ref).len(), from_layers + 1);
+    let single = unpack(
+        &format!("docker://{one_ref}"),
+        &scratch.path().join("single"),
+    )
+    .join("rootfs");
+    let (layered_tree, single_tree) = (
+        tree(&bumped_root.join("opt/deps")),
+        tree(&single.join("opt/deps")),
+    );
+    assert!(layered_tree.len() > 1000, "{}", layered_tree.len());
+    // Every file the same, byte for byte, but bytecode: pip compiles in a
+    // temporary folder whose random name is in each of its `.pyc` files (so
+    // the one-layer build is not reproducible); package layers compile with
+    // the final path. The same `.pyc` files exist in both.
+    let differ: Vec<&String> = layered_tree
+        .keys()
+        .chain(single_tree.keys())
+        .filter(|path| !path.ends_with(".pyc"))
+        .filter(|path| layered_tree.get(*path) != single_tree.get(*path))
+        .collect();
+    assert!(differ.is_empty(), "files that differ: {differ:?}");
+    let bytecode = |tree: &BTreeMap<String, (String, u32, Vec<u8>)>| -> Vec<String> {
+        tree.keys()
+            .filter(|path| path.ends_with(".pyc"))
+            .cloned()
+            .collect()
+    };
+    assert_eq!(bytecode(&layered_tree), bytecode(&single_tree));
+    let app_pyc = &layered_tree["flask/__pycache__/app.cpython-311.pyc"].2;
+    assert!(
+        String::from_utf8_lossy(app_pyc).contains("/opt/deps/flask/app.py"),
+        "the bytecode names another path"
+    );
 }
 
 /// The packages of `report`'s package layers that this run built (the

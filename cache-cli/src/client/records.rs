@@ -36,6 +36,10 @@ pub struct BaseRecord {
     pub inputs: Vec<Input>,
     /// Unix seconds of the build.
     pub created: u64,
+    /// A base of package layers: the resolved plan, `name==version` in
+    /// install order (what `hash --explain` shows and a bump is told by).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub plan: Vec<String>,
 }
 
 /// The key under which the latest base of `image` is recorded.
@@ -189,6 +193,7 @@ mod tests {
             digest: "sha256:00".into(),
             inputs: Vec::new(),
             created: 1,
+            plan: vec!["six==1.17.0".into()],
         };
         store.put(&key, &record).await.unwrap();
         assert_eq!(store.get(&key).await.unwrap(), Some(record));

@@ -28,6 +28,7 @@ use crate::image::ImageError;
 use crate::image::publish;
 use crate::image::{ImageTarget, Location, Registry};
 use crate::key::{self, BaseKey, Recipe};
+use crate::packages::plan;
 use crate::packages::stack::DEFAULT_MAX_LAYERS;
 use crate::report::outcome::{EnsureReport, PackageLayer};
 use crate::report::progress::Progress;
@@ -120,6 +121,7 @@ impl Run<'_> {
             digest: digest.to_owned(),
             inputs: base.inputs.clone(),
             created: now_seconds(),
+            plan: Vec::new(),
         }
     }
 
@@ -249,7 +251,15 @@ impl Run<'_> {
             }
             Recipe::Dockerfile(dockerfile) => self.build_external(dockerfile, base, &tags).await?,
         };
-        let record = self.record_for(base, &tag, &pushed.digest);
+        let record = BaseRecord {
+            // The glue holds no package and adds nothing.
+            plan: pushed
+                .package_layers
+                .iter()
+                .flat_map(|layer| layer.packages.iter().cloned())
+                .collect(),
+            ..self.record_for(base, &tag, &pushed.digest)
+        };
         self.remember(&record).await?;
         Ok((record, pushed))
     }
@@ -526,6 +536,7 @@ pub async fn ensure_base(
             pushed_bytes: 0,
             changed: Vec::new(),
             package_layers: Vec::new(),
+            plan_changes: Vec::new(),
             warnings: run.warnings,
         });
     }
@@ -569,6 +580,13 @@ pub async fn ensure_base(
     let package_layers = pushed
         .map(|pushed| pushed.package_layers)
         .unwrap_or_default();
+    let plan_changes = match &previous {
+        // Against a base of package layers only (one layer records no plan).
+        Some(previous) if !record.plan.is_empty() && !previous.plan.is_empty() => {
+            plan::diff(&previous.plan, &record.plan)
+        }
+        _ => Vec::new(),
+    };
     Ok(EnsureReport {
         key: base.key.to_string(),
         image: record.image,
@@ -584,6 +602,7 @@ pub async fn ensure_base(
         pushed_bytes,
         changed,
         package_layers,
+        plan_changes,
         warnings: run.warnings,
     })
 }

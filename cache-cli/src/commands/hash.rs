@@ -31,18 +31,22 @@ pub async fn run(cli: &Cli, file: &ConfigFile, explain: bool) -> Result<(), Fail
         cli.require_cache,
     )
     .await?;
-    let changes = if explain {
-        let previous = match previous {
+    let previous = if explain {
+        match previous {
             Some(previous) => previous,
             None => {
                 base_key::previous_record(&settings, &records, cli.require_cache, &mut warnings)
                     .await?
             }
-        };
-        previous.map(|previous| diff(&previous.inputs, &base.inputs))
+        }
     } else {
         None
     };
+    let plan = previous
+        .as_ref()
+        .map(|previous| previous.plan.clone())
+        .unwrap_or_default();
+    let changes = previous.map(|previous| diff(&previous.inputs, &base.inputs));
     for warning in &warnings {
         eprintln!("warning: {warning}");
     }
@@ -51,6 +55,7 @@ pub async fn run(cli: &Cli, file: &ConfigFile, explain: bool) -> Result<(), Fail
             "key": base.key,
             "inputs": base.inputs,
             "changed": changes,
+            "plan": plan,
             "warnings": warnings,
         });
         println!("{value}");
@@ -73,6 +78,15 @@ pub async fn run(cli: &Cli, file: &ConfigFile, explain: bool) -> Result<(), Fail
         }
         None if explain => eprintln!("no base recorded yet for this image"),
         None => {}
+    }
+    if !plan.is_empty() {
+        eprintln!(
+            "package plan of the last base (resolved in the image; a build resolves it again): {} packages",
+            plan.len()
+        );
+        for entry in &plan {
+            eprintln!("  {entry}");
+        }
     }
     Ok(())
 }

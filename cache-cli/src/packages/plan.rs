@@ -155,6 +155,33 @@ pub fn layer_key(package: &Package, inputs: LayerInputs<'_>) -> Key {
     Key::from_bytes(*hasher.finalize().as_bytes())
 }
 
+/// How plan `new` differs from `old` (both `name==version`): a version
+/// change as `name old -> new`, an addition as `+ name version`, a removal
+/// as `- name version`; in name order.
+pub fn diff(old: &[String], new: &[String]) -> Vec<String> {
+    let split = |plan: &[String]| -> std::collections::BTreeMap<String, String> {
+        plan.iter()
+            .filter_map(|entry| entry.split_once("=="))
+            .map(|(name, version)| (name.to_owned(), version.to_owned()))
+            .collect()
+    };
+    let (old, new) = (split(old), split(new));
+    let mut names: Vec<&String> = old.keys().chain(new.keys()).collect();
+    names.sort();
+    names.dedup();
+    names
+        .into_iter()
+        .filter_map(|name| match (old.get(name), new.get(name)) {
+            (Some(before), Some(after)) if before != after => {
+                Some(format!("{name} {before} -> {after}"))
+            }
+            (None, Some(after)) => Some(format!("+ {name} {after}")),
+            (Some(before), None) => Some(format!("- {name} {before}")),
+            _ => None,
+        })
+        .collect()
+}
+
 /// `name` normalised as PEP 503 says: lowercase, runs of `-`, `_` and `.`
 /// as one `-`.
 pub fn normalise(name: &str) -> String {
@@ -198,6 +225,19 @@ mod tests {
             machine: "x86_64".into(),
             platform: "linux".into(),
         }
+    }
+
+    #[test]
+    fn plans_differ_by_bump_addition_and_removal() {
+        let plan = |entries: &[&str]| entries.iter().map(|e| (*e).to_owned()).collect::<Vec<_>>();
+        assert_eq!(
+            diff(
+                &plan(&["six==1.16.0", "flask==3.0.3", "idna==3.10"]),
+                &plan(&["six==1.17.0", "idna==3.10", "packaging==24.1"])
+            ),
+            ["- flask 3.0.3", "+ packaging 24.1", "six 1.16.0 -> 1.17.0"]
+        );
+        assert!(diff(&plan(&["a==1"]), &plan(&["a==1"])).is_empty());
     }
 
     #[test]

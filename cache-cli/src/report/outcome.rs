@@ -39,6 +39,10 @@ pub struct EnsureReport {
     /// glue, and whether this run built it or reused it.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub package_layers: Vec<PackageLayer>,
+    /// A base of package layers: how its plan differs from the last
+    /// base's (`six 1.16.0 -> 1.17.0`, `+ name 1.0`, `- name 2.0`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub plan_changes: Vec<String>,
     /// Warnings (cache unreachable, stale record, ...).
     pub warnings: Vec<String>,
 }

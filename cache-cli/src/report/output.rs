@@ -37,6 +37,9 @@ pub fn report_ensure(report: &EnsureReport, json: bool) -> std::io::Result<()> {
             report.build_seconds, report.push_seconds, report.pushed_bytes
         );
         package_layers(&report.package_layers);
+        if !report.plan_changes.is_empty() {
+            eprintln!("  (package plan: {})", report.plan_changes.join(", "));
+        }
     }
     github_outputs(report)
 }
