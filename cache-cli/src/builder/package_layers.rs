@@ -108,6 +108,20 @@ pub struct LayerRecord {
     pub at: Option<String>,
 }
 
+impl LayerRecord {
+    /// Whether every path it names stays inside the prefix.
+    pub fn is_safe(&self) -> bool {
+        let safe = |path: &str| {
+            !path.is_empty()
+                && Path::new(path)
+                    .components()
+                    .all(|part| matches!(part, std::path::Component::Normal(_)))
+        };
+        self.files.iter().all(|file| safe(&file.path))
+            && self.glue.iter().all(|file| safe(&file.path))
+    }
+}
+
 /// Whether `record`'s blob is at `target`, or could be made present there
 /// from where it was pushed (a mount on the same registry): then the
 /// layer is reused, neither built nor uploaded.
@@ -322,7 +336,9 @@ pub async fn build(
     for key in &keys {
         let record = match key.filter(|_| layers.reuse) {
             Some(key) => match layers.records.get::<LayerRecord>(&key).await {
-                Ok(Some(record)) if record.version == 1 => {
+                // A record naming a path outside the prefix is not used:
+                // the cache is not trusted to write the runner's files.
+                Ok(Some(record)) if record.version == 1 && record.is_safe() => {
                     present(registry, layers.target, &record)
                         .await
                         .then_some(record)
@@ -734,6 +750,31 @@ fn glue_sources(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_record_naming_a_path_outside_the_prefix_is_not_used() {
+        let file = |path: &str| LayerFile {
+            path: path.into(),
+            sha256: "00".into(),
+            executable: false,
+            link: None,
+            package: 0,
+        };
+        let record = |path: &str| LayerRecord {
+            version: 1,
+            digest: format!("sha256:{}", "0".repeat(64)),
+            diff_id: String::new(),
+            size: 1,
+            packages: Vec::new(),
+            files: vec![file("six.py"), file(path)],
+            glue: Vec::new(),
+            at: None,
+        };
+        assert!(record("bin/six").is_safe());
+        for bad in ["../../etc/cron.d/x", "/etc/passwd", "a/../../b", ""] {
+            assert!(!record(bad).is_safe(), "{bad}");
+        }
+    }
 
     #[test]
     fn console_scripts_and_top_level_pth_files_are_glue() {
