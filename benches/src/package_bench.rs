@@ -23,31 +23,11 @@ use anyhow::{Context, bail};
 use cachectl_e2e::bins::deps_dir;
 use cachectl_e2e::buildah::{borrowed, counting_buildah};
 use cachectl_e2e::cachectl::Project;
-use cachectl_e2e::python::push_python_image;
+use cachectl_e2e::python::{
+    PYPI_REQUIREMENTS as REQUIREMENTS, push_python_image, write_pypi_wheels,
+};
 use cachectl_e2e::registry::RegistryServer;
 use serde_json::json;
-
-/// The requirements, every one pinned (tests/tests/package_layers.rs).
-const REQUIREMENTS: &str = "\
-flask==3.0.3
-werkzeug==3.0.6
-jinja2==3.1.4
-markupsafe==2.1.5
-itsdangerous==2.2.0
-click==8.1.7
-blinker==1.8.2
-pillow==11.0.0
-zope.interface==7.1.1
-zope.event==5.0
-setuptools==75.3.0
-requests==2.32.3
-urllib3==2.2.3
-idna==3.10
-certifi==2024.8.30
-charset-normalizer==3.4.0
-six==1.16.0
-packaging==24.1
-";
 
 const PIP: &str = "pip install --no-index --no-cache-dir --disable-pip-version-check";
 
@@ -60,17 +40,7 @@ fn project(
     package_layers: &str,
 ) -> anyhow::Result<Project> {
     let project = Project::new();
-    let wheels = project.path().join("wheels");
-    std::fs::create_dir_all(&wheels)?;
-    let source = deps_dir().join("pypi-wheels");
-    for entry in std::fs::read_dir(&source)
-        .with_context(|| format!("{} (run scripts/install-test-deps)", source.display()))?
-    {
-        let entry = entry?;
-        if entry.file_name().to_string_lossy().ends_with(".whl") {
-            std::fs::copy(entry.path(), wheels.join(entry.file_name()))?;
-        }
-    }
+    write_pypi_wheels(project.path());
     project.write("requirements.txt", REQUIREMENTS);
     project.write(
         "Dockerfile.base",

@@ -70,3 +70,43 @@ with zipfile.ZipFile(sys.argv[1], "w") as wheel:
         .expect("python3 runs");
     assert!(status.success(), "writing the wheel failed");
 }
+
+/// The package-layer tests' requirements (and `package-bench`'s), every
+/// one pinned: 18 PyPI packages whose wheels `scripts/install-test-deps`
+/// fetches once (`tests/wheels.txt`).
+pub const PYPI_REQUIREMENTS: &str = "\
+flask==3.0.3
+werkzeug==3.0.6
+jinja2==3.1.4
+markupsafe==2.1.5
+itsdangerous==2.2.0
+click==8.1.7
+blinker==1.8.2
+pillow==11.0.0
+zope.interface==7.1.1
+zope.event==5.0
+setuptools==75.3.0
+requests==2.32.3
+urllib3==2.2.3
+idna==3.10
+certifi==2024.8.30
+charset-normalizer==3.4.0
+six==1.16.0
+packaging==24.1
+";
+
+/// Copies the wheels of [`PYPI_REQUIREMENTS`] (and `six` 1.17.0, the
+/// bump) into `folder/wheels`.
+pub fn write_pypi_wheels(folder: &Path) {
+    let wheels = folder.join("wheels");
+    std::fs::create_dir_all(&wheels).expect("creating wheels/");
+    let source = deps_dir().join("pypi-wheels");
+    for entry in std::fs::read_dir(&source)
+        .unwrap_or_else(|e| panic!("{} (run scripts/install-test-deps): {e}", source.display()))
+    {
+        let entry = entry.expect("a wheel");
+        if entry.file_name().to_string_lossy().ends_with(".whl") {
+            std::fs::copy(entry.path(), wheels.join(entry.file_name())).expect("copying a wheel");
+        }
+    }
+}

@@ -15,31 +15,11 @@ use std::time::Instant;
 use cachectl_e2e::bins::deps_dir;
 use cachectl_e2e::cachectl::Project;
 use cachectl_e2e::process::run_tool;
-use cachectl_e2e::python::push_python_image;
+use cachectl_e2e::python::{
+    PYPI_REQUIREMENTS as REQUIREMENTS, push_python_image, write_pypi_wheels,
+};
 use cachectl_e2e::registry::{RegistryServer, skopeo_inspect, unpack};
 use cachectl_e2e::server::CacheServer;
-
-/// The project's requirements, every one pinned: eighteen packages.
-const REQUIREMENTS: &str = "\
-flask==3.0.3
-werkzeug==3.0.6
-jinja2==3.1.4
-markupsafe==2.1.5
-itsdangerous==2.2.0
-click==8.1.7
-blinker==1.8.2
-pillow==11.0.0
-zope.interface==7.1.1
-zope.event==5.0
-setuptools==75.3.0
-requests==2.32.3
-urllib3==2.2.3
-idna==3.10
-certifi==2024.8.30
-charset-normalizer==3.4.0
-six==1.16.0
-packaging==24.1
-";
 
 /// A project of [`REQUIREMENTS`] whose native base starts from `from` and
 /// goes to `image`, the wheels in its `wheels/` folder.
@@ -50,17 +30,7 @@ fn project(from: &str, image: &str) -> Project {
 /// [`project`], keeping its records on the cache server at `cache`.
 fn project_with(from: &str, image: &str, cache: Option<&str>) -> Project {
     let project = Project::new();
-    let wheels = project.path().join("wheels");
-    std::fs::create_dir_all(&wheels).unwrap();
-    let source = deps_dir().join("pypi-wheels");
-    for entry in std::fs::read_dir(&source)
-        .unwrap_or_else(|e| panic!("{} (run scripts/install-test-deps): {e}", source.display()))
-    {
-        let entry = entry.unwrap();
-        if entry.file_name().to_string_lossy().ends_with(".whl") {
-            std::fs::copy(entry.path(), wheels.join(entry.file_name())).unwrap();
-        }
-    }
+    write_pypi_wheels(project.path());
     project.write("requirements.txt", REQUIREMENTS);
     let cache = cache
         .map(|url| format!("cache = \"{url}\"\n"))

@@ -20,7 +20,6 @@
 //!    one pip install of the whole plan.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Read as _;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
@@ -197,17 +196,7 @@ enum FileKind {
 }
 
 fn sha256_file(path: &Path) -> std::io::Result<String> {
-    let mut file = std::fs::File::open(path)?;
-    let mut hasher = Sha256::new();
-    let mut buffer = vec![0u8; 1 << 16];
-    loop {
-        let read = file.read(&mut buffer)?;
-        if read == 0 {
-            break;
-        }
-        hasher.update(&buffer[..read]);
-    }
-    Ok(format!("{:x}", hasher.finalize()))
+    OciDigest::sha256_of_file(path).map(|digest| digest.encoded().to_owned())
 }
 
 /// A package installed into its own folder this run.

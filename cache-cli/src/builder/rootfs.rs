@@ -5,12 +5,10 @@
 //! an interrupted unpack is never reused. The three most recently used
 //! root filesystems are kept.
 
-use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest as _, Sha256};
-
 use super::BuildError;
+use crate::image::manifest::OciDigest;
 use crate::image::oci;
 use crate::image::publish::BaseImage;
 use crate::image::registry::Registry;
@@ -21,17 +19,7 @@ const KEEP: usize = 3;
 
 /// SHA-256 of a file, as `sha256:hex`.
 fn file_digest(path: &Path) -> std::io::Result<String> {
-    let mut file = std::fs::File::open(path)?;
-    let mut hasher = Sha256::new();
-    let mut buffer = vec![0u8; 1 << 20];
-    loop {
-        let read = file.read(&mut buffer)?;
-        if read == 0 {
-            break;
-        }
-        hasher.update(&buffer[..read]);
-    }
-    Ok(format!("sha256:{:x}", hasher.finalize()))
+    OciDigest::sha256_of_file(path).map(|digest| digest.to_string())
 }
 
 /// Marks `folder` as just used, for [`prune`].

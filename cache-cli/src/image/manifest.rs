@@ -65,6 +65,23 @@ impl OciDigest {
         Self(super::oci::sha256_digest(bytes))
     }
 
+    /// The `sha256:` digest of the file at `path`, read in 1 MiB pieces.
+    pub fn sha256_of_file(path: &std::path::Path) -> std::io::Result<Self> {
+        use sha2::Digest as _;
+        use std::io::Read as _;
+        let mut file = std::fs::File::open(path)?;
+        let mut hasher = sha2::Sha256::new();
+        let mut buffer = vec![0u8; 1 << 20];
+        loop {
+            let read = file.read(&mut buffer)?;
+            if read == 0 {
+                break;
+            }
+            hasher.update(&buffer[..read]);
+        }
+        Ok(Self::from_sha256(hasher.finalize().into()))
+    }
+
     /// The `sha256:` digest whose hash is `hash` (a SHA-256 computed here,
     /// e.g. while packing a layer).
     pub fn from_sha256(hash: [u8; 32]) -> Self {
