@@ -429,3 +429,74 @@ fn another_project_builds_only_what_it_does_not_share_and_an_os_patch_rebuilds_n
         patched_seconds / cold_seconds * 100.0
     );
 }
+
+/// The layer digests of image `name` in the OCI layout at `layout`.
+fn layout_layers(layout: &Path, name: &str) -> Vec<String> {
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let digest = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|entry| entry["annotations"]["org.opencontainers.image.ref.name"] == name)
+        .and_then(|entry| entry["digest"].as_str())
+        .unwrap_or_else(|| panic!("{name} is not in {index}"))
+        .to_owned();
+    let blob = |digest: &str| layout.join("blobs/sha256").join(&digest["sha256:".len()..]);
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(blob(&digest)).unwrap()).unwrap();
+    manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|layer| layer["digest"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn package_layers_go_to_an_oci_layout_and_the_variable_turns_them_off() {
+    let registry = RegistryServer::start();
+    let from = push_python_image(&registry);
+    let project = project(&from, "oci:./build/oci:base");
+    let layout = project.path().join("build/oci");
+    let (cold, _) = ensure(&project, &[]);
+    let cold_tag = format!("base-{}", &cold["key"].as_str().unwrap()[..16]);
+    let cold_layers = layout_layers(&layout, &cold_tag);
+    assert_eq!(cold_layers.len(), 1 + 18 + 1, "{cold}");
+
+    // A bump: six's layer is built, every other one found in the layout.
+    project.write(
+        "requirements.txt",
+        &REQUIREMENTS.replace("six==1.16.0", "six==1.17.0"),
+    );
+    let (bumped, _) = ensure(&project, &[]);
+    assert_eq!(built(&bumped), ["six==1.17.0", "glue"], "{bumped}");
+    let bumped_tag = format!("base-{}", &bumped["key"].as_str().unwrap()[..16]);
+    let bumped_layers = layout_layers(&layout, &bumped_tag);
+    let new = bumped_layers
+        .iter()
+        .filter(|layer| !cold_layers.contains(layer))
+        .count();
+    assert_eq!(new, 1);
+
+    // CACHECTL_PACKAGE_LAYERS=off: one layer, and another key.
+    let off = project
+        .cachectl(
+            &["ensure-base", "--json"],
+            &[("CACHECTL_PACKAGE_LAYERS", "off")],
+        )
+        .success()
+        .json();
+    assert_ne!(off["key"], bumped["key"]);
+    assert!(off.get("package_layers").is_none(), "{off}");
+    let off_tag = format!("base-{}", &off["key"].as_str().unwrap()[..16]);
+    assert_eq!(layout_layers(&layout, &off_tag).len(), 1 + 1);
+    // A value that is neither is refused, naming the setting.
+    let refused = project.cachectl(&["hash"], &[("CACHECTL_PACKAGE_LAYERS", "maybe")]);
+    assert_eq!(refused.code, 2, "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("package_layers"),
+        "{}",
+        refused.stderr
+    );
+}
