@@ -321,27 +321,26 @@ pub async fn build(
                 .map(|keys| stack_key(&keys))
         })
         .collect();
-    let mut records: Vec<Option<LayerRecord>> = Vec::with_capacity(stack.len());
-    for key in &keys {
-        let record = match key.filter(|_| layers.reuse) {
-            Some(key) => match layers.records.get::<LayerRecord>(&key).await {
-                // A record naming a path outside the prefix is not used:
-                // the cache is not trusted to write the runner's files.
-                Ok(Some(record)) if record.version == 1 && record.is_safe() => {
-                    present(registry, layers.target, &record)
-                        .await
-                        .then_some(record)
-                }
-                Ok(_) => None,
-                Err(error) => {
-                    tracing::warn!(%error, "package layer records unreachable: building every layer");
-                    None
-                }
-            },
-            None => None,
-        };
-        records.push(record);
-    }
+    // Every layer's record and blob asked for at once: a plan of a hundred
+    // layers is a hundred round trips to the cache and the registry.
+    let lookups = keys.iter().map(|key| async move {
+        let key = key.filter(|_| layers.reuse)?;
+        match layers.records.get::<LayerRecord>(&key).await {
+            // A record naming a path outside the prefix is not used: the
+            // cache is not trusted to write the runner's files.
+            Ok(Some(record)) if record.version == 1 && record.is_safe() => {
+                present(registry, layers.target, &record)
+                    .await
+                    .then_some(record)
+            }
+            Ok(_) => None,
+            Err(error) => {
+                tracing::warn!(%error, "package layer record unreachable: building the layer");
+                None
+            }
+        }
+    });
+    let mut records: Vec<Option<LayerRecord>> = futures::future::join_all(lookups).await;
 
     tracing::debug!(
         seconds = started.elapsed().as_secs_f64(),
@@ -511,14 +510,18 @@ pub async fn build(
 
     // The records of the layers built (best effort: a build never fails
     // for a cache that does not answer).
-    for (at, key) in keys.iter().enumerate() {
-        if let (Some(key), Some(record), Some(result)) = (key, &records[at], stack_results.get(at))
-            && result.file.is_some()
-            && let Err(error) = layers.records.put(key, record).await
-        {
-            tracing::warn!(%error, "could not record a package layer");
-        }
-    }
+    let puts = keys.iter().enumerate().filter_map(|(at, key)| {
+        let built = stack_results
+            .get(at)
+            .is_some_and(|result| result.file.is_some());
+        let (key, record) = (key.as_ref()?, records[at].as_ref()?);
+        built.then_some(async move {
+            if let Err(error) = layers.records.put(key, record).await {
+                tracing::warn!(%error, "could not record a package layer");
+            }
+        })
+    });
+    futures::future::join_all(puts).await;
     Ok(Built {
         plan,
         stack: stack_results,
