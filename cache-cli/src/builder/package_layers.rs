@@ -145,6 +145,25 @@ async fn present(registry: &Registry, target: &Location, record: &LayerRecord) -
         .is_ok()
 }
 
+/// What is remembered of a package's size (its installed bytes), under
+/// [`size_key`] of its layer key: the layer budget gives the largest
+/// packages layers of their own.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SizeHint {
+    /// Format version.
+    pub version: u32,
+    /// The bytes its files hold.
+    pub bytes: u64,
+}
+
+/// Where a package's [`SizeHint`] is kept: beside its layer key.
+pub fn size_key(package: &Key) -> Key {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(b"cachectl-package-size/v1\0");
+    hasher.update(package.as_bytes());
+    Key::from_bytes(*hasher.finalize().as_bytes())
+}
+
 /// Whether `path` (relative to the prefix) always belongs to the glue.
 pub fn always_glue(path: &str) -> bool {
     path.starts_with("bin/") || (!path.contains('/') && path.ends_with(".pth"))
@@ -300,13 +319,37 @@ pub async fn build(
         options: &layers.pip.options,
         from_digest,
     };
-    let stack =
-        plan_stack(&plan.packages, |_| None, from_layers, layers.max_layers).ok_or_else(|| {
-            BuildError::Base(format!(
-                "the from image has {from_layers} layers: no room for package layers under {}",
-                layers.max_layers
-            ))
-        })?;
+    let package_keys: Vec<Option<Key>> = plan
+        .packages
+        .iter()
+        .map(|package| package.reusable().then(|| layer_key(package, inputs)))
+        .collect();
+    // Sizes matter only past the budget, where the largest keep their own
+    // layers: asked for then only.
+    let sizes: Vec<Option<u64>> = if plan.packages.len() + from_layers + 1 > layers.max_layers {
+        let asks = package_keys.iter().map(|key| async move {
+            let key = size_key(key.as_ref()?);
+            match layers.records.get::<SizeHint>(&key).await {
+                Ok(Some(hint)) if hint.version == 1 => Some(hint.bytes),
+                _ => None,
+            }
+        });
+        futures::future::join_all(asks).await
+    } else {
+        vec![None; plan.packages.len()]
+    };
+    let stack = plan_stack(
+        &plan.packages,
+        |at| sizes[at],
+        from_layers,
+        layers.max_layers,
+    )
+    .ok_or_else(|| {
+        BuildError::Base(format!(
+            "the from image has {from_layers} layers: no room for package layers under {}",
+            layers.max_layers
+        ))
+    })?;
     let keys: Vec<Option<Key>> = stack
         .iter()
         .map(|layer| {
@@ -522,6 +565,24 @@ pub async fn build(
         })
     });
     futures::future::join_all(puts).await;
+    // Each package built: its installed bytes, for the budget next time.
+    let hints = built_packages.iter().filter_map(|(&at, found)| {
+        let key = size_key(package_keys.get(at)?.as_ref()?);
+        let bytes: u64 = found
+            .files
+            .iter()
+            .filter(|(_, kind, _)| matches!(kind, FileKind::File { .. }))
+            .filter_map(|(path, ..)| std::fs::metadata(found.dir.join(path)).ok())
+            .map(|meta| meta.len())
+            .sum();
+        Some(async move {
+            let hint = SizeHint { version: 1, bytes };
+            if let Err(error) = layers.records.put(&key, &hint).await {
+                tracing::debug!(%error, "could not record a package's size");
+            }
+        })
+    });
+    futures::future::join_all(hints).await;
     Ok(Built {
         plan,
         stack: stack_results,

@@ -38,11 +38,12 @@ fn group_of(name: &str, groups: usize) -> usize {
 
 /// The dependency layers of `packages` for an image whose `from` image has
 /// `from_layers` layers, at most `max_layers` layers in all (one of them
-/// the glue). `size` gives a package's layer size from an earlier build,
-/// when known. `None` when the `from` image alone leaves no room.
+/// the glue). `size` gives the installed bytes of the package at an index,
+/// when an earlier build recorded them. `None` when the `from` image alone
+/// leaves no room.
 pub fn plan_stack(
     packages: &[Package],
-    size: impl Fn(&Package) -> Option<u64>,
+    size: impl Fn(usize) -> Option<u64>,
     from_layers: usize,
     max_layers: usize,
 ) -> Option<Vec<StackLayer>> {
@@ -66,8 +67,8 @@ pub fn plan_stack(
     let own = room - groups;
     let mut ranked: Vec<usize> = (0..packages.len()).collect();
     ranked.sort_by(|&a, &b| {
-        size_class(size(&packages[b]))
-            .cmp(&size_class(size(&packages[a])))
+        size_class(size(b))
+            .cmp(&size_class(size(a)))
             .then_with(|| packages[a].name.cmp(&packages[b].name))
     });
     let mut layers: Vec<StackLayer> = ranked[..own]
@@ -124,7 +125,7 @@ mod tests {
     }
 
     /// Sizes spread over four orders of magnitude, as a real lock's are.
-    fn size(package: &Package) -> Option<u64> {
+    fn size_of(package: &Package) -> Option<u64> {
         let n: u64 = package.name["package-".len()..].parse().ok()?;
         let bump = u64::from(package.version == "2.0") * 1000;
         Some(1000 * (1 + (n * 7919) % 10_000) + bump)
@@ -147,7 +148,7 @@ mod tests {
     #[test]
     fn a_small_plan_gets_a_layer_per_package() {
         let plan = packages(20, None);
-        let stack = plan_stack(&plan, size, 3, DEFAULT_MAX_LAYERS).unwrap();
+        let stack = plan_stack(&plan, |at| size_of(&plan[at]), 3, DEFAULT_MAX_LAYERS).unwrap();
         assert_eq!(stack.len(), 20);
         assert!(stack.iter().all(|layer| layer.packages.len() == 1));
         assert_eq!(stack[0].name, "package-000");
@@ -157,7 +158,13 @@ mod tests {
     fn three_hundred_packages_fit_in_a_hundred_layers_and_a_bump_changes_at_most_two() {
         let from_layers = 3;
         let plan = packages(300, None);
-        let stack = plan_stack(&plan, size, from_layers, DEFAULT_MAX_LAYERS).unwrap();
+        let stack = plan_stack(
+            &plan,
+            |at| size_of(&plan[at]),
+            from_layers,
+            DEFAULT_MAX_LAYERS,
+        )
+        .unwrap();
         assert!(
             from_layers + stack.len() < DEFAULT_MAX_LAYERS,
             "{}",
@@ -168,7 +175,13 @@ mod tests {
         let before = contents(&plan, &stack);
         for bumped in [0, 17, 150, 299] {
             let plan = packages(300, Some(bumped));
-            let stack = plan_stack(&plan, size, from_layers, DEFAULT_MAX_LAYERS).unwrap();
+            let stack = plan_stack(
+                &plan,
+                |at| size_of(&plan[at]),
+                from_layers,
+                DEFAULT_MAX_LAYERS,
+            )
+            .unwrap();
             let after = contents(&plan, &stack);
             let changed = after.iter().filter(|layer| !before.contains(layer)).count();
             assert!(changed <= 2, "bumping {bumped} changed {changed} layers");
@@ -180,15 +193,37 @@ mod tests {
             name: "newcomer".into(),
             ..grown[0].clone()
         });
-        let stack = plan_stack(&grown, size, from_layers, DEFAULT_MAX_LAYERS).unwrap();
+        let stack = plan_stack(
+            &grown,
+            |at| size_of(&grown[at]),
+            from_layers,
+            DEFAULT_MAX_LAYERS,
+        )
+        .unwrap();
         let after = contents(&grown, &stack);
         let changed = after.iter().filter(|layer| !before.contains(layer)).count();
         assert!(changed <= 2, "adding one package changed {changed} layers");
     }
 
     #[test]
+    fn past_the_budget_the_largest_packages_keep_layers_of_their_own() {
+        let plan = packages(300, None);
+        // The last by name, and by far the largest.
+        let huge = 299;
+        let size = |at: usize| Some(if at == huge { 1 << 30 } else { 1000 });
+        let stack = plan_stack(&plan, size, 3, DEFAULT_MAX_LAYERS).unwrap();
+        assert!(
+            stack.iter().any(|layer| layer.packages == [huge]),
+            "the largest package shares a layer"
+        );
+        // Without sizes it would have been grouped (own layers go by name).
+        let stack = plan_stack(&plan, |_| None, 3, DEFAULT_MAX_LAYERS).unwrap();
+        assert!(!stack.iter().any(|layer| layer.packages == [huge]));
+    }
+
+    #[test]
     fn a_from_image_that_fills_the_budget_leaves_no_room() {
-        assert_eq!(plan_stack(&packages(5, None), size, 99, 100), None);
-        assert!(plan_stack(&packages(5, None), size, 98, 100).is_some());
+        assert_eq!(plan_stack(&packages(5, None), |_| None, 99, 100), None);
+        assert!(plan_stack(&packages(5, None), |_| None, 98, 100).is_some());
     }
 }
