@@ -500,3 +500,76 @@ fn package_layers_go_to_an_oci_layout_and_the_variable_turns_them_off() {
         refused.stderr
     );
 }
+
+/// Writes `wheels/NAME-1.0-py3-none-any.whl`: package `NAME` (its module
+/// `NAME.py`) that also writes `shared/data.txt` holding `data`.
+fn write_clashing_wheel(folder: &Path, name: &str, data: &str) {
+    let wheel = folder.join(format!("wheels/{name}-1.0-py3-none-any.whl"));
+    std::fs::create_dir_all(wheel.parent().unwrap()).unwrap();
+    let script = r#"
+import sys, zipfile
+name, data, path = sys.argv[1], sys.argv[2], sys.argv[3]
+info = f"{name}-1.0.dist-info"
+files = {
+    f"{name}.py": "VALUE = 1\n",
+    "shared/data.txt": data,
+    f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n",
+    f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+}
+record = "".join(f"{path},,\n" for path in files) + f"{info}/RECORD,,\n"
+with zipfile.ZipFile(path, "w") as out:
+    for entry, text in files.items():
+        out.writestr(entry, text)
+    out.writestr(f"{info}/RECORD", record)
+"#;
+    let status = Command::new("python3")
+        .args(["-c", script, name, data])
+        .arg(&wheel)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn two_packages_writing_one_path_are_named_and_the_image_holds_what_pip_leaves() {
+    let registry = RegistryServer::start();
+    let from = push_python_image(&registry);
+    let project = Project::new();
+    write_clashing_wheel(project.path(), "clash_a", "from a\n");
+    write_clashing_wheel(project.path(), "clash_b", "from b\n");
+    project.write("requirements.txt", "clash-a==1.0\nclash-b==1.0\n");
+    project.write(
+        "cachectl.toml",
+        &format!(
+            r#"[base]
+image = "{}/acme/clash-base"
+manifests = ["requirements.txt"]
+builder = "native"
+from = "{from}"
+install = "pip install --no-index --no-cache-dir --disable-pip-version-check --find-links wheels --target {{out}}/opt/deps -r requirements.txt"
+platform = "linux/amd64"
+"#,
+            registry.host()
+        ),
+    );
+    let (layered, _) = ensure(&project, &[]);
+    let warnings = layered["warnings"].to_string();
+    assert!(
+        warnings.contains("clash-a==1.0 and clash-b==1.0 write /opt/deps/shared/data.txt"),
+        "{layered}"
+    );
+    let (single, _) = ensure(&project, &["--package-layers", "off"]);
+    let scratch = tempfile::tempdir().unwrap();
+    let data = |report: &serde_json::Value, name: &str| {
+        let into = scratch.path().join(name);
+        std::fs::create_dir_all(&into).unwrap();
+        let rootfs = unpack(
+            &format!("docker://{}", report["reference"].as_str().unwrap()),
+            &into,
+        )
+        .join("rootfs");
+        std::fs::read_to_string(rootfs.join("opt/deps/shared/data.txt")).unwrap()
+    };
+    // The bytes pip's own install of the whole plan leaves.
+    assert_eq!(data(&layered, "layered"), data(&single, "single"));
+}

@@ -307,11 +307,19 @@ fn split(
     if unclaimed {
         return Ok(together.to_vec());
     }
-    // Bytecode has no hash in RECORD, but its source's differs with it.
+    // A path two packages write is theirs alike only when RECORD shows
+    // the same bytes for both; a missing hash proves nothing. Bytecode has
+    // no hash in RECORD: its source's path decides for it.
     let mut ambiguous: Vec<usize> = claims
-        .values()
-        .filter(|claimants| claimants.iter().any(|(_, hash)| *hash != claimants[0].1))
-        .flat_map(|claimants| claimants.iter().map(|(at, _)| *at))
+        .iter()
+        .filter(|(path, claimants)| {
+            claimants.len() > 1
+                && !path.ends_with(".pyc")
+                && claimants
+                    .iter()
+                    .any(|(_, hash)| hash.is_empty() || *hash != claimants[0].1)
+        })
+        .flat_map(|(_, claimants)| claimants.iter().map(|(at, _)| *at))
         .collect();
     ambiguous.sort_unstable();
     ambiguous.dedup();

@@ -283,6 +283,9 @@ pub struct Built {
     pub glue: Option<StackResult>,
     /// Where the packages are, relative to the image root.
     pub prefix: String,
+    /// What the build should say: packages writing one path with
+    /// different bytes, and which one's the image holds.
+    pub warnings: Vec<String>,
 }
 
 /// Resolves, installs what is not reused, and packs the stack and glue.
@@ -410,7 +413,7 @@ pub async fn build(
                 .map_err(io("reading what a package installed"))?;
             built_packages.insert(at, found);
         }
-        let missing = glue_sources(&stack, &records, &built_packages).1;
+        let missing = glue_sources(&stack, &records, &built_packages).missing;
         if missing.is_empty() {
             break;
         }
@@ -507,11 +510,58 @@ pub async fn build(
     tracing::debug!(seconds = started.elapsed().as_secs_f64(), "layers packed");
 
     // The glue: always-glue files of every layer, and paths two layers write.
-    let (sources, missing) = glue_sources(&stack, &records, &built_packages);
+    // Where the whole step runs when packages write a path differently;
+    // kept until the glue is written.
+    let whole = tempfile::tempdir_in(staging).map_err(io("creating a folder"))?;
+    let Glue {
+        mut sources,
+        missing,
+        conflicts,
+    } = glue_sources(&stack, &records, &built_packages);
+    let name = |at: usize| {
+        let package = &plan.packages[at];
+        format!("{}=={}", package.name, package.version)
+    };
+    let warnings: Vec<String> = conflicts
+        .iter()
+        .map(|(path, writers, winner)| {
+            let writers: Vec<String> = writers.iter().map(|&at| name(at)).collect();
+            format!(
+                "{} write /{}/{path} with different bytes: {}'s are in the image, as pip installs it last",
+                writers.join(" and "),
+                layers.pip.prefix,
+                name(*winner)
+            )
+        })
+        .collect();
     if !missing.is_empty() {
         return Err(BuildError::Base(
             "the bytes of a file two package layers write could not be found".into(),
         ));
+    }
+    // Which package pip installs last depends on its own ordering of the
+    // whole plan: a path written with different bytes takes the bytes of
+    // the whole step, run as the one-layer build runs it (rare).
+    if !conflicts.is_empty() {
+        let out = whole.path().display().to_string();
+        let mut command = layers.pip.whole_step().replace("{out}", &out);
+        let installed = format!("{out}/{}", layers.pip.prefix);
+        let prefix = format!("/{}", layers.pip.prefix);
+        if let Some(compile) = layers
+            .pip
+            .compile_command(&installed, &prefix)
+            .map_err(|invalid| BuildError::Base(invalid.to_string()))?
+        {
+            command = format!("{command} && {{ {compile} >/dev/null 2>&1 || true; }}");
+        }
+        in_image.run(whole.path(), &command).await?;
+        for (path, ..) in &conflicts {
+            let file = Path::new(&installed).join(path);
+            let executable = std::fs::metadata(&file)
+                .map(|meta| meta.permissions().mode() & 0o111 != 0)
+                .map_err(io("reading what pip installed"))?;
+            sources.insert(path.clone(), GlueSource::Built(file, executable));
+        }
     }
     let glue_tree = work.path().join("glue");
     std::fs::create_dir_all(&glue_tree).map_err(io("creating the glue layer"))?;
@@ -584,6 +634,7 @@ pub async fn build(
     });
     futures::future::join_all(hints).await;
     Ok(Built {
+        warnings,
         plan,
         stack: stack_results,
         glue,
@@ -687,19 +738,31 @@ impl GlueSource {
     }
 }
 
-/// The glue's files and where each one's bytes come from; and the stack
-/// layers to build for the bytes of a path that no built package and no
-/// record has.
+/// What the glue layer holds, as [`glue_sources`] finds it.
+struct Glue {
+    /// Each path and where its bytes come from.
+    sources: BTreeMap<String, GlueSource>,
+    /// Stack layers to build for the bytes of a path that no built
+    /// package and no record has.
+    missing: Vec<usize>,
+    /// Paths packages write with different bytes: the path, the packages
+    /// writing it, and the one whose bytes are in the image (pip's last).
+    conflicts: Vec<(String, Vec<usize>, usize)>,
+}
+
+/// The glue's files and where each one's bytes come from.
 fn glue_sources(
     stack: &[StackLayer],
     records: &[Option<LayerRecord>],
     built: &HashMap<usize, Installed>,
-) -> (BTreeMap<String, GlueSource>, Vec<usize>) {
+) -> Glue {
     // Every path: the layers writing it, and the winner (the package
     // latest in the plan) with its hash.
     struct Claim {
         layers: Vec<usize>,
         winner: (usize, usize, String, bool, Option<String>),
+        /// Every package writing it, with the hash of what it writes.
+        writers: Vec<(usize, String)>,
     }
     let mut claims: BTreeMap<String, Claim> = BTreeMap::new();
     let mut by_hash: HashMap<String, (PathBuf, bool)> = HashMap::new();
@@ -738,7 +801,9 @@ fn glue_sources(
             let claim = claims.entry(path).or_insert_with(|| Claim {
                 layers: Vec::new(),
                 winner: (at, package, sha256.clone(), executable, link.clone()),
+                writers: Vec::new(),
             });
+            claim.writers.push((package, sha256.clone()));
             if !claim.layers.contains(&at) {
                 claim.layers.push(at);
             }
@@ -758,11 +823,18 @@ fn glue_sources(
     }
     let mut sources = BTreeMap::new();
     let mut missing = Vec::new();
+    let mut conflicts = Vec::new();
     for (path, claim) in claims {
         if !(always_glue(&path) || claim.layers.len() > 1) {
             continue;
         }
         let (layer, package, sha256, executable, link) = claim.winner;
+        if claim.writers.iter().any(|(_, hash)| *hash != sha256) {
+            let mut writers: Vec<usize> = claim.writers.iter().map(|(at, _)| *at).collect();
+            writers.sort_unstable();
+            writers.dedup();
+            conflicts.push((path.clone(), writers, package));
+        }
         if let Some(target) = link {
             sources.insert(path, GlueSource::Link(target));
             continue;
@@ -797,7 +869,11 @@ fn glue_sources(
     }
     missing.sort_unstable();
     missing.dedup();
-    (sources, missing)
+    Glue {
+        sources,
+        missing,
+        conflicts,
+    }
 }
 
 #[cfg(test)]

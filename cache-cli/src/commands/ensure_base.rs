@@ -236,6 +236,9 @@ impl Run<'_> {
                 self.progress.pause();
                 let image = native::build(self.registry, &spec, staging.path()).await?;
                 self.progress.resume();
+                for warning in &image.warnings {
+                    self.warn(warning.clone());
+                }
                 let build_seconds = started.elapsed().as_secs_f64();
                 let started = Instant::now();
                 self.progress

@@ -42,6 +42,9 @@ pub struct NewImage {
     pub layers: Vec<NewLayer>,
     /// With package layers: what each new layer holds.
     pub package_layers: Vec<PackageLayer>,
+    /// What the build should say (packages writing one path with different
+    /// bytes).
+    pub warnings: Vec<String>,
     /// Config JSON bytes.
     pub config: Vec<u8>,
     /// Manifest JSON bytes.

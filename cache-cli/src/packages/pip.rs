@@ -163,6 +163,16 @@ impl PipInstall {
         })
     }
 
+    /// The whole step, as the one-layer build runs it (`{out}` to be
+    /// replaced): what decides the bytes of a path packages write
+    /// differently, in pip's own install order.
+    pub fn whole_step(&self) -> String {
+        match &self.prepare {
+            Some(prepare) => format!("{prepare} && {}", self.command),
+            None => self.command.clone(),
+        }
+    }
+
     /// The step that resolves the plan without installing: the commands
     /// before the pip install, then the pip install itself with
     /// `--dry-run --report REPORT` (`{out}` to be replaced as in the
