@@ -38,7 +38,7 @@ use crate::image::registry::Registry;
 use crate::pack::layer::{self, PackOptions};
 use crate::packages::pip::{self, PipInstall};
 use crate::packages::plan::{LayerInputs, Package, Plan, layer_key};
-use crate::packages::stack::{StackLayer, plan_stack};
+use crate::packages::stack::{Hint, StackLayer, plan_stack};
 
 /// What package layers need besides the native spec.
 #[derive(Debug, Clone, Copy)]
@@ -162,6 +162,57 @@ pub fn size_key(package: &Key) -> Key {
     hasher.update(b"cachectl-package-size/v1\0");
     hasher.update(package.as_bytes());
     Key::from_bytes(*hasher.finalize().as_bytes())
+}
+
+/// The versions of a package the builds of one prefix have seen, newest
+/// last (at most [`VERSIONS_KEPT`]): how often it changes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SeenVersions {
+    /// Format version.
+    pub version: u32,
+    /// The versions, oldest first.
+    pub versions: Vec<String>,
+}
+
+/// How many versions of a package [`SeenVersions`] keeps.
+pub const VERSIONS_KEPT: usize = 8;
+
+/// Where a package's [`SeenVersions`] are kept: its name and the prefix.
+fn versions_key(package: &Package, prefix: &str) -> Key {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(b"cachectl-package-versions/v1\0");
+    hasher.update(package.name.as_bytes());
+    hasher.update(b"\0");
+    hasher.update(prefix.as_bytes());
+    Key::from_bytes(*hasher.finalize().as_bytes())
+}
+
+/// The versions seen of `package` (none when the cache does not answer).
+async fn seen_versions(layers: PackageLayers<'_>, package: &Package) -> Vec<String> {
+    let key = versions_key(package, &layers.pip.prefix);
+    match layers.records.get::<SeenVersions>(&key).await {
+        Ok(Some(seen)) if seen.version == 1 => seen.versions,
+        _ => Vec::new(),
+    }
+}
+
+/// Adds `package`'s version to the versions seen, when it is a new one.
+async fn note_version(layers: PackageLayers<'_>, package: &Package) {
+    let mut versions = seen_versions(layers, package).await;
+    if versions.last() == Some(&package.version) {
+        return;
+    }
+    versions.push(package.version.clone());
+    let excess = versions.len().saturating_sub(VERSIONS_KEPT);
+    versions.drain(..excess);
+    let key = versions_key(package, &layers.pip.prefix);
+    let seen = SeenVersions {
+        version: 1,
+        versions,
+    };
+    if let Err(error) = layers.records.put(&key, &seen).await {
+        tracing::debug!(%error, "could not record a package's versions");
+    }
 }
 
 /// Whether `path` (relative to the prefix) always belongs to the glue.
@@ -327,23 +378,36 @@ pub async fn build(
         .iter()
         .map(|package| package.reusable().then(|| layer_key(package, inputs)))
         .collect();
-    // Sizes matter only past the budget, where the largest keep their own
-    // layers: asked for then only.
-    let sizes: Vec<Option<u64>> = if plan.packages.len() + from_layers + 1 > layers.max_layers {
-        let asks = package_keys.iter().map(|key| async move {
-            let key = size_key(key.as_ref()?);
-            match layers.records.get::<SizeHint>(&key).await {
-                Ok(Some(hint)) if hint.version == 1 => Some(hint.bytes),
-                _ => None,
-            }
-        });
+    // Hints matter only past the budget, where the packages that change
+    // most often, then the largest, keep their own layers: asked for then
+    // only (and the versions seen recorded then only).
+    let over_budget = plan.packages.len() + from_layers + 1 > layers.max_layers;
+    let hints: Vec<Hint> = if over_budget {
+        let asks = plan
+            .packages
+            .iter()
+            .zip(&package_keys)
+            .map(|(package, key)| async move {
+                let bytes = match key {
+                    Some(key) => match layers.records.get::<SizeHint>(&size_key(key)).await {
+                        Ok(Some(hint)) if hint.version == 1 => Some(hint.bytes),
+                        _ => None,
+                    },
+                    None => None,
+                };
+                let versions = seen_versions(layers, package).await;
+                Hint {
+                    bytes,
+                    changes: versions.len().saturating_sub(1) as u32,
+                }
+            });
         futures::future::join_all(asks).await
     } else {
-        vec![None; plan.packages.len()]
+        vec![Hint::default(); plan.packages.len()]
     };
     let stack = plan_stack(
         &plan.packages,
-        |at| sizes[at],
+        |at| hints[at],
         from_layers,
         layers.max_layers,
     )
@@ -615,6 +679,14 @@ pub async fn build(
         })
     });
     futures::future::join_all(puts).await;
+    if over_budget {
+        futures::future::join_all(
+            plan.packages
+                .iter()
+                .map(|package| note_version(layers, package)),
+        )
+        .await;
+    }
     // Each package built: its installed bytes, for the budget next time.
     let hints = built_packages.iter().filter_map(|(&at, found)| {
         let key = size_key(package_keys.get(at)?.as_ref()?);

@@ -36,14 +36,24 @@ fn group_of(name: &str, groups: usize) -> usize {
     (u64::from_le_bytes(first) % groups as u64) as usize
 }
 
+/// What earlier builds recorded of a package.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Hint {
+    /// Its installed bytes.
+    pub bytes: Option<u64>,
+    /// How many times its version changed in the builds remembered.
+    pub changes: u32,
+}
+
 /// The dependency layers of `packages` for an image whose `from` image has
 /// `from_layers` layers, at most `max_layers` layers in all (one of them
-/// the glue). `size` gives the installed bytes of the package at an index,
-/// when an earlier build recorded them. `None` when the `from` image alone
-/// leaves no room.
+/// the glue). `hint` gives what earlier builds recorded of the package at
+/// an index: past the budget, the packages that change most often, then
+/// the largest, keep layers of their own. `None` when the `from` image
+/// alone leaves no room.
 pub fn plan_stack(
     packages: &[Package],
-    size: impl Fn(usize) -> Option<u64>,
+    hint: impl Fn(usize) -> Hint,
     from_layers: usize,
     max_layers: usize,
 ) -> Option<Vec<StackLayer>> {
@@ -62,13 +72,20 @@ pub fn plan_stack(
                 .collect(),
         );
     }
-    // A quarter of the room for groups, the rest for the largest packages.
+    // A quarter of the room for groups, the rest for the packages that
+    // change most often (a bump then rebuilds a layer of one package, not a
+    // group), then the largest.
     let groups = (room / 4).max(1);
     let own = room - groups;
     let mut ranked: Vec<usize> = (0..packages.len()).collect();
     ranked.sort_by(|&a, &b| {
-        size_class(size(b))
-            .cmp(&size_class(size(a)))
+        let (hint_a, hint_b) = (hint(a), hint(b));
+        // A few changes rank alike: one more bump moves nothing.
+        hint_b
+            .changes
+            .min(3)
+            .cmp(&hint_a.changes.min(3))
+            .then_with(|| size_class(hint_b.bytes).cmp(&size_class(hint_a.bytes)))
             .then_with(|| packages[a].name.cmp(&packages[b].name))
     });
     let mut layers: Vec<StackLayer> = ranked[..own]
@@ -124,6 +141,11 @@ mod tests {
             .collect()
     }
 
+    /// A hint of `bytes` only.
+    fn sized(bytes: Option<u64>) -> Hint {
+        Hint { bytes, changes: 0 }
+    }
+
     /// Sizes spread over four orders of magnitude, as a real lock's are.
     fn size_of(package: &Package) -> Option<u64> {
         let n: u64 = package.name["package-".len()..].parse().ok()?;
@@ -148,7 +170,8 @@ mod tests {
     #[test]
     fn a_small_plan_gets_a_layer_per_package() {
         let plan = packages(20, None);
-        let stack = plan_stack(&plan, |at| size_of(&plan[at]), 3, DEFAULT_MAX_LAYERS).unwrap();
+        let stack =
+            plan_stack(&plan, |at| sized(size_of(&plan[at])), 3, DEFAULT_MAX_LAYERS).unwrap();
         assert_eq!(stack.len(), 20);
         assert!(stack.iter().all(|layer| layer.packages.len() == 1));
         assert_eq!(stack[0].name, "package-000");
@@ -160,7 +183,7 @@ mod tests {
         let plan = packages(300, None);
         let stack = plan_stack(
             &plan,
-            |at| size_of(&plan[at]),
+            |at| sized(size_of(&plan[at])),
             from_layers,
             DEFAULT_MAX_LAYERS,
         )
@@ -177,7 +200,7 @@ mod tests {
             let plan = packages(300, Some(bumped));
             let stack = plan_stack(
                 &plan,
-                |at| size_of(&plan[at]),
+                |at| sized(size_of(&plan[at])),
                 from_layers,
                 DEFAULT_MAX_LAYERS,
             )
@@ -195,7 +218,7 @@ mod tests {
         });
         let stack = plan_stack(
             &grown,
-            |at| size_of(&grown[at]),
+            |at| sized(size_of(&grown[at])),
             from_layers,
             DEFAULT_MAX_LAYERS,
         )
@@ -210,20 +233,36 @@ mod tests {
         let plan = packages(300, None);
         // The last by name, and by far the largest.
         let huge = 299;
-        let size = |at: usize| Some(if at == huge { 1 << 30 } else { 1000 });
+        let size = |at: usize| sized(Some(if at == huge { 1 << 30 } else { 1000 }));
         let stack = plan_stack(&plan, size, 3, DEFAULT_MAX_LAYERS).unwrap();
         assert!(
             stack.iter().any(|layer| layer.packages == [huge]),
             "the largest package shares a layer"
         );
         // Without sizes it would have been grouped (own layers go by name).
-        let stack = plan_stack(&plan, |_| None, 3, DEFAULT_MAX_LAYERS).unwrap();
+        let stack = plan_stack(&plan, |_| Hint::default(), 3, DEFAULT_MAX_LAYERS).unwrap();
         assert!(!stack.iter().any(|layer| layer.packages == [huge]));
     }
 
     #[test]
+    fn past_the_budget_a_package_that_changes_often_keeps_a_layer_of_its_own() {
+        let plan = packages(300, None);
+        // Small, last by name, but bumped in every build remembered.
+        let busy = 298;
+        let hint = |at: usize| Hint {
+            bytes: Some(if at == busy { 10 } else { 1 << 20 }),
+            changes: u32::from(at == busy) * 5,
+        };
+        let stack = plan_stack(&plan, hint, 3, DEFAULT_MAX_LAYERS).unwrap();
+        assert!(stack.iter().any(|layer| layer.packages == [busy]));
+    }
+
+    #[test]
     fn a_from_image_that_fills_the_budget_leaves_no_room() {
-        assert_eq!(plan_stack(&packages(5, None), |_| None, 99, 100), None);
-        assert!(plan_stack(&packages(5, None), |_| None, 98, 100).is_some());
+        assert_eq!(
+            plan_stack(&packages(5, None), |_| Hint::default(), 99, 100),
+            None
+        );
+        assert!(plan_stack(&packages(5, None), |_| Hint::default(), 98, 100).is_some());
     }
 }
