@@ -32,6 +32,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::builder::step::{Capture, InstallIn};
 use crate::packages::pip::PipInstall;
+use crate::packages::stack::DEFAULT_MAX_LAYERS;
 
 const VERSION_LINE: &str = "cachectl-base-key/v2\n";
 
@@ -120,6 +121,8 @@ pub enum Recipe {
         capture: Capture,
         /// The step's pip install, when it becomes package layers.
         package_layers: Option<PipInstall>,
+        /// With package layers: at most this many layers in the image.
+        max_layers: usize,
     },
 }
 
@@ -268,6 +271,7 @@ pub fn compute(spec: &KeySpec<'_>) -> Result<BaseKey, KeyError> {
             install_in,
             capture,
             package_layers,
+            max_layers,
         } => {
             inputs.push(Input::new(
                 InputKind::Recipe,
@@ -288,6 +292,11 @@ pub fn compute(spec: &KeySpec<'_>) -> Result<BaseKey, KeyError> {
             // A stack of package layers is another image than one layer.
             if package_layers.is_some() {
                 inputs.push(Input::new(InputKind::Recipe, "package-layers", b"on"));
+                // Only another budget than the default is an input.
+                if *max_layers != DEFAULT_MAX_LAYERS {
+                    let text = max_layers.to_string();
+                    inputs.push(Input::new(InputKind::Recipe, "max-layers", text.as_bytes()));
+                }
             }
         }
     }
@@ -488,6 +497,7 @@ mod tests {
             install_in: InstallIn::Host,
             capture: Capture::Out,
             package_layers: None,
+            max_layers: DEFAULT_MAX_LAYERS,
         };
         let args = BTreeMap::new();
         let original = key(root, &recipe, &args, "linux/amd64");
@@ -518,6 +528,7 @@ mod tests {
             install_in: InstallIn::Host,
             capture: Capture::Out,
             package_layers: None,
+            max_layers: DEFAULT_MAX_LAYERS,
         };
         assert_ne!(
             key(root, &other_recipe, &args, "linux/amd64").key,

@@ -573,3 +573,77 @@ platform = "linux/amd64"
     // The bytes pip's own install of the whole plan leaves.
     assert_eq!(data(&layered, "layered"), data(&single, "single"));
 }
+
+#[test]
+fn a_small_layer_budget_groups_packages_and_gives_one_that_keeps_changing_its_own_layer() {
+    let registry = RegistryServer::start();
+    let from = push_python_image(&registry);
+    let project = project(&from, &format!("{}/acme/web-base", registry.host()));
+    let from_layers = layers(&from).len();
+    // --max-layers, as a user types it: 18 packages in 8 layers.
+    let budget = ["--max-layers", "8"];
+    let (first, _) = ensure(&project, &budget);
+    let first_layers = layers(first["reference"].as_str().unwrap());
+    assert!(first_layers.len() <= 8, "{} layers", first_layers.len());
+    let reported = first["package_layers"].as_array().unwrap();
+    let grouped = reported
+        .iter()
+        .any(|layer| layer["packages"].as_array().unwrap().len() > 1);
+    assert!(grouped, "{first}");
+    assert_eq!(
+        reported.len() + from_layers,
+        first_layers.len(),
+        "the report names every layer"
+    );
+    // The budget is part of the key.
+    let (default, _) = ensure(&project, &[]);
+    assert_ne!(default["key"], first["key"]);
+
+    // six bumped and bumped back: the second time it changes, it is the
+    // package that changes most, and has a layer of its own.
+    let own_layer = |report: &serde_json::Value, six: &str| {
+        report["package_layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|layer| layer["packages"] == serde_json::json!([six]))
+    };
+    assert!(!own_layer(&first, "six==1.16.0"), "{first}");
+    project.write(
+        "requirements.txt",
+        &REQUIREMENTS.replace("six==1.16.0", "six==1.17.0"),
+    );
+    let (bumped, _) = ensure(&project, &budget);
+    assert!(layers(bumped["reference"].as_str().unwrap()).len() <= 8);
+    project.write("requirements.txt", REQUIREMENTS);
+    let (back, _) = ensure(&project, &["--max-layers", "8", "--force"]);
+    assert!(own_layer(&back, "six==1.16.0"), "{back}");
+    let back_ref = back["reference"].as_str().unwrap().to_owned();
+    assert!(layers(&back_ref).len() <= 8);
+
+    // The grouped image runs.
+    let scratch = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(scratch.path().join("image")).unwrap();
+    let rootfs = unpack(
+        &format!("docker://{back_ref}"),
+        &scratch.path().join("image"),
+    )
+    .join("rootfs");
+    let run = Command::new("chroot")
+        .arg(&rootfs)
+        .args([
+            "/usr/bin/env",
+            "PYTHONPATH=/opt/deps",
+            "python3",
+            "-c",
+            "import flask, six, zope.interface, requests; from PIL import Image; print(six.__version__)",
+        ])
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{run:?}");
+    assert_eq!(String::from_utf8_lossy(&run.stdout).trim(), "1.16.0");
+    // A budget the from image leaves no room in is refused at the start.
+    let refused = project.cachectl(&["hash", "--max-layers", "2"], &[]);
+    assert_eq!(refused.code, 2, "{}", refused.stderr);
+    assert!(refused.stderr.contains("max_layers"), "{}", refused.stderr);
+}

@@ -161,6 +161,10 @@ pub struct BaseSection {
     /// is `pip install ... --target {out}/PREFIX` becomes one layer per
     /// package, and a glue layer) or `off` (one layer).
     pub package_layers: Option<String>,
+    /// With package layers: at most this many layers in the base image,
+    /// the `from` image's and the glue included (default 100; registries
+    /// and overlayfs break near 125).
+    pub max_layers: Option<usize>,
     /// Build arguments.
     pub args: Option<BTreeMap<String, String>>,
     /// Target platform, `os/arch[/variant]`.

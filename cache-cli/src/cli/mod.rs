@@ -187,6 +187,7 @@ impl Cli {
         option("install-in", text(&base.install_in));
         option("capture", text(&base.capture));
         option("package-layers", text(&base.package_layers));
+        option("max-layers", base.max_layers.map(|n| n.to_string().into()));
         for pair in &base.build_args {
             option("build-arg", Some(pair.into()));
         }
@@ -305,6 +306,16 @@ pub struct BaseFlags {
         global = true
     )]
     pub package_layers: Option<String>,
+    /// With package layers: at most N layers in the base image, the from
+    /// image's and the glue included [default: 100].
+    #[arg(
+        id = "base.max_layers",
+        value_name = "N",
+        long = "max-layers",
+        env = "CACHECTL_MAX_LAYERS",
+        global = true
+    )]
+    pub max_layers: Option<usize>,
     /// Build argument NAME=VALUE (repeatable; added to the file's).
     #[arg(
         id = "base.build_args",
@@ -767,6 +778,8 @@ mod tests {
             "out",
             "--package-layers",
             "off",
+            "--max-layers",
+            "60",
             "--build-arg",
             "A=1",
             "--platform",
@@ -808,7 +821,7 @@ mod tests {
         };
         // Every global flag is forwarded (or set by each run, like --json):
         // a new one must be added to forwarded_args and counted here.
-        assert_eq!(Cli::command().get_arguments().count(), 27);
+        assert_eq!(Cli::command().get_arguments().count(), 28);
         let forwarded = cli.forwarded_args();
         assert!(
             !forwarded

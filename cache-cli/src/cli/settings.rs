@@ -16,6 +16,7 @@ use crate::image::{ImageTarget, Location, RegistrySettings, base_tag};
 use crate::key::{self, BaseKey, KeyError, KeySpec, Recipe};
 use crate::pack::layer::Compression;
 use crate::packages::pip::PipInstall;
+use crate::packages::stack::DEFAULT_MAX_LAYERS;
 use crate::upstream::{self, Resolved, Upstream, UpstreamError};
 
 /// Everything `ensure-base` needs, resolved from config, flags and env.
@@ -555,12 +556,26 @@ impl Cli {
                     (wanted && install_in == InstallIn::Image && capture == Capture::Out)
                         .then(|| PipInstall::recognise(&install))
                         .flatten();
+                let max_layers = match flags.max_layers.or(base.max_layers) {
+                    None => DEFAULT_MAX_LAYERS,
+                    Some(n) if (3..=127).contains(&n) => n,
+                    Some(n) => {
+                        return Err(field(
+                            &path,
+                            "base.max_layers",
+                            format!(
+                                "{n} is not between 3 and 127 (registries and overlayfs break near 125)"
+                            ),
+                        ));
+                    }
+                };
                 Recipe::Native {
                     from,
                     install,
                     install_in,
                     capture,
                     package_layers,
+                    max_layers,
                 }
             }
             _ => {

@@ -29,7 +29,6 @@ use crate::image::publish;
 use crate::image::{ImageTarget, Location, Registry};
 use crate::key::{self, BaseKey, Recipe};
 use crate::packages::plan;
-use crate::packages::stack::DEFAULT_MAX_LAYERS;
 use crate::report::outcome::{EnsureReport, PackageLayer};
 use crate::report::progress::Progress;
 use crate::report::{events, output};
@@ -206,13 +205,14 @@ impl Run<'_> {
                 install_in,
                 capture,
                 package_layers,
+                max_layers,
             } => {
                 let target = settings.image.at(&tag)?;
                 let package_layers = package_layers.as_ref().map(|pip| PackageLayers {
                     pip,
                     records: self.records,
                     target: &target,
-                    max_layers: DEFAULT_MAX_LAYERS,
+                    max_layers: *max_layers,
                     reuse: !self.options.force,
                 });
                 let staging =

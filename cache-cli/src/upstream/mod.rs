@@ -347,6 +347,7 @@ mod tests {
             install_in: crate::builder::step::InstallIn::Host,
             capture: crate::builder::step::Capture::Out,
             package_layers: None,
+            max_layers: crate::packages::stack::DEFAULT_MAX_LAYERS,
         };
         assert!(
             of_recipe(folder.path(), &native, &args, &target)
