@@ -141,6 +141,17 @@ mod tests {
             .collect()
     }
 
+    /// The stack of `plan` with [`size_of`]'s sizes.
+    fn stack_of(plan: &[Package], from_layers: usize) -> Vec<StackLayer> {
+        plan_stack(
+            plan,
+            |at| sized(size_of(&plan[at])),
+            from_layers,
+            DEFAULT_MAX_LAYERS,
+        )
+        .unwrap()
+    }
+
     /// A hint of `bytes` only.
     fn sized(bytes: Option<u64>) -> Hint {
         Hint { bytes, changes: 0 }
@@ -170,8 +181,7 @@ mod tests {
     #[test]
     fn a_small_plan_gets_a_layer_per_package() {
         let plan = packages(20, None);
-        let stack =
-            plan_stack(&plan, |at| sized(size_of(&plan[at])), 3, DEFAULT_MAX_LAYERS).unwrap();
+        let stack = stack_of(&plan, 3);
         assert_eq!(stack.len(), 20);
         assert!(stack.iter().all(|layer| layer.packages.len() == 1));
         assert_eq!(stack[0].name, "package-000");
@@ -181,13 +191,7 @@ mod tests {
     fn three_hundred_packages_fit_in_a_hundred_layers_and_a_bump_changes_at_most_two() {
         let from_layers = 3;
         let plan = packages(300, None);
-        let stack = plan_stack(
-            &plan,
-            |at| sized(size_of(&plan[at])),
-            from_layers,
-            DEFAULT_MAX_LAYERS,
-        )
-        .unwrap();
+        let stack = stack_of(&plan, from_layers);
         assert!(
             from_layers + stack.len() < DEFAULT_MAX_LAYERS,
             "{}",
@@ -198,13 +202,7 @@ mod tests {
         let before = contents(&plan, &stack);
         for bumped in [0, 17, 150, 299] {
             let plan = packages(300, Some(bumped));
-            let stack = plan_stack(
-                &plan,
-                |at| sized(size_of(&plan[at])),
-                from_layers,
-                DEFAULT_MAX_LAYERS,
-            )
-            .unwrap();
+            let stack = stack_of(&plan, from_layers);
             let after = contents(&plan, &stack);
             let changed = after.iter().filter(|layer| !before.contains(layer)).count();
             assert!(changed <= 2, "bumping {bumped} changed {changed} layers");
@@ -216,13 +214,7 @@ mod tests {
             name: "newcomer".into(),
             ..grown[0].clone()
         });
-        let stack = plan_stack(
-            &grown,
-            |at| sized(size_of(&grown[at])),
-            from_layers,
-            DEFAULT_MAX_LAYERS,
-        )
-        .unwrap();
+        let stack = stack_of(&grown, from_layers);
         let after = contents(&grown, &stack);
         let changed = after.iter().filter(|layer| !before.contains(layer)).count();
         assert!(changed <= 2, "adding one package changed {changed} layers");
