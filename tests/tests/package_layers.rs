@@ -90,6 +90,26 @@ fn tree(root: &Path) -> BTreeMap<String, (String, u32, Vec<u8>)> {
     found
 }
 
+/// Runs `args` in the image unpacked at `rootfs` (`chroot`, the packages
+/// on `PYTHONPATH`); its trimmed stdout. Fails the test unless it succeeds.
+fn run_in(rootfs: &Path, args: &[&str]) -> String {
+    let run = Command::new("chroot")
+        .arg(rootfs)
+        .args(["/usr/bin/env", "PYTHONPATH=/opt/deps"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{run:?}");
+    String::from_utf8_lossy(&run.stdout).trim().to_owned()
+}
+
+/// The root filesystem of `reference`, unpacked under `scratch/name`.
+fn unpacked(reference: &str, scratch: &Path, name: &str) -> std::path::PathBuf {
+    let into = scratch.join(name);
+    std::fs::create_dir_all(&into).unwrap();
+    unpack(&format!("docker://{reference}"), &into).join("rootfs")
+}
+
 /// `ensure-base --json` with `args`; its report and how long it took.
 fn ensure(project: &Project, args: &[&str]) -> (serde_json::Value, f64) {
     let started = Instant::now();
@@ -128,50 +148,18 @@ fn a_bump_rebuilds_one_package_layer_and_the_image_equals_the_one_layer_build() 
     // It runs: every package imports (the native ones load), the console
     // script runs with the image's interpreter.
     let scratch = tempfile::tempdir().unwrap();
-    for folder in ["layered", "single", "bumped"] {
-        std::fs::create_dir_all(scratch.path().join(folder)).unwrap();
-    }
-    let layered = unpack(
-        &format!("docker://{cold_ref}"),
-        &scratch.path().join("layered"),
-    )
-    .join("rootfs");
+    let layered = unpacked(&cold_ref, scratch.path(), "layered");
     let imports = "import flask, werkzeug, jinja2, markupsafe, itsdangerous, click, blinker, \
          zope.interface, zope.event, setuptools, requests, urllib3, idna, certifi, \
          charset_normalizer, six, packaging; from PIL import Image; \
          Image.new('RGB', (2, 2)).save('/tmp/x.png'); \
          print(six.__version__, zope.interface.Interface.__name__, markupsafe.escape('<'))";
-    let run = Command::new("chroot")
-        .arg(&layered)
-        .args([
-            "/usr/bin/env",
-            "PYTHONPATH=/opt/deps",
-            "python3",
-            "-c",
-            imports,
-        ])
-        .output()
-        .unwrap();
-    assert!(run.status.success(), "{run:?}");
     assert_eq!(
-        String::from_utf8_lossy(&run.stdout).trim(),
+        run_in(&layered, &["python3", "-c", imports]),
         "1.16.0 Interface &lt;"
     );
-    let script = Command::new("chroot")
-        .arg(&layered)
-        .args([
-            "/usr/bin/env",
-            "PYTHONPATH=/opt/deps",
-            "/opt/deps/bin/flask",
-            "--version",
-        ])
-        .output()
-        .unwrap();
-    assert!(script.status.success(), "{script:?}");
-    assert!(
-        String::from_utf8_lossy(&script.stdout).contains("Flask 3.0.3"),
-        "{script:?}"
-    );
+    let version = run_in(&layered, &["/opt/deps/bin/flask", "--version"]);
+    assert!(version.contains("Flask 3.0.3"), "{version}");
 
     // A bump of one small package rebuilds its layer only.
     project.write(
@@ -233,11 +221,7 @@ fn a_bump_rebuilds_one_package_layer_and_the_image_equals_the_one_layer_build() 
 
     // The same plan as one layer (package layers off, by the flag): the
     // same files, bytes and modes under /opt/deps as the bumped image.
-    let bumped_root = unpack(
-        &format!("docker://{bumped_ref}"),
-        &scratch.path().join("bumped"),
-    )
-    .join("rootfs");
+    let bumped_root = unpacked(&bumped_ref, scratch.path(), "bumped");
     let (one, _) = ensure(&project, &["--package-layers", "off"]);
     assert_ne!(
         one["key"], bumped["key"],
@@ -245,11 +229,7 @@ fn a_bump_rebuilds_one_package_layer_and_the_image_equals_the_one_layer_build() 
     );
     let one_ref = one["reference"].as_str().unwrap();
     assert_eq!(layers(one_ref).len(), from_layers + 1);
-    let single = unpack(
-        &format!("docker://{one_ref}"),
-        &scratch.path().join("single"),
-    )
-    .join("rootfs");
+    let single = unpacked(one_ref, scratch.path(), "single");
     let (layered_tree, single_tree) = (
         tree(&bumped_root.join("opt/deps")),
         tree(&single.join("opt/deps")),
@@ -387,25 +367,10 @@ fn another_project_builds_only_what_it_does_not_share_and_an_os_patch_rebuilds_n
     // Uploaded: six, the glue and the config; every other blob is mounted.
     assert_eq!(uploaded(), 3);
     let scratch = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(scratch.path().join("api")).unwrap();
-    let rootfs = unpack(
-        &format!("docker://{}", shared["reference"].as_str().unwrap()),
-        &scratch.path().join("api"),
-    )
-    .join("rootfs");
-    let run = Command::new("chroot")
-        .arg(&rootfs)
-        .args([
-            "/usr/bin/env",
-            "PYTHONPATH=/opt/deps",
-            "python3",
-            "-c",
-            "import six, requests, zope.interface; from PIL import Image; print(six.__version__)",
-        ])
-        .output()
-        .unwrap();
-    assert!(run.status.success(), "{run:?}");
-    assert_eq!(String::from_utf8_lossy(&run.stdout).trim(), "1.17.0");
+    let rootfs = unpacked(shared["reference"].as_str().unwrap(), scratch.path(), "api");
+    let imports =
+        "import six, requests, zope.interface; from PIL import Image; print(six.__version__)";
+    assert_eq!(run_in(&rootfs, &["python3", "-c", imports]), "1.17.0");
 
     // The from image is patched under its tag: a new base, but every
     // wheel here is pure Python or manylinux, so no package is installed
@@ -561,13 +526,7 @@ platform = "linux/amd64"
     let (single, _) = ensure(&project, &["--package-layers", "off"]);
     let scratch = tempfile::tempdir().unwrap();
     let data = |report: &serde_json::Value, name: &str| {
-        let into = scratch.path().join(name);
-        std::fs::create_dir_all(&into).unwrap();
-        let rootfs = unpack(
-            &format!("docker://{}", report["reference"].as_str().unwrap()),
-            &into,
-        )
-        .join("rootfs");
+        let rootfs = unpacked(report["reference"].as_str().unwrap(), scratch.path(), name);
         std::fs::read_to_string(rootfs.join("opt/deps/shared/data.txt")).unwrap()
     };
     // The bytes pip's own install of the whole plan leaves.
@@ -623,25 +582,9 @@ fn a_small_layer_budget_groups_packages_and_gives_one_that_keeps_changing_its_ow
 
     // The grouped image runs.
     let scratch = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(scratch.path().join("image")).unwrap();
-    let rootfs = unpack(
-        &format!("docker://{back_ref}"),
-        &scratch.path().join("image"),
-    )
-    .join("rootfs");
-    let run = Command::new("chroot")
-        .arg(&rootfs)
-        .args([
-            "/usr/bin/env",
-            "PYTHONPATH=/opt/deps",
-            "python3",
-            "-c",
-            "import flask, six, zope.interface, requests; from PIL import Image; print(six.__version__)",
-        ])
-        .output()
-        .unwrap();
-    assert!(run.status.success(), "{run:?}");
-    assert_eq!(String::from_utf8_lossy(&run.stdout).trim(), "1.16.0");
+    let rootfs = unpacked(&back_ref, scratch.path(), "image");
+    let imports = "import flask, six, zope.interface, requests; from PIL import Image; print(six.__version__)";
+    assert_eq!(run_in(&rootfs, &["python3", "-c", imports]), "1.16.0");
     // A budget the from image leaves no room in is refused at the start.
     let refused = project.cachectl(&["hash", "--max-layers", "2"], &[]);
     assert_eq!(refused.code, 2, "{}", refused.stderr);
