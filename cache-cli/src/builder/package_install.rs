@@ -51,11 +51,11 @@ pub async fn install(
     }
     script.push_str(&alone_jobs(pip, plan, &alone, work)?);
     run(in_image, work, "install.sh", &script).await?;
-    check(plan, &alone, work)?;
+    check(plan, alone.iter().map(|&at| Job::Alone(at)), work)?;
     if together.is_empty() {
         return Ok(());
     }
-    check(plan, &[usize::MAX], work)?;
+    check(plan, [Job::Batch], work)?;
     let ambiguous =
         split(&batch, plan, &together, work).map_err(BuildError::io("telling packages apart"))?;
     if ambiguous.is_empty() {
@@ -73,15 +73,22 @@ pub async fn install(
     }
     let script = format!("set -u\n{}", alone_jobs(pip, plan, &ambiguous, work)?);
     run(in_image, work, "install-alone.sh", &script).await?;
-    check(plan, &ambiguous, work)
+    check(plan, ambiguous.iter().map(|&at| Job::Alone(at)), work)
 }
 
-/// The log of job `at` (`usize::MAX`: the batch).
-fn log_of(work: &Path, at: usize) -> PathBuf {
-    let name = if at == usize::MAX {
-        "batch".to_owned()
-    } else {
-        at.to_string()
+/// One install of the run: the batch, or one package (its index in the
+/// plan) alone.
+#[derive(Debug, Clone, Copy)]
+enum Job {
+    Batch,
+    Alone(usize),
+}
+
+/// The log of `job`.
+fn log_of(work: &Path, job: Job) -> PathBuf {
+    let name = match job {
+        Job::Batch => "batch".to_owned(),
+        Job::Alone(at) => at.to_string(),
     };
     work.join("logs").join(name)
 }
@@ -136,7 +143,7 @@ fn batch_job(
             &batch.display().to_string(),
         )
         .map_err(invalid)?;
-    job(pip, &command, batch, &log_of(work, usize::MAX))
+    job(pip, &command, batch, &log_of(work, Job::Batch))
 }
 
 /// The jobs installing each of `alone` into `work/pkgs/N`, in a pool of as
@@ -168,7 +175,7 @@ fn alone_jobs(
             .map_err(invalid)?;
         std::fs::write(
             jobs.join(format!("{at:06}.sh")),
-            job(pip, &command, &target, &log_of(work, at))?,
+            job(pip, &command, &target, &log_of(work, Job::Alone(at)))?,
         )
         .map_err(BuildError::io("writing an install job"))?;
     }
@@ -193,14 +200,17 @@ async fn run(
 }
 
 /// An error naming the first of `jobs` that failed, with pip's output.
-fn check(plan: &Plan, jobs: &[usize], work: &Path) -> Result<(), BuildError> {
-    for &at in jobs {
-        let log = log_of(work, at);
+fn check(plan: &Plan, jobs: impl IntoIterator<Item = Job>, work: &Path) -> Result<(), BuildError> {
+    for job in jobs {
+        let log = log_of(work, job);
         if Path::new(&format!("{}.failed", log.display())).exists() {
             let output = std::fs::read_to_string(&log).unwrap_or_default();
-            let what = match plan.packages.get(at) {
-                Some(package) => format!("{}=={} alone", package.name, package.version),
-                None => "the plan's packages".to_owned(),
+            let what = match job {
+                Job::Alone(at) => {
+                    let package = &plan.packages[at];
+                    format!("{}=={} alone", package.name, package.version)
+                }
+                Job::Batch => "the plan's packages".to_owned(),
             };
             return Err(BuildError::Base(format!(
                 "installing {what} failed:\n{output}"
