@@ -43,7 +43,7 @@ pub async fn install(
     }
     let (together, alone): (Vec<usize>, Vec<usize>) = packages
         .iter()
-        .partition(|&&at| plan.packages[at].artifact.sha256.is_some());
+        .partition(|&&at| plan.packages[at].artifact.hash.is_some());
     let batch = work.join("batch");
     let mut script = String::from("set -u\n");
     if !together.is_empty() {

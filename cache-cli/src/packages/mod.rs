@@ -4,6 +4,7 @@
 //! image ([`pip`]); each package's layer has a key of what decides it
 //! ([`plan`]); the stack stays within a layer budget ([`stack`]).
 
+pub mod npm;
 pub mod pip;
 pub mod plan;
 pub mod stack;

@@ -6,7 +6,7 @@
 
 use serde::Deserialize;
 
-use super::plan::{Artifact, Interpreter, Package, Plan};
+use super::plan::{Artifact, ArtifactHash, Interpreter, Package, Plan, Tie};
 use crate::invalid::Invalid;
 
 /// pip options that take a value (as a separate word or after `=`); the
@@ -193,13 +193,15 @@ impl PipInstall {
     /// checked by its hash when the plan has one (a hash is only allowed
     /// in a requirements file).
     pub fn requirement_line(package: &Package) -> String {
-        match (&package.artifact.sha256, package.direct) {
-            (Some(sha256), false) => format!(
+        match (&package.artifact.hash, package.direct) {
+            (Some(ArtifactHash::Sha256(sha256)), false) => format!(
                 "{}=={} --hash=sha256:{sha256}",
                 package.name, package.version
             ),
-            (Some(sha256), true) => format!("{} --hash=sha256:{sha256}", package.artifact.url),
-            (None, _) => package.artifact.url.clone(),
+            (Some(ArtifactHash::Sha256(sha256)), true) => {
+                format!("{} --hash=sha256:{sha256}", package.artifact.url)
+            }
+            _ => package.artifact.url.clone(),
         }
     }
 
@@ -338,19 +340,25 @@ pub fn read_report(bytes: &[u8]) -> Result<Plan, Invalid> {
     let packages = report
         .install
         .into_iter()
-        .map(|item| Package {
-            name: super::plan::normalise(&item.metadata.name),
-            version: item.metadata.version,
-            artifact: Artifact {
-                sha256: item
+        .map(|item| {
+            let artifact = Artifact {
+                hash: item
                     .download_info
                     .archive_info
                     .as_ref()
-                    .and_then(ArchiveInfo::sha256),
+                    .and_then(ArchiveInfo::sha256)
+                    .map(ArtifactHash::Sha256),
                 url: item.download_info.url,
-            },
-            direct: item.is_direct,
-            requested: item.requested,
+            };
+            Package {
+                name: super::plan::normalise(&item.metadata.name),
+                version: item.metadata.version,
+                tie: Tie::of_wheel(&artifact),
+                artifact,
+                direct: item.is_direct,
+                requested: item.requested,
+                needs: Vec::new(),
+            }
         })
         .collect();
     let environment = report.environment;
@@ -425,10 +433,12 @@ mod tests {
             version: "5.1.4".into(),
             artifact: Artifact {
                 url: "file:///p/wheels/Django-5.1.4-py3-none-any.whl".into(),
-                sha256: Some(sha.clone()),
+                hash: Some(ArtifactHash::Sha256(sha.clone())),
             },
             direct: false,
             requested: true,
+            tie: Tie::Interpreter,
+            needs: Vec::new(),
         };
         let command = pip.install_command("/o/reqs/1", "/o/pkgs/1").unwrap();
         assert_eq!(
@@ -456,14 +466,14 @@ mod tests {
         let names: Vec<&str> = plan.packages.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(names, ["django", "zope-interface", "local-app"]);
         assert_eq!(
-            plan.packages[0].artifact.sha256.as_deref(),
-            Some(&"ab".repeat(32)[..])
+            plan.packages[0].artifact.hash,
+            Some(ArtifactHash::Sha256("ab".repeat(32)))
         );
         assert_eq!(
-            plan.packages[1].artifact.sha256.as_deref(),
-            Some(&"cd".repeat(32)[..])
+            plan.packages[1].artifact.hash,
+            Some(ArtifactHash::Sha256("cd".repeat(32)))
         );
-        assert_eq!(plan.packages[2].artifact.sha256, None);
+        assert_eq!(plan.packages[2].artifact.hash, None);
         assert!(plan.packages[2].direct);
         assert_eq!(plan.interpreter.version, "3.11");
         assert!(read_report(br#"{"version": "2", "install": [], "environment": {}}"#).is_err());

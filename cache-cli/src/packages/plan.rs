@@ -1,18 +1,28 @@
 //! A resolved install plan: every package at its exact version and
-//! artifact, in install order, for one interpreter; and what decides each
-//! package's layer (its key), including whether the layer is tied to the
-//! `from` image.
+//! artifact, in install order, for one interpreter (pip) or runtime
+//! platform (npm); and what decides each package's layer (its key),
+//! including whether the layer is tied to the `from` image.
 
 use cache_proto::Key;
+
+/// How an artifact is checked, as its lock or resolver names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ArtifactHash {
+    /// A SHA-256, lowercase hex (pip's reports and `--hash`).
+    Sha256(String),
+    /// A Subresource Integrity string, `sha512-BASE64` (npm's locks).
+    Integrity(String),
+}
 
 /// The artifact a package is installed from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Artifact {
-    /// Where it was found (an index URL, `file://` of a local wheel).
+    /// Where it was found (an index URL, `file://` of a local wheel, a
+    /// registry tarball).
     pub url: String,
-    /// Its SHA-256 (lowercase hex), when the resolver reported one: a
-    /// local folder or a VCS checkout has none.
-    pub sha256: Option<String>,
+    /// Its hash, when the resolver reported one: a local folder or a VCS
+    /// checkout has none.
+    pub hash: Option<ArtifactHash>,
 }
 
 impl Artifact {
@@ -49,6 +59,11 @@ pub struct Package {
     /// Whether the project asked for it (not only another package): pip
     /// marks those `REQUESTED` in their metadata.
     pub requested: bool,
+    /// Whether its layer depends on the `from` image (see [`Tie`]).
+    pub tie: Tie,
+    /// The packages (indexes into the plan) whose layers decide this
+    /// one's too: an npm package's install script sees its dependencies.
+    pub needs: Vec<usize>,
 }
 
 /// Why a package's layer depends on the `from` image, when it does.
@@ -65,11 +80,10 @@ pub enum Tie {
     Image,
 }
 
-impl Package {
-    /// Whether its layer depends on the `from` image beyond its
-    /// interpreter (see [`Tie`]).
-    pub fn tie(&self) -> Tie {
-        match self.artifact.wheel_platforms() {
+impl Tie {
+    /// The tie of a pip package installed from `artifact`.
+    pub fn of_wheel(artifact: &Artifact) -> Self {
+        match artifact.wheel_platforms() {
             Some(platforms)
                 if platforms.iter().all(|platform| {
                     *platform == "any"
@@ -82,11 +96,13 @@ impl Package {
             _ => Tie::Image,
         }
     }
+}
 
+impl Package {
     /// Whether the layer can be recorded and reused: the artifact is known
     /// by its hash. A folder or a checkout is installed on every build.
     pub fn reusable(&self) -> bool {
-        self.artifact.sha256.is_some()
+        self.artifact.hash.is_some()
     }
 }
 
@@ -140,7 +156,11 @@ pub fn layer_key(package: &Package, inputs: LayerInputs<'_>) -> Key {
     field("name", &package.name);
     field("version", &package.version);
     field("file", package.artifact.file_name());
-    field("sha256", package.artifact.sha256.as_deref().unwrap_or(""));
+    match &package.artifact.hash {
+        Some(ArtifactHash::Integrity(integrity)) => field("integrity", integrity),
+        Some(ArtifactHash::Sha256(hex)) => field("sha256", hex),
+        None => field("sha256", ""),
+    }
     field("implementation", &inputs.interpreter.implementation);
     field("python", &inputs.interpreter.version);
     field("machine", &inputs.interpreter.machine);
@@ -149,8 +169,23 @@ pub fn layer_key(package: &Package, inputs: LayerInputs<'_>) -> Key {
     for option in inputs.options {
         field("option", option);
     }
-    if package.tie() == Tie::Image {
+    if package.tie == Tie::Image {
         field("from", inputs.from_digest);
+    }
+    Key::from_bytes(*hasher.finalize().as_bytes())
+}
+
+/// The key of a package's layer whose bytes also depend on the layers of
+/// `needs` (their keys, in plan order): `own` with theirs.
+pub fn with_needs(own: Key, needs: &[Key]) -> Key {
+    if needs.is_empty() {
+        return own;
+    }
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(b"cachectl-package-needs/v1\0");
+    hasher.update(own.as_bytes());
+    for key in needs {
+        hasher.update(key.as_bytes());
     }
     Key::from_bytes(*hasher.finalize().as_bytes())
 }
@@ -206,15 +241,18 @@ mod tests {
     use super::*;
 
     fn package(file: &str) -> Package {
+        let artifact = Artifact {
+            url: format!("https://files.example/{file}#sha256=00"),
+            hash: Some(ArtifactHash::Sha256("00".repeat(32))),
+        };
         Package {
             name: "p".into(),
             version: "1".into(),
-            artifact: Artifact {
-                url: format!("https://files.example/{file}#sha256=00"),
-                sha256: Some("00".repeat(32)),
-            },
+            tie: Tie::of_wheel(&artifact),
+            artifact,
             direct: false,
             requested: true,
+            needs: Vec::new(),
         }
     }
 
@@ -250,23 +288,23 @@ mod tests {
     #[test]
     fn wheels_for_any_image_are_tied_to_the_interpreter_only() {
         assert_eq!(
-            package("six-1.16.0-py2.py3-none-any.whl").tie(),
+            package("six-1.16.0-py2.py3-none-any.whl").tie,
             Tie::Interpreter
         );
         assert_eq!(
-            package("pillow-11.0.0-cp311-cp311-manylinux_2_28_x86_64.whl").tie(),
+            package("pillow-11.0.0-cp311-cp311-manylinux_2_28_x86_64.whl").tie,
             Tie::Interpreter
         );
         assert_eq!(
             package(
                 "psycopg2_binary-2.9.10-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl"
             )
-            .tie(),
+            .tie,
             Tie::Interpreter
         );
-        assert_eq!(package("uwsgi-2.0.28.tar.gz").tie(), Tie::Image);
+        assert_eq!(package("uwsgi-2.0.28.tar.gz").tie, Tie::Image);
         assert_eq!(
-            package("mine-1.0-cp311-cp311-linux_x86_64.whl").tie(),
+            package("mine-1.0-cp311-cp311-linux_x86_64.whl").tie,
             Tie::Image
         );
     }

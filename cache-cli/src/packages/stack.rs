@@ -120,7 +120,7 @@ pub fn plan_stack(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::packages::plan::Artifact;
+    use crate::packages::plan::{Artifact, ArtifactHash, Tie};
 
     fn packages(count: usize, bumped: Option<usize>) -> Vec<Package> {
         (0..count)
@@ -133,10 +133,12 @@ mod tests {
                 },
                 artifact: Artifact {
                     url: format!("https://files.example/package_{n:03}-1.0-py3-none-any.whl"),
-                    sha256: Some(format!("{n:064x}")),
+                    hash: Some(ArtifactHash::Sha256(format!("{n:064x}"))),
                 },
                 direct: false,
                 requested: true,
+                tie: Tie::Interpreter,
+                needs: Vec::new(),
             })
             .collect()
     }
