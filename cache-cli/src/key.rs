@@ -31,7 +31,7 @@ use cache_proto::Key;
 use serde::{Deserialize, Serialize};
 
 use crate::builder::step::{Capture, InstallIn};
-use crate::packages::pip::PipInstall;
+use crate::packages::step::InstallStep;
 use crate::packages::stack::DEFAULT_MAX_LAYERS;
 
 const VERSION_LINE: &str = "cachectl-base-key/v2\n";
@@ -120,7 +120,7 @@ pub enum Recipe {
         /// What becomes the layer.
         capture: Capture,
         /// The step's pip install, when it becomes package layers.
-        package_layers: Option<PipInstall>,
+        package_layers: Option<InstallStep>,
         /// With package layers: at most this many layers in the image.
         max_layers: usize,
     },

@@ -1,5 +1,5 @@
 //! Real userlands for the native builder's tests, the examples' and the
-//! benchmarks: the Debian images (python3 and pip; nodejs) that
+//! benchmarks: the Debian images (python3 and pip; nodejs; nodejs and npm) that
 //! `scripts/install-test-deps` makes with `mmdebstrap`, and a small wheel
 //! with a console script.
 
@@ -19,6 +19,13 @@ pub fn push_python_image(registry: &RegistryServer) -> String {
 /// makes to `registry` as `library/node:bookworm`; returns its reference.
 pub fn push_node_image(registry: &RegistryServer) -> String {
     push_test_image(registry, "node-image:node", "library/node:bookworm")
+}
+
+/// Pushes the Debian image with nodejs and npm 10 in /usr/local (as the
+/// official Node images have it) to `registry` as
+/// `library/node:bookworm-npm`; returns its reference.
+pub fn push_node_npm_image(registry: &RegistryServer) -> String {
+    push_test_image(registry, "node-npm-image:node", "library/node:bookworm-npm")
 }
 
 /// Pushes `LAYOUT:NAME` of the test dependencies to `registry` as

@@ -15,8 +15,9 @@ use std::time::Instant;
 use cachectl_e2e::bins::deps_dir;
 use cachectl_e2e::cachectl::Project;
 use cachectl_e2e::process::run_tool;
+use cachectl_e2e::nginx::Nginx;
 use cachectl_e2e::python::{
-    PYPI_REQUIREMENTS as REQUIREMENTS, push_python_image, write_pypi_wheels,
+    PYPI_REQUIREMENTS as REQUIREMENTS, push_node_npm_image, push_python_image, write_pypi_wheels,
 };
 use cachectl_e2e::registry::{RegistryServer, skopeo_inspect, unpack};
 use cachectl_e2e::server::CacheServer;
@@ -589,4 +590,161 @@ fn a_small_layer_budget_groups_packages_and_gives_one_that_keeps_changing_its_ow
     let refused = project.cachectl(&["hash", "--max-layers", "2"], &[]);
     assert_eq!(refused.code, 2, "{}", refused.stderr);
     assert!(refused.stderr.contains("max_layers"), "{}", refused.stderr);
+}
+
+/// A Node project of `tests/npm/PLAN` (express, semver, esbuild with its
+/// install script and its platform package, a dev dependency) whose native
+/// base starts from `from` and goes to `image`, installing from the npm
+/// registry at `npm_registry` (its `.npmrc`), with the recipe `cachectl
+/// init` writes.
+fn npm_project(from: &str, image: &str, npm_registry: &str) -> Project {
+    let project = Project::new();
+    write_npm_plan(&project, "plan");
+    project.write(".npmrc", &format!("registry={npm_registry}/\n"));
+    project.write(
+        "cachectl.toml",
+        &format!(
+            r#"[base]
+image = "{image}"
+manifests = ["package.json", "package-lock.json", ".npmrc"]
+builder = "native"
+from = "{from}"
+install = "mkdir -p {{out}}/app && cp package.json package-lock.json .npmrc {{out}}/app/ && cd {{out}}/app && npm ci --omit=dev --no-audit --no-fund"
+platform = "linux/amd64"
+"#
+        ),
+    );
+    project
+}
+
+/// Writes `tests/npm/PLAN`'s package.json and package-lock.json.
+fn write_npm_plan(project: &Project, plan: &str) {
+    let folder = Path::new(env!("CARGO_MANIFEST_DIR")).join("npm").join(plan);
+    for file in ["package.json", "package-lock.json"] {
+        project.write(file, &std::fs::read_to_string(folder.join(file)).unwrap());
+    }
+}
+
+/// Runs `script` with `sh` in `/app` of the image unpacked at `rootfs`;
+/// its trimmed stdout. Fails the test unless it succeeds.
+fn run_in_app(rootfs: &Path, script: &str) -> String {
+    let run = Command::new("chroot")
+        .arg(rootfs)
+        .args(["/bin/sh", "-c", &format!("cd /app && {script}")])
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{run:?}");
+    String::from_utf8_lossy(&run.stdout).trim().to_owned()
+}
+
+/// The paths of `a` and `b` whose kind, mode or bytes differ.
+fn differences(
+    a: &BTreeMap<String, (String, u32, Vec<u8>)>,
+    b: &BTreeMap<String, (String, u32, Vec<u8>)>,
+) -> Vec<String> {
+    let mut differ: Vec<String> = a
+        .keys()
+        .chain(b.keys())
+        .filter(|path| a.get(*path) != b.get(*path))
+        .cloned()
+        .collect();
+    differ.dedup();
+    differ
+}
+
+#[test]
+fn an_npm_bump_rebuilds_one_package_layer_and_the_image_equals_npm_ci() {
+    let registry = RegistryServer::start();
+    let npm_registry = Nginx::serve_files(&deps_dir().join("npm-packages"), 1);
+    let from = push_node_npm_image(&registry);
+    let image = format!("{}/acme/node-base", registry.host());
+    let project = npm_project(&from, &image, &npm_registry.base_url());
+
+    // Cold: a layer per installed package (no dev dependency, no other
+    // platform's esbuild), and the glue.
+    let (cold, cold_seconds) = ensure(&project, &[]);
+    assert_eq!(cold["source"], "built", "{cold}");
+    let reported = cold["package_layers"].as_array().unwrap();
+    let names: Vec<&str> = reported
+        .iter()
+        .map(|layer| layer["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.len(), 75 + 1, "{names:?}");
+    for name in ["express", "semver", "esbuild", "@esbuild/linux-x64", "send/node_modules/ms"] {
+        assert!(names.contains(&name), "{name} in {names:?}");
+    }
+    assert!(!names.contains(&"is-number"), "a dev dependency was installed");
+    assert!(!names.contains(&"@esbuild/darwin-arm64"));
+    assert_eq!(names.last(), Some(&"glue"));
+    let cold_ref = cold["reference"].as_str().unwrap().to_owned();
+    let cold_layers = layers(&cold_ref);
+
+    // It runs: the packages load, esbuild's install script ran in the
+    // image (its binary works), the `.bin` links work.
+    let scratch = tempfile::tempdir().unwrap();
+    let layered = unpacked(&cold_ref, scratch.path(), "layered");
+    let ran = run_in_app(
+        &layered,
+        "node -e \"require('express'); console.log(require('esbuild').transformSync('let a = 1').code.trim())\" && node_modules/.bin/semver 1.2.3 && node_modules/.bin/esbuild --version",
+    );
+    assert_eq!(ran, "let a = 1;\n1.2.3\n0.24.2");
+
+    // The same plan as one layer (`npm ci` as it is, by the variable):
+    // the same files, bytes, modes and links under /app.
+    let single_image = format!("{}/acme/node-one", registry.host());
+    let one = project
+        .cachectl(
+            &["ensure-base", "--json", "--image", &single_image],
+            &[("CACHECTL_PACKAGE_LAYERS", "off")],
+        )
+        .success()
+        .json();
+    let one_ref = one["reference"].as_str().unwrap();
+    assert_eq!(layers(one_ref).len(), layers(&from).len() + 1);
+    let single = unpacked(one_ref, scratch.path(), "single");
+    let (layered_tree, single_tree) = (tree(&layered.join("app")), tree(&single.join("app")));
+    assert!(layered_tree.len() > 700, "{}", layered_tree.len());
+    assert_eq!(differences(&layered_tree, &single_tree), Vec::<String>::new());
+
+    // A bump of one small package rebuilds its layer only, and the glue.
+    write_npm_plan(&project, "bumped");
+    let uploads = registry.blob_upload_requests();
+    let (bumped, bump_seconds) = ensure(&project, &[]);
+    assert_eq!(
+        bumped["plan_changes"],
+        serde_json::json!(["semver 7.6.3 -> 7.7.1"]),
+        "{bumped}"
+    );
+    let built: Vec<&str> = bumped["package_layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|layer| layer["source"] == "built")
+        .map(|layer| layer["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(built, ["semver", "glue"]);
+    let bumped_ref = bumped["reference"].as_str().unwrap().to_owned();
+    let new: Vec<String> = layers(&bumped_ref)
+        .into_iter()
+        .filter(|layer| !cold_layers.contains(layer))
+        .collect();
+    assert_eq!(new.len(), 2, "semver's layer and the glue: {new:?}");
+    assert!(
+        registry.blob_upload_requests() - uploads <= 3,
+        "{} blobs uploaded",
+        registry.blob_upload_requests() - uploads
+    );
+    eprintln!(
+        "npm package layers: cold {cold_seconds:.1} s, one-package bump {bump_seconds:.1} s ({:.0} %)",
+        bump_seconds / cold_seconds * 100.0
+    );
+    let bumped_root = unpacked(&bumped_ref, scratch.path(), "bumped");
+    assert_eq!(
+        run_in_app(&bumped_root, "node_modules/.bin/semver --help | head -1"),
+        "SemVer 7.7.1"
+    );
+
+    // --force builds every layer again: the same digests.
+    let (forced, _) = ensure(&project, &["--force"]);
+    assert_eq!(forced["reference"], bumped["reference"], "{forced}");
 }

@@ -3,6 +3,7 @@
 pub mod changes;
 pub mod external;
 pub mod native;
+pub mod npm_install;
 pub mod package_install;
 pub mod package_layers;
 pub mod registries;

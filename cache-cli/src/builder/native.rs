@@ -172,21 +172,21 @@ impl InImage for Sandboxed<'_> {
 async fn build_package_layers(
     registry: &Registry,
     spec: &NativeSpec<'_>,
-    start: Start,
+    start: &Start,
     layers: PackageLayers<'_>,
     staging: &Path,
-) -> Result<NewImage, BuildError> {
+) -> Result<Result<NewImage, String>, BuildError> {
     let (Some(base), Some(digest)) = (&start.base, &start.digest) else {
         return Err(BuildError::Base("package layers need a from image".into()));
     };
     let in_image = Sandboxed {
         registry,
         spec,
-        start: &start,
+        start,
         base,
         digest,
     };
-    let built = package_layers::build(
+    let built = match package_layers::build(
         registry,
         &in_image,
         layers,
@@ -194,13 +194,14 @@ async fn build_package_layers(
         base.layers.len(),
         staging,
     )
-    .await?;
-    let Start {
-        base,
-        mut config,
-        flavor,
-        ..
-    } = start;
+    .await?
+    {
+        package_layers::Stacked::Built(built) => built,
+        package_layers::Stacked::OneLayer(why) => return Ok(Err(why)),
+    };
+    let base = start.base.clone();
+    let mut config = start.config.clone();
+    let flavor = start.flavor;
     config.architecture = Some(spec.platform.architecture.clone());
     config.os = Some(spec.platform.os.clone());
     config
@@ -218,7 +219,7 @@ async fn build_package_layers(
                 media_type: flavor.gzip_layer(),
             };
             let what = if result.packages.is_empty() {
-                "console scripts and shared files".to_owned()
+                "executables, manifests and shared files".to_owned()
             } else {
                 result.packages.join(" ")
             };
@@ -253,7 +254,7 @@ async fn build_package_layers(
             },
         })
         .collect();
-    Ok(NewImage {
+    Ok(Ok(NewImage {
         base,
         layers,
         package_layers,
@@ -261,7 +262,7 @@ async fn build_package_layers(
         config: composed.config,
         manifest: composed.manifest,
         media_type: flavor.manifest().to_owned(),
-    })
+    }))
 }
 
 /// Builds the image. The layer file lives in `staging`.
@@ -271,12 +272,18 @@ pub async fn build(
     staging: &Path,
 ) -> Result<NewImage, BuildError> {
     let start = start_from(registry, spec).await?;
+    let mut warnings = Vec::new();
     if let Some(layers) = spec.package_layers
         && start.base.is_some()
         && spec.install_in == InstallIn::Image
         && spec.capture == Capture::Out
     {
-        return build_package_layers(registry, spec, start, layers, staging).await;
+        match build_package_layers(registry, spec, &start, layers, staging).await? {
+            Ok(image) => return Ok(image),
+            Err(why) => warnings.push(format!(
+                "package layers: {why}: the dependencies are one layer, as without them"
+            )),
+        }
     }
     let out = tempfile::tempdir_in(staging).map_err(BuildError::io("creating {out}"))?;
     // With `capture = "changes"` the layer is the image's changes (with
@@ -349,7 +356,7 @@ pub async fn build(
             file: Some(layer_file),
         }],
         package_layers: Vec::new(),
-        warnings: Vec::new(),
+        warnings,
         config: composed.config,
         manifest: composed.manifest,
         media_type: flavor.manifest().to_owned(),

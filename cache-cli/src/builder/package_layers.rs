@@ -1,9 +1,10 @@
-//! The native builder's package layers: a pip install step taken apart
-//! into one layer per package (or small group, see
+//! The native builder's package layers: a pip install or `npm ci` step
+//! taken apart into one layer per package (or small group, see
 //! [`crate::packages::stack`]) and a glue layer on top.
 //!
 //! 1. The plan is resolved inside the `from` image (pip's `--dry-run
-//!    --report`): its interpreter decides which wheel each package is.
+//!    --report`: its interpreter decides which wheel each package is; npm's
+//!    lock, read with npm's configuration and Node's platform there).
 //! 2. Each stack layer has a key of its packages' keys. A layer whose
 //!    record is known and whose blob the target still holds is reused
 //!    as it is; the others are installed, each package alone (`--no-deps`,
@@ -17,7 +18,9 @@
 //! 4. The glue layer holds those files, and every path two layers both
 //!    write with the bytes of the package pip installs last (a namespace
 //!    package's `__init__.py`), so the image's files are exactly those of
-//!    one pip install of the whole plan.
+//!    one pip install of the whole plan. For npm, whose packages each have
+//!    a folder of their own, the glue is what `npm ci` writes beside them:
+//!    the manifests the step copied, `.bin` links and the hidden lockfile.
 
 use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::PermissionsExt as _;
@@ -30,21 +33,24 @@ use sha2::{Digest as _, Sha256};
 use cache_proto::Key;
 
 use super::BuildError;
+use super::npm_install;
 use super::package_install::{self, InImage};
 use crate::client::records::RecordStore;
 use crate::image::Location;
 use crate::image::manifest::OciDigest;
 use crate::image::registry::Registry;
 use crate::pack::layer::{self, PackOptions};
+use crate::packages::npm::{self, NodePlatform, NpmConfig, NpmPlan};
 use crate::packages::pip::{self, PipInstall};
-use crate::packages::plan::{LayerInputs, Package, Plan, layer_key};
+use crate::packages::plan::{LayerInputs, Package, Plan, layer_key, with_needs};
+use crate::packages::step::InstallStep;
 use crate::packages::stack::{Hint, StackLayer, plan_stack};
 
 /// What package layers need besides the native spec.
 #[derive(Debug, Clone, Copy)]
 pub struct PackageLayers<'a> {
-    /// The step's pip install.
-    pub pip: &'a PipInstall,
+    /// The install step.
+    pub step: &'a InstallStep,
     /// Where the layer records are kept.
     pub records: &'a RecordStore,
     /// Where the base goes: a reused layer's blob must be there.
@@ -189,7 +195,7 @@ fn versions_key(package: &Package, prefix: &str) -> Key {
 
 /// The versions seen of `package` (none when the cache does not answer).
 async fn seen_versions(layers: PackageLayers<'_>, package: &Package) -> Vec<String> {
-    let key = versions_key(package, &layers.pip.prefix);
+    let key = versions_key(package, layers.step.prefix());
     match layers.records.get::<SeenVersions>(&key).await {
         Ok(Some(seen)) if seen.version == 1 => seen.versions,
         _ => Vec::new(),
@@ -205,7 +211,7 @@ async fn note_version(layers: PackageLayers<'_>, package: &Package) {
     versions.push(package.version.clone());
     let excess = versions.len().saturating_sub(VERSIONS_KEPT);
     versions.drain(..excess);
-    let key = versions_key(package, &layers.pip.prefix);
+    let key = versions_key(package, layers.step.prefix());
     let seen = SeenVersions {
         version: 1,
         versions,
@@ -215,9 +221,12 @@ async fn note_version(layers: PackageLayers<'_>, package: &Package) {
     }
 }
 
-/// Whether `path` (relative to the prefix) always belongs to the glue.
-pub fn always_glue(path: &str) -> bool {
-    path.starts_with("bin/") || (!path.contains('/') && path.ends_with(".pth"))
+/// Whether `path` (relative to the prefix), written by a package of
+/// `step`, always belongs to the glue: pip's console scripts and
+/// top-level `.pth` files. (An npm package writes its own folder only.)
+pub fn always_glue(step: &InstallStep, path: &str) -> bool {
+    matches!(step, InstallStep::Pip(_))
+        && (path.starts_with("bin/") || (!path.contains('/') && path.ends_with(".pth")))
 }
 
 /// The key of a stack layer: its packages' keys, in order.
@@ -279,8 +288,8 @@ struct Installed {
 /// Reads what the package in `dir` wrote; drops pip's `REQUESTED` mark of
 /// a package the project did not ask for (installed alone, every package
 /// looks requested; installed with the plan, only the project's are).
-fn installed(dir: &Path, package: &Package) -> std::io::Result<Installed> {
-    if !package.requested {
+fn installed(step: &InstallStep, dir: &Path, package: &Package) -> std::io::Result<Installed> {
+    if matches!(step, InstallStep::Pip(_)) && !package.requested {
         for entry in std::fs::read_dir(dir)? {
             let entry = entry?;
             if entry.file_name().to_string_lossy().ends_with(".dist-info") {
@@ -339,6 +348,97 @@ pub struct Built {
     pub warnings: Vec<String>,
 }
 
+/// A plan as resolved, with what its kind needs later.
+enum Resolved {
+    /// pip's.
+    Pip(Plan),
+    /// npm's, and the folder the step prepared (its manifests).
+    Npm {
+        npm: Box<NpmPlan>,
+        prepared: tempfile::TempDir,
+    },
+}
+
+impl Resolved {
+    fn plan(&self) -> &Plan {
+        match self {
+            Self::Pip(plan) => plan,
+            Self::Npm { npm, .. } => &npm.plan,
+        }
+    }
+}
+
+/// What package layers made of the step.
+#[derive(Debug)]
+pub enum Stacked {
+    /// The stack.
+    Built(Built),
+    /// Why the step is one layer after all (a lock that cannot say what
+    /// its install writes).
+    OneLayer(String),
+}
+
+/// Resolves the plan of `step` inside the image.
+async fn resolve(
+    in_image: &impl InImage,
+    step: &InstallStep,
+    staging: &Path,
+) -> Result<Result<Resolved, String>, BuildError> {
+    let io = BuildError::io;
+    let base = |invalid: crate::invalid::Invalid| BuildError::Base(invalid.to_string());
+    let out = tempfile::tempdir_in(staging).map_err(io("creating a folder"))?;
+    let out_text = out.path().display().to_string();
+    match step {
+        InstallStep::Pip(pip) => {
+            let report = out.path().join("plan.json");
+            let command = pip
+                .resolve_command(&report.display().to_string())
+                .map_err(base)?
+                .replace("{out}", &out_text);
+            in_image.run(out.path(), &command).await?;
+            let bytes = std::fs::read(&report).map_err(io("reading pip's installation report"))?;
+            Ok(Ok(Resolved::Pip(pip::read_report(&bytes).map_err(base)?)))
+        }
+        InstallStep::Npm(step) => {
+            let command = step.resolve_command().map_err(base)?.replace("{out}", &out_text);
+            in_image.run(out.path(), &command).await?;
+            let read = |name: &str| {
+                std::fs::read(out.path().join(name)).map_err(io("reading what npm and Node said"))
+            };
+            let config = NpmConfig::parse(&read(npm::CONFIG_FILE)?).map_err(base)?;
+            let platform = NodePlatform::parse(&read(npm::PLATFORM_FILE)?).map_err(base)?;
+            let folder = out.path().join(&step.prefix);
+            let outside = scan(out.path())
+                .map_err(io("reading the prepared folder"))?
+                .into_iter()
+                .any(|(path, _)| {
+                    !path.starts_with(&format!("{}/", step.prefix))
+                        && path != npm::CONFIG_FILE
+                        && path != npm::PLATFORM_FILE
+                });
+            if outside {
+                return Ok(Err(format!("the step writes outside /{}", step.prefix)));
+            }
+            let lock = ["npm-shrinkwrap.json", "package-lock.json"]
+                .into_iter()
+                .map(|name| folder.join(name))
+                .find(|path| path.is_file());
+            let Some(lock) = lock else {
+                return Ok(Err("npm ci finds no package-lock.json".into()));
+            };
+            let bytes = std::fs::read(&lock).map_err(io("reading package-lock.json"))?;
+            tracing::debug!(node = %platform.node, "npm plan read for the image's Node");
+            Ok(npm::read_lock(&bytes, &config, &platform)
+                .map_err(base)?
+                .map(|npm| Resolved::Npm {
+                    npm: Box::new(npm),
+                    prepared: out,
+                })
+                .map_err(|unsupported| unsupported.to_string()))
+        }
+    }
+}
+
 /// Resolves, installs what is not reused, and packs the stack and glue.
 pub async fn build(
     registry: &Registry,
@@ -347,19 +447,15 @@ pub async fn build(
     from_digest: &str,
     from_layers: usize,
     staging: &Path,
-) -> Result<Built, BuildError> {
+) -> Result<Stacked, BuildError> {
     let io = BuildError::io;
     let started = std::time::Instant::now();
     // 1. The plan, resolved inside the image.
-    let resolve_out = tempfile::tempdir_in(staging).map_err(io("creating a folder"))?;
-    let report = resolve_out.path().join("plan.json");
-    let command = layers
-        .pip
-        .resolve_command(&report.display().to_string())
-        .map_err(|invalid| BuildError::Base(invalid.to_string()))?;
-    in_image.run(resolve_out.path(), &command).await?;
-    let bytes = std::fs::read(&report).map_err(io("reading pip's installation report"))?;
-    let plan = pip::read_report(&bytes).map_err(|invalid| BuildError::Base(invalid.to_string()))?;
+    let resolved = match resolve(in_image, layers.step, staging).await? {
+        Ok(resolved) => resolved,
+        Err(why) => return Ok(Stacked::OneLayer(why)),
+    };
+    let plan = resolved.plan();
     tracing::debug!(
         seconds = started.elapsed().as_secs_f64(),
         packages = plan.packages.len(),
@@ -367,16 +463,35 @@ pub async fn build(
     );
 
     // 2. The stack and each layer's key; what is reusable.
+    let options: &[String] = match layers.step {
+        InstallStep::Pip(pip) => &pip.options,
+        InstallStep::Npm(_) => &[],
+    };
     let inputs = LayerInputs {
         interpreter: &plan.interpreter,
-        prefix: &layers.pip.prefix,
-        options: &layers.pip.options,
+        prefix: layers.step.prefix(),
+        options,
         from_digest,
     };
-    let package_keys: Vec<Option<Key>> = plan
+    let own_keys: Vec<Option<Key>> = plan
         .packages
         .iter()
         .map(|package| package.reusable().then(|| layer_key(package, inputs)))
+        .collect();
+    // A package whose layer depends on others' (an install script that
+    // sees its dependencies) has their keys in its own.
+    let package_keys: Vec<Option<Key>> = plan
+        .packages
+        .iter()
+        .zip(&own_keys)
+        .map(|(package, own)| {
+            let needs: Option<Vec<Key>> = package
+                .needs
+                .iter()
+                .map(|&at| own_keys.get(at).copied().flatten())
+                .collect();
+            Some(with_needs((*own)?, &needs?))
+        })
         .collect();
     // Hints matter only past the budget, where the packages that change
     // most often, then the largest, keep their own layers: asked for then
@@ -423,10 +538,7 @@ pub async fn build(
             layer
                 .packages
                 .iter()
-                .map(|&at| {
-                    let package = &plan.packages[at];
-                    package.reusable().then(|| layer_key(package, inputs))
-                })
+                .map(|&at| package_keys[at])
                 .collect::<Option<Vec<Key>>>()
                 .map(|keys| stack_key(&keys))
         })
@@ -470,14 +582,24 @@ pub async fn build(
             .flat_map(|&at| stack[at].packages.iter().copied())
             .filter(|at| !built_packages.contains_key(at))
             .collect();
-        package_install::install(in_image, layers.pip, &plan, &packages, work.path()).await?;
+        match (layers.step, &resolved) {
+            (InstallStep::Pip(pip), _) => {
+                package_install::install(in_image, pip, plan, &packages, work.path()).await?
+            }
+            (InstallStep::Npm(step), Resolved::Npm { npm, .. }) => {
+                npm_install::install(in_image, step, npm, &packages, work.path()).await?
+            }
+            (InstallStep::Npm(_), Resolved::Pip(_)) => {
+                return Err(BuildError::Base("an npm step resolved as pip".into()));
+            }
+        }
         for at in packages {
             let dir = work.path().join(format!("pkgs/{at}"));
-            let found = installed(&dir, &plan.packages[at])
+            let found = installed(layers.step, &dir, &plan.packages[at])
                 .map_err(io("reading what a package installed"))?;
             built_packages.insert(at, found);
         }
-        let missing = glue_sources(&stack, &records, &built_packages).missing;
+        let missing = glue_sources(layers.step, &stack, &records, &built_packages).missing;
         if missing.is_empty() {
             break;
         }
@@ -494,7 +616,7 @@ pub async fn build(
         "packages installed"
     );
     // 4. Pack the built layers (in parallel), then the glue.
-    let prefix = layers.pip.prefix.clone();
+    let prefix = layers.step.prefix().to_owned();
     let mut results = Vec::with_capacity(stack.len());
     let mut new_records = Vec::new();
     let mut packs = Vec::new();
@@ -519,11 +641,14 @@ pub async fn build(
             union_tree(layer, &built_packages, &tree).map_err(io("assembling a package layer"))?;
         let glue = record_files
             .iter()
-            .filter(|file| always_glue(&file.path))
+            .filter(|file| always_glue(layers.step, &file.path))
             .map(|file| glue_file(&tree.join(&file.path), file))
             .collect::<std::io::Result<Vec<_>>>()
             .map_err(io("reading a console script"))?;
-        for file in record_files.iter().filter(|file| always_glue(&file.path)) {
+        for file in record_files
+            .iter()
+            .filter(|file| always_glue(layers.step, &file.path))
+        {
             std::fs::remove_file(tree.join(&file.path)).map_err(io("moving a file to the glue"))?;
         }
         let packages: Vec<String> = layer
@@ -581,51 +706,23 @@ pub async fn build(
         mut sources,
         missing,
         conflicts,
-    } = glue_sources(&stack, &records, &built_packages);
-    let name = |at: usize| {
-        let package = &plan.packages[at];
-        format!("{}=={}", package.name, package.version)
-    };
-    let warnings: Vec<String> = conflicts
-        .iter()
-        .map(|(path, writers, winner)| {
-            let writers: Vec<String> = writers.iter().map(|&at| name(at)).collect();
-            format!(
-                "{} write /{}/{path} with different bytes: {}'s are in the image, as pip installs it last",
-                writers.join(" and "),
-                layers.pip.prefix,
-                name(*winner)
-            )
-        })
-        .collect();
+    } = glue_sources(layers.step, &stack, &records, &built_packages);
     if !missing.is_empty() {
         return Err(BuildError::Base(
             "the bytes of a file two package layers write could not be found".into(),
         ));
     }
-    // Which package pip installs last depends on its own ordering of the
-    // whole plan: a path written with different bytes takes the bytes of
-    // the whole step, run as the one-layer build runs it (rare).
-    if !conflicts.is_empty() {
-        let out = whole.path().display().to_string();
-        let mut command = layers.pip.whole_step().replace("{out}", &out);
-        let installed = format!("{out}/{}", layers.pip.prefix);
-        let prefix = format!("/{}", layers.pip.prefix);
-        if let Some(compile) = layers
-            .pip
-            .compile_command(&installed, &prefix)
-            .map_err(|invalid| BuildError::Base(invalid.to_string()))?
-        {
-            command = format!("{command} && {{ {compile} >/dev/null 2>&1 || true; }}");
+    let mut warnings = Vec::new();
+    match (layers.step, &resolved) {
+        (InstallStep::Pip(pip), _) if !conflicts.is_empty() => {
+            warnings = pip_conflicts(in_image, pip, plan, &conflicts, whole.path(), &mut sources)
+                .await?;
         }
-        in_image.run(whole.path(), &command).await?;
-        for (path, ..) in &conflicts {
-            let file = Path::new(&installed).join(path);
-            let executable = std::fs::metadata(&file)
-                .map(|meta| meta.permissions().mode() & 0o111 != 0)
-                .map_err(io("reading what pip installed"))?;
-            sources.insert(path.clone(), GlueSource::Built(file, executable));
+        (InstallStep::Npm(_), Resolved::Npm { npm, prepared }) => {
+            let folder = prepared.path().join(layers.step.prefix());
+            npm_glue(npm, &folder, &mut sources).map_err(io("reading the prepared manifests"))?;
         }
+        _ => {}
     }
     let glue_tree = work.path().join("glue");
     std::fs::create_dir_all(&glue_tree).map_err(io("creating the glue layer"))?;
@@ -705,13 +802,88 @@ pub async fn build(
         })
     });
     futures::future::join_all(hints).await;
-    Ok(Built {
+    Ok(Stacked::Built(Built {
         warnings,
-        plan,
+        plan: plan.clone(),
         stack: stack_results,
         glue,
         prefix,
-    })
+    }))
+}
+
+/// The glue of a plan whose packages write one path with different bytes:
+/// those bytes as pip leaves them after the whole step (which package pip
+/// installs last depends on its own ordering of the whole plan), and what
+/// the build says about it.
+async fn pip_conflicts(
+    in_image: &impl InImage,
+    pip: &PipInstall,
+    plan: &Plan,
+    conflicts: &[(String, Vec<usize>, usize)],
+    whole: &Path,
+    sources: &mut BTreeMap<String, GlueSource>,
+) -> Result<Vec<String>, BuildError> {
+    let name = |at: usize| {
+        let package = &plan.packages[at];
+        format!("{}=={}", package.name, package.version)
+    };
+    let warnings = conflicts
+        .iter()
+        .map(|(path, writers, winner)| {
+            let writers: Vec<String> = writers.iter().map(|&at| name(at)).collect();
+            format!(
+                "{} write /{}/{path} with different bytes: {}'s are in the image, as pip installs it last",
+                writers.join(" and "),
+                pip.prefix,
+                name(*winner)
+            )
+        })
+        .collect();
+    let out = whole.display().to_string();
+    let mut command = pip.whole_step().replace("{out}", &out);
+    let installed = format!("{out}/{}", pip.prefix);
+    let prefix = format!("/{}", pip.prefix);
+    if let Some(compile) = pip
+        .compile_command(&installed, &prefix)
+        .map_err(|invalid| BuildError::Base(invalid.to_string()))?
+    {
+        command = format!("{command} && {{ {compile} >/dev/null 2>&1 || true; }}");
+    }
+    in_image.run(whole, &command).await?;
+    for (path, ..) in conflicts {
+        let file = Path::new(&installed).join(path);
+        let executable = std::fs::metadata(&file)
+            .map(|meta| meta.permissions().mode() & 0o111 != 0)
+            .map_err(BuildError::io("reading what pip installed"))?;
+        sources.insert(path.clone(), GlueSource::Built(file, executable));
+    }
+    Ok(warnings)
+}
+
+/// The glue of an npm plan: what the step put in the folder before `npm
+/// ci` (its manifests), the hidden lockfile and the `.bin` links.
+fn npm_glue(
+    npm: &NpmPlan,
+    prepared: &Path,
+    sources: &mut BTreeMap<String, GlueSource>,
+) -> std::io::Result<()> {
+    for (path, kind) in scan(prepared)? {
+        let source = match kind {
+            FileKind::File { executable } => GlueSource::Built(prepared.join(&path), executable),
+            FileKind::Link(target) => GlueSource::Link(target),
+        };
+        sources.insert(path, source);
+    }
+    if !npm.plan.packages.is_empty() {
+        sources.insert(
+            "node_modules/.package-lock.json".into(),
+            GlueSource::Kept(npm.hidden_lock.clone().into_bytes(), false),
+        );
+    }
+    for (link, target) in npm.bin_links() {
+        sources.insert(link, GlueSource::Link(target));
+    }
+    Ok(())
 }
 
 fn keep(file: tempfile::NamedTempFile) -> Result<PathBuf, BuildError> {
@@ -824,6 +996,7 @@ struct Glue {
 
 /// The glue's files and where each one's bytes come from.
 fn glue_sources(
+    step: &InstallStep,
     stack: &[StackLayer],
     records: &[Option<LayerRecord>],
     built: &HashMap<usize, Installed>,
@@ -897,7 +1070,7 @@ fn glue_sources(
     let mut missing = Vec::new();
     let mut conflicts = Vec::new();
     for (path, claim) in claims {
-        if !(always_glue(&path) || claim.layers.len() > 1) {
+        if !(always_glue(step, &path) || claim.layers.len() > 1) {
             continue;
         }
         let (layer, package, sha256, executable, link) = claim.winner;
@@ -979,9 +1152,12 @@ mod tests {
 
     #[test]
     fn console_scripts_and_top_level_pth_files_are_glue() {
-        assert!(always_glue("bin/flask"));
-        assert!(always_glue("distutils-precedence.pth"));
-        assert!(!always_glue("flask/cli.py"));
-        assert!(!always_glue("pkg/extra.pth"));
+        let pip = InstallStep::recognise("pip install --target {out}/opt/deps flask").unwrap();
+        assert!(always_glue(&pip, "bin/flask"));
+        assert!(always_glue(&pip, "distutils-precedence.pth"));
+        assert!(!always_glue(&pip, "flask/cli.py"));
+        assert!(!always_glue(&pip, "pkg/extra.pth"));
+        let npm = InstallStep::recognise("cd {out}/app && npm ci").unwrap();
+        assert!(!always_glue(&npm, "bin/flask"));
     }
 }

@@ -15,7 +15,7 @@ use crate::image::oci::Platform;
 use crate::image::{ImageTarget, Location, RegistrySettings, base_tag};
 use crate::key::{self, BaseKey, KeyError, KeySpec, Recipe};
 use crate::pack::layer::Compression;
-use crate::packages::pip::PipInstall;
+use crate::packages::step::InstallStep;
 use crate::packages::stack::DEFAULT_MAX_LAYERS;
 use crate::upstream::{self, Resolved, Upstream, UpstreamError};
 
@@ -554,7 +554,7 @@ impl Cli {
                 // layer is what it wrote, can be taken apart.
                 let package_layers =
                     (wanted && install_in == InstallIn::Image && capture == Capture::Out)
-                        .then(|| PipInstall::recognise(&install))
+                        .then(|| InstallStep::recognise(&install))
                         .flatten();
                 let max_layers = match flags.max_layers.or(base.max_layers) {
                     None => DEFAULT_MAX_LAYERS,

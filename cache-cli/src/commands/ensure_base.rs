@@ -208,8 +208,8 @@ impl Run<'_> {
                 max_layers,
             } => {
                 let target = settings.image.at(&tag)?;
-                let package_layers = package_layers.as_ref().map(|pip| PackageLayers {
-                    pip,
+                let package_layers = package_layers.as_ref().map(|step| PackageLayers {
+                    step,
                     records: self.records,
                     target: &target,
                     max_layers: *max_layers,

@@ -8,3 +8,4 @@ pub mod npm;
 pub mod pip;
 pub mod plan;
 pub mod stack;
+pub mod step;
