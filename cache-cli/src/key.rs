@@ -31,8 +31,8 @@ use cache_proto::Key;
 use serde::{Deserialize, Serialize};
 
 use crate::builder::step::{Capture, InstallIn};
-use crate::packages::step::InstallStep;
 use crate::packages::stack::DEFAULT_MAX_LAYERS;
+use crate::packages::step::InstallStep;
 
 const VERSION_LINE: &str = "cachectl-base-key/v2\n";
 

@@ -14,8 +14,8 @@ use std::time::Instant;
 
 use cachectl_e2e::bins::deps_dir;
 use cachectl_e2e::cachectl::Project;
-use cachectl_e2e::process::run_tool;
 use cachectl_e2e::nginx::Nginx;
+use cachectl_e2e::process::run_tool;
 use cachectl_e2e::python::{
     PYPI_REQUIREMENTS as REQUIREMENTS, push_node_npm_image, push_python_image, write_pypi_wheels,
 };
@@ -284,13 +284,20 @@ fn built(report: &serde_json::Value) -> Vec<String> {
 /// Pushes the Debian python image with one more file under the tag of
 /// `reference`: the from image patched, as an upstream's rebuild is.
 fn push_patched_python_image(reference: &str) {
+    push_patched_image("python-image:python", reference);
+}
+
+/// Pushes `LAYOUT:NAME` of the test dependencies with one more file under
+/// the tag of `reference`.
+fn push_patched_image(layout_and_name: &str, reference: &str) {
+    let (layout_name, name) = layout_and_name.split_once(':').unwrap();
     let work = tempfile::tempdir().unwrap();
     let layout = work.path().join("layout");
     run_tool(
         "cp",
         &[
             "-r",
-            &deps_dir().join("python-image").display().to_string(),
+            &deps_dir().join(layout_name).display().to_string(),
             &layout.display().to_string(),
         ],
         &[],
@@ -309,7 +316,7 @@ fn push_patched_python_image(reference: &str) {
         .unwrap();
     tar.finish().unwrap();
     drop(tar);
-    let image = format!("{}:python", layout.display());
+    let image = format!("{}:{name}", layout.display());
     run_tool(
         "umoci",
         &[
@@ -670,10 +677,19 @@ fn an_npm_bump_rebuilds_one_package_layer_and_the_image_equals_npm_ci() {
         .map(|layer| layer["name"].as_str().unwrap())
         .collect();
     assert_eq!(names.len(), 75 + 1, "{names:?}");
-    for name in ["express", "semver", "esbuild", "@esbuild/linux-x64", "send/node_modules/ms"] {
+    for name in [
+        "express",
+        "semver",
+        "esbuild",
+        "@esbuild/linux-x64",
+        "send/node_modules/ms",
+    ] {
         assert!(names.contains(&name), "{name} in {names:?}");
     }
-    assert!(!names.contains(&"is-number"), "a dev dependency was installed");
+    assert!(
+        !names.contains(&"is-number"),
+        "a dev dependency was installed"
+    );
     assert!(!names.contains(&"@esbuild/darwin-arm64"));
     assert_eq!(names.last(), Some(&"glue"));
     let cold_ref = cold["reference"].as_str().unwrap().to_owned();
@@ -704,7 +720,10 @@ fn an_npm_bump_rebuilds_one_package_layer_and_the_image_equals_npm_ci() {
     let single = unpacked(one_ref, scratch.path(), "single");
     let (layered_tree, single_tree) = (tree(&layered.join("app")), tree(&single.join("app")));
     assert!(layered_tree.len() > 700, "{}", layered_tree.len());
-    assert_eq!(differences(&layered_tree, &single_tree), Vec::<String>::new());
+    assert_eq!(
+        differences(&layered_tree, &single_tree),
+        Vec::<String>::new()
+    );
 
     // A bump of one small package rebuilds its layer only, and the glue.
     write_npm_plan(&project, "bumped");
@@ -747,4 +766,53 @@ fn an_npm_bump_rebuilds_one_package_layer_and_the_image_equals_npm_ci() {
     // --force builds every layer again: the same digests.
     let (forced, _) = ensure(&project, &["--force"]);
     assert_eq!(forced["reference"], bumped["reference"], "{forced}");
+}
+
+#[test]
+fn an_os_patch_rebuilds_only_the_npm_package_with_an_install_script_in_a_layout() {
+    let registry = RegistryServer::start();
+    let npm_registry = Nginx::serve_files(&deps_dir().join("npm-packages"), 1);
+    let from = push_node_npm_image(&registry);
+    let project = npm_project(&from, "oci:./build/oci:node-base", &npm_registry.base_url());
+    let layout = project.path().join("build/oci");
+    let (cold, _) = ensure(&project, &[]);
+    let cold_tag = format!("base-{}", &cold["key"].as_str().unwrap()[..16]);
+    let from_layers = layers(&from).len();
+    assert_eq!(
+        layout_layers(&layout, &cold_tag).len(),
+        from_layers + 75 + 1,
+        "{cold}"
+    );
+
+    // The from image moves under its tag: esbuild, whose install script
+    // ran in the image, is built again (by npm ci there); every tarball's
+    // layer is the same.
+    push_patched_image("node-npm-image:node", &from);
+    let (patched, _) = ensure(&project, &[]);
+    assert_ne!(patched["key"], cold["key"]);
+    assert_eq!(built(&patched), ["esbuild==0.24.2", "glue"], "{patched}");
+
+    // A project whose own package.json runs a script at install: one
+    // layer, as npm ci leaves it, and the build says why.
+    let package_json = std::fs::read_to_string(project.path().join("package.json")).unwrap();
+    project.write(
+        "package.json",
+        &package_json.replacen(
+            "\"private\": true,",
+            "\"private\": true,\n  \"scripts\": {\"postinstall\": \"node -e \\\"require('fs').writeFileSync('made', 'x')\\\"\"},",
+            1,
+        ),
+    );
+    let one = project.cachectl(&["ensure-base", "--json"], &[]).success();
+    let report = one.json();
+    assert!(report.get("package_layers").is_none(), "{report}");
+    let said = report["warnings"].to_string();
+    assert!(said.contains("postinstall"), "{report}");
+    let one_tag = format!("base-{}", &report["key"].as_str().unwrap()[..16]);
+    let patched_from_layers = layers(&from).len();
+    assert_eq!(patched_from_layers, from_layers + 1);
+    assert_eq!(
+        layout_layers(&layout, &one_tag).len(),
+        patched_from_layers + 1
+    );
 }

@@ -51,7 +51,12 @@ pub async fn install(
         .map_err(|e| BuildError::Base(format!("an HTTP client for npm tarballs: {e}")))?;
     let fetches = native.iter().map(|&at| {
         let client = &client;
-        async move { (at, fetch(client, &plan.plan.packages[at].artifact.url).await) }
+        async move {
+            (
+                at,
+                fetch(client, &plan.plan.packages[at].artifact.url).await,
+            )
+        }
     });
     let mut fetched = futures::stream::iter(fetches).buffer_unordered(FETCHES);
     let mut unpacks = Vec::new();
@@ -93,7 +98,9 @@ pub async fn install(
     tracing::debug!(packages = whole.len(), "npm ci in the image");
     let out = work.join("whole");
     std::fs::create_dir_all(&out).map_err(BuildError::io("creating a folder"))?;
-    let command = npm.whole_step().replace("{out}", &out.display().to_string());
+    let command = npm
+        .whole_step()
+        .replace("{out}", &out.display().to_string());
     in_image.run(&out, &command).await?;
     let installed = out.join(&npm.prefix);
     let planned: HashSet<&str> = plan.packages.iter().map(|p| p.path.as_str()).collect();
@@ -118,7 +125,13 @@ fn fetchable(url: &str) -> bool {
 }
 
 async fn fetch(client: &reqwest::Client, url: &str) -> Result<bytes::Bytes, reqwest::Error> {
-    client.get(url).send().await?.error_for_status()?.bytes().await
+    client
+        .get(url)
+        .send()
+        .await?
+        .error_for_status()?
+        .bytes()
+        .await
 }
 
 /// One hash of an integrity string.
@@ -146,20 +159,19 @@ fn strongest(hash: Option<&ArtifactHash>) -> Option<Expected> {
     let Some(ArtifactHash::Integrity(integrity)) = hash else {
         return None;
     };
-    ["sha512", "sha384", "sha256"].into_iter().find_map(|algorithm| {
-        let digests: Vec<Vec<u8>> = integrity
-            .split_whitespace()
-            .filter_map(|item| item.strip_prefix(algorithm)?.strip_prefix('-'))
-            .filter_map(|value| {
-                let value = value.split('?').next().unwrap_or(value);
-                base64::engine::general_purpose::STANDARD.decode(value).ok()
-            })
-            .collect();
-        (!digests.is_empty()).then_some(Expected {
-            algorithm,
-            digests,
+    ["sha512", "sha384", "sha256"]
+        .into_iter()
+        .find_map(|algorithm| {
+            let digests: Vec<Vec<u8>> = integrity
+                .split_whitespace()
+                .filter_map(|item| item.strip_prefix(algorithm)?.strip_prefix('-'))
+                .filter_map(|value| {
+                    let value = value.split('?').next().unwrap_or(value);
+                    base64::engine::general_purpose::STANDARD.decode(value).ok()
+                })
+                .collect();
+            (!digests.is_empty()).then_some(Expected { algorithm, digests })
         })
-    })
 }
 
 /// Unpacks the tarball `body` of `package` into `root/PATH` as npm does.
@@ -288,7 +300,11 @@ mod tests {
     fn a_tarball_unpacks_as_npm_unpacks_it() {
         let body = tarball(&[
             ("package/package.json", b"{}", 0o600),
-            ("package/bin/cli.js", b"#!/usr/bin/env node\r\nrun()\r\n", 0o644),
+            (
+                "package/bin/cli.js",
+                b"#!/usr/bin/env node\r\nrun()\r\n",
+                0o644,
+            ),
             ("package/lib/x.sh", b"echo", 0o775),
             ("package/.gitignore", b"a", 0o644),
             ("package/sub/.npmignore", b"b", 0o644),
@@ -302,7 +318,11 @@ mod tests {
         unpack(&body, root.path(), &package).unwrap();
         let at = root.path().join("node_modules/tool");
         let mode = |path: &str| {
-            std::fs::metadata(at.join(path)).unwrap().permissions().mode() & 0o777
+            std::fs::metadata(at.join(path))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777
         };
         assert_eq!(mode("package.json"), 0o644);
         assert_eq!(mode("lib/x.sh"), 0o755);
@@ -330,7 +350,10 @@ mod tests {
         let both = ArtifactHash::Integrity(format!("{sha1ish} {sha512}"));
         assert!(strongest(Some(&both)).unwrap().matches(body));
         assert!(!strongest(Some(&both)).unwrap().matches(b"other"));
-        assert_eq!(strongest(Some(&ArtifactHash::Integrity(sha1ish.into()))), None);
+        assert_eq!(
+            strongest(Some(&ArtifactHash::Integrity(sha1ish.into()))),
+            None
+        );
         assert_eq!(strongest(Some(&ArtifactHash::Sha256("00".into()))), None);
     }
 }

@@ -43,8 +43,8 @@ use crate::pack::layer::{self, PackOptions};
 use crate::packages::npm::{self, NodePlatform, NpmConfig, NpmPlan};
 use crate::packages::pip::{self, PipInstall};
 use crate::packages::plan::{LayerInputs, Package, Plan, layer_key, with_needs};
-use crate::packages::step::InstallStep;
 use crate::packages::stack::{Hint, StackLayer, plan_stack};
+use crate::packages::step::InstallStep;
 
 /// What package layers need besides the native spec.
 #[derive(Debug, Clone, Copy)]
@@ -372,7 +372,7 @@ impl Resolved {
 #[derive(Debug)]
 pub enum Stacked {
     /// The stack.
-    Built(Built),
+    Built(Box<Built>),
     /// Why the step is one layer after all (a lock that cannot say what
     /// its install writes).
     OneLayer(String),
@@ -400,7 +400,10 @@ async fn resolve(
             Ok(Ok(Resolved::Pip(pip::read_report(&bytes).map_err(base)?)))
         }
         InstallStep::Npm(step) => {
-            let command = step.resolve_command().map_err(base)?.replace("{out}", &out_text);
+            let command = step
+                .resolve_command()
+                .map_err(base)?
+                .replace("{out}", &out_text);
             in_image.run(out.path(), &command).await?;
             let read = |name: &str| {
                 std::fs::read(out.path().join(name)).map_err(io("reading what npm and Node said"))
@@ -427,8 +430,11 @@ async fn resolve(
                 return Ok(Err("npm ci finds no package-lock.json".into()));
             };
             let bytes = std::fs::read(&lock).map_err(io("reading package-lock.json"))?;
+            let Ok(package_json) = std::fs::read(folder.join("package.json")) else {
+                return Ok(Err("npm ci finds no package.json".into()));
+            };
             tracing::debug!(node = %platform.node, "npm plan read for the image's Node");
-            Ok(npm::read_lock(&bytes, &config, &platform)
+            Ok(npm::read_lock(&bytes, &package_json, &config, &platform)
                 .map_err(base)?
                 .map(|npm| Resolved::Npm {
                     npm: Box::new(npm),
@@ -715,8 +721,8 @@ pub async fn build(
     let mut warnings = Vec::new();
     match (layers.step, &resolved) {
         (InstallStep::Pip(pip), _) if !conflicts.is_empty() => {
-            warnings = pip_conflicts(in_image, pip, plan, &conflicts, whole.path(), &mut sources)
-                .await?;
+            warnings =
+                pip_conflicts(in_image, pip, plan, &conflicts, whole.path(), &mut sources).await?;
         }
         (InstallStep::Npm(_), Resolved::Npm { npm, prepared }) => {
             let folder = prepared.path().join(layers.step.prefix());
@@ -802,13 +808,13 @@ pub async fn build(
         })
     });
     futures::future::join_all(hints).await;
-    Ok(Stacked::Built(Built {
+    Ok(Stacked::Built(Box::new(Built {
         warnings,
         plan: plan.clone(),
         stack: stack_results,
         glue,
         prefix,
-    }))
+    })))
 }
 
 /// The glue of a plan whose packages write one path with different bytes:

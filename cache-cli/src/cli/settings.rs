@@ -15,8 +15,8 @@ use crate::image::oci::Platform;
 use crate::image::{ImageTarget, Location, RegistrySettings, base_tag};
 use crate::key::{self, BaseKey, KeyError, KeySpec, Recipe};
 use crate::pack::layer::Compression;
-use crate::packages::step::InstallStep;
 use crate::packages::stack::DEFAULT_MAX_LAYERS;
+use crate::packages::step::InstallStep;
 use crate::upstream::{self, Resolved, Upstream, UpstreamError};
 
 /// Everything `ensure-base` needs, resolved from config, flags and env.

@@ -329,8 +329,6 @@ struct LockEntry {
     #[serde(default)]
     dev_dependencies: BTreeMap<String, String>,
     #[serde(default)]
-    scripts: BTreeMap<String, String>,
-    #[serde(default)]
     workspaces: Option<serde_json::Value>,
 }
 
@@ -456,13 +454,44 @@ fn resolve(present: &HashMap<&str, usize>, from: &str, name: &str) -> Option<usi
     }
 }
 
-/// Reads `lock` (package-lock.json or npm-shrinkwrap.json) as `npm ci`
-/// installs it with `config` on `platform`.
+/// What of the project's package.json decides whether its lock can be
+/// taken apart.
+#[derive(Debug, Default, Deserialize)]
+struct Project {
+    #[serde(default)]
+    scripts: BTreeMap<String, serde_json::Value>,
+    #[serde(default)]
+    workspaces: Option<serde_json::Value>,
+}
+
+/// Reads `lock` (package-lock.json or npm-shrinkwrap.json) of the project
+/// whose package.json is `package_json` as `npm ci` installs it with
+/// `config` on `platform`.
 pub fn read_lock(
     lock: &[u8],
+    package_json: &[u8],
     config: &NpmConfig,
     platform: &NodePlatform,
 ) -> Result<Result<NpmPlan, Unsupported>, Invalid> {
+    let project: Project =
+        serde_json::from_slice(package_json).map_err(|e| Invalid(format!("package.json: {e}")))?;
+    if project.workspaces.is_some() {
+        return Ok(Err(Unsupported::Link("a workspace".into())));
+    }
+    if !config.ignore_scripts
+        && let Some(script) = [
+            "preinstall",
+            "install",
+            "postinstall",
+            "preprepare",
+            "prepare",
+            "postprepare",
+        ]
+        .into_iter()
+        .find(|script| project.scripts.contains_key(*script))
+    {
+        return Ok(Err(Unsupported::ProjectScript(script.into())));
+    }
     let text =
         std::str::from_utf8(lock).map_err(|_| Invalid("package-lock.json is not UTF-8".into()))?;
     let file: LockFile<'_> =
@@ -480,20 +509,6 @@ pub fn read_lock(
         if path.is_empty() {
             if entry.workspaces.is_some() {
                 return Ok(Err(Unsupported::Link("a workspace".into())));
-            }
-            if !config.ignore_scripts
-                && let Some(script) = [
-                    "preinstall",
-                    "install",
-                    "postinstall",
-                    "preprepare",
-                    "prepare",
-                    "postprepare",
-                ]
-                .into_iter()
-                .find(|script| entry.scripts.contains_key(*script))
-            {
-                return Ok(Err(Unsupported::ProjectScript(script.into())));
             }
             continue;
         }
@@ -843,7 +858,7 @@ mod tests {
     #[test]
     fn a_lock_becomes_what_npm_ci_installs_on_the_platform() {
         let omit_dev = config(r#"{"registry": "http://127.0.0.1:9/", "omit": ["dev"]}"#);
-        let plan = read_lock(LOCK.as_bytes(), &omit_dev, &linux())
+        let plan = read_lock(LOCK.as_bytes(), b"{}", &omit_dev, &linux())
             .unwrap()
             .unwrap();
         let names: Vec<&str> = plan.plan.packages.iter().map(|p| p.name.as_str()).collect();
@@ -899,12 +914,12 @@ mod tests {
         assert!(plan.hidden_lock.starts_with("{\n  \"name\": \"demo\",\n  \"version\": \"1.0.0\",\n  \"lockfileVersion\": 3,\n  \"requires\": true,\n  \"packages\": {\n    \"node_modules/@esb/core\": {\n      \"version\": \"1.0.0\","));
 
         let with_dev = config(r#"{}"#);
-        let plan = read_lock(LOCK.as_bytes(), &with_dev, &linux())
+        let plan = read_lock(LOCK.as_bytes(), b"{}", &with_dev, &linux())
             .unwrap()
             .unwrap();
         assert!(plan.plan.packages.iter().any(|p| p.name == "is-number"));
         let production = config(r#"{"production": true, "ignore-scripts": true}"#);
-        let plan = read_lock(LOCK.as_bytes(), &production, &linux())
+        let plan = read_lock(LOCK.as_bytes(), b"{}", &production, &linux())
             .unwrap()
             .unwrap();
         assert!(!plan.plan.packages.iter().any(|p| p.name == "is-number"));
@@ -914,36 +929,46 @@ mod tests {
     #[test]
     fn what_the_lock_cannot_say_stays_one_layer() {
         let plain = config("{}");
-        let scripted = LOCK.replace(
-            r#""name": "demo","#,
-            r#""name": "demo", "scripts": {"postinstall": "node setup.js"},"#,
-        );
+        let scripted =
+            br#"{"name": "demo", "scripts": {"postinstall": "node setup.js", "start": "node ."}}"#;
         assert_eq!(
-            read_lock(scripted.as_bytes(), &plain, &linux())
+            read_lock(LOCK.as_bytes(), scripted, &plain, &linux())
                 .unwrap()
                 .unwrap_err(),
             Unsupported::ProjectScript("postinstall".into())
         );
+        let ignored = config(r#"{"ignore-scripts": true}"#);
+        assert!(
+            read_lock(LOCK.as_bytes(), scripted, &ignored, &linux())
+                .unwrap()
+                .is_ok()
+        );
+        let workspaces = br#"{"workspaces": ["packages/*"]}"#;
+        assert!(
+            read_lock(LOCK.as_bytes(), workspaces, &plain, &linux())
+                .unwrap()
+                .is_err()
+        );
         let old = r#"{"name": "x", "lockfileVersion": 1, "packages": {}}"#;
         assert_eq!(
-            read_lock(old.as_bytes(), &plain, &linux())
+            read_lock(old.as_bytes(), b"{}", &plain, &linux())
                 .unwrap()
                 .unwrap_err(),
             Unsupported::OldLock(1)
         );
         let linked = r#"{"lockfileVersion": 3, "packages": {"node_modules/a": {"resolved": "packages/a", "link": true}}}"#;
         assert!(
-            read_lock(linked.as_bytes(), &plain, &linux())
+            read_lock(linked.as_bytes(), b"{}", &plain, &linux())
                 .unwrap()
                 .is_err()
         );
         let escaping =
             r#"{"lockfileVersion": 3, "packages": {"node_modules/../../etc": {"version": "1"}}}"#;
         assert!(
-            read_lock(escaping.as_bytes(), &plain, &linux())
+            read_lock(escaping.as_bytes(), b"{}", &plain, &linux())
                 .unwrap()
                 .is_err()
         );
-        assert!(read_lock(b"not json", &plain, &linux()).is_err());
+        assert!(read_lock(b"not json", b"{}", &plain, &linux()).is_err());
     }
 }
