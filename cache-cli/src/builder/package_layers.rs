@@ -889,6 +889,9 @@ fn npm_glue(
     for (link, target) in npm.bin_links() {
         sources.insert(link, GlueSource::Link(target));
     }
+    for folder in &npm.left_folders {
+        sources.entry(folder.clone()).or_insert(GlueSource::Folder);
+    }
     Ok(())
 }
 
@@ -966,6 +969,8 @@ enum GlueSource {
     Kept(Vec<u8>, bool),
     /// A link.
     Link(String),
+    /// A folder, maybe empty.
+    Folder,
 }
 
 impl GlueSource {
@@ -984,6 +989,7 @@ impl GlueSource {
                 set_mode(*executable)
             }
             Self::Link(target) => std::os::unix::fs::symlink(target, destination),
+            Self::Folder => std::fs::create_dir_all(destination),
         }
     }
 }

@@ -25,6 +25,27 @@ pub const CONFIG_FILE: &str = ".cachectl-npm-config.json";
 /// The file the resolve step writes Node's platform to, in `{out}`.
 pub const PLATFORM_FILE: &str = ".cachectl-node-platform.json";
 
+/// What Node says of the image: its platform, and the lock keys of the
+/// image's npm (what it writes to the hidden lockfile: the names in its
+/// arborist's `pkgMetaKeys` and `nodeMetaKeys`), `null` when npm is not
+/// where its `npm` command says.
+const PLATFORM_SCRIPT: &str = r#"const fs = require("fs"), path = require("path");
+let lockKeys = null;
+try {
+  const bin = (process.env.PATH || "").split(":").map(d => path.join(d, "npm")).find(f => fs.existsSync(f));
+  const root = path.resolve(fs.realpathSync(bin), "..", "..");
+  const source = fs.readFileSync(path.join(root, "node_modules/@npmcli/arborist/lib/shrinkwrap.js"), "utf8");
+  const list = name => {
+    const found = source.match(new RegExp("const " + name + " = \\[([^\\]]*)\\]"));
+    return found ? [...found[1].matchAll(/["']([^"']+)["']/g)].map(m => m[1].replace(/^_/, "")) : null;
+  };
+  const pkg = list("pkgMetaKeys"), node = list("nodeMetaKeys");
+  if (pkg && node) lockKeys = pkg.concat(node);
+} catch (e) {}
+const h = process.report.getReport().header;
+process.stdout.write(JSON.stringify({os: process.platform, cpu: process.arch,
+  libc: h.glibcVersionRuntime ? "glibc" : "musl", node: process.version, lock_keys: lockKeys}));"#;
+
 /// A native install step that package layers can take apart.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NpmInstall {
@@ -117,14 +138,7 @@ impl NpmInstall {
         ];
         config.extend(self.flags.iter().cloned());
         let config = quote_all(&config)?;
-        let platform = quote_all(&[
-            "node".into(),
-            "-e".into(),
-            "const h = process.report.getReport().header; \
-             process.stdout.write(JSON.stringify({os: process.platform, cpu: process.arch, \
-             libc: h.glibcVersionRuntime ? 'glibc' : 'musl', node: process.version}))"
-                .into(),
-        ])?;
+        let platform = quote_all(&["node".into(), "-e".into(), PLATFORM_SCRIPT.into()])?;
         Ok(self.prepared(&format!(
             "{config} > {{out}}/{CONFIG_FILE} && {platform} > {{out}}/{PLATFORM_FILE}"
         )))
@@ -255,6 +269,11 @@ pub struct NodePlatform {
     pub libc: String,
     /// `v18.19.0`.
     pub node: String,
+    /// The package keys the image's npm writes to its hidden lockfile
+    /// (besides `name`, `resolved` and the dependency flags); `None` when
+    /// it could not be read: the lock's entries are then written whole.
+    #[serde(default)]
+    pub lock_keys: Option<Vec<String>>,
 }
 
 impl NodePlatform {
@@ -416,6 +435,10 @@ pub struct NpmPlan {
     pub hidden_lock: String,
     /// Whether npm links executables into `.bin`.
     pub bin_links: bool,
+    /// The folders `npm ci` leaves behind of the packages the
+    /// configuration leaves out (`node_modules/@types` of an omitted
+    /// `@types/node`), which may be empty.
+    pub left_folders: Vec<String>,
 }
 
 /// The name a path installs (`node_modules/@s/x/node_modules/y` → `y`).
@@ -503,6 +526,9 @@ pub fn read_lock(
         return Ok(Err(Unsupported::Strategy(config.install_strategy.clone())));
     }
     let mut entries: Vec<(String, LockEntry, &RawValue)> = Vec::new();
+    // Packages the configuration leaves out (`--omit`): npm makes their
+    // folders and removes them, leaving the folders they were in.
+    let mut left_out: Vec<String> = Vec::new();
     for (path, raw) in &file.packages.0 {
         let entry: LockEntry = serde_json::from_str(raw.get())
             .map_err(|e| Invalid(format!("package-lock.json at {path:?}: {e}")))?;
@@ -525,9 +551,10 @@ pub fn read_lock(
         let omitted = (entry.dev && config.omits("dev"))
             || (entry.optional && config.omits("optional"))
             || (entry.dev_optional && config.omits("dev") && config.omits("optional"))
-            || (entry.peer && config.omits("peer"))
-            || (entry.optional && !platform.accepts(&entry));
-        if !omitted {
+            || (entry.peer && config.omits("peer"));
+        if omitted {
+            left_out.push(path.clone());
+        } else if !entry.optional || platform.accepts(&entry) {
             entries.push((path.clone(), entry, raw));
         }
     }
@@ -595,10 +622,13 @@ pub fn read_lock(
     for (n, &at) in kept.iter().enumerate() {
         let (path, _, raw) = &entries[at];
         let comma = if n + 1 < kept.len() { "," } else { "" };
+        let entry = match &platform.lock_keys {
+            Some(keys) => hidden_entry(raw, keys, indent)?,
+            None => raw.get().to_owned(),
+        };
         hidden.push_str(&format!(
-            "\n{indent}{indent}{}: {}{comma}",
+            "\n{indent}{indent}{}: {entry}{comma}",
             serde_json::Value::String(path.clone()),
-            raw.get()
         ));
     }
     if !kept.is_empty() {
@@ -676,6 +706,19 @@ pub fn read_lock(
             .filter_map(|n| index_of.get(n).copied())
             .collect();
     }
+    let mut left_folders: BTreeSet<String> = BTreeSet::new();
+    for path in &left_out {
+        let mut folder = path.as_str();
+        while let Some((parent, _)) = folder.rsplit_once('/') {
+            folder = parent;
+            let inside_left_out = left_out
+                .iter()
+                .any(|other| folder == other || folder.starts_with(&format!("{other}/")));
+            if !inside_left_out {
+                left_folders.insert(folder.to_owned());
+            }
+        }
+    }
     Ok(Ok(NpmPlan {
         plan: Plan {
             packages,
@@ -690,7 +733,47 @@ pub fn read_lock(
         bundled_bins,
         hidden_lock: hidden,
         bin_links: config.bin_links,
+        left_folders: left_folders.into_iter().collect(),
     }))
+}
+
+/// Keys npm writes for every package whatever its version knows of
+/// package metadata.
+const ALWAYS_WRITTEN: &[&str] = &[
+    "name",
+    "resolved",
+    "link",
+    "extraneous",
+    "peer",
+    "dev",
+    "optional",
+    "devOptional",
+];
+
+/// A lock entry as the image's npm writes it to the hidden lockfile: the
+/// members it knows (`keys`), in the lock's order (npm orders both
+/// alike), each value as written.
+fn hidden_entry(raw: &RawValue, keys: &[String], indent: &str) -> Result<String, Invalid> {
+    let members: Ordered<'_> = serde_json::from_str(raw.get())
+        .map_err(|e| Invalid(format!("package-lock.json entry: {e}")))?;
+    let kept: Vec<String> = members
+        .0
+        .iter()
+        .filter(|(key, _)| {
+            ALWAYS_WRITTEN.contains(&key.as_str()) || keys.iter().any(|known| known == key)
+        })
+        .map(|(key, value)| {
+            format!(
+                "{indent}{indent}{indent}{}: {}",
+                serde_json::Value::String(key.clone()),
+                value.get()
+            )
+        })
+        .collect();
+    if kept.is_empty() {
+        return Ok("{}".into());
+    }
+    Ok(format!("{{\n{}\n{indent}{indent}}}", kept.join(",\n")))
 }
 
 /// `path` without `./` and empty parts; `None` when it leaves the package.
@@ -746,6 +829,7 @@ mod tests {
             cpu: "x64".into(),
             libc: "glibc".into(),
             node: "v18.19.0".into(),
+            lock_keys: None,
         }
     }
 
@@ -907,11 +991,34 @@ mod tests {
         let full: serde_json::Value = serde_json::from_str(LOCK).unwrap();
         let installed = hidden["packages"].as_object().unwrap();
         assert_eq!(installed.len(), 7);
+        // is-number was left out by --omit=dev: npm leaves node_modules.
+        assert_eq!(plan.left_folders, ["node_modules"]);
         assert_eq!(
             installed["node_modules/send"],
             full["packages"]["node_modules/send"]
         );
         assert!(plan.hidden_lock.starts_with("{\n  \"name\": \"demo\",\n  \"version\": \"1.0.0\",\n  \"lockfileVersion\": 3,\n  \"requires\": true,\n  \"packages\": {\n    \"node_modules/@esb/core\": {\n      \"version\": \"1.0.0\","));
+
+        // Written by an npm that knows fewer keys than the lock holds.
+        let older = NodePlatform {
+            lock_keys: Some(vec![
+                "version".into(),
+                "integrity".into(),
+                "dependencies".into(),
+            ]),
+            ..linux()
+        };
+        let plan = read_lock(LOCK.as_bytes(), b"{}", &omit_dev, &older)
+            .unwrap()
+            .unwrap();
+        let hidden: serde_json::Value = serde_json::from_str(&plan.hidden_lock).unwrap();
+        assert_eq!(
+            hidden["packages"]["node_modules/@esb/linux-x64"],
+            serde_json::json!({"version": "1.0.0", "integrity": "sha512-linux", "optional": true})
+        );
+        assert!(plan.hidden_lock.contains(
+            "    \"node_modules/send\": {\n      \"version\": \"0.19.0\",\n      \"resolved\": \"https://registry.npmjs.org/send/-/send-0.19.0.tgz\",\n      \"integrity\": \"sha512-send\",\n      \"dependencies\": {\"ms\": \"2.0.0\", \"mime\": \"1\"}\n    },"
+        ), "{}", plan.hidden_lock);
 
         let with_dev = config(r#"{}"#);
         let plan = read_lock(LOCK.as_bytes(), b"{}", &with_dev, &linux())

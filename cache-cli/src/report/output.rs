@@ -221,20 +221,28 @@ pub fn report_build(base: &EnsureReport, app: &LayerReport, json: bool) -> std::
 
 /// The package layers of a built base, in a line or two: what was built
 /// (with its packages) and how many were reused.
+/// Layers named one by one in the human summary; past this many, a count
+/// (`--json` names them all).
+const NAMED_LAYERS: usize = 12;
+
 fn package_layers(layers: &[PackageLayer]) {
     if layers.is_empty() {
         return;
     }
     let built: Vec<&PackageLayer> = layers.iter().filter(|l| l.source == "built").collect();
     let reused = layers.len() - built.len();
-    let names: Vec<String> = built
+    let mut names: Vec<String> = built
         .iter()
+        .take(NAMED_LAYERS)
         .map(|layer| match layer.packages.as_slice() {
             [] => layer.name.clone(),
             [one] => one.clone(),
-            many => format!("{} ({})", layer.name, many.join(" ")),
+            many => format!("{} ({} packages)", layer.name, many.len()),
         })
         .collect();
+    if built.len() > NAMED_LAYERS {
+        names.push(format!("{} more", built.len() - NAMED_LAYERS));
+    }
     eprintln!(
         "  (package layers: {} built, {} bytes: {}; {reused} reused)",
         built.len(),
