@@ -705,26 +705,6 @@ fn an_npm_bump_rebuilds_one_package_layer_and_the_image_equals_npm_ci() {
     );
     assert_eq!(ran, "let a = 1;\n1.2.3\n0.24.2");
 
-    // The same plan as one layer (`npm ci` as it is, by the variable):
-    // the same files, bytes, modes and links under /app.
-    let single_image = format!("{}/acme/node-one", registry.host());
-    let one = project
-        .cachectl(
-            &["ensure-base", "--json", "--image", &single_image],
-            &[("CACHECTL_PACKAGE_LAYERS", "off")],
-        )
-        .success()
-        .json();
-    let one_ref = one["reference"].as_str().unwrap();
-    assert_eq!(layers(one_ref).len(), layers(&from).len() + 1);
-    let single = unpacked(one_ref, scratch.path(), "single");
-    let (layered_tree, single_tree) = (tree(&layered.join("app")), tree(&single.join("app")));
-    assert!(layered_tree.len() > 700, "{}", layered_tree.len());
-    assert_eq!(
-        differences(&layered_tree, &single_tree),
-        Vec::<String>::new()
-    );
-
     // A bump of one small package rebuilds its layer only, and the glue.
     write_npm_plan(&project, "bumped");
     let uploads = registry.blob_upload_requests();
@@ -763,9 +743,87 @@ fn an_npm_bump_rebuilds_one_package_layer_and_the_image_equals_npm_ci() {
         "SemVer 7.7.1"
     );
 
-    // --force builds every layer again: the same digests.
+    // The bumped plan as one layer (`npm ci` as it is, by the variable):
+    // the same files, bytes, modes and links under /app (semver unpacked
+    // here, the rest from npm ci in the image).
+    let one_ref = one_layer(&project, &registry);
+    assert_eq!(layers(&one_ref).len(), layers(&from).len() + 1);
+    let single = unpacked(&one_ref, scratch.path(), "single");
+    let (layered_tree, single_tree) = (tree(&bumped_root.join("app")), tree(&single.join("app")));
+    assert!(layered_tree.len() > 700, "{}", layered_tree.len());
+    assert_eq!(
+        differences(&layered_tree, &single_tree),
+        Vec::<String>::new()
+    );
+
+    // --force builds every layer again (all by npm ci, as esbuild needs
+    // it): the same digests.
     let (forced, _) = ensure(&project, &["--force"]);
     assert_eq!(forced["reference"], bumped["reference"], "{forced}");
+}
+
+/// The base of `project` as one layer (`CACHECTL_PACKAGE_LAYERS=off`) in
+/// another repository of `registry`; its reference.
+fn one_layer(project: &Project, registry: &RegistryServer) -> String {
+    let single_image = format!("{}/acme/node-one", registry.host());
+    let one = project
+        .cachectl(
+            &["ensure-base", "--json", "--image", &single_image],
+            &[("CACHECTL_PACKAGE_LAYERS", "off")],
+        )
+        .success()
+        .json();
+    one["reference"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn a_lock_without_install_scripts_is_unpacked_here_and_equals_npm_ci() {
+    let registry = RegistryServer::start();
+    let npm_registry = Nginx::serve_files(&deps_dir().join("npm-packages"), 1);
+    let from = push_node_npm_image(&registry);
+    let image = format!("{}/acme/node-base", registry.host());
+    let project = npm_project(&from, &image, &npm_registry.base_url());
+    // With --ignore-scripts no package needs npm ci in the image: every
+    // tarball is fetched and unpacked by cachectl.
+    let config = std::fs::read_to_string(project.path().join("cachectl.toml")).unwrap();
+    project.write(
+        "cachectl.toml",
+        &config.replace("npm ci --omit=dev", "npm ci --omit=dev --ignore-scripts"),
+    );
+    let run = project
+        .cachectl(
+            &["ensure-base", "--json", "--package-layers", "on"],
+            &[("RUST_LOG", "cache_cli::builder::npm_install=debug")],
+        )
+        .success();
+    let cold = run.json();
+    assert!(
+        !run.stderr.contains("npm ci in the image"),
+        "npm ci ran: {}",
+        run.stderr
+    );
+    let reported = cold["package_layers"].as_array().unwrap();
+    assert_eq!(reported.len(), 75 + 1, "{cold}");
+    let scratch = tempfile::tempdir().unwrap();
+    let layered = unpacked(
+        cold["reference"].as_str().unwrap(),
+        scratch.path(),
+        "layered",
+    );
+    let single = unpacked(&one_layer(&project, &registry), scratch.path(), "single");
+    let (layered_tree, single_tree) = (tree(&layered.join("app")), tree(&single.join("app")));
+    assert!(layered_tree.len() > 700, "{}", layered_tree.len());
+    assert_eq!(
+        differences(&layered_tree, &single_tree),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        run_in_app(
+            &layered,
+            "node -e \"require('express')\" && node_modules/.bin/semver 1.2.3"
+        ),
+        "1.2.3"
+    );
 }
 
 #[test]

@@ -12,7 +12,8 @@
 //!   fetched from here (a private registry's credentials are the image's
 //!   `.npmrc`'s, a `git` or `file:` dependency), comes from one run of the
 //!   whole `npm ci` inside the image: its folder without the packages
-//!   nested in it.
+//!   nested in it. When that run is needed, every package to build comes
+//!   from it (npm downloads them all anyway).
 
 use std::collections::HashSet;
 use std::io::Read as _;
@@ -39,12 +40,17 @@ pub async fn install(
     packages: &[usize],
     work: &Path,
 ) -> Result<(), BuildError> {
-    let (native, mut whole): (Vec<usize>, Vec<usize>) = packages.iter().partition(|&&at| {
+    let (mut native, mut whole): (Vec<usize>, Vec<usize>) = packages.iter().partition(|&&at| {
         let package = &plan.plan.packages[at];
         package.tie == Tie::Interpreter
             && fetchable(&package.artifact.url)
             && strongest(package.artifact.hash.as_ref()).is_some()
     });
+    // When npm ci runs anyway, it downloads every package of the lock:
+    // it installs them all rather than their tarballs being fetched twice.
+    if !whole.is_empty() {
+        whole.append(&mut native);
+    }
     let client = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(300))
         .build()
