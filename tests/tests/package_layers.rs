@@ -5,6 +5,11 @@
 //! inside the image by the native builder, pushed to Debian's
 //! docker-registry. The wheels come from `scripts/install-test-deps`
 //! (`tests/wheels.txt`), installed with `--no-index`.
+//!
+//! And `npm ci` of `tests/npm/*` (express with a nested `ms`, semver's
+//! executable, esbuild's install script and its Linux binary package, a
+//! scoped dev dependency) by npm 10 in the Debian Node image, the tarballs
+//! served by nginx as a registry (fetched once by `scripts/install-test-deps`).
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt as _;
