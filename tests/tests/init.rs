@@ -48,8 +48,9 @@ fn recipe(names: &[&str]) -> BTreeSet<(String, String)> {
 /// The native recipe's inputs: the image, the step, where it runs (and
 /// what it captures, for the compiled languages' runtime bases).
 const NATIVE: &[&str] = &["from", "install", "install-in"];
-/// A Python recipe's pip install into `{out}` becomes package layers.
-const NATIVE_PIP: &[&str] = &["from", "install", "install-in", "package-layers"];
+/// A pip install into `{out}` (Python) or `npm ci` in `{out}` (a
+/// package-lock.json project) becomes package layers: another image.
+const PACKAGE_LAYERS: &[&str] = &["from", "install", "install-in", "package-layers"];
 
 /// A project layout: the ecosystem `init` must name, the files, the
 /// manifests and recipe inputs expected, and a word of the command.
@@ -73,7 +74,7 @@ fn init_lists_the_lock_files_of_poetry_pnpm_pip_and_cargo_projects() {
                 ("main.py", "print('hi')\n"),
             ],
             &["pyproject.toml", "poetry.lock"],
-            NATIVE_PIP,
+            PACKAGE_LAYERS,
             "python3",
         ),
         (
@@ -106,7 +107,7 @@ fn init_lists_the_lock_files_of_poetry_pnpm_pip_and_cargo_projects() {
                 "requirements/common.txt",
                 "constraints.txt",
             ],
-            NATIVE_PIP,
+            PACKAGE_LAYERS,
             "manage.py",
         ),
         (
@@ -232,7 +233,7 @@ fn init_writes_a_dockerfile_base_only_when_there_is_none_and_never_overwrites_un
         "FROM scratch\n# mine\n"
     );
     let mut want = manifests(&["package.json", "package-lock.json"]);
-    want.extend(recipe(NATIVE));
+    want.extend(recipe(PACKAGE_LAYERS));
     assert_eq!(inputs(&project), want);
 }
 
@@ -300,7 +301,7 @@ fn a_repository_with_an_api_and_a_front_end_folder_gets_one_image_section_each()
         (
             "frontend",
             vec!["package.json", "package-lock.json"],
-            NATIVE.to_vec(),
+            PACKAGE_LAYERS.to_vec(),
         ),
     ] {
         let listed = inputs_of(&project, &["--only", name]);
