@@ -1,5 +1,5 @@
 //! The app's settings over its base's image config: environment, command,
-//! entrypoint, working directory, user and labels, as a Dockerfile's
+//! entrypoint, working directory, user, exposed ports and labels, as a Dockerfile's
 //! instructions on top of `FROM` would set them.
 
 use crate::cli::settings::AppSettings;
@@ -50,6 +50,9 @@ pub fn apply(
     if let Some(cmd) = &app.cmd {
         run.cmd = Some(cmd.clone());
     }
+    for port in &app.expose {
+        run.expose(port);
+    }
     for (name, value) in &app.labels {
         run.set_label(name, value);
     }
@@ -84,6 +87,7 @@ mod tests {
             env: BTreeMap::from([("MODE".to_owned(), "app".to_owned())]),
             workdir: Some("/app".into()),
             user: None,
+            expose: Vec::new(),
             labels: BTreeMap::from([("app".to_owned(), "web".to_owned())]),
             platform: Platform::host(),
             compression: Compression::default(),

@@ -201,6 +201,9 @@ pub struct AppSection {
     pub workdir: Option<String>,
     /// User.
     pub user: Option<String>,
+    /// Ports the app listens on (`8000`, `8000/tcp`, `53/udp`), exposed
+    /// beside the base's.
+    pub expose: Option<Vec<String>>,
     /// Labels, merged over the base's.
     pub labels: Option<BTreeMap<String, String>>,
     /// Layer compression: `gzip` (default) or `zstd` (OCI bases only).

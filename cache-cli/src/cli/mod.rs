@@ -424,6 +424,10 @@ pub struct AppFlags {
         env = "CACHECTL_APP_USER"
     )]
     pub user: Option<String>,
+    /// Port the app listens on, as EXPOSE names it: 8000, 8000/tcp, 53/udp
+    /// (repeatable; added to the file's).
+    #[arg(id = "app.expose", value_name = "PORT", long = "expose")]
+    pub expose: Vec<String>,
     /// Label NAME=VALUE (repeatable; merged over the file's).
     #[arg(id = "app.labels", value_name = "NAME=VALUE", long = "label")]
     pub labels: Vec<String>,
@@ -467,6 +471,7 @@ impl AppFlags {
             ("cmd", &self.cmd),
             ("entrypoint", &self.entrypoint),
             ("env", &self.env),
+            ("expose", &self.expose),
             ("label", &self.labels),
         ];
         for (flag, values) in lists {

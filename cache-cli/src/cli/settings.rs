@@ -11,6 +11,7 @@ use super::namespace::{NamespaceOrigin, RunNamespace};
 use super::{AppFlags, Cli};
 use crate::builder::BuilderKind;
 use crate::builder::step::{Capture, InstallIn};
+use crate::image::config::ExposedPort;
 use crate::image::oci::Platform;
 use crate::image::{ImageTarget, Location, RegistrySettings, base_tag};
 use crate::key::{self, BaseKey, KeyError, KeySpec, Recipe};
@@ -122,6 +123,8 @@ pub struct AppSettings {
     pub workdir: Option<String>,
     /// User, if set.
     pub user: Option<String>,
+    /// Ports exposed beside the base's.
+    pub expose: Vec<ExposedPort>,
     /// Labels merged over the base's.
     pub labels: BTreeMap<String, String>,
     /// Platform picked from a multi-platform base.
@@ -219,6 +222,14 @@ impl Cli {
         env.extend(pairs(&path, "app.env", &flags.env)?);
         let mut labels = app.labels.clone().unwrap_or_default();
         labels.extend(pairs(&path, "app.labels", &flags.labels)?);
+        let mut expose = Vec::new();
+        for port in app.expose.iter().flatten().chain(&flags.expose) {
+            let port = ExposedPort::parse(port)
+                .map_err(|invalid| field(&path, "app.expose", invalid.to_string()))?;
+            if !expose.contains(&port) {
+                expose.push(port);
+            }
+        }
         let platform_text = self
             .base
             .platform
@@ -273,6 +284,7 @@ impl Cli {
             env,
             workdir: flags.workdir.clone().or_else(|| app.workdir.clone()),
             user: flags.user.clone().or_else(|| app.user.clone()),
+            expose,
             labels,
             platform,
         })

@@ -10,8 +10,9 @@ use serde::Serialize;
 
 use crate::cli::{AppFlags, Cli, config};
 use crate::exit::Failure;
+use crate::project::declared::{Declared, declared};
 use crate::project::recipe::{Recipe, recipe};
-use crate::project::{Found, detect};
+use crate::project::{Ecosystem, Found, detect};
 use crate::upstream::dockerfile;
 
 /// The Dockerfile `init` writes for docker, buildah and podman.
@@ -144,7 +145,7 @@ pub async fn run(cli: &Cli, force: bool, app: &AppFlags) -> Result<(), Failure> 
                 .join(", ")
         )));
     }
-    let mut text = header(&units);
+    let mut text = header(&units, cli.cache.as_deref());
     let mut images = Vec::new();
     for unit in &units {
         let folder = root.join(&unit.dir);
@@ -288,6 +289,10 @@ struct Plan {
     install: Option<String>,
     from: Option<String>,
     platform: Option<String>,
+    /// What the project already says about running its app.
+    declared: Declared,
+    /// The ecosystem of the base.
+    ecosystem: Option<Ecosystem>,
 }
 
 /// Decides what to write: flags first, then what was found.
@@ -350,6 +355,16 @@ fn plan(cli: &Cli, root: &Path, primary: Option<&Found>, app: &AppFlags) -> Resu
         .from
         .clone()
         .or_else(|| recipe.as_ref().map(|r| r.from.clone()));
+    let declared = declared(root);
+    for (what, from) in [
+        ("command", declared.cmd.as_ref().map(|d| &d.from)),
+        ("entrypoint", declared.entrypoint.as_ref().map(|d| &d.from)),
+        ("app folder", declared.app_folder.as_ref().map(|d| &d.from)),
+    ] {
+        if let Some(from) = from {
+            eprintln!("the app's {what} comes from {from}");
+        }
+    }
     Ok(Plan {
         base_image: flags
             .image
@@ -366,11 +381,14 @@ fn plan(cli: &Cli, root: &Path, primary: Option<&Found>, app: &AppFlags) -> Resu
         install,
         from,
         platform: flags.platform.clone(),
+        declared,
+        ecosystem: primary.map(|found| found.ecosystem),
     })
 }
 
-/// The file's opening comments: what was found, and the cache server.
-fn header(units: &[Unit]) -> String {
+/// The file's opening comments: what was found, and the cache server
+/// (`cache`, when one was given with `--cache` or `CACHECTL_CACHE`).
+fn header(units: &[Unit], cache: Option<&str>) -> String {
     let found: Vec<String> = units
         .iter()
         .flat_map(|unit| {
@@ -389,13 +407,17 @@ fn header(units: &[Unit]) -> String {
     } else {
         found.join("; ")
     };
+    let cache_line = match cache {
+        Some(url) => format!("cache = {}\n", quoted(url)),
+        None => "# cache = \"http://cache.internal:8080\"\n".to_owned(),
+    };
     format!(
         "# cachectl.toml, written by `cachectl init`. Found: {found_line}.\n\
          # Every field is also a flag and a CACHECTL_* variable (flag > variable > file):\n\
          # `cachectl --help`, and docs/cachectl.md in cachectl's repository.\n\n\
          # The cache server shared by the team and CI; without one, records are kept in\n\
          # ~/.cache/cachectl and the registry's tags are the cache.\n\
-         # cache = \"http://cache.internal:8080\"\n"
+         {cache_line}"
     )
 }
 
@@ -449,30 +471,210 @@ fn render(out: &mut String, plan: &Plan, prefix: &str) {
         "\n[{prefix}app]\n# The deployable image: the base plus the app folder as one layer."
     );
     let _ = writeln!(out, "image = {}", quoted(&plan.app_image));
-    if let Some(recipe) = &plan.recipe {
-        let _ = writeln!(out, "context = {}", quoted(&recipe.app_context));
-        if !recipe.app_exclude.is_empty() {
-            let _ = writeln!(out, "exclude = {}", array(&recipe.app_exclude));
-        }
-        if let Some(workdir) = &recipe.app_workdir {
-            let _ = writeln!(out, "workdir = {}", quoted(workdir));
-        }
-        match &recipe.app_cmd {
-            Some(cmd) => {
-                let _ = writeln!(out, "cmd = {}", array(cmd));
-            }
-            None => out.push_str("# cmd = [\"...\"]\n"),
-        }
-        if !recipe.app_env.is_empty() {
-            let pairs: Vec<String> = recipe
-                .app_env
-                .iter()
-                .map(|(name, value)| format!("{name} = {}", quoted(value)))
-                .collect();
-            let _ = writeln!(out, "env = {{ {} }}", pairs.join(", "));
-        }
-    } else {
+    let Some(recipe) = &plan.recipe else {
         out.push_str("# cmd = [\"...\"]\n");
+        return;
+    };
+    let app = AppPlan::of(plan, recipe);
+    let _ = writeln!(out, "context = {}", quoted(&recipe.app_context));
+    if !app.exclude.is_empty() {
+        out.push_str(
+            "# Left out of the layer (besides .dockerignore): history, CI and editor folders,\n\
+             # what the base holds, and the local images.\n",
+        );
+        let _ = writeln!(out, "exclude = {}", array(&app.exclude));
+    }
+    for note in &app.notes {
+        let _ = writeln!(out, "# {note}");
+    }
+    if let Some(dest) = &app.dest {
+        let _ = writeln!(out, "dest = {}", quoted(dest));
+    }
+    if let Some(workdir) = &app.workdir {
+        let _ = writeln!(out, "workdir = {}", quoted(workdir));
+    }
+    if let Some(entrypoint) = &app.entrypoint {
+        let _ = writeln!(out, "entrypoint = {}", array(entrypoint));
+    }
+    match &app.cmd {
+        Some(cmd) => {
+            let _ = writeln!(out, "cmd = {}", array(cmd));
+        }
+        None => out.push_str("# cmd = [\"...\"]\n"),
+    }
+    if let Some(user) = &app.user {
+        let _ = writeln!(out, "user = {}", quoted(user));
+    }
+    if !app.expose.is_empty() {
+        let _ = writeln!(out, "expose = {}", array(&app.expose));
+    }
+    if !app.env.is_empty() {
+        let pairs: Vec<String> = app
+            .env
+            .iter()
+            .map(|(name, value)| format!("{} = {}", bare_key(name), quoted(value)))
+            .collect();
+        let _ = writeln!(out, "env = {{ {} }}", pairs.join(", "));
+    }
+}
+
+/// A TOML key: bare when it can be.
+fn bare_key(name: &str) -> String {
+    if !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        name.to_owned()
+    } else {
+        quoted(name)
+    }
+}
+
+/// Folders and files no app image needs: the repository's history, CI and
+/// editor settings.
+const NEVER_SHIPPED: &[&str] = &[
+    ".git",
+    ".hg",
+    ".svn",
+    ".github",
+    ".gitlab",
+    ".gitlab-ci.yml",
+    ".circleci",
+    ".idea",
+    ".vscode",
+    ".DS_Store",
+];
+
+/// The `[app]` settings `init` writes: what the project declares first,
+/// then the recipe's, with comments saying where each came from.
+struct AppPlan {
+    exclude: Vec<String>,
+    dest: Option<String>,
+    workdir: Option<String>,
+    cmd: Option<Vec<String>>,
+    entrypoint: Option<Vec<String>>,
+    user: Option<String>,
+    expose: Vec<String>,
+    env: Vec<(String, String)>,
+    notes: Vec<String>,
+}
+
+impl AppPlan {
+    fn of(plan: &Plan, recipe: &Recipe) -> Self {
+        let declared = &plan.declared;
+        let mut notes = Vec::new();
+        let mut exclude: Vec<String> = NEVER_SHIPPED.iter().map(|s| (*s).to_owned()).collect();
+        exclude.extend(recipe.app_exclude.iter().cloned());
+        // The local OCI layouts init names are in the project folder.
+        if [&plan.base_image, &plan.app_image]
+            .iter()
+            .any(|image| image.starts_with("oci:./build/oci"))
+            && recipe.app_context == "."
+        {
+            exclude.push("build/oci".into());
+        }
+        exclude.dedup();
+        // node_modules is in /app in the base: a Node app stays there.
+        let node = matches!(
+            plan.ecosystem,
+            Some(Ecosystem::Npm | Ecosystem::Pnpm | Ecosystem::Yarn | Ecosystem::YarnBerry)
+        );
+        let mut dest = None;
+        let mut moved_from = None;
+        if let Some(folder) = &declared.app_folder
+            && folder.value != "/app"
+            && recipe.app_context == "."
+        {
+            if node {
+                notes.push(format!(
+                    "{} copies the app to {}; it goes to /app here, beside node_modules.",
+                    folder.from, folder.value
+                ));
+                moved_from = Some(folder.value.clone());
+            } else {
+                notes.push(format!("The app folder is {}'s.", folder.from));
+                dest = Some(folder.value.clone());
+            }
+        }
+        let relocate = |words: &Vec<String>| -> Vec<String> {
+            match &moved_from {
+                Some(old) => words
+                    .iter()
+                    .map(|word| match word.strip_prefix(old.as_str()) {
+                        Some(rest) if rest.is_empty() || rest.starts_with('/') => {
+                            format!("/app{rest}")
+                        }
+                        _ => word.clone(),
+                    })
+                    .collect(),
+                None => words.clone(),
+            }
+        };
+        let workdir = match (&declared.workdir, &dest) {
+            (Some(workdir), _) if !node => {
+                notes.push(format!("The working directory is {}'s.", workdir.from));
+                Some(workdir.value.clone())
+            }
+            (_, Some(dest)) => Some(dest.clone()),
+            _ => recipe.app_workdir.clone(),
+        };
+        let entrypoint = declared.entrypoint.as_ref().map(|entrypoint| {
+            notes.push(format!("The entrypoint is {}'s.", entrypoint.from));
+            relocate(&entrypoint.value)
+        });
+        let cmd = match &declared.cmd {
+            Some(cmd) => {
+                notes.push(format!("The command is {}'s.", cmd.from));
+                Some(relocate(&cmd.value))
+            }
+            None if entrypoint.is_some() => None,
+            None => recipe.app_cmd.clone(),
+        };
+        let user = declared.user.as_ref().map(|user| {
+            notes.push(format!("The user is {}'s.", user.from));
+            user.value.clone()
+        });
+        let mut env = recipe.app_env.clone();
+        for variable in &declared.env {
+            let (name, value) = &variable.value;
+            env.retain(|(old, _)| old != name);
+            env.push((name.clone(), value.clone()));
+        }
+        if let Some(first) = declared.env.first() {
+            notes.push(format!(
+                "The environment adds {}'s ENV.",
+                first.from.split(" line").next().unwrap_or("the Dockerfile")
+            ));
+        }
+        if !declared.skipped_env.is_empty() {
+            notes.push(format!("Not taken: {}.", declared.skipped_env.join(", ")));
+        }
+        let mut expose: Vec<String> = declared.expose.iter().map(|p| p.value.clone()).collect();
+        // A Procfile's $PORT (Heroku sets it): the port the app listens on.
+        let uses_port = cmd
+            .iter()
+            .chain(entrypoint.iter())
+            .flatten()
+            .any(|word| word.contains("$PORT") || word.contains("${PORT}"));
+        if uses_port && !env.iter().any(|(name, _)| name == "PORT") {
+            notes.push("The command reads $PORT: 8000 here.".into());
+            env.push(("PORT".into(), "8000".into()));
+            if expose.is_empty() {
+                expose.push("8000".into());
+            }
+        }
+        Self {
+            exclude,
+            dest,
+            workdir,
+            cmd,
+            entrypoint,
+            user,
+            expose,
+            env,
+            notes,
+        }
     }
 }
 

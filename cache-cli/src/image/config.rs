@@ -153,11 +153,85 @@ impl RunConfig {
             .get_or_insert_default()
             .insert(name.to_owned(), value.to_owned());
     }
+
+    /// Adds `port` to the ports the image exposes (`ExposedPorts`), beside
+    /// the base's.
+    pub fn expose(&mut self, port: &ExposedPort) {
+        let ports = self
+            .other
+            .entry("ExposedPorts")
+            .or_insert_with(|| Value::Object(Map::new()));
+        if !ports.is_object() {
+            *ports = Value::Object(Map::new());
+        }
+        if let Value::Object(ports) = ports {
+            ports.insert(port.to_string(), Value::Object(Map::new()));
+        }
+    }
+}
+
+/// A port an image exposes, as a Dockerfile's `EXPOSE` names it: `8000`
+/// (TCP), `8000/tcp`, `53/udp`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ExposedPort {
+    /// The port number.
+    pub number: u16,
+    /// `tcp`, `udp` or `sctp`.
+    pub protocol: &'static str,
+}
+
+impl ExposedPort {
+    /// Reads `8000`, `8000/tcp`, `53/udp` or `9/sctp`.
+    pub fn parse(text: &str) -> Result<Self, Invalid> {
+        let (number, protocol) = text.trim().split_once('/').unwrap_or((text.trim(), "tcp"));
+        let protocol = match protocol.to_ascii_lowercase().as_str() {
+            "tcp" => "tcp",
+            "udp" => "udp",
+            "sctp" => "sctp",
+            _ => {
+                return Err(Invalid(format!(
+                    "{text:?}: the protocol is tcp, udp or sctp"
+                )));
+            }
+        };
+        match number.parse::<u16>() {
+            Ok(number) if number > 0 => Ok(Self { number, protocol }),
+            _ => Err(Invalid(format!("{text:?} is not a port (1 to 65535)"))),
+        }
+    }
+}
+
+impl std::fmt::Display for ExposedPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.number, self.protocol)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exposed_ports_read_as_expose_names_them_and_join_the_bases() {
+        assert_eq!(ExposedPort::parse("8000").unwrap().to_string(), "8000/tcp");
+        assert_eq!(ExposedPort::parse("53/UDP").unwrap().to_string(), "53/udp");
+        for bad in ["0", "70000", "http", "80/icmp", ""] {
+            assert!(ExposedPort::parse(bad).is_err(), "{bad}");
+        }
+        let mut config = ImageConfig::parse(
+            br#"{"config": {"ExposedPorts": {"9000/tcp": {}}}, "rootfs": {"type": "layers", "diff_ids": []}}"#,
+            "test",
+        )
+        .unwrap();
+        config
+            .run_config()
+            .expose(&ExposedPort::parse("8000").unwrap());
+        let written: Value = serde_json::from_slice(&config.to_bytes()).unwrap();
+        assert_eq!(
+            written["config"]["ExposedPorts"],
+            serde_json::json!({"8000/tcp": {}, "9000/tcp": {}})
+        );
+    }
 
     #[test]
     fn unknown_fields_survive_and_keys_stay_sorted() {

@@ -2,6 +2,7 @@
 //! it holds ([`detect`]), and for each, the base `cachectl init` proposes
 //! ([`recipe`]).
 
+pub mod declared;
 pub mod python;
 pub mod recipe;
 

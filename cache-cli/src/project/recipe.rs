@@ -49,6 +49,19 @@ fn version_file(root: &Path, names: &[&str], parts: usize) -> Option<String> {
     valid.then(|| numbers.join("."))
 }
 
+/// A Python app's environment: the dependencies in /opt/deps on the path,
+/// and their console scripts (gunicorn, uwsgi) on `PATH` before the
+/// image's own folders.
+fn python_env() -> Vec<(String, String)> {
+    vec![
+        ("PYTHONPATH".into(), "/opt/deps".into()),
+        (
+            "PATH".into(),
+            "/opt/deps/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+        ),
+    ]
+}
+
 /// The first file of `names` that exists in `root`.
 fn first_file<'a>(root: &Path, names: &[&'a str]) -> Option<&'a str> {
     names.iter().copied().find(|name| root.join(name).is_file())
@@ -161,9 +174,19 @@ pub fn recipe(root: &Path, found: &Found) -> Recipe {
         capture_changes: false,
         app_context: ".".into(),
         app_cmd: python_cmd(root),
-        app_env: vec![("PYTHONPATH".into(), "/opt/deps".into())],
+        app_env: python_env(),
         app_workdir: Some("/app".into()),
-        app_exclude: vec![".venv".into(), "__pycache__".into()],
+        app_exclude: [
+            ".venv",
+            "venv",
+            "__pycache__",
+            ".pytest_cache",
+            ".mypy_cache",
+            ".ruff_cache",
+            ".tox",
+        ]
+        .map(String::from)
+        .to_vec(),
         notes: vec![
             "The dependencies go to /opt/deps (on PYTHONPATH), installed by the image's own pip,"
                 .into(),
@@ -236,16 +259,13 @@ pub fn recipe(root: &Path, found: &Found) -> Recipe {
     match found.ecosystem {
         Ecosystem::Pip => {
             let main = files.first().map(String::as_str).unwrap_or("requirements.txt");
-            let mut recipe = python_app(
+            python_app(
                 format!(
                     "pip install --no-cache-dir --target {{out}}/opt/deps -r {}",
                     shell_quote(main)
                 ),
                 &format!("pip install --no-cache-dir -r {}", shell_quote(main)),
-            );
-            recipe.app_env.clear();
-            recipe.app_env.push(("PYTHONPATH".into(), "/opt/deps".into()));
-            recipe
+            )
         }
         Ecosystem::Poetry => python_app(
             format!(

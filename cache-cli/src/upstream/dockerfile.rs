@@ -40,15 +40,18 @@ pub struct DockerfileError {
 
 /// One instruction: its first line number, keyword (upper case) and the
 /// rest of the logical line.
-struct Instruction {
-    line: usize,
-    keyword: String,
-    rest: String,
+pub(crate) struct Instruction {
+    /// 1-based line where it starts.
+    pub(crate) line: usize,
+    /// The keyword, upper case.
+    pub(crate) keyword: String,
+    /// The rest of the logical line, trimmed.
+    pub(crate) rest: String,
 }
 
 /// Joins continuation lines, drops comments and blank lines, and skips
 /// heredoc bodies.
-fn instructions(text: &str) -> Vec<Instruction> {
+pub(crate) fn instructions(text: &str) -> Vec<Instruction> {
     let mut escape = '\\';
     let mut lines = text.lines().enumerate().peekable();
     // Parser directives: `# escape=`` ` before anything else.
@@ -242,8 +245,9 @@ fn platform_args(prefix: &str, platform: &Platform, vars: &mut BTreeMap<String, 
     );
 }
 
-/// Splits `NAME=value` / `NAME` words of an `ARG` (values may be quoted).
-fn arg_words(rest: &str) -> Vec<(String, Option<String>)> {
+/// Splits `NAME=value` / `NAME` words of an `ARG` or `ENV` (values may be
+/// quoted).
+pub(crate) fn arg_words(rest: &str) -> Vec<(String, Option<String>)> {
     let mut words = Vec::new();
     let mut current = String::new();
     let mut quote = None;
