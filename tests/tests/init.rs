@@ -313,3 +313,144 @@ fn a_repository_with_an_api_and_a_front_end_folder_gets_one_image_section_each()
     let refused = project.cachectl(&["init", "--force", "--image", "reg/x"], &[]);
     assert_eq!(refused.code, 2, "{}", refused.stderr);
 }
+
+/// A Wagtail site laid out as wagtail/bakerydemo is: requirements, a
+/// Procfile, and a Dockerfile whose final stage says how the app runs.
+const BAKERY_DOCKERFILE: &str = r#"ARG UV_VERSION=0.11.16
+FROM ghcr.io/astral-sh/uv:${UV_VERSION} AS uv
+
+FROM python:3.12-slim
+COPY --from=uv /uv /uvx /bin/
+ADD requirements/ /requirements/
+ENV VIRTUAL_ENV=/venv PATH=/venv/bin:$PATH PYTHONPATH=/code/
+RUN uv venv ${VIRTUAL_ENV} && uv pip install --no-cache -r /requirements/production.txt
+RUN mkdir /code/
+WORKDIR /code/
+ADD . /code/
+ENV PORT=8000
+EXPOSE 8000
+ENV DJANGO_SETTINGS_MODULE=bakerydemo.settings.production DJANGO_DEBUG=off
+ENTRYPOINT ["/code/docker-entrypoint.sh"]
+CMD ["uwsgi", "/code/etc/uwsgi.ini"]
+"#;
+
+/// The `[app]` table of the project's cachectl.toml.
+fn app_table(project: &Project) -> toml::Table {
+    let text = std::fs::read_to_string(project.path().join("cachectl.toml")).unwrap();
+    let file: toml::Table = toml::from_str(&text).unwrap();
+    file["app"].as_table().unwrap().clone()
+}
+
+fn strings(value: &toml::Value) -> Vec<String> {
+    value
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| item.as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn init_takes_how_the_app_runs_from_the_projects_dockerfile_then_its_procfile() {
+    let project = Project::new();
+    project.write("requirements.txt", "-r requirements/production.txt\n");
+    project.write(
+        "requirements/production.txt",
+        "Django==5.2\nuwsgi==2.0.28\n",
+    );
+    project.write("manage.py", "\n");
+    project.write(
+        "Procfile",
+        "release: python manage.py migrate\nweb: uwsgi ./etc/uwsgi.ini\n",
+    );
+    project.write("Dockerfile", BAKERY_DOCKERFILE);
+    let run = project
+        .cachectl(
+            &["init"],
+            &[("CACHECTL_CACHE", "http://cache.internal:8080")],
+        )
+        .success();
+    assert!(
+        run.stderr
+            .contains("the app's command comes from Dockerfile line 16"),
+        "{}",
+        run.stderr
+    );
+    let text = std::fs::read_to_string(project.path().join("cachectl.toml")).unwrap();
+    // The cache the user gave is written, not a placeholder.
+    assert!(
+        text.contains("\ncache = \"http://cache.internal:8080\"\n"),
+        "{text}"
+    );
+    let app = app_table(&project);
+    assert_eq!(strings(&app["cmd"]), ["uwsgi", "/code/etc/uwsgi.ini"]);
+    assert_eq!(strings(&app["entrypoint"]), ["/code/docker-entrypoint.sh"]);
+    assert_eq!(app["dest"].as_str(), Some("/code"));
+    assert_eq!(app["workdir"].as_str(), Some("/code"));
+    assert_eq!(strings(&app["expose"]), ["8000"]);
+    let env = app["env"].as_table().unwrap();
+    assert_eq!(
+        env["DJANGO_SETTINGS_MODULE"].as_str(),
+        Some("bakerydemo.settings.production")
+    );
+    assert_eq!(env["PORT"].as_str(), Some("8000"));
+    // The Dockerfile's own install layout is not taken: the base has the
+    // packages in /opt/deps, their scripts on PATH.
+    assert_eq!(env["PYTHONPATH"].as_str(), Some("/opt/deps"));
+    assert!(env["PATH"].as_str().unwrap().starts_with("/opt/deps/bin:"));
+    assert!(!env.contains_key("VIRTUAL_ENV"));
+    assert!(
+        text.contains("# The command is Dockerfile line 16's."),
+        "{text}"
+    );
+    assert!(text.contains("Not taken: VIRTUAL_ENV"), "{text}");
+
+    // Without a Dockerfile the Procfile's web process is the command,
+    // and the file is valid for every command that reads it.
+    std::fs::remove_file(project.path().join("Dockerfile")).unwrap();
+    project.cachectl(&["init", "--force"], &[]).success();
+    let app = app_table(&project);
+    assert_eq!(strings(&app["cmd"]), ["uwsgi", "./etc/uwsgi.ini"]);
+    assert!(app.get("dest").is_none());
+    let text = std::fs::read_to_string(project.path().join("cachectl.toml")).unwrap();
+    assert!(text.contains("# cache = "), "{text}");
+    project
+        .cachectl(&["hash", "--upstream", "pin"], &[])
+        .success();
+
+    // A Procfile reading $PORT gets one, and the port is exposed.
+    project.write("Procfile", "web: gunicorn site.wsgi --bind 0.0.0.0:$PORT\n");
+    project.cachectl(&["init", "--force"], &[]).success();
+    let app = app_table(&project);
+    assert_eq!(
+        strings(&app["cmd"]),
+        ["/bin/sh", "-c", "gunicorn site.wsgi --bind 0.0.0.0:$PORT"]
+    );
+    assert_eq!(app["env"]["PORT"].as_str(), Some("8000"));
+    assert_eq!(strings(&app["expose"]), ["8000"]);
+}
+
+#[test]
+fn a_node_dockerfiles_app_folder_becomes_app_beside_node_modules() {
+    let project = Project::new();
+    project.write(
+        "package.json",
+        r#"{"name": "web", "version": "1.0.0", "scripts": {"start": "node server.js"}}"#,
+    );
+    project.write(
+        "package-lock.json",
+        r#"{"name": "web", "version": "1.0.0", "lockfileVersion": 3, "requires": true, "packages": {"": {"name": "web", "version": "1.0.0"}}}"#,
+    );
+    project.write("server.js", "require('http')\n");
+    project.write(
+        "Dockerfile",
+        "FROM node:22-slim\nWORKDIR /usr/src/app\nCOPY . .\nUSER node\nEXPOSE 3000/tcp\nCMD [\"node\", \"/usr/src/app/server.js\"]\n",
+    );
+    project.cachectl(&["init"], &[]).success();
+    let app = app_table(&project);
+    assert_eq!(strings(&app["cmd"]), ["node", "/app/server.js"]);
+    assert_eq!(app["workdir"].as_str(), Some("/app"));
+    assert_eq!(app["user"].as_str(), Some("node"));
+    assert_eq!(strings(&app["expose"]), ["3000/tcp"]);
+    assert!(app.get("dest").is_none());
+}
