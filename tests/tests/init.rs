@@ -5,6 +5,7 @@
 use std::collections::BTreeSet;
 
 use cachectl_e2e::cachectl::Project;
+use cachectl_e2e::registry::{RegistryServer, push_busybox, skopeo_inspect, unpack};
 
 /// The `(kind, name)` of every input `hash --explain` lists, but the
 /// platform's.
@@ -453,4 +454,58 @@ fn a_node_dockerfiles_app_folder_becomes_app_beside_node_modules() {
     assert_eq!(app["user"].as_str(), Some("node"));
     assert_eq!(strings(&app["expose"]), ["3000/tcp"]);
     assert!(app.get("dest").is_none());
+}
+
+#[test]
+fn an_initd_projects_app_layer_leaves_history_ci_and_local_images_out() {
+    let registry = RegistryServer::start();
+    let base = push_busybox(&registry, "library/busybox", "1");
+    let project = Project::new();
+    project.write("requirements.txt", "flask==3.0.3\n");
+    project.write("main.py", "print('hi')\n");
+    project.write(".github/workflows/ci.yml", "on: push\n");
+    project.write(".gitlab-ci.yml", "build: {}\n");
+    project.write(".vscode/settings.json", "{}\n");
+    // The repository's history: two megabytes that must not ship.
+    let noise: String = (0..200_000).map(|n| format!("{:x}", n % 16)).collect();
+    project.write(".git/objects/pack/pack-1.pack", &noise.repeat(10));
+    // An earlier image in the layout init names.
+    project.write("build/oci/oci-layout", r#"{"imageLayoutVersion":"1.0.0"}"#);
+    project.write(
+        "build/oci/index.json",
+        r#"{"schemaVersion":2,"manifests":[]}"#,
+    );
+    project.write("build/oci/blobs/sha256/00", &noise);
+    project.cachectl(&["init"], &[]).success();
+    let report = project
+        .cachectl(
+            &["layer", "--base", &base, "--expose", "8000", "--json"],
+            &[],
+        )
+        .success()
+        .json();
+    let bytes = report["layer_bytes"].as_u64().unwrap();
+    assert!(bytes < 4096, "the app layer is {bytes} bytes");
+    let scratch = tempfile::tempdir().unwrap();
+    let layout = project.path().join("build/oci");
+    let name = project_name(&project);
+    let rootfs = unpack(&format!("oci:{}:{name}", layout.display()), scratch.path());
+    let app = rootfs.join("rootfs/app");
+    assert!(app.join("main.py").is_file());
+    for left_out in [".git", ".github", ".gitlab-ci.yml", ".vscode", "build/oci"] {
+        assert!(!app.join(left_out).exists(), "{left_out} shipped");
+    }
+    let config = skopeo_inspect(&format!("oci:{}:{name}", layout.display()), true);
+    assert_eq!(
+        config["config"]["ExposedPorts"],
+        serde_json::json!({"8000/tcp": {}})
+    );
+}
+
+/// The image name `init` gives the project (its folder's name).
+fn project_name(project: &Project) -> String {
+    let text = std::fs::read_to_string(project.path().join("cachectl.toml")).unwrap();
+    let file: toml::Table = toml::from_str(&text).unwrap();
+    let image = file["app"]["image"].as_str().unwrap().to_owned();
+    image.rsplit(':').next().unwrap().to_owned()
 }
