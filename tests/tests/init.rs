@@ -476,7 +476,14 @@ fn an_initd_projects_app_layer_leaves_history_ci_and_local_images_out() {
         r#"{"schemaVersion":2,"manifests":[]}"#,
     );
     project.write("build/oci/blobs/sha256/00", &noise);
-    project.cachectl(&["init"], &[]).success();
+    let init = project.cachectl(&["init"], &[]).success();
+    // init says what the layer leaves out, largest first.
+    assert!(
+        init.stderr
+            .contains("the app layer leaves out 2.2 MB (.git 2.0 MB, build/oci 200 kB, "),
+        "{}",
+        init.stderr
+    );
     let report = project
         .cachectl(
             &["layer", "--base", &base, "--expose", "8000", "--json"],

@@ -172,6 +172,22 @@ pub async fn run(cli: &Cli, force: bool, app: &AppFlags) -> Result<(), Failure> 
             );
         }
         let plan = plan(cli, &folder, unit.found.first(), app)?;
+        if let Some(recipe) = &plan.recipe {
+            let excluded = AppPlan::of(&plan, recipe).exclude;
+            let left_out = left_out_bytes(&folder.join(&recipe.app_context), &excluded);
+            if !left_out.is_empty() {
+                let total: u64 = left_out.iter().map(|(_, bytes)| bytes).sum();
+                let each: Vec<String> = left_out
+                    .iter()
+                    .map(|(path, bytes)| format!("{path} {}", human_bytes(*bytes)))
+                    .collect();
+                eprintln!(
+                    "{place}the app layer leaves out {} ({})",
+                    human_bytes(total),
+                    each.join(", ")
+                );
+            }
+        }
         let dockerfile = write_dockerfile(&folder, &plan)?;
         match &unit.name {
             Some(name) => {
@@ -515,6 +531,45 @@ fn render(out: &mut String, plan: &Plan, prefix: &str) {
             .map(|(name, value)| format!("{} = {}", bare_key(name), quoted(value)))
             .collect();
         let _ = writeln!(out, "env = {{ {} }}", pairs.join(", "));
+    }
+}
+
+/// The bytes under each of `excluded` (plain paths, not patterns) that
+/// exist in `context`, largest first.
+fn left_out_bytes(context: &Path, excluded: &[String]) -> Vec<(String, u64)> {
+    fn size(path: &Path) -> u64 {
+        let Ok(meta) = std::fs::symlink_metadata(path) else {
+            return 0;
+        };
+        if !meta.is_dir() {
+            return meta.len();
+        }
+        std::fs::read_dir(path)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|entry| size(&entry.path()))
+            .sum()
+    }
+    let mut found: Vec<(String, u64)> = excluded
+        .iter()
+        .filter(|pattern| !pattern.contains(['*', '?', '[', '!']))
+        .map(|path| (path.clone(), context.join(path)))
+        .filter(|(_, path)| path.exists())
+        .map(|(name, path)| (name, size(&path)))
+        .filter(|(_, bytes)| *bytes > 0)
+        .collect();
+    found.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    found
+}
+
+/// `bytes` for people: `21.0 MB`, `640 kB`, `12 B`.
+fn human_bytes(bytes: u64) -> String {
+    match bytes {
+        0..1_000 => format!("{bytes} B"),
+        1_000..1_000_000 => format!("{:.0} kB", bytes as f64 / 1e3),
+        1_000_000..1_000_000_000 => format!("{:.1} MB", bytes as f64 / 1e6),
+        _ => format!("{:.1} GB", bytes as f64 / 1e9),
     }
 }
 
