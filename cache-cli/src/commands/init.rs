@@ -375,7 +375,7 @@ fn plan(cli: &Cli, root: &Path, primary: Option<&Found>, app: &AppFlags) -> Resu
     for (what, from) in [
         ("command", declared.cmd.as_ref().map(|d| &d.from)),
         ("entrypoint", declared.entrypoint.as_ref().map(|d| &d.from)),
-        ("app folder", declared.app_folder.as_ref().map(|d| &d.from)),
+        ("folder", declared.app_folder.as_ref().map(|d| &d.from)),
     ] {
         if let Some(from) = from {
             eprintln!("the app's {what} comes from {from}");
