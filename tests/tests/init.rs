@@ -480,7 +480,7 @@ fn an_initd_projects_app_layer_leaves_history_ci_and_local_images_out() {
     // init says what the layer leaves out, largest first.
     assert!(
         init.stderr
-            .contains("the app layer leaves out 2.2 MB (.git 2.0 MB, build/oci 200 kB, "),
+            .contains("the app layer leaves out 2.2 MB (.git 2.0 MB, build/oci 200.1 kB, "),
         "{}",
         init.stderr
     );

@@ -18,6 +18,7 @@ use crate::cli::{AppFlags, Cli};
 use crate::exit::Failure;
 use crate::image::retention::{self, Plan, Policy, Repo};
 use crate::image::{ImageError, Location, Registry, inventory};
+use crate::report::bytes::human_bytes;
 
 /// What `gc` keeps, from its flags.
 #[derive(Debug, Clone, Copy)]
@@ -47,16 +48,6 @@ async fn delete(registry: &Registry, location: &Location, digest: &str) -> Resul
     match location {
         Location::Registry(reference) => Ok(registry.delete_manifest(reference, digest).await?),
         Location::Layout { layout, .. } => Ok(layout.remove_digest(digest)?),
-    }
-}
-
-/// `bytes` in B, kB, MB or GB (decimal).
-fn human_bytes(bytes: u64) -> String {
-    match bytes {
-        0..1_000 => format!("{bytes} B"),
-        1_000..1_000_000 => format!("{:.1} kB", bytes as f64 / 1e3),
-        1_000_000..1_000_000_000 => format!("{:.1} MB", bytes as f64 / 1e6),
-        _ => format!("{:.2} GB", bytes as f64 / 1e9),
     }
 }
 

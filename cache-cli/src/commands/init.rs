@@ -13,6 +13,7 @@ use crate::exit::Failure;
 use crate::project::declared::{Declared, declared};
 use crate::project::recipe::{Recipe, recipe};
 use crate::project::{Ecosystem, Found, detect};
+use crate::report::bytes::human_bytes;
 use crate::upstream::dockerfile;
 
 /// The Dockerfile `init` writes for docker, buildah and podman.
@@ -561,16 +562,6 @@ fn left_out_bytes(context: &Path, excluded: &[String]) -> Vec<(String, u64)> {
         .collect();
     found.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     found
-}
-
-/// `bytes` for people: `21.0 MB`, `640 kB`, `12 B`.
-fn human_bytes(bytes: u64) -> String {
-    match bytes {
-        0..1_000 => format!("{bytes} B"),
-        1_000..1_000_000 => format!("{:.0} kB", bytes as f64 / 1e3),
-        1_000_000..1_000_000_000 => format!("{:.1} MB", bytes as f64 / 1e6),
-        _ => format!("{:.1} GB", bytes as f64 / 1e9),
-    }
 }
 
 /// A TOML key: bare when it can be.
