@@ -499,7 +499,15 @@ fn an_initd_projects_app_layer_leaves_history_ci_and_local_images_out() {
     let rootfs = unpack(&format!("oci:{}:{name}", layout.display()), scratch.path());
     let app = rootfs.join("rootfs/app");
     assert!(app.join("main.py").is_file());
-    for left_out in [".git", ".github", ".gitlab-ci.yml", ".vscode", "build/oci"] {
+    // (The test harness keeps cachectl's state in the project's .cachectl.)
+    for left_out in [
+        ".git",
+        ".github",
+        ".gitlab-ci.yml",
+        ".vscode",
+        "build/oci",
+        ".cachectl",
+    ] {
         assert!(!app.join(left_out).exists(), "{left_out} shipped");
     }
     let config = skopeo_inspect(&format!("oci:{}:{name}", layout.display()), true);
@@ -507,6 +515,19 @@ fn an_initd_projects_app_layer_leaves_history_ci_and_local_images_out() {
         config["config"]["ExposedPorts"],
         serde_json::json!({"8000/tcp": {}})
     );
+    // A commit that changes only what is left out (the history, CI) is
+    // the same app: nothing is packed or uploaded.
+    project.write(".git/objects/pack/pack-2.pack", "more history\n");
+    project.write(".github/workflows/ci.yml", "on: [push, pull_request]\n");
+    let again = project
+        .cachectl(
+            &["layer", "--base", &base, "--expose", "8000", "--json"],
+            &[],
+        )
+        .success()
+        .json();
+    assert_eq!(again["uploaded_bytes"], 0, "{again}");
+    assert_eq!(again["digest"], report["digest"], "{again}");
 }
 
 /// The image name `init` gives the project (its folder's name).

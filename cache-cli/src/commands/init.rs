@@ -578,8 +578,10 @@ fn bare_key(name: &str) -> String {
 }
 
 /// Folders and files no app image needs: the repository's history, CI and
-/// editor settings.
+/// editor settings, and cachectl's own state when a CI job keeps it in the
+/// project (`CACHECTL_CACHE_DIR=.cachectl`, to cache it between runs).
 const NEVER_SHIPPED: &[&str] = &[
+    ".cachectl",
     ".git",
     ".hg",
     ".svn",
