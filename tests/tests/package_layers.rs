@@ -719,6 +719,23 @@ fn an_npm_bump_rebuilds_one_package_layer_and_the_image_equals_npm_ci() {
         serde_json::json!(["semver 7.6.3 -> 7.7.1"]),
         "{bumped}"
     );
+    // `hash --explain` shows the plan npm installs, nested paths included.
+    let explained = project
+        .cachectl(&["hash", "--explain", "--json"], &[])
+        .success()
+        .json();
+    let plan = explained["plan"].as_array().unwrap();
+    assert_eq!(plan.len(), 75, "{explained}");
+    for entry in [
+        "semver==7.7.1",
+        "send/node_modules/ms==2.1.3",
+        "@esbuild/linux-x64==0.24.2",
+    ] {
+        assert!(
+            plan.contains(&serde_json::json!(entry)),
+            "{entry}: {explained}"
+        );
+    }
     let built: Vec<&str> = bumped["package_layers"]
         .as_array()
         .unwrap()
