@@ -202,9 +202,9 @@ async fn seen_versions(layers: PackageLayers<'_>, package: &Package) -> Vec<Stri
     }
 }
 
-/// Adds `package`'s version to the versions seen, when it is a new one.
-async fn note_version(layers: PackageLayers<'_>, package: &Package) {
-    let mut versions = seen_versions(layers, package).await;
+/// Adds `package`'s version to `versions`, those seen before this build,
+/// when it is a new one.
+async fn note_version(layers: PackageLayers<'_>, package: &Package, mut versions: Vec<String>) {
     if versions.last() == Some(&package.version) {
         return;
     }
@@ -503,7 +503,8 @@ pub async fn build(
     // most often, then the largest, keep their own layers: asked for then
     // only (and the versions seen recorded then only).
     let over_budget = plan.packages.len() + from_layers + 1 > layers.max_layers;
-    let hints: Vec<Hint> = if over_budget {
+    // The versions seen are kept to add this build's to them at the end.
+    let (hints, seen): (Vec<Hint>, Vec<Vec<String>>) = if over_budget {
         let asks = plan
             .packages
             .iter()
@@ -517,14 +518,15 @@ pub async fn build(
                     None => None,
                 };
                 let versions = seen_versions(layers, package).await;
-                Hint {
+                let hint = Hint {
                     bytes,
                     changes: versions.len().saturating_sub(1) as u32,
-                }
+                };
+                (hint, versions)
             });
-        futures::future::join_all(asks).await
+        futures::future::join_all(asks).await.into_iter().unzip()
     } else {
-        vec![Hint::default(); plan.packages.len()]
+        (vec![Hint::default(); plan.packages.len()], Vec::new())
     };
     let stack = plan_stack(
         &plan.packages,
@@ -786,7 +788,8 @@ pub async fn build(
         futures::future::join_all(
             plan.packages
                 .iter()
-                .map(|package| note_version(layers, package)),
+                .zip(seen)
+                .map(|(package, versions)| note_version(layers, package, versions)),
         )
         .await;
     }
