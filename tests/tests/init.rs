@@ -528,6 +528,9 @@ fn an_initd_projects_app_layer_leaves_history_ci_and_local_images_out() {
         .json();
     assert_eq!(again["uploaded_bytes"], 0, "{again}");
     assert_eq!(again["digest"], report["digest"], "{again}");
+    // Recognised from its record: the layout's folder was there when the
+    // first deploy hashed the context.
+    assert_eq!(again["reused"], true, "{again}");
 }
 
 /// The image name `init` gives the project (its folder's name).

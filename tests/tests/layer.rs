@@ -760,3 +760,38 @@ fn a_base_layer_without_a_digest_is_refused_naming_the_image() {
     );
     assert!(refused.stderr.contains("digest"), "{}", refused.stderr);
 }
+
+#[test]
+fn a_layout_inside_the_context_is_made_before_the_context_is_hashed() {
+    // The layout `cachectl init` names lives in the project, which is the
+    // context: the second deploy of the same app is recognised, with the
+    // layout's folder created by the first.
+    let registry = RegistryServer::start();
+    let base = push_busybox(&registry, "acme/base", "1");
+    let project = app_project();
+    let deploy = || {
+        project
+            .cachectl(
+                &[
+                    "layer",
+                    "--json",
+                    "--base",
+                    &base,
+                    "--app-image",
+                    "oci:./app/build/oci:web",
+                    "--context",
+                    "app",
+                    "--exclude",
+                    "build/oci",
+                ],
+                &[],
+            )
+            .success()
+            .json()
+    };
+    let first = deploy();
+    assert!(project.path().join("app/build/oci/index.json").is_file());
+    let second = deploy();
+    assert_eq!(second["digest"], first["digest"], "{second}");
+    assert_eq!(second["reused"], true, "{second}");
+}

@@ -10,6 +10,7 @@ use futures::future::{BoxFuture, Shared};
 
 use super::error::LayerError;
 use crate::cli::settings::AppSettings;
+use crate::image::Location;
 use crate::image::registry::Registry;
 use crate::pack::exclude::Excludes;
 use crate::pack::tree;
@@ -26,6 +27,15 @@ impl AppTree {
     pub fn start(app: &AppSettings) -> Result<Self, LayerError> {
         let excludes = Excludes::for_context(&app.context, &app.exclude)
             .map_err(|e| LayerError::Usage(e.into()))?;
+        // A layout target (often inside the context: `oci:./build/oci`) is
+        // made before the context is hashed, not while it is: its folders
+        // are then in the hash as they will be in the layer, and a second
+        // deploy of the same app is recognised.
+        if let Location::Layout { layout, .. } = &app.image
+            && let Err(error) = std::fs::create_dir_all(layout.dir())
+        {
+            tracing::debug!(%error, "could not make the layout folder yet");
+        }
         let settings = app.clone();
         let hashing =
             tokio::task::spawn_blocking(move || context_digest(&settings, &excludes).ok());
