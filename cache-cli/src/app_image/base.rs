@@ -103,7 +103,7 @@ pub(super) async fn pack_app(
             compression,
             prefix: dest.trim_start_matches('/'),
             excludes: Some(&excludes),
-            keep_owners: false,
+            ..PackOptions::default()
         };
         layer::pack_with(&context, &staging_path, options)
     })

@@ -132,6 +132,27 @@ pub struct PackOptions<'a> {
     /// Keep each entry's mode bits and owner instead of normalising them
     /// (for a layer of changes to a root filesystem).
     pub keep_owners: bool,
+    /// Only these entries (names relative to the packed folder, folders
+    /// included by name): a layer of what changed since a lower one.
+    pub only: Option<&'a std::collections::BTreeSet<Vec<u8>>>,
+    /// Entries of lower layers this one deletes: each becomes an OCI
+    /// whiteout (`dir/.wh.name`).
+    pub whiteouts: &'a [Vec<u8>],
+}
+
+/// What goes into the layer at one name: an entry of the folder, or the
+/// whiteout of an entry of a lower layer.
+enum Item {
+    Present(Entry),
+    Whiteout(Vec<u8>),
+}
+
+/// The whiteout entry name of `name`: `.wh.` before its last part.
+pub fn whiteout_name(name: &[u8]) -> Vec<u8> {
+    match name.iter().rposition(|&b| b == b'/') {
+        Some(at) => [&name[..=at], b".wh.", &name[at + 1..]].concat(),
+        None => [b".wh.".as_slice(), name].concat(),
+    }
 }
 
 /// The entry name of `path` under `root`: its raw bytes (a name need not
@@ -222,11 +243,34 @@ pub fn pack_with(root: &Path, staging_dir: &Path, options: PackOptions<'_>) -> i
             io::empty(),
         )?;
     }
-    for Entry { name, path, meta } in sorted_entries(root, options.excludes)? {
+    let mut items: Vec<(Vec<u8>, Item)> = sorted_entries(root, options.excludes)?
+        .into_iter()
+        .filter(|entry| options.only.is_none_or(|only| only.contains(&entry.name)))
+        .map(|entry| (entry.name.clone(), Item::Present(entry)))
+        .chain(
+            options
+                .whiteouts
+                .iter()
+                .map(|name| (whiteout_name(name), Item::Whiteout(name.clone()))),
+        )
+        .collect();
+    items.sort_by(|a, b| a.0.cmp(&b.0));
+    for (name, item) in items {
         let full = if prefix.is_empty() {
             name
         } else {
             [prefix.as_bytes(), b"/", &name].concat()
+        };
+        let Entry { path, meta, .. } = match item {
+            Item::Present(entry) => entry,
+            Item::Whiteout(_) => {
+                let empty = EntryKind::File {
+                    size: 0,
+                    executable: false,
+                };
+                tar_entry::append(&mut builder, &full, empty, mtime, io::empty())?;
+                continue;
+            }
         };
         let owner = options.keep_owners.then(|| {
             use std::os::unix::fs::MetadataExt as _;
@@ -276,6 +320,51 @@ pub fn pack_with(root: &Path, staging_dir: &Path, options: PackOptions<'_>) -> i
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_layer_of_changes_holds_only_them_and_whiteouts_in_name_order() {
+        let root = tempfile::tempdir().unwrap();
+        tree(root.path());
+        std::fs::write(root.path().join("opt/deps/pkg/new.py"), "y = 2\n").unwrap();
+        let only: std::collections::BTreeSet<Vec<u8>> = [
+            b"opt".to_vec(),
+            b"opt/deps".to_vec(),
+            b"opt/deps/pkg".to_vec(),
+            b"opt/deps/pkg/new.py".to_vec(),
+        ]
+        .into();
+        let whiteouts = [b"opt/deps/gone.py".to_vec(), b"old".to_vec()];
+        let staging = tempfile::tempdir().unwrap();
+        let options = PackOptions {
+            prefix: "app",
+            only: Some(&only),
+            whiteouts: &whiteouts,
+            ..PackOptions::default()
+        };
+        let layer = pack_with(root.path(), staging.path(), options).unwrap();
+        let again = pack_with(root.path(), staging.path(), options).unwrap();
+        assert_eq!(layer.digest, again.digest);
+        let file = std::fs::File::open(layer.file.path()).unwrap();
+        let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
+        let names: Vec<String> = archive
+            .entries()
+            .unwrap()
+            .map(|entry| entry.unwrap().path().unwrap().display().to_string())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "app",
+                "app/.wh.old",
+                "app/opt",
+                "app/opt/deps",
+                "app/opt/deps/.wh.gone.py",
+                "app/opt/deps/pkg",
+                "app/opt/deps/pkg/new.py",
+            ]
+        );
+        assert_eq!(whiteout_name(b"a/b/c"), b"a/b/.wh.c");
+    }
 
     fn tree(root: &Path) {
         std::fs::create_dir_all(root.join("opt/deps/pkg")).unwrap();
