@@ -92,8 +92,7 @@ fn deploy_costs(c: &mut Criterion) {
             let options = PackOptions {
                 compression: Compression::Gzip(1),
                 prefix: "app",
-                excludes: None,
-                keep_owners: false,
+                ..PackOptions::default()
             };
             pack_with(context.path(), staging.path(), options).unwrap()
         })
@@ -103,8 +102,7 @@ fn deploy_costs(c: &mut Criterion) {
             let options = PackOptions {
                 compression: Compression::Zstd(3),
                 prefix: "app",
-                excludes: None,
-                keep_owners: false,
+                ..PackOptions::default()
             };
             pack_with(context.path(), staging.path(), options).unwrap()
         })

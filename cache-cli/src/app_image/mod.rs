@@ -6,6 +6,7 @@
 //! tagged. `cachectl layer` and `cachectl build` both put their app here.
 
 mod base;
+pub mod delta;
 pub mod error;
 mod index;
 mod moved;

@@ -140,13 +140,6 @@ pub struct PackOptions<'a> {
     pub whiteouts: &'a [Vec<u8>],
 }
 
-/// What goes into the layer at one name: an entry of the folder, or the
-/// whiteout of an entry of a lower layer.
-enum Item {
-    Present(Entry),
-    Whiteout(Vec<u8>),
-}
-
 /// The whiteout entry name of `name`: `.wh.` before its last part.
 pub fn whiteout_name(name: &[u8]) -> Vec<u8> {
     match name.iter().rposition(|&b| b == b'/') {
@@ -243,15 +236,16 @@ pub fn pack_with(root: &Path, staging_dir: &Path, options: PackOptions<'_>) -> i
             io::empty(),
         )?;
     }
-    let mut items: Vec<(Vec<u8>, Item)> = sorted_entries(root, options.excludes)?
+    // Each name with its entry, or `None` for a whiteout.
+    let mut items: Vec<(Vec<u8>, Option<Entry>)> = sorted_entries(root, options.excludes)?
         .into_iter()
         .filter(|entry| options.only.is_none_or(|only| only.contains(&entry.name)))
-        .map(|entry| (entry.name.clone(), Item::Present(entry)))
+        .map(|entry| (entry.name.clone(), Some(entry)))
         .chain(
             options
                 .whiteouts
                 .iter()
-                .map(|name| (whiteout_name(name), Item::Whiteout(name.clone()))),
+                .map(|name| (whiteout_name(name), None)),
         )
         .collect();
     items.sort_by(|a, b| a.0.cmp(&b.0));
@@ -262,8 +256,8 @@ pub fn pack_with(root: &Path, staging_dir: &Path, options: PackOptions<'_>) -> i
             [prefix.as_bytes(), b"/", &name].concat()
         };
         let Entry { path, meta, .. } = match item {
-            Item::Present(entry) => entry,
-            Item::Whiteout(_) => {
+            Some(entry) => entry,
+            None => {
                 let empty = EntryKind::File {
                     size: 0,
                     executable: false,

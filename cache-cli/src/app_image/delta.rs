@@ -1,0 +1,267 @@
+//! App layers by change (work in progress, not yet used by `layer`): what
+//! each entry of an app's tree is ([`listing`]), what changed between the
+//! tree of the last deploy and this one ([`diff`]), and when a stack of
+//! delta layers is rewritten into one layer ([`Compaction`]).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::pack::exclude::Excludes;
+use crate::pack::layer::sorted_entries;
+
+/// What one entry of the tree is, as the layer holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Entry {
+    /// A folder.
+    Dir,
+    /// A file: executable or not, its BLAKE3 (hex) and size.
+    File {
+        /// 0755 rather than 0644.
+        executable: bool,
+        /// BLAKE3 of its bytes, hex.
+        blake3: String,
+        /// Its size.
+        size: u64,
+    },
+    /// A symbolic link and its target.
+    Link(String),
+}
+
+impl Entry {
+    fn kind(&self) -> u8 {
+        match self {
+            Self::Dir => 0,
+            Self::File { .. } => 1,
+            Self::Link(_) => 2,
+        }
+    }
+
+    /// The bytes a file holds (0 for the rest).
+    pub fn size(&self) -> u64 {
+        match self {
+            Self::File { size, .. } => *size,
+            _ => 0,
+        }
+    }
+}
+
+/// Every entry of a tree by name (`/`-separated, relative to the context).
+pub type Listing = BTreeMap<String, Entry>;
+
+/// The listing of `context` without what `excludes` leaves out; `None`
+/// when a name is not UTF-8 (such a tree is always packed whole).
+pub fn listing(context: &Path, excludes: &Excludes) -> std::io::Result<Option<Listing>> {
+    let mut out = Listing::new();
+    for entry in sorted_entries(context, Some(excludes))? {
+        let Ok(name) = String::from_utf8(entry.name) else {
+            return Ok(None);
+        };
+        let kind = entry.meta.file_type();
+        let value = if kind.is_dir() {
+            Entry::Dir
+        } else if kind.is_symlink() {
+            let target = std::fs::read_link(&entry.path)?;
+            match target.to_str() {
+                Some(target) => Entry::Link(target.to_owned()),
+                None => return Ok(None),
+            }
+        } else if kind.is_file() {
+            let mut hasher = blake3::Hasher::new();
+            hasher.update_reader(std::fs::File::open(&entry.path)?)?;
+            Entry::File {
+                executable: entry.meta.permissions().mode() & 0o111 != 0,
+                blake3: hasher.finalize().to_hex().to_string(),
+                size: entry.meta.len(),
+            }
+        } else {
+            continue; // sockets and devices are never packed
+        };
+        out.insert(name, value);
+    }
+    Ok(Some(out))
+}
+
+/// What a delta layer holds to turn the tree `old` into `new`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Delta {
+    /// Entries added or changed, with every folder above them.
+    pub entries: BTreeSet<String>,
+    /// Entries deleted: only the top-most of a deleted folder.
+    pub whiteouts: Vec<String>,
+    /// The bytes of the files added or changed.
+    pub bytes: u64,
+    /// How many files were added or changed.
+    pub files: usize,
+}
+
+impl Delta {
+    /// Whether the trees are the same.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty() && self.whiteouts.is_empty()
+    }
+}
+
+/// The delta from `old` to `new`; `None` when an entry changed kind (a
+/// file became a folder): that tree is packed whole.
+pub fn diff(old: &Listing, new: &Listing) -> Option<Delta> {
+    let mut delta = Delta::default();
+    for (name, entry) in new {
+        match old.get(name) {
+            Some(before) if before == entry => continue,
+            Some(before) if before.kind() != entry.kind() => return None,
+            _ => {}
+        }
+        if matches!(entry, Entry::File { .. }) {
+            delta.files += 1;
+            delta.bytes += entry.size();
+        }
+        let mut parent = name.as_str();
+        while let Some((folder, _)) = parent.rsplit_once('/') {
+            delta.entries.insert(folder.to_owned());
+            parent = folder;
+        }
+        delta.entries.insert(name.clone());
+    }
+    for name in old.keys() {
+        if new.contains_key(name) {
+            continue;
+        }
+        let under_deleted = delta
+            .whiteouts
+            .iter()
+            .any(|folder| name.starts_with(&format!("{folder}/")));
+        if !under_deleted {
+            delta.whiteouts.push(name.clone());
+        }
+    }
+    Some(delta)
+}
+
+/// When a stack of delta layers is rewritten into one layer.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Compaction {
+    /// At most this many delta layers on top of the full one.
+    pub max_deltas: usize,
+    /// At most this share of the app's bytes in delta layers.
+    pub max_share: f64,
+}
+
+impl Default for Compaction {
+    fn default() -> Self {
+        Self {
+            max_deltas: 8,
+            max_share: 0.25,
+        }
+    }
+}
+
+impl Compaction {
+    /// Whether a stack already holding `deltas` delta layers of
+    /// `delta_bytes`, with one more of `new_bytes`, for an app of
+    /// `app_bytes`, is compacted instead.
+    pub fn compacts(
+        &self,
+        deltas: usize,
+        delta_bytes: u64,
+        new_bytes: u64,
+        app_bytes: u64,
+    ) -> bool {
+        deltas + 1 > self.max_deltas
+            || (delta_bytes + new_bytes) as f64 > self.max_share * app_bytes.max(1) as f64
+    }
+}
+
+/// The app's bytes in `listing`.
+pub fn app_bytes(listing: &Listing) -> u64 {
+    listing.values().map(Entry::size).sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(content: &str) -> Entry {
+        Entry::File {
+            executable: false,
+            blake3: blake3::hash(content.as_bytes()).to_hex().to_string(),
+            size: content.len() as u64,
+        }
+    }
+
+    fn tree(entries: &[(&str, Entry)]) -> Listing {
+        entries
+            .iter()
+            .map(|(name, entry)| ((*name).to_owned(), entry.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn a_change_an_addition_and_deletions_make_the_delta() {
+        let old = tree(&[
+            ("web", Entry::Dir),
+            ("web/views.py", file("a")),
+            ("web/static", Entry::Dir),
+            ("web/static/x.css", file("x")),
+            ("web/static/y.css", file("y")),
+            ("run.sh", file("#!")),
+        ]);
+        let mut new = tree(&[
+            ("web", Entry::Dir),
+            ("web/views.py", file("b")),
+            ("web/new.py", file("new")),
+            ("run.sh", file("#!")),
+        ]);
+        let delta = diff(&old, &new).unwrap();
+        assert_eq!(
+            delta.entries.iter().collect::<Vec<_>>(),
+            ["web", "web/new.py", "web/views.py"]
+        );
+        // The deleted folder's whiteout covers what was in it.
+        assert_eq!(delta.whiteouts, ["web/static"]);
+        assert_eq!((delta.files, delta.bytes), (2, 4));
+        // A mode change is a change; the same tree is no delta.
+        new.insert(
+            "run.sh".into(),
+            Entry::File {
+                executable: true,
+                blake3: blake3::hash(b"#!").to_hex().to_string(),
+                size: 2,
+            },
+        );
+        assert!(diff(&old, &new).unwrap().entries.contains("run.sh"));
+        assert!(diff(&new, &new).unwrap().is_empty());
+        // A file that becomes a folder: packed whole.
+        let folder = tree(&[("run.sh", Entry::Dir)]);
+        assert_eq!(diff(&old, &folder), None);
+    }
+
+    #[test]
+    fn a_stack_is_compacted_past_its_bounds() {
+        let rule = Compaction::default();
+        assert!(!rule.compacts(0, 0, 2_000, 30_000_000));
+        assert!(!rule.compacts(7, 10_000, 2_000, 30_000_000));
+        assert!(rule.compacts(8, 10_000, 2_000, 30_000_000));
+        assert!(rule.compacts(1, 7_000_000, 1_000_000, 30_000_000));
+    }
+
+    #[test]
+    fn the_listing_is_what_the_layer_would_hold() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("web")).unwrap();
+        std::fs::write(root.path().join("web/a.py"), "a").unwrap();
+        std::fs::write(root.path().join("debug.log"), "noise").unwrap();
+        std::os::unix::fs::symlink("web/a.py", root.path().join("link")).unwrap();
+        let excludes = Excludes::new(["*.log"]).unwrap();
+        let listed = listing(root.path(), &excludes).unwrap().unwrap();
+        assert_eq!(
+            listed.keys().collect::<Vec<_>>(),
+            ["link", "web", "web/a.py"]
+        );
+        assert_eq!(listed["link"], Entry::Link("web/a.py".into()));
+        assert_eq!(listed["web/a.py"], file("a"));
+    }
+}
