@@ -175,6 +175,59 @@ impl Compaction {
     }
 }
 
+/// One layer of an app's stack, as the registry has it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StackLayer {
+    /// The blob's digest.
+    pub digest: String,
+    /// The uncompressed tar's digest.
+    pub diff_id: String,
+    /// The blob's size.
+    pub size: u64,
+    /// The bytes of the files it holds.
+    pub file_bytes: u64,
+}
+
+/// What is remembered of the last deploy of an app on a base, under a key
+/// of the target repository, the base and the layer settings: its layers,
+/// bottom first (one full layer, then deltas), and the tree they make.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AppStack {
+    /// Format version.
+    pub version: u32,
+    /// The app's layers, the full one first.
+    pub layers: Vec<StackLayer>,
+    /// The tree the layers make.
+    pub listing: Listing,
+}
+
+impl AppStack {
+    /// How many delta layers are on the full one.
+    pub fn deltas(&self) -> usize {
+        self.layers.len().saturating_sub(1)
+    }
+
+    /// The bytes of the files in its delta layers.
+    pub fn delta_bytes(&self) -> u64 {
+        self.layers
+            .iter()
+            .skip(1)
+            .map(|layer| layer.file_bytes)
+            .sum()
+    }
+
+    /// Whether every name it lists stays inside the app folder (a record
+    /// comes from the cache, which is not trusted to name other paths).
+    pub fn is_safe(&self) -> bool {
+        self.listing.keys().all(|name| {
+            !name.is_empty()
+                && name
+                    .split('/')
+                    .all(|part| !part.is_empty() && part != "." && part != "..")
+        })
+    }
+}
+
 /// The app's bytes in `listing`.
 pub fn app_bytes(listing: &Listing) -> u64 {
     listing.values().map(Entry::size).sum()
@@ -237,6 +290,19 @@ mod tests {
         // A file that becomes a folder: packed whole.
         let folder = tree(&[("run.sh", Entry::Dir)]);
         assert_eq!(diff(&old, &folder), None);
+    }
+
+    #[test]
+    fn a_stack_record_naming_a_path_outside_the_app_is_not_used() {
+        let stack = |name: &str| AppStack {
+            version: 1,
+            layers: Vec::new(),
+            listing: tree(&[(name, Entry::Dir)]),
+        };
+        assert!(stack("web/static").is_safe());
+        for bad in ["../etc", "web/../../x", "/abs", "", "a//b"] {
+            assert!(!stack(bad).is_safe(), "{bad}");
+        }
     }
 
     #[test]
