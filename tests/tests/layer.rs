@@ -795,3 +795,141 @@ fn a_layout_inside_the_context_is_made_before_the_context_is_hashed() {
     assert_eq!(second["digest"], first["digest"], "{second}");
     assert_eq!(second["reused"], true, "{second}");
 }
+
+/// Every path under `root`: kind, mode and content (link targets as
+/// content).
+fn files_of(root: &std::path::Path) -> std::collections::BTreeMap<String, (u32, Vec<u8>)> {
+    let mut found = std::collections::BTreeMap::new();
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(folder) = pending.pop() {
+        for entry in std::fs::read_dir(&folder).unwrap() {
+            let path = entry.unwrap().path();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            let name = path.strip_prefix(root).unwrap().display().to_string();
+            let value = if meta.is_dir() {
+                pending.push(path.clone());
+                (meta.permissions().mode() & 0o7777 | 0o40000, Vec::new())
+            } else if meta.file_type().is_symlink() {
+                (
+                    0,
+                    std::fs::read_link(&path)
+                        .unwrap()
+                        .as_os_str()
+                        .as_bytes()
+                        .to_vec(),
+                )
+            } else {
+                (
+                    meta.permissions().mode() & 0o7777,
+                    std::fs::read(&path).unwrap(),
+                )
+            };
+            found.insert(name, value);
+        }
+    }
+    found
+}
+
+#[test]
+fn an_app_layered_by_change_pushes_what_changed_and_equals_the_one_layer_build() {
+    let registry = RegistryServer::start();
+    let base = push_busybox(&registry, "acme/base", "1");
+    let image = format!("{}/acme/web:app", registry.host());
+    let project = Project::new();
+    // 30 MB: binary media that rarely changes, and 200 small sources.
+    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+    for n in 0..30 {
+        let bytes: Vec<u8> = (0..1_000_000)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed as u8
+            })
+            .collect();
+        std::fs::create_dir_all(project.path().join("app/media")).unwrap();
+        std::fs::write(project.path().join(format!("app/media/{n:02}.bin")), bytes).unwrap();
+    }
+    for n in 0..200 {
+        project.write(
+            &format!("app/web/page_{n:03}.py"),
+            &format!("# page {n}\n{}", "x = 1\n".repeat(340)),
+        );
+    }
+    let deploy = |extra: &[&str]| {
+        let mut flags = vec!["--app-layers", "changes"];
+        flags.extend_from_slice(extra);
+        project.layer(&base, &image, &flags, &[]).success().json()
+    };
+    let first = deploy(&[]);
+    assert_eq!(first["app_layers"]["layers"], 1, "{first}");
+
+    // One 2 KB file changed: one more layer, holding it.
+    project.write(
+        "app/web/page_007.py",
+        &format!("# page 7, edited\n{}", "y = 2\n".repeat(340)),
+    );
+    let changed = deploy(&[]);
+    assert_eq!(changed["app_layers"]["layers"], 2, "{changed}");
+    assert_eq!(changed["app_layers"]["delta_files"], 1, "{changed}");
+    let uploaded = changed["uploaded_bytes"].as_u64().unwrap();
+    assert!(
+        uploaded <= 256 * 1024,
+        "{uploaded} bytes uploaded for a 2 KB change"
+    );
+
+    // A deleted file, then a file changed back: each one more layer.
+    std::fs::remove_file(project.path().join("app/web/page_100.py")).unwrap();
+    deploy(&[]);
+    project.write(
+        "app/web/page_007.py",
+        &format!("# page 7\n{}", "x = 1\n".repeat(340)),
+    );
+    let back = deploy(&[]);
+    assert_eq!(back["app_layers"]["layers"], 4, "{back}");
+
+    // The merged filesystem is the one-layer build of the same tree.
+    let scratch = tempfile::tempdir().unwrap();
+    for folder in ["stacked", "single"] {
+        std::fs::create_dir_all(scratch.path().join(folder)).unwrap();
+    }
+    let stacked = unpack(
+        &format!("docker://{}", back["reference"].as_str().unwrap()),
+        &scratch.path().join("stacked"),
+    );
+    let single_image = format!("{}/acme/web-one:app", registry.host());
+    let single = project
+        .layer(&base, &single_image, &[], &[])
+        .success()
+        .json();
+    let single = unpack(
+        &format!("docker://{}", single["reference"].as_str().unwrap()),
+        &scratch.path().join("single"),
+    );
+    let (a, b) = (
+        files_of(&stacked.join("rootfs/app")),
+        files_of(&single.join("rootfs/app")),
+    );
+    assert!(!a.contains_key("web/page_100.py"));
+    assert_eq!(a["web/page_007.py"].1, b["web/page_007.py"].1);
+    let differ: Vec<&String> = a
+        .keys()
+        .chain(b.keys())
+        .filter(|k| a.get(*k) != b.get(*k))
+        .collect();
+    assert!(differ.is_empty(), "{differ:?}");
+
+    // Successive one-file deploys: at most 8 deltas, then one layer again.
+    let mut compacted = 0;
+    for n in 0..12 {
+        project.write("app/web/page_050.py", &format!("# deploy {n}\n"));
+        let report = deploy(&[]);
+        let layers = report["app_layers"]["layers"].as_u64().unwrap();
+        assert!(layers <= 9, "{report}");
+        if report["app_layers"]["compacted"] == true {
+            compacted += 1;
+            assert_eq!(layers, 1, "{report}");
+        }
+    }
+    assert!(compacted >= 1, "the stack was never compacted");
+}

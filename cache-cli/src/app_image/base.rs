@@ -6,8 +6,8 @@
 use crate::cli::settings::AppSettings;
 use crate::image::Location;
 use crate::image::compose::{self, Composed, TopLayer};
-use crate::image::config::ImageConfig;
-use crate::image::manifest::{Descriptor, Manifest, PulledManifest};
+use crate::image::config::{History, ImageConfig};
+use crate::image::manifest::{Descriptor, Manifest, OciDigest, PulledManifest};
 use crate::image::oci::{self, Flavor};
 use crate::image::registry::Registry;
 use crate::pack::exclude::Excludes;
@@ -157,4 +157,50 @@ impl<'a> AppLayer<'a> {
         };
         compose::compose(flavor, config, &manifest.layers, top, step)
     }
+}
+
+/// The config and manifest of the app image whose app is the stack
+/// `layers` (of `media_type`, the full layer first) on the base image
+/// `manifest` (digest `base_digest`, config `config`, of `flavor`).
+pub(super) fn on_stack(
+    app: &AppSettings,
+    base: &Location,
+    layers: &[super::delta::StackLayer],
+    media_type: &str,
+    (base_digest, manifest, mut config, flavor): (&str, &Manifest, ImageConfig, Flavor),
+) -> Result<Composed, LayerError> {
+    let step = settings::apply(&mut config, app, &base.label_name(), base_digest);
+    let digests = layers
+        .iter()
+        .map(|layer| OciDigest::parse(&layer.digest))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|invalid| LayerError::Usage(format!("an app layer record: {invalid}")))?;
+    let tops = layers
+        .iter()
+        .zip(&digests)
+        .enumerate()
+        .map(|(at, (layer, digest))| {
+            let top = TopLayer {
+                digest,
+                diff_id: &layer.diff_id,
+                size: layer.size,
+                media_type,
+            };
+            let history = if at == 0 {
+                step.clone()
+            } else {
+                History {
+                    created_by: Some(format!("cachectl layer: changes to {}", app.dest)),
+                    ..History::default()
+                }
+            };
+            (top, history)
+        })
+        .collect();
+    Ok(compose::compose_stack(
+        flavor,
+        config,
+        &manifest.layers,
+        tops,
+    ))
 }

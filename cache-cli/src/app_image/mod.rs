@@ -12,6 +12,7 @@ mod index;
 mod moved;
 pub mod record;
 pub mod settings;
+mod stack;
 pub mod tree;
 
 use std::time::Instant;
@@ -21,7 +22,7 @@ use crate::client::records::RecordStore;
 use crate::image::oci::Flavor;
 use crate::image::registry::{Presence, Registry, RegistryError};
 use crate::image::{ImageError, Location, deploys};
-use crate::report::outcome::LayerReport;
+use crate::report::outcome::{AppLayers, LayerReport};
 
 use base::{AppLayer, base_config, copy_base_layers, image_manifest, layer_type, pack_app};
 pub use error::LayerError;
@@ -120,6 +121,91 @@ pub async fn layer(
             Ok(_) => {}
             Err(error) => warnings.push(format!("{error}; packing the app without the cache")),
         }
+    }
+    if let (Some(rule), Some(records), Some(key)) = (app.by_change, records, key) {
+        let stack_key = stack::stack_key(target, pulled.digest.as_str(), app);
+        let planned = stack::plan(registry, records, target, &stack_key, app, rule).await?;
+        let layer_seconds = layer_started.elapsed().as_secs_f64();
+        let push_started = Instant::now();
+        let layers = planned.layers();
+        let image = base::on_stack(
+            app,
+            base,
+            &layers,
+            layer_type,
+            (pulled.digest.as_str(), manifest, config, flavor),
+        )?;
+        let presence = if layers_known {
+            Presence::ProbablyAbsent
+        } else {
+            Presence::Unknown
+        };
+        let new_layer = async {
+            match &planned.packed {
+                Some((packed, _)) => {
+                    target
+                        .push_blob_file(
+                            registry,
+                            packed.digest.as_str(),
+                            packed.file.path(),
+                            presence,
+                        )
+                        .await
+                }
+                None => Ok(0),
+            }
+        };
+        let (layer_sent, config_sent) = futures::try_join!(
+            new_layer,
+            target.push_blob_bytes(registry, &image.config, presence),
+        )?;
+        moved.skipped += planned.kept.len();
+        moved.add_pushed(layer_sent);
+        moved.add_pushed(config_sent);
+        target
+            .push_manifest(registry, &image.manifest, flavor.manifest())
+            .await?;
+        target.set_layers_known(registry, pulled.digest.as_str(), true);
+        stack::remember(records, &stack_key, &planned).await;
+        let digest = image.digest();
+        let top = layers.last().cloned().unwrap_or(delta::StackLayer {
+            digest: String::new(),
+            diff_id: String::new(),
+            size: 0,
+            file_bytes: 0,
+        });
+        let record = AppRecord {
+            version: 1,
+            manifest_digest: digest.clone(),
+            manifest: String::from_utf8_lossy(&image.manifest).into_owned(),
+            media_type: flavor.manifest().to_owned(),
+            layer_digest: top.digest.clone(),
+            layer_bytes: top.size,
+        };
+        if let Err(error) = records.put(&key, &record).await {
+            warnings.push(format!("could not record the app image: {error}"));
+        }
+        let timing = Timing::pushed(started, layer_seconds, push_started);
+        let report = LayerReport::new(
+            target,
+            digest,
+            base,
+            (top.digest.as_str(), top.size),
+            moved,
+            timing,
+        );
+        return Ok(LayerReport {
+            manifest: Some((image.manifest, flavor.manifest().to_owned())),
+            app_layers: Some(AppLayers {
+                layers: layers.len(),
+                pushed: usize::from(planned.packed.is_some()),
+                delta_files: planned.delta.map(|(files, _)| files),
+                delta_bytes: planned.delta.map(|(_, bytes)| bytes),
+                compacted: planned.compacted,
+            }),
+            warnings,
+            ..report
+        });
     }
     let (packed, _staging) = pack_app(app).await?;
     let layer_seconds = layer_started.elapsed().as_secs_f64();

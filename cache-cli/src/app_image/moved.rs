@@ -82,6 +82,7 @@ impl LayerReport {
             deploy_tag: None,
             warnings: Vec::new(),
             manifest: None,
+            app_layers: None,
         }
     }
 }

@@ -94,6 +94,7 @@ mod tests {
             all_platforms: false,
             tree_cache: None,
             deploy_tags: true,
+            by_change: None,
         }
     }
 

@@ -213,6 +213,10 @@ pub struct AppSection {
     /// Tag every pushed app image `TAG.deploy-TIME` too (default true): the
     /// history `cachectl history`, `rollback` and `gc` work from.
     pub deploy_tags: Option<bool>,
+    /// `one` (the app as one layer, the default for now) or `changes`
+    /// (a deploy pushes a layer of what changed since the last one, on
+    /// its layers; compacted past a bound).
+    pub layers: Option<String>,
 }
 
 /// A configuration problem, naming the file and the field.

@@ -447,6 +447,15 @@ pub struct AppFlags {
         env = "CACHECTL_APP_COMPRESSION_LEVEL"
     )]
     pub compression_level: Option<i32>,
+    /// App layers: `one`, or `changes` (a layer of what changed since the
+    /// last deploy on its layers).
+    #[arg(
+        id = "app.layers",
+        value_name = "LAYERS",
+        long = "app-layers",
+        env = "CACHECTL_APP_LAYERS"
+    )]
+    pub layers: Option<String>,
 }
 
 impl AppFlags {
@@ -456,6 +465,7 @@ impl AppFlags {
         let mut args: Vec<OsString> = Vec::new();
         let mut option = |flag: &str, value: &str| args.push(format!("--{flag}={value}").into());
         let singles = [
+            ("app-layers", &self.layers),
             ("dest", &self.dest),
             ("workdir", &self.workdir),
             ("user", &self.user),

@@ -9,6 +9,7 @@ use cache_proto::Namespace;
 use super::config::{self, ConfigError, ConfigFile};
 use super::namespace::{NamespaceOrigin, RunNamespace};
 use super::{AppFlags, Cli};
+use crate::app_image::delta::Compaction;
 use crate::builder::BuilderKind;
 use crate::builder::step::{Capture, InstallIn};
 use crate::image::config::ExposedPort;
@@ -139,6 +140,9 @@ pub struct AppSettings {
     pub tree_cache: Option<PathBuf>,
     /// Whether each push is also tagged `TAG.deploy-TIME`.
     pub deploy_tags: bool,
+    /// How the app is layered: `None` as one layer; with a compaction
+    /// rule, by change.
+    pub by_change: Option<Compaction>,
 }
 
 fn field(path: &str, field: &'static str, message: impl Into<String>) -> ConfigError {
@@ -260,6 +264,17 @@ impl Cli {
             }
         };
         Ok(AppSettings {
+            by_change: match flags.layers.as_deref().or(app.layers.as_deref()) {
+                None | Some("one") => None,
+                Some("changes") => Some(Compaction::default()),
+                Some(other) => {
+                    return Err(field(
+                        &path,
+                        "app.layers",
+                        format!("{other:?} is not one or changes"),
+                    ));
+                }
+            },
             deploy_tags: match std::env::var("CACHECTL_DEPLOY_TAGS").ok().as_deref() {
                 Some("false" | "0" | "off") => false,
                 Some("true" | "1" | "on") => true,

@@ -63,6 +63,21 @@ pub struct PackageLayer {
     pub source: &'static str,
 }
 
+/// An app layered by change: its layers and what this deploy pushed.
+#[derive(Debug, Clone, Serialize)]
+pub struct AppLayers {
+    /// How many app layers the image has.
+    pub layers: usize,
+    /// How many of them this deploy pushed (0 or 1).
+    pub pushed: usize,
+    /// The files the delta layer holds, when this deploy pushed one.
+    pub delta_files: Option<usize>,
+    /// Their bytes.
+    pub delta_bytes: Option<u64>,
+    /// Whether this deploy rewrote the stack into one layer.
+    pub compacted: bool,
+}
+
 /// The outcome, as printed with `--json`.
 #[derive(Debug, Clone, Serialize)]
 pub struct LayerReport {
@@ -103,6 +118,10 @@ pub struct LayerReport {
     /// fetching it back).
     #[serde(skip)]
     pub manifest: Option<(Vec<u8>, String)>,
+    /// The app's layers, when it is layered by change (`[app] layers =
+    /// "changes"`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub app_layers: Option<AppLayers>,
 }
 
 /// The result of a save.
