@@ -91,6 +91,30 @@ impl RegistryServer {
         self.address.to_string()
     }
 
+    /// The bytes of every blob the registry stores (its storage's `data`
+    /// files): what its blob uploads received, measured on its side.
+    pub fn stored_blob_bytes(&self) -> u64 {
+        fn size(path: &std::path::Path) -> u64 {
+            let Ok(meta) = std::fs::symlink_metadata(path) else {
+                return 0;
+            };
+            if meta.is_dir() {
+                return std::fs::read_dir(path)
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .map(|entry| size(&entry.path()))
+                    .sum();
+            }
+            if path.file_name().is_some_and(|name| name == "data") {
+                meta.len()
+            } else {
+                0
+            }
+        }
+        size(&self.dir.path().join("storage/docker/registry/v2/blobs"))
+    }
+
     /// How many blob uploads (`POST /v2/.../blobs/uploads/`) the registry
     /// has logged, mounts included, once its log has been quiet for 300 ms
     /// (access lines are written after the response).

@@ -162,9 +162,24 @@ pub async fn layer(
         moved.skipped += planned.kept.len();
         moved.add_pushed(layer_sent);
         moved.add_pushed(config_sent);
-        target
+        match target
             .push_manifest(registry, &image.manifest, flavor.manifest())
-            .await?;
+            .await
+        {
+            Ok(()) => {}
+            // Pushed without asking for the base's layers, and refused:
+            // they may have gone since. Copied, then pushed once more.
+            Err(ImageError::Registry(RegistryError::Refused { message, .. })) if layers_known => {
+                tracing::debug!(%message, "manifest refused; checking the base's layers");
+                target.set_layers_known(registry, pulled.digest.as_str(), false);
+                copy_base_layers(registry, &base_image, target, &manifest.layers, &mut moved)
+                    .await?;
+                target
+                    .push_manifest(registry, &image.manifest, flavor.manifest())
+                    .await?;
+            }
+            Err(error) => return Err(error.into()),
+        }
         target.set_layers_known(registry, pulled.digest.as_str(), true);
         stack::remember(records, &stack_key, &planned).await;
         let digest = image.digest();
