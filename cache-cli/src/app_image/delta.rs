@@ -1,7 +1,9 @@
-//! App layers by change (work in progress, not yet used by `layer`): what
-//! each entry of an app's tree is ([`listing`]), what changed between the
-//! tree of the last deploy and this one ([`diff`]), and when a stack of
-//! delta layers is rewritten into one layer ([`Compaction`]).
+//! App layers by change (`[app] layers = "changes"`, planned in
+//! `stack.rs`): what each entry of an app's tree is ([`listing`]), what
+//! changed between the tree of the last deploy and this one ([`diff`]),
+//! when a stack of delta layers is rewritten into one layer
+//! ([`Compaction`]), and what is remembered of a deploy's stack
+//! ([`AppStack`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::PermissionsExt as _;
