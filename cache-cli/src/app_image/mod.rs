@@ -19,6 +19,8 @@ use std::time::Instant;
 
 use crate::cli::settings::AppSettings;
 use crate::client::records::RecordStore;
+use crate::image::compose::Composed;
+use crate::image::manifest::Descriptor;
 use crate::image::oci::Flavor;
 use crate::image::registry::{Presence, Registry, RegistryError};
 use crate::image::{ImageError, Location, deploys};
@@ -162,25 +164,13 @@ pub async fn layer(
         moved.skipped += planned.kept.len();
         moved.add_pushed(layer_sent);
         moved.add_pushed(config_sent);
-        match target
-            .push_manifest(registry, &image.manifest, flavor.manifest())
-            .await
-        {
-            Ok(()) => {}
-            // Pushed without asking for the base's layers, and refused:
-            // they may have gone since. Copied, then pushed once more.
-            Err(ImageError::Registry(RegistryError::Refused { message, .. })) if layers_known => {
-                tracing::debug!(%message, "manifest refused; checking the base's layers");
-                target.set_layers_known(registry, pulled.digest.as_str(), false);
-                copy_base_layers(registry, &base_image, target, &manifest.layers, &mut moved)
-                    .await?;
-                target
-                    .push_manifest(registry, &image.manifest, flavor.manifest())
-                    .await?;
-            }
-            Err(error) => return Err(error.into()),
-        }
-        target.set_layers_known(registry, pulled.digest.as_str(), true);
+        let on_base = OnBase {
+            image: &base_image,
+            digest: pulled.digest.as_str(),
+            layers: &manifest.layers,
+            layers_known,
+        };
+        push_manifest(registry, target, &image, flavor, on_base, &mut moved).await?;
         stack::remember(records, &stack_key, &planned).await;
         let digest = image.digest();
         let top = layers.last().cloned().unwrap_or(delta::StackLayer {
@@ -189,16 +179,9 @@ pub async fn layer(
             size: 0,
             file_bytes: 0,
         });
-        let record = AppRecord {
-            version: 1,
-            manifest_digest: digest.clone(),
-            manifest: String::from_utf8_lossy(&image.manifest).into_owned(),
-            media_type: flavor.manifest().to_owned(),
-            layer_digest: top.digest.clone(),
-            layer_bytes: top.size,
-        };
-        if let Err(error) = records.put(&key, &record).await {
-            warnings.push(format!("could not record the app image: {error}"));
+        let layer = (top.digest.as_str(), top.size);
+        if let Err(warning) = record_app(records, &key, &digest, &image, flavor, layer).await {
+            warnings.push(warning);
         }
         let timing = Timing::pushed(started, layer_seconds, push_started);
         let report = LayerReport::new(
@@ -247,41 +230,21 @@ pub async fn layer(
     )?;
     moved.add_pushed(layer_sent);
     moved.add_pushed(config_sent);
-    match target
-        .push_manifest(registry, &image.manifest, flavor.manifest())
-        .await
-    {
-        Ok(()) => {}
-        // Pushed without asking for the base's layers, and refused: they
-        // may have gone since. Check and copy them, then push once more.
-        Err(ImageError::Registry(RegistryError::Refused { message, .. })) if layers_known => {
-            tracing::debug!(%message, "manifest refused; checking the base's layers");
-            target.set_layers_known(registry, pulled.digest.as_str(), false);
-            moved.skipped = moved.skipped.saturating_sub(manifest.layers.len());
-            copy_base_layers(registry, &base_image, target, &manifest.layers, &mut moved).await?;
-            target
-                .push_manifest(registry, &image.manifest, flavor.manifest())
-                .await?;
-        }
-        Err(error) => return Err(error.into()),
-    }
-    // The registry took a manifest naming the base's layers: it has them.
-    target.set_layers_known(registry, pulled.digest.as_str(), true);
+    let on_base = OnBase {
+        image: &base_image,
+        digest: pulled.digest.as_str(),
+        layers: &manifest.layers,
+        layers_known,
+    };
+    push_manifest(registry, target, &image, flavor, on_base, &mut moved).await?;
     if let Some(tree) = &tree_digest {
         target.note_pushed_tree(registry, tree, packed.size);
     }
     let digest = image.digest();
     if let (Some(records), Some(key)) = (records, key) {
-        let record = AppRecord {
-            version: 1,
-            manifest_digest: digest.clone(),
-            manifest: String::from_utf8_lossy(&image.manifest).into_owned(),
-            media_type: flavor.manifest().to_owned(),
-            layer_digest: packed.digest.to_string(),
-            layer_bytes: packed.size,
-        };
-        if let Err(error) = records.put(&key, &record).await {
-            warnings.push(format!("could not record the app image: {error}"));
+        let layer = (packed.digest.as_str(), packed.size);
+        if let Err(warning) = record_app(records, &key, &digest, &image, flavor, layer).await {
+            warnings.push(warning);
         }
     }
     let timing = Timing::pushed(started, layer_seconds, push_started);
@@ -298,6 +261,75 @@ pub async fn layer(
         warnings,
         ..report
     })
+}
+
+/// The base an app image is put on, as its manifest push needs it.
+#[derive(Clone, Copy)]
+struct OnBase<'a> {
+    /// The base image, at its digest.
+    image: &'a Location,
+    /// Its manifest digest.
+    digest: &'a str,
+    /// Its layers.
+    layers: &'a [Descriptor],
+    /// Whether they were taken to be at the target without asking.
+    layers_known: bool,
+}
+
+/// Pushes `image`'s manifest to `target`. Pushed without asking for the
+/// base's layers, and refused, they may have gone since: they are checked
+/// and copied, and the manifest pushed once more. The registry then has
+/// them (marked known).
+async fn push_manifest(
+    registry: &Registry,
+    target: &Location,
+    image: &Composed,
+    flavor: Flavor,
+    base: OnBase<'_>,
+    moved: &mut Moved,
+) -> Result<(), LayerError> {
+    match target
+        .push_manifest(registry, &image.manifest, flavor.manifest())
+        .await
+    {
+        Ok(()) => {}
+        Err(ImageError::Registry(RegistryError::Refused { message, .. })) if base.layers_known => {
+            tracing::debug!(%message, "manifest refused; checking the base's layers");
+            target.set_layers_known(registry, base.digest, false);
+            moved.skipped = moved.skipped.saturating_sub(base.layers.len());
+            copy_base_layers(registry, base.image, target, base.layers, moved).await?;
+            target
+                .push_manifest(registry, &image.manifest, flavor.manifest())
+                .await?;
+        }
+        Err(error) => return Err(error.into()),
+    }
+    target.set_layers_known(registry, base.digest, true);
+    Ok(())
+}
+
+/// Records the app image `image` (manifest `digest`, top layer `layer`)
+/// under `key`; a warning when the records cannot be written.
+async fn record_app(
+    records: &RecordStore,
+    key: &cache_proto::Key,
+    digest: &str,
+    image: &Composed,
+    flavor: Flavor,
+    layer: (&str, u64),
+) -> Result<(), String> {
+    let record = AppRecord {
+        version: 1,
+        manifest_digest: digest.to_owned(),
+        manifest: String::from_utf8_lossy(&image.manifest).into_owned(),
+        media_type: flavor.manifest().to_owned(),
+        layer_digest: layer.0.to_owned(),
+        layer_bytes: layer.1,
+    };
+    records
+        .put(key, &record)
+        .await
+        .map_err(|error| format!("could not record the app image: {error}"))
 }
 
 /// [`layer`], then [`tag_deploy`]; the upload sessions opened ahead and
