@@ -30,7 +30,8 @@ use cachectl_e2e::buildah::{borrowed, counting_buildah};
 use cachectl_e2e::cachectl::Project;
 use cachectl_e2e::nginx::Nginx;
 use cachectl_e2e::python::{
-    PYPI_REQUIREMENTS as REQUIREMENTS, push_node_npm_image, push_python_image, write_pypi_wheels,
+    PYPI_REQUIREMENTS as REQUIREMENTS, push_node_npm_image, push_python_image, write_npm_plan,
+    write_pypi_wheels,
 };
 use cachectl_e2e::registry::RegistryServer;
 use serde_json::json;
@@ -73,17 +74,6 @@ platform = "linux/amd64"
     Ok(project)
 }
 
-/// Writes `tests/npm/PLAN`'s package.json and package-lock.json.
-fn write_npm_plan(project: &Project, plan: &str) -> anyhow::Result<()> {
-    let folder = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/npm")
-        .join(plan);
-    for file in ["package.json", "package-lock.json"] {
-        project.write(file, &std::fs::read_to_string(folder.join(file))?);
-    }
-    Ok(())
-}
-
 const NPM_CI: &str = "npm ci --omit=dev --no-audit --no-fund";
 
 /// An npm project building its base with `builder` into `image`,
@@ -96,7 +86,7 @@ fn npm_project(
     npm_registry: &str,
 ) -> anyhow::Result<Project> {
     let project = Project::new();
-    write_npm_plan(&project, "plan")?;
+    write_npm_plan(&project, "plan");
     project.write(".npmrc", &format!("registry={npm_registry}/\n"));
     project.write(
         "Dockerfile.base",
@@ -266,7 +256,10 @@ fn main() -> anyhow::Result<()> {
     let npm = Scenario {
         name: "npm",
         make: &|image, builder, layers| npm_project(image, &node, builder, layers, &npm_url),
-        bump: &|project| write_npm_plan(project, "bumped"),
+        bump: &|project| {
+            write_npm_plan(project, "bumped");
+            Ok(())
+        },
         floor: std::fs::metadata(deps_dir().join("npm-packages/semver/-/semver-7.7.1.tgz"))
             .context("the semver 7.7.1 tarball (run scripts/install-test-deps)")?
             .len(),

@@ -14,6 +14,7 @@ pub mod clients;
 pub mod cpu_load;
 pub mod data;
 pub mod fault_proxy;
+pub mod file_tree;
 pub mod garage;
 pub mod grpc;
 pub mod machine;

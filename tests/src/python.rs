@@ -28,6 +28,19 @@ pub fn push_node_npm_image(registry: &RegistryServer) -> String {
     push_test_image(registry, "node-npm-image:node", "library/node:bookworm-npm")
 }
 
+/// Writes the package.json and package-lock.json of `tests/npm/PLAN`
+/// (`plan`, or `bumped` with semver 7.7.1) into `project`: the npm
+/// package-layer tests' and benchmark's project, whose tarballs
+/// `scripts/install-test-deps` fetches.
+pub fn write_npm_plan(project: &crate::cachectl::Project, plan: &str) {
+    let folder = Path::new(env!("CARGO_MANIFEST_DIR")).join("npm").join(plan);
+    for file in ["package.json", "package-lock.json"] {
+        let text = std::fs::read_to_string(folder.join(file))
+            .unwrap_or_else(|e| panic!("{}: {e}", folder.join(file).display()));
+        project.write(file, &text);
+    }
+}
+
 /// Pushes `LAYOUT:NAME` of the test dependencies to `registry` as
 /// `repository:tag`; returns the reference.
 fn push_test_image(registry: &RegistryServer, layout_and_name: &str, repository: &str) -> String {

@@ -5,6 +5,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 
 use cachectl_e2e::cachectl::Project;
+use cachectl_e2e::file_tree::{differences, tree};
 use cachectl_e2e::registry::{RegistryServer, push_busybox, skopeo_inspect, unpack};
 
 fn app_project() -> Project {
@@ -796,40 +797,6 @@ fn a_layout_inside_the_context_is_made_before_the_context_is_hashed() {
     assert_eq!(second["reused"], true, "{second}");
 }
 
-/// Every path under `root`: kind, mode and content (link targets as
-/// content).
-fn files_of(root: &std::path::Path) -> std::collections::BTreeMap<String, (u32, Vec<u8>)> {
-    let mut found = std::collections::BTreeMap::new();
-    let mut pending = vec![root.to_path_buf()];
-    while let Some(folder) = pending.pop() {
-        for entry in std::fs::read_dir(&folder).unwrap() {
-            let path = entry.unwrap().path();
-            let meta = std::fs::symlink_metadata(&path).unwrap();
-            let name = path.strip_prefix(root).unwrap().display().to_string();
-            let value = if meta.is_dir() {
-                pending.push(path.clone());
-                (meta.permissions().mode() & 0o7777 | 0o40000, Vec::new())
-            } else if meta.file_type().is_symlink() {
-                (
-                    0,
-                    std::fs::read_link(&path)
-                        .unwrap()
-                        .as_os_str()
-                        .as_bytes()
-                        .to_vec(),
-                )
-            } else {
-                (
-                    meta.permissions().mode() & 0o7777,
-                    std::fs::read(&path).unwrap(),
-                )
-            };
-            found.insert(name, value);
-        }
-    }
-    found
-}
-
 #[test]
 fn an_app_layered_by_change_pushes_what_changed_and_equals_the_one_layer_build() {
     let registry = RegistryServer::start();
@@ -914,17 +881,12 @@ fn an_app_layered_by_change_pushes_what_changed_and_equals_the_one_layer_build()
         &scratch.path().join("single"),
     );
     let (a, b) = (
-        files_of(&stacked.join("rootfs/app")),
-        files_of(&single.join("rootfs/app")),
+        tree(&stacked.join("rootfs/app")),
+        tree(&single.join("rootfs/app")),
     );
     assert!(!a.contains_key("web/page_100.py"));
-    assert_eq!(a["web/page_007.py"].1, b["web/page_007.py"].1);
-    let differ: Vec<&String> = a
-        .keys()
-        .chain(b.keys())
-        .filter(|k| a.get(*k) != b.get(*k))
-        .collect();
-    assert!(differ.is_empty(), "{differ:?}");
+    assert_eq!(a["web/page_007.py"].2, b["web/page_007.py"].2);
+    assert_eq!(differences(&a, &b), Vec::<String>::new());
 
     // Successive one-file deploys: at most 8 deltas, then one layer again.
     let mut compacted = 0;

@@ -11,18 +11,18 @@
 //! scoped dev dependency) by npm 10 in the Debian Node image, the tarballs
 //! served by nginx as a registry (fetched once by `scripts/install-test-deps`).
 
-use std::collections::BTreeMap;
-use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
 use cachectl_e2e::bins::deps_dir;
 use cachectl_e2e::cachectl::Project;
+use cachectl_e2e::file_tree::{Tree, differences, tree};
 use cachectl_e2e::nginx::Nginx;
 use cachectl_e2e::process::run_tool;
 use cachectl_e2e::python::{
-    PYPI_REQUIREMENTS as REQUIREMENTS, push_node_npm_image, push_python_image, write_pypi_wheels,
+    PYPI_REQUIREMENTS as REQUIREMENTS, push_node_npm_image, push_python_image, write_npm_plan,
+    write_pypi_wheels,
 };
 use cachectl_e2e::registry::{RegistryServer, skopeo_inspect, unpack};
 use cachectl_e2e::server::CacheServer;
@@ -65,35 +65,6 @@ fn layers(reference: &str) -> Vec<String> {
         .iter()
         .map(|layer| layer.as_str().unwrap().to_owned())
         .collect()
-}
-
-/// Every file, link and folder under `root`: kind, mode and content.
-fn tree(root: &Path) -> BTreeMap<String, (String, u32, Vec<u8>)> {
-    let mut found = BTreeMap::new();
-    let mut pending = vec![root.to_path_buf()];
-    while let Some(folder) = pending.pop() {
-        for entry in std::fs::read_dir(&folder).unwrap() {
-            let path = entry.unwrap().path();
-            let meta = std::fs::symlink_metadata(&path).unwrap();
-            let name = path.strip_prefix(root).unwrap().display().to_string();
-            let mode = meta.permissions().mode() & 0o7777;
-            let entry = if meta.is_dir() {
-                pending.push(path.clone());
-                ("dir".to_owned(), mode, Vec::new())
-            } else if meta.file_type().is_symlink() {
-                let target = std::fs::read_link(&path).unwrap();
-                (
-                    "link".to_owned(),
-                    0,
-                    target.display().to_string().into_bytes(),
-                )
-            } else {
-                ("file".to_owned(), mode, std::fs::read(&path).unwrap())
-            };
-            found.insert(name, entry);
-        }
-    }
-    found
 }
 
 /// Runs `args` in the image unpacked at `rootfs` (`chroot`, the packages
@@ -252,7 +223,7 @@ fn a_bump_rebuilds_one_package_layer_and_the_image_equals_the_one_layer_build() 
         .filter(|path| layered_tree.get(*path) != single_tree.get(*path))
         .collect();
     assert!(differ.is_empty(), "files that differ: {differ:?}");
-    let bytecode = |tree: &BTreeMap<String, (String, u32, Vec<u8>)>| -> Vec<String> {
+    let bytecode = |tree: &Tree| -> Vec<String> {
         tree.keys()
             .filter(|path| path.ends_with(".pyc"))
             .cloned()
@@ -629,14 +600,6 @@ platform = "linux/amd64"
     project
 }
 
-/// Writes `tests/npm/PLAN`'s package.json and package-lock.json.
-fn write_npm_plan(project: &Project, plan: &str) {
-    let folder = Path::new(env!("CARGO_MANIFEST_DIR")).join("npm").join(plan);
-    for file in ["package.json", "package-lock.json"] {
-        project.write(file, &std::fs::read_to_string(folder.join(file)).unwrap());
-    }
-}
-
 /// Runs `script` with `sh` in `/app` of the image unpacked at `rootfs`;
 /// its trimmed stdout. Fails the test unless it succeeds.
 fn run_in_app(rootfs: &Path, script: &str) -> String {
@@ -647,21 +610,6 @@ fn run_in_app(rootfs: &Path, script: &str) -> String {
         .unwrap();
     assert!(run.status.success(), "{run:?}");
     String::from_utf8_lossy(&run.stdout).trim().to_owned()
-}
-
-/// The paths of `a` and `b` whose kind, mode or bytes differ.
-fn differences(
-    a: &BTreeMap<String, (String, u32, Vec<u8>)>,
-    b: &BTreeMap<String, (String, u32, Vec<u8>)>,
-) -> Vec<String> {
-    let mut differ: Vec<String> = a
-        .keys()
-        .chain(b.keys())
-        .filter(|path| a.get(*path) != b.get(*path))
-        .cloned()
-        .collect();
-    differ.dedup();
-    differ
 }
 
 #[test]
