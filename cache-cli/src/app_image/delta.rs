@@ -162,6 +162,10 @@ impl Default for Compaction {
 }
 
 impl Compaction {
+    /// The most delta layers a user may keep: registries and runtimes
+    /// handle a hundred layers, and each one costs every pull a request.
+    pub const MOST_DELTAS: usize = 64;
+
     /// Whether a stack already holding `deltas` delta layers of
     /// `delta_bytes`, with one more of `new_bytes`, for an app of
     /// `app_bytes`, is compacted instead.

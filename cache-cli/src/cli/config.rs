@@ -213,10 +213,16 @@ pub struct AppSection {
     /// Tag every pushed app image `TAG.deploy-TIME` too (default true): the
     /// history `cachectl history`, `rollback` and `gc` work from.
     pub deploy_tags: Option<bool>,
-    /// `one` (the app as one layer, the default for now) or `changes`
-    /// (a deploy pushes a layer of what changed since the last one, on
-    /// its layers; compacted past a bound).
+    /// `changes` (the default: a deploy pushes a layer of what changed
+    /// since the last one, on its layers; compacted past a bound) or `one`
+    /// (the whole app as one layer on every deploy).
     pub layers: Option<String>,
+    /// With `layers = "changes"`: at most this many delta layers on the
+    /// full one before the app is one layer again (default 8).
+    pub max_deltas: Option<usize>,
+    /// With `layers = "changes"`: at most this share of the app's bytes in
+    /// delta layers before the app is one layer again (default 0.25).
+    pub max_delta_share: Option<f64>,
 }
 
 /// A configuration problem, naming the file and the field.

@@ -447,8 +447,8 @@ pub struct AppFlags {
         env = "CACHECTL_APP_COMPRESSION_LEVEL"
     )]
     pub compression_level: Option<i32>,
-    /// App layers: `one`, or `changes` (a layer of what changed since the
-    /// last deploy on its layers).
+    /// App layers: `changes` (the default: a layer of what changed since
+    /// the last deploy, on its layers), or `one` (the whole app each time).
     #[arg(
         id = "app.layers",
         value_name = "LAYERS",
@@ -456,6 +456,24 @@ pub struct AppFlags {
         env = "CACHECTL_APP_LAYERS"
     )]
     pub layers: Option<String>,
+    /// Delta layers kept on the full one before the app is one layer again
+    /// (default 8).
+    #[arg(
+        id = "app.max_deltas",
+        value_name = "N",
+        long = "app-max-deltas",
+        env = "CACHECTL_APP_MAX_DELTAS"
+    )]
+    pub max_deltas: Option<usize>,
+    /// Share of the app's bytes the delta layers may hold before the app is
+    /// one layer again (default 0.25).
+    #[arg(
+        id = "app.max_delta_share",
+        value_name = "SHARE",
+        long = "app-max-delta-share",
+        env = "CACHECTL_APP_MAX_DELTA_SHARE"
+    )]
+    pub max_delta_share: Option<f64>,
 }
 
 impl AppFlags {
@@ -466,6 +484,11 @@ impl AppFlags {
         let mut option = |flag: &str, value: &str| args.push(format!("--{flag}={value}").into());
         let singles = [
             ("app-layers", &self.layers),
+            ("app-max-deltas", &self.max_deltas.map(|n| n.to_string())),
+            (
+                "app-max-delta-share",
+                &self.max_delta_share.map(|share| share.to_string()),
+            ),
             ("dest", &self.dest),
             ("workdir", &self.workdir),
             ("user", &self.user),

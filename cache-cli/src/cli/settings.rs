@@ -153,6 +153,39 @@ fn field(path: &str, field: &'static str, message: impl Into<String>) -> ConfigE
     }
 }
 
+/// The compaction rule of `[app] layers = "changes"`, from the bounds the
+/// user set (each checked) and the defaults.
+fn compaction(
+    path: &str,
+    max_deltas: Option<usize>,
+    max_share: Option<f64>,
+) -> Result<Compaction, ConfigError> {
+    let default = Compaction::default();
+    let max_deltas = max_deltas.unwrap_or(default.max_deltas);
+    if max_deltas > Compaction::MOST_DELTAS {
+        return Err(field(
+            path,
+            "app.max_deltas",
+            format!(
+                "{max_deltas} delta layers is more than {}: every layer is one more request for each pull",
+                Compaction::MOST_DELTAS
+            ),
+        ));
+    }
+    let max_share = max_share.unwrap_or(default.max_share);
+    if !(max_share > 0.0 && max_share <= 1.0) {
+        return Err(field(
+            path,
+            "app.max_delta_share",
+            format!("{max_share} is not a share above 0 and at most 1"),
+        ));
+    }
+    Ok(Compaction {
+        max_deltas,
+        max_share,
+    })
+}
+
 fn pairs(
     path: &str,
     field_name: &'static str,
@@ -265,13 +298,17 @@ impl Cli {
         };
         Ok(AppSettings {
             by_change: match flags.layers.as_deref().or(app.layers.as_deref()) {
-                None | Some("one") => None,
-                Some("changes") => Some(Compaction::default()),
+                Some("one") => None,
+                None | Some("changes") => Some(compaction(
+                    &path,
+                    flags.max_deltas.or(app.max_deltas),
+                    flags.max_delta_share.or(app.max_delta_share),
+                )?),
                 Some(other) => {
                     return Err(field(
                         &path,
                         "app.layers",
-                        format!("{other:?} is not one or changes"),
+                        format!("{other:?} is not changes or one"),
                     ));
                 }
             },
