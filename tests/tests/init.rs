@@ -531,6 +531,20 @@ fn an_initd_projects_app_layer_leaves_history_ci_and_local_images_out() {
     // Recognised from its record: the layout's folder was there when the
     // first deploy hashed the context.
     assert_eq!(again["reused"], true, "{again}");
+    // Another port is another image, though the files are the same.
+    let other_port = project
+        .cachectl(
+            &["layer", "--base", &base, "--expose", "9000", "--json"],
+            &[],
+        )
+        .success()
+        .json();
+    assert_eq!(other_port["reused"], false, "{other_port}");
+    let config = skopeo_inspect(&format!("oci:{}:{name}", layout.display()), true);
+    assert_eq!(
+        config["config"]["ExposedPorts"],
+        serde_json::json!({"9000/tcp": {}})
+    );
 }
 
 /// The image name `init` gives the project (its folder's name).

@@ -901,4 +901,139 @@ fn an_app_layered_by_change_pushes_what_changed_and_equals_the_one_layer_build()
         }
     }
     assert!(compacted >= 1, "the stack was never compacted");
+
+    // The last deploy's layers deleted from the registry (a cleanup): the
+    // manifest naming them is refused, and the app goes up as one full
+    // layer instead, complete.
+    project.write("app/web/page_051.py", "# after the cleanup\n");
+    let on_top = deploy(&[]);
+    let digests = skopeo_inspect(&format!("docker://{image}"), false)["Layers"].clone();
+    for digest in digests.as_array().unwrap().iter().skip(1) {
+        registry.delete_blob("acme/web", digest.as_str().unwrap());
+    }
+    assert!(
+        on_top["app_layers"]["layers"].as_u64().unwrap() >= 2,
+        "{on_top}"
+    );
+    project.write("app/web/page_052.py", "# and after\n");
+    let rebuilt = deploy(&[]);
+    assert_eq!(rebuilt["app_layers"]["layers"], 1, "{rebuilt}");
+    let scratch = tempfile::tempdir().unwrap();
+    let app = unpack(&format!("docker://{image}"), scratch.path()).join("rootfs/app");
+    assert_eq!(
+        std::fs::read_to_string(app.join("web/page_052.py")).unwrap(),
+        "# and after\n"
+    );
+    // Complete: the same paths as the stack that was there (both files
+    // were there already).
+    assert_eq!(tree(&app).len(), tree(&stacked.join("rootfs/app")).len());
+}
+
+#[test]
+fn twenty_one_file_deploys_to_a_layout_compact_where_the_bound_says_and_each_equals_the_one_layer_build()
+ {
+    // The default (by change) with the bound a user sets in the
+    // environment, deployed to an OCI layout; every image unpacked with
+    // umoci and compared with the one-layer build of the same tree.
+    let registry = RegistryServer::start();
+    let base = push_busybox(&registry, "acme/base", "1");
+    let base_layers = skopeo_inspect(&format!("docker://{base}"), false)["Layers"]
+        .as_array()
+        .unwrap()
+        .len();
+    let project = Project::new();
+    let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut noise = |len: usize| -> Vec<u8> {
+        (0..len)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed as u8
+            })
+            .collect()
+    };
+    std::fs::create_dir_all(project.path().join("app/static")).unwrap();
+    for n in 0..6 {
+        let path = project.path().join(format!("app/static/{n}.png"));
+        std::fs::write(path, noise(400_000)).unwrap();
+    }
+    for n in 0..40 {
+        project.write(&format!("app/web/view_{n:02}.py"), &"x = 1\n".repeat(340));
+    }
+    // A bound that makes no sense is refused, naming the setting.
+    for (flags, env) in [
+        (vec![], vec![("CACHECTL_APP_MAX_DELTA_SHARE", "1.5")]),
+        (vec!["--app-max-deltas", "500"], vec![]),
+        (vec!["--app-layers", "some"], vec![]),
+    ] {
+        let refused = project.layer(&base, "oci:./out/stacked:web", &flags, &env);
+        assert_eq!(refused.code, 2, "{flags:?} {env:?}: {}", refused.stderr);
+        assert!(refused.stderr.contains("app."), "{}", refused.stderr);
+    }
+    let env = [("CACHECTL_APP_MAX_DELTAS", "4")];
+    let scratch = tempfile::tempdir().unwrap();
+    for n in 0..20 {
+        // One file each time: a source edited, a binary replaced, a file
+        // added, a file deleted, a mode changed (each tree a new one: a
+        // tree deployed before is that image again, tagged).
+        match n % 5 {
+            0 => project.write("app/web/view_07.py", &format!("x = {n}\n")),
+            1 => std::fs::write(project.path().join("app/static/2.png"), noise(2_000)).unwrap(),
+            2 => project.write(&format!("app/web/new_{n}.py"), "NEW = True\n"),
+            3 => std::fs::remove_file(project.path().join(format!("app/web/view_{n:02}.py")))
+                .unwrap(),
+            _ => {
+                let script = project.path().join("app/web/view_09.py");
+                let mode = if n % 2 == 0 { 0o755 } else { 0o644 };
+                std::fs::set_permissions(script, std::fs::Permissions::from_mode(mode)).unwrap();
+            }
+        }
+        let stacked = project
+            .layer(&base, "oci:./out/stacked:web", &[], &env)
+            .success()
+            .json();
+        let layers = stacked["app_layers"]["layers"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("deploy {n}: {stacked}"));
+        // Deploy 0 is one full layer; 4 deltas go on it, and the fifth
+        // change compacts: 1, 2, 3, 4, 5, 1, 2, ...
+        assert_eq!(layers, (n % 5 + 1) as u64, "deploy {n}: {stacked}");
+        assert_eq!(
+            stacked["app_layers"]["compacted"],
+            n > 0 && n % 5 == 0,
+            "deploy {n}: {stacked}"
+        );
+        let in_layout = skopeo_inspect(
+            &format!("oci:{}:web", project.path().join("out/stacked").display()),
+            false,
+        );
+        assert_eq!(
+            in_layout["Layers"].as_array().unwrap().len(),
+            base_layers + layers as usize,
+            "deploy {n}"
+        );
+        project
+            .layer(&base, "oci:./out/single:web", &["--app-layers", "one"], &[])
+            .success();
+        let folder = scratch.path().join(n.to_string());
+        let trees: Vec<_> = ["stacked", "single"]
+            .iter()
+            .map(|which| {
+                let layout = project.path().join("out").join(which);
+                std::fs::create_dir_all(folder.join(which)).unwrap();
+                let bundle = unpack(
+                    &format!("oci:{}:web", layout.display()),
+                    &folder.join(which),
+                );
+                tree(&bundle.join("rootfs/app"))
+            })
+            .collect();
+        assert_eq!(
+            differences(&trees[0], &trees[1]),
+            Vec::<String>::new(),
+            "deploy {n}"
+        );
+        std::fs::remove_dir_all(&folder).unwrap();
+    }
 }

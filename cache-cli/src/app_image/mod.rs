@@ -126,72 +126,87 @@ pub async fn layer(
     }
     if let (Some(rule), Some(records), Some(key)) = (app.by_change, records, key) {
         let stack_key = stack::stack_key(target, pulled.digest.as_str(), app);
-        let planned = stack::plan(registry, records, target, &stack_key, app, rule).await?;
-        let layer_seconds = layer_started.elapsed().as_secs_f64();
-        let push_started = Instant::now();
-        let layers = planned.layers();
-        let image = base::on_stack(
-            app,
-            base,
-            &layers,
-            layer_type,
-            (pulled.digest.as_str(), manifest, config, flavor),
-        )?;
         let presence = if layers_known {
             Presence::ProbablyAbsent
         } else {
             Presence::Unknown
         };
-        let new_layer = async {
-            match &planned.packed {
-                Some((packed, _)) => {
-                    target
-                        .push_blob_file(
-                            registry,
-                            packed.digest.as_str(),
-                            packed.file.path(),
-                            presence,
-                        )
-                        .await
-                }
-                None => Ok(0),
-            }
-        };
-        let (layer_sent, config_sent) = futures::try_join!(
-            new_layer,
-            target.push_blob_bytes(registry, &image.config, presence),
-        )?;
-        moved.skipped += planned.kept.len();
-        moved.add_pushed(layer_sent);
-        moved.add_pushed(config_sent);
         let on_base = OnBase {
             image: &base_image,
             digest: pulled.digest.as_str(),
             layers: &manifest.layers,
             layers_known,
         };
-        push_manifest(registry, target, &image, flavor, on_base, &mut moved).await?;
+        // The last deploy's layers are taken to be in the registry without
+        // asking (this machine or its cache server recorded pushing them);
+        // a manifest refused for want of them is pushed again on one full
+        // layer.
+        let mut on_last = true;
+        let (planned, image, layer_seconds, push_started) = loop {
+            let planned =
+                stack::plan(registry, records, target, &stack_key, app, rule, on_last).await?;
+            let layer_seconds = layer_started.elapsed().as_secs_f64();
+            let push_started = Instant::now();
+            let image = base::on_stack(
+                app,
+                base,
+                &planned.layers(),
+                layer_type,
+                (pulled.digest.as_str(), manifest, config.clone(), flavor),
+            )?;
+            let new_layer = async {
+                match &planned.packed {
+                    Some((packed, _)) => {
+                        target
+                            .push_blob_file(
+                                registry,
+                                packed.digest.as_str(),
+                                packed.file.path(),
+                                presence,
+                            )
+                            .await
+                    }
+                    None => Ok(0),
+                }
+            };
+            let (layer_sent, config_sent) = futures::try_join!(
+                new_layer,
+                target.push_blob_bytes(registry, &image.config, presence),
+            )?;
+            moved.add_pushed(layer_sent);
+            moved.add_pushed(config_sent);
+            match push_manifest(registry, target, &image, flavor, on_base, &mut moved).await {
+                Ok(()) => break (planned, image, layer_seconds, push_started),
+                Err(LayerError::Image(ImageError::Registry(RegistryError::Refused {
+                    message,
+                    ..
+                }))) if on_last && !planned.kept.is_empty() => {
+                    tracing::debug!(%message, "the last deploy's layers are gone: one full layer");
+                    on_last = false;
+                }
+                Err(error) => return Err(error),
+            }
+        };
+        moved.skipped += planned.kept.len();
         stack::remember(records, &stack_key, &planned).await;
-        let digest = image.digest();
+        let layers = planned.layers();
         let top = layers.last().cloned().unwrap_or(delta::StackLayer {
             digest: String::new(),
             diff_id: String::new(),
             size: 0,
             file_bytes: 0,
         });
+        if let Some(tree) = &tree_digest {
+            let last_push = planned.packed.as_ref().map_or(0, |(packed, _)| packed.size);
+            target.note_pushed_tree(registry, tree, last_push);
+        }
+        let digest = image.digest();
         let layer = (top.digest.as_str(), top.size);
         if let Err(warning) = record_app(records, &key, &digest, &image, flavor, layer).await {
             warnings.push(warning);
         }
         let timing = Timing::pushed(started, layer_seconds, push_started);
-        let report = LayerReport::new(
-            target,
-            digest,
-            base,
-            (top.digest.as_str(), top.size),
-            moved,
-            timing,
-        );
+        let report = LayerReport::new(target, digest, base, layer, moved, timing);
         return Ok(LayerReport {
             manifest: Some((image.manifest, flavor.manifest().to_owned())),
             app_layers: Some(AppLayers {

@@ -31,7 +31,8 @@ pub struct AppRecord {
     pub layer_bytes: u64,
 }
 
-/// The identity of the app image: base manifest, every app setting and the
+/// The identity of the app image: base manifest, every app setting (the
+/// layering too: an image of the same tree layered otherwise is another) and the
 /// tree of the context (its digest from [`super::tree::AppTree`]).
 pub(super) fn app_key(base_digest: &str, app: &AppSettings, tree_digest: &[u8; 32]) -> Key {
     let mut hasher = blake3::Hasher::new();
@@ -47,6 +48,8 @@ pub(super) fn app_key(base_digest: &str, app: &AppSettings, tree_digest: &[u8; 3
         "workdir": app.workdir,
         "user": app.user,
         "labels": app.labels,
+        "expose": app.expose.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "by_change": app.by_change.is_some(),
         "created": layer::source_date_epoch(),
     });
     hasher.update(&serde_json::to_vec(&settings).unwrap_or_default());

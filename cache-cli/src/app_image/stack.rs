@@ -70,7 +70,9 @@ impl Planned {
 }
 
 /// The last deploy's stack at `key`, when it can be built on: its record
-/// is sound and the target still has its layers.
+/// is sound, and a layout still has its layers (a registry is not asked:
+/// it refuses a manifest naming a layer it lacks, and the caller then
+/// deploys without the stack).
 async fn last_stack(
     registry: &Registry,
     records: &RecordStore,
@@ -87,6 +89,9 @@ async fn last_stack(
             return None;
         }
     };
+    if matches!(target, Location::Registry(_)) {
+        return Some(stack);
+    }
     for layer in &stack.layers {
         if !target
             .has_blob(registry, &layer.digest)
@@ -99,7 +104,8 @@ async fn last_stack(
     Some(stack)
 }
 
-/// Plans and packs this deploy's app layers.
+/// Plans and packs this deploy's app layers: on the last deploy's
+/// (`on_last`, when they are known), else as one full layer.
 pub(super) async fn plan(
     registry: &Registry,
     records: &RecordStore,
@@ -107,6 +113,7 @@ pub(super) async fn plan(
     key: &Key,
     app: &AppSettings,
     rule: Compaction,
+    on_last: bool,
 ) -> Result<Planned, LayerError> {
     let pack_error = |source| LayerError::Pack {
         path: app.context.display().to_string(),
@@ -117,7 +124,12 @@ pub(super) async fn plan(
     let (context, listing_excludes) = (app.context.clone(), excludes.clone());
     let (listed, last) = tokio::join!(
         tokio::task::spawn_blocking(move || delta::listing(&context, &listing_excludes)),
-        last_stack(registry, records, target, key)
+        async {
+            match on_last {
+                true => last_stack(registry, records, target, key).await,
+                false => None,
+            }
+        }
     );
     let listing = listed
         .map_err(|e| pack_error(std::io::Error::other(e)))?
