@@ -17,6 +17,12 @@
 //! - **`buildah bud --no-cache`** + push: the image rebuilt from its `FROM`,
 //!   what a Dockerfile costs on a runner whose cache is gone.
 //!
+//! Also measured: the bytes each app-only deploy adds to the registry's
+//! storage (its blob uploads), for this deploy (the app layered by change,
+//! the default), the same tree as one app layer (`CACHECTL_APP_LAYERS=one`,
+//! to another repository) and buildah's push. The app holds 8 MB of static
+//! assets and images beside its code, as a real site's does.
+//!
 //! Also measured, as the floor of any client: the requests the registry
 //! API requires for the same deploy (the base's manifest, a new layer and
 //! config, the manifest under the tag and a deploy tag) sent by hand, after
@@ -167,6 +173,7 @@ fn django_project(registry: &RegistryServer, from: &str, wheels: &Path) -> anyho
          from django.core.wsgi import get_wsgi_application\napplication = get_wsgi_application()\n",
     );
     write_view(&project, 0);
+    write_assets(&project)?;
     let host = registry.host();
     project.write(
         "cachectl.toml",
@@ -190,6 +197,34 @@ env = {{ PYTHONPATH = "/opt/deps" }}
         ),
     );
     Ok(project)
+}
+
+/// What a real site's app folder holds beside its code, as bakerydemo's
+/// does: 240 stylesheets and scripts (1.9 MB of text) and 12 images
+/// (6 MB that do not compress), none of which an app-only deploy changes.
+fn write_assets(project: &Project) -> anyhow::Result<()> {
+    for n in 0..240 {
+        let rule = format!(".block-{n} {{ margin: {n}px; padding: 0 {n}px; }}\n");
+        project.write(
+            &format!("app/static/css/block_{n:03}.css"),
+            &rule.repeat(180),
+        );
+    }
+    let images = project.path().join("app/media/images");
+    std::fs::create_dir_all(&images)?;
+    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+    for n in 0..12 {
+        let bytes: Vec<u8> = (0..500_000)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed as u8
+            })
+            .collect();
+        std::fs::write(images.join(format!("photo_{n:02}.jpg")), bytes)?;
+    }
+    Ok(())
 }
 
 /// The app change of deploy `release`.
@@ -465,6 +500,15 @@ fn main() -> anyhow::Result<()> {
     // turn with this one: a before/after figure free of the machine's drift.
     let baseline_binary = std::env::var_os("DJANGO_BENCH_BASELINE").map(PathBuf::from);
     let mut baseline = Vec::new();
+    // The bytes each deploy added to the registry's storage: this one's
+    // (the app by change, the default), the same app as one layer, and
+    // buildah's.
+    let (mut ours_bytes, mut one_layer_bytes, mut warm_bytes) =
+        (Vec::new(), Vec::new(), Vec::new());
+    let one_layer_image = format!("{}/bench/django-one:latest", registry.host());
+    let mut one_layer_env = env.clone();
+    one_layer_env.push(("CACHECTL_APP_LAYERS", "one"));
+    one_layer_env.push(("CACHECTL_APP_IMAGE", &one_layer_image));
     for run in 1..=runs {
         // The other build deploys first in every other run: the first
         // deploy of a run follows the buildah push of the run before.
@@ -473,11 +517,17 @@ fn main() -> anyhow::Result<()> {
             baseline.push(cachectl_build(&project, &env, Some(binary))?.1);
         }
         write_view(&project, run);
+        let stored = registry.stored_blob_bytes();
         let (report, seconds) = cachectl_build(&project, &env, None)?;
         if report["base"]["source"] == "built" {
             bail!("a deploy rebuilt the base: {report}");
         }
         ours.push(seconds);
+        ours_bytes.push(registry.stored_blob_bytes() - stored);
+        // The same tree deployed as one app layer, to another repository.
+        let stored = registry.stored_blob_bytes();
+        cachectl_build(&project, &one_layer_env, None)?;
+        one_layer_bytes.push(registry.stored_blob_bytes() - stored);
         if let Some(binary) = baseline_binary.as_deref().filter(|_| run % 2 == 1) {
             // The same deploy by the other build, in turn with ours.
             write_view(&project, 3 * runs + run);
@@ -500,7 +550,9 @@ fn main() -> anyhow::Result<()> {
             report["base"]["reference"].as_str().unwrap_or_default(),
             run,
         )?);
+        let stored = registry.stored_blob_bytes();
         let (build, push) = buildah_deploy(&project, &env, "--layers", &destination)?;
+        warm_bytes.push(registry.stored_blob_bytes() - stored);
         warm.push(build + push);
         warm_build.push(build);
         eprintln!(
@@ -530,7 +582,19 @@ fn main() -> anyhow::Result<()> {
         "cachectl_fresh_runner_deploy_s": fresh,
         "buildah_layers_deploy_s": warm,
         "registry_floor_deploy_s": floor,
+        "cachectl_bytes": ours_bytes,
+        "cachectl_one_layer_bytes": one_layer_bytes,
+        "buildah_layers_bytes": warm_bytes,
     });
+    let median_bytes = |values: &[u64]| median(values.iter().map(|&v| v as f64).collect());
+    let (ours_bytes, one_layer_bytes, warm_bytes) = (
+        median_bytes(&ours_bytes),
+        median_bytes(&one_layer_bytes),
+        median_bytes(&warm_bytes),
+    );
+    eprintln!(
+        "bytes pushed per app-only deploy (median): cachectl {ours_bytes:.0}, one app layer {one_layer_bytes:.0}, buildah --layers {warm_bytes:.0}"
+    );
     let (ours, fresh, warm, warm_build, floor) = (
         median(ours),
         median(fresh),
@@ -566,6 +630,11 @@ fn main() -> anyhow::Result<()> {
             "cachectl_over_buildah_layers": ours / warm.max(1e-9),
             "cachectl_over_buildah_no_cache": ours / no_cache.max(1e-9),
             "fresh_runner_over_buildah_no_cache": fresh / no_cache.max(1e-9),
+            "cachectl_bytes_per_deploy": ours_bytes,
+            "cachectl_one_layer_bytes_per_deploy": one_layer_bytes,
+            "buildah_layers_bytes_per_deploy": warm_bytes,
+            "bytes_over_one_layer": ours_bytes / one_layer_bytes.max(1.0),
+            "bytes_over_buildah_layers": ours_bytes / warm_bytes.max(1.0),
             "each_run": each_run,
         }))?
     );
