@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::pack::exclude::Excludes;
 use crate::pack::layer::sorted_entries;
+use crate::pack::tree::StatCache;
 
 /// What one entry of the tree is, as the layer holds it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,11 +56,16 @@ impl Entry {
 pub type Listing = BTreeMap<String, Entry>;
 
 /// The listing of `context` without what `excludes` leaves out; `None`
-/// when a name is not UTF-8 (such a tree is always packed whole).
-pub fn listing(context: &Path, excludes: &Excludes) -> std::io::Result<Option<Listing>> {
+/// when a name is not UTF-8 (such a tree is always packed whole). With the
+/// context's stat cache, a file whose stamp it holds is not read again.
+pub fn listing(
+    context: &Path,
+    excludes: &Excludes,
+    mut cache: Option<&mut StatCache>,
+) -> std::io::Result<Option<Listing>> {
     let mut out = Listing::new();
     for entry in sorted_entries(context, Some(excludes))? {
-        let Ok(name) = String::from_utf8(entry.name) else {
+        let Ok(name) = String::from_utf8(entry.name.clone()) else {
             return Ok(None);
         };
         let kind = entry.meta.file_type();
@@ -72,11 +78,17 @@ pub fn listing(context: &Path, excludes: &Excludes) -> std::io::Result<Option<Li
                 None => return Ok(None),
             }
         } else if kind.is_file() {
-            let mut hasher = blake3::Hasher::new();
-            hasher.update_reader(std::fs::File::open(&entry.path)?)?;
+            let hash = match cache.as_deref_mut() {
+                Some(cache) => cache.content_hash(&entry.name, &entry.path, &entry.meta)?,
+                None => {
+                    let mut hasher = blake3::Hasher::new();
+                    hasher.update_reader(std::fs::File::open(&entry.path)?)?;
+                    *hasher.finalize().as_bytes()
+                }
+            };
             Entry::File {
                 executable: entry.meta.permissions().mode() & 0o111 != 0,
-                blake3: hasher.finalize().to_hex().to_string(),
+                blake3: blake3::Hash::from_bytes(hash).to_hex().to_string(),
                 size: entry.meta.len(),
             }
         } else {
@@ -328,7 +340,15 @@ mod tests {
         std::fs::write(root.path().join("debug.log"), "noise").unwrap();
         std::os::unix::fs::symlink("web/a.py", root.path().join("link")).unwrap();
         let excludes = Excludes::new(["*.log"]).unwrap();
-        let listed = listing(root.path(), &excludes).unwrap().unwrap();
+        let listed = listing(root.path(), &excludes, None).unwrap().unwrap();
+        // The stat cache gives the same listing.
+        let caches = tempfile::tempdir().unwrap();
+        for _ in 0..2 {
+            let mut cache = StatCache::load(caches.path(), root.path());
+            let cached = listing(root.path(), &excludes, Some(&mut cache));
+            assert_eq!(cached.unwrap().unwrap(), listed);
+            cache.save().unwrap();
+        }
         assert_eq!(
             listed.keys().collect::<Vec<_>>(),
             ["link", "web", "web/a.py"]

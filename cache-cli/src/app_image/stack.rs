@@ -15,6 +15,7 @@ use crate::image::Location;
 use crate::image::registry::Registry;
 use crate::pack::exclude::Excludes;
 use crate::pack::layer::{self, PackOptions};
+use crate::pack::tree::StatCache;
 
 /// The key of the last deploy of `app` to `target` on the base of manifest
 /// `base_digest`: what decides its layers' bytes (not the command or the
@@ -122,8 +123,13 @@ pub(super) async fn plan(
     let excludes = Excludes::for_context(&app.context, &app.exclude)
         .map_err(|e| LayerError::Usage(e.into()))?;
     let (context, listing_excludes) = (app.context.clone(), excludes.clone());
+    let tree_cache = app.tree_cache.clone();
     let (listed, last) = tokio::join!(
-        tokio::task::spawn_blocking(move || delta::listing(&context, &listing_excludes)),
+        tokio::task::spawn_blocking(move || {
+            // The stat cache the tree's digest just used and saved.
+            let mut cache = tree_cache.map(|dir| StatCache::load(&dir, &context));
+            delta::listing(&context, &listing_excludes, cache.as_mut())
+        }),
         async {
             match on_last {
                 true => last_stack(registry, records, target, key).await,

@@ -79,7 +79,7 @@ impl StatCache {
 
     /// The content hash of the file `name` with metadata `meta` at `path`,
     /// from the cache when its stamp matches, else read and hashed.
-    fn content_hash(
+    pub fn content_hash(
         &mut self,
         name: &[u8],
         path: &Path,
