@@ -47,6 +47,7 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use cachectl_e2e::buildah::{borrowed, counting_buildah_on};
 use cachectl_e2e::cachectl::Project;
+use cachectl_e2e::data::random_bytes;
 use cachectl_e2e::python::push_python_image;
 use cachectl_e2e::raw_http::{Outcome, exchange};
 use cachectl_e2e::registry::{RegistryServer, unpack};
@@ -212,16 +213,8 @@ fn write_assets(project: &Project) -> anyhow::Result<()> {
     }
     let images = project.path().join("app/media/images");
     std::fs::create_dir_all(&images)?;
-    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
     for n in 0..12 {
-        let bytes: Vec<u8> = (0..500_000)
-            .map(|_| {
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
-                seed as u8
-            })
-            .collect();
+        let bytes = random_bytes(500_000, n);
         std::fs::write(images.join(format!("photo_{n:02}.jpg")), bytes)?;
     }
     Ok(())

@@ -5,6 +5,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 
 use cachectl_e2e::cachectl::Project;
+use cachectl_e2e::data::random_bytes;
 use cachectl_e2e::file_tree::{differences, tree};
 use cachectl_e2e::registry::{RegistryServer, push_busybox, skopeo_inspect, unpack};
 
@@ -804,16 +805,8 @@ fn an_app_layered_by_change_pushes_what_changed_and_equals_the_one_layer_build()
     let image = format!("{}/acme/web:app", registry.host());
     let project = Project::new();
     // 30 MB: binary media that rarely changes, and 200 small sources.
-    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
     for n in 0..30 {
-        let bytes: Vec<u8> = (0..1_000_000)
-            .map(|_| {
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
-                seed as u8
-            })
-            .collect();
+        let bytes = random_bytes(1_000_000, n);
         std::fs::create_dir_all(project.path().join("app/media")).unwrap();
         std::fs::write(project.path().join(format!("app/media/{n:02}.bin")), bytes).unwrap();
     }
@@ -942,16 +935,10 @@ fn twenty_one_file_deploys_to_a_layout_compact_where_the_bound_says_and_each_equ
         .unwrap()
         .len();
     let project = Project::new();
-    let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
-    let mut noise = |len: usize| -> Vec<u8> {
-        (0..len)
-            .map(|_| {
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
-                seed as u8
-            })
-            .collect()
+    let mut seed = 0;
+    let mut noise = |len: usize| {
+        seed += 1;
+        random_bytes(len, seed)
     };
     std::fs::create_dir_all(project.path().join("app/static")).unwrap();
     for n in 0..6 {
