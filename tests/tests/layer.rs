@@ -881,16 +881,24 @@ fn an_app_layered_by_change_pushes_what_changed_and_equals_the_one_layer_build()
     assert_eq!(a["web/page_007.py"].2, b["web/page_007.py"].2);
     assert_eq!(differences(&a, &b), Vec::<String>::new());
 
-    // Successive one-file deploys: at most 8 deltas, then one layer again.
+    // Successive one-file deploys: at most 8 deltas, then the deltas are
+    // one, on the full layer, which is not pushed again.
     let mut compacted = 0;
     for n in 0..12 {
         project.write("app/web/page_050.py", &format!("# deploy {n}\n"));
+        let stored = registry.stored_blob_bytes();
         let report = deploy(&[]);
         let layers = report["app_layers"]["layers"].as_u64().unwrap();
         assert!(layers <= 9, "{report}");
         if report["app_layers"]["compacted"] == true {
             compacted += 1;
-            assert_eq!(layers, 1, "{report}");
+            assert_eq!(layers, 2, "{report}");
+            assert_eq!(report["app_layers"]["compaction"], "deltas", "{report}");
+            let received = registry.stored_blob_bytes() - stored;
+            assert!(
+                received <= 256 * 1024,
+                "a compaction stored {received} bytes"
+            );
         }
     }
     assert!(compacted >= 1, "the stack was never compacted");
@@ -958,7 +966,7 @@ fn twenty_one_file_deploys_to_a_layout_compact_where_the_bound_says_and_each_equ
         assert_eq!(refused.code, 2, "{flags:?} {env:?}: {}", refused.stderr);
         assert!(refused.stderr.contains("app."), "{}", refused.stderr);
     }
-    let env = [("CACHECTL_APP_MAX_DELTAS", "4")];
+    let env = vec![("CACHECTL_APP_MAX_DELTAS", "4")];
     let scratch = tempfile::tempdir().unwrap();
     for n in 0..20 {
         // One file each time: a source edited, a binary replaced, a file
@@ -976,21 +984,38 @@ fn twenty_one_file_deploys_to_a_layout_compact_where_the_bound_says_and_each_equ
                 std::fs::set_permissions(script, std::fs::Permissions::from_mode(mode)).unwrap();
             }
         }
-        let stacked = project
-            .layer(&base, "oci:./out/stacked:web", &[], &env)
-            .success()
-            .json();
+        // The last deploy: a bound so low that the changes since the full
+        // layer pass it, and the app is one layer again.
+        let last_env = [("CACHECTL_APP_MAX_DELTA_SHARE", "0.000001")];
+        let env: &[(&str, &str)] = if n == 19 { &last_env } else { &env };
+        let run = project
+            .layer(&base, "oci:./out/stacked:web", &[], env)
+            .success();
+        let stacked = run.json();
         let layers = stacked["app_layers"]["layers"]
             .as_u64()
             .unwrap_or_else(|| panic!("deploy {n}: {stacked}"));
-        // Deploy 0 is one full layer; 4 deltas go on it, and the fifth
-        // change compacts: 1, 2, 3, 4, 5, 1, 2, ...
-        assert_eq!(layers, (n % 5 + 1) as u64, "deploy {n}: {stacked}");
+        // Deploy 0 is one full layer and 4 deltas go on it; the fifth change
+        // makes the deltas one: 1, 2, 3, 4, 5, then 2, 3, 4, 5, 2, ...
+        let (expected, compaction) = match n {
+            0..5 => (n + 1, None),
+            19 => (1, Some("app")),
+            _ => ((n - 5) % 4 + 2, ((n - 5) % 4 == 0).then_some("deltas")),
+        };
+        assert_eq!(layers, expected as u64, "deploy {n}: {stacked}");
         assert_eq!(
-            stacked["app_layers"]["compacted"],
-            n > 0 && n % 5 == 0,
+            stacked["app_layers"]["compaction"],
+            serde_json::json!(compaction),
             "deploy {n}: {stacked}"
         );
+        if n == 6 {
+            assert!(
+                run.stderr
+                    .contains("app layers: 3, a layer of 1 changed file (2.0 kB) pushed"),
+                "{}",
+                run.stderr
+            );
+        }
         let in_layout = skopeo_inspect(
             &format!("oci:{}:web", project.path().join("out/stacked").display()),
             false,
@@ -1023,4 +1048,64 @@ fn twenty_one_file_deploys_to_a_layout_compact_where_the_bound_says_and_each_equ
         );
         std::fs::remove_dir_all(&folder).unwrap();
     }
+}
+
+#[test]
+fn a_fresh_runner_finds_the_last_deploy_on_the_cache_server_and_pushes_only_the_change() {
+    // 12,000 files: the app's tree is larger than a record on the server
+    // may be (1 MiB), so it is stored as a blob beside the record.
+    let server = cachectl_e2e::CacheServer::local();
+    let registry = RegistryServer::start();
+    let base = push_busybox(&registry, "acme/base", "1");
+    let image = format!("{}/acme/web:app", registry.host());
+    let project = Project::new();
+    for n in 0..12_000 {
+        project.write(
+            &format!("app/vendor/module_{:02}/component_file_{n:05}.js", n % 60),
+            &format!("export const value_{n} = {n};\n"),
+        );
+    }
+    let cache = server.base_url();
+    let runner = |name: &str| project.path().join(name).display().to_string();
+    let (first_runner, second_runner) = (runner("runner-1"), runner("runner-2"));
+    let deploy = |runner: &str| {
+        project
+            .layer(
+                &base,
+                &image,
+                &["--exclude", "runner-*"],
+                &[("CACHECTL_CACHE", &cache), ("CACHECTL_CACHE_DIR", runner)],
+            )
+            .success()
+            .json()
+    };
+    let first = deploy(&first_runner);
+    assert_eq!(first["app_layers"]["layers"], 1, "{first}");
+
+    project.write(
+        "app/vendor/module_07/component_file_00007.js",
+        "export const value_7 = 'seven';\n",
+    );
+    let stored = registry.stored_blob_bytes();
+    let fresh = deploy(&second_runner);
+    assert_eq!(fresh["app_layers"]["layers"], 2, "{fresh}");
+    assert_eq!(fresh["app_layers"]["delta_files"], 1, "{fresh}");
+    let received = registry.stored_blob_bytes() - stored;
+    assert!(
+        received <= 256 * 1024,
+        "a fresh runner's one-file change stored {received} bytes"
+    );
+
+    let scratch = tempfile::tempdir().unwrap();
+    let app = unpack(&format!("docker://{image}"), scratch.path()).join("rootfs/app");
+    assert_eq!(
+        std::fs::read_to_string(app.join("vendor/module_07/component_file_00007.js")).unwrap(),
+        "export const value_7 = 'seven';\n"
+    );
+    assert_eq!(
+        std::fs::read_dir(app.join("vendor/module_07"))
+            .unwrap()
+            .count(),
+        200
+    );
 }

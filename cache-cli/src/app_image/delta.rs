@@ -1,9 +1,8 @@
 //! App layers by change (`[app] layers = "changes"`, planned in
 //! `stack.rs`): what each entry of an app's tree is ([`listing`]), what
 //! changed between the tree of the last deploy and this one ([`diff`]),
-//! when a stack of delta layers is rewritten into one layer
-//! ([`Compaction`]), and what is remembered of a deploy's stack
-//! ([`AppStack`]).
+//! when a stack of delta layers is rewritten ([`Compaction::step`]), and
+//! what a deploy's stack is ([`AppStack`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::PermissionsExt as _;
@@ -155,7 +154,7 @@ pub fn diff(old: &Listing, new: &Listing) -> Option<Delta> {
     Some(delta)
 }
 
-/// When a stack of delta layers is rewritten into one layer.
+/// When a stack of delta layers is rewritten.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Compaction {
     /// At most this many delta layers on top of the full one.
@@ -173,23 +172,49 @@ impl Default for Compaction {
     }
 }
 
+/// What a deploy's app layers are, given the last deploy's stack.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step {
+    /// The same tree: the last deploy's layers.
+    Unchanged,
+    /// One more delta layer on the last deploy's.
+    Delta(Delta),
+    /// The deltas rewritten into one, of everything that changed since the
+    /// full layer, which stays: what never changes is never pushed again.
+    Squash(Delta),
+    /// The whole app as one layer.
+    Whole,
+}
+
 impl Compaction {
     /// The most delta layers a user may keep: registries and runtimes
     /// handle a hundred layers, and each one costs every pull a request.
     pub const MOST_DELTAS: usize = 64;
 
-    /// Whether a stack already holding `deltas` delta layers of
-    /// `delta_bytes`, with one more of `new_bytes`, for an app of
-    /// `app_bytes`, is compacted instead.
-    pub fn compacts(
-        &self,
-        deltas: usize,
-        delta_bytes: u64,
-        new_bytes: u64,
-        app_bytes: u64,
-    ) -> bool {
-        deltas + 1 > self.max_deltas
-            || (delta_bytes + new_bytes) as f64 > self.max_share * app_bytes.max(1) as f64
+    /// What this deploy pushes on `last` (none known: the whole app) for
+    /// the tree `now` of `app_bytes`: a delta while the stack stays within
+    /// both bounds; past either, the deltas squashed into one while that
+    /// one stays within the share; else the whole app.
+    pub fn step(&self, last: Option<&AppStack>, now: &Listing, app_bytes: u64) -> Step {
+        let Some(last) = last else {
+            return Step::Whole;
+        };
+        let Some(change) = diff(&last.listing, now) else {
+            return Step::Whole;
+        };
+        if change.is_empty() {
+            return Step::Unchanged;
+        }
+        let share = |bytes: u64| bytes as f64 <= self.max_share * app_bytes.max(1) as f64;
+        if last.deltas() < self.max_deltas && share(last.delta_bytes() + change.bytes) {
+            return Step::Delta(change);
+        }
+        match diff(&last.full, now) {
+            Some(squashed) if self.max_deltas > 0 && share(squashed.bytes) => {
+                Step::Squash(squashed)
+            }
+            _ => Step::Whole,
+        }
     }
 }
 
@@ -206,15 +231,15 @@ pub struct StackLayer {
     pub file_bytes: u64,
 }
 
-/// What is remembered of the last deploy of an app on a base, under a key
-/// of the target repository, the base and the layer settings: its layers,
-/// bottom first (one full layer, then deltas), and the tree they make.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// The last deploy of an app on a base: its layers, bottom first (one full
+/// layer, then deltas), the tree of the full layer and the tree they all
+/// make.
+#[derive(Debug, Clone)]
 pub struct AppStack {
-    /// Format version.
-    pub version: u32,
     /// The app's layers, the full one first.
     pub layers: Vec<StackLayer>,
+    /// The tree the full layer holds.
+    pub full: Listing,
     /// The tree the layers make.
     pub listing: Listing,
 }
@@ -233,17 +258,45 @@ impl AppStack {
             .map(|layer| layer.file_bytes)
             .sum()
     }
+}
 
-    /// Whether every name it lists stays inside the app folder (a record
-    /// comes from the cache, which is not trusted to name other paths).
-    pub fn is_safe(&self) -> bool {
-        self.listing.keys().all(|name| {
-            !name.is_empty()
-                && name
-                    .split('/')
-                    .all(|part| !part.is_empty() && part != "." && part != "..")
-        })
+/// Entries changed (`Some`) or deleted (`None`) from one tree to another.
+pub type Changes = BTreeMap<String, Option<Entry>>;
+
+/// What turns the tree `from` into `to`, entry by entry.
+pub fn changes(from: &Listing, to: &Listing) -> Changes {
+    let mut out: Changes = to
+        .iter()
+        .filter(|(name, entry)| from.get(*name) != Some(*entry))
+        .map(|(name, entry)| (name.clone(), Some(entry.clone())))
+        .collect();
+    for name in from.keys().filter(|name| !to.contains_key(*name)) {
+        out.insert(name.clone(), None);
     }
+    out
+}
+
+/// The tree `from` with `changes` made.
+pub fn apply(from: &Listing, changes: &Changes) -> Listing {
+    let mut out = from.clone();
+    for (name, entry) in changes {
+        match entry {
+            Some(entry) => out.insert(name.clone(), entry.clone()),
+            None => out.remove(name),
+        };
+    }
+    out
+}
+
+/// Whether every name stays inside the app folder (a record comes from the
+/// cache, which is not trusted to name other paths).
+pub fn names_are_safe<'a>(mut names: impl Iterator<Item = &'a String>) -> bool {
+    names.all(|name| {
+        !name.is_empty()
+            && name
+                .split('/')
+                .all(|part| !part.is_empty() && part != "." && part != "..")
+    })
 }
 
 /// The app's bytes in `listing`.
@@ -311,25 +364,77 @@ mod tests {
     }
 
     #[test]
-    fn a_stack_record_naming_a_path_outside_the_app_is_not_used() {
-        let stack = |name: &str| AppStack {
-            version: 1,
-            layers: Vec::new(),
-            listing: tree(&[(name, Entry::Dir)]),
-        };
-        assert!(stack("web/static").is_safe());
+    fn a_record_naming_a_path_outside_the_app_is_not_used() {
+        let safe = |name: &str| names_are_safe([name.to_owned()].iter());
+        assert!(safe("web/static"));
         for bad in ["../etc", "web/../../x", "/abs", "", "a//b"] {
-            assert!(!stack(bad).is_safe(), "{bad}");
+            assert!(!safe(bad), "{bad}");
+        }
+    }
+
+    fn stack(full: &Listing, listing: &Listing, delta_bytes: &[u64]) -> AppStack {
+        let layer = |file_bytes| StackLayer {
+            digest: String::new(),
+            diff_id: String::new(),
+            size: 0,
+            file_bytes,
+        };
+        AppStack {
+            layers: std::iter::once(layer(0))
+                .chain(delta_bytes.iter().map(|bytes| layer(*bytes)))
+                .collect(),
+            full: full.clone(),
+            listing: listing.clone(),
         }
     }
 
     #[test]
-    fn a_stack_is_compacted_past_its_bounds() {
-        let rule = Compaction::default();
-        assert!(!rule.compacts(0, 0, 2_000, 30_000_000));
-        assert!(!rule.compacts(7, 10_000, 2_000, 30_000_000));
-        assert!(rule.compacts(8, 10_000, 2_000, 30_000_000));
-        assert!(rule.compacts(1, 7_000_000, 1_000_000, 30_000_000));
+    fn past_the_count_the_deltas_are_squashed_and_past_the_share_the_app_is_one_layer() {
+        let rule = Compaction {
+            max_deltas: 2,
+            max_share: 0.25,
+        };
+        let full = tree(&[("big.bin", file(&"b".repeat(900))), ("v.py", file("1"))]);
+        let now = tree(&[("big.bin", file(&"b".repeat(900))), ("v.py", file("22"))]);
+        let last = |deltas: &[u64]| stack(&full, &full, deltas);
+        assert_eq!(rule.step(None, &now, 902), Step::Whole);
+        assert_eq!(rule.step(Some(&last(&[])), &full, 901), Step::Unchanged);
+        assert!(matches!(
+            rule.step(Some(&last(&[1])), &now, 902),
+            Step::Delta(_)
+        ));
+        // A third delta: the two and this one become one, of v.py alone.
+        match rule.step(Some(&last(&[1, 1])), &now, 902) {
+            Step::Squash(squashed) => assert_eq!((squashed.files, squashed.bytes), (1, 2)),
+            other => panic!("{other:?}"),
+        }
+        // Deltas holding more than a quarter of the app: squashed, as what
+        // changed since the full layer is within it.
+        assert!(matches!(
+            rule.step(Some(&last(&[250])), &now, 902),
+            Step::Squash(_)
+        ));
+        // What changed since the full layer is more than a quarter.
+        let rewritten = tree(&[("big.bin", file(&"c".repeat(900))), ("v.py", file("1"))]);
+        assert_eq!(
+            rule.step(Some(&last(&[1, 1])), &rewritten, 901),
+            Step::Whole
+        );
+        // No deltas allowed: the app is one layer on every change.
+        let none = Compaction {
+            max_deltas: 0,
+            ..rule
+        };
+        assert_eq!(none.step(Some(&last(&[])), &now, 902), Step::Whole);
+    }
+
+    #[test]
+    fn changes_applied_to_the_full_tree_give_the_tree() {
+        let full = tree(&[("a", file("1")), ("d", Entry::Dir), ("d/x", file("x"))]);
+        let now = tree(&[("a", file("2")), ("b", file("new"))]);
+        let changes = changes(&full, &now);
+        assert_eq!(changes.len(), 4);
+        assert_eq!(apply(&full, &changes), now);
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod base;
 pub mod delta;
 pub mod error;
 mod index;
+mod listing_store;
 mod moved;
 pub mod record;
 pub mod settings;
@@ -188,7 +189,7 @@ pub async fn layer(
             }
         };
         moved.skipped += planned.kept.len();
-        stack::remember(records, &stack_key, &planned).await;
+        stack::remember(records, app, &stack_key, &planned).await;
         let layers = planned.layers();
         let top = layers.last().cloned().unwrap_or(delta::StackLayer {
             digest: String::new(),
@@ -214,7 +215,8 @@ pub async fn layer(
                 pushed: usize::from(planned.packed.is_some()),
                 delta_files: planned.delta.map(|(files, _)| files),
                 delta_bytes: planned.delta.map(|(_, bytes)| bytes),
-                compacted: planned.compacted,
+                compacted: planned.compacted.is_some(),
+                compaction: planned.compacted.map(stack::Compacted::name),
             }),
             warnings,
             ..report

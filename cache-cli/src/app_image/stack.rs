@@ -1,14 +1,18 @@
 //! The app as a stack of layers that changes at its top (`[app] layers =
 //! "changes"`): a deploy whose tree differs from the last deploy on the
 //! same base pushes one layer of what changed (and whiteouts for what was
-//! deleted) on that deploy's layers, which the target already holds; past
-//! the compaction bound, or with nothing known, the app is one full layer
-//! again, as today.
+//! deleted) on that deploy's layers, which the target already holds. Past
+//! the compaction bound the deltas become one, of everything changed since
+//! the full layer (which stays: what never changes is not pushed again);
+//! past the share too, or with nothing known, the app is one full layer.
 
 use cache_proto::Key;
 
-use super::delta::{self, AppStack, Compaction, StackLayer};
+use serde::{Deserialize, Serialize};
+
+use super::delta::{self, AppStack, Compaction, StackLayer, Step};
 use super::error::LayerError;
+use super::listing_store::{ListingRef, ListingStore};
 use crate::cli::settings::AppSettings;
 use crate::client::records::RecordStore;
 use crate::image::Location;
@@ -43,11 +47,14 @@ pub(super) struct Planned {
     /// The layer this deploy packed (a delta, or the full app), if any.
     pub(super) packed: Option<(layer::Layer, u64)>,
     /// The tree the layers make.
-    pub(super) listing: delta::Listing,
+    listing: delta::Listing,
+    /// The tree of the full layer, and where it is stored when it was.
+    full: (delta::Listing, Option<ListingRef>),
     /// Whether the tree was listed (a name that is not UTF-8 is not).
     listed: bool,
-    /// Whether a stack was rewritten into one layer.
-    pub(super) compacted: bool,
+    /// Whether a stack was rewritten: its deltas into one, or the whole
+    /// app into one layer.
+    pub(super) compacted: Option<Compacted>,
     /// The files and bytes of the delta, when this deploy packed one.
     pub(super) delta: Option<(usize, u64)>,
     /// Keeps the packed layer's staging folder.
@@ -70,19 +77,57 @@ impl Planned {
     }
 }
 
+/// How a stack was rewritten.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Compacted {
+    /// Its deltas into one, on the full layer.
+    Deltas,
+    /// The whole app into one layer.
+    App,
+}
+
+impl Compacted {
+    /// As `--json` names it.
+    pub(super) fn name(self) -> &'static str {
+        match self {
+            Self::Deltas => "deltas",
+            Self::App => "app",
+        }
+    }
+}
+
+/// What is recorded of a deploy's stack: its layers, where the tree of the
+/// full one is stored, and what the deltas changed from it.
+#[derive(Debug, Serialize, Deserialize)]
+struct StackRecord {
+    /// Format version (2: the tree of the full layer stored apart).
+    version: u32,
+    /// The app's layers, the full one first.
+    layers: Vec<StackLayer>,
+    /// The tree of the full layer.
+    full: ListingRef,
+    /// What the deltas changed from it.
+    changes: delta::Changes,
+}
+
 /// The last deploy's stack at `key`, when it can be built on: its record
-/// is sound, and a layout still has its layers (a registry is not asked:
-/// it refuses a manifest naming a layer it lacks, and the caller then
-/// deploys without the stack).
+/// is sound, the tree of its full layer is found, and a layout still has
+/// its layers (a registry is not asked: it refuses a manifest naming a
+/// layer it lacks, and the caller then deploys without the stack).
 async fn last_stack(
     registry: &Registry,
     records: &RecordStore,
+    trees: &ListingStore,
     target: &Location,
     key: &Key,
-) -> Option<AppStack> {
-    let stack = match records.get::<AppStack>(key).await {
-        Ok(Some(stack)) if stack.version == 1 && stack.is_safe() && !stack.layers.is_empty() => {
-            stack
+) -> Option<(AppStack, ListingRef)> {
+    let record = match records.get::<StackRecord>(key).await {
+        Ok(Some(record))
+            if record.version == 2
+                && !record.layers.is_empty()
+                && delta::names_are_safe(record.changes.keys()) =>
+        {
+            record
         }
         Ok(_) => return None,
         Err(error) => {
@@ -90,19 +135,27 @@ async fn last_stack(
             return None;
         }
     };
-    if matches!(target, Location::Registry(_)) {
-        return Some(stack);
+    let full = trees.get(&record.full).await?;
+    if !delta::names_are_safe(full.keys()) {
+        return None;
     }
-    for layer in &stack.layers {
-        if !target
-            .has_blob(registry, &layer.digest)
-            .await
-            .unwrap_or(false)
-        {
-            return None;
+    if let Location::Layout { .. } = target {
+        for layer in &record.layers {
+            if !target
+                .has_blob(registry, &layer.digest)
+                .await
+                .unwrap_or(false)
+            {
+                return None;
+            }
         }
     }
-    Some(stack)
+    let stack = AppStack {
+        layers: record.layers,
+        listing: delta::apply(&full, &record.changes),
+        full,
+    };
+    Some((stack, record.full))
 }
 
 /// Plans and packs this deploy's app layers: on the last deploy's
@@ -124,6 +177,7 @@ pub(super) async fn plan(
         .map_err(|e| LayerError::Usage(e.into()))?;
     let (context, listing_excludes) = (app.context.clone(), excludes.clone());
     let tree_cache = app.tree_cache.clone();
+    let trees = ListingStore::new(records, app.tree_cache.clone());
     let (listed, last) = tokio::join!(
         tokio::task::spawn_blocking(move || {
             // The stat cache the tree's digest just used and saved.
@@ -132,7 +186,7 @@ pub(super) async fn plan(
         }),
         async {
             match on_last {
-                true => last_stack(registry, records, target, key).await,
+                true => last_stack(registry, records, &trees, target, key).await,
                 false => None,
             }
         }
@@ -147,42 +201,50 @@ pub(super) async fn plan(
             kept: Vec::new(),
             packed: Some((packed, 0)),
             listing: delta::Listing::new(),
+            full: (delta::Listing::new(), None),
             listed: false,
-            compacted: false,
+            compacted: None,
             delta: None,
             _staging: staging,
         });
     };
     let app_bytes = delta::app_bytes(&listing);
-    let change = last.as_ref().and_then(|last| {
-        let change = delta::diff(&last.listing, &listing)?;
-        (!rule.compacts(last.deltas(), last.delta_bytes(), change.bytes, app_bytes))
-            .then_some(change)
-    });
+    let step = rule.step(last.as_ref().map(|(stack, _)| stack), &listing, app_bytes);
     let staging = tempfile::tempdir().map_err(pack_error)?;
-    let (Some(last), Some(change)) = (&last, change) else {
-        let compacted = last.is_some();
-        let (packed, staging) = super::base::pack_app(app).await?;
-        return Ok(Planned {
-            kept: Vec::new(),
-            packed: Some((packed, app_bytes)),
-            listing,
-            listed: true,
-            compacted,
-            delta: None,
-            _staging: staging,
-        });
+    let (last, full_ref) = match (last, &step) {
+        (Some(last), Step::Unchanged | Step::Delta(_) | Step::Squash(_)) => last,
+        (last, _) => {
+            let (packed, staging) = super::base::pack_app(app).await?;
+            return Ok(Planned {
+                kept: Vec::new(),
+                packed: Some((packed, app_bytes)),
+                full: (listing.clone(), None),
+                listing,
+                listed: true,
+                compacted: last.map(|_| Compacted::App),
+                delta: None,
+                _staging: staging,
+            });
+        }
+    };
+    let (kept, change, compacted) = match step {
+        Step::Delta(change) => (last.layers.clone(), change, None),
+        Step::Squash(change) => (last.layers[..1].to_vec(), change, Some(Compacted::Deltas)),
+        _ => (last.layers.clone(), delta::Delta::default(), None),
+    };
+    let planned = |packed, delta, staging| Planned {
+        kept,
+        packed,
+        listing,
+        full: (last.full, Some(full_ref)),
+        listed: true,
+        compacted,
+        delta,
+        _staging: staging,
     };
     if change.is_empty() {
-        return Ok(Planned {
-            kept: last.layers.clone(),
-            packed: None,
-            listing,
-            listed: true,
-            compacted: false,
-            delta: None,
-            _staging: staging,
-        });
+        // The same tree, or the tree of the full layer again.
+        return Ok(planned(None, None, staging));
     }
     let only: std::collections::BTreeSet<Vec<u8>> = change
         .entries
@@ -214,28 +276,42 @@ pub(super) async fn plan(
     .await
     .map_err(|e| pack_error(std::io::Error::other(e)))?
     .map_err(pack_error)?;
-    Ok(Planned {
-        kept: last.layers.clone(),
-        packed: Some((packed, change.bytes)),
-        listing,
-        listed: true,
-        compacted: false,
-        delta: Some((change.files, change.bytes)),
-        _staging: staging,
-    })
+    let delta = Some((change.files, change.bytes));
+    Ok(planned(Some((packed, change.bytes)), delta, staging))
 }
 
-/// Remembers the stack this deploy pushed (best effort).
-pub(super) async fn remember(records: &RecordStore, key: &Key, planned: &Planned) {
+/// Remembers the stack this deploy pushed (best effort): the tree of a new
+/// full layer stored, then the record.
+pub(super) async fn remember(
+    records: &RecordStore,
+    app: &AppSettings,
+    key: &Key,
+    planned: &Planned,
+) {
     if !planned.listed {
         return;
     }
-    let stack = AppStack {
-        version: 1,
-        layers: planned.layers(),
-        listing: planned.listing.clone(),
+    let (full, stored) = &planned.full;
+    let full_ref = match stored {
+        Some(at) => at.clone(),
+        None => match ListingStore::new(records, app.tree_cache.clone())
+            .put(full)
+            .await
+        {
+            Ok(at) => at,
+            Err(error) => {
+                tracing::warn!(%error, "could not store the app's tree");
+                return;
+            }
+        },
     };
-    if let Err(error) = records.put(key, &stack).await {
+    let record = StackRecord {
+        version: 2,
+        layers: planned.layers(),
+        full: full_ref,
+        changes: delta::changes(full, &planned.listing),
+    };
+    if let Err(error) = records.put(key, &record).await {
         tracing::warn!(%error, "could not record the app's layers");
     }
 }

@@ -74,8 +74,11 @@ pub struct AppLayers {
     pub delta_files: Option<usize>,
     /// Their bytes.
     pub delta_bytes: Option<u64>,
-    /// Whether this deploy rewrote the stack into one layer.
+    /// Whether this deploy rewrote the stack.
     pub compacted: bool,
+    /// How: `deltas` (its deltas into one, on the full layer) or `app`
+    /// (the whole app into one layer).
+    pub compaction: Option<&'static str>,
 }
 
 /// The outcome, as printed with `--json`.

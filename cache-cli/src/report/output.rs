@@ -154,7 +154,34 @@ pub fn report_layer(report: &LayerReport, json: bool) -> std::io::Result<()> {
         report.skipped,
         report.push_seconds
     );
+    if let Some(line) = app_layers_line(report) {
+        eprintln!("  ({line})");
+    }
     outputs(&format!("image={}\n", report.reference))
+}
+
+/// What the app's layers by change did, in words: how many the image has,
+/// what this deploy's delta held, and whether the stack was compacted.
+fn app_layers_line(report: &LayerReport) -> Option<String> {
+    let layers = report.app_layers.as_ref()?;
+    let pushed = match (layers.delta_files, layers.delta_bytes, layers.pushed) {
+        (Some(files), Some(bytes), _) => format!(
+            "a layer of {files} changed file{} ({}) pushed",
+            if files == 1 { "" } else { "s" },
+            super::bytes::human_bytes(bytes)
+        ),
+        (_, _, 0) => "none pushed".to_owned(),
+        _ => "the whole app pushed as one".to_owned(),
+    };
+    let compacted = match layers.compaction {
+        Some("deltas") => "; the deltas compacted into one on the full layer",
+        Some(_) => "; compacted into one layer",
+        None => "",
+    };
+    Some(format!(
+        "app layers: {}, {pushed}{compacted}",
+        layers.layers
+    ))
 }
 
 /// Prints the result of `rollback` and writes the CI outputs.
@@ -202,6 +229,9 @@ pub fn report_build(base: &EnsureReport, app: &LayerReport, json: bool) -> std::
         "  ({outcome}, app layer {} bytes in {:.1} s, {} bytes uploaded)",
         app.layer_bytes, app.seconds, app.uploaded_bytes
     );
+    if let Some(line) = app_layers_line(app) {
+        eprintln!("  ({line})");
+    }
     package_layers(&base.package_layers);
     outputs(&format!(
         "image={}\nbase-image={}\ncache-hit={}\nbase-key={}\n",
