@@ -15,6 +15,11 @@ use crate::client::cas::Cas;
 use crate::client::records::RecordStore;
 use crate::replace_file::replace_file;
 
+/// The trees kept in the local folder, the newest: one per app and base
+/// in use is enough, and an older one is on the server (or, with local
+/// records, its next deploy is one full layer).
+const KEPT_HERE: usize = 16;
+
 /// A stored tree: its blob's digest and size.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ListingRef {
@@ -65,6 +70,9 @@ impl ListingStore {
             if let Err(error) = written {
                 tracing::debug!(%error, path = %path.display(), "could not keep the app's tree here");
             }
+            if let Some(folder) = path.parent() {
+                prune(folder, KEPT_HERE);
+            }
         }
         if let Some(cas) = &self.cas {
             cas.upload_bytes(&at.digest, bytes)
@@ -102,5 +110,68 @@ impl ListingStore {
             }
         }
         serde_json::from_slice(&bytes).ok()
+    }
+}
+
+/// Removes all but the `keep` newest files of `folder` (best effort).
+fn prune(folder: &std::path::Path, keep: usize) {
+    let Ok(entries) = std::fs::read_dir(folder) else {
+        return;
+    };
+    let mut files: Vec<(std::time::SystemTime, PathBuf)> = entries
+        .filter_map(|entry| {
+            let entry = entry.ok()?;
+            let modified = entry.metadata().ok()?.modified().ok()?;
+            Some((modified, entry.path()))
+        })
+        .collect();
+    files.sort_by(|a, b| b.0.cmp(&a.0));
+    for (_, path) in files.into_iter().skip(keep) {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tree_stored_here_comes_back_and_a_corrupt_copy_does_not() {
+        let folder = tempfile::tempdir().unwrap();
+        let records = RecordStore::local(folder.path().to_owned());
+        let store = ListingStore::new(&records, None);
+        let listing: Listing = [("web".to_owned(), super::super::delta::Entry::Dir)].into();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let at = runtime.block_on(store.put(&listing)).unwrap();
+        assert_eq!(runtime.block_on(store.get(&at)), Some(listing));
+        let path = store.local_path(&at.digest).unwrap();
+        std::fs::write(&path, b"{}").unwrap();
+        assert_eq!(runtime.block_on(store.get(&at)), None);
+    }
+
+    #[test]
+    fn only_the_newest_trees_are_kept_here() {
+        let folder = tempfile::tempdir().unwrap();
+        for n in 0..20u64 {
+            let path = folder.path().join(format!("{n:02}.json"));
+            std::fs::write(&path, b"{}").unwrap();
+            let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000 + n);
+            std::fs::File::options()
+                .write(true)
+                .open(&path)
+                .unwrap()
+                .set_modified(when)
+                .unwrap();
+        }
+        prune(folder.path(), KEPT_HERE);
+        let mut left: Vec<String> = std::fs::read_dir(folder.path())
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left.len(), KEPT_HERE);
+        assert_eq!(left[0], "04.json");
     }
 }
