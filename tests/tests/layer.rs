@@ -1109,3 +1109,33 @@ fn a_fresh_runner_finds_the_last_deploy_on_the_cache_server_and_pushes_only_the_
         200
     );
 }
+
+#[test]
+fn the_same_last_deploy_and_the_same_change_give_the_same_image_on_two_machines() {
+    // Two checkouts of the same app on two runners (each its own cachectl
+    // folder), deploying the same history to two repositories: the same
+    // layers, the same config, the same manifest digest each time.
+    let registry = RegistryServer::start();
+    let base = push_busybox(&registry, "acme/base", "1");
+    let (one, two) = (app_project(), app_project());
+    let images = [
+        format!("{}/acme/one:app", registry.host()),
+        format!("{}/acme/two:app", registry.host()),
+    ];
+    let mut digests = Vec::new();
+    for change in ["print('one')\n", "print('two')\n"] {
+        let reports: Vec<_> = [&one, &two]
+            .iter()
+            .zip(&images)
+            .map(|(project, image)| {
+                project.write("app/web/views.py", change);
+                project.layer(&base, image, APP_FLAGS, &[]).success().json()
+            })
+            .collect();
+        assert_eq!(reports[0]["digest"], reports[1]["digest"], "{reports:?}");
+        digests.push(reports[0]["digest"].clone());
+    }
+    let stacked = skopeo_inspect(&format!("docker://{}", images[1]), false);
+    assert_eq!(stacked["Layers"].as_array().unwrap().len(), 3, "{stacked}");
+    assert_ne!(digests[0], digests[1]);
+}
