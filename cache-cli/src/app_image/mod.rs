@@ -191,18 +191,15 @@ pub async fn layer(
         moved.skipped += planned.kept.len();
         stack::remember(records, app, &stack_key, &planned).await;
         let layers = planned.layers();
-        let top = layers.last().cloned().unwrap_or(delta::StackLayer {
-            digest: String::new(),
-            diff_id: String::new(),
-            size: 0,
-            file_bytes: 0,
-        });
+        // The top layer is the one the report and the app record name.
+        let layer = layers
+            .last()
+            .map_or(("", 0), |top| (top.digest.as_str(), top.size));
         if let Some(tree) = &tree_digest {
             let last_push = planned.packed.as_ref().map_or(0, |(packed, _)| packed.size);
             target.note_pushed_tree(registry, tree, last_push);
         }
         let digest = image.digest();
-        let layer = (top.digest.as_str(), top.size);
         if let Err(warning) = record_app(records, &key, &digest, &image, flavor, layer).await {
             warnings.push(warning);
         }
