@@ -134,6 +134,11 @@ pub struct Cli {
     )]
     pub idle_timeout: u64,
 
+    /// Threads serving HTTP connections, each with the connections it
+    /// was handed (nginx's worker processes); default: one per CPU.
+    #[arg(long, env = "CACHE_SERVER_HTTP_THREADS", global = true, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub http_threads: Option<u16>,
+
     /// With --storage s3://: this server is the bucket's only writer, so its
     /// index is trusted for negative answers (fastest, wrong with replicas).
     /// Without it, several replicas may share the bucket.

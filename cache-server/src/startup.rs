@@ -204,7 +204,13 @@ pub async fn serve(cli: &Cli) -> anyhow::Result<()> {
         None => None,
     };
     let flusher = tokio::spawn(flush_access_periodically(index.clone()));
-    crate::serve::serve(listener, app(state), settings, shutdown_signal()).await;
+    let threads = cli.http_threads.map_or_else(
+        || std::thread::available_parallelism().map_or(1, usize::from),
+        usize::from,
+    );
+    crate::serve::serve(listener, app(state), settings, threads, shutdown_signal())
+        .await
+        .context("starting the HTTP worker threads")?;
     if let Some(grpc) = grpc {
         grpc.abort();
     }

@@ -46,6 +46,13 @@ impl BlobRead {
             may_redirect: !headers.contains_key(NO_REDIRECT),
         })
     }
+
+    fn options(&self) -> ReadOptions {
+        ReadOptions {
+            accept_zstd: self.accept_zstd,
+            range: self.range,
+        }
+    }
 }
 
 /// A `307` to a presigned URL of the blob, when redirects are on, the blob
@@ -128,17 +135,11 @@ pub async fn get_blob(
     request: axum::extract::Request,
 ) -> Result<Response, ApiError> {
     let read = BlobRead::parse(&raw, request.headers())?;
-    let name = StoredName::Blob(read.digest);
-    let options = ReadOptions {
-        accept_zstd: read.accept_zstd,
-        range: read.range,
-    };
-    if let Some((_, mut response)) = object::get_hot(&state, &name, Protocol::Cas, options) {
-        response
-            .headers_mut()
-            .insert(header::ETAG, etag(&read.digest));
+    if let Some(response) = hot_response(&state, &read) {
         return Ok(response);
     }
+    let name = StoredName::Blob(read.digest);
+    let options = read.options();
     let record = object::lookup(&state, &name, Protocol::Cas)
         .await?
         .ok_or_else(|| not_found(&read.digest))?;
@@ -153,6 +154,23 @@ pub async fn get_blob(
         .headers_mut()
         .insert(header::ETAG, etag(&read.digest));
     Ok(response)
+}
+
+/// A plain read of the blob `raw` names, from the hot cache, with its
+/// ETag: `None` when `raw` is not a digest, the read is not plain (a range,
+/// zstd accepted) or the blob is not cached. The router's
+/// [`super::hot_path`] answers with it before routing.
+pub(super) fn get_hot_blob(state: &AppState, raw: &str, headers: &HeaderMap) -> Option<Response> {
+    hot_response(state, &BlobRead::parse(raw, headers).ok()?)
+}
+
+fn hot_response(state: &AppState, read: &BlobRead) -> Option<Response> {
+    let name = StoredName::Blob(read.digest);
+    let (_, mut response) = object::get_hot(state, &name, Protocol::Cas, read.options())?;
+    response
+        .headers_mut()
+        .insert(header::ETAG, etag(&read.digest));
+    Some(response)
 }
 
 /// `PUT /v1/cas/{digest}`: verified while streaming, published only on a match.

@@ -7,6 +7,7 @@ pub(crate) mod compat;
 pub mod endpoint;
 pub mod error;
 mod events;
+mod hot_path;
 mod leases;
 pub mod namespace;
 pub(crate) mod object;
@@ -26,6 +27,7 @@ use compat::gradle::Gradle;
 use compat::nx::Nx;
 use endpoint::Endpoint;
 use error::ApiError;
+use hot_path::HotPath;
 
 /// The handlers of a routed endpoint, by method.
 fn handlers(endpoint: Endpoint) -> MethodRouter<AppState> {
@@ -67,9 +69,10 @@ fn handlers(endpoint: Endpoint) -> MethodRouter<AppState> {
 
 /// The served application: the router behind the `/ns/{namespace}` prefix
 /// rewrite, which runs before routing (a plain function in front of the
-/// one router, not a second router), for request bodies of type `B`.
+/// one router, not a second router), behind the hot path of small blob
+/// reads ([`hot_path`]), for request bodies of type `B`.
 pub type App<B = axum::body::Body> =
-    MapRequest<Router, fn(axum::http::Request<B>) -> axum::http::Request<B>>;
+    HotPath<MapRequest<Router, fn(axum::http::Request<B>) -> axum::http::Request<B>>>;
 
 /// The whole HTTP surface: every routed [`Endpoint`] at its template, the
 /// Bazel adapter (or 404) for the rest, all behind the auth middleware, and
@@ -89,13 +92,14 @@ pub fn app<B>(state: AppState) -> App<B> {
             state.clone(),
             auth::authorize,
         ));
-    if request_log_enabled() {
+    let logged = request_log_enabled();
+    if logged {
         routed = routed.layer(TraceLayer::new_for_http().make_span_with(request_span));
     }
-    let routed = routed.with_state(state);
+    let routed = routed.with_state(state.clone());
     let rewrite: fn(axum::http::Request<B>) -> axum::http::Request<B> =
         namespace::strip_prefix::<B>;
-    MapRequest::new(routed, rewrite)
+    HotPath::new(state, MapRequest::new(routed, rewrite), !logged)
 }
 
 /// Whether requests are logged one by one (`RUST_LOG=tower_http=debug`, or
