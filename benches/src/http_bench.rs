@@ -194,7 +194,15 @@ async fn main() -> anyhow::Result<()> {
     let runs = if large_only {
         SmallRuns::default()
     } else {
-        small_rounds(&server, &root, scratch.path(), &nginx, baseline_binary.as_ref(), rounds).await?
+        small_rounds(
+            &server,
+            &root,
+            scratch.path(),
+            &nginx,
+            baseline_binary.as_ref(),
+            rounds,
+        )
+        .await?
     };
 
     // One 1 GiB blob: verified PUT, then GET from each, taking turns.

@@ -429,32 +429,56 @@ impl Storage {
 
 /// Bytes per blocking read of a local file.
 const FILE_READ_CHUNK: u64 = 512 * 1024;
+/// Reads of a local file in flight at once: the next chunk is read while
+/// the one before goes out on the socket (one at a time, reading and
+/// sending took turns, and a 1 GiB GET made 0.77x of nginx's `sendfile`).
+const FILE_READS_IN_FLIGHT: usize = 2;
 
+/// `range` of a local file in chunks of [`FILE_READ_CHUNK`], read on the
+/// blocking pool [`FILE_READS_IN_FLIGHT`] at a time; ends after an error.
 fn file_stream(file: std::fs::File, range: Range<u64>) -> ByteStream {
-    use std::os::unix::fs::FileExt;
     let file = Arc::new(file);
-    let end = range.end;
-    futures::stream::unfold(range.start, move |offset| {
-        let file = file.clone();
-        async move {
-            if offset >= end {
-                return None;
+    let chunks = (range.start..range.end)
+        .step_by(FILE_READ_CHUNK as usize)
+        .map(move |offset| (offset, (range.end - offset).min(FILE_READ_CHUNK) as usize));
+    futures::stream::iter(chunks)
+        .map(move |(offset, len)| {
+            let file = file.clone();
+            async move {
+                tokio::task::spawn_blocking(move || read_chunk(&file, offset, len))
+                    .await
+                    .unwrap_or_else(|join| Err(std::io::Error::other(join)))
             }
-            let len = (end - offset).min(FILE_READ_CHUNK) as usize;
-            let read = tokio::task::spawn_blocking(move || {
-                let mut buffer = vec![0u8; len];
-                file.read_exact_at(&mut buffer, offset)
-                    .map(|()| Bytes::from(buffer))
-            })
-            .await
-            .unwrap_or_else(|join| Err(std::io::Error::other(join)));
-            Some(match read {
-                Ok(bytes) => (Ok(bytes), offset + len as u64),
-                Err(error) => (Err(StorageError::Io(error)), end),
-            })
+        })
+        .buffered(FILE_READS_IN_FLIGHT)
+        .scan(false, |failed, read| {
+            // Nothing after an error: a reader that went on polling would
+            // otherwise get the chunks after a hole.
+            let item = (!*failed).then(|| read.map_err(StorageError::Io));
+            *failed = item.as_ref().is_some_and(Result::is_err);
+            futures::future::ready(item)
+        })
+        .boxed()
+}
+
+/// `len` bytes of `file` from `offset`, read into memory that is not
+/// zeroed first (zeroing was a tenth of a large GET's CPU); a file shorter
+/// than that is an error.
+fn read_chunk(file: &std::fs::File, offset: u64, len: usize) -> std::io::Result<Bytes> {
+    let mut buffer = Vec::with_capacity(len);
+    while buffer.len() < len {
+        let at = offset + buffer.len() as u64;
+        match rustix::io::pread(file, rustix::buffer::spare_capacity(&mut buffer), at) {
+            Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            Ok(_) => {}
+            Err(rustix::io::Errno::INTR) => {}
+            Err(error) => return Err(error.into()),
         }
-    })
-    .boxed()
+    }
+    // The spare capacity may hold more than asked for: what is past the
+    // range is not the caller's.
+    buffer.truncate(len);
+    Ok(Bytes::from(buffer))
 }
 
 fn with_idle_timeout<S, E>(
@@ -499,5 +523,35 @@ mod tests {
         let location = StorageLocation::Local(folder.path().to_owned());
         let storage = Storage::open(&location, conformance::small_parts()).unwrap();
         conformance::check_store(&storage, conformance::ConditionalPuts::CreateOnly).await;
+    }
+
+    /// Chunks read ahead come back in order, exactly the range asked for;
+    /// a file shorter than the range ends the stream with one error.
+    #[tokio::test]
+    async fn a_local_file_streams_its_range_in_order_and_stops_at_an_error() {
+        let folder = tempfile::tempdir().unwrap();
+        let path = folder.path().join("blob");
+        let content: Vec<u8> = (0..(5 * FILE_READ_CHUNK + 123))
+            .map(|i| (i % 251) as u8)
+            .collect();
+        std::fs::write(&path, &content).unwrap();
+        let open = || std::fs::File::open(&path).unwrap();
+
+        let range = 100..(4 * FILE_READ_CHUNK + 7);
+        let chunks: Vec<Bytes> = file_stream(open(), range.clone())
+            .try_collect()
+            .await
+            .unwrap();
+        assert!(chunks.len() > FILE_READS_IN_FLIGHT);
+        assert_eq!(
+            chunks.concat(),
+            content[range.start as usize..range.end as usize]
+        );
+
+        let past_the_end = (4 * FILE_READ_CHUNK)..(7 * FILE_READ_CHUNK);
+        let results: Vec<_> = file_stream(open(), past_the_end).collect().await;
+        assert_eq!(results.len(), 2, "one chunk, then the error, then nothing");
+        assert!(results[0].is_ok());
+        assert!(results[1].is_err());
     }
 }
