@@ -25,21 +25,20 @@
 //!
 //! Prints JSON on stdout, a summary on stderr.
 
+mod http_setup;
 mod wrk;
 
-use std::io::Write as _;
 use std::path::Path;
 use std::process::Command;
 
 use anyhow::{Context, bail};
 use cachectl_e2e::Nginx;
-use cachectl_e2e::data::{digest, random_bytes};
 use cachectl_e2e::server::{Backend, CacheServer, ServerOptions};
+use http_setup::{
+    LARGE_MIB, SMALL_BLOBS, SMALL_SIZE, secured_server, upload_small, write_large, write_small,
+};
 use serde_json::json;
 
-const SMALL_BLOBS: usize = 1000;
-const SMALL_SIZE: usize = 4096;
-const LARGE_MIB: usize = 1024;
 /// Length of one server's turn in a round.
 const WRK_SECONDS: u64 = 4;
 /// Rounds of turns, unless `HTTP_BENCH_ROUNDS` says otherwise.
@@ -53,41 +52,6 @@ fn wrk(base: &str, paths: &[String], scratch: &Path, name: &str) -> anyhow::Resu
         seconds: WRK_SECONDS,
     };
     Ok(wrk::run(base, paths, load, scratch, name)?.requests_per_second)
-}
-
-/// Uploads the small blobs to `server` (as `token`); their paths.
-async fn upload_small(server: &CacheServer, token: Option<&str>) -> anyhow::Result<Vec<String>> {
-    let mut paths = Vec::new();
-    for i in 0..SMALL_BLOBS {
-        let blob = random_bytes(SMALL_SIZE, i as u64 + 1);
-        let path = format!("/v1/cas/{}", digest(&blob));
-        let mut request = server.client.put(server.url(&path)).body(blob);
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        let response = request.send().await?;
-        if !response.status().is_success() {
-            bail!("upload failed: {}", response.status());
-        }
-        paths.push(path);
-    }
-    Ok(paths)
-}
-
-/// A server requiring tokens (the workspace's, or `binary`), with the
-/// small blobs uploaded; its read token and their paths.
-async fn secured_server(
-    binary: Option<std::path::PathBuf>,
-) -> anyhow::Result<(CacheServer, String, Vec<String>)> {
-    let options = ServerOptions {
-        binary,
-        ..ServerOptions::args(&["--auth", "required"])
-    };
-    let server = CacheServer::start(Backend::Local, options);
-    let writer = server.create_token("write", "bench-writer", &[]);
-    let reader = server.create_token("read", "bench-reader", &[]);
-    let paths = upload_small(&server, Some(&writer)).await?;
-    Ok((server, reader, paths))
 }
 
 /// Requests per second of `wrk` on `server`, every request with `token`.
@@ -143,22 +107,6 @@ struct SmallRuns {
     auth_off: Vec<f64>,
     auth_required: Vec<f64>,
     baseline: Vec<f64>,
-}
-
-/// Writes a 1 GiB random file named by its BLAKE3 under `root/cas`; its hex.
-fn write_large(root: &Path, scratch: &Path) -> anyhow::Result<String> {
-    let large = scratch.join("large.bin");
-    let mut file = std::io::BufWriter::new(std::fs::File::create(&large)?);
-    let mut hasher = blake3::Hasher::new();
-    for i in 0..LARGE_MIB {
-        let chunk = random_bytes(1 << 20, 10_000 + i as u64);
-        hasher.update(&chunk);
-        file.write_all(&chunk)?;
-    }
-    file.flush()?;
-    let hex = hasher.finalize().to_hex().to_string();
-    std::fs::rename(&large, root.join("cas").join(&hex))?;
-    Ok(hex)
 }
 
 /// `1,234,567`.
@@ -306,13 +254,7 @@ async fn small_rounds(
     rounds: usize,
 ) -> anyhow::Result<SmallRuns> {
     let server_paths = upload_small(server, None).await?;
-    let mut nginx_paths = Vec::new();
-    for i in 0..SMALL_BLOBS {
-        let blob = random_bytes(SMALL_SIZE, i as u64 + 1);
-        let hex = digest(&blob).to_string();
-        std::fs::write(root.join("cas").join(&hex), &blob)?;
-        nginx_paths.push(format!("/cas/{hex}"));
-    }
+    let nginx_paths = write_small(root)?;
     let (secured, reader, secured_paths) = secured_server(None).await?;
     let baseline = match baseline {
         Some(binary) => Some(secured_server(Some(binary.clone())).await?),

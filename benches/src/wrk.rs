@@ -29,6 +29,7 @@ pub struct Measured {
 
 /// Runs `wrk` cycling over `paths` on `base`; fails on any 4xx/5xx answer
 /// or socket error.
+#[allow(dead_code)] // http-cost always goes through run_as
 pub fn run(
     base: &str,
     paths: &[String],
