@@ -2,7 +2,7 @@
 //! credential (one of the server's tokens, or a CI job's ID token) checked
 //! against the auth mode and the scope it needs, then its own namespace and
 //! the ones it reads. The HTTP middleware (`http::auth`) and the gRPC
-//! services call [`admit`]; the secret is never logged or echoed.
+//! services call [`admit`] (the HTTP hot path [`check`]); the secret is never logged or echoed.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -70,6 +70,29 @@ pub async fn admit(
     needed: Option<Scope>,
     secret: Option<Cow<'_, str>>,
 ) -> Result<Namespaces, ApiError> {
+    let (own, policy) = admitted(state, named, needed, secret).await?;
+    Ok(Namespaces::resolve(own, &state.fallbacks, &policy))
+}
+
+/// Whether a request is admissible, as [`admit`] decides, without
+/// resolving the namespaces it reads (a CAS read, global, needs none).
+pub async fn check(
+    state: &AppState,
+    named: Option<Namespace>,
+    needed: Option<Scope>,
+    secret: Option<Cow<'_, str>>,
+) -> Result<(), ApiError> {
+    admitted(state, named, needed, secret).await.map(|_| ())
+}
+
+/// The namespace an admissible request uses as its own and the policy of
+/// its credential, or why it is refused.
+async fn admitted(
+    state: &AppState,
+    named: Option<Namespace>,
+    needed: Option<Scope>,
+    secret: Option<Cow<'_, str>>,
+) -> Result<(Namespace, Policy), ApiError> {
     let policy = match needed {
         Some(needed) => credential_policy(state, secret, needed).await?,
         None => Policy::Unrestricted,
@@ -90,7 +113,7 @@ pub async fn admit(
         }
         _ => {}
     }
-    Ok(Namespaces::resolve(own, &state.fallbacks, &policy))
+    Ok((own, policy))
 }
 
 /// The namespace policy of the request's credential, once it is known to

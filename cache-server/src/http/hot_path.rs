@@ -1,6 +1,6 @@
 //! The hottest request answered before the router: `GET /v1/cas/{digest}`
 //! of a blob held in the hot cache ([`crate::cache::hot`]), with the same
-//! admission as every other request ([`admission::admit`]) and the same
+//! admission as every other request ([`admission::check`]) and the same
 //! response as [`super::cas::get_blob`] gives from memory.
 //!
 //! Anything else, and any such GET the hot path cannot answer (not cached,
@@ -66,7 +66,7 @@ fn candidate<B>(request: &Request<B>) -> Option<&str> {
 /// to read and the blob is in the hot cache.
 async fn answer(state: &AppState, request: &Parts, raw: &str) -> Option<Response> {
     let needed = Endpoint::Cas.required_scope(&request.method);
-    admission::admit(state, None, needed, presented_secret(&request.headers))
+    admission::check(state, None, needed, presented_secret(&request.headers))
         .await
         .ok()?;
     let response = cas::get_hot_blob(state, raw, &request.headers)?;

@@ -189,7 +189,9 @@ struct Inner {
     token_watch: Mutex<TokenWatch>,
     readers: Vec<Mutex<Connection>>,
     next_reader: AtomicUsize,
-    pending_access: Mutex<HashMap<StoredName, (u64, i64)>>,
+    /// Hashed with foldhash (seeded per process) rather than SipHash: every
+    /// hot read notes itself here.
+    pending_access: Mutex<HashMap<StoredName, (u64, i64), foldhash::fast::RandomState>>,
     /// Changes to the index files by any process; `None` where they cannot
     /// be watched.
     files: Option<FileWatch>,
@@ -355,7 +357,7 @@ impl Index {
                 token_watch: Mutex::new(token_watch),
                 readers,
                 next_reader: AtomicUsize::new(0),
-                pending_access: Mutex::new(HashMap::new()),
+                pending_access: Mutex::new(HashMap::default()),
                 files,
                 token_epoch,
             }),
@@ -514,9 +516,13 @@ impl Index {
             .pending_access
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let entry = pending.entry(name.clone()).or_insert((0, 0));
-        entry.0 += 1;
-        entry.1 = now_ms();
+        let now = now_ms();
+        match pending.get_mut(name) {
+            Some(entry) => *entry = (entry.0 + 1, now),
+            None => {
+                pending.insert(name.clone(), (1, now));
+            }
+        }
     }
 
     /// Writes the gathered hits and access times in one transaction.
