@@ -4,7 +4,7 @@
 //! object, every delete and every eviction removes its entry first, so the
 //! cache never serves bytes the store no longer holds.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use lru::LruCache;
@@ -25,9 +25,19 @@ pub struct HotCache {
     generation: std::sync::atomic::AtomicU64,
 }
 
+/// A cached object: its index row and plain content, shared by every read
+/// of it (a hit copies a pointer, not the row's strings).
+#[derive(Debug)]
+pub struct Cached {
+    /// The index row.
+    pub record: ObjectRecord,
+    /// The plain content.
+    pub content: Bytes,
+}
+
 #[derive(Debug)]
 struct Inner {
-    entries: LruCache<StoredName, (ObjectRecord, Bytes)>,
+    entries: LruCache<StoredName, Arc<Cached>>,
     bytes: u64,
 }
 
@@ -56,7 +66,7 @@ impl HotCache {
     }
 
     /// The row and plain content of `name`, if cached.
-    pub fn get(&self, name: &StoredName) -> Option<(ObjectRecord, Bytes)> {
+    pub fn get(&self, name: &StoredName) -> Option<Arc<Cached>> {
         self.inner().entries.get(name).cloned()
     }
 
@@ -77,13 +87,17 @@ impl HotCache {
             return;
         }
         let size = content.len() as u64;
-        if let Some((_, old)) = inner.entries.put(name.clone(), (record.clone(), content)) {
-            inner.bytes -= old.len() as u64;
+        let cached = Arc::new(Cached {
+            record: record.clone(),
+            content,
+        });
+        if let Some(old) = inner.entries.put(name.clone(), cached) {
+            inner.bytes -= old.content.len() as u64;
         }
         inner.bytes += size;
         while inner.bytes > self.capacity {
             match inner.entries.pop_lru() {
-                Some((_, (_, dropped))) => inner.bytes -= dropped.len() as u64,
+                Some((_, dropped)) => inner.bytes -= dropped.content.len() as u64,
                 None => break,
             }
         }
@@ -94,8 +108,8 @@ impl HotCache {
         let mut inner = self.inner();
         self.generation
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        if let Some((_, content)) = inner.entries.pop(name) {
-            inner.bytes -= content.len() as u64;
+        if let Some(cached) = inner.entries.pop(name) {
+            inner.bytes -= cached.content.len() as u64;
         }
     }
 }
@@ -129,7 +143,7 @@ mod tests {
         cache.insert(&c, &record(4), Bytes::from_static(b"cccc"), 0);
         // Over 10 bytes: the least recently used (b) went.
         assert!(cache.get(&b).is_none());
-        assert_eq!(cache.get(&c).unwrap().1, Bytes::from_static(b"cccc"));
+        assert_eq!(cache.get(&c).unwrap().content, Bytes::from_static(b"cccc"));
         let before = cache.generation();
         cache.remove(&c);
         assert!(cache.get(&c).is_none());

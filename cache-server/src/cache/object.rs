@@ -19,6 +19,7 @@ use crate::blob::StoredName;
 use crate::blob::download::{self, BlobLayout, BodyStream, ReadError};
 use crate::blob::format::Encoding;
 use crate::blob::upload::{self, ContentCheck, UploadError};
+use crate::cache::hot::Cached;
 use crate::error::{ApiError, CacheError};
 use crate::index::{IndexError, NewObject, ObjectRecord};
 use crate::metrics::{Metrics, Protocol, ReadResult, WriteResult};
@@ -218,15 +219,15 @@ pub fn get_hot(
     name: &StoredName,
     protocol: Protocol,
     options: ReadOptions,
-) -> Option<(ObjectRecord, Bytes)> {
+) -> Option<Arc<Cached>> {
     if options.range.is_some() || !hot_allowed(state, name) {
         return None;
     }
-    let (record, content) = state.hot.get(name)?;
+    let cached = state.hot.get(name)?;
     state.metrics.read(protocol, ReadResult::Hit);
-    state.metrics.served(protocol, content.len() as u64);
+    state.metrics.served(protocol, cached.content.len() as u64);
     state.index.record_access(name);
-    Some((record, content))
+    Some(cached)
 }
 
 /// Whether `name` may be served from memory: always on a single server; with

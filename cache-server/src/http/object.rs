@@ -10,6 +10,7 @@ use futures::TryStreamExt;
 
 use super::error::ApiError;
 use crate::blob::StoredName;
+use crate::cache::hot::Cached;
 use crate::cache::object::{self as core, Content, Read};
 pub use crate::cache::object::{
     DRAIN_REFUSED_UP_TO, IfExists, ReadOptions, WriteOptions, Written, claim, delete, get as open,
@@ -18,6 +19,7 @@ pub use crate::cache::object::{
 use crate::index::ObjectRecord;
 use crate::metrics::Protocol;
 use crate::state::AppState;
+use std::sync::Arc;
 
 impl Written {
     /// 201 for a new object, else 200.
@@ -36,9 +38,11 @@ pub fn get_hot(
     name: &StoredName,
     protocol: Protocol,
     options: ReadOptions,
-) -> Option<(ObjectRecord, Response)> {
-    core::get_hot(state, name, protocol, options)
-        .map(|(record, content)| (record, small_response(content)))
+) -> Option<(Arc<Cached>, Response)> {
+    core::get_hot(state, name, protocol, options).map(|cached| {
+        let response = small_response(cached.content.clone());
+        (cached, response)
+    })
 }
 
 /// The headers of every object body: type, length, ranges, vary.

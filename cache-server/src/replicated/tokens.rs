@@ -48,7 +48,7 @@ type CachedToken = (Option<Arc<TokenRecord>>, Instant);
 pub struct TokenStore {
     backend: TokenBackend,
     /// Hash of the secret → what the backend said, and when.
-    cache: Mutex<HashMap<blake3::Hash, CachedToken>>,
+    cache: Mutex<HashMap<blake3::Hash, CachedToken, foldhash::fast::RandomState>>,
     /// Moves whenever entries are dropped from the cache: a record read
     /// before a drop may be older than the drop and is not kept.
     epoch: AtomicU64,
@@ -187,7 +187,7 @@ impl TokenStore {
     fn over(backend: TokenBackend) -> Self {
         Self {
             backend,
-            cache: Mutex::new(HashMap::new()),
+            cache: Mutex::new(HashMap::default()),
             epoch: AtomicU64::new(0),
             freshness: Mutex::new(Freshness::new()),
         }

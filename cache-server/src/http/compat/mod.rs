@@ -51,9 +51,9 @@ async fn read(
     let mut found = None;
     for name in names {
         if method == Method::GET
-            && let Some((record, response)) = object::get_hot(state, name, protocol, options)
+            && let Some((cached, response)) = object::get_hot(state, name, protocol, options)
         {
-            return Ok((response, record));
+            return Ok((response, cached.record.clone()));
         }
         if let Some(record) = state.catalog.find(name).await? {
             found = Some((name, record));
