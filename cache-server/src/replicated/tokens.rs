@@ -248,8 +248,10 @@ impl TokenStore {
         };
         let epoch = self.epoch.load(Ordering::SeqCst);
         let cached = lock(&self.cache).get(&hash).cloned();
+        // An index-backed record stays fresh until the index changes: no
+        // clock read for it.
         if let Some((record, read_at)) = cached
-            && read_at.elapsed() < fresh_for
+            && (fresh_for == Duration::MAX || read_at.elapsed() < fresh_for)
         {
             return Ok(record);
         }
