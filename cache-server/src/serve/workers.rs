@@ -4,12 +4,13 @@
 //! fewest open connections, and the connection stays there until it
 //! closes.
 //!
-//! Why not the multi-threaded runtime: there a small request costs a
+//! Why not the multi-threaded runtime: there a small request can cost a
 //! wake-up of another thread (a futex, and an inter-processor interrupt,
 //! which a virtual machine charges dearly) whenever a worker parks and the
-//! next request's readiness arrives on another. On a 2-core machine that
-//! was about a quarter of a 4 KiB GET's CPU (`docs/benchmarks.md`). A
-//! worker here sleeps only in its own `epoll_wait`, on its own sockets.
+//! next request's readiness arrives on another. On a 2-core machine the
+//! same binary served 4 KiB GETs 12 to 20 % faster this way
+//! (`docs/benchmarks.md`, "What one request costs"). A worker here sleeps
+//! only in its own `epoll_wait`, on its own sockets.
 //!
 //! What a request spawns (`tokio::spawn`, `spawn_blocking`) runs on its
 //! worker's runtime; the rest of the server (eviction, gRPC, the index
