@@ -60,6 +60,15 @@ struct Cost {
 }
 
 impl Cost {
+    /// `user + system = total`, in seconds times `scale`, with `decimals`.
+    fn cpu(&self, scale: f64, decimals: usize) -> String {
+        let (user, system) = (self.user_seconds * scale, self.system_seconds * scale);
+        format!(
+            "{user:.decimals$} + {system:.decimals$} = {:.decimals$}",
+            user + system
+        )
+    }
+
     fn per(self, units: f64) -> Self {
         Self {
             user_seconds: self.user_seconds / units,
@@ -385,12 +394,7 @@ async fn main() -> anyhow::Result<()> {
         &|i| format!("{:.0}", rates[i]),
     );
     row("4 KiB GET: CPU µs, user + system", &|i| {
-        format!(
-            "{:.1} + {:.1} = {:.1}",
-            small[i].user_seconds * 1e6,
-            small[i].system_seconds * 1e6,
-            (small[i].user_seconds + small[i].system_seconds) * 1e6
-        )
+        small[i].cpu(1e6, 1)
     });
     row("4 KiB GET: system calls", &|i| {
         format!("{:.2}", small[i].syscalls)
@@ -400,12 +404,7 @@ async fn main() -> anyhow::Result<()> {
     });
     row("4 KiB GET: which calls", &|i| names[i].0.clone());
     row("1 GiB GET: CPU ms, user + system", &|i| {
-        format!(
-            "{:.0} + {:.0} = {:.0}",
-            large[i].user_seconds * 1e3,
-            large[i].system_seconds * 1e3,
-            (large[i].user_seconds + large[i].system_seconds) * 1e3
-        )
+        large[i].cpu(1e3, 0)
     });
     row("1 GiB GET: system calls", &|i| {
         format!("{:.0}", large[i].syscalls)
