@@ -54,17 +54,18 @@ impl<S> HotPath<S> {
 
 /// The digest text of a request the hot path may answer: a GET of
 /// `/v1/cas/{digest}` naming no namespace (the router answers the rest).
-fn candidate<B>(request: &Request<B>) -> Option<&str> {
-    if request.method() != Method::GET || request.headers().contains_key(HEADER) {
+fn candidate(request: &Parts) -> Option<&str> {
+    if request.method != Method::GET || request.headers.contains_key(HEADER) {
         return None;
     }
-    let raw = request.uri().path().strip_prefix(CAS_PREFIX)?;
+    let raw = request.uri.path().strip_prefix(CAS_PREFIX)?;
     (!raw.is_empty() && !raw.contains('/')).then_some(raw)
 }
 
-/// The response from memory, when the request's credential is admitted
-/// to read and the blob is in the hot cache.
-async fn answer(state: &AppState, request: &Parts, raw: &str) -> Option<Response> {
+/// The response from memory, when the request is a candidate, its
+/// credential is admitted to read and the blob is in the hot cache.
+async fn answer(state: &AppState, request: &Parts) -> Option<Response> {
+    let raw = candidate(request)?;
     let needed = Endpoint::Cas.required_scope(&request.method);
     admission::check(state, None, needed, presented_secret(&request.headers))
         .await
@@ -91,19 +92,14 @@ where
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let inner = self.inner.clone();
-        if !self.enabled || candidate(&request).is_none() {
-            return Box::pin(inner.oneshot(request));
-        }
-        let state = self.state.clone();
         // The body stays out of the future's borrows: it need not be `Sync`.
         let (parts, body) = request.into_parts();
+        if !self.enabled || candidate(&parts).is_none() {
+            return Box::pin(inner.oneshot(Request::from_parts(parts, body)));
+        }
+        let state = self.state.clone();
         Box::pin(async move {
-            let raw = parts
-                .uri
-                .path()
-                .strip_prefix(CAS_PREFIX)
-                .unwrap_or_default();
-            if let Some(response) = answer(&state, &parts, raw).await {
+            if let Some(response) = answer(&state, &parts).await {
                 return Ok(response);
             }
             inner.oneshot(Request::from_parts(parts, body)).await
@@ -116,8 +112,14 @@ mod tests {
     use super::*;
     use crate::index::Scope;
 
-    fn request(method: Method, uri: &str) -> Request<()> {
-        Request::builder().method(method).uri(uri).body(()).unwrap()
+    fn request(method: Method, uri: &str) -> Parts {
+        Request::builder()
+            .method(method)
+            .uri(uri)
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0
     }
 
     #[test]
@@ -137,7 +139,7 @@ mod tests {
         assert_eq!(candidate(&request(Method::GET, "/v1/cas/missing/x")), None);
         assert_eq!(candidate(&request(Method::GET, "/v1/cas/")), None);
         let mut named = request(Method::GET, &path);
-        named.headers_mut().insert(HEADER, "pr-1".parse().unwrap());
+        named.headers.insert(HEADER, "pr-1".parse().unwrap());
         assert_eq!(candidate(&named), None);
     }
 
