@@ -14,6 +14,7 @@ use cache_proto::{Invalid, Namespace, NamespacePattern};
 use crate::auth::AuthMode;
 use crate::index::Index;
 use crate::namespaces::FallbackChains;
+use crate::serve::CpuAffinity;
 use crate::storage::{Storage, StorageLocation, StorageOptions};
 
 /// Content-addressed HTTP cache for CI: BLAKE3-verified blobs and an action
@@ -138,6 +139,19 @@ pub struct Cli {
     /// was handed (nginx's worker processes); default: one per CPU.
     #[arg(long, env = "CACHE_SERVER_HTTP_THREADS", global = true, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub http_threads: Option<u16>,
+
+    /// Whether HTTP threads are bound to CPUs: `auto` binds one per CPU
+    /// when there are as many threads as CPUs the server may use, and
+    /// sends each connection to the thread on the CPU its packets arrive
+    /// on; `off` lets the scheduler move them.
+    #[arg(
+        long,
+        env = "CACHE_SERVER_HTTP_CPU_AFFINITY",
+        value_enum,
+        default_value_t = CpuAffinity::Auto,
+        global = true
+    )]
+    pub http_cpu_affinity: CpuAffinity,
 
     /// With --storage s3://: this server is the bucket's only writer, so its
     /// index is trusted for negative answers (fastest, wrong with replicas).

@@ -19,7 +19,7 @@ use crate::oidc::Oidc;
 use crate::oidc::config::OidcConfig;
 use crate::replicated::leases::{LeaseBook, probe_guarantee};
 use crate::replicated::{EventLog, TokenStore};
-use crate::serve::{ServeSettings, load_tls, load_tls_for};
+use crate::serve::{HttpWorkers, ServeSettings, load_tls, load_tls_for};
 use crate::state::AppState;
 use crate::storage::Storage;
 
@@ -204,11 +204,14 @@ pub async fn serve(cli: &Cli) -> anyhow::Result<()> {
         None => None,
     };
     let flusher = tokio::spawn(flush_access_periodically(index.clone()));
-    let threads = cli.http_threads.map_or_else(
-        || std::thread::available_parallelism().map_or(1, usize::from),
-        usize::from,
-    );
-    crate::serve::serve(listener, app(state), settings, threads, shutdown_signal())
+    let workers = HttpWorkers {
+        threads: cli.http_threads.map_or_else(
+            || std::thread::available_parallelism().map_or(1, usize::from),
+            usize::from,
+        ),
+        affinity: cli.http_cpu_affinity,
+    };
+    crate::serve::serve(listener, app(state), settings, workers, shutdown_signal())
         .await
         .context("starting the HTTP worker threads")?;
     if let Some(grpc) = grpc {

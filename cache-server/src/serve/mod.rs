@@ -14,6 +14,7 @@
 //! SIGTERM (the `shutdown` future) stops accepting, lets in-flight requests
 //! finish (each still bounded by the idle timeout) and returns.
 
+mod cpus;
 mod idle_timeout;
 mod tls;
 mod workers;
@@ -30,6 +31,8 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
+pub use cpus::CpuAffinity;
+use cpus::Placement;
 pub use idle_timeout::IdleTimeout;
 pub use tls::{TlsError, load_tls, load_tls_for};
 use workers::Workers;
@@ -71,18 +74,28 @@ impl Default for ServeSettings {
     }
 }
 
-/// Serves `app` on `listener` with `threads` worker threads (see
-/// [`workers`]) until `shutdown` completes, then waits for the in-flight
-/// requests.
+/// The threads that serve HTTP connections (see [`workers`]).
+#[derive(Debug, Clone, Copy)]
+pub struct HttpWorkers {
+    /// How many (at least one).
+    pub threads: usize,
+    /// Whether each is bound to a CPU (see [`cpus`]).
+    pub affinity: CpuAffinity,
+}
+
+/// Serves `app` on `listener` with `workers` until `shutdown` completes,
+/// then waits for the in-flight requests.
 pub async fn serve(
     listener: TcpListener,
     app: App<Incoming>,
     settings: ServeSettings,
-    threads: usize,
+    workers: HttpWorkers,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let workers = Workers::start(threads)?;
-    tracing::debug!(threads = workers.len(), "HTTP workers started");
+    let placement = Placement::plan(workers.threads, workers.affinity)?;
+    let bound = placement.cpu_of(0).is_some();
+    let workers = Workers::start(workers.threads, placement)?;
+    tracing::debug!(threads = workers.len(), bound, "HTTP workers started");
     let graceful = GracefulShutdown::new();
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
