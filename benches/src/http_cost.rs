@@ -8,6 +8,10 @@
 //!   and system (`/proc/PID/stat`), its system calls and context switches
 //!   (`perf stat`), and which system calls (`strace -c -f`, in a run of its
 //!   own: tracing slows the server, the calls per request stay);
+//! - per request too, the machine's wake-ups of one CPU by another
+//!   (rescheduling and function-call interrupts, `/proc/interrupts`),
+//!   client's and server's together: each wakes a CPU that may be idle,
+//!   which a virtual machine charges dearly;
 //! - with `HTTP_COST_BASELINE_SERVER=PATH`, an earlier `cache-server` binary
 //!   the same way: the "before" column (`scripts/bench-baseline` builds
 //!   one).
@@ -57,6 +61,8 @@ struct Cost {
     system_seconds: f64,
     syscalls: f64,
     context_switches: f64,
+    /// The machine's inter-processor interrupts: one CPU waking another.
+    cpu_wakeups: f64,
 }
 
 impl Cost {
@@ -75,6 +81,7 @@ impl Cost {
             system_seconds: self.system_seconds / units,
             syscalls: self.syscalls / units,
             context_switches: self.context_switches / units,
+            cpu_wakeups: self.cpu_wakeups / units,
         }
     }
 }
@@ -102,6 +109,22 @@ fn cpu_seconds(pids: &[u32], ticks: f64) -> anyhow::Result<(f64, f64)> {
         system += fields.get(12).context("stime")?.parse::<f64>()? / ticks;
     }
     Ok((user, system))
+}
+
+/// The machine's rescheduling and function-call interrupts so far (the
+/// `RES` and `CAL` rows of `/proc/interrupts`, all CPUs).
+fn cpu_wakeups() -> anyhow::Result<f64> {
+    let text = std::fs::read_to_string("/proc/interrupts")?;
+    let mut total = 0.0;
+    for line in text.lines() {
+        let mut fields = line.split_whitespace();
+        if matches!(fields.next(), Some("RES:" | "CAL:")) {
+            total += fields
+                .map_while(|field| field.parse::<f64>().ok())
+                .sum::<f64>();
+        }
+    }
+    Ok(total)
 }
 
 /// A tracer attached to `pids` until stopped with SIGINT.
@@ -154,7 +177,9 @@ fn measured<T>(
         ],
     )?;
     let before = cpu_seconds(pids, ticks)?;
+    let wakeups_before = cpu_wakeups()?;
     let result = work();
+    let wakeups = cpu_wakeups()? - wakeups_before;
     let after = cpu_seconds(pids, ticks)?;
     interrupt(perf)?;
     let result = result?;
@@ -172,6 +197,7 @@ fn measured<T>(
             system_seconds: after.1 - before.1,
             syscalls: counter("raw_syscalls:sys_enter")?,
             context_switches: counter("context-switches")?,
+            cpu_wakeups: wakeups,
         },
     ))
 }
@@ -261,6 +287,7 @@ fn median_cost(costs: &[Cost]) -> Cost {
         system_seconds: field(|cost| cost.system_seconds),
         syscalls: field(|cost| cost.syscalls),
         context_switches: field(|cost| cost.context_switches),
+        cpu_wakeups: field(|cost| cost.cpu_wakeups),
     }
 }
 
@@ -402,6 +429,9 @@ async fn main() -> anyhow::Result<()> {
     row("4 KiB GET: context switches", &|i| {
         format!("{:.2}", small[i].context_switches)
     });
+    row("4 KiB GET: CPU wake-ups (IPIs, machine-wide)", &|i| {
+        format!("{:.3}", small[i].cpu_wakeups)
+    });
     row("4 KiB GET: which calls", &|i| names[i].0.clone());
     row("1 GiB GET: CPU ms, user + system", &|i| {
         large[i].cpu(1e3, 0)
@@ -422,6 +452,7 @@ async fn main() -> anyhow::Result<()> {
                 "system_us": small[i].system_seconds * 1e6,
                 "syscalls": small[i].syscalls,
                 "context_switches": small[i].context_switches,
+                "cpu_wakeups": small[i].cpu_wakeups,
                 "calls": names[i].0,
             },
             "large_get_per_gib": {
@@ -429,6 +460,7 @@ async fn main() -> anyhow::Result<()> {
                 "system_ms": large[i].system_seconds * 1e3,
                 "syscalls": large[i].syscalls,
                 "context_switches": large[i].context_switches,
+                "cpu_wakeups": large[i].cpu_wakeups,
                 "calls": names[i].1,
             },
         }));
