@@ -167,6 +167,17 @@ pub async fn serve(cli: &Cli) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", cli.listen))?;
     let address = listener.local_addr().context("reading the bound address")?;
+    // Started before the address is announced: whoever reads it may
+    // connect (and look at the threads) at once.
+    let workers = HttpWorkers {
+        threads: cli.http_threads.map_or_else(
+            || std::thread::available_parallelism().map_or(1, usize::from),
+            usize::from,
+        ),
+        affinity: cli.http_cpu_affinity,
+    }
+    .start()
+    .context("starting the HTTP worker threads")?;
     tracing::info!("listening on {address}");
     if settings.tls.is_some() {
         tracing::info!("serving HTTPS (TLS by rustls)");
@@ -204,16 +215,9 @@ pub async fn serve(cli: &Cli) -> anyhow::Result<()> {
         None => None,
     };
     let flusher = tokio::spawn(flush_access_periodically(index.clone()));
-    let workers = HttpWorkers {
-        threads: cli.http_threads.map_or_else(
-            || std::thread::available_parallelism().map_or(1, usize::from),
-            usize::from,
-        ),
-        affinity: cli.http_cpu_affinity,
-    };
     crate::serve::serve(listener, app(state), settings, workers, shutdown_signal())
         .await
-        .context("starting the HTTP worker threads")?;
+        .context("serving HTTP")?;
     if let Some(grpc) = grpc {
         grpc.abort();
     }

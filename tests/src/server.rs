@@ -76,6 +76,8 @@ pub struct ServerOptions {
     /// Another `cache-server` binary than the workspace's (a benchmark's
     /// baseline built from an earlier commit).
     pub binary: Option<PathBuf>,
+    /// Extra environment variables, e.g. `CACHE_SERVER_HTTP_THREADS`.
+    pub env: Vec<(String, String)>,
 }
 
 impl ServerOptions {
@@ -175,7 +177,8 @@ impl CacheServer {
             .arg(storage)
             .arg("--index")
             .arg(self.index_path())
-            .args(&self.options.args);
+            .args(&self.options.args)
+            .envs(self.options.env.iter().map(|(k, v)| (k, v)));
         command
     }
 

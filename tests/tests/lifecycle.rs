@@ -143,3 +143,155 @@ async fn an_abandoned_upload_publishes_nothing_on_s3() {
     let large = abandon_upload(&server, 40 * MIB, 20 * MIB).await;
     assert_nothing_published(&server, &large).await;
 }
+
+/// CPUs in a `Cpus_allowed_list` value (`0-1`, `0,2-3`, `1`).
+fn cpu_list(text: &str) -> Vec<usize> {
+    let mut cpus = Vec::new();
+    for part in text.trim().split(',').filter(|part| !part.is_empty()) {
+        let (first, last) = part.split_once('-').unwrap_or((part, part));
+        cpus.extend(first.parse::<usize>().unwrap()..=last.parse::<usize>().unwrap());
+    }
+    cpus
+}
+
+/// The `Cpus_allowed_list` of a `/proc/.../status` file.
+fn allowed_cpus(status_path: &str) -> Vec<usize> {
+    let status = std::fs::read_to_string(status_path).unwrap();
+    let line = status
+        .lines()
+        .find_map(|line| line.strip_prefix("Cpus_allowed_list:"))
+        .unwrap();
+    cpu_list(line)
+}
+
+/// The HTTP worker threads of process `pid`: (name, thread id, CPUs it
+/// may run on), by name.
+fn http_workers(pid: u32) -> Vec<(String, String, Vec<usize>)> {
+    let mut workers = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let task = task.unwrap().path();
+        let name = std::fs::read_to_string(task.join("comm")).unwrap();
+        let name = name.trim();
+        if name.starts_with("http-worker-") {
+            let tid = task.file_name().unwrap().to_string_lossy().into_owned();
+            let cpus = allowed_cpus(&task.join("status").display().to_string());
+            workers.push((name.to_owned(), tid, cpus));
+        }
+    }
+    workers.sort();
+    workers
+}
+
+/// Nanoseconds thread `tid` of `pid` has run (`schedstat`).
+fn ran_ns(pid: u32, tid: &str) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/schedstat")).unwrap();
+    text.split_whitespace().next().unwrap().parse().unwrap()
+}
+
+/// By default there is one HTTP worker per CPU, each bound to its CPU,
+/// and a client's requests are served by the worker on the client's CPU
+/// (loopback packets arrive on the sender's CPU).
+#[tokio::test(flavor = "multi_thread")]
+async fn http_workers_are_bound_one_per_cpu_and_serve_their_cpus_clients() {
+    let cpus = allowed_cpus("/proc/self/status");
+    let threads = std::thread::available_parallelism().unwrap().get();
+    let server = CacheServer::start(Backend::Local, ServerOptions::default());
+    let pid = server.pid().unwrap();
+    let workers = http_workers(pid);
+
+    assert_eq!(workers.len(), threads, "{workers:?}");
+    if cpus.len() < 2 || threads != cpus.len() {
+        // One CPU, or a CPU quota below the CPUs visible: nothing to bind.
+        assert!(
+            workers.iter().all(|(_, _, allowed)| *allowed == cpus),
+            "{workers:?}"
+        );
+        return;
+    }
+    let mut bound: Vec<usize> = workers
+        .iter()
+        .map(|(name, _, allowed)| {
+            assert_eq!(allowed.len(), 1, "{name} is bound to one CPU: {allowed:?}");
+            allowed[0]
+        })
+        .collect();
+    bound.sort_unstable();
+    assert_eq!(bound, cpus, "one worker on each CPU");
+
+    let blob = random_bytes(4096, 41);
+    let path = routes::cas(&digest(&blob));
+    let put = server
+        .client
+        .put(server.url(&path))
+        .body(blob)
+        .send()
+        .await
+        .unwrap();
+    assert!(put.status().is_success());
+    for &cpu in cpus.iter().take(2) {
+        let before: Vec<u64> = workers.iter().map(|(_, tid, _)| ran_ns(pid, tid)).collect();
+        // 2,000 GETs on one keep-alive connection from a client on `cpu`.
+        let status = std::process::Command::new("taskset")
+            .args(["-c", &cpu.to_string(), "curl", "-fsS", "-o", "/dev/null"])
+            .arg(format!("{}?[1-2000]", server.url(&path)))
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let ran: Vec<u64> = workers
+            .iter()
+            .zip(&before)
+            .map(|((_, tid, _), before)| ran_ns(pid, tid) - before)
+            .collect();
+        let local = workers
+            .iter()
+            .position(|(_, _, allowed)| allowed[0] == cpu)
+            .unwrap();
+        let others = ran
+            .iter()
+            .enumerate()
+            .filter(|(worker, _)| *worker != local)
+            .map(|(_, ns)| *ns)
+            .max()
+            .unwrap_or(0);
+        assert!(
+            ran[local] > 10 * others,
+            "the worker on CPU {cpu} served its client: ran {ran:?} ns (worker {local})"
+        );
+    }
+}
+
+/// `--http-cpu-affinity off`, its environment variable, and a number of
+/// workers other than the CPUs' leave the workers unbound.
+#[tokio::test(flavor = "multi_thread")]
+async fn http_workers_are_unbound_when_told_or_not_one_per_cpu() {
+    let cpus = allowed_cpus("/proc/self/status");
+    let threads = cpus.len() + 1;
+    let by_flag = ServerOptions::args(&["--http-cpu-affinity", "off"]);
+    let by_env = ServerOptions {
+        env: vec![("CACHE_SERVER_HTTP_CPU_AFFINITY".into(), "off".into())],
+        ..ServerOptions::default()
+    };
+    let more = ServerOptions::args(&["--http-threads", &threads.to_string()]);
+    for (how, options) in [
+        ("flag", by_flag),
+        ("environment", by_env),
+        ("threads", more),
+    ] {
+        let server = CacheServer::start(Backend::Local, options);
+        let workers = http_workers(server.pid().unwrap());
+        assert!(!workers.is_empty(), "{how}");
+        for (name, _, allowed) in &workers {
+            assert_eq!(*allowed, cpus, "{how}: {name} may run on every CPU");
+        }
+        if how == "threads" {
+            assert_eq!(workers.len(), threads, "--http-threads {threads}");
+        }
+        let response = server
+            .client
+            .get(server.url("/healthz"))
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success(), "{how}: serving");
+    }
+}

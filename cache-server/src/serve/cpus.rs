@@ -8,9 +8,9 @@
 //! a client on the same host, the client's own CPU). A request and its
 //! response then wake no other CPU. Waking one costs an inter-processor
 //! interrupt, and a virtual machine charges one dearly: on the project's
-//! 2-core VM, serving a 4 KiB GET cost 0.035 of them per request without
-//! this and 0.005 with it, and the server answered about 20 % more
-//! requests per second (`docs/benchmarks.md`).
+//! 2-core VM, 4 KiB GETs cost 0.043 of them per request without this and
+//! 0.009 with it, and the server answered 11 to 24 % more requests per
+//! second (`docs/benchmarks.md`, "What was left").
 //!
 //! Connections are kept roughly balanced: a worker with more than about
 //! twice the connections of the least busy one gets none until the others
@@ -101,9 +101,15 @@ impl Placement {
         let Ok(cpu) = rustix::net::sockopt::socket_incoming_cpu(connection) else {
             return least;
         };
-        match self.worker_on(cpu as usize) {
-            Some(local) if open[local] <= open[least] + lead_allowed(open[least]) => local,
-            _ => least,
+        let (Some(local), Some(&least_open)) = (self.worker_on(cpu as usize), open.get(least))
+        else {
+            return least;
+        };
+        let local_open = open.get(local).copied().unwrap_or(usize::MAX);
+        if local_open <= least_open + lead_allowed(least_open) {
+            local
+        } else {
+            least
         }
     }
 }

@@ -83,19 +83,26 @@ pub struct HttpWorkers {
     pub affinity: CpuAffinity,
 }
 
+impl HttpWorkers {
+    /// Starts the threads, bound to CPUs as [`HttpWorkers::affinity`] says.
+    pub fn start(self) -> std::io::Result<Workers> {
+        let placement = Placement::plan(self.threads, self.affinity)?;
+        let bound = placement.cpu_of(0).is_some();
+        let workers = Workers::start(self.threads, placement)?;
+        tracing::debug!(threads = workers.len(), bound, "HTTP workers started");
+        Ok(workers)
+    }
+}
+
 /// Serves `app` on `listener` with `workers` until `shutdown` completes,
 /// then waits for the in-flight requests.
 pub async fn serve(
     listener: TcpListener,
     app: App<Incoming>,
     settings: ServeSettings,
-    workers: HttpWorkers,
+    workers: Workers,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let placement = Placement::plan(workers.threads, workers.affinity)?;
-    let bound = placement.cpu_of(0).is_some();
-    let workers = Workers::start(workers.threads, placement)?;
-    tracing::debug!(threads = workers.len(), bound, "HTTP workers started");
     let graceful = GracefulShutdown::new();
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())

@@ -111,10 +111,13 @@ impl Workers {
 }
 
 impl Worker {
+    /// Starts worker `number`, returning once its thread runs (named, and
+    /// bound to its CPU if it has one).
     fn start(number: usize, placement: Arc<Placement>) -> io::Result<Self> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
-            .thread_name(format!("http-worker-{number}"))
+            // Its blocking threads (the worker thread is named below).
+            .thread_name(format!("http-io-{number}"))
             .on_thread_start({
                 // The runtime's own threads do blocking work: every CPU.
                 let placement = placement.clone();
@@ -127,6 +130,7 @@ impl Worker {
             .build()?;
         let (sender, receiver) = mpsc::unbounded_channel();
         let open = Arc::new(AtomicUsize::new(0));
+        let (started, running) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new()
             .name(format!("http-worker-{number}"))
             .spawn({
@@ -135,9 +139,14 @@ impl Worker {
                     if let Err(error) = placement.bind_worker(number) {
                         tracing::warn!(%error, worker = number, "could not bind an HTTP worker to its CPU");
                     }
+                    let _ = started.send(());
                     runtime.block_on(run(receiver, open))
                 }
             })?;
+        // A moment at start-up; the thread cannot fail before it sends.
+        running
+            .recv()
+            .map_err(|_| io::Error::other("an HTTP worker did not start"))?;
         Ok(Self {
             sender,
             open,
