@@ -2,7 +2,8 @@
 //! credential (one of the server's tokens, or a CI job's ID token) checked
 //! against the auth mode and the scope it needs, then its own namespace and
 //! the ones it reads. The HTTP middleware (`http::auth`) and the gRPC
-//! services call [`admit`] (the HTTP hot path [`check`]); the secret is never logged or echoed.
+//! services call [`admit`], the HTTP hot path [`check`]; the secret is
+//! never logged or echoed.
 
 use std::borrow::Cow;
 use std::sync::Arc;

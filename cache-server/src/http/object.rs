@@ -2,6 +2,8 @@
 //! with their length, range and encoding headers, and request bodies fed
 //! to it as byte streams.
 
+use std::sync::Arc;
+
 use axum::body::Body;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -19,7 +21,6 @@ pub use crate::cache::object::{
 use crate::index::ObjectRecord;
 use crate::metrics::Protocol;
 use crate::state::AppState;
-use std::sync::Arc;
 
 impl Written {
     /// 201 for a new object, else 200.
